@@ -1,0 +1,114 @@
+//! Errors. None of them carries message content: they name positions, paths and codes,
+//! so they can be logged and shown to operators without exposing patient data.
+
+/// Why a message could not be parsed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ParseError {
+    /// Nothing but whitespace (or nothing at all).
+    #[error("the message is empty")]
+    Empty,
+    /// The first segment is not a header (`MSH`, or `BHS`/`FHS` for batches).
+    #[error("the message does not start with an MSH segment")]
+    NoHeader,
+    /// MSH-1/MSH-2 are unusable.
+    #[error("bad delimiters: {reason}")]
+    BadDelimiters {
+        /// What is wrong with them.
+        reason: &'static str,
+    },
+    /// A segment does not start with a three-character name.
+    #[error("segment {segment} (byte {offset}) does not start with a three-character segment name")]
+    BadSegmentName {
+        /// 1-based segment number.
+        segment: usize,
+        /// Byte offset of the segment in the input.
+        offset: usize,
+    },
+    /// A second `MSH` appeared: the input holds more than one message.
+    #[error("segment {segment} is a second MSH: the input holds more than one message (split it first)")]
+    SecondHeader {
+        /// 1-based segment number.
+        segment: usize,
+    },
+    /// MSH-18 names a character set we do not convert.
+    #[error("unsupported character set {declared:?} in MSH-18 (supported: ASCII, 8859/1, 8859/15, UNICODE UTF-8)")]
+    UnsupportedCharset {
+        /// The code as declared (an HL7 table 0211 code, not patient data).
+        declared: String,
+    },
+    /// Bytes that are not valid in the declared character set.
+    #[error("byte {offset} is not valid {charset} text (if the sender uses Latin-1, it must say 8859/1 in MSH-18)")]
+    InvalidText {
+        /// The declared charset.
+        charset: &'static str,
+        /// Byte offset of the first invalid byte.
+        offset: usize,
+    },
+    /// The message is larger than this crate indexes (4 GiB).
+    #[error("the message is too large to index ({len} bytes)")]
+    TooLarge {
+        /// Its length.
+        len: usize,
+    },
+}
+
+/// Why a path is not valid, or cannot be used for the operation asked.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum PathError {
+    /// The text is not a path.
+    #[error("invalid path {path:?}: {reason}")]
+    Syntax {
+        /// The path as given.
+        path: String,
+        /// What is wrong, and what a path looks like.
+        reason: &'static str,
+    },
+    /// The path is valid, but not for this operation.
+    #[error("path {path}: {reason}")]
+    Unsupported {
+        /// The path.
+        path: String,
+        /// Why it cannot be used here.
+        reason: &'static str,
+    },
+}
+
+/// Why an edit was refused. The message is unchanged when an edit fails.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum EditError {
+    /// The path is invalid or unusable for this edit.
+    #[error(transparent)]
+    Path(#[from] PathError),
+    /// A segment occurrence would leave a gap (e.g. setting `OBX[5]` when there are 3).
+    #[error("path {path}: there are only {existing} {segment} segments; an edit may add the next one, not skip ahead")]
+    SegmentGap {
+        /// The path.
+        path: String,
+        /// The segment name.
+        segment: String,
+        /// How many exist.
+        existing: usize,
+    },
+    /// The value holds a character the message's charset (MSH-18) cannot represent.
+    #[error("path {path}: character U+{code:04X} cannot be written in {charset}")]
+    Unrepresentable {
+        /// The path.
+        path: String,
+        /// The character's code point (not the value around it).
+        code: u32,
+        /// The message charset.
+        charset: &'static str,
+    },
+    /// A segment given to insert is not a segment.
+    #[error("cannot insert segment: {reason}")]
+    BadSegment {
+        /// What is wrong.
+        reason: &'static str,
+    },
+    /// An edit produced a message that no longer parses (only possible for raw edits).
+    #[error("the edit would make the message unparseable: {0}")]
+    Reparse(#[from] ParseError),
+}

@@ -1,0 +1,796 @@
+//! The message: its bytes, plus an index of where segments and fields start.
+//!
+//! Parsing copies nothing: it records segment and field boundaries over the input. Values
+//! are sliced and decoded only when asked for. An edit splices the bytes it changes and
+//! re-indexes, so everything an edit did not touch stays byte for byte as the sender wrote it.
+
+use std::borrow::Cow;
+
+use crate::charset::Charset;
+use crate::delim::Delimiters;
+use crate::error::{EditError, ParseError, PathError};
+use crate::escape;
+use crate::path::{AsPath, Path};
+
+const BOM: &[u8] = b"\xEF\xBB\xBF";
+
+/// A parsed HL7 v2 message.
+///
+/// ```
+/// use plexus_hl7::Message;
+///
+/// let raw = b"MSH|^~\\&|LAB|HOSP|EHR|HOSP|20260101120000||ORU^R01|MSG1|P|2.5\r\
+///             PID|1||12345^^^HOSP^MR~987^^^SSA^SS||DOE^JANE\r";
+/// let mut msg = Message::parse(raw)?;
+/// assert_eq!(msg.get("PID-5-2")?.as_deref(), Some("JANE"));
+/// assert_eq!(msg.get("PID-3[2]-4")?.as_deref(), Some("SSA"));
+/// assert_eq!(msg.count("PID-3")?, 2);
+///
+/// msg.set("PID-5-1", "O'BRIEN")?;
+/// assert!(msg.as_bytes().ends_with(b"||O'BRIEN^JANE\r"));
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+#[derive(Debug, Clone)]
+pub struct Message<'a> {
+    buf: Cow<'a, [u8]>,
+    index: Index,
+}
+
+#[derive(Debug, Clone)]
+struct Index {
+    delims: Delimiters,
+    charset: Charset,
+    segments: Vec<SegIdx>,
+    /// Positions of every field separator, segment after segment.
+    seps: Vec<u32>,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct SegIdx {
+    name: [u8; 3],
+    start: u32,
+    /// End of the content, before the terminator.
+    end: u32,
+    /// End of the terminator (CR, LF or CRLF); equals `end` for a last line without one.
+    term_end: u32,
+    seps_from: u32,
+    seps_len: u32,
+}
+
+/// A byte range in the message.
+type Span = (usize, usize);
+
+impl<'a> Message<'a> {
+    /// Parses a message without copying it.
+    pub fn parse(bytes: &'a [u8]) -> Result<Self, ParseError> {
+        Ok(Message { index: Index::build(bytes)?, buf: Cow::Borrowed(bytes) })
+    }
+
+    /// Parses a message that owns its bytes.
+    pub fn parse_owned(bytes: Vec<u8>) -> Result<Message<'static>, ParseError> {
+        Ok(Message { index: Index::build(&bytes)?, buf: Cow::Owned(bytes) })
+    }
+
+    /// Detaches the message from the input it borrowed.
+    pub fn into_owned(self) -> Message<'static> {
+        Message { buf: Cow::Owned(self.buf.into_owned()), index: self.index }
+    }
+
+    /// The encoded message: exactly the input unless it was edited, and then the input
+    /// with only the edited parts changed.
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.buf
+    }
+
+    /// Consumes the message, returning its encoded bytes.
+    pub fn into_bytes(self) -> Vec<u8> {
+        self.buf.into_owned()
+    }
+
+    /// The delimiters from MSH-1 and MSH-2.
+    pub fn delimiters(&self) -> &Delimiters {
+        &self.index.delims
+    }
+
+    /// The character set from MSH-18.
+    pub fn charset(&self) -> Charset {
+        self.index.charset
+    }
+
+    /// Number of segments.
+    pub fn segment_count(&self) -> usize {
+        self.index.segments.len()
+    }
+
+    /// The segments in order.
+    pub fn segments(&self) -> impl ExactSizeIterator<Item = Segment<'_>> + '_ {
+        (0..self.index.segments.len()).map(move |i| Segment { msg: self, idx: i })
+    }
+
+    /// The segment names in order, e.g. `["MSH", "EVN", "PID", "PV1"]`.
+    pub fn segment_names(&self) -> impl Iterator<Item = &str> + '_ {
+        self.segments().map(|s| s.name())
+    }
+
+    /// MSH-10, the message control id (decoded), if present.
+    pub fn control_id(&self) -> Option<Cow<'_, str>> {
+        self.value(&Path::fixed(*b"MSH", 10))
+    }
+
+    /// MSH-12-1, the version id, if present.
+    pub fn version(&self) -> Option<Cow<'_, str>> {
+        self.value(&Path::fixed(*b"MSH", 12))
+    }
+
+    /// Reads the decoded value at `path`: escapes resolved, converted to UTF-8.
+    ///
+    /// `None` when the segment, field or part is absent or empty. The HL7 explicit null is
+    /// returned as the two characters `""`. A path above the leaf reads its first leaf
+    /// (`PID-5` reads `PID-5[1]-1-1`).
+    pub fn get(&self, path: impl AsPath) -> Result<Option<Cow<'_, str>>, PathError> {
+        let path = path.to_path()?;
+        if path.field().is_none() {
+            return Err(unsupported(&path, "a value needs a field, e.g. PID-5-1"));
+        }
+        Ok(self.value(&path))
+    }
+
+    fn value(&self, path: &Path) -> Option<Cow<'_, str>> {
+        let (span, literal) = self.locate_leaf(path)?;
+        let raw = &self.buf[span.0..span.1];
+        if raw.is_empty() {
+            return None;
+        }
+        Some(if literal {
+            self.index.charset.decode(raw).unwrap_or_default()
+        } else {
+            escape::decode(raw, &self.index.delims, self.index.charset)
+        })
+    }
+
+    /// Reads the raw, still-encoded bytes at `path`, at the level the path names: a whole
+    /// segment line, a whole field with all its repetitions, one repetition (`PID-3[2]`), a
+    /// component or a subcomponent. `None` when absent.
+    pub fn get_raw(&self, path: impl AsPath) -> Result<Option<&[u8]>, PathError> {
+        let path = path.to_path()?;
+        Ok(self.locate(&path).map(|(span, _)| &self.buf[span.0..span.1]))
+    }
+
+    /// Is the value at `path` the HL7 explicit null `""` ("delete this value")?
+    pub fn is_null(&self, path: impl AsPath) -> Result<bool, PathError> {
+        Ok(self.get_raw(path)?.is_some_and(|raw| raw == b"\"\""))
+    }
+
+    /// Counts segments (`OBX`: how many OBX segments) or repetitions (`PID-3`: how many
+    /// identifiers; 0 when the field is empty or absent).
+    pub fn count(&self, path: impl AsPath) -> Result<usize, PathError> {
+        let path = path.to_path()?;
+        if path.component().is_some() || path.repetition().is_some() {
+            return Err(unsupported(&path, "count takes a segment (OBX) or a field (PID-3)"));
+        }
+        let Some(field) = path.field() else {
+            return Ok(self.occurrences(path.segment_bytes()).count());
+        };
+        if path.occurrence() != 1 && field == 0 {
+            return Ok(0);
+        }
+        let Some(seg) = self.find_segment(path.segment_bytes(), path.occurrence()) else {
+            return Ok(0);
+        };
+        Ok(match self.field_span(seg, field) {
+            FieldSpan::Literal(_) => 1,
+            FieldSpan::Missing { .. } => 0,
+            FieldSpan::Found(span) if span.0 == span.1 => 0,
+            FieldSpan::Found(span) => {
+                memchr::memchr_iter(self.index.delims.repetition, &self.buf[span.0..span.1]).count() + 1
+            }
+        })
+    }
+
+    /// Writes `value` at `path`, escaping delimiters and converting to the message charset.
+    ///
+    /// Missing structure is created: fields, repetitions, components and subcomponents
+    /// are padded with delimiters, and the next occurrence of a segment is appended after
+    /// the last one of that name (or at the end). A path above the leaf writes its first
+    /// leaf, mirroring [`Message::get`]. On error the message is unchanged.
+    pub fn set(&mut self, path: impl AsPath, value: &str) -> Result<(), EditError> {
+        let path = path.to_path()?;
+        let field = path.field().ok_or_else(|| unsupported(&path, "set needs a field, e.g. PID-5-1"))?;
+        if path.segment_bytes() == b"MSH" && field <= 2 {
+            return Err(unsupported(&path, "MSH-1 and MSH-2 declare the delimiters and cannot be set").into());
+        }
+        let mut encoded = Vec::with_capacity(value.len());
+        escape::encode_into(value, &self.index.delims, self.index.charset, &mut encoded).map_err(
+            |escape::Unrepresentable(c)| EditError::Unrepresentable {
+                path: path.to_string(),
+                code: u32::from(c),
+                charset: self.index.charset.code(),
+            },
+        )?;
+
+        let Some(seg) = self.find_segment(path.segment_bytes(), path.occurrence()) else {
+            return self.append_occurrence(&path, field, &encoded);
+        };
+        let (at, replace_end, mut insert) = self.splice_point(seg, &path, field)?;
+        insert.extend_from_slice(&encoded);
+        self.splice(at, replace_end, &insert)
+    }
+
+    /// Clears the value at `path`, or removes it where removal is meaningful: a segment path
+    /// (`OBX[2]`) removes the segment, a field path with an explicit repetition
+    /// (`PID-3[2]`) removes that repetition. Returns whether anything was there.
+    pub fn remove(&mut self, path: impl AsPath) -> Result<bool, EditError> {
+        let path = path.to_path()?;
+        let Some(seg) = self.find_segment(path.segment_bytes(), path.occurrence()) else {
+            return Ok(false);
+        };
+        let Some(field) = path.field() else {
+            if seg == 0 {
+                return Err(unsupported(&path, "the header segment cannot be removed").into());
+            }
+            let s = self.index.segments[seg];
+            self.splice(s.start as usize, s.term_end as usize, b"")?;
+            return Ok(true);
+        };
+        if path.segment_bytes() == b"MSH" && field <= 2 {
+            return Err(unsupported(&path, "MSH-1 and MSH-2 declare the delimiters and cannot be removed").into());
+        }
+        if let (Some(rep), None) = (path.repetition(), path.component()) {
+            return self.remove_repetition(seg, field, rep);
+        }
+        let Some((span, _)) = self.locate(&path) else {
+            return Ok(false);
+        };
+        let existed = span.0 != span.1;
+        if existed {
+            self.splice(span.0, span.1, b"")?;
+        }
+        Ok(existed)
+    }
+
+    fn remove_repetition(&mut self, seg: usize, field: u32, rep: u32) -> Result<bool, EditError> {
+        let FieldSpan::Found(fspan) = self.field_span(seg, field) else {
+            return Ok(false);
+        };
+        let delim = self.index.delims.repetition;
+        let reps = children(&self.buf, fspan, delim);
+        let Some(&r) = reps.get(rep as usize - 1) else {
+            return Ok(false);
+        };
+        // Take the delimiter on one side with it so the other repetitions keep their places.
+        let (a, b) = if reps.len() == 1 {
+            r
+        } else if rep == 1 {
+            (r.0, r.1 + 1)
+        } else {
+            (r.0 - 1, r.1)
+        };
+        self.splice(a, b, b"")?;
+        Ok(true)
+    }
+
+    /// Inserts a segment, given as encoded text such as `ZPI|1|ABC`, so that it becomes
+    /// segment number `position` (0-based; `segment_count()` appends). Position 0 is the
+    /// header's and is refused. The message's own segment terminator is used.
+    pub fn insert_segment(&mut self, position: usize, segment: &str) -> Result<(), EditError> {
+        let bytes = segment.as_bytes();
+        let d = &self.index.delims;
+        let bad = |reason| Err(EditError::BadSegment { reason });
+        if position == 0 || position > self.index.segments.len() {
+            return bad("position out of range (1 ..= segment count; 0 is the header's)");
+        }
+        if bytes.len() < 3 || !bytes[..3].iter().all(|c| c.is_ascii_uppercase() || c.is_ascii_digit()) {
+            return bad("a segment starts with a three-character name such as ZPI");
+        }
+        if bytes.len() > 3 && bytes[3] != d.field {
+            return bad("the segment name must be followed by the message's field separator");
+        }
+        if matches!(&bytes[..3], b"MSH" | b"BHS" | b"FHS") {
+            return bad("a header segment cannot be inserted into a message");
+        }
+        if bytes.contains(&b'\r') || bytes.contains(&b'\n') {
+            return bad("a segment cannot contain a line break");
+        }
+        if let Err(c) = self.index.charset.encode_into(segment, &mut Vec::new()) {
+            return Err(EditError::Unrepresentable {
+                path: format!("segment {position}"),
+                code: u32::from(c),
+                charset: self.index.charset.code(),
+            });
+        }
+        let terminator = self.terminator().to_vec();
+        let mut text = Vec::new();
+        self.index.charset.encode_into(segment, &mut text).map_err(|c| EditError::Unrepresentable {
+            path: format!("segment {position}"),
+            code: u32::from(c),
+            charset: self.index.charset.code(),
+        })?;
+        text.extend_from_slice(&terminator);
+        let at = self.insertion_point(position, &terminator, &mut text);
+        self.splice(at, at, &text)
+    }
+
+    /// Where a new segment that becomes number `position` goes; when appending after a last
+    /// line that has no terminator, `text` gains one in front.
+    fn insertion_point(&self, position: usize, terminator: &[u8], text: &mut Vec<u8>) -> usize {
+        if let Some(next) = self.index.segments.get(position) {
+            return next.start as usize;
+        }
+        let last = self.index.segments[position - 1];
+        if last.term_end == last.end {
+            text.splice(0..0, terminator.iter().copied());
+        }
+        last.term_end as usize
+    }
+
+    /// The terminator the sender used on the header segment (CR if it used none).
+    fn terminator(&self) -> &[u8] {
+        let msh = self.index.segments[0];
+        match &self.buf[msh.end as usize..msh.term_end as usize] {
+            [] => b"\r",
+            t => t,
+        }
+    }
+
+    fn append_occurrence(&mut self, path: &Path, field: u32, encoded: &[u8]) -> Result<(), EditError> {
+        let name = path.segment_bytes();
+        let existing = self.occurrences(name).count();
+        if path.occurrence() as usize != existing + 1 {
+            return Err(EditError::SegmentGap {
+                path: path.to_string(),
+                segment: path.segment().to_owned(),
+                existing,
+            });
+        }
+        let d = self.index.delims;
+        let mut seg = name.to_vec();
+        seg.extend(std::iter::repeat_n(d.field, field as usize));
+        seg.extend(std::iter::repeat_n(d.repetition, path.repetition().unwrap_or(1) as usize - 1));
+        seg.extend(std::iter::repeat_n(d.component, path.component().unwrap_or(1) as usize - 1));
+        if let Some(sub) = path.subcomponent().filter(|s| *s > 1) {
+            let delim = d.subcomponent.ok_or_else(|| unsupported(path, NO_SUBCOMPONENTS))?;
+            seg.extend(std::iter::repeat_n(delim, sub as usize - 1));
+        }
+        seg.extend_from_slice(encoded);
+        let position = self
+            .occurrences(name)
+            .last()
+            .map_or(self.index.segments.len(), |last| last + 1);
+        let terminator = self.terminator().to_vec();
+        seg.extend_from_slice(&terminator);
+        let at = self.insertion_point(position, &terminator, &mut seg);
+        self.splice(at, at, &seg)
+    }
+
+    /// Finds where a value for `path` goes in an existing segment: the byte range to
+    /// replace and the delimiters to write before the value to create missing structure.
+    fn splice_point(&self, seg: usize, path: &Path, field: u32) -> Result<(usize, usize, Vec<u8>), EditError> {
+        let d = self.index.delims;
+        let mut pad = Vec::new();
+        // `span` is the existing element while the structure exists; once a level is
+        // missing, `at` is where the padding and the value go.
+        let (mut span, mut at) = match self.field_span(seg, field) {
+            FieldSpan::Found(span) => (Some(span), 0),
+            FieldSpan::Literal(_) => {
+                return Err(unsupported(path, "MSH-1 and MSH-2 declare the delimiters and cannot be set").into());
+            }
+            FieldSpan::Missing { at, missing } => {
+                pad.extend(std::iter::repeat_n(d.field, missing as usize));
+                (None, at)
+            }
+        };
+        let levels = [
+            (Some(d.repetition), path.repetition().unwrap_or(1)),
+            (Some(d.component), path.component().unwrap_or(1)),
+            (d.subcomponent, path.subcomponent().unwrap_or(1)),
+        ];
+        for (delim, k) in levels {
+            let Some(delim) = delim else {
+                if k > 1 {
+                    return Err(unsupported(path, NO_SUBCOMPONENTS).into());
+                }
+                continue;
+            };
+            match span {
+                Some(s) => match nth_child(&self.buf, s, delim, k) {
+                    Ok(child) => span = Some(child),
+                    Err(count) => {
+                        pad.extend(std::iter::repeat_n(delim, (k - count) as usize));
+                        at = s.1;
+                        span = None;
+                    }
+                },
+                None => pad.extend(std::iter::repeat_n(delim, k as usize - 1)),
+            }
+        }
+        Ok(match span {
+            Some((a, b)) => (a, b, pad),
+            None => (at, at, pad),
+        })
+    }
+
+    /// Replaces `buf[a..b]` with `with` and re-indexes; restores the old bytes on failure.
+    fn splice(&mut self, a: usize, b: usize, with: &[u8]) -> Result<(), EditError> {
+        let mut bytes = Vec::with_capacity(self.buf.len() + with.len());
+        bytes.extend_from_slice(&self.buf[..a]);
+        bytes.extend_from_slice(with);
+        bytes.extend_from_slice(&self.buf[b..]);
+        let index = Index::build(&bytes)?;
+        self.buf = Cow::Owned(bytes);
+        self.index = index;
+        Ok(())
+    }
+
+    fn occurrences<'s>(&'s self, name: &'s [u8; 3]) -> impl Iterator<Item = usize> + 's {
+        self.index
+            .segments
+            .iter()
+            .enumerate()
+            .filter(move |(_, s)| &s.name == name)
+            .map(|(i, _)| i)
+    }
+
+    fn find_segment(&self, name: &[u8; 3], occurrence: u32) -> Option<usize> {
+        self.occurrences(name).nth(occurrence as usize - 1)
+    }
+
+    /// The span of a field. MSH-1 and MSH-2 are literal: never split or unescaped.
+    fn field_span(&self, seg: usize, field: u32) -> FieldSpan {
+        let s = &self.index.segments[seg];
+        let is_header = matches!(&s.name, b"MSH" | b"BHS" | b"FHS");
+        let element = if is_header {
+            if field == 1 {
+                let at = s.start as usize + 3;
+                return FieldSpan::Literal((at, at + 1));
+            }
+            field - 1
+        } else {
+            field
+        };
+        let seps = &self.index.seps[s.seps_from as usize..(s.seps_from + s.seps_len) as usize];
+        match seps.get(element as usize - 1) {
+            Some(&sep) => {
+                let start = sep as usize + 1;
+                let end = seps.get(element as usize).map_or(s.end as usize, |&n| n as usize);
+                if is_header && field == 2 {
+                    FieldSpan::Literal((start, end))
+                } else {
+                    FieldSpan::Found((start, end))
+                }
+            }
+            None => FieldSpan::Missing { at: s.end as usize, missing: element - s.seps_len },
+        }
+    }
+
+    /// The span the path names, at the level it names; `bool` marks MSH-1/MSH-2.
+    fn locate(&self, path: &Path) -> Option<(Span, bool)> {
+        let seg = self.find_segment(path.segment_bytes(), path.occurrence())?;
+        let Some(field) = path.field() else {
+            let s = &self.index.segments[seg];
+            return Some(((s.start as usize, s.end as usize), false));
+        };
+        let mut span = match self.field_span(seg, field) {
+            FieldSpan::Found(span) => span,
+            FieldSpan::Literal(span) => {
+                let nested = path.repetition().unwrap_or(1) > 1 || path.component().unwrap_or(1) > 1;
+                return (!nested).then_some((span, true));
+            }
+            FieldSpan::Missing { .. } => return None,
+        };
+        let d = &self.index.delims;
+        if let Some(rep) = path.repetition() {
+            span = nth_child(&self.buf, span, d.repetition, rep).ok()?;
+        }
+        if let Some(comp) = path.component() {
+            if path.repetition().is_none() {
+                span = nth_child(&self.buf, span, d.repetition, 1).ok()?;
+            }
+            span = nth_child(&self.buf, span, d.component, comp).ok()?;
+            if let Some(sub) = path.subcomponent() {
+                span = match d.subcomponent {
+                    Some(delim) => nth_child(&self.buf, span, delim, sub).ok()?,
+                    None if sub == 1 => span,
+                    None => return None,
+                };
+            }
+        }
+        Some((span, false))
+    }
+
+    /// The first leaf under the path (terser semantics).
+    fn locate_leaf(&self, path: &Path) -> Option<(Span, bool)> {
+        let (span, literal) = self.locate(path)?;
+        if literal {
+            return Some((span, true));
+        }
+        let d = &self.index.delims;
+        let mut span = span;
+        if path.component().is_none() {
+            if path.repetition().is_none() {
+                span = nth_child(&self.buf, span, d.repetition, 1).ok()?;
+            }
+            span = nth_child(&self.buf, span, d.component, 1).ok()?;
+        }
+        if path.subcomponent().is_none() {
+            if let Some(delim) = d.subcomponent {
+                span = nth_child(&self.buf, span, delim, 1).ok()?;
+            }
+        }
+        Some((span, false))
+    }
+}
+
+const NO_SUBCOMPONENTS: &str = "this message declares no subcomponent separator in MSH-2";
+
+fn unsupported(path: &Path, reason: &'static str) -> PathError {
+    PathError::Unsupported { path: path.to_string(), reason }
+}
+
+enum FieldSpan {
+    Found(Span),
+    Literal(Span),
+    Missing { at: usize, missing: u32 },
+}
+
+/// The `k`-th (1-based) child of `span` split on `delim`, or how many children there are.
+fn nth_child(buf: &[u8], span: Span, delim: u8, k: u32) -> Result<Span, u32> {
+    let slice = &buf[span.0..span.1];
+    let mut start = 0;
+    let mut seen = 1;
+    for pos in memchr::memchr_iter(delim, slice) {
+        if seen == k {
+            return Ok((span.0 + start, span.0 + pos));
+        }
+        start = pos + 1;
+        seen += 1;
+    }
+    if seen == k { Ok((span.0 + start, span.1)) } else { Err(seen) }
+}
+
+/// All children of `span` split on `delim`.
+fn children(buf: &[u8], span: Span, delim: u8) -> Vec<Span> {
+    let mut out = Vec::new();
+    let mut start = span.0;
+    for pos in memchr::memchr_iter(delim, &buf[span.0..span.1]) {
+        out.push((start, span.0 + pos));
+        start = span.0 + pos + 1;
+    }
+    out.push((start, span.1));
+    out
+}
+
+impl Index {
+    fn build(buf: &[u8]) -> Result<Index, ParseError> {
+        if u32::try_from(buf.len()).is_err() {
+            return Err(ParseError::TooLarge { len: buf.len() });
+        }
+        let body = if buf.starts_with(BOM) { BOM.len() } else { 0 };
+        let first = buf[body..]
+            .iter()
+            .position(|c| !c.is_ascii_whitespace())
+            .map(|p| p + body)
+            .ok_or(ParseError::Empty)?;
+        let header = &buf[first..];
+        if header.len() < 4 || !matches!(&header[..3], b"MSH" | b"BHS" | b"FHS") {
+            return Err(ParseError::NoHeader);
+        }
+        let field_sep = header[3];
+        let enc_end = header[4..]
+            .iter()
+            .position(|&c| c == field_sep || c == b'\r' || c == b'\n')
+            .map_or(header.len(), |p| p + 4);
+        let delims = Delimiters::from_header(field_sep, &header[4..enc_end])?;
+
+        let mut index = Index {
+            delims,
+            charset: Charset::Ascii,
+            segments: Vec::with_capacity(buf.len() / 64 + 1),
+            seps: Vec::with_capacity(buf.len() / 8 + 1),
+        };
+        let mut pos = first;
+        while pos < buf.len() {
+            let line_end = memchr::memchr2(b'\r', b'\n', &buf[pos..]).map_or(buf.len(), |p| p + pos);
+            let term_end = match buf.get(line_end) {
+                Some(b'\r') if buf.get(line_end + 1) == Some(&b'\n') => line_end + 2,
+                Some(_) => line_end + 1,
+                None => line_end,
+            };
+            index.add_segment(buf, pos, line_end, term_end)?;
+            pos = term_end;
+        }
+        let code = index.header_charset_code(buf);
+        index.charset = Charset::from_code(&code).ok_or(ParseError::UnsupportedCharset { declared: code })?;
+        index.charset.validate(&buf[body..])?;
+        Ok(index)
+    }
+
+    fn add_segment(&mut self, buf: &[u8], start: usize, end: usize, term_end: usize) -> Result<(), ParseError> {
+        let line = &buf[start..end];
+        if line.iter().all(u8::is_ascii_whitespace) {
+            // Blank lines between or after segments are kept in the bytes but are not segments.
+            return Ok(());
+        }
+        let number = self.segments.len() + 1;
+        let named = line.len() >= 3
+            && line[..3].iter().all(|c| c.is_ascii_uppercase() || c.is_ascii_digit())
+            && (line.len() == 3 || line[3] == self.delims.field);
+        if !named {
+            return Err(ParseError::BadSegmentName { segment: number, offset: start });
+        }
+        let name = [line[0], line[1], line[2]];
+        if number > 1 && &name == b"MSH" && self.segments[0].name == *b"MSH" {
+            return Err(ParseError::SecondHeader { segment: number });
+        }
+        let seps_from = self.seps.len();
+        // Offsets fit in u32: `build` refused anything larger.
+        self.seps
+            .extend(memchr::memchr_iter(self.delims.field, line).map(|p| (start + p) as u32));
+        self.segments.push(SegIdx {
+            name,
+            start: start as u32,
+            end: end as u32,
+            term_end: term_end as u32,
+            seps_from: seps_from as u32,
+            seps_len: (self.seps.len() - seps_from) as u32,
+        });
+        Ok(())
+    }
+
+    /// The first repetition of MSH-18 (element 17 of the header line).
+    fn header_charset_code(&self, buf: &[u8]) -> String {
+        let Some(msh) = self.segments.first() else {
+            return String::new();
+        };
+        let seps = &self.seps[msh.seps_from as usize..(msh.seps_from + msh.seps_len) as usize];
+        let Some(&sep) = seps.get(16) else {
+            return String::new();
+        };
+        let end = seps.get(17).map_or(msh.end as usize, |&n| n as usize);
+        let raw = &buf[sep as usize + 1..end];
+        let first = raw.split(|&c| c == self.delims.repetition).next().unwrap_or_default();
+        let first = first.split(|&c| c == self.delims.component).next().unwrap_or_default();
+        String::from_utf8_lossy(first).into_owned()
+    }
+}
+
+/// One segment of a message.
+#[derive(Debug, Clone, Copy)]
+pub struct Segment<'m> {
+    msg: &'m Message<'m>,
+    idx: usize,
+}
+
+impl<'m> Segment<'m> {
+    fn idx(&self) -> &'m SegIdx {
+        &self.msg.index.segments[self.idx]
+    }
+
+    /// The three-character name.
+    pub fn name(&self) -> &'m str {
+        std::str::from_utf8(&self.idx().name).unwrap_or("???")
+    }
+
+    /// 0-based position among the message's segments.
+    pub fn position(&self) -> usize {
+        self.idx
+    }
+
+    /// The encoded segment line without its terminator.
+    pub fn raw(&self) -> &'m [u8] {
+        let s = self.idx();
+        &self.msg.buf[s.start as usize..s.end as usize]
+    }
+
+    /// The number of the last field present (fields are numbered from 1; for MSH, MSH-1 is
+    /// the field separator).
+    pub fn field_count(&self) -> u32 {
+        let s = self.idx();
+        if matches!(&s.name, b"MSH" | b"BHS" | b"FHS") { s.seps_len + 1 } else { s.seps_len }
+    }
+
+    /// Field `n` (1-based), if present.
+    pub fn field(&self, n: u32) -> Option<Element<'m>> {
+        if n == 0 {
+            return None;
+        }
+        let (span, level) = match self.msg.field_span(self.idx, n) {
+            FieldSpan::Found(span) => (span, Level::Field),
+            FieldSpan::Literal(span) => (span, Level::Literal),
+            FieldSpan::Missing { .. } => return None,
+        };
+        Some(Element { msg: self.msg, span, level })
+    }
+
+    /// Fields 1..=`field_count()` with their numbers.
+    pub fn fields(&self) -> impl Iterator<Item = (u32, Element<'m>)> + 'm {
+        let seg = *self;
+        (1..=seg.field_count()).filter_map(move |n| seg.field(n).map(|f| (n, f)))
+    }
+}
+
+/// The level of an [`Element`] in the message tree.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Level {
+    /// A whole field (all repetitions).
+    Field,
+    /// One repetition of a field.
+    Repetition,
+    /// One component.
+    Component,
+    /// One subcomponent (always a leaf).
+    Subcomponent,
+    /// MSH-1 or MSH-2: delimiters, never split or unescaped.
+    Literal,
+}
+
+/// A field, repetition, component or subcomponent.
+#[derive(Debug, Clone, Copy)]
+pub struct Element<'m> {
+    msg: &'m Message<'m>,
+    span: Span,
+    level: Level,
+}
+
+impl<'m> Element<'m> {
+    /// The level this element sits at.
+    pub fn level(&self) -> Level {
+        self.level
+    }
+
+    /// The raw, encoded bytes.
+    pub fn raw(&self) -> &'m [u8] {
+        &self.msg.buf[self.span.0..self.span.1]
+    }
+
+    /// Empty (no bytes at all).
+    pub fn is_empty(&self) -> bool {
+        self.span.0 == self.span.1
+    }
+
+    /// The HL7 explicit null `""`.
+    pub fn is_null(&self) -> bool {
+        self.raw() == b"\"\""
+    }
+
+    /// The decoded text of this element. For an element with children, the delimiters
+    /// between them stay as written; use [`Element::children`] to walk them instead.
+    pub fn text(&self) -> Cow<'m, str> {
+        let idx = &self.msg.index;
+        match self.level {
+            Level::Literal => idx.charset.decode(self.raw()).unwrap_or_default(),
+            _ => escape::decode(self.raw(), &idx.delims, idx.charset),
+        }
+    }
+
+    /// The elements one level down: repetitions of a field, components of a repetition,
+    /// subcomponents of a component. Empty for leaves.
+    pub fn children(&self) -> Vec<Element<'m>> {
+        let d = &self.msg.index.delims;
+        let (delim, level) = match self.level {
+            Level::Field => (Some(d.repetition), Level::Repetition),
+            Level::Repetition => (Some(d.component), Level::Component),
+            Level::Component => (d.subcomponent, Level::Subcomponent),
+            Level::Subcomponent | Level::Literal => (None, Level::Literal),
+        };
+        let Some(delim) = delim else {
+            return Vec::new();
+        };
+        children(&self.msg.buf, self.span, delim)
+            .into_iter()
+            .map(|span| Element { msg: self.msg, span, level })
+            .collect()
+    }
+
+    /// True when this element has more than one child, at any depth below it.
+    pub fn is_composite(&self) -> bool {
+        let d = &self.msg.index.delims;
+        let raw = self.raw();
+        let has = |c: Option<u8>| c.is_some_and(|c| raw.contains(&c));
+        match self.level {
+            Level::Field => has(Some(d.repetition)) || has(Some(d.component)) || has(d.subcomponent),
+            Level::Repetition => has(Some(d.component)) || has(d.subcomponent),
+            Level::Component => has(d.subcomponent),
+            Level::Subcomponent | Level::Literal => false,
+        }
+    }
+}

@@ -1,0 +1,111 @@
+//! Every message of the public sample corpus (../shared/corpus/hl7v2, MIT, from
+//! Microsoft's FHIR-Converter) parses, walks, and re-encodes byte for byte.
+
+use std::path::PathBuf;
+
+use plexus_hl7::Message;
+
+fn corpus_dir() -> PathBuf {
+    std::env::var_os("PLEXUS_HL7_CORPUS").map_or_else(
+        || PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/corpus/hl7v2"),
+        PathBuf::from,
+    )
+}
+
+fn corpus() -> Vec<(String, Vec<u8>)> {
+    let dir = corpus_dir();
+    let entries = std::fs::read_dir(&dir).unwrap_or_else(|e| {
+        panic!("the HL7 corpus is expected at {} (the shared folder beside the repo): {e}", dir.display())
+    });
+    let mut files: Vec<_> = entries
+        .map(|e| e.expect("readable dir entry").path())
+        .filter(|p| p.extension().is_some_and(|e| e == "hl7"))
+        .map(|p| {
+            let name = p.file_name().expect("file name").to_string_lossy().into_owned();
+            (name, std::fs::read(&p).expect("readable corpus file"))
+        })
+        .collect();
+    files.sort();
+    files
+}
+
+#[test]
+fn all_139_parse_and_reencode_byte_exact() {
+    let files = corpus();
+    assert_eq!(files.len(), 139, "corpus size changed");
+    let mut failures = Vec::new();
+    for (name, bytes) in &files {
+        match Message::parse(bytes) {
+            Ok(msg) => {
+                if msg.as_bytes() != bytes.as_slice() {
+                    failures.push(format!("{name}: re-encoding differs"));
+                }
+                let owned = Message::parse_owned(bytes.clone()).expect("owned parse agrees");
+                assert_eq!(owned.segment_count(), msg.segment_count());
+            }
+            Err(e) => failures.push(format!("{name}: {e}")),
+        }
+    }
+    assert!(failures.is_empty(), "{} of {} failed:\n{}", failures.len(), files.len(), failures.join("\n"));
+}
+
+#[test]
+fn every_element_of_every_message_decodes() {
+    for (name, bytes) in corpus() {
+        let msg = Message::parse(&bytes).unwrap_or_else(|e| panic!("{name}: {e}"));
+        assert_eq!(msg.segments().next().map(|s| s.name()), Some("MSH"), "{name}");
+        let mut leaves = 0usize;
+        for seg in msg.segments() {
+            for (_, field) in seg.fields() {
+                for rep in field.children() {
+                    for comp in rep.children() {
+                        for sub in comp.children() {
+                            let _ = sub.text();
+                            leaves += 1;
+                        }
+                    }
+                }
+            }
+        }
+        assert!(leaves > 10, "{name}: only {leaves} leaves");
+        assert!(msg.control_id().is_some(), "{name}: no MSH-10");
+    }
+}
+
+#[test]
+fn an_edit_changes_only_what_it_touches() {
+    for (name, bytes) in corpus() {
+        let mut msg = Message::parse(&bytes).unwrap_or_else(|e| panic!("{name}: {e}"));
+        let before = msg.get("MSH-10").expect("valid path").map(|c| c.into_owned());
+        let before_raw = msg.get_raw("MSH-10").expect("path").map(<[u8]>::to_vec);
+        msg.set("MSH-10", "PLEXUS-EDITED").expect("set MSH-10");
+        assert_eq!(msg.get("MSH-10").expect("path").as_deref(), Some("PLEXUS-EDITED"));
+        let edited = msg.as_bytes().to_vec();
+        let old = before_raw.unwrap_or_default();
+        let at = msh10_offset(&bytes);
+        assert_eq!(&bytes[at..at + old.len()], old.as_slice(), "{name}");
+        let mut expected = bytes[..at].to_vec();
+        expected.extend_from_slice(b"PLEXUS-EDITED");
+        expected.extend_from_slice(&bytes[at + old.len()..]);
+        assert_eq!(edited, expected, "{name}: more than MSH-10 changed");
+
+        msg.set("MSH-10", before.as_deref().unwrap_or_default()).expect("restore");
+        assert_eq!(msg.as_bytes(), bytes.as_slice(), "{name}: restoring did not give back the input");
+    }
+}
+
+/// Where MSH-10 starts: after the ninth field separator of the header line.
+fn msh10_offset(bytes: &[u8]) -> usize {
+    let msh = bytes.windows(3).position(|w| w == b"MSH").expect("MSH present");
+    let sep = bytes[msh + 3];
+    let mut seen = 0;
+    for (i, &c) in bytes.iter().enumerate().skip(msh + 3) {
+        if c == sep {
+            seen += 1;
+            if seen == 9 {
+                return i + 1;
+            }
+        }
+    }
+    panic!("no MSH-10")
+}

@@ -1,0 +1,613 @@
+//! MLLP framing as a [`tokio_util::codec`] `Decoder`/`Encoder`.
+//!
+//! A frame is `0x0B payload 0x1C 0x0D`. See the crate docs for what the decoder does with junk, a
+//! missing final CR, oversize frames and a stream that ends mid-frame.
+
+use std::fmt;
+use std::io;
+
+use bytes::{Buf, BufMut, Bytes, BytesMut};
+use tokio_util::codec::{Decoder, Encoder};
+
+/// Start block: the byte that opens a frame.
+pub const START_BLOCK: u8 = 0x0B;
+/// End block: the byte that closes a frame's payload.
+pub const END_BLOCK: u8 = 0x1C;
+/// Carriage return: follows the end block in a well-formed frame.
+pub const CARRIAGE_RETURN: u8 = 0x0D;
+/// Default largest payload accepted: 16 MiB.
+pub const DEFAULT_MAX_FRAME: usize = 16 * 1024 * 1024;
+/// Most bytes of an oversize frame kept in [`Oversize::head`].
+pub const OVERSIZE_HEAD_LIMIT: usize = 8 * 1024;
+
+/// One decoded item.
+#[derive(Clone, PartialEq, Eq)]
+pub enum Frame {
+    /// A complete payload, without the block characters.
+    Message(Bytes),
+    /// A frame whose payload was larger than the limit. Its bytes were discarded (except
+    /// [`Oversize::head`]); the stream is positioned after its end block and stays usable.
+    Oversize(Oversize),
+}
+
+/// What is left of a frame that exceeded the limit.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Oversize {
+    /// The payload's full length in bytes.
+    pub len: usize,
+    /// The start of the payload up to (not including) its first segment terminator, at most
+    /// [`OVERSIZE_HEAD_LIMIT`] bytes: normally the MSH segment, so a handler can build a NAK that
+    /// echoes MSH-10 without the decoder holding the whole frame.
+    pub head: Bytes,
+}
+
+// Debug shows sizes only: payloads are patient data and Debug output ends up in logs.
+impl fmt::Debug for Frame {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Frame::Message(payload) => f
+                .debug_struct("Message")
+                .field("len", &payload.len())
+                .finish_non_exhaustive(),
+            Frame::Oversize(oversize) => oversize.fmt(f),
+        }
+    }
+}
+
+impl fmt::Debug for Oversize {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Oversize")
+            .field("len", &self.len)
+            .field("head_len", &self.head.len())
+            .finish_non_exhaustive()
+    }
+}
+
+/// Why framing failed. No variant carries payload bytes.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum CodecError {
+    /// The stream ended after a start block but before the frame's end block.
+    #[error("the stream ended inside an MLLP frame ({received} payload bytes received, no end block)")]
+    Truncated {
+        /// Payload bytes received before the end.
+        received: usize,
+    },
+    /// A payload given to the encoder is larger than the limit.
+    #[error("a payload of {len} bytes exceeds the {limit}-byte MLLP frame limit")]
+    PayloadTooLarge {
+        /// The payload's length.
+        len: usize,
+        /// The configured limit.
+        limit: usize,
+    },
+    /// A payload given to the encoder contains a block character, which would end the frame early
+    /// at the receiver.
+    #[error("payload byte {offset} is 0x{byte:02X}, an MLLP block character, so it cannot be framed")]
+    ReservedByte {
+        /// Offset of the first such byte.
+        offset: usize,
+        /// The byte (0x0B or 0x1C).
+        byte: u8,
+    },
+    /// Reading or writing the underlying stream failed.
+    #[error("MLLP stream I/O failed")]
+    Io(#[from] io::Error),
+}
+
+/// Where the decoder is in the byte stream.
+#[derive(Debug)]
+enum State {
+    /// Between frames: everything up to a start block is junk.
+    Seeking,
+    /// Just after an end block: one CR here is the normal trailer, not junk. Delivering the frame at
+    /// the end block (instead of waiting for the CR) is what makes a missing CR harmless.
+    AfterEnd,
+    /// Inside a frame; the first `scanned` buffered bytes hold no end block.
+    InFrame { scanned: usize },
+    /// Inside a frame that passed the limit: dropping bytes up to its end block.
+    Discarding { len: usize, head: Bytes },
+}
+
+/// The MLLP codec. Decodes to [`Frame`]s and encodes payloads (`&[u8]` or [`Bytes`]).
+///
+/// The decoder never holds more than `max_frame` payload bytes plus whatever the last read added:
+/// when a frame passes the limit its buffered bytes are dropped and the rest of it is discarded as
+/// it arrives.
+#[derive(Debug)]
+pub struct MllpCodec {
+    max_frame: usize,
+    state: State,
+    /// Junk bytes skipped since the last log line about them.
+    junk_pending: u64,
+    /// Junk bytes skipped over the codec's lifetime.
+    junk_total: u64,
+}
+
+impl Default for MllpCodec {
+    fn default() -> Self {
+        Self::new(DEFAULT_MAX_FRAME)
+    }
+}
+
+impl MllpCodec {
+    /// A codec that accepts payloads up to `max_frame` bytes (in both directions).
+    pub fn new(max_frame: usize) -> Self {
+        Self {
+            max_frame,
+            state: State::Seeking,
+            junk_pending: 0,
+            junk_total: 0,
+        }
+    }
+
+    /// The payload limit.
+    pub fn max_frame(&self) -> usize {
+        self.max_frame
+    }
+
+    /// True between a start block and its end block, i.e. while a frame is partly received.
+    pub fn in_frame(&self) -> bool {
+        matches!(self.state, State::InFrame { .. } | State::Discarding { .. })
+    }
+
+    /// Bytes skipped outside frames so far (not counting the CR after an end block).
+    pub fn skipped_bytes(&self) -> u64 {
+        self.junk_total
+    }
+
+    fn skip_junk(&mut self, n: usize) {
+        let n = n as u64;
+        self.junk_pending += n;
+        self.junk_total += n;
+    }
+
+    fn log_junk(&mut self) {
+        if self.junk_pending > 0 {
+            // Count only: junk may be a fragment of a message.
+            tracing::debug!(
+                skipped = self.junk_pending,
+                "skipped bytes outside MLLP frames"
+            );
+            self.junk_pending = 0;
+        }
+    }
+}
+
+/// The kept start of an oversize payload: up to its first CR, at most [`OVERSIZE_HEAD_LIMIT`].
+fn head_of(payload: &[u8]) -> Bytes {
+    let window = &payload[..payload.len().min(OVERSIZE_HEAD_LIMIT)];
+    let end = memchr::memchr(CARRIAGE_RETURN, window).unwrap_or(window.len());
+    Bytes::copy_from_slice(&window[..end])
+}
+
+impl Decoder for MllpCodec {
+    type Item = Frame;
+    type Error = CodecError;
+
+    fn decode(&mut self, buf: &mut BytesMut) -> Result<Option<Frame>, CodecError> {
+        loop {
+            match &mut self.state {
+                State::Seeking => match memchr::memchr(START_BLOCK, buf) {
+                    Some(at) => {
+                        self.skip_junk(at);
+                        self.log_junk();
+                        buf.advance(at + 1);
+                        self.state = State::InFrame { scanned: 0 };
+                    }
+                    None => {
+                        self.skip_junk(buf.len());
+                        buf.clear();
+                        return Ok(None);
+                    }
+                },
+                State::AfterEnd => match buf.first() {
+                    None => return Ok(None),
+                    Some(&byte) => {
+                        if byte == CARRIAGE_RETURN {
+                            buf.advance(1);
+                        }
+                        self.state = State::Seeking;
+                    }
+                },
+                State::InFrame { scanned } => {
+                    match memchr::memchr(END_BLOCK, &buf[*scanned..]) {
+                        Some(offset) => {
+                            let len = *scanned + offset;
+                            self.state = State::AfterEnd;
+                            if len > self.max_frame {
+                                // The whole oversize frame arrived in one read.
+                                let head = head_of(&buf[..len]);
+                                buf.advance(len + 1);
+                                tracing::debug!(len, limit = self.max_frame, "oversize MLLP frame");
+                                return Ok(Some(Frame::Oversize(Oversize { len, head })));
+                            }
+                            let payload = buf.split_to(len).freeze();
+                            buf.advance(1);
+                            return Ok(Some(Frame::Message(payload)));
+                        }
+                        None if buf.len() > self.max_frame => {
+                            // Drop what we hold now rather than at the end block, so memory
+                            // stays bounded however long the frame is.
+                            let head = head_of(buf);
+                            let len = buf.len();
+                            buf.clear();
+                            tracing::debug!(
+                                limit = self.max_frame,
+                                "MLLP frame exceeds the limit; discarding up to its end block"
+                            );
+                            self.state = State::Discarding { len, head };
+                            return Ok(None);
+                        }
+                        None => {
+                            *scanned = buf.len();
+                            return Ok(None);
+                        }
+                    }
+                }
+                State::Discarding { len, head } => match memchr::memchr(END_BLOCK, buf) {
+                    Some(offset) => {
+                        let oversize = Oversize {
+                            len: *len + offset,
+                            head: std::mem::take(head),
+                        };
+                        buf.advance(offset + 1);
+                        self.state = State::AfterEnd;
+                        tracing::debug!(
+                            len = oversize.len,
+                            limit = self.max_frame,
+                            "oversize MLLP frame"
+                        );
+                        return Ok(Some(Frame::Oversize(oversize)));
+                    }
+                    None => {
+                        *len += buf.len();
+                        buf.clear();
+                        return Ok(None);
+                    }
+                },
+            }
+        }
+    }
+
+    fn decode_eof(&mut self, buf: &mut BytesMut) -> Result<Option<Frame>, CodecError> {
+        if let Some(frame) = self.decode(buf)? {
+            return Ok(Some(frame));
+        }
+        // `decode` consumed everything it could; what is left is a partial frame, if anything.
+        let received = match std::mem::replace(&mut self.state, State::Seeking) {
+            State::Seeking | State::AfterEnd => None,
+            State::InFrame { .. } => Some(buf.len()),
+            State::Discarding { len, .. } => Some(len + buf.len()),
+        };
+        buf.clear();
+        self.log_junk();
+        match received {
+            None => Ok(None),
+            Some(received) => Err(CodecError::Truncated { received }),
+        }
+    }
+}
+
+impl Encoder<&[u8]> for MllpCodec {
+    type Error = CodecError;
+
+    fn encode(&mut self, payload: &[u8], dst: &mut BytesMut) -> Result<(), CodecError> {
+        if payload.len() > self.max_frame {
+            return Err(CodecError::PayloadTooLarge {
+                len: payload.len(),
+                limit: self.max_frame,
+            });
+        }
+        if let Some(offset) = memchr::memchr2(START_BLOCK, END_BLOCK, payload) {
+            return Err(CodecError::ReservedByte {
+                offset,
+                byte: payload[offset],
+            });
+        }
+        dst.reserve(payload.len() + 3);
+        dst.put_u8(START_BLOCK);
+        dst.put_slice(payload);
+        dst.put_slice(&[END_BLOCK, CARRIAGE_RETURN]);
+        Ok(())
+    }
+}
+
+impl Encoder<Bytes> for MllpCodec {
+    type Error = CodecError;
+
+    fn encode(&mut self, payload: Bytes, dst: &mut BytesMut) -> Result<(), CodecError> {
+        self.encode(&payload[..], dst)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn frame(payload: &[u8]) -> Vec<u8> {
+        let mut out = vec![START_BLOCK];
+        out.extend_from_slice(payload);
+        out.extend_from_slice(&[END_BLOCK, CARRIAGE_RETURN]);
+        out
+    }
+
+    fn msg(payload: &[u8]) -> Frame {
+        Frame::Message(Bytes::copy_from_slice(payload))
+    }
+
+    /// Feeds `chunks` one at a time, as separate reads would, then signals EOF.
+    fn decode_chunks(
+        codec: &mut MllpCodec,
+        chunks: &[&[u8]],
+    ) -> (Vec<Frame>, Result<(), CodecError>) {
+        let mut buf = BytesMut::new();
+        let mut out = Vec::new();
+        for chunk in chunks {
+            buf.extend_from_slice(chunk);
+            loop {
+                match codec.decode(&mut buf) {
+                    Ok(Some(frame)) => out.push(frame),
+                    Ok(None) => break,
+                    Err(e) => return (out, Err(e)),
+                }
+                // Bounded: never more than the limit plus this read.
+                assert!(buf.len() <= codec.max_frame() + chunk.len());
+            }
+        }
+        loop {
+            match codec.decode_eof(&mut buf) {
+                Ok(Some(frame)) => out.push(frame),
+                Ok(None) => return (out, Ok(())),
+                Err(e) => return (out, Err(e)),
+            }
+        }
+    }
+
+    #[test]
+    fn one_frame() {
+        let (frames, end) = decode_chunks(&mut MllpCodec::default(), &[&frame(b"MSH|a")]);
+        assert_eq!(frames, vec![msg(b"MSH|a")]);
+        assert!(end.is_ok());
+    }
+
+    #[test]
+    fn empty_payload_is_a_frame() {
+        let (frames, _) = decode_chunks(&mut MllpCodec::default(), &[&frame(b"")]);
+        assert_eq!(frames, vec![msg(b"")]);
+    }
+
+    #[test]
+    fn split_at_every_byte_boundary() {
+        let mut wire = frame(b"MSH|^~\\&|A\rPID|1");
+        wire.extend(frame(b"MSH|second"));
+        for cut in 0..=wire.len() {
+            let mut codec = MllpCodec::default();
+            let (frames, end) = decode_chunks(&mut codec, &[&wire[..cut], &wire[cut..]]);
+            assert_eq!(
+                frames,
+                vec![msg(b"MSH|^~\\&|A\rPID|1"), msg(b"MSH|second")],
+                "cut at {cut}"
+            );
+            assert!(end.is_ok(), "cut at {cut}");
+            assert_eq!(codec.skipped_bytes(), 0, "cut at {cut}");
+        }
+    }
+
+    #[test]
+    fn one_byte_per_read() {
+        let mut wire = frame(b"MSH|one");
+        wire.extend(frame(b"MSH|two"));
+        let chunks: Vec<&[u8]> = wire.chunks(1).collect();
+        let (frames, end) = decode_chunks(&mut MllpCodec::default(), &chunks);
+        assert_eq!(frames, vec![msg(b"MSH|one"), msg(b"MSH|two")]);
+        assert!(end.is_ok());
+    }
+
+    #[test]
+    fn several_frames_in_one_read() {
+        let mut wire = Vec::new();
+        for i in 0..5u8 {
+            wire.extend(frame(&[b'M', b'0' + i]));
+        }
+        let (frames, _) = decode_chunks(&mut MllpCodec::default(), &[&wire]);
+        let expected: Vec<Frame> = (0..5u8).map(|i| msg(&[b'M', b'0' + i])).collect();
+        assert_eq!(frames, expected);
+    }
+
+    #[test]
+    fn junk_before_start_is_skipped_and_counted() {
+        let mut wire = b"\r\nGARBAGE".to_vec();
+        wire.extend(frame(b"MSH|x"));
+        wire.extend(b"xy");
+        wire.extend(frame(b"MSH|y"));
+        let mut codec = MllpCodec::default();
+        let (frames, end) = decode_chunks(&mut codec, &[&wire]);
+        assert_eq!(frames, vec![msg(b"MSH|x"), msg(b"MSH|y")]);
+        assert!(end.is_ok());
+        assert_eq!(codec.skipped_bytes(), 9 + 2);
+    }
+
+    #[test]
+    fn junk_only_then_eof_is_not_an_error() {
+        let mut codec = MllpCodec::default();
+        let (frames, end) = decode_chunks(&mut codec, &[b"noise", b"more"]);
+        assert!(frames.is_empty());
+        assert!(end.is_ok());
+        assert_eq!(codec.skipped_bytes(), 9);
+    }
+
+    #[test]
+    fn missing_final_cr_is_tolerated() {
+        let wire = [
+            &[START_BLOCK][..],
+            b"MSH|a",
+            &[END_BLOCK, START_BLOCK],
+            b"MSH|b",
+            &[END_BLOCK],
+        ]
+        .concat();
+        for cut in 0..=wire.len() {
+            let mut codec = MllpCodec::default();
+            let (frames, end) = decode_chunks(&mut codec, &[&wire[..cut], &wire[cut..]]);
+            assert_eq!(frames, vec![msg(b"MSH|a"), msg(b"MSH|b")], "cut at {cut}");
+            assert!(end.is_ok());
+            assert_eq!(codec.skipped_bytes(), 0);
+        }
+    }
+
+    #[test]
+    fn frame_is_delivered_before_its_cr_arrives() {
+        let mut codec = MllpCodec::default();
+        let mut buf = BytesMut::from(&[START_BLOCK, b'M', END_BLOCK][..]);
+        assert_eq!(codec.decode(&mut buf).ok().flatten(), Some(msg(b"M")));
+        buf.extend_from_slice(&[CARRIAGE_RETURN]);
+        assert!(matches!(codec.decode(&mut buf), Ok(None)));
+        assert_eq!(codec.skipped_bytes(), 0, "the late CR is the trailer, not junk");
+    }
+
+    #[test]
+    fn oversize_in_one_read_then_normal_frame() {
+        let mut codec = MllpCodec::new(8);
+        let mut wire = frame(b"MSH|0123456789\rPID|x");
+        wire.extend(frame(b"MSH|ok"));
+        let (frames, end) = decode_chunks(&mut codec, &[&wire]);
+        assert_eq!(
+            frames,
+            vec![
+                Frame::Oversize(Oversize {
+                    len: 20,
+                    head: Bytes::from_static(b"MSH|0123456789"),
+                }),
+                msg(b"MSH|ok"),
+            ]
+        );
+        assert!(end.is_ok());
+    }
+
+    #[test]
+    fn oversize_across_reads_then_normal_frame_at_every_boundary() {
+        let mut wire = frame(b"MSH|0123456789\rPID|x");
+        wire.extend(frame(b"MSH|ok"));
+        for cut in 0..=wire.len() {
+            let mut codec = MllpCodec::new(8);
+            let chunks: Vec<&[u8]> = [&wire[..cut], &wire[cut..]]
+                .into_iter()
+                .flat_map(|part| part.chunks(3))
+                .collect();
+            let (frames, end) = decode_chunks(&mut codec, &chunks);
+            assert_eq!(frames.len(), 2, "cut at {cut}");
+            match &frames[0] {
+                Frame::Oversize(o) => {
+                    assert_eq!(o.len, 20, "cut at {cut}");
+                    // Only what was buffered when the limit was crossed is kept.
+                    assert!(b"MSH|0123456789".starts_with(&o.head), "cut at {cut}");
+                    assert!(o.head.len() >= 8, "cut at {cut}");
+                }
+                other => panic!("expected oversize, got {other:?} (cut at {cut})"),
+            }
+            assert_eq!(frames[1], msg(b"MSH|ok"), "cut at {cut}");
+            assert!(end.is_ok(), "cut at {cut}");
+        }
+    }
+
+    #[test]
+    fn frame_at_exactly_the_limit_is_accepted() {
+        let mut codec = MllpCodec::new(5);
+        let (frames, _) = decode_chunks(&mut codec, &[&frame(b"12345"), &frame(b"123456")]);
+        assert!(matches!(&frames[0], Frame::Message(p) if p.len() == 5));
+        assert!(matches!(&frames[1], Frame::Oversize(o) if o.len == 6));
+    }
+
+    #[test]
+    fn oversize_head_is_capped() {
+        let payload = vec![b'A'; OVERSIZE_HEAD_LIMIT * 3];
+        let mut codec = MllpCodec::new(16);
+        let (frames, _) = decode_chunks(&mut codec, &[&frame(&payload)]);
+        assert!(
+            matches!(&frames[0], Frame::Oversize(o) if o.len == payload.len() && o.head.len() == OVERSIZE_HEAD_LIMIT)
+        );
+    }
+
+    #[test]
+    fn discarding_keeps_memory_bounded() {
+        let mut codec = MllpCodec::new(1024);
+        let mut buf = BytesMut::new();
+        buf.extend_from_slice(&[START_BLOCK]);
+        for _ in 0..1000 {
+            buf.extend_from_slice(&[b'x'; 4096]);
+            assert!(matches!(codec.decode(&mut buf), Ok(None)));
+            assert!(buf.len() <= 1024 + 4096);
+        }
+        assert!(codec.in_frame());
+    }
+
+    #[test]
+    fn eof_mid_frame_is_truncated() {
+        let mut codec = MllpCodec::default();
+        let (frames, end) = decode_chunks(&mut codec, &[&frame(b"MSH|a"), &[START_BLOCK], b"MSH|b"]);
+        assert_eq!(frames, vec![msg(b"MSH|a")]);
+        assert!(matches!(end, Err(CodecError::Truncated { received: 5 })));
+    }
+
+    #[test]
+    fn eof_right_after_start_block_is_truncated() {
+        let (_, end) = decode_chunks(&mut MllpCodec::default(), &[&[START_BLOCK]]);
+        assert!(matches!(end, Err(CodecError::Truncated { received: 0 })));
+    }
+
+    #[test]
+    fn eof_while_discarding_is_truncated() {
+        let (frames, end) = decode_chunks(&mut MllpCodec::new(4), &[&[START_BLOCK], b"0123456789"]);
+        assert!(frames.is_empty());
+        assert!(matches!(end, Err(CodecError::Truncated { received: 10 })));
+    }
+
+    #[test]
+    fn encode_frames_payload() {
+        let mut out = BytesMut::new();
+        let mut codec = MllpCodec::default();
+        codec.encode(&b"MSH|a"[..], &mut out).expect("encodes");
+        codec
+            .encode(Bytes::from_static(b"MSH|b"), &mut out)
+            .expect("encodes");
+        assert_eq!(&out[..], &[frame(b"MSH|a"), frame(b"MSH|b")].concat()[..]);
+    }
+
+    #[test]
+    fn encode_rejects_oversize_and_block_bytes() {
+        let mut out = BytesMut::new();
+        let mut codec = MllpCodec::new(4);
+        assert!(matches!(
+            codec.encode(&b"12345"[..], &mut out),
+            Err(CodecError::PayloadTooLarge { len: 5, limit: 4 })
+        ));
+        assert!(matches!(
+            codec.encode(&b"a\x1cb"[..], &mut out),
+            Err(CodecError::ReservedByte {
+                offset: 1,
+                byte: END_BLOCK
+            })
+        ));
+        assert!(out.is_empty());
+    }
+
+    #[test]
+    fn encode_then_decode_round_trips() {
+        let mut codec = MllpCodec::default();
+        let mut wire = BytesMut::new();
+        codec
+            .encode(&b"MSH|^~\\&|X\rPID|1"[..], &mut wire)
+            .expect("encodes");
+        assert_eq!(
+            codec.decode(&mut wire).ok().flatten(),
+            Some(msg(b"MSH|^~\\&|X\rPID|1"))
+        );
+    }
+
+    #[test]
+    fn debug_does_not_show_payload() {
+        let shown = format!("{:?}", msg(b"SECRET"));
+        assert!(!shown.contains("SECRET"), "{shown}");
+    }
+}

@@ -1,0 +1,88 @@
+//! A byte stream with MLLP framing, shared by the listener and the sender.
+//!
+//! Not `tokio_util::codec::Framed`: both sides need to know whether a frame is in progress between
+//! reads (to pick the idle or the frame deadline, and to decide whether shutdown may close the
+//! connection), and to cap the size of each read.
+
+use bytes::BytesMut;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio_util::codec::{Decoder, Encoder};
+
+use crate::codec::{CodecError, Frame, MllpCodec};
+
+/// Most bytes taken from the stream per read, so the buffer never exceeds the frame limit by more.
+pub(crate) const READ_CHUNK: usize = 16 * 1024;
+
+#[derive(Debug)]
+pub(crate) struct FrameIo<S> {
+    io: S,
+    buf: BytesMut,
+    codec: MllpCodec,
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin> FrameIo<S> {
+    pub(crate) fn new(io: S, max_frame: usize) -> Self {
+        Self {
+            io,
+            buf: BytesMut::with_capacity(READ_CHUNK),
+            codec: MllpCodec::new(max_frame),
+        }
+    }
+
+    /// A frame from what has been read so far, without reading.
+    pub(crate) fn decode_buffered(&mut self) -> Result<Option<Frame>, CodecError> {
+        self.codec.decode(&mut self.buf)
+    }
+
+    /// Whether a frame is partly received.
+    pub(crate) fn in_frame(&self) -> bool {
+        self.codec.in_frame()
+    }
+
+    /// Reads once, at most [`READ_CHUNK`] bytes. `Ok(false)` means the peer closed the stream.
+    ///
+    /// Cancel-safe: dropping the future before it completes loses no bytes.
+    pub(crate) async fn fill(&mut self) -> Result<bool, CodecError> {
+        self.buf.reserve(READ_CHUNK);
+        let n = (&mut self.io)
+            .take(READ_CHUNK as u64)
+            .read_buf(&mut self.buf)
+            .await?;
+        Ok(n > 0)
+    }
+
+    /// What is left once the peer has closed: a final frame, nothing (`Ok(None)`), or
+    /// [`CodecError::Truncated`] if it closed inside a frame.
+    pub(crate) fn decode_eof(&mut self) -> Result<Option<Frame>, CodecError> {
+        self.codec.decode_eof(&mut self.buf)
+    }
+
+    /// Reads until one frame is complete. `Ok(None)` means the peer closed the stream between
+    /// frames; closing inside a frame is [`CodecError::Truncated`].
+    pub(crate) async fn read_frame(&mut self) -> Result<Option<Frame>, CodecError> {
+        loop {
+            if let Some(frame) = self.decode_buffered()? {
+                return Ok(Some(frame));
+            }
+            if !self.fill().await? {
+                return self.decode_eof();
+            }
+        }
+    }
+
+    /// Frames and writes one payload, then flushes (TLS buffers otherwise).
+    pub(crate) async fn write_frame(&mut self, payload: &[u8]) -> Result<(), CodecError> {
+        let mut out = BytesMut::new();
+        self.codec.encode(payload, &mut out)?;
+        self.io.write_all(&out).await?;
+        self.io.flush().await?;
+        Ok(())
+    }
+
+    /// Closes the write side (sends TLS close_notify). Best effort: the peer may be gone.
+    pub(crate) async fn shutdown(&mut self) {
+        if let Err(e) = self.io.shutdown().await {
+            tracing::trace!(error = %e, "MLLP stream shutdown failed");
+        }
+    }
+}

@@ -1,0 +1,487 @@
+//! The MLLP listener: accepts connections (optionally TLS) under a cap, reads frames, hands each to
+//! a [`Handler`] and writes its reply, in order, until the peer leaves, a timeout fires or shutdown.
+
+use std::fmt;
+use std::future::Future;
+use std::io;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::task::JoinSet;
+use tokio::time::{Instant, timeout};
+use tokio_rustls::TlsAcceptor;
+use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
+
+use crate::codec::{CodecError, DEFAULT_MAX_FRAME, Frame, Oversize};
+use crate::conn::FrameIo;
+
+/// Limits and timeouts of a [`Listener`]. Every field has a safe default.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ListenerConfig {
+    /// Most connections served at once. A connection accepted while this many are open is closed
+    /// straight away (see [`Listener`]). Default 128.
+    pub max_connections: usize,
+    /// Largest payload accepted; larger frames go to [`Handler::on_oversize`]. Default 16 MiB.
+    pub max_frame: usize,
+    /// A connection that starts no frame for this long (after connecting or after the last reply)
+    /// is closed. Default 5 minutes; senders reconnect when they next have a message.
+    pub idle_timeout: Duration,
+    /// A frame must be complete this long after its start block arrived, or the connection is
+    /// closed. Guards against peers that stall or trickle mid-frame. Default 60 s.
+    pub frame_timeout: Duration,
+    /// Longest the handler may take for one frame. When exceeded the frame gets no reply and the
+    /// connection is closed (a late reply would be out of order). Default 60 s.
+    pub handler_timeout: Duration,
+    /// Longest a reply write may take. Default 30 s.
+    pub write_timeout: Duration,
+    /// Longest a TLS handshake may take. Default 10 s.
+    pub tls_handshake_timeout: Duration,
+    /// After shutdown is signalled, how long in-flight frames get to finish and be answered before
+    /// their connections are dropped. Default 30 s.
+    pub drain_timeout: Duration,
+}
+
+impl Default for ListenerConfig {
+    fn default() -> Self {
+        Self {
+            max_connections: 128,
+            max_frame: DEFAULT_MAX_FRAME,
+            idle_timeout: Duration::from_secs(300),
+            frame_timeout: Duration::from_secs(60),
+            handler_timeout: Duration::from_secs(60),
+            write_timeout: Duration::from_secs(30),
+            tls_handshake_timeout: Duration::from_secs(10),
+            drain_timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+/// Who sent a frame.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct PeerInfo {
+    /// Per-listener connection number, for correlating log lines.
+    pub conn_id: u64,
+    /// The remote address.
+    pub addr: SocketAddr,
+    /// The local address the connection arrived on.
+    pub local_addr: SocketAddr,
+    /// Whether the connection is TLS.
+    pub tls: bool,
+}
+
+/// Turns a received frame into the reply sent back on the same connection.
+///
+/// Frames on one connection are handled one at a time, in order, so replies go out in request
+/// order. Different connections are handled concurrently.
+pub trait Handler: Send + Sync + 'static {
+    /// Handles one payload (without MLLP framing). `Some(reply)` is framed and sent back; `None`
+    /// sends nothing (e.g. the sender asked for no acknowledgement).
+    fn handle(
+        &self,
+        payload: Bytes,
+        peer: &PeerInfo,
+    ) -> impl Future<Output = Option<Bytes>> + Send;
+
+    /// Called instead of [`Handler::handle`] for a frame larger than
+    /// [`ListenerConfig::max_frame`], once the whole frame has been read and discarded. The default
+    /// replies nothing, which leaves the sender waiting for its ACK timeout; an engine should reply
+    /// with a reject (MSA-1 `AR`) built from [`Oversize::head`], so the sender stops retrying.
+    fn on_oversize(
+        &self,
+        frame: Oversize,
+        peer: &PeerInfo,
+    ) -> impl Future<Output = Option<Bytes>> + Send {
+        let _ = (frame, peer);
+        std::future::ready(None)
+    }
+}
+
+/// A [`Handler`] made from a closure; see [`handler_fn`].
+pub struct HandlerFn<F>(F);
+
+impl<F> fmt::Debug for HandlerFn<F> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("HandlerFn")
+    }
+}
+
+/// A handler from an async closure taking the payload and the peer. Oversize frames get no reply.
+pub fn handler_fn<F, Fut>(f: F) -> HandlerFn<F>
+where
+    F: Fn(Bytes, PeerInfo) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = Option<Bytes>> + Send,
+{
+    HandlerFn(f)
+}
+
+impl<F, Fut> Handler for HandlerFn<F>
+where
+    F: Fn(Bytes, PeerInfo) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = Option<Bytes>> + Send,
+{
+    fn handle(
+        &self,
+        payload: Bytes,
+        peer: &PeerInfo,
+    ) -> impl Future<Output = Option<Bytes>> + Send {
+        (self.0)(payload, peer.clone())
+    }
+}
+
+/// Why a listener could not be set up.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ListenError {
+    /// The address could not be bound.
+    #[error("cannot listen on {addr}")]
+    Bind {
+        /// The address asked for.
+        addr: SocketAddr,
+        /// Why.
+        #[source]
+        source: io::Error,
+    },
+}
+
+/// What a finished [`Listener::serve`] did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ServeSummary {
+    /// Connections accepted and served.
+    pub served: u64,
+    /// Connections accepted and closed at once because the cap was reached.
+    pub refused: u64,
+    /// Connections still open when the drain deadline passed, and dropped.
+    pub aborted: usize,
+}
+
+/// A bound MLLP listener.
+///
+/// **Connection cap:** at most [`ListenerConfig::max_connections`] connections are served at once.
+/// One more is accepted and closed immediately (logged at warn): the peer sees the connection
+/// close, and a sending engine retries later, instead of hanging unanswered in the accept backlog.
+///
+/// **Shutdown:** when the token passed to [`Listener::serve`] is cancelled, the listener stops
+/// accepting and closes its socket. Idle connections are closed; a connection in the middle of a
+/// frame (or of its handler) finishes that frame and sends its reply, then closes. `serve` returns
+/// once all connections have closed, or after [`ListenerConfig::drain_timeout`], when the rest are
+/// dropped.
+pub struct Listener {
+    tcp: TcpListener,
+    local_addr: SocketAddr,
+    tls: Option<TlsAcceptor>,
+    config: ListenerConfig,
+}
+
+impl fmt::Debug for Listener {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Listener")
+            .field("local_addr", &self.local_addr)
+            .field("tls", &self.tls.is_some())
+            .field("config", &self.config)
+            .finish()
+    }
+}
+
+/// How long to pause after a failed `accept` (e.g. out of file descriptors) before trying again.
+const ACCEPT_ERROR_PAUSE: Duration = Duration::from_millis(100);
+
+impl Listener {
+    /// Binds `addr` (port 0 picks a free port; see [`Listener::local_addr`]).
+    pub async fn bind(addr: SocketAddr, config: ListenerConfig) -> Result<Self, ListenError> {
+        let tcp = TcpListener::bind(addr)
+            .await
+            .map_err(|source| ListenError::Bind { addr, source })?;
+        let local_addr = tcp
+            .local_addr()
+            .map_err(|source| ListenError::Bind { addr, source })?;
+        Ok(Self {
+            tcp,
+            local_addr,
+            tls: None,
+            config,
+        })
+    }
+
+    /// Serves TLS with this configuration (see [`crate::tls::server_config_from_pem`]).
+    pub fn with_tls(mut self, tls: Arc<rustls::ServerConfig>) -> Self {
+        self.tls = Some(TlsAcceptor::from(tls));
+        self
+    }
+
+    /// The bound address.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// Accepts and serves connections until `shutdown` is cancelled, then drains (see
+    /// [`Listener`]). Errors on single connections are logged, never returned.
+    pub async fn serve<H: Handler>(
+        self,
+        handler: Arc<H>,
+        shutdown: CancellationToken,
+    ) -> ServeSummary {
+        let Listener {
+            tcp,
+            local_addr,
+            tls,
+            config,
+        } = self;
+        let config = Arc::new(config);
+        let permits = Arc::new(Semaphore::new(config.max_connections));
+        let mut tasks = JoinSet::new();
+        let mut summary = ServeSummary::default();
+        let mut next_id = 0u64;
+        tracing::info!(%local_addr, tls = tls.is_some(), "MLLP listener started");
+
+        loop {
+            let (stream, addr) = tokio::select! {
+                biased;
+                () = shutdown.cancelled() => break,
+                Some(done) = tasks.join_next(), if !tasks.is_empty() => {
+                    log_join(done);
+                    continue;
+                }
+                accepted = tcp.accept() => match accepted {
+                    Ok(accepted) => accepted,
+                    Err(e) => {
+                        // Usually transient (out of descriptors, aborted handshake): keep serving.
+                        tracing::warn!(error = %e, "MLLP accept failed");
+                        tokio::select! {
+                            () = shutdown.cancelled() => break,
+                            () = tokio::time::sleep(ACCEPT_ERROR_PAUSE) => continue,
+                        }
+                    }
+                },
+            };
+            let Ok(permit) = Arc::clone(&permits).try_acquire_owned() else {
+                summary.refused += 1;
+                tracing::warn!(
+                    peer = %addr,
+                    max_connections = config.max_connections,
+                    "MLLP connection cap reached; closing new connection"
+                );
+                drop(stream);
+                continue;
+            };
+            next_id += 1;
+            summary.served += 1;
+            let peer = PeerInfo {
+                conn_id: next_id,
+                addr,
+                local_addr: stream.local_addr().unwrap_or(local_addr),
+                tls: tls.is_some(),
+            };
+            let span = tracing::info_span!("mllp_conn", id = peer.conn_id, peer = %peer.addr);
+            let task = run_connection(
+                stream,
+                peer,
+                tls.clone(),
+                Arc::clone(&handler),
+                Arc::clone(&config),
+                shutdown.clone(),
+                permit,
+            );
+            tasks.spawn(task.instrument(span));
+        }
+
+        // Refuse new connections at the OS level while draining.
+        drop(tcp);
+        let open = tasks.len();
+        if open > 0 {
+            tracing::info!(open, "MLLP listener draining");
+        }
+        let drained = timeout(config.drain_timeout, async {
+            while let Some(done) = tasks.join_next().await {
+                log_join(done);
+            }
+        })
+        .await;
+        if drained.is_err() {
+            summary.aborted = tasks.len();
+            tracing::warn!(
+                aborted = summary.aborted,
+                "MLLP drain deadline passed; dropping connections"
+            );
+            tasks.shutdown().await;
+        }
+        tracing::info!(%local_addr, "MLLP listener stopped");
+        summary
+    }
+}
+
+fn log_join(done: Result<(), tokio::task::JoinError>) {
+    if let Err(e) = done
+        && e.is_panic()
+    {
+        tracing::error!("MLLP connection task panicked");
+    }
+}
+
+/// How a connection ended without error.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Closed {
+    PeerClosed,
+    Idle,
+    Shutdown,
+}
+
+/// How a connection ended with an error. Logged, never returned to the caller.
+#[derive(Debug, thiserror::Error)]
+enum ConnError {
+    #[error("TLS handshake failed")]
+    Handshake(#[source] io::Error),
+    #[error("TLS handshake timed out")]
+    HandshakeTimeout,
+    #[error("frame not complete within the frame timeout")]
+    FrameTimeout,
+    #[error("handler did not finish within the handler timeout")]
+    HandlerTimeout,
+    #[error("reply write timed out")]
+    WriteTimeout,
+    #[error(transparent)]
+    Codec(#[from] CodecError),
+}
+
+async fn run_connection<H: Handler>(
+    stream: TcpStream,
+    peer: PeerInfo,
+    tls: Option<TlsAcceptor>,
+    handler: Arc<H>,
+    config: Arc<ListenerConfig>,
+    shutdown: CancellationToken,
+    _permit: OwnedSemaphorePermit,
+) {
+    tracing::debug!("MLLP connection opened");
+    // Replies are small and latency matters more than packet count.
+    if let Err(e) = stream.set_nodelay(true) {
+        tracing::debug!(error = %e, "could not set TCP_NODELAY");
+    }
+    let result = match tls {
+        None => serve_stream(stream, &peer, &*handler, &config, &shutdown).await,
+        Some(acceptor) => {
+            match timeout(config.tls_handshake_timeout, acceptor.accept(stream)).await {
+                Err(_) => Err(ConnError::HandshakeTimeout),
+                Ok(Err(e)) => Err(ConnError::Handshake(e)),
+                Ok(Ok(stream)) => serve_stream(stream, &peer, &*handler, &config, &shutdown).await,
+            }
+        }
+    };
+    match result {
+        Ok(closed) => tracing::debug!(?closed, "MLLP connection closed"),
+        Err(e @ (ConnError::Handshake(_) | ConnError::HandshakeTimeout)) => {
+            tracing::info!(error = %e, "MLLP connection closed")
+        }
+        Err(e) => tracing::warn!(error = %e, "MLLP connection closed"),
+    }
+}
+
+async fn serve_stream<S, H>(
+    io: S,
+    peer: &PeerInfo,
+    handler: &H,
+    config: &ListenerConfig,
+    shutdown: &CancellationToken,
+) -> Result<Closed, ConnError>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+    H: Handler,
+{
+    let mut conn = FrameIo::new(io, config.max_frame);
+    let result = read_loop(&mut conn, peer, handler, config, shutdown).await;
+    // Bounded, because a peer that stopped reading could block the TLS close_notify.
+    let _ = timeout(config.write_timeout, conn.shutdown()).await;
+    result
+}
+
+async fn read_loop<S, H>(
+    conn: &mut FrameIo<S>,
+    peer: &PeerInfo,
+    handler: &H,
+    config: &ListenerConfig,
+    shutdown: &CancellationToken,
+) -> Result<Closed, ConnError>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+    H: Handler,
+{
+    let mut idle_deadline = Instant::now() + config.idle_timeout;
+    let mut frame_deadline = None;
+    let mut eof = false;
+    loop {
+        let next = if eof {
+            conn.decode_eof()?
+        } else {
+            conn.decode_buffered()?
+        };
+        match next {
+            Some(frame) => {
+                frame_deadline = None;
+                answer(conn, frame, peer, handler, config).await?;
+                idle_deadline = Instant::now() + config.idle_timeout;
+                continue;
+            }
+            None if eof => return Ok(Closed::PeerClosed),
+            None => {}
+        }
+
+        let in_frame = conn.in_frame();
+        let deadline = if in_frame {
+            *frame_deadline.get_or_insert_with(|| Instant::now() + config.frame_timeout)
+        } else {
+            idle_deadline
+        };
+        tokio::select! {
+            biased;
+            // Only between frames: a frame already started is in flight and gets finished.
+            () = shutdown.cancelled(), if !in_frame => return Ok(Closed::Shutdown),
+            read = tokio::time::timeout_at(deadline, conn.fill()) => match read {
+                Err(_) if in_frame => return Err(ConnError::FrameTimeout),
+                Err(_) => return Ok(Closed::Idle),
+                Ok(filled) => eof = !filled?,
+            },
+        }
+    }
+}
+
+/// Runs the handler for one frame and writes its reply, if any.
+async fn answer<S, H>(
+    conn: &mut FrameIo<S>,
+    frame: Frame,
+    peer: &PeerInfo,
+    handler: &H,
+    config: &ListenerConfig,
+) -> Result<(), ConnError>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+    H: Handler,
+{
+    let reply = match frame {
+        Frame::Message(payload) => {
+            tracing::debug!(len = payload.len(), "MLLP frame received");
+            timeout(config.handler_timeout, handler.handle(payload, peer)).await
+        }
+        Frame::Oversize(oversize) => {
+            tracing::warn!(
+                len = oversize.len,
+                limit = config.max_frame,
+                "MLLP frame over the size limit discarded"
+            );
+            timeout(config.handler_timeout, handler.on_oversize(oversize, peer)).await
+        }
+    }
+    .map_err(|_| ConnError::HandlerTimeout)?;
+    if let Some(reply) = reply {
+        timeout(config.write_timeout, conn.write_frame(&reply))
+            .await
+            .map_err(|_| ConnError::WriteTimeout)??;
+    }
+    Ok(())
+}
