@@ -538,7 +538,8 @@ impl<'a> Recovered<'a> {
             .first()
             .and_then(|enc| Delimiters::from_header(sep, enc).ok())
             .unwrap_or_default();
-        let mut fields = vec![&b""[..], &b""[..]];
+        // Index = MSH field number: 0 unused, 1 the separator, 2 the encoding characters.
+        let mut fields = vec![&b""[..]; 3];
         fields.extend(parts.iter().skip(1).map(|v| if is_safe(v, &delims) { *v } else { &b""[..] }));
         Recovered { delims, fields }
     }

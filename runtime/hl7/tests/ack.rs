@@ -1,0 +1,151 @@
+//! ACK building in original and enhanced mode, and NAKs for unparseable input.
+
+use plexus_hl7::Message;
+use plexus_hl7::ack::{self, AckCode, AckError, ErrorCode, Status};
+
+const TS: &str = "20261124120000+0000";
+
+fn msg_with(ack_fields: &str, version: &str) -> Vec<u8> {
+    format!(
+        "MSH|^~\\&|SCHED|CLINIC|EHR|HOSP|20260101||SIU^S12^SIU_S12|CTRL-42|T|{version}{ack_fields}\rSCH|1\r"
+    )
+    .into_bytes()
+}
+
+fn parse_ack(bytes: &[u8]) -> Message<'static> {
+    Message::parse_owned(bytes.to_vec()).expect("ACK parses")
+}
+
+fn get(msg: &Message<'_>, path: &str) -> Option<String> {
+    msg.get(path).expect("path").map(|c| c.into_owned())
+}
+
+#[test]
+fn original_mode_accept_swaps_parties_and_echoes() {
+    let raw = msg_with("", "2.5.1");
+    let msg = Message::parse(&raw).expect("parses");
+    let reply = ack::acknowledge(&msg, Status::Accepted, None, "ACK-1", TS).expect("always answered");
+    let ack = parse_ack(&reply);
+    assert_eq!(get(&ack, "MSA-1").as_deref(), Some("AA"));
+    assert_eq!(get(&ack, "MSA-2").as_deref(), Some("CTRL-42"));
+    assert_eq!(get(&ack, "MSH-3").as_deref(), Some("EHR"));
+    assert_eq!(get(&ack, "MSH-4").as_deref(), Some("HOSP"));
+    assert_eq!(get(&ack, "MSH-5").as_deref(), Some("SCHED"));
+    assert_eq!(get(&ack, "MSH-6").as_deref(), Some("CLINIC"));
+    assert_eq!(get(&ack, "MSH-7").as_deref(), Some(TS));
+    assert_eq!(get(&ack, "MSH-9-1").as_deref(), Some("ACK"));
+    assert_eq!(get(&ack, "MSH-9-2").as_deref(), Some("S12"));
+    assert_eq!(get(&ack, "MSH-9-3").as_deref(), Some("ACK"));
+    assert_eq!(get(&ack, "MSH-10").as_deref(), Some("ACK-1"));
+    assert_eq!(get(&ack, "MSH-11").as_deref(), Some("T"));
+    assert_eq!(get(&ack, "MSH-12").as_deref(), Some("2.5.1"));
+    assert_eq!(ack.count("ERR").expect("count"), 0);
+    assert_eq!(AckCode::of_ack(&ack), Some((AckCode::AA, Some("CTRL-42".to_owned()))));
+}
+
+#[test]
+fn error_carries_err_segment_with_location_code_and_reason() {
+    let raw = msg_with("", "2.5.1");
+    let msg = Message::parse(&raw).expect("parses");
+    let err = AckError::new(ErrorCode::TableValueNotFound, "status \"Roomed\" has no mapping | see table")
+        .at("SCH[1]-25-1".parse().expect("path"));
+    let ack = parse_ack(&ack::acknowledge(&msg, Status::Error, Some(&err), "A2", TS).expect("answered"));
+    assert_eq!(get(&ack, "MSA-1").as_deref(), Some("AE"));
+    assert_eq!(get(&ack, "ERR-2-1").as_deref(), Some("SCH"));
+    assert_eq!(get(&ack, "ERR-2-2").as_deref(), Some("1"));
+    assert_eq!(get(&ack, "ERR-2-3").as_deref(), Some("25"));
+    assert_eq!(get(&ack, "ERR-2-4").as_deref(), Some("1"));
+    assert_eq!(get(&ack, "ERR-2-5").as_deref(), Some("1"));
+    assert_eq!(get(&ack, "ERR-3-1").as_deref(), Some("103"));
+    assert_eq!(get(&ack, "ERR-3-2").as_deref(), Some("Table value not found"));
+    assert_eq!(get(&ack, "ERR-3-3").as_deref(), Some("HL70357"));
+    assert_eq!(get(&ack, "ERR-4").as_deref(), Some("E"));
+    assert_eq!(
+        get(&ack, "ERR-8").as_deref(),
+        Some("status \"Roomed\" has no mapping | see table"),
+        "the reason is escaped, not allowed to break the segment"
+    );
+    assert_eq!(get(&ack, "MSA-3"), None, "MSA-3 is withdrawn in 2.5+");
+}
+
+#[test]
+fn older_versions_get_msa3_and_err1() {
+    let raw = msg_with("", "2.3");
+    let msg = Message::parse(&raw).expect("parses");
+    let err = AckError::new(ErrorCode::RequiredFieldMissing, "PID-3 is empty").at("PID-3".parse().expect("path"));
+    let ack = parse_ack(&ack::acknowledge(&msg, Status::Rejected, Some(&err), "A3", TS).expect("answered"));
+    assert_eq!(get(&ack, "MSA-1").as_deref(), Some("AR"));
+    assert_eq!(get(&ack, "MSA-3").as_deref(), Some("PID-3 is empty"));
+    assert_eq!(get(&ack, "ERR-1-1").as_deref(), Some("PID"));
+    assert_eq!(get(&ack, "ERR-1-3").as_deref(), Some("3"));
+    assert_eq!(get(&ack, "ERR-1-4-1").as_deref(), Some("101"));
+    assert_eq!(get(&ack, "ERR-1-4-3").as_deref(), Some("HL70357"));
+    assert_eq!(get(&ack, "MSH-9-3"), None, "2.3 message types have two components");
+}
+
+#[test]
+fn enhanced_mode_follows_msh15() {
+    let cases = [
+        ("|||AL|NE", Status::Accepted, Some("CA")),
+        ("|||AL|AL", Status::Error, Some("CE")),
+        ("|||AL|AL", Status::Rejected, Some("CR")),
+        ("|||NE|AL", Status::Accepted, None),
+        ("|||NE|AL", Status::Rejected, None),
+        ("|||ER|AL", Status::Accepted, None),
+        ("|||ER|AL", Status::Error, Some("CE")),
+        ("|||SU|AL", Status::Accepted, Some("CA")),
+        ("|||SU|AL", Status::Rejected, None),
+        ("||||AL", Status::Accepted, Some("CA")),
+        ("|||AL", Status::Accepted, Some("CA")),
+        ("||||", Status::Accepted, Some("AA")),
+    ];
+    for (fields, status, expected) in cases {
+        let raw = msg_with(fields, "2.5");
+        let msg = Message::parse(&raw).expect("parses");
+        let reply = ack::acknowledge(&msg, status, None, "A", TS);
+        let code = reply.map(|r| get(&parse_ack(&r), "MSA-1").expect("MSA-1"));
+        assert_eq!(code.as_deref(), expected, "{fields} {status:?}");
+    }
+}
+
+#[test]
+fn the_ack_uses_the_senders_delimiters() {
+    let raw = b"MSH#$~\\&#SCHED#CLINIC#EHR#HOSP#20260101##SIU$S12#ID$1#P#2.5\rSCH#1\r";
+    let msg = Message::parse(raw).expect("parses");
+    let reply = ack::acknowledge(&msg, Status::Accepted, None, "A", TS).expect("answered");
+    assert!(reply.starts_with(b"MSH#$~\\&#EHR#HOSP#SCHED#CLINIC#"));
+    let ack = parse_ack(&reply);
+    assert_eq!(get(&ack, "MSA-2-1").as_deref(), Some("ID"));
+    assert_eq!(get(&ack, "MSA-2-2").as_deref(), Some("1"));
+}
+
+#[test]
+fn unparseable_input_still_gets_an_answer() {
+    let err = AckError::new(ErrorCode::SegmentSequence, "segment 2 does not start with a segment name");
+    // MSH readable, body broken: MSH-10 is echoed.
+    let raw = b"MSH|^~\\&|LAB|HOSP|EHR|CLINIC|20260101||ORU^R01|LAB-77|P|2.4\r!!broken\r";
+    assert!(Message::parse(raw).is_err());
+    let ack = parse_ack(&ack::reject_unparseable(raw, &err, "N1", TS));
+    assert_eq!(get(&ack, "MSA-1").as_deref(), Some("AR"));
+    assert_eq!(get(&ack, "MSA-2").as_deref(), Some("LAB-77"));
+    assert_eq!(get(&ack, "MSH-5").as_deref(), Some("LAB"));
+    assert_eq!(get(&ack, "MSA-3").as_deref(), Some("segment 2 does not start with a segment name"));
+
+    // Enhanced mode asked for: CR.
+    let raw = b"MSH|^~\\&|LAB|HOSP|EHR|CLINIC|20260101||ORU^R01|LAB-78|P|2.5|||AL|NE\rPI\r";
+    let ack = parse_ack(&ack::reject_unparseable(raw, &err, "N2", TS));
+    assert_eq!(get(&ack, "MSA-1").as_deref(), Some("CR"));
+
+    // Nothing recoverable: still an answer, with an empty MSA-2.
+    for raw in [&b"garbage"[..], b"", b"\x00\x01\x02", b"MSH"] {
+        let ack = parse_ack(&ack::reject_unparseable(raw, &err, "N3", TS));
+        assert_eq!(get(&ack, "MSA-1").as_deref(), Some("AR"));
+        assert_eq!(get(&ack, "MSA-2"), None);
+    }
+
+    // Hostile MSH-10 (control characters, delimiters of the fallback) is not echoed.
+    let raw = b"MSH|^~|LAB|HOSP|EHR|CLINIC|20260101||ORU^R01|ID\x1c\x0bX|P|2.4\rPI\r";
+    let reply = ack::reject_unparseable(raw, &err, "N4", TS);
+    assert!(!reply.contains(&0x1c) && !reply.contains(&0x0b));
+    parse_ack(&reply);
+}

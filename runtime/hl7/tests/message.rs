@@ -1,0 +1,240 @@
+//! Parsing, paths and edits on hand-written messages (synthetic data only).
+
+use plexus_hl7::{Charset, EditError, Level, Message, ParseError, PathError};
+
+const ADT: &str = "MSH|^~\\&|ADT|HOSP|EHR|CLINIC|20260101120000||ADT^A01^ADT_A01|MSG0001|P|2.5.1\r\
+EVN|A01|20260101120000\r\
+PID|1||12345^^^HOSP^MR~987-65-4320^^^SSA^SS||DOE^JANE^Q^^DR||19800101|F|||1 MAIN ST&APT 2^^SPRINGFIELD^IL^62701~PO BOX 9^^SPRINGFIELD^IL^62702||\"\"\r\
+PV1|1|O|CLINIC^101^A\r\
+OBX|1|NM|GLU^Glucose||98|mg/dL\r\
+OBX|2|NM|NA^Sodium||140|mmol/L\r\
+OBX|3|ST|NOTE^Note||high \\F\\ low \\S\\ mid \\E\\ end\r";
+
+fn adt() -> Message<'static> {
+    Message::parse(ADT.as_bytes()).expect("ADT parses")
+}
+
+fn get(msg: &Message<'_>, path: &str) -> Option<String> {
+    msg.get(path).unwrap_or_else(|e| panic!("{path}: {e}")).map(|c| c.into_owned())
+}
+
+#[test]
+fn documented_paths_read_what_they_say() {
+    let msg = adt();
+    assert_eq!(get(&msg, "PID-5-1").as_deref(), Some("DOE"));
+    assert_eq!(get(&msg, "PID-5").as_deref(), Some("DOE"), "a field reads its first leaf");
+    assert_eq!(get(&msg, "PID-3[2]-4").as_deref(), Some("SSA"));
+    assert_eq!(get(&msg, "OBX[3]-5").as_deref(), Some("high | low ^ mid \\ end"));
+    assert_eq!(get(&msg, "PID-11[1]-1-2").as_deref(), Some("APT 2"));
+    assert_eq!(get(&msg, "PID-11[1]-1").as_deref(), Some("1 MAIN ST"));
+    assert_eq!(get(&msg, "PID-11[2]-5").as_deref(), Some("62702"));
+    assert_eq!(get(&msg, "MSH-1").as_deref(), Some("|"));
+    assert_eq!(get(&msg, "MSH-2").as_deref(), Some("^~\\&"));
+    assert_eq!(get(&msg, "MSH-9-2").as_deref(), Some("A01"));
+    assert_eq!(get(&msg, "MSH-12").as_deref(), Some("2.5.1"));
+    assert_eq!(msg.control_id().as_deref(), Some("MSG0001"));
+}
+
+#[test]
+fn absent_and_empty_read_as_none_and_null_is_kept() {
+    let msg = adt();
+    for path in ["PID-2", "PID-99", "PID-5-9", "PID-3[5]", "ZZZ-1", "OBX[9]-5", "PID-5-1-2"] {
+        assert_eq!(get(&msg, path), None, "{path}");
+    }
+    assert_eq!(get(&msg, "PID-13").as_deref(), Some("\"\""));
+    assert!(msg.is_null("PID-13").expect("path"));
+    assert!(!msg.is_null("PID-8").expect("path"));
+}
+
+#[test]
+fn counts_segments_and_repetitions() {
+    let msg = adt();
+    assert_eq!(msg.count("OBX").expect("path"), 3);
+    assert_eq!(msg.count("ZZZ").expect("path"), 0);
+    assert_eq!(msg.count("PID-3").expect("path"), 2);
+    assert_eq!(msg.count("PID-2").expect("path"), 0);
+    assert_eq!(msg.count("PID-99").expect("path"), 0);
+    assert_eq!(msg.count("PV1-3").expect("path"), 1);
+    assert!(matches!(msg.count("PID-5-1"), Err(PathError::Unsupported { .. })));
+}
+
+#[test]
+fn bad_paths_are_errors() {
+    let msg = adt();
+    assert!(matches!(msg.get("PID"), Err(PathError::Unsupported { .. })));
+    assert!(matches!(msg.get("PID-0"), Err(PathError::Syntax { .. })));
+    assert!(matches!(msg.get("P1"), Err(PathError::Syntax { .. })));
+}
+
+#[test]
+fn any_delimiters_are_honoured() {
+    let raw = "MSH#$~\\&#SCHED#CLINIC#EHR#CLINIC#20260101##SIU$S12#42#P#2.5\rPID#1##A1$$$H~B2$$$H##ROE$RICHARD\r";
+    let mut msg = Message::parse(raw.as_bytes()).expect("parses");
+    assert_eq!(get(&msg, "MSH-1").as_deref(), Some("#"));
+    assert_eq!(get(&msg, "MSH-9-2").as_deref(), Some("S12"));
+    assert_eq!(get(&msg, "PID-3[2]-1").as_deref(), Some("B2"));
+    assert_eq!(get(&msg, "PID-5-2").as_deref(), Some("RICHARD"));
+    msg.set("PID-5-1", "A#B$C").expect("set");
+    assert!(msg.as_bytes().ends_with(b"##A\\F\\B\\S\\C$RICHARD\r"));
+    assert_eq!(get(&msg, "PID-5-1").as_deref(), Some("A#B$C"));
+}
+
+#[test]
+fn short_and_v27_encoding_characters() {
+    let msg = Message::parse(b"MSH|^~|A|B\rPID|1||X^Y&Z").expect("two encoding chars");
+    assert_eq!(msg.delimiters().escape, None);
+    assert_eq!(get(&msg, "PID-3-2").as_deref(), Some("Y&Z"), "no subcomponent separator declared");
+    let msg = Message::parse(b"MSH|^~\\&#|A|B|||||||||2.7\rNTE|1||cut\\P\\here").expect("five chars");
+    assert_eq!(msg.delimiters().truncation, Some(b'#'));
+    assert_eq!(get(&msg, "NTE-3").as_deref(), Some("cut#here"));
+}
+
+#[test]
+fn terminators_bom_and_blank_lines() {
+    let body = ["MSH|^~\\&|A|B|C|D|20260101||ADT^A01|1|P|2.5", "PID|1||X", "PV1|1|I"];
+    for (sep, tail) in [("\r", "\r"), ("\n", "\n"), ("\r\n", "\r\n"), ("\r", ""), ("\n\n", "\n\n\n")] {
+        let text = format!("\u{feff}{}{tail}", body.join(sep));
+        let msg = Message::parse(text.as_bytes()).unwrap_or_else(|e| panic!("{sep:?}: {e}"));
+        assert_eq!(msg.segment_names().collect::<Vec<_>>(), ["MSH", "PID", "PV1"], "{sep:?}");
+        assert_eq!(get(&msg, "PV1-2").as_deref(), Some("I"), "{sep:?}");
+        assert_eq!(msg.as_bytes(), text.as_bytes());
+    }
+}
+
+#[test]
+fn malformed_messages_are_clear_errors() {
+    let cases: [(&[u8], fn(&ParseError) -> bool); 9] = [
+        (b"", |e| matches!(e, ParseError::Empty)),
+        (b" \r\n ", |e| matches!(e, ParseError::Empty)),
+        (b"PID|1|", |e| matches!(e, ParseError::NoHeader)),
+        (b"MSH", |e| matches!(e, ParseError::NoHeader)),
+        (b"MSH|^|A", |e| matches!(e, ParseError::BadDelimiters { .. })),
+        (b"MSH|^^\\&|A", |e| matches!(e, ParseError::BadDelimiters { .. })),
+        (b"MSH|^~\\&|A\rPI|1\r", |e| matches!(e, ParseError::BadSegmentName { segment: 2, .. })),
+        (b"MSH|^~\\&|A\rPID|1\rMSH|^~\\&|B\r", |e| matches!(e, ParseError::SecondHeader { segment: 3 })),
+        (b"MSH|^~\\&|A|B||||||||||||||ISO IR87\r", |e| {
+            matches!(e, ParseError::UnsupportedCharset { declared } if declared == "ISO IR87")
+        }),
+    ];
+    for (raw, check) in cases {
+        let err = Message::parse(raw).expect_err(&String::from_utf8_lossy(raw));
+        assert!(check(&err), "{:?}: got {err}", String::from_utf8_lossy(raw));
+    }
+}
+
+#[test]
+fn charsets_convert_to_utf8_and_back() {
+    let latin = b"MSH|^~\\&|A|B|C|D|20260101||ADT^A01|1|P|2.5||||||8859/1\rPID|1||X||M\xdcLLER^REN\xc9E\r";
+    let mut msg = Message::parse(latin).expect("latin-1 parses");
+    assert_eq!(msg.charset(), Charset::Latin1);
+    assert_eq!(get(&msg, "PID-5-1").as_deref(), Some("MÜLLER"));
+    assert_eq!(get(&msg, "PID-5-2").as_deref(), Some("RENÉE"));
+    msg.set("PID-5-2", "JOSÉ").expect("representable");
+    assert!(msg.as_bytes().ends_with(b"M\xdcLLER^JOS\xc9\r"));
+    let err = msg.set("PID-5-2", "李").expect_err("not latin-1");
+    assert!(matches!(err, EditError::Unrepresentable { code: 0x674E, .. }), "{err}");
+    assert!(msg.as_bytes().ends_with(b"^JOS\xc9\r"), "failed edit leaves the message unchanged");
+
+    let utf8 = "MSH|^~\\&|A|B|C|D|20260101||ADT^A01|1|P|2.5||||||UNICODE UTF-8\rPID|1||X||李^小龙\r";
+    let msg = Message::parse(utf8.as_bytes()).expect("utf-8 parses");
+    assert_eq!(get(&msg, "PID-5-2").as_deref(), Some("小龙"));
+
+    // Latin-1 bytes under a UTF-8 (or undeclared) charset are refused, never garbled.
+    let wrong = b"MSH|^~\\&|A|B\rPID|1||X||M\xdcLLER\r";
+    assert!(matches!(Message::parse(wrong), Err(ParseError::InvalidText { offset: 24, .. })));
+}
+
+#[test]
+fn set_creates_missing_structure() {
+    let mut msg = Message::parse(b"MSH|^~\\&|A|B\rPID|1\r").expect("parses");
+    msg.set("PID-5-2", "JANE").expect("set");
+    assert_eq!(msg.as_bytes(), b"MSH|^~\\&|A|B\rPID|1||||^JANE\r");
+    msg.set("PID-3[3]-4-2", "X").expect("set");
+    assert_eq!(msg.as_bytes(), b"MSH|^~\\&|A|B\rPID|1||~~^^^&X||^JANE\r");
+    msg.set("PID-5-1", "DOE").expect("set");
+    assert_eq!(get(&msg, "PID-5-1").as_deref(), Some("DOE"));
+    assert_eq!(get(&msg, "PID-3[3]-4-2").as_deref(), Some("X"));
+    assert_eq!(msg.count("PID-3").expect("path"), 3);
+}
+
+#[test]
+fn set_appends_the_next_segment_occurrence_only() {
+    let mut msg = Message::parse(b"MSH|^~\\&|A|B\rOBX|1\rNTE|1\r").expect("parses");
+    msg.set("OBX[2]-5", "7").expect("next occurrence");
+    assert_eq!(msg.as_bytes(), b"MSH|^~\\&|A|B\rOBX|1\rOBX|||||7\rNTE|1\r");
+    msg.set("ZPI-2-3", "z").expect("new segment at the end");
+    assert_eq!(msg.as_bytes(), b"MSH|^~\\&|A|B\rOBX|1\rOBX|||||7\rNTE|1\rZPI||^^z\r");
+    let err = msg.set("OBX[4]-1", "x").expect_err("gap");
+    assert!(matches!(err, EditError::SegmentGap { existing: 2, .. }), "{err}");
+
+    let mut open = Message::parse(b"MSH|^~\\&|A|B\nPID|1").expect("no final terminator");
+    open.set("PV1-2", "I").expect("append");
+    assert_eq!(open.as_bytes(), b"MSH|^~\\&|A|B\nPID|1\nPV1||I\n");
+}
+
+#[test]
+fn set_escapes_and_refuses_header_delimiters() {
+    let mut msg = adt();
+    msg.set("PID-5-1", "O'NEIL|SMITH^JR\r\nNEXT").expect("set");
+    assert_eq!(get(&msg, "PID-5-1").as_deref(), Some("O'NEIL|SMITH^JR\r\nNEXT"));
+    assert!(std::str::from_utf8(msg.as_bytes()).expect("utf8").contains("O'NEIL\\F\\SMITH\\S\\JR\\X0D\\\\X0A\\NEXT^JANE"));
+    assert_eq!(msg.segment_count(), 7, "no segment was injected");
+    for path in ["MSH-1", "MSH-2"] {
+        assert!(matches!(msg.set(path, "x"), Err(EditError::Path(PathError::Unsupported { .. }))));
+    }
+}
+
+#[test]
+fn remove_segments_repetitions_and_values() {
+    let mut msg = adt();
+    assert!(msg.remove("OBX[2]").expect("remove"));
+    assert_eq!(msg.count("OBX").expect("count"), 2);
+    assert_eq!(get(&msg, "OBX[2]-3-1").as_deref(), Some("NOTE"));
+    assert!(msg.remove("PID-3[1]").expect("remove rep"));
+    assert_eq!(msg.count("PID-3").expect("count"), 1);
+    assert_eq!(get(&msg, "PID-3-4").as_deref(), Some("SSA"));
+    assert!(msg.remove("PID-5-2").expect("clear component"));
+    assert_eq!(get(&msg, "PID-5-2"), None);
+    assert_eq!(get(&msg, "PID-5-3").as_deref(), Some("Q"), "later components keep their places");
+    assert!(!msg.remove("ZZZ").expect("absent"));
+    assert!(!msg.remove("PID-3[7]").expect("absent rep"));
+    assert!(msg.remove("MSH").is_err());
+}
+
+#[test]
+fn insert_segment_uses_the_message_terminator() {
+    let mut msg = Message::parse(b"MSH|^~\\&|A|B\r\nPID|1\r\nPV1|1").expect("parses");
+    msg.insert_segment(2, "ZPI|1|Z").expect("insert");
+    assert_eq!(msg.as_bytes(), b"MSH|^~\\&|A|B\r\nPID|1\r\nZPI|1|Z\r\nPV1|1");
+    msg.insert_segment(4, "ZZZ|end").expect("append");
+    assert_eq!(msg.as_bytes(), b"MSH|^~\\&|A|B\r\nPID|1\r\nZPI|1|Z\r\nPV1|1\r\nZZZ|end\r\n");
+    for (pos, bad) in [(0, "ZPI|1"), (9, "ZPI|1"), (1, "zp|1"), (1, "ZPI#1"), (1, "MSH|^~\\&"), (1, "ZPI|1\rPID|2")] {
+        assert!(matches!(msg.insert_segment(pos, bad), Err(EditError::BadSegment { .. })), "{pos} {bad:?}");
+    }
+}
+
+#[test]
+fn tree_walk_reports_levels() {
+    let msg = adt();
+    let pid = msg.segments().find(|s| s.name() == "PID").expect("PID");
+    let f3 = pid.field(3).expect("PID-3");
+    assert_eq!(f3.level(), Level::Field);
+    assert!(f3.is_composite());
+    let reps = f3.children();
+    assert_eq!(reps.len(), 2);
+    assert_eq!(reps[1].children()[3].text(), "SSA");
+    let msh = msg.segments().next().expect("MSH");
+    assert_eq!(msh.field(2).expect("MSH-2").level(), Level::Literal);
+    assert_eq!(msh.field(2).expect("MSH-2").children().len(), 0);
+    assert_eq!(msh.field_count(), 12);
+}
+
+#[test]
+fn split_messages_separates_a_file_of_messages() {
+    let file = b"FHS|^~\\&\rBHS|^~\\&\rMSH|^~\\&|A\rPID|1\rMSH|^~\\&|B\rPID|2\rBTS|2\rFTS|1\r";
+    let parts = plexus_hl7::split_messages(file);
+    assert_eq!(parts, [&b"MSH|^~\\&|A\rPID|1\r"[..], &b"MSH|^~\\&|B\rPID|2\r"[..]]);
+    for part in parts {
+        Message::parse(part).expect("each parses");
+    }
+}
