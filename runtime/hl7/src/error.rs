@@ -112,3 +112,20 @@ pub enum EditError {
     #[error("the edit would make the message unparseable: {0}")]
     Reparse(#[from] ParseError),
 }
+
+/// Why a batch or file could not be read.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum BatchError {
+    /// The segments themselves did not parse.
+    #[error(transparent)]
+    Parse(#[from] ParseError),
+    /// Envelope segments out of place.
+    #[error("segment {segment}: {reason}")]
+    Structure {
+        /// 1-based segment number.
+        segment: usize,
+        /// What is out of place.
+        reason: &'static str,
+    },
+}

@@ -31,6 +31,7 @@
 //! module docs, and [`ack`] for acknowledgements.
 
 pub mod ack;
+mod batch;
 mod charset;
 mod delim;
 mod error;
@@ -38,35 +39,9 @@ mod escape;
 mod message;
 pub mod path;
 
+pub use batch::Batch;
 pub use charset::Charset;
 pub use delim::Delimiters;
-pub use error::{EditError, ParseError, PathError};
+pub use error::{BatchError, EditError, ParseError, PathError};
 pub use message::{Element, Level, Message, Segment};
 pub use path::{AsPath, Path};
-
-/// Splits bytes holding several messages (a file of messages, or a batch) into one slice
-/// per message, each starting at its MSH line. Batch envelope segments (FHS, BHS, BTS, FTS)
-/// are left out.
-pub fn split_messages(bytes: &[u8]) -> Vec<&[u8]> {
-    let mut starts = Vec::new();
-    let mut ends = Vec::new();
-    let mut pos = 0;
-    while pos < bytes.len() {
-        let line_end = memchr::memchr2(b'\r', b'\n', &bytes[pos..]).map_or(bytes.len(), |p| p + pos);
-        let line = &bytes[pos..line_end];
-        let line = line.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(line);
-        if line.starts_with(b"MSH") {
-            if !starts.is_empty() {
-                ends.push(pos);
-            }
-            starts.push(pos);
-        } else if matches!(line.get(..3), Some(b"FHS" | b"BHS" | b"BTS" | b"FTS")) && !starts.is_empty() && ends.len() < starts.len() {
-            ends.push(pos);
-        }
-        pos = line_end + 1;
-    }
-    if ends.len() < starts.len() {
-        ends.push(bytes.len());
-    }
-    starts.into_iter().zip(ends).map(|(s, e)| &bytes[s..e]).collect()
-}

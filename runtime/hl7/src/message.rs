@@ -37,7 +37,7 @@ pub struct Message<'a> {
 }
 
 #[derive(Debug, Clone)]
-struct Index {
+pub(crate) struct Index {
     delims: Delimiters,
     charset: Charset,
     segments: Vec<SegIdx>,
@@ -64,6 +64,16 @@ impl<'a> Message<'a> {
     /// Parses a message without copying it.
     pub fn parse(bytes: &'a [u8]) -> Result<Self, ParseError> {
         Ok(Message { index: Index::build(bytes)?, buf: Cow::Borrowed(bytes) })
+    }
+
+    pub(crate) fn from_index(bytes: &'a [u8], index: Index) -> Self {
+        Message { buf: Cow::Borrowed(bytes), index }
+    }
+
+    /// The byte range of segment `i` without its terminator.
+    pub(crate) fn segment_span(&self, i: usize) -> Span {
+        let s = &self.index.segments[i];
+        (s.start as usize, s.end as usize)
     }
 
     /// Parses a message that owns its bytes.
@@ -561,6 +571,15 @@ fn children(buf: &[u8], span: Span, delim: u8) -> Vec<Span> {
 
 impl Index {
     fn build(buf: &[u8]) -> Result<Index, ParseError> {
+        Index::build_with(buf, false)
+    }
+
+    /// Indexes a batch: several MSH segments allowed, charset from the first MSH.
+    pub(crate) fn build_batch(buf: &[u8]) -> Result<Index, ParseError> {
+        Index::build_with(buf, true)
+    }
+
+    fn build_with(buf: &[u8], batch: bool) -> Result<Index, ParseError> {
         if u32::try_from(buf.len()).is_err() {
             return Err(ParseError::TooLarge { len: buf.len() });
         }
@@ -595,7 +614,7 @@ impl Index {
                 Some(_) => line_end + 1,
                 None => line_end,
             };
-            index.add_segment(buf, pos, line_end, term_end)?;
+            index.add_segment(buf, pos, line_end, term_end, batch)?;
             pos = term_end;
         }
         let code = index.header_charset_code(buf);
@@ -604,7 +623,14 @@ impl Index {
         Ok(index)
     }
 
-    fn add_segment(&mut self, buf: &[u8], start: usize, end: usize, term_end: usize) -> Result<(), ParseError> {
+    fn add_segment(
+        &mut self,
+        buf: &[u8],
+        start: usize,
+        end: usize,
+        term_end: usize,
+        batch: bool,
+    ) -> Result<(), ParseError> {
         let line = &buf[start..end];
         if line.iter().all(u8::is_ascii_whitespace) {
             // Blank lines between or after segments are kept in the bytes but are not segments.
@@ -618,7 +644,7 @@ impl Index {
             return Err(ParseError::BadSegmentName { segment: number, offset: start });
         }
         let name = [line[0], line[1], line[2]];
-        if number > 1 && &name == b"MSH" && self.segments[0].name == *b"MSH" {
+        if !batch && number > 1 && &name == b"MSH" && self.segments[0].name == *b"MSH" {
             return Err(ParseError::SecondHeader { segment: number });
         }
         let seps_from = self.seps.len();
@@ -636,9 +662,11 @@ impl Index {
         Ok(())
     }
 
-    /// The first repetition of MSH-18 (element 17 of the header line).
+    /// The first repetition of MSH-18 (element 17 of the header line) of the first MSH, or
+    /// of the first header when there is no MSH (a batch envelope alone).
     fn header_charset_code(&self, buf: &[u8]) -> String {
-        let Some(msh) = self.segments.first() else {
+        let header = self.segments.iter().find(|s| &s.name == b"MSH").or(self.segments.first());
+        let Some(msh) = header else {
             return String::new();
         };
         let seps = &self.seps[msh.seps_from as usize..(msh.seps_from + msh.seps_len) as usize];

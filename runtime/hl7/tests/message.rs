@@ -230,11 +230,13 @@ fn tree_walk_reports_levels() {
 }
 
 #[test]
-fn split_messages_separates_a_file_of_messages() {
+fn a_batch_splits_into_messages() {
     let file = b"FHS|^~\\&\rBHS|^~\\&\rMSH|^~\\&|A\rPID|1\rMSH|^~\\&|B\rPID|2\rBTS|2\rFTS|1\r";
-    let parts = plexus_hl7::split_messages(file);
+    let batch = plexus_hl7::Batch::parse(file).expect("a well-formed batch");
+    let parts: Vec<&[u8]> = batch.raw_messages().collect();
     assert_eq!(parts, [&b"MSH|^~\\&|A\rPID|1\r"[..], &b"MSH|^~\\&|B\rPID|2\r"[..]]);
-    for part in parts {
-        Message::parse(part).expect("each parses");
+    for part in batch.messages() {
+        part.expect("each parses");
     }
+    assert_eq!(batch.flat().get("BTS-1").expect("path").as_deref(), Some("2"));
 }
