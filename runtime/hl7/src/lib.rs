@@ -39,6 +39,9 @@ mod escape;
 mod message;
 pub mod path;
 
+#[doc(hidden)]
+pub mod checks;
+
 pub use batch::Batch;
 pub use charset::Charset;
 pub use delim::Delimiters;
