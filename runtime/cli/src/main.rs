@@ -1,1 +1,98 @@
-fn main() {}
+//! `plexus`: the Plexus integration engine's command line.
+//!
+//! Errors end here as `anyhow` chains; the exit code says what kind of failure it was
+//! (1: nothing found, 2: error), so scripts can tell them apart.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+mod hl7_cmd;
+mod run;
+
+/// Plexus moves HL7 v2 between clinic systems, with per-site mappings as sandboxed plug-ins.
+#[derive(Debug, Parser)]
+#[command(name = "plexus", version, propagate_version = true)]
+struct Cli {
+    /// Log filter (e.g. `info`, `plexus=debug`); `RUST_LOG` also works.
+    #[arg(long, global = true, value_name = "FILTER")]
+    log: Option<String>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the engine. Today: an MLLP listener that ACKs every message it can parse and
+    /// NAKs (AR, with the reason) every one it cannot.
+    Run(run::RunArgs),
+    /// Look at HL7 v2 messages.
+    #[command(subcommand)]
+    Hl7(Hl7Command),
+}
+
+#[derive(Debug, Subcommand)]
+enum Hl7Command {
+    /// Parse a message file and print its tree as JSON (values decoded: escapes resolved,
+    /// converted to UTF-8), or one value with --path.
+    ///
+    /// Exit status: 0 printed, 1 the path holds no value, 2 the message could not be
+    /// parsed or read.
+    #[command(after_help = "Examples:\n  \
+        plexus hl7 parse adt.hl7\n  \
+        plexus hl7 parse adt.hl7 --path PID-5-1\n  \
+        plexus hl7 parse adt.hl7 --path 'PID-3[2]-4'\n  \
+        cat adt.hl7 | plexus hl7 parse -")]
+    Parse(hl7_cmd::ParseArgs),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_tracing(cli.log.as_deref());
+    let result = match cli.command {
+        Command::Run(args) => run::run(args),
+        Command::Hl7(Hl7Command::Parse(args)) => hl7_cmd::parse(&args),
+    };
+    match result {
+        Ok(code) => code,
+        Err(err) => {
+            eprintln!("error: {err:#}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn init_tracing(filter: Option<&str>) {
+    use tracing_subscriber::EnvFilter;
+    let filter = filter
+        .map(EnvFilter::new)
+        .or_else(|| EnvFilter::try_from_default_env().ok())
+        .unwrap_or_else(|| EnvFilter::new("info"));
+    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+}
+
+/// Where a command reads its input from: a path, or `-` for stdin.
+fn input_label(path: &std::path::Path) -> String {
+    if path == std::path::Path::new("-") { "<stdin>".to_owned() } else { path.display().to_string() }
+}
+
+/// Largest input file the commands read (a message is rarely over a few MiB).
+const MAX_INPUT: u64 = 64 * 1024 * 1024;
+
+fn read_input(path: &PathBuf) -> anyhow::Result<Vec<u8>> {
+    use std::io::Read;
+    let label = input_label(path);
+    let mut bytes = Vec::new();
+    let reader: Box<dyn Read> = if path.as_os_str() == "-" {
+        Box::new(std::io::stdin())
+    } else {
+        Box::new(std::fs::File::open(path).map_err(|e| anyhow::anyhow!("{label}: {e}"))?)
+    };
+    reader
+        .take(MAX_INPUT + 1)
+        .read_to_end(&mut bytes)
+        .map_err(|e| anyhow::anyhow!("{label}: {e}"))?;
+    anyhow::ensure!(bytes.len() as u64 <= MAX_INPUT, "{label}: larger than {MAX_INPUT} bytes");
+    Ok(bytes)
+}

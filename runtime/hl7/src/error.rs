@@ -129,3 +129,28 @@ pub enum BatchError {
         reason: &'static str,
     },
 }
+
+impl ParseError {
+    /// The HL7 table 0357 code to report this error with in an ACK.
+    pub fn ack_code(&self) -> crate::ack::ErrorCode {
+        use crate::ack::ErrorCode;
+        match self {
+            ParseError::Empty
+            | ParseError::NoHeader
+            | ParseError::BadSegmentName { .. }
+            | ParseError::SecondHeader { .. } => ErrorCode::SegmentSequence,
+            ParseError::BadDelimiters { .. } | ParseError::InvalidText { .. } => ErrorCode::DataType,
+            ParseError::UnsupportedCharset { .. } => ErrorCode::TableValueNotFound,
+            ParseError::TooLarge { .. } => ErrorCode::ValueTooLong,
+        }
+    }
+
+    /// Where in the message the error sits, when a path can say it.
+    pub fn location(&self) -> Option<crate::Path> {
+        match self {
+            ParseError::BadDelimiters { .. } => Some(crate::Path::fixed(*b"MSH", 2)),
+            ParseError::UnsupportedCharset { .. } => Some(crate::Path::fixed(*b"MSH", 18)),
+            _ => None,
+        }
+    }
+}

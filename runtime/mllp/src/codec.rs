@@ -68,7 +68,9 @@ impl fmt::Debug for Oversize {
 #[non_exhaustive]
 pub enum CodecError {
     /// The stream ended after a start block but before the frame's end block.
-    #[error("the stream ended inside an MLLP frame ({received} payload bytes received, no end block)")]
+    #[error(
+        "the stream ended inside an MLLP frame ({received} payload bytes received, no end block)"
+    )]
     Truncated {
         /// Payload bytes received before the end.
         received: usize,
@@ -83,7 +85,9 @@ pub enum CodecError {
     },
     /// A payload given to the encoder contains a block character, which would end the frame early
     /// at the receiver.
-    #[error("payload byte {offset} is 0x{byte:02X}, an MLLP block character, so it cannot be framed")]
+    #[error(
+        "payload byte {offset} is 0x{byte:02X}, an MLLP block character, so it cannot be framed"
+    )]
     ReservedByte {
         /// Offset of the first such byte.
         offset: usize,
@@ -463,7 +467,11 @@ mod tests {
         assert_eq!(codec.decode(&mut buf).ok().flatten(), Some(msg(b"M")));
         buf.extend_from_slice(&[CARRIAGE_RETURN]);
         assert!(matches!(codec.decode(&mut buf), Ok(None)));
-        assert_eq!(codec.skipped_bytes(), 0, "the late CR is the trailer, not junk");
+        assert_eq!(
+            codec.skipped_bytes(),
+            0,
+            "the late CR is the trailer, not junk"
+        );
     }
 
     #[test]
@@ -545,7 +553,8 @@ mod tests {
     #[test]
     fn eof_mid_frame_is_truncated() {
         let mut codec = MllpCodec::default();
-        let (frames, end) = decode_chunks(&mut codec, &[&frame(b"MSH|a"), &[START_BLOCK], b"MSH|b"]);
+        let (frames, end) =
+            decode_chunks(&mut codec, &[&frame(b"MSH|a"), &[START_BLOCK], b"MSH|b"]);
         assert_eq!(frames, vec![msg(b"MSH|a")]);
         assert!(matches!(end, Err(CodecError::Truncated { received: 5 })));
     }

@@ -25,9 +25,10 @@ use crate::conn::FrameIo;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ListenerConfig {
     /// Most connections served at once. A connection accepted while this many are open is closed
-    /// straight away (see [`Listener`]). Default 128.
+    /// straight away (see [`Listener`]); 0 refuses every connection. Default 128.
     pub max_connections: usize,
-    /// Largest payload accepted; larger frames go to [`Handler::on_oversize`]. Default 16 MiB.
+    /// Largest payload accepted; larger frames go to [`Handler::on_oversize`]. A reply over this
+    /// size is not sent (the connection is closed instead). Default 16 MiB.
     pub max_frame: usize,
     /// A connection that starts no frame for this long (after connecting or after the last reply)
     /// is closed. Default 5 minutes; senders reconnect when they next have a message.
@@ -79,15 +80,13 @@ pub struct PeerInfo {
 /// Turns a received frame into the reply sent back on the same connection.
 ///
 /// Frames on one connection are handled one at a time, in order, so replies go out in request
-/// order. Different connections are handled concurrently.
+/// order. Different connections are handled concurrently. Implementations may write the methods as
+/// `async fn`, as long as the future is `Send`.
 pub trait Handler: Send + Sync + 'static {
     /// Handles one payload (without MLLP framing). `Some(reply)` is framed and sent back; `None`
     /// sends nothing (e.g. the sender asked for no acknowledgement).
-    fn handle(
-        &self,
-        payload: Bytes,
-        peer: &PeerInfo,
-    ) -> impl Future<Output = Option<Bytes>> + Send;
+    fn handle(&self, payload: Bytes, peer: &PeerInfo)
+    -> impl Future<Output = Option<Bytes>> + Send;
 
     /// Called instead of [`Handler::handle`] for a frame larger than
     /// [`ListenerConfig::max_frame`], once the whole frame has been read and discarded. The default
@@ -328,7 +327,7 @@ fn log_join(done: Result<(), tokio::task::JoinError>) {
 /// How a connection ended without error.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Closed {
-    PeerClosed,
+    ByPeer,
     Idle,
     Shutdown,
 }
@@ -428,7 +427,7 @@ where
                 idle_deadline = Instant::now() + config.idle_timeout;
                 continue;
             }
-            None if eof => return Ok(Closed::PeerClosed),
+            None if eof => return Ok(Closed::ByPeer),
             None => {}
         }
 
@@ -484,4 +483,159 @@ where
             .map_err(|_| ConnError::WriteTimeout)??;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    //! Connection-loop timing on an in-memory stream with paused time: exact and deterministic,
+    //! where the socket tests in `tests/` can only use generous margins.
+
+    use tokio::io::{AsyncReadExt, AsyncWriteExt, DuplexStream};
+    use tokio::task::JoinHandle;
+
+    use super::*;
+
+    fn peer() -> PeerInfo {
+        let addr = SocketAddr::from(([127, 0, 0, 1], 2575));
+        PeerInfo {
+            conn_id: 1,
+            addr,
+            local_addr: addr,
+            tls: false,
+        }
+    }
+
+    fn echo() -> impl Handler {
+        handler_fn(|payload: Bytes, _| async move {
+            Some(Bytes::from([&b"ACK:"[..], &payload].concat()))
+        })
+    }
+
+    /// Serves one in-memory connection; returns the client end and the connection task.
+    fn serve_duplex(
+        config: ListenerConfig,
+        shutdown: CancellationToken,
+    ) -> (DuplexStream, JoinHandle<Result<Closed, ConnError>>) {
+        let (client, server) = tokio::io::duplex(64 * 1024);
+        let task = tokio::spawn(async move {
+            serve_stream(server, &peer(), &echo(), &config, &shutdown).await
+        });
+        (client, task)
+    }
+
+    async fn read_all(client: &mut DuplexStream) -> Vec<u8> {
+        let mut out = Vec::new();
+        client.read_to_end(&mut out).await.expect("reads");
+        out
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn idle_timeout_is_exact() {
+        let config = ListenerConfig {
+            idle_timeout: Duration::from_secs(300),
+            ..ListenerConfig::default()
+        };
+        let started = Instant::now();
+        let (mut client, task) = serve_duplex(config, CancellationToken::new());
+        client.write_all(b"\x0bMSH|1\x1c\r").await.expect("writes");
+        tokio::time::sleep(Duration::from_secs(100)).await;
+        // The reply came at once; the idle clock restarted after it.
+        let result = task.await.expect("no panic");
+        assert!(matches!(result, Ok(Closed::Idle)));
+        assert_eq!(started.elapsed(), Duration::from_secs(300));
+        assert_eq!(read_all(&mut client).await, b"\x0bACK:MSH|1\x1c\r");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn trickling_frame_hits_the_frame_deadline() {
+        let config = ListenerConfig {
+            idle_timeout: Duration::from_secs(30),
+            frame_timeout: Duration::from_secs(60),
+            ..ListenerConfig::default()
+        };
+        let started = Instant::now();
+        let (mut client, task) = serve_duplex(config, CancellationToken::new());
+        // One byte every 10 s: never idle for 30 s, but the frame never completes.
+        client.write_all(b"\x0b").await.expect("writes");
+        let trickle = tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(Duration::from_secs(10)).await;
+                if client.write_all(b"x").await.is_err() {
+                    return;
+                }
+            }
+        });
+        let result = task.await.expect("no panic");
+        assert!(matches!(result, Err(ConnError::FrameTimeout)), "{result:?}");
+        assert_eq!(started.elapsed(), Duration::from_secs(60));
+        trickle.abort();
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn shutdown_finishes_the_frame_in_progress() {
+        let shutdown = CancellationToken::new();
+        let (mut client, task) = serve_duplex(ListenerConfig::default(), shutdown.clone());
+        client.write_all(b"\x0bMSH|half").await.expect("writes");
+        // Paused time advances only when every task is blocked: the server has read the half.
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        shutdown.cancel();
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        assert!(
+            !task.is_finished(),
+            "a frame in progress keeps the connection"
+        );
+        client.write_all(b"-rest\x1c\r").await.expect("writes");
+        let result = task.await.expect("no panic");
+        assert!(matches!(result, Ok(Closed::Shutdown)), "{result:?}");
+        assert_eq!(read_all(&mut client).await, b"\x0bACK:MSH|half-rest\x1c\r");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn shutdown_closes_an_idle_connection_at_once() {
+        let shutdown = CancellationToken::new();
+        let (mut client, task) = serve_duplex(ListenerConfig::default(), shutdown.clone());
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        shutdown.cancel();
+        let result = task.await.expect("no panic");
+        assert!(matches!(result, Ok(Closed::Shutdown)));
+        assert!(read_all(&mut client).await.is_empty());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn eof_mid_frame_is_reported_as_truncated() {
+        let (mut client, task) = serve_duplex(ListenerConfig::default(), CancellationToken::new());
+        client.write_all(b"\x0bMSH|cut").await.expect("writes");
+        drop(client);
+        let result = task.await.expect("no panic");
+        assert!(
+            matches!(
+                result,
+                Err(ConnError::Codec(CodecError::Truncated { received: 7 }))
+            ),
+            "{result:?}"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn slow_handler_is_cut_off() {
+        let config = ListenerConfig {
+            handler_timeout: Duration::from_secs(5),
+            ..ListenerConfig::default()
+        };
+        let (mut client, server) = tokio::io::duplex(1024);
+        let stuck = handler_fn(|_payload: Bytes, _| async move {
+            tokio::time::sleep(Duration::from_secs(3600)).await;
+            None
+        });
+        let task = tokio::spawn(async move {
+            serve_stream(server, &peer(), &stuck, &config, &CancellationToken::new()).await
+        });
+        client.write_all(b"\x0bMSH|1\x1c\r").await.expect("writes");
+        let result = task.await.expect("no panic");
+        assert!(
+            matches!(result, Err(ConnError::HandlerTimeout)),
+            "{result:?}"
+        );
+        assert!(read_all(&mut client).await.is_empty());
+    }
 }

@@ -70,7 +70,10 @@ pub fn server_config_from_pem(
     cert_chain: &Path,
     key: &Path,
 ) -> Result<Arc<ServerConfig>, TlsError> {
-    let certs = certs_from(&read_pem_file(cert_chain)?, &cert_chain.display().to_string())?;
+    let certs = certs_from(
+        &read_pem_file(cert_chain)?,
+        &cert_chain.display().to_string(),
+    )?;
     let key = key_from(&read_pem_file(key)?, &key.display().to_string())?;
     server_config(certs, key)
 }

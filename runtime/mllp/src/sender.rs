@@ -1,0 +1,557 @@
+//! The MLLP sender: one persistent connection to one peer, one message in flight, ACK checking and
+//! retries.
+
+use std::fmt;
+use std::io;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures::FutureExt;
+use rustls::pki_types::ServerName;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::TcpStream;
+use tokio::time::{Instant, timeout, timeout_at};
+use tokio_rustls::TlsConnector;
+
+use plexus_hl7::ack::{AckCode, Status};
+
+use crate::codec::{CodecError, DEFAULT_MAX_FRAME, END_BLOCK, Frame, START_BLOCK};
+use crate::conn::FrameIo;
+
+/// What to do with an error ACK (MSA-1 `AE` or `CE`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum ErrorAckPolicy {
+    /// Fail the send with [`SendError::ApplicationError`]; not retried. The default: the receiver
+    /// looked at the message and refused it, and sending it again usually gets the same answer.
+    #[default]
+    Permanent,
+    /// Count it as a failed attempt and retry like a missing ACK.
+    Retry,
+}
+
+/// Timeouts, retries and limits of a [`Sender`]. Every field has a safe default.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SenderConfig {
+    /// Longest a connect (TCP plus TLS handshake) may take. Default 10 s.
+    pub connect_timeout: Duration,
+    /// Longest a message write may take. Default 30 s.
+    pub write_timeout: Duration,
+    /// Longest to wait for the ACK after the message is written. Default 30 s.
+    pub ack_timeout: Duration,
+    /// Tries per [`Sender::send`], the first included (0 counts as 1). Default 3.
+    pub attempts: u32,
+    /// Pause before the first retry; it doubles for each further retry. Default 1 s.
+    pub backoff_base: Duration,
+    /// Longest pause between retries. Default 30 s.
+    pub backoff_max: Duration,
+    /// What an `AE`/`CE` ACK means. Default [`ErrorAckPolicy::Permanent`].
+    pub on_error_ack: ErrorAckPolicy,
+    /// Largest payload sent and largest ACK accepted. Default 16 MiB.
+    pub max_frame: usize,
+}
+
+impl Default for SenderConfig {
+    fn default() -> Self {
+        Self {
+            connect_timeout: Duration::from_secs(10),
+            write_timeout: Duration::from_secs(30),
+            ack_timeout: Duration::from_secs(30),
+            attempts: 3,
+            backoff_base: Duration::from_secs(1),
+            backoff_max: Duration::from_secs(30),
+            on_error_ack: ErrorAckPolicy::Permanent,
+            max_frame: DEFAULT_MAX_FRAME,
+        }
+    }
+}
+
+/// An ACK received for a sent message.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Ack {
+    code: AckCode,
+    bytes: Bytes,
+}
+
+impl Ack {
+    /// Its MSA-1.
+    pub fn code(&self) -> AckCode {
+        self.code
+    }
+
+    /// The ACK message as received (without framing), e.g. for the journal. May hold patient data
+    /// (ERR, MSA-3): do not log it.
+    pub fn bytes(&self) -> &Bytes {
+        &self.bytes
+    }
+}
+
+// Debug shows the code only: an ACK can quote the message it answers.
+impl fmt::Debug for Ack {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Ack")
+            .field("code", &self.code)
+            .field("len", &self.bytes.len())
+            .finish_non_exhaustive()
+    }
+}
+
+/// A message the peer accepted.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Delivery {
+    /// The accepting ACK (`AA` or `CA`).
+    pub ack: Ack,
+    /// Attempts it took, the successful one included.
+    pub attempts: u32,
+}
+
+/// Why a send failed. Variants name the message's control id (MSH-10) and the peer, never content.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum SendError {
+    /// The payload does not parse as HL7; nothing was sent.
+    #[error("message for {peer} is not valid HL7; not sent")]
+    InvalidMessage {
+        /// The peer.
+        peer: String,
+        /// Why.
+        #[source]
+        source: plexus_hl7::ParseError,
+    },
+    /// The payload has no MSH-10, so its ACK could not be matched; nothing was sent.
+    #[error("message for {peer} has no control id (MSH-10); not sent")]
+    MissingControlId {
+        /// The peer.
+        peer: String,
+    },
+    /// The payload cannot be framed (too large, or holds a block character); nothing was sent.
+    #[error("message {control_id} for {peer} cannot be framed; not sent")]
+    Unframeable {
+        /// MSH-10.
+        control_id: String,
+        /// The peer.
+        peer: String,
+        /// Why.
+        #[source]
+        source: CodecError,
+    },
+    /// The peer rejected the message (`AR`/`CR`). Permanent: not retried.
+    #[error("{peer} rejected message {control_id} ({})", ack.code())]
+    Rejected {
+        /// MSH-10.
+        control_id: String,
+        /// The peer.
+        peer: String,
+        /// The rejecting ACK.
+        ack: Ack,
+    },
+    /// The peer answered with an error (`AE`/`CE`) under [`ErrorAckPolicy::Permanent`].
+    #[error("{peer} returned an error for message {control_id} ({})", ack.code())]
+    ApplicationError {
+        /// MSH-10.
+        control_id: String,
+        /// The peer.
+        peer: String,
+        /// The error ACK.
+        ack: Ack,
+    },
+    /// Every attempt failed without a definite answer. Retryable later; the peer may nevertheless
+    /// have received (and processed) the message.
+    #[error("message {control_id} to {peer} not acknowledged after {attempts} attempt(s)")]
+    Exhausted {
+        /// MSH-10.
+        control_id: String,
+        /// The peer.
+        peer: String,
+        /// Attempts made.
+        attempts: u32,
+        /// Why the last attempt failed.
+        #[source]
+        last: AttemptError,
+    },
+}
+
+impl SendError {
+    /// Whether sending the same message again later may succeed ([`SendError::Exhausted`]).
+    /// The others need the message, or the peer's view of it, to change first.
+    pub fn is_retryable(&self) -> bool {
+        matches!(self, SendError::Exhausted { .. })
+    }
+}
+
+/// Why one attempt to deliver a message failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum AttemptError {
+    /// TCP connect failed.
+    #[error("could not connect")]
+    Connect(#[source] io::Error),
+    /// Connecting (TCP and TLS) took longer than the connect timeout.
+    #[error("connect timed out")]
+    ConnectTimeout,
+    /// The TLS handshake failed.
+    #[error("TLS handshake failed")]
+    Tls(#[source] io::Error),
+    /// Writing the message failed.
+    #[error("writing the message failed")]
+    Write(#[source] CodecError),
+    /// Writing the message took longer than the write timeout.
+    #[error("writing the message timed out")]
+    WriteTimeout,
+    /// No ACK within the ACK timeout.
+    #[error("no ACK within the ACK timeout")]
+    AckTimeout,
+    /// The peer closed the connection before the ACK arrived.
+    #[error("connection closed before the ACK arrived")]
+    Closed,
+    /// Reading the ACK failed.
+    #[error("reading the ACK failed")]
+    Read(#[source] CodecError),
+    /// The ACK was larger than the frame limit.
+    #[error("the ACK ({len} bytes) exceeds the frame limit")]
+    AckTooLarge {
+        /// Its length.
+        len: usize,
+    },
+    /// The ACK does not parse as HL7.
+    #[error("the ACK is not valid HL7")]
+    InvalidAck(#[source] plexus_hl7::ParseError),
+    /// MSA could not be read from the ACK.
+    #[error("cannot read MSA from the ACK")]
+    AckPath(#[source] plexus_hl7::PathError),
+    /// The ACK has no MSA-1.
+    #[error("the ACK has no acknowledgement code (MSA-1)")]
+    MissingAckCode,
+    /// MSA-1 is not a table 0008 code.
+    #[error("the ACK's MSA-1 is not AA, AE, AR, CA, CE or CR")]
+    UnknownAckCode,
+    /// MSA-2 is not the sent MSH-10: most likely the late ACK of an earlier attempt.
+    #[error("the ACK is for control id {echoed:?}, not this message (stale ACK?)")]
+    ControlIdMismatch {
+        /// MSA-2 as received (shortened), if present.
+        echoed: Option<String>,
+    },
+    /// An error ACK under [`ErrorAckPolicy::Retry`].
+    #[error("the peer returned {code}")]
+    ErrorAck {
+        /// `AE` or `CE`.
+        code: AckCode,
+    },
+}
+
+/// Longest control id kept in errors: MSH-10 is at most 199 characters in HL7 2.5+, and a broken
+/// peer could echo anything.
+const MAX_ID_IN_ERROR: usize = 200;
+
+fn shorten(s: &str) -> String {
+    match s.char_indices().nth(MAX_ID_IN_ERROR) {
+        Some((at, _)) => s[..at].to_owned(),
+        None => s.to_owned(),
+    }
+}
+
+trait Io: AsyncRead + AsyncWrite + Send + Unpin {}
+impl<T: AsyncRead + AsyncWrite + Send + Unpin> Io for T {}
+
+type Conn = FrameIo<Box<dyn Io>>;
+
+/// Sends messages to one MLLP peer over a persistent connection and checks their ACKs.
+///
+/// The connection is opened on the first send and reused; it is dropped and reopened after any
+/// failure whose effect on the stream is unknown (timeout, I/O error, unexpected ACK). Dropping a
+/// [`Sender::send`] future also drops the connection, so no late ACK is read as the next one.
+///
+/// **Delivery is at least once.** When an attempt fails after the message was written (no ACK, a
+/// broken connection, a stale ACK), the peer may have received and processed it, and the retry
+/// sends it again. Receivers should treat MSH-10 as an idempotency key.
+///
+/// Outcomes: `AA`/`CA` → `Ok`; `AR`/`CR` → [`SendError::Rejected`], not retried; `AE`/`CE` →
+/// [`SendError::ApplicationError`] or a retry, per [`SenderConfig::on_error_ack`]; anything else →
+/// retried (with exponential backoff, no jitter) up to [`SenderConfig::attempts`], then
+/// [`SendError::Exhausted`].
+pub struct Sender {
+    peer: String,
+    config: SenderConfig,
+    tls: Option<(TlsConnector, ServerName<'static>)>,
+    conn: Option<Conn>,
+}
+
+impl fmt::Debug for Sender {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Sender")
+            .field("peer", &self.peer)
+            .field("tls", &self.tls.as_ref().map(|(_, name)| name))
+            .field("connected", &self.conn.is_some())
+            .field("config", &self.config)
+            .finish()
+    }
+}
+
+/// The answer of one attempt that got a matching ACK.
+enum Answer {
+    Accepted(Ack),
+    Rejected(Ack),
+    Error(Ack),
+}
+
+impl Sender {
+    /// A sender to `peer` (`host:port`; resolved on each connect). Does not connect yet.
+    pub fn new(peer: impl Into<String>, config: SenderConfig) -> Self {
+        Self {
+            peer: peer.into(),
+            config,
+            tls: None,
+            conn: None,
+        }
+    }
+
+    /// Uses TLS, verifying the peer's certificate against `server_name` (see
+    /// [`crate::tls::client_config_from_pem`] and [`crate::tls::server_name`]).
+    pub fn with_tls(
+        mut self,
+        tls: Arc<rustls::ClientConfig>,
+        server_name: ServerName<'static>,
+    ) -> Self {
+        self.tls = Some((TlsConnector::from(tls), server_name));
+        self.conn = None;
+        self
+    }
+
+    /// The peer address as configured.
+    pub fn peer(&self) -> &str {
+        &self.peer
+    }
+
+    /// Whether a connection is open (it may still turn out to be dead on the next send).
+    pub fn is_connected(&self) -> bool {
+        self.conn.is_some()
+    }
+
+    /// Closes the connection, if open. The next send reconnects.
+    pub async fn close(&mut self) {
+        if let Some(mut conn) = self.conn.take() {
+            let _ = timeout(self.config.write_timeout, conn.shutdown()).await;
+        }
+    }
+
+    /// Sends one HL7 message (without framing) and waits for its ACK, retrying per the config.
+    /// See [`Sender`] for the outcomes and the at-least-once caveat.
+    pub async fn send(&mut self, payload: &[u8]) -> Result<Delivery, SendError> {
+        let control_id = self.check(payload)?;
+        let attempts = self.config.attempts.max(1);
+        let mut attempt = 1;
+        loop {
+            let failure = match self.attempt(payload, &control_id).await {
+                Ok(Answer::Accepted(ack)) => {
+                    return Ok(Delivery {
+                        ack,
+                        attempts: attempt,
+                    });
+                }
+                Ok(Answer::Rejected(ack)) => {
+                    return Err(SendError::Rejected {
+                        control_id,
+                        peer: self.peer.clone(),
+                        ack,
+                    });
+                }
+                Ok(Answer::Error(ack)) => match self.config.on_error_ack {
+                    ErrorAckPolicy::Permanent => {
+                        return Err(SendError::ApplicationError {
+                            control_id,
+                            peer: self.peer.clone(),
+                            ack,
+                        });
+                    }
+                    ErrorAckPolicy::Retry => AttemptError::ErrorAck { code: ack.code() },
+                },
+                Err(e) => e,
+            };
+            tracing::warn!(
+                control_id = %control_id,
+                peer = %self.peer,
+                attempt,
+                error = %failure,
+                "MLLP send attempt failed"
+            );
+            if attempt >= attempts {
+                return Err(SendError::Exhausted {
+                    control_id,
+                    peer: self.peer.clone(),
+                    attempts: attempt,
+                    last: failure,
+                });
+            }
+            tokio::time::sleep(backoff(&self.config, attempt)).await;
+            attempt += 1;
+        }
+    }
+
+    /// Checks what can be checked before sending; returns MSH-10.
+    fn check(&self, payload: &[u8]) -> Result<String, SendError> {
+        let message =
+            plexus_hl7::Message::parse(payload).map_err(|source| SendError::InvalidMessage {
+                peer: self.peer.clone(),
+                source,
+            })?;
+        let control_id = match message.get("MSH-10") {
+            Ok(Some(id)) => shorten(&id),
+            _ => {
+                return Err(SendError::MissingControlId {
+                    peer: self.peer.clone(),
+                });
+            }
+        };
+        let framing_error = if payload.len() > self.config.max_frame {
+            Some(CodecError::PayloadTooLarge {
+                len: payload.len(),
+                limit: self.config.max_frame,
+            })
+        } else {
+            memchr::memchr2(START_BLOCK, END_BLOCK, payload).map(|offset| {
+                CodecError::ReservedByte {
+                    offset,
+                    byte: payload[offset],
+                }
+            })
+        };
+        match framing_error {
+            Some(source) => Err(SendError::Unframeable {
+                control_id,
+                peer: self.peer.clone(),
+                source,
+            }),
+            None => Ok(control_id),
+        }
+    }
+
+    /// One try: (re)connect if needed, write, read and check the ACK. The connection is kept only
+    /// if the exchange completed cleanly.
+    async fn attempt(&mut self, payload: &[u8], control_id: &str) -> Result<Answer, AttemptError> {
+        let mut conn = match self.conn.take().and_then(still_open) {
+            Some(conn) => conn,
+            None => self.connect().await?,
+        };
+        timeout(self.config.write_timeout, conn.write_frame(payload))
+            .await
+            .map_err(|_| AttemptError::WriteTimeout)?
+            .map_err(AttemptError::Write)?;
+        let deadline = Instant::now() + self.config.ack_timeout;
+        let ack = match timeout_at(deadline, conn.read_frame()).await {
+            Err(_) => return Err(AttemptError::AckTimeout),
+            Ok(Err(e)) => return Err(AttemptError::Read(e)),
+            Ok(Ok(None)) => return Err(AttemptError::Closed),
+            Ok(Ok(Some(Frame::Oversize(o)))) => {
+                return Err(AttemptError::AckTooLarge { len: o.len });
+            }
+            Ok(Ok(Some(Frame::Message(ack)))) => ack,
+        };
+        let answer = classify(ack, control_id)?;
+        self.conn = Some(conn);
+        Ok(answer)
+    }
+
+    async fn connect(&self) -> Result<Conn, AttemptError> {
+        let deadline = Instant::now() + self.config.connect_timeout;
+        let tcp = timeout_at(deadline, TcpStream::connect(self.peer.as_str()))
+            .await
+            .map_err(|_| AttemptError::ConnectTimeout)?
+            .map_err(AttemptError::Connect)?;
+        // One small message then a wait for the ACK: don't let Nagle delay it.
+        if let Err(e) = tcp.set_nodelay(true) {
+            tracing::debug!(error = %e, "could not set TCP_NODELAY");
+        }
+        let io: Box<dyn Io> = match &self.tls {
+            None => Box::new(tcp),
+            Some((connector, name)) => Box::new(
+                timeout_at(deadline, connector.connect(name.clone(), tcp))
+                    .await
+                    .map_err(|_| AttemptError::ConnectTimeout)?
+                    .map_err(AttemptError::Tls)?,
+            ),
+        };
+        tracing::debug!(peer = %self.peer, tls = self.tls.is_some(), "MLLP sender connected");
+        Ok(FrameIo::new(io, self.config.max_frame))
+    }
+}
+
+/// Keeps a pooled connection only if it shows no sign of trouble without waiting: a peer that
+/// closed it (idle timeout) would otherwise cost a failed attempt, and unsolicited bytes mean the
+/// stream is out of step.
+fn still_open(mut conn: Conn) -> Option<Conn> {
+    match conn.fill().now_or_never() {
+        None => Some(conn),
+        Some(Ok(false)) => {
+            tracing::debug!("MLLP peer closed the pooled connection; reconnecting");
+            None
+        }
+        Some(Ok(true)) => {
+            tracing::debug!("unexpected bytes on the pooled MLLP connection; reconnecting");
+            None
+        }
+        Some(Err(e)) => {
+            tracing::debug!(error = %e, "pooled MLLP connection failed; reconnecting");
+            None
+        }
+    }
+}
+
+/// Matches the ACK to the message and reads its code.
+fn classify(ack: Bytes, control_id: &str) -> Result<Answer, AttemptError> {
+    let code = {
+        let message = plexus_hl7::Message::parse(&ack).map_err(AttemptError::InvalidAck)?;
+        let echoed = message.get("MSA-2").map_err(AttemptError::AckPath)?;
+        if echoed.as_deref() != Some(control_id) {
+            return Err(AttemptError::ControlIdMismatch {
+                echoed: echoed.map(|id| shorten(&id)),
+            });
+        }
+        let code = message
+            .get("MSA-1")
+            .map_err(AttemptError::AckPath)?
+            .ok_or(AttemptError::MissingAckCode)?;
+        AckCode::parse(&code).ok_or(AttemptError::UnknownAckCode)?
+    };
+    let ack = Ack { code, bytes: ack };
+    Ok(match code.status() {
+        Status::Accepted => Answer::Accepted(ack),
+        Status::Rejected => Answer::Rejected(ack),
+        Status::Error => Answer::Error(ack),
+    })
+}
+
+/// Pause before retry number `retry` (1-based): base, 2×base, 4×base, … capped at the maximum.
+fn backoff(config: &SenderConfig, retry: u32) -> Duration {
+    let factor = 1u32
+        .checked_shl(retry.saturating_sub(1))
+        .unwrap_or(u32::MAX);
+    config
+        .backoff_base
+        .saturating_mul(factor)
+        .min(config.backoff_max)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_and_caps() {
+        let config = SenderConfig {
+            backoff_base: Duration::from_millis(100),
+            backoff_max: Duration::from_secs(1),
+            ..SenderConfig::default()
+        };
+        let pauses: Vec<u128> = (1..=6).map(|r| backoff(&config, r).as_millis()).collect();
+        assert_eq!(pauses, vec![100, 200, 400, 800, 1000, 1000]);
+        assert_eq!(backoff(&config, 200), Duration::from_secs(1));
+    }
+
+    #[test]
+    fn shorten_caps_length_on_char_boundary() {
+        let long = "é".repeat(500);
+        assert_eq!(shorten(&long).chars().count(), MAX_ID_IN_ERROR);
+        assert_eq!(shorten("MSG1"), "MSG1");
+    }
+}

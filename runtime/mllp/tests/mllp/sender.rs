@@ -1,0 +1,408 @@
+//! Sender tests against a scripted in-test MLLP server, and against the crate's own listener.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use bytes::Bytes;
+use plexus_mllp::{
+    AckCode, AttemptError, ErrorAckPolicy, Listener, ListenerConfig, SendError, Sender,
+    SenderConfig, handler_fn,
+};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+use crate::support::{Act, ScriptServer, ack, control_id, message};
+
+/// Short timeouts and pauses so failure paths run fast; the margins are still wide for loopback.
+fn fast() -> SenderConfig {
+    SenderConfig {
+        connect_timeout: Duration::from_secs(5),
+        write_timeout: Duration::from_secs(5),
+        ack_timeout: Duration::from_secs(1),
+        attempts: 3,
+        backoff_base: Duration::from_millis(10),
+        backoff_max: Duration::from_millis(50),
+        ..SenderConfig::default()
+    }
+}
+
+fn answer_with(code: &'static str) -> impl Fn(usize, usize, &[u8]) -> Act + Send + Sync + 'static {
+    move |_, _, payload| Act::Reply(ack(code, &control_id(payload)))
+}
+
+/// No error text or Debug output may contain message content.
+fn assert_no_phi(err: &SendError) {
+    let mut texts = vec![format!("{err:?}")];
+    let mut source: Option<&dyn std::error::Error> = Some(err);
+    while let Some(e) = source {
+        texts.push(e.to_string());
+        source = e.source();
+    }
+    for text in texts {
+        assert!(!text.contains("SECRET"), "PHI in error: {text}");
+    }
+}
+
+#[tokio::test]
+async fn accepted_and_connection_reused() {
+    let server = ScriptServer::start(answer_with("AA")).await;
+    let mut sender = Sender::new(server.addr.to_string(), fast());
+    assert!(!sender.is_connected(), "connects lazily");
+
+    for id in ["MSG1", "MSG2", "MSG3"] {
+        let delivery = sender.send(&message(id)).await.expect("accepted");
+        assert_eq!(delivery.ack.code(), AckCode::AA);
+        assert_eq!(delivery.attempts, 1);
+        assert_eq!(control_id(delivery.ack.bytes()), format!("ACK{id}"));
+    }
+    assert_eq!(server.connections.load(Ordering::SeqCst), 1);
+    assert_eq!(server.messages.load(Ordering::SeqCst), 3);
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn commit_accept_is_accepted() {
+    let server = ScriptServer::start(answer_with("CA")).await;
+    let mut sender = Sender::new(server.addr.to_string(), fast());
+    let delivery = sender.send(&message("C1")).await.expect("accepted");
+    assert_eq!(delivery.ack.code(), AckCode::CA);
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn reject_is_permanent_and_not_retried() {
+    let server = ScriptServer::start(answer_with("AR")).await;
+    let mut sender = Sender::new(server.addr.to_string(), fast());
+    let err = sender.send(&message("R1")).await.expect_err("rejected");
+    match &err {
+        SendError::Rejected {
+            control_id, ack, ..
+        } => {
+            assert_eq!(control_id, "R1");
+            assert_eq!(ack.code(), AckCode::AR);
+        }
+        other => panic!("expected Rejected, got {other:?}"),
+    }
+    assert!(!err.is_retryable());
+    let text = err.to_string();
+    assert!(
+        text.contains("R1") && text.contains(&server.addr.to_string()),
+        "{text}"
+    );
+    assert_no_phi(&err);
+    assert_eq!(server.messages.load(Ordering::SeqCst), 1);
+    // The connection is fine after a reject and is reused.
+    assert!(sender.is_connected());
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn error_ack_is_permanent_by_default() {
+    let server = ScriptServer::start(answer_with("AE")).await;
+    let mut sender = Sender::new(server.addr.to_string(), fast());
+    let err = sender.send(&message("E1")).await.expect_err("error ack");
+    assert!(
+        matches!(err, SendError::ApplicationError { ref ack, .. } if ack.code() == AckCode::AE)
+    );
+    assert_eq!(server.messages.load(Ordering::SeqCst), 1);
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn error_ack_is_retried_when_configured() {
+    // AE on the first try, AA on the second.
+    let server = ScriptServer::start(|_, n, payload: &[u8]| {
+        Act::Reply(ack(if n == 0 { "CE" } else { "AA" }, &control_id(payload)))
+    })
+    .await;
+    let config = SenderConfig {
+        on_error_ack: ErrorAckPolicy::Retry,
+        ..fast()
+    };
+    let mut sender = Sender::new(server.addr.to_string(), config);
+    let delivery = sender
+        .send(&message("E2"))
+        .await
+        .expect("accepted on retry");
+    assert_eq!(delivery.attempts, 2);
+    assert_eq!(server.messages.load(Ordering::SeqCst), 2);
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn missing_ack_reconnects_and_retries() {
+    // The first connection swallows the message; the second answers.
+    let server = ScriptServer::start(|conn, _, payload: &[u8]| {
+        if conn == 0 {
+            Act::Ignore
+        } else {
+            Act::Reply(ack("AA", &control_id(payload)))
+        }
+    })
+    .await;
+    let mut sender = Sender::new(server.addr.to_string(), fast());
+    let delivery = sender
+        .send(&message("T1"))
+        .await
+        .expect("accepted on retry");
+    assert_eq!(delivery.attempts, 2);
+    assert_eq!(server.connections.load(Ordering::SeqCst), 2);
+    // At least once: the receiver saw the message twice.
+    assert_eq!(server.messages.load(Ordering::SeqCst), 2);
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn connection_closed_before_ack_is_retried() {
+    let server = ScriptServer::start(|conn, _, payload: &[u8]| {
+        if conn == 0 {
+            Act::Close
+        } else {
+            Act::Reply(ack("AA", &control_id(payload)))
+        }
+    })
+    .await;
+    let mut sender = Sender::new(server.addr.to_string(), fast());
+    let delivery = sender
+        .send(&message("K1"))
+        .await
+        .expect("accepted on retry");
+    assert_eq!(delivery.attempts, 2);
+    assert_eq!(server.connections.load(Ordering::SeqCst), 2);
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn stale_ack_drops_connection_and_retries() {
+    let server = ScriptServer::start(|conn, _, payload: &[u8]| {
+        let id = if conn == 0 {
+            "OLD-ID".to_owned()
+        } else {
+            control_id(payload)
+        };
+        Act::Reply(ack("AA", &id))
+    })
+    .await;
+    let mut sender = Sender::new(server.addr.to_string(), fast());
+    let delivery = sender
+        .send(&message("S1"))
+        .await
+        .expect("accepted on retry");
+    assert_eq!(delivery.attempts, 2);
+    assert_eq!(server.connections.load(Ordering::SeqCst), 2);
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn no_ack_at_all_exhausts_attempts() {
+    let server = ScriptServer::start(|_, _, _: &[u8]| Act::Ignore).await;
+    let config = SenderConfig {
+        attempts: 2,
+        ack_timeout: Duration::from_millis(100),
+        ..fast()
+    };
+    let mut sender = Sender::new(server.addr.to_string(), config);
+    let err = sender.send(&message("X1")).await.expect_err("no ack");
+    assert!(err.is_retryable());
+    assert!(
+        matches!(
+            err,
+            SendError::Exhausted {
+                attempts: 2,
+                last: AttemptError::AckTimeout,
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+    assert!(err.to_string().contains("X1"));
+    assert_no_phi(&err);
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn closed_pooled_connection_is_replaced_without_a_failed_attempt() {
+    let server = ScriptServer::start(|_, _, payload: &[u8]| {
+        Act::ReplyAndClose(ack("AA", &control_id(payload)))
+    })
+    .await;
+    let mut sender = Sender::new(server.addr.to_string(), fast());
+    sender.send(&message("P1")).await.expect("accepted");
+    // Give the server's FIN time to arrive (loopback: microseconds).
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let delivery = sender.send(&message("P2")).await.expect("accepted");
+    assert_eq!(delivery.attempts, 1);
+    assert_eq!(server.connections.load(Ordering::SeqCst), 2);
+    assert_eq!(server.messages.load(Ordering::SeqCst), 2);
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn server_restart_reconnects_with_backoff() {
+    let tcp = TcpListener::bind("127.0.0.1:0").await.expect("binds");
+    let addr = tcp.local_addr().expect("addr");
+    let server = ScriptServer::start_on(tcp, answer_with("AA"));
+    let config = SenderConfig {
+        // 60 tries with at most 50 ms between them: about 3 s of retrying, for a 300 ms outage.
+        attempts: 60,
+        ..fast()
+    };
+    let mut sender = Sender::new(addr.to_string(), config);
+    sender.send(&message("B1")).await.expect("accepted");
+
+    server.stop().await;
+    let restart = tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let tcp = TcpListener::bind(addr)
+            .await
+            .expect("rebinds the same port");
+        ScriptServer::start_on(tcp, answer_with("AA"))
+    });
+    let delivery = sender
+        .send(&message("B2"))
+        .await
+        .expect("accepted after restart");
+    assert!(
+        delivery.attempts > 1,
+        "the server was down for the first attempt"
+    );
+    let server = restart.await.expect("restarted");
+    assert_eq!(server.messages.load(Ordering::SeqCst), 1);
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn connection_refused_exhausts_attempts() {
+    // Bind then drop, to get a port nobody listens on.
+    let addr = TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("binds")
+        .local_addr()
+        .expect("addr");
+    let config = SenderConfig {
+        attempts: 2,
+        ..fast()
+    };
+    let mut sender = Sender::new(addr.to_string(), config);
+    let err = sender.send(&message("N1")).await.expect_err("refused");
+    assert!(
+        matches!(
+            err,
+            SendError::Exhausted {
+                last: AttemptError::Connect(_),
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+}
+
+#[tokio::test]
+async fn invalid_messages_are_not_sent() {
+    let server = ScriptServer::start(answer_with("AA")).await;
+    let mut sender = Sender::new(server.addr.to_string(), fast());
+
+    let err = sender.send(b"PID|1||SECRET").await.expect_err("not HL7");
+    assert!(matches!(err, SendError::InvalidMessage { .. }), "{err:?}");
+    assert_no_phi(&err);
+
+    let err = sender
+        .send(b"MSH|^~\\&|A|B|C|D|2025||ADT^A01||P|2.5\rPID|1||SECRET")
+        .await
+        .expect_err("no MSH-10");
+    assert!(matches!(err, SendError::MissingControlId { .. }), "{err:?}");
+
+    let mut framed = message("F1");
+    framed.push(0x1C);
+    let err = sender.send(&framed).await.expect_err("block byte");
+    assert!(matches!(err, SendError::Unframeable { .. }), "{err:?}");
+    assert!(!err.is_retryable());
+
+    assert_eq!(server.connections.load(Ordering::SeqCst), 0);
+    server.stop().await;
+}
+
+/// Builds an AA for the received message, as the engine's handler will.
+fn acking_handler() -> impl plexus_mllp::Handler {
+    handler_fn(|payload: Bytes, _| async move { Some(ack("AA", &control_id(&payload))) })
+}
+
+#[tokio::test]
+async fn sender_to_listener() {
+    let listener = Listener::bind(
+        "127.0.0.1:0".parse().expect("addr"),
+        ListenerConfig::default(),
+    )
+    .await
+    .expect("binds");
+    let addr = listener.local_addr();
+    let shutdown = CancellationToken::new();
+    let server = tokio::spawn(listener.serve(Arc::new(acking_handler()), shutdown.clone()));
+
+    let mut sender = Sender::new(addr.to_string(), fast());
+    for i in 0..10 {
+        let delivery = sender
+            .send(&message(&format!("L{i}")))
+            .await
+            .expect("accepted");
+        assert_eq!(delivery.attempts, 1);
+    }
+    sender.close().await;
+    shutdown.cancel();
+    let summary = server.await.expect("serve returns");
+    assert_eq!(summary.served, 1);
+}
+
+#[tokio::test]
+async fn sender_to_listener_over_tls() {
+    let cert = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).expect("cert");
+    let cert_pem = cert.cert.pem();
+    let server_tls = plexus_mllp::tls::server_config_from_pem_bytes(
+        cert_pem.as_bytes(),
+        cert.signing_key.serialize_pem().as_bytes(),
+    )
+    .expect("server config");
+    let listener = Listener::bind(
+        "127.0.0.1:0".parse().expect("addr"),
+        ListenerConfig::default(),
+    )
+    .await
+    .expect("binds")
+    .with_tls(server_tls);
+    let addr = listener.local_addr();
+    let shutdown = CancellationToken::new();
+    let server = tokio::spawn(listener.serve(Arc::new(acking_handler()), shutdown.clone()));
+
+    let client_tls =
+        plexus_mllp::tls::client_config_from_pem_bytes(cert_pem.as_bytes()).expect("client config");
+    let name = plexus_mllp::tls::server_name("localhost").expect("name");
+    let mut sender = Sender::new(addr.to_string(), fast()).with_tls(client_tls, name);
+    let delivery = sender.send(&message("TLS1")).await.expect("accepted");
+    assert_eq!(delivery.ack.code(), AckCode::AA);
+
+    // A certificate for another name fails the handshake, as a retryable error.
+    let other = plexus_mllp::tls::server_name("example.org").expect("name");
+    let client_tls =
+        plexus_mllp::tls::client_config_from_pem_bytes(cert_pem.as_bytes()).expect("client config");
+    let config = SenderConfig {
+        attempts: 1,
+        ..fast()
+    };
+    let mut wrong = Sender::new(addr.to_string(), config).with_tls(client_tls, other);
+    let err = wrong.send(&message("TLS2")).await.expect_err("bad name");
+    assert!(
+        matches!(
+            err,
+            SendError::Exhausted {
+                last: AttemptError::Tls(_),
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+
+    sender.close().await;
+    shutdown.cancel();
+    server.await.expect("serve returns");
+}
