@@ -26,24 +26,36 @@ pub struct ParseArgs {
 pub fn parse(args: &ParseArgs) -> anyhow::Result<ExitCode> {
     let bytes = crate::read_input(&args.file)?;
     let label = crate::input_label(&args.file);
-    let batch = Batch::parse(&bytes).with_context(|| format!("{label}: not a valid HL7 v2 message"))?;
+    let batch =
+        Batch::parse(&bytes).with_context(|| format!("{label}: not a valid HL7 v2 message"))?;
     let messages = batch
         .messages()
         .enumerate()
         .map(|(i, m)| {
             m.with_context(|| {
-                let which = if batch.len() > 1 { format!(" (message {})", i + 1) } else { String::new() };
+                let which = if batch.len() > 1 {
+                    format!(" (message {})", i + 1)
+                } else {
+                    String::new()
+                };
                 format!("{label}{which}: not a valid HL7 v2 message")
             })
         })
         .collect::<anyhow::Result<Vec<_>>>()?;
-    anyhow::ensure!(!messages.is_empty(), "{label}: no MSH segment, so no message");
+    anyhow::ensure!(
+        !messages.is_empty(),
+        "{label}: no MSH segment, so no message"
+    );
 
     if let Some(path) = &args.path {
         return print_path(&messages, path, args.raw);
     }
     let trees: Vec<Value> = messages.iter().map(message_json).collect();
-    let out = if trees.len() == 1 { trees.into_iter().next().unwrap_or_default() } else { Value::Array(trees) };
+    let out = if trees.len() == 1 {
+        trees.into_iter().next().unwrap_or_default()
+    } else {
+        Value::Array(trees)
+    };
     println!("{}", serde_json::to_string_pretty(&out)?);
     Ok(ExitCode::SUCCESS)
 }
@@ -52,7 +64,8 @@ fn print_path(messages: &[Message<'_>], path: &str, raw: bool) -> anyhow::Result
     let mut found = false;
     for msg in messages {
         let value = if raw {
-            msg.get_raw(path)?.map(|b| String::from_utf8_lossy(b).into_owned())
+            msg.get_raw(path)?
+                .map(|b| String::from_utf8_lossy(b).into_owned())
         } else {
             msg.get(path)?.map(|c| c.into_owned())
         };

@@ -69,12 +69,19 @@ fn init_tracing(filter: Option<&str>) {
         .map(EnvFilter::new)
         .or_else(|| EnvFilter::try_from_default_env().ok())
         .unwrap_or_else(|| EnvFilter::new("info"));
-    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
 }
 
 /// Where a command reads its input from: a path, or `-` for stdin.
 fn input_label(path: &std::path::Path) -> String {
-    if path == std::path::Path::new("-") { "<stdin>".to_owned() } else { path.display().to_string() }
+    if path == std::path::Path::new("-") {
+        "<stdin>".to_owned()
+    } else {
+        path.display().to_string()
+    }
 }
 
 /// Largest input file the commands read (a message is rarely over a few MiB).
@@ -93,6 +100,9 @@ fn read_input(path: &PathBuf) -> anyhow::Result<Vec<u8>> {
         .take(MAX_INPUT + 1)
         .read_to_end(&mut bytes)
         .map_err(|e| anyhow::anyhow!("{label}: {e}"))?;
-    anyhow::ensure!(bytes.len() as u64 <= MAX_INPUT, "{label}: larger than {MAX_INPUT} bytes");
+    anyhow::ensure!(
+        bytes.len() as u64 <= MAX_INPUT,
+        "{label}: larger than {MAX_INPUT} bytes"
+    );
     Ok(bytes)
 }

@@ -57,15 +57,26 @@ async fn serve(args: RunArgs) -> anyhow::Result<()> {
         idle_timeout: Duration::from_secs(args.idle_timeout),
         ..ListenerConfig::default()
     };
-    let mut listener = Listener::bind(args.mllp, config)
-        .await
-        .with_context(|| format!("cannot listen for MLLP on {} (is another engine running?)", args.mllp))?;
+    let mut listener = Listener::bind(args.mllp, config).await.with_context(|| {
+        format!(
+            "cannot listen for MLLP on {} (is another engine running?)",
+            args.mllp
+        )
+    })?;
     if let (Some(cert), Some(key)) = (&args.tls_cert, &args.tls_key) {
-        let tls = plexus_mllp::tls::server_config_from_pem(cert, key).context("loading the TLS certificate and key")?;
+        let tls = plexus_mllp::tls::server_config_from_pem(cert, key)
+            .context("loading the TLS certificate and key")?;
         listener = listener.with_tls(tls);
     }
-    let tls = if args.tls_cert.is_some() { " over TLS" } else { "" };
-    println!("plexus: MLLP listening on {}{tls}; Ctrl-C stops (in-flight messages are answered first)", listener.local_addr());
+    let tls = if args.tls_cert.is_some() {
+        " over TLS"
+    } else {
+        ""
+    };
+    println!(
+        "plexus: MLLP listening on {}{tls}; Ctrl-C stops (in-flight messages are answered first)",
+        listener.local_addr()
+    );
 
     let shutdown = CancellationToken::new();
     let stop = shutdown.clone();
@@ -95,12 +106,19 @@ impl AckResponder {
         let started = SystemTime::now()
             .duration_since(SystemTime::UNIX_EPOCH)
             .map_or(0, |d| d.as_secs());
-        AckResponder { max_frame, id_prefix: format!("PLX{started}-"), next: AtomicU64::new(1) }
+        AckResponder {
+            max_frame,
+            id_prefix: format!("PLX{started}-"),
+            next: AtomicU64::new(1),
+        }
     }
 
     fn ids(&self) -> (String, String) {
         let n = self.next.fetch_add(1, Ordering::Relaxed);
-        (format!("{}{n}", self.id_prefix), ack::timestamp(SystemTime::now()))
+        (
+            format!("{}{n}", self.id_prefix),
+            ack::timestamp(SystemTime::now()),
+        )
     }
 
     fn answer(&self, payload: &[u8], peer: &PeerInfo) -> Option<Bytes> {
@@ -119,9 +137,14 @@ impl AckResponder {
             }
             Err(err) => {
                 tracing::warn!(conn = peer.conn_id, bytes = payload.len(), reason = %err, "message rejected: not parseable");
-                let mut nak = AckError::new(err.ack_code(), format!("message could not be parsed: {err}"));
+                let mut nak = AckError::new(
+                    err.ack_code(),
+                    format!("message could not be parsed: {err}"),
+                );
                 nak.location = err.location();
-                Some(Bytes::from(ack::reject_unparseable(payload, &nak, &id, &ts)))
+                Some(Bytes::from(ack::reject_unparseable(
+                    payload, &nak, &id, &ts,
+                )))
             }
         }
     }
@@ -133,13 +156,23 @@ impl Handler for AckResponder {
     }
 
     async fn on_oversize(&self, frame: Oversize, peer: &PeerInfo) -> Option<Bytes> {
-        tracing::warn!(conn = peer.conn_id, bytes = frame.len, limit = self.max_frame, "message rejected: frame too large");
+        tracing::warn!(
+            conn = peer.conn_id,
+            bytes = frame.len,
+            limit = self.max_frame,
+            "message rejected: frame too large"
+        );
         let (id, ts) = self.ids();
         let reason = format!(
             "message of {} bytes is larger than this interface's {} byte limit",
             frame.len, self.max_frame
         );
         let nak = AckError::new(ErrorCode::ValueTooLong, reason);
-        Some(Bytes::from(ack::reject_unparseable(&frame.head, &nak, &id, &ts)))
+        Some(Bytes::from(ack::reject_unparseable(
+            &frame.head,
+            &nak,
+            &id,
+            &ts,
+        )))
     }
 }

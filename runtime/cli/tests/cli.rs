@@ -11,7 +11,9 @@ fn plexus() -> Command {
 }
 
 fn sample(name: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/corpus/hl7v2").join(name)
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../../../shared/corpus/hl7v2")
+        .join(name)
 }
 
 #[test]
@@ -22,22 +24,39 @@ fn help_names_the_commands() {
     for word in ["run", "hl7", "HL7 v2"] {
         assert!(text.contains(word), "--help lacks {word}: {text}");
     }
-    let out = plexus().args(["hl7", "parse", "--help"]).output().expect("runs");
+    let out = plexus()
+        .args(["hl7", "parse", "--help"])
+        .output()
+        .expect("runs");
     assert!(String::from_utf8_lossy(&out.stdout).contains("--path"));
 }
 
 #[test]
 fn parse_prints_a_decoded_tree() {
-    let out = plexus().args(["hl7", "parse"]).arg(sample("SIU-S12-01.hl7")).output().expect("runs");
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = plexus()
+        .args(["hl7", "parse"])
+        .arg(sample("SIU-S12-01.hl7"))
+        .output()
+        .expect("runs");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let tree: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON");
     assert_eq!(tree["message_type"], "SIU");
     assert_eq!(tree["trigger_event"], "S12");
     let segments = tree["segments"].as_array().expect("segments");
     assert_eq!(segments[0]["segment"], "MSH");
     assert_eq!(segments[0]["fields"]["MSH-1"], "|");
-    let pid = segments.iter().find(|s| s["segment"] == "PID").expect("PID");
-    assert_eq!(pid["fields"]["PID-5"][0]["1"]["1"], "EVERYMAN", "repetitions are arrays, components objects");
+    let pid = segments
+        .iter()
+        .find(|s| s["segment"] == "PID")
+        .expect("PID");
+    assert_eq!(
+        pid["fields"]["PID-5"][0]["1"]["1"], "EVERYMAN",
+        "repetitions are arrays, components objects"
+    );
     assert_eq!(pid["fields"]["PID-5"][1]["3"], "stanley");
 }
 
@@ -47,30 +66,70 @@ fn parse_decodes_escapes_and_charsets() {
     let file = dir.path().join("latin1.hl7");
     std::fs::write(&file, b"MSH|^~\\&|A|B|C|D|20260101||ADT^A01|X1|P|2.5||||||8859/1\rPID|1||1||M\xdcLLER\\S\\X^ANN\r")
         .expect("write");
-    let out = plexus().args(["hl7", "parse"]).arg(&file).args(["--path", "PID-5-1"]).output().expect("runs");
+    let out = plexus()
+        .args(["hl7", "parse"])
+        .arg(&file)
+        .args(["--path", "PID-5-1"])
+        .output()
+        .expect("runs");
     assert!(out.status.success());
     assert_eq!(String::from_utf8_lossy(&out.stdout), "MÜLLER^X\n");
-    let out = plexus().args(["hl7", "parse"]).arg(&file).args(["--path", "PID-5", "--raw"]).output().expect("runs");
-    assert_eq!(out.stdout, b"M\xef\xbf\xbdLLER\\S\\X^ANN\n", "raw bytes, shown lossily");
+    let out = plexus()
+        .args(["hl7", "parse"])
+        .arg(&file)
+        .args(["--path", "PID-5", "--raw"])
+        .output()
+        .expect("runs");
+    assert_eq!(
+        out.stdout, b"M\xef\xbf\xbdLLER\\S\\X^ANN\n",
+        "raw bytes, shown lossily"
+    );
 }
 
 #[test]
 fn parse_exit_codes() {
-    let out = plexus().args(["hl7", "parse"]).arg(sample("ADT-A01-01.hl7")).args(["--path", "PID-99"]).output().expect("runs");
+    let out = plexus()
+        .args(["hl7", "parse"])
+        .arg(sample("ADT-A01-01.hl7"))
+        .args(["--path", "PID-99"])
+        .output()
+        .expect("runs");
     assert_eq!(out.status.code(), Some(1), "absent value");
     assert!(out.stdout.is_empty());
 
-    let mut child = plexus().args(["hl7", "parse", "-"]).stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().expect("spawn");
-    child.stdin.take().expect("stdin").write_all(b"MSH|^~\\&|A\rPID|1\r\x00garbage\r").expect("write");
+    let mut child = plexus()
+        .args(["hl7", "parse", "-"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(b"MSH|^~\\&|A\rPID|1\r\x00garbage\r")
+        .expect("write");
     let out = child.wait_with_output().expect("waits");
     assert_eq!(out.status.code(), Some(2));
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("segment 3") && err.contains("<stdin>"), "{err}");
+    assert!(
+        err.contains("segment 3") && err.contains("<stdin>"),
+        "{err}"
+    );
     assert!(!err.contains("garbage"), "no message content in errors");
 
-    let out = plexus().args(["hl7", "parse", "/nonexistent/x.hl7"]).output().expect("runs");
+    let out = plexus()
+        .args(["hl7", "parse", "/nonexistent/x.hl7"])
+        .output()
+        .expect("runs");
     assert_eq!(out.status.code(), Some(2));
-    let out = plexus().args(["hl7", "parse"]).arg(sample("ADT-A01-01.hl7")).args(["--path", "PID-0"]).output().expect("runs");
+    let out = plexus()
+        .args(["hl7", "parse"])
+        .arg(sample("ADT-A01-01.hl7"))
+        .args(["--path", "PID-0"])
+        .output()
+        .expect("runs");
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("1-based"));
 }
@@ -93,17 +152,31 @@ fn read_frame(stream: &mut TcpStream) -> Vec<u8> {
 #[test]
 fn run_acks_valid_messages_and_naks_the_rest() {
     let mut child = plexus()
-        .args(["run", "--mllp", "127.0.0.1:0", "--max-frame", "16384", "--log", "warn"])
+        .args([
+            "run",
+            "--mllp",
+            "127.0.0.1:0",
+            "--max-frame",
+            "16384",
+            "--log",
+            "warn",
+        ])
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
         .expect("spawn");
     let mut line = String::new();
-    BufReader::new(child.stdout.take().expect("stdout")).read_line(&mut line).expect("banner");
-    let addr = line.split_whitespace().find(|w| w.starts_with("127.0.0.1:")).expect("address in banner");
+    BufReader::new(child.stdout.take().expect("stdout"))
+        .read_line(&mut line)
+        .expect("banner");
+    let addr = line
+        .split_whitespace()
+        .find(|w| w.starts_with("127.0.0.1:"))
+        .expect("address in banner");
     let addr = addr.trim_end_matches(';');
     let mut conn = TcpStream::connect(addr).expect("connect");
-    conn.set_read_timeout(Some(Duration::from_secs(10))).expect("timeout");
+    conn.set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("timeout");
 
     let msg = std::fs::read(sample("ADT-A01-01.hl7")).expect("sample");
     conn.write_all(&frame(&msg)).expect("send");
@@ -112,11 +185,19 @@ fn run_acks_valid_messages_and_naks_the_rest() {
     assert_eq!(ack.get("MSA-1").expect("path").as_deref(), Some("AA"));
     assert_eq!(ack.get("MSA-2").expect("path").as_deref(), Some("MSG00001"));
 
-    conn.write_all(&frame(b"MSH|^~\\&|LAB|H|EHR|H|2026||ORU^R01|BAD-1|P|2.5\rP\r")).expect("send");
+    conn.write_all(&frame(
+        b"MSH|^~\\&|LAB|H|EHR|H|2026||ORU^R01|BAD-1|P|2.5\rP\r",
+    ))
+    .expect("send");
     let nak = plexus_hl7::Message::parse_owned(read_frame(&mut conn)).expect("NAK parses");
     assert_eq!(nak.get("MSA-1").expect("path").as_deref(), Some("AR"));
     assert_eq!(nak.get("MSA-2").expect("path").as_deref(), Some("BAD-1"));
-    assert!(nak.get("ERR-8").expect("path").expect("reason").contains("segment 2"));
+    assert!(
+        nak.get("ERR-8")
+            .expect("path")
+            .expect("reason")
+            .contains("segment 2")
+    );
 
     let mut big = b"MSH|^~\\&|LAB|H|EHR|H|2026||ORU^R01|BIG-1|P|2.5\rNTE|1||".to_vec();
     big.resize(20_000, b'x');
@@ -131,7 +212,10 @@ fn run_acks_valid_messages_and_naks_the_rest() {
     let ack = plexus_hl7::Message::parse_owned(read_frame(&mut conn)).expect("ACK parses");
     assert_eq!(ack.get("MSA-1").expect("path").as_deref(), Some("AA"));
 
-    Command::new("kill").args(["-INT", &child.id().to_string()]).status().expect("kill");
+    Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .expect("kill");
     let status = child.wait().expect("exits");
     assert!(status.success(), "graceful stop on SIGINT: {status}");
 }

@@ -26,7 +26,10 @@ fn corpus() -> Vec<Vec<u8>> {
         .filter(|p| p.extension().is_some_and(|e| e == "hl7"))
         .collect();
     files.sort();
-    files.iter().map(|p| std::fs::read(p).expect("readable")).collect()
+    files
+        .iter()
+        .map(|p| std::fs::read(p).expect("readable"))
+        .collect()
 }
 
 fn bench(c: &mut Criterion) {

@@ -88,8 +88,8 @@ impl AckCode {
 
     /// Reads MSA-1 and MSA-2 of a received ACK: its code and the control id it answers.
     pub fn of_ack(ack: &Message<'_>) -> Option<(AckCode, Option<String>)> {
-        let code = AckCode::parse(&ack.get(&MSA_1).ok()??)?;
-        let id = ack.get(&MSA_2).ok().flatten().map(|c| c.into_owned());
+        let code = AckCode::parse(&ack.get(MSA_1).ok()??)?;
+        let id = ack.get(MSA_2).ok().flatten().map(|c| c.into_owned());
         Some((code, id))
     }
 }
@@ -188,7 +188,11 @@ pub struct AckError {
 impl AckError {
     /// An error with a code and a reason.
     pub fn new(code: ErrorCode, reason: impl Into<String>) -> Self {
-        AckError { code, location: None, reason: reason.into() }
+        AckError {
+            code,
+            location: None,
+            reason: reason.into(),
+        }
     }
 
     /// Sets the location.
@@ -249,8 +253,8 @@ impl Condition {
 impl AckMode {
     /// Reads the mode from MSH-15 and MSH-16.
     pub fn of(msg: &Message<'_>) -> AckMode {
-        let accept = msg.get(&Path::fixed(*b"MSH", 15)).ok().flatten();
-        let application = msg.get(&Path::fixed(*b"MSH", 16)).ok().flatten();
+        let accept = msg.get(Path::fixed(*b"MSH", 15)).ok().flatten();
+        let application = msg.get(Path::fixed(*b"MSH", 16)).ok().flatten();
         if accept.is_none() && application.is_none() {
             return AckMode::Original;
         }
@@ -285,10 +289,10 @@ pub fn acknowledge(
     timestamp: &str,
 ) -> Option<Vec<u8>> {
     let mode = AckMode::of(msg);
-    if let AckMode::Enhanced { accept, .. } = mode {
-        if !accept.wants(status) {
-            return None;
-        }
+    if let AckMode::Enhanced { accept, .. } = mode
+        && !accept.wants(status)
+    {
+        return None;
     }
     Some(build(msg, mode.code(status), error, control_id, timestamp))
 }
@@ -303,13 +307,12 @@ pub fn build(
     timestamp: &str,
 ) -> Vec<u8> {
     let raw = |field: u32| -> &[u8] {
-        msg.get_raw(&Path::fixed(*b"MSH", field)).ok().flatten().unwrap_or_default()
+        msg.get_raw(Path::fixed(*b"MSH", field))
+            .ok()
+            .flatten()
+            .unwrap_or_default()
     };
-    let trigger = msg
-        .get_raw("MSH-9-2")
-        .ok()
-        .flatten()
-        .unwrap_or_default();
+    let trigger = msg.get_raw("MSH-9-2").ok().flatten().unwrap_or_default();
     let header = Header {
         sending: [raw(5), raw(6)],
         receiving: [raw(3), raw(4)],
@@ -319,7 +322,14 @@ pub fn build(
         charset: raw(18),
         original_id: raw(10),
     };
-    header.write(*msg.delimiters(), msg.charset(), code, error, control_id, timestamp)
+    header.write(
+        *msg.delimiters(),
+        msg.charset(),
+        code,
+        error,
+        control_id,
+        timestamp,
+    )
 }
 
 /// A negative acknowledgement for bytes that could not be parsed at all.
@@ -327,7 +337,12 @@ pub fn build(
 /// Whatever can be recovered from an MSH line (delimiters, sender, receiver, MSH-10,
 /// version) is echoed; the rest is left empty. Always produces an answer: with nothing
 /// recoverable, MSA-2 is empty and the sender still learns why.
-pub fn reject_unparseable(raw: &[u8], error: &AckError, control_id: &str, timestamp: &str) -> Vec<u8> {
+pub fn reject_unparseable(
+    raw: &[u8],
+    error: &AckError,
+    control_id: &str,
+    timestamp: &str,
+) -> Vec<u8> {
     let recovered = Recovered::scan(raw);
     let field = |n: usize| recovered.fields.get(n).copied().unwrap_or_default();
     let header = Header {
@@ -341,12 +356,22 @@ pub fn reject_unparseable(raw: &[u8], error: &AckError, control_id: &str, timest
     };
     // An unparseable message might not be valid text in any charset it declares, so
     // the NAK's own text is plain ASCII and the charset is not echoed.
-    let header = Header { charset: b"", ..header };
+    let header = Header {
+        charset: b"",
+        ..header
+    };
     let code = match Recovered::mode(&recovered) {
         AckMode::Original => AckCode::AR,
         AckMode::Enhanced { .. } => AckCode::CR,
     };
-    header.write(recovered.delims, Charset::Ascii, code, Some(error), control_id, timestamp)
+    header.write(
+        recovered.delims,
+        Charset::Ascii,
+        code,
+        Some(error),
+        control_id,
+        timestamp,
+    )
 }
 
 struct Header<'a> {
@@ -375,7 +400,12 @@ impl Header<'_> {
         out.extend_from_slice(b"MSH");
         out.push(f);
         out.extend_from_slice(&d.encoding_characters());
-        for value in [self.sending[0], self.sending[1], self.receiving[0], self.receiving[1]] {
+        for value in [
+            self.sending[0],
+            self.sending[1],
+            self.receiving[0],
+            self.receiving[1],
+        ] {
             out.push(f);
             out.extend_from_slice(value);
         }
@@ -395,9 +425,17 @@ impl Header<'_> {
         out.push(f);
         text(&mut out, control_id, d, charset);
         out.push(f);
-        out.extend_from_slice(if self.processing_id.is_empty() { b"P" } else { self.processing_id });
+        out.extend_from_slice(if self.processing_id.is_empty() {
+            b"P"
+        } else {
+            self.processing_id
+        });
         out.push(f);
-        out.extend_from_slice(if self.version.is_empty() { b"2.5.1" } else { self.version });
+        out.extend_from_slice(if self.version.is_empty() {
+            b"2.5.1"
+        } else {
+            self.version
+        });
         if !self.charset.is_empty() {
             // MSH-13 .. MSH-17 empty, then MSH-18.
             out.extend(std::iter::repeat_n(f, 6));
@@ -465,7 +503,10 @@ fn write_err(out: &mut Vec<u8>, err: &AckError, d: Delimiters, charset: Charset,
             num(p.component()),
             num(p.subcomponent()),
         ];
-        let used = parts.iter().rposition(|s| !s.is_empty()).map_or(0, |i| i + 1);
+        let used = parts
+            .iter()
+            .rposition(|s| !s.is_empty())
+            .map_or(0, |i| i + 1);
         for (i, part) in parts[..used].iter().enumerate() {
             if i > 0 {
                 out.push(c);
@@ -491,7 +532,10 @@ fn write_err(out: &mut Vec<u8>, err: &AckError, d: Delimiters, charset: Charset,
 /// hold become `?` rather than failing the ACK.
 fn text(out: &mut Vec<u8>, value: &str, d: Delimiters, charset: Charset) {
     if escape::encode_into(value, &d, charset, out).is_err() {
-        let ascii: String = value.chars().map(|c| if c.is_ascii() { c } else { '?' }).collect();
+        let ascii: String = value
+            .chars()
+            .map(|c| if c.is_ascii() { c } else { '?' })
+            .collect();
         // ASCII is representable in every supported charset.
         let _ = escape::encode_into(&ascii, &d, charset, out);
     }
@@ -506,7 +550,11 @@ impl Version {
         let text = String::from_utf8_lossy(raw);
         let id = text.split(['^', '&']).next().unwrap_or_default();
         let mut parts = id.trim().split('.').map(|p| p.parse::<u8>().ok());
-        match (parts.next().flatten(), parts.next().flatten(), parts.next().flatten()) {
+        match (
+            parts.next().flatten(),
+            parts.next().flatten(),
+            parts.next().flatten(),
+        ) {
             (Some(a), Some(b), c) => Version(a, b, c.unwrap_or(0)),
             // Unknown or missing: answer in the modern form.
             _ => Version(2, 5, 1),
@@ -531,7 +579,10 @@ impl<'a> Recovered<'a> {
             })
             .unwrap_or_default();
         let Some(&sep) = line.get(3) else {
-            return Recovered { delims: Delimiters::default(), fields: Vec::new() };
+            return Recovered {
+                delims: Delimiters::default(),
+                fields: Vec::new(),
+            };
         };
         let parts: Vec<&[u8]> = line[4..].split(|&c| c == sep).collect();
         let delims = parts
@@ -540,12 +591,22 @@ impl<'a> Recovered<'a> {
             .unwrap_or_default();
         // Index = MSH field number: 0 unused, 1 the separator, 2 the encoding characters.
         let mut fields = vec![&b""[..]; 3];
-        fields.extend(parts.iter().skip(1).map(|v| if is_safe(v, &delims) { *v } else { &b""[..] }));
+        fields.extend(
+            parts
+                .iter()
+                .skip(1)
+                .map(|v| if is_safe(v, &delims) { *v } else { &b""[..] }),
+        );
         Recovered { delims, fields }
     }
 
     fn mode(&self) -> AckMode {
-        let get = |n: usize| self.fields.get(n).filter(|v| !v.is_empty()).map(|v| String::from_utf8_lossy(v));
+        let get = |n: usize| {
+            self.fields
+                .get(n)
+                .filter(|v| !v.is_empty())
+                .map(|v| String::from_utf8_lossy(v))
+        };
         match (get(15), get(16)) {
             (None, None) => AckMode::Original,
             (a, b) => AckMode::Enhanced {
@@ -562,13 +623,16 @@ impl<'a> Recovered<'a> {
 /// field separator or escape character it would be written with.
 fn is_safe(value: &[u8], delims: &Delimiters) -> bool {
     value.len() <= 512
-        && value
-            .iter()
-            .all(|&c| (c.is_ascii_graphic() || c == b' ') && c != delims.field && Some(c) != delims.escape)
+        && value.iter().all(|&c| {
+            (c.is_ascii_graphic() || c == b' ') && c != delims.field && Some(c) != delims.escape
+        })
 }
 
 fn first_component(value: &[u8], component: u8, n: usize) -> &[u8] {
-    value.split(|&c| c == component).nth(n - 1).unwrap_or_default()
+    value
+        .split(|&c| c == component)
+        .nth(n - 1)
+        .unwrap_or_default()
 }
 
 /// An HL7 timestamp (`YYYYMMDDHHMMSS+0000`, UTC) for MSH-7.
@@ -577,7 +641,12 @@ pub fn timestamp(at: SystemTime) -> String {
     let days = i64::try_from(secs / 86_400).unwrap_or(0);
     let rem = secs % 86_400;
     let (y, m, d) = civil_from_days(days);
-    format!("{y:04}{m:02}{d:02}{:02}{:02}{:02}+0000", rem / 3600, rem / 60 % 60, rem % 60)
+    format!(
+        "{y:04}{m:02}{d:02}{:02}{:02}{:02}+0000",
+        rem / 3600,
+        rem / 60 % 60,
+        rem % 60
+    )
 }
 
 /// Days since 1970-01-01 to a proleptic Gregorian date (Howard Hinnant's algorithm).

@@ -39,7 +39,9 @@ impl<'a> Batch<'a> {
 
     /// The raw bytes of each message.
     pub fn raw_messages(&self) -> impl Iterator<Item = &[u8]> + '_ {
-        self.messages.iter().map(|&(a, b)| &self.flat.as_bytes()[a..b])
+        self.messages
+            .iter()
+            .map(|&(a, b)| &self.flat.as_bytes()[a..b])
     }
 
     /// Each message, parsed on its own (a message can fail while its neighbours parse).
@@ -54,7 +56,12 @@ fn structure(flat: &Message<'_>) -> Result<Vec<(usize, usize)>, BatchError> {
     let mut open: Option<usize> = None;
     let mut in_batch = false;
     let mut seen_fhs = false;
-    let bad = |segment: usize, reason| Err(BatchError::Structure { segment: segment + 1, reason });
+    let bad = |segment: usize, reason| {
+        Err(BatchError::Structure {
+            segment: segment + 1,
+            reason,
+        })
+    };
     for seg in flat.segments() {
         let i = seg.position();
         let start = flat.segment_span(i).0;
@@ -63,7 +70,9 @@ fn structure(flat: &Message<'_>) -> Result<Vec<(usize, usize)>, BatchError> {
             "FHS" if seen_fhs => return bad(i, "a second FHS: a file has one header"),
             "FHS" if i > 0 => return bad(i, "FHS must be the first segment of a file"),
             "FHS" => seen_fhs = true,
-            "BHS" if in_batch => return bad(i, "a second BHS opens before BTS closed the first batch"),
+            "BHS" if in_batch => {
+                return bad(i, "a second BHS opens before BTS closed the first batch");
+            }
             "BHS" => in_batch = true,
             "BTS" => in_batch = false,
             _ => {}

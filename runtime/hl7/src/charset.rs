@@ -27,7 +27,9 @@ impl Charset {
     pub fn from_code(code: &str) -> Option<Self> {
         match code.trim().to_ascii_uppercase().as_str() {
             "" | "ASCII" | "US-ASCII" => Some(Charset::Ascii),
-            "8859/1" | "ISO-8859-1" | "ISO8859-1" | "ISO_8859-1" | "LATIN1" => Some(Charset::Latin1),
+            "8859/1" | "ISO-8859-1" | "ISO8859-1" | "ISO_8859-1" | "LATIN1" => {
+                Some(Charset::Latin1)
+            }
             "8859/15" | "ISO-8859-15" | "LATIN9" => Some(Charset::Latin9),
             "UNICODE UTF-8" | "UTF-8" | "UTF8" | "UNICODE" => Some(Charset::Utf8),
             _ => None,
@@ -67,16 +69,18 @@ impl Charset {
                 if bytes.is_ascii() {
                     return std::str::from_utf8(bytes).ok().map(Cow::Borrowed);
                 }
-                Some(Cow::Owned(bytes.iter().map(|&b| self.latin_char(b)).collect()))
+                Some(Cow::Owned(
+                    bytes.iter().map(|&b| self.latin_char(b)).collect(),
+                ))
             }
         }
     }
 
     fn latin_char(self, b: u8) -> char {
-        if self == Charset::Latin9 {
-            if let Some(&(_, c)) = LATIN9_DIFF.iter().find(|(byte, _)| *byte == b) {
-                return c;
-            }
+        if self == Charset::Latin9
+            && let Some(&(_, c)) = LATIN9_DIFF.iter().find(|(byte, _)| *byte == b)
+        {
+            return c;
         }
         char::from(b)
     }
@@ -103,7 +107,10 @@ impl Charset {
                 return Some(b);
             }
             // The eight Latin-1 characters Latin-9 replaced are not in Latin-9.
-            if LATIN9_DIFF.iter().any(|(b, _)| u32::from(*b) == u32::from(c)) {
+            if LATIN9_DIFF
+                .iter()
+                .any(|(b, _)| u32::from(*b) == u32::from(c))
+            {
                 return None;
             }
         }
@@ -130,9 +137,13 @@ mod tests {
     #[test]
     fn latin1_round_trips_every_byte() {
         let bytes: Vec<u8> = (0..=255).collect();
-        let text = Charset::Latin1.decode(&bytes).expect("latin-1 decodes any byte");
+        let text = Charset::Latin1
+            .decode(&bytes)
+            .expect("latin-1 decodes any byte");
         let mut back = Vec::new();
-        Charset::Latin1.encode_into(&text, &mut back).expect("encodes");
+        Charset::Latin1
+            .encode_into(&text, &mut back)
+            .expect("encodes");
         assert_eq!(back, bytes);
     }
 
@@ -146,7 +157,12 @@ mod tests {
 
     #[test]
     fn codes_map_both_ways() {
-        for cs in [Charset::Ascii, Charset::Latin1, Charset::Latin9, Charset::Utf8] {
+        for cs in [
+            Charset::Ascii,
+            Charset::Latin1,
+            Charset::Latin9,
+            Charset::Utf8,
+        ] {
             assert_eq!(Charset::from_code(cs.code()), Some(cs));
         }
         assert_eq!(Charset::from_code("ISO IR87"), None);

@@ -8,14 +8,26 @@ use crate::path::Path;
 
 /// parse → encode → parse is stable, every element decodes, and any input gets an answer.
 pub fn parse_roundtrip(data: &[u8]) {
-    let nak = ack::reject_unparseable(data, &AckError::new(ErrorCode::InternalError, "fuzz"), "N", "T");
+    let nak = ack::reject_unparseable(
+        data,
+        &AckError::new(ErrorCode::InternalError, "fuzz"),
+        "N",
+        "T",
+    );
     let nak = Message::parse(&nak).unwrap_or_else(|e| panic!("NAK does not parse: {e}"));
-    assert!(matches!(AckCode::of_ack(&nak), Some((AckCode::AR | AckCode::CR, _))));
+    assert!(matches!(
+        AckCode::of_ack(&nak),
+        Some((AckCode::AR | AckCode::CR, _))
+    ));
 
     let Ok(msg) = Message::parse(data) else {
         return;
     };
-    assert_eq!(msg.as_bytes(), data, "an unedited message re-encodes byte for byte");
+    assert_eq!(
+        msg.as_bytes(),
+        data,
+        "an unedited message re-encodes byte for byte"
+    );
     let again = Message::parse(msg.as_bytes()).unwrap_or_else(|e| panic!("re-parse failed: {e}"));
     assert_eq!(again.segment_count(), msg.segment_count());
     for seg in msg.segments() {
@@ -40,7 +52,8 @@ pub fn parse_roundtrip(data: &[u8]) {
 ///
 /// `data` is `path \0 value`; without a NUL it is all path.
 pub fn path_ops(data: &[u8]) {
-    const BASE: &[u8] = b"MSH|^~\\&|A|B|C|D|20260101||ADT^A01|1|P|2.5\rPID|1||X~Y^^^Z&Q||DOE^JANE\rOBX|1\rOBX|2\r";
+    const BASE: &[u8] =
+        b"MSH|^~\\&|A|B|C|D|20260101||ADT^A01|1|P|2.5\rPID|1||X~Y^^^Z&Q||DOE^JANE\rOBX|1\rOBX|2\r";
     let (path, value) = match data.iter().position(|&b| b == 0) {
         Some(i) => (&data[..i], &data[i + 1..]),
         None => (data, &b""[..]),
@@ -56,15 +69,19 @@ pub fn path_ops(data: &[u8]) {
         return;
     };
     let before = msg.segment_count();
-    if msg.set(&parsed, value).is_ok() {
-        let read = msg.get(&parsed).expect("a path that set accepted reads");
+    if msg.set(parsed, value).is_ok() {
+        let read = msg.get(parsed).expect("a path that set accepted reads");
         let want = (!value.is_empty()).then_some(value);
         assert_eq!(read.as_deref(), want, "set then get at {parsed}");
         assert!(msg.segment_count() <= before + 1);
         Message::parse(msg.as_bytes()).expect("an edited message parses");
     } else {
-        assert_eq!(msg.as_bytes(), BASE, "a failed set leaves the message unchanged");
+        assert_eq!(
+            msg.as_bytes(),
+            BASE,
+            "a failed set leaves the message unchanged"
+        );
     }
-    let _ = msg.remove(&parsed);
+    let _ = msg.remove(parsed);
     Message::parse(msg.as_bytes()).expect("after remove the message parses");
 }

@@ -95,7 +95,7 @@ impl Delimiters {
     }
 
     /// The delimiter an escape-sequence letter stands for, if this message declares it.
-    pub(crate) fn from_escape_letter(&self, letter: u8) -> Option<u8> {
+    pub(crate) fn delimiter_for_letter(&self, letter: u8) -> Option<u8> {
         match letter {
             b'F' => Some(self.field),
             b'S' => Some(self.component),

@@ -26,19 +26,25 @@ pub enum ParseError {
         offset: usize,
     },
     /// A second `MSH` appeared: the input holds more than one message.
-    #[error("segment {segment} is a second MSH: the input holds more than one message (split it first)")]
+    #[error(
+        "segment {segment} is a second MSH: the input holds more than one message (split it first)"
+    )]
     SecondHeader {
         /// 1-based segment number.
         segment: usize,
     },
     /// MSH-18 names a character set we do not convert.
-    #[error("unsupported character set {declared:?} in MSH-18 (supported: ASCII, 8859/1, 8859/15, UNICODE UTF-8)")]
+    #[error(
+        "unsupported character set {declared:?} in MSH-18 (supported: ASCII, 8859/1, 8859/15, UNICODE UTF-8)"
+    )]
     UnsupportedCharset {
         /// The code as declared (an HL7 table 0211 code, not patient data).
         declared: String,
     },
     /// Bytes that are not valid in the declared character set.
-    #[error("byte {offset} is not valid {charset} text (if the sender uses Latin-1, it must say 8859/1 in MSH-18)")]
+    #[error(
+        "byte {offset} is not valid {charset} text (if the sender uses Latin-1, it must say 8859/1 in MSH-18)"
+    )]
     InvalidText {
         /// The declared charset.
         charset: &'static str,
@@ -83,7 +89,9 @@ pub enum EditError {
     #[error(transparent)]
     Path(#[from] PathError),
     /// A segment occurrence would leave a gap (e.g. setting `OBX[5]` when there are 3).
-    #[error("path {path}: there are only {existing} {segment} segments; an edit may add the next one, not skip ahead")]
+    #[error(
+        "path {path}: there are only {existing} {segment} segments; an edit may add the next one, not skip ahead"
+    )]
     SegmentGap {
         /// The path.
         path: String,
@@ -139,7 +147,9 @@ impl ParseError {
             | ParseError::NoHeader
             | ParseError::BadSegmentName { .. }
             | ParseError::SecondHeader { .. } => ErrorCode::SegmentSequence,
-            ParseError::BadDelimiters { .. } | ParseError::InvalidText { .. } => ErrorCode::DataType,
+            ParseError::BadDelimiters { .. } | ParseError::InvalidText { .. } => {
+                ErrorCode::DataType
+            }
             ParseError::UnsupportedCharset { .. } => ErrorCode::TableValueNotFound,
             ParseError::TooLarge { .. } => ErrorCode::ValueTooLong,
         }

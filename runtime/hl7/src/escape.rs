@@ -27,7 +27,12 @@ pub(crate) fn decode<'a>(raw: &'a [u8], delims: &Delimiters, charset: Charset) -
             // `\X..\` produced bytes that are not text in this charset: keep those escapes
             // as written rather than invent characters.
             None => match unescape(raw, esc, delims, false) {
-                Some(bytes) => Cow::Owned(charset.decode(&bytes).map(Cow::into_owned).unwrap_or_default()),
+                Some(bytes) => Cow::Owned(
+                    charset
+                        .decode(&bytes)
+                        .map(Cow::into_owned)
+                        .unwrap_or_default(),
+                ),
                 None => to_text(raw, charset),
             },
         },
@@ -92,14 +97,14 @@ enum Resolved {
 
 fn resolve(body: &[u8], delims: &Delimiters, hex: bool) -> Option<Resolved> {
     match body {
-        [letter] => delims.from_escape_letter(*letter).map(Resolved::Byte),
+        [letter] => delims.delimiter_for_letter(*letter).map(Resolved::Byte),
         [b'X', digits @ ..] if hex => decode_hex(digits).map(Resolved::Bytes),
         _ => None,
     }
 }
 
 fn decode_hex(digits: &[u8]) -> Option<Vec<u8>> {
-    if digits.is_empty() || digits.len() % 2 != 0 {
+    if digits.is_empty() || !digits.len().is_multiple_of(2) {
         return None;
     }
     digits
@@ -118,7 +123,10 @@ fn is_kept_sequence(body: &[u8]) -> bool {
         [b'H'] | [b'N'] => true,
         [b'.', rest @ ..] => {
             let name_len = rest.iter().take_while(|c| c.is_ascii_lowercase()).count();
-            name_len == 2 && rest[2..].iter().all(|c| c.is_ascii_digit() || *c == b'+' || *c == b'-')
+            name_len == 2
+                && rest[2..]
+                    .iter()
+                    .all(|c| c.is_ascii_digit() || *c == b'+' || *c == b'-')
         }
         [b'C', hex @ ..] => hex.len() == 4 && hex.iter().all(u8::is_ascii_hexdigit),
         [b'M', hex @ ..] => matches!(hex.len(), 4 | 6) && hex.iter().all(u8::is_ascii_hexdigit),

@@ -63,11 +63,17 @@ type Span = (usize, usize);
 impl<'a> Message<'a> {
     /// Parses a message without copying it.
     pub fn parse(bytes: &'a [u8]) -> Result<Self, ParseError> {
-        Ok(Message { index: Index::build(bytes)?, buf: Cow::Borrowed(bytes) })
+        Ok(Message {
+            index: Index::build(bytes)?,
+            buf: Cow::Borrowed(bytes),
+        })
     }
 
     pub(crate) fn from_index(bytes: &'a [u8], index: Index) -> Self {
-        Message { buf: Cow::Borrowed(bytes), index }
+        Message {
+            buf: Cow::Borrowed(bytes),
+            index,
+        }
     }
 
     /// The byte range of segment `i` without its terminator.
@@ -78,12 +84,18 @@ impl<'a> Message<'a> {
 
     /// Parses a message that owns its bytes.
     pub fn parse_owned(bytes: Vec<u8>) -> Result<Message<'static>, ParseError> {
-        Ok(Message { index: Index::build(&bytes)?, buf: Cow::Owned(bytes) })
+        Ok(Message {
+            index: Index::build(&bytes)?,
+            buf: Cow::Owned(bytes),
+        })
     }
 
     /// Detaches the message from the input it borrowed.
     pub fn into_owned(self) -> Message<'static> {
-        Message { buf: Cow::Owned(self.buf.into_owned()), index: self.index }
+        Message {
+            buf: Cow::Owned(self.buf.into_owned()),
+            index: self.index,
+        }
     }
 
     /// The encoded message: exactly the input unless it was edited, and then the input
@@ -163,7 +175,9 @@ impl<'a> Message<'a> {
     /// component or a subcomponent. `None` when absent.
     pub fn get_raw(&self, path: impl AsPath) -> Result<Option<&[u8]>, PathError> {
         let path = path.to_path()?;
-        Ok(self.locate(&path).map(|(span, _)| &self.buf[span.0..span.1]))
+        Ok(self
+            .locate(&path)
+            .map(|(span, _)| &self.buf[span.0..span.1]))
     }
 
     /// Is the value at `path` the HL7 explicit null `""` ("delete this value")?
@@ -176,7 +190,10 @@ impl<'a> Message<'a> {
     pub fn count(&self, path: impl AsPath) -> Result<usize, PathError> {
         let path = path.to_path()?;
         if path.component().is_some() || path.repetition().is_some() {
-            return Err(unsupported(&path, "count takes a segment (OBX) or a field (PID-3)"));
+            return Err(unsupported(
+                &path,
+                "count takes a segment (OBX) or a field (PID-3)",
+            ));
         }
         let Some(field) = path.field() else {
             return Ok(self.occurrences(path.segment_bytes()).count());
@@ -192,7 +209,8 @@ impl<'a> Message<'a> {
             FieldSpan::Missing { .. } => 0,
             FieldSpan::Found(span) if span.0 == span.1 => 0,
             FieldSpan::Found(span) => {
-                memchr::memchr_iter(self.index.delims.repetition, &self.buf[span.0..span.1]).count() + 1
+                memchr::memchr_iter(self.index.delims.repetition, &self.buf[span.0..span.1]).count()
+                    + 1
             }
         })
     }
@@ -205,9 +223,15 @@ impl<'a> Message<'a> {
     /// leaf, mirroring [`Message::get`]. On error the message is unchanged.
     pub fn set(&mut self, path: impl AsPath, value: &str) -> Result<(), EditError> {
         let path = path.to_path()?;
-        let field = path.field().ok_or_else(|| unsupported(&path, "set needs a field, e.g. PID-5-1"))?;
+        let field = path
+            .field()
+            .ok_or_else(|| unsupported(&path, "set needs a field, e.g. PID-5-1"))?;
         if path.segment_bytes() == b"MSH" && field <= 2 {
-            return Err(unsupported(&path, "MSH-1 and MSH-2 declare the delimiters and cannot be set").into());
+            return Err(unsupported(
+                &path,
+                "MSH-1 and MSH-2 declare the delimiters and cannot be set",
+            )
+            .into());
         }
         let mut encoded = Vec::with_capacity(value.len());
         escape::encode_into(value, &self.index.delims, self.index.charset, &mut encoded).map_err(
@@ -243,7 +267,11 @@ impl<'a> Message<'a> {
             return Ok(true);
         };
         if path.segment_bytes() == b"MSH" && field <= 2 {
-            return Err(unsupported(&path, "MSH-1 and MSH-2 declare the delimiters and cannot be removed").into());
+            return Err(unsupported(
+                &path,
+                "MSH-1 and MSH-2 declare the delimiters and cannot be removed",
+            )
+            .into());
         }
         if let (Some(rep), None) = (path.repetition(), path.component()) {
             return self.remove_repetition(seg, field, rep);
@@ -289,7 +317,11 @@ impl<'a> Message<'a> {
         if position == 0 || position > self.index.segments.len() {
             return bad("position out of range (1 ..= segment count; 0 is the header's)");
         }
-        if bytes.len() < 3 || !bytes[..3].iter().all(|c| c.is_ascii_uppercase() || c.is_ascii_digit()) {
+        if bytes.len() < 3
+            || !bytes[..3]
+                .iter()
+                .all(|c| c.is_ascii_uppercase() || c.is_ascii_digit())
+        {
             return bad("a segment starts with a three-character name such as ZPI");
         }
         if bytes.len() > 3 && bytes[3] != d.field {
@@ -310,11 +342,14 @@ impl<'a> Message<'a> {
         }
         let terminator = self.terminator().to_vec();
         let mut text = Vec::new();
-        self.index.charset.encode_into(segment, &mut text).map_err(|c| EditError::Unrepresentable {
-            path: format!("segment {position}"),
-            code: u32::from(c),
-            charset: self.index.charset.code(),
-        })?;
+        self.index
+            .charset
+            .encode_into(segment, &mut text)
+            .map_err(|c| EditError::Unrepresentable {
+                path: format!("segment {position}"),
+                code: u32::from(c),
+                charset: self.index.charset.code(),
+            })?;
         text.extend_from_slice(&terminator);
         let at = self.insertion_point(position, &terminator, &mut text);
         self.splice(at, at, &text)
@@ -342,7 +377,12 @@ impl<'a> Message<'a> {
         }
     }
 
-    fn append_occurrence(&mut self, path: &Path, field: u32, encoded: &[u8]) -> Result<(), EditError> {
+    fn append_occurrence(
+        &mut self,
+        path: &Path,
+        field: u32,
+        encoded: &[u8],
+    ) -> Result<(), EditError> {
         let name = path.segment_bytes();
         let existing = self.occurrences(name).count();
         if path.occurrence() as usize != existing + 1 {
@@ -355,10 +395,18 @@ impl<'a> Message<'a> {
         let d = self.index.delims;
         let mut seg = name.to_vec();
         seg.extend(std::iter::repeat_n(d.field, field as usize));
-        seg.extend(std::iter::repeat_n(d.repetition, path.repetition().unwrap_or(1) as usize - 1));
-        seg.extend(std::iter::repeat_n(d.component, path.component().unwrap_or(1) as usize - 1));
+        seg.extend(std::iter::repeat_n(
+            d.repetition,
+            path.repetition().unwrap_or(1) as usize - 1,
+        ));
+        seg.extend(std::iter::repeat_n(
+            d.component,
+            path.component().unwrap_or(1) as usize - 1,
+        ));
         if let Some(sub) = path.subcomponent().filter(|s| *s > 1) {
-            let delim = d.subcomponent.ok_or_else(|| unsupported(path, NO_SUBCOMPONENTS))?;
+            let delim = d
+                .subcomponent
+                .ok_or_else(|| unsupported(path, NO_SUBCOMPONENTS))?;
             seg.extend(std::iter::repeat_n(delim, sub as usize - 1));
         }
         seg.extend_from_slice(encoded);
@@ -374,7 +422,12 @@ impl<'a> Message<'a> {
 
     /// Finds where a value for `path` goes in an existing segment: the byte range to
     /// replace and the delimiters to write before the value to create missing structure.
-    fn splice_point(&self, seg: usize, path: &Path, field: u32) -> Result<(usize, usize, Vec<u8>), EditError> {
+    fn splice_point(
+        &self,
+        seg: usize,
+        path: &Path,
+        field: u32,
+    ) -> Result<(usize, usize, Vec<u8>), EditError> {
         let d = self.index.delims;
         let mut pad = Vec::new();
         // `span` is the existing element while the structure exists; once a level is
@@ -382,7 +435,11 @@ impl<'a> Message<'a> {
         let (mut span, mut at) = match self.field_span(seg, field) {
             FieldSpan::Found(span) => (Some(span), 0),
             FieldSpan::Literal(_) => {
-                return Err(unsupported(path, "MSH-1 and MSH-2 declare the delimiters and cannot be set").into());
+                return Err(unsupported(
+                    path,
+                    "MSH-1 and MSH-2 declare the delimiters and cannot be set",
+                )
+                .into());
             }
             FieldSpan::Missing { at, missing } => {
                 pad.extend(std::iter::repeat_n(d.field, missing as usize));
@@ -461,14 +518,19 @@ impl<'a> Message<'a> {
         match seps.get(element as usize - 1) {
             Some(&sep) => {
                 let start = sep as usize + 1;
-                let end = seps.get(element as usize).map_or(s.end as usize, |&n| n as usize);
+                let end = seps
+                    .get(element as usize)
+                    .map_or(s.end as usize, |&n| n as usize);
                 if is_header && field == 2 {
                     FieldSpan::Literal((start, end))
                 } else {
                     FieldSpan::Found((start, end))
                 }
             }
-            None => FieldSpan::Missing { at: s.end as usize, missing: element - s.seps_len },
+            None => FieldSpan::Missing {
+                at: s.end as usize,
+                missing: element - s.seps_len,
+            },
         }
     }
 
@@ -482,7 +544,8 @@ impl<'a> Message<'a> {
         let mut span = match self.field_span(seg, field) {
             FieldSpan::Found(span) => span,
             FieldSpan::Literal(span) => {
-                let nested = path.repetition().unwrap_or(1) > 1 || path.component().unwrap_or(1) > 1;
+                let nested =
+                    path.repetition().unwrap_or(1) > 1 || path.component().unwrap_or(1) > 1;
                 return (!nested).then_some((span, true));
             }
             FieldSpan::Missing { .. } => return None,
@@ -521,10 +584,10 @@ impl<'a> Message<'a> {
             }
             span = nth_child(&self.buf, span, d.component, 1).ok()?;
         }
-        if path.subcomponent().is_none() {
-            if let Some(delim) = d.subcomponent {
-                span = nth_child(&self.buf, span, delim, 1).ok()?;
-            }
+        if path.subcomponent().is_none()
+            && let Some(delim) = d.subcomponent
+        {
+            span = nth_child(&self.buf, span, delim, 1).ok()?;
         }
         Some((span, false))
     }
@@ -533,7 +596,10 @@ impl<'a> Message<'a> {
 const NO_SUBCOMPONENTS: &str = "this message declares no subcomponent separator in MSH-2";
 
 fn unsupported(path: &Path, reason: &'static str) -> PathError {
-    PathError::Unsupported { path: path.to_string(), reason }
+    PathError::Unsupported {
+        path: path.to_string(),
+        reason,
+    }
 }
 
 enum FieldSpan {
@@ -554,7 +620,11 @@ fn nth_child(buf: &[u8], span: Span, delim: u8, k: u32) -> Result<Span, u32> {
         start = pos + 1;
         seen += 1;
     }
-    if seen == k { Ok((span.0 + start, span.1)) } else { Err(seen) }
+    if seen == k {
+        Ok((span.0 + start, span.1))
+    } else {
+        Err(seen)
+    }
 }
 
 /// All children of `span` split on `delim`.
@@ -608,7 +678,8 @@ impl Index {
         };
         let mut pos = first;
         while pos < buf.len() {
-            let line_end = memchr::memchr2(b'\r', b'\n', &buf[pos..]).map_or(buf.len(), |p| p + pos);
+            let line_end =
+                memchr::memchr2(b'\r', b'\n', &buf[pos..]).map_or(buf.len(), |p| p + pos);
             let term_end = match buf.get(line_end) {
                 Some(b'\r') if buf.get(line_end + 1) == Some(&b'\n') => line_end + 2,
                 Some(_) => line_end + 1,
@@ -618,7 +689,8 @@ impl Index {
             pos = term_end;
         }
         let code = index.header_charset_code(buf);
-        index.charset = Charset::from_code(&code).ok_or(ParseError::UnsupportedCharset { declared: code })?;
+        index.charset =
+            Charset::from_code(&code).ok_or(ParseError::UnsupportedCharset { declared: code })?;
         index.charset.validate(&buf[body..])?;
         Ok(index)
     }
@@ -638,10 +710,15 @@ impl Index {
         }
         let number = self.segments.len() + 1;
         let named = line.len() >= 3
-            && line[..3].iter().all(|c| c.is_ascii_uppercase() || c.is_ascii_digit())
+            && line[..3]
+                .iter()
+                .all(|c| c.is_ascii_uppercase() || c.is_ascii_digit())
             && (line.len() == 3 || line[3] == self.delims.field);
         if !named {
-            return Err(ParseError::BadSegmentName { segment: number, offset: start });
+            return Err(ParseError::BadSegmentName {
+                segment: number,
+                offset: start,
+            });
         }
         let name = [line[0], line[1], line[2]];
         if !batch && number > 1 && &name == b"MSH" && self.segments[0].name == *b"MSH" {
@@ -665,7 +742,11 @@ impl Index {
     /// The first repetition of MSH-18 (element 17 of the header line) of the first MSH, or
     /// of the first header when there is no MSH (a batch envelope alone).
     fn header_charset_code(&self, buf: &[u8]) -> String {
-        let header = self.segments.iter().find(|s| &s.name == b"MSH").or(self.segments.first());
+        let header = self
+            .segments
+            .iter()
+            .find(|s| &s.name == b"MSH")
+            .or(self.segments.first());
         let Some(msh) = header else {
             return String::new();
         };
@@ -675,8 +756,14 @@ impl Index {
         };
         let end = seps.get(17).map_or(msh.end as usize, |&n| n as usize);
         let raw = &buf[sep as usize + 1..end];
-        let first = raw.split(|&c| c == self.delims.repetition).next().unwrap_or_default();
-        let first = first.split(|&c| c == self.delims.component).next().unwrap_or_default();
+        let first = raw
+            .split(|&c| c == self.delims.repetition)
+            .next()
+            .unwrap_or_default();
+        let first = first
+            .split(|&c| c == self.delims.component)
+            .next()
+            .unwrap_or_default();
         String::from_utf8_lossy(first).into_owned()
     }
 }
@@ -713,7 +800,11 @@ impl<'m> Segment<'m> {
     /// the field separator).
     pub fn field_count(&self) -> u32 {
         let s = self.idx();
-        if matches!(&s.name, b"MSH" | b"BHS" | b"FHS") { s.seps_len + 1 } else { s.seps_len }
+        if matches!(&s.name, b"MSH" | b"BHS" | b"FHS") {
+            s.seps_len + 1
+        } else {
+            s.seps_len
+        }
     }
 
     /// Field `n` (1-based), if present.
@@ -726,7 +817,11 @@ impl<'m> Segment<'m> {
             FieldSpan::Literal(span) => (span, Level::Literal),
             FieldSpan::Missing { .. } => return None,
         };
-        Some(Element { msg: self.msg, span, level })
+        Some(Element {
+            msg: self.msg,
+            span,
+            level,
+        })
     }
 
     /// Fields 1..=`field_count()` with their numbers.
@@ -805,7 +900,11 @@ impl<'m> Element<'m> {
         };
         children(&self.msg.buf, self.span, delim)
             .into_iter()
-            .map(|span| Element { msg: self.msg, span, level })
+            .map(|span| Element {
+                msg: self.msg,
+                span,
+                level,
+            })
             .collect()
     }
 
@@ -815,7 +914,9 @@ impl<'m> Element<'m> {
         let raw = self.raw();
         let has = |c: Option<u8>| c.is_some_and(|c| raw.contains(&c));
         match self.level {
-            Level::Field => has(Some(d.repetition)) || has(Some(d.component)) || has(d.subcomponent),
+            Level::Field => {
+                has(Some(d.repetition)) || has(Some(d.component)) || has(d.subcomponent)
+            }
             Level::Repetition => has(Some(d.component)) || has(d.subcomponent),
             Level::Component => has(d.subcomponent),
             Level::Subcomponent | Level::Literal => false,

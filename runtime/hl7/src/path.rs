@@ -38,15 +38,22 @@ pub struct Path {
 impl Path {
     /// Parses a path such as `PID-3[2]-4`.
     pub fn parse(text: &str) -> Result<Path, PathError> {
-        let err = |reason| PathError::Syntax { path: text.to_owned(), reason };
+        let err = |reason| PathError::Syntax {
+            path: text.to_owned(),
+            reason,
+        };
         let bytes = text.trim().as_bytes();
         if bytes.len() < 3 {
-            return Err(err("a path starts with a three-character segment name, e.g. PID-5-1"));
+            return Err(err(
+                "a path starts with a three-character segment name, e.g. PID-5-1",
+            ));
         }
         let mut segment = [0u8; 3];
         for (slot, &c) in segment.iter_mut().zip(&bytes[..3]) {
             if !c.is_ascii_alphanumeric() {
-                return Err(err("a path starts with a three-character segment name, e.g. PID-5-1"));
+                return Err(err(
+                    "a path starts with a three-character segment name, e.g. PID-5-1",
+                ));
             }
             *slot = c.to_ascii_uppercase();
         }
@@ -72,12 +79,26 @@ impl Path {
             ));
         }
         let [field, component, subcomponent] = numbers;
-        Ok(Path { segment, occurrence, field, repetition, component, subcomponent })
+        Ok(Path {
+            segment,
+            occurrence,
+            field,
+            repetition,
+            component,
+            subcomponent,
+        })
     }
 
     /// `SEG-field` without parsing, for the paths this crate itself uses.
     pub(crate) const fn fixed(segment: [u8; 3], field: u32) -> Path {
-        Path { segment, occurrence: 1, field: Some(field), repetition: None, component: None, subcomponent: None }
+        Path {
+            segment,
+            occurrence: 1,
+            field: Some(field),
+            repetition: None,
+            component: None,
+            subcomponent: None,
+        }
     }
 
     /// The segment name, e.g. `PID`.
@@ -231,8 +252,21 @@ mod tests {
     #[test]
     fn bad_paths_are_errors_with_reasons() {
         for text in [
-            "", "P", "PI", "P-D-1", "PID-", "PID-0", "PID-x", "PID-5-1-1-1", "PID[0]", "PID[2",
-            "PID-3[]", "PID-99999", "PID--5", "PID 5", "PID-5[2][3]",
+            "",
+            "P",
+            "PI",
+            "P-D-1",
+            "PID-",
+            "PID-0",
+            "PID-x",
+            "PID-5-1-1-1",
+            "PID[0]",
+            "PID[2",
+            "PID-3[]",
+            "PID-99999",
+            "PID--5",
+            "PID 5",
+            "PID-5[2][3]",
         ] {
             let err = Path::parse(text).expect_err(text);
             assert!(matches!(err, PathError::Syntax { .. }), "{text}: {err}");
@@ -244,6 +278,9 @@ mod tests {
     fn repetition_is_only_on_the_field() {
         assert!(Path::parse("PID-5-1[2]").is_err());
         let p = Path::parse("PID-3[2]-4").expect("valid");
-        assert_eq!((p.field(), p.repetition(), p.component()), (Some(3), Some(2), Some(4)));
+        assert_eq!(
+            (p.field(), p.repetition(), p.component()),
+            (Some(3), Some(2), Some(4))
+        );
     }
 }

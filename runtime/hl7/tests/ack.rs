@@ -24,7 +24,8 @@ fn get(msg: &Message<'_>, path: &str) -> Option<String> {
 fn original_mode_accept_swaps_parties_and_echoes() {
     let raw = msg_with("", "2.5.1");
     let msg = Message::parse(&raw).expect("parses");
-    let reply = ack::acknowledge(&msg, Status::Accepted, None, "ACK-1", TS).expect("always answered");
+    let reply =
+        ack::acknowledge(&msg, Status::Accepted, None, "ACK-1", TS).expect("always answered");
     let ack = parse_ack(&reply);
     assert_eq!(get(&ack, "MSA-1").as_deref(), Some("AA"));
     assert_eq!(get(&ack, "MSA-2").as_deref(), Some("CTRL-42"));
@@ -40,16 +41,23 @@ fn original_mode_accept_swaps_parties_and_echoes() {
     assert_eq!(get(&ack, "MSH-11").as_deref(), Some("T"));
     assert_eq!(get(&ack, "MSH-12").as_deref(), Some("2.5.1"));
     assert_eq!(ack.count("ERR").expect("count"), 0);
-    assert_eq!(AckCode::of_ack(&ack), Some((AckCode::AA, Some("CTRL-42".to_owned()))));
+    assert_eq!(
+        AckCode::of_ack(&ack),
+        Some((AckCode::AA, Some("CTRL-42".to_owned())))
+    );
 }
 
 #[test]
 fn error_carries_err_segment_with_location_code_and_reason() {
     let raw = msg_with("", "2.5.1");
     let msg = Message::parse(&raw).expect("parses");
-    let err = AckError::new(ErrorCode::TableValueNotFound, "status \"Roomed\" has no mapping | see table")
-        .at("SCH[1]-25-1".parse().expect("path"));
-    let ack = parse_ack(&ack::acknowledge(&msg, Status::Error, Some(&err), "A2", TS).expect("answered"));
+    let err = AckError::new(
+        ErrorCode::TableValueNotFound,
+        "status \"Roomed\" has no mapping | see table",
+    )
+    .at("SCH[1]-25-1".parse().expect("path"));
+    let ack =
+        parse_ack(&ack::acknowledge(&msg, Status::Error, Some(&err), "A2", TS).expect("answered"));
     assert_eq!(get(&ack, "MSA-1").as_deref(), Some("AE"));
     assert_eq!(get(&ack, "ERR-2-1").as_deref(), Some("SCH"));
     assert_eq!(get(&ack, "ERR-2-2").as_deref(), Some("1"));
@@ -57,7 +65,10 @@ fn error_carries_err_segment_with_location_code_and_reason() {
     assert_eq!(get(&ack, "ERR-2-4").as_deref(), Some("1"));
     assert_eq!(get(&ack, "ERR-2-5").as_deref(), Some("1"));
     assert_eq!(get(&ack, "ERR-3-1").as_deref(), Some("103"));
-    assert_eq!(get(&ack, "ERR-3-2").as_deref(), Some("Table value not found"));
+    assert_eq!(
+        get(&ack, "ERR-3-2").as_deref(),
+        Some("Table value not found")
+    );
     assert_eq!(get(&ack, "ERR-3-3").as_deref(), Some("HL70357"));
     assert_eq!(get(&ack, "ERR-4").as_deref(), Some("E"));
     assert_eq!(
@@ -72,15 +83,22 @@ fn error_carries_err_segment_with_location_code_and_reason() {
 fn older_versions_get_msa3_and_err1() {
     let raw = msg_with("", "2.3");
     let msg = Message::parse(&raw).expect("parses");
-    let err = AckError::new(ErrorCode::RequiredFieldMissing, "PID-3 is empty").at("PID-3".parse().expect("path"));
-    let ack = parse_ack(&ack::acknowledge(&msg, Status::Rejected, Some(&err), "A3", TS).expect("answered"));
+    let err = AckError::new(ErrorCode::RequiredFieldMissing, "PID-3 is empty")
+        .at("PID-3".parse().expect("path"));
+    let ack = parse_ack(
+        &ack::acknowledge(&msg, Status::Rejected, Some(&err), "A3", TS).expect("answered"),
+    );
     assert_eq!(get(&ack, "MSA-1").as_deref(), Some("AR"));
     assert_eq!(get(&ack, "MSA-3").as_deref(), Some("PID-3 is empty"));
     assert_eq!(get(&ack, "ERR-1-1").as_deref(), Some("PID"));
     assert_eq!(get(&ack, "ERR-1-3").as_deref(), Some("3"));
     assert_eq!(get(&ack, "ERR-1-4-1").as_deref(), Some("101"));
     assert_eq!(get(&ack, "ERR-1-4-3").as_deref(), Some("HL70357"));
-    assert_eq!(get(&ack, "MSH-9-3"), None, "2.3 message types have two components");
+    assert_eq!(
+        get(&ack, "MSH-9-3"),
+        None,
+        "2.3 message types have two components"
+    );
 }
 
 #[test]
@@ -121,7 +139,10 @@ fn the_ack_uses_the_senders_delimiters() {
 
 #[test]
 fn unparseable_input_still_gets_an_answer() {
-    let err = AckError::new(ErrorCode::SegmentSequence, "segment 2 does not start with a segment name");
+    let err = AckError::new(
+        ErrorCode::SegmentSequence,
+        "segment 2 does not start with a segment name",
+    );
     // MSH readable, body broken: MSH-10 is echoed.
     let raw = b"MSH|^~\\&|LAB|HOSP|EHR|CLINIC|20260101||ORU^R01|LAB-77|P|2.4\r!!broken\r";
     assert!(Message::parse(raw).is_err());
@@ -129,7 +150,10 @@ fn unparseable_input_still_gets_an_answer() {
     assert_eq!(get(&ack, "MSA-1").as_deref(), Some("AR"));
     assert_eq!(get(&ack, "MSA-2").as_deref(), Some("LAB-77"));
     assert_eq!(get(&ack, "MSH-5").as_deref(), Some("LAB"));
-    assert_eq!(get(&ack, "MSA-3").as_deref(), Some("segment 2 does not start with a segment name"));
+    assert_eq!(
+        get(&ack, "MSA-3").as_deref(),
+        Some("segment 2 does not start with a segment name")
+    );
 
     // Enhanced mode asked for: CR.
     let raw = b"MSH|^~\\&|LAB|HOSP|EHR|CLINIC|20260101||ORU^R01|LAB-78|P|2.5|||AL|NE\rPI\r";

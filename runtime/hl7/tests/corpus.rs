@@ -15,13 +15,20 @@ fn corpus_dir() -> PathBuf {
 fn corpus() -> Vec<(String, Vec<u8>)> {
     let dir = corpus_dir();
     let entries = std::fs::read_dir(&dir).unwrap_or_else(|e| {
-        panic!("the HL7 corpus is expected at {} (the shared folder beside the repo): {e}", dir.display())
+        panic!(
+            "the HL7 corpus is expected at {} (the shared folder beside the repo): {e}",
+            dir.display()
+        )
     });
     let mut files: Vec<_> = entries
         .map(|e| e.expect("readable dir entry").path())
         .filter(|p| p.extension().is_some_and(|e| e == "hl7"))
         .map(|p| {
-            let name = p.file_name().expect("file name").to_string_lossy().into_owned();
+            let name = p
+                .file_name()
+                .expect("file name")
+                .to_string_lossy()
+                .into_owned();
             (name, std::fs::read(&p).expect("readable corpus file"))
         })
         .collect();
@@ -46,14 +53,24 @@ fn all_139_parse_and_reencode_byte_exact() {
             Err(e) => failures.push(format!("{name}: {e}")),
         }
     }
-    assert!(failures.is_empty(), "{} of {} failed:\n{}", failures.len(), files.len(), failures.join("\n"));
+    assert!(
+        failures.is_empty(),
+        "{} of {} failed:\n{}",
+        failures.len(),
+        files.len(),
+        failures.join("\n")
+    );
 }
 
 #[test]
 fn every_element_of_every_message_decodes() {
     for (name, bytes) in corpus() {
         let msg = Message::parse(&bytes).unwrap_or_else(|e| panic!("{name}: {e}"));
-        assert_eq!(msg.segments().next().map(|s| s.name()), Some("MSH"), "{name}");
+        assert_eq!(
+            msg.segments().next().map(|s| s.name()),
+            Some("MSH"),
+            "{name}"
+        );
         let mut leaves = 0usize;
         for seg in msg.segments() {
             for (_, field) in seg.fields() {
@@ -76,10 +93,16 @@ fn every_element_of_every_message_decodes() {
 fn an_edit_changes_only_what_it_touches() {
     for (name, bytes) in corpus() {
         let mut msg = Message::parse(&bytes).unwrap_or_else(|e| panic!("{name}: {e}"));
-        let before = msg.get("MSH-10").expect("valid path").map(|c| c.into_owned());
+        let before = msg
+            .get("MSH-10")
+            .expect("valid path")
+            .map(|c| c.into_owned());
         let before_raw = msg.get_raw("MSH-10").expect("path").map(<[u8]>::to_vec);
         msg.set("MSH-10", "PLEXUS-EDITED").expect("set MSH-10");
-        assert_eq!(msg.get("MSH-10").expect("path").as_deref(), Some("PLEXUS-EDITED"));
+        assert_eq!(
+            msg.get("MSH-10").expect("path").as_deref(),
+            Some("PLEXUS-EDITED")
+        );
         let edited = msg.as_bytes().to_vec();
         let old = before_raw.unwrap_or_default();
         let at = msh10_offset(&bytes);
@@ -89,14 +112,22 @@ fn an_edit_changes_only_what_it_touches() {
         expected.extend_from_slice(&bytes[at + old.len()..]);
         assert_eq!(edited, expected, "{name}: more than MSH-10 changed");
 
-        msg.set("MSH-10", before.as_deref().unwrap_or_default()).expect("restore");
-        assert_eq!(msg.as_bytes(), bytes.as_slice(), "{name}: restoring did not give back the input");
+        msg.set("MSH-10", before.as_deref().unwrap_or_default())
+            .expect("restore");
+        assert_eq!(
+            msg.as_bytes(),
+            bytes.as_slice(),
+            "{name}: restoring did not give back the input"
+        );
     }
 }
 
 /// Where MSH-10 starts: after the ninth field separator of the header line.
 fn msh10_offset(bytes: &[u8]) -> usize {
-    let msh = bytes.windows(3).position(|w| w == b"MSH").expect("MSH present");
+    let msh = bytes
+        .windows(3)
+        .position(|w| w == b"MSH")
+        .expect("MSH present");
     let sep = bytes[msh + 3];
     let mut seen = 0;
     for (i, &c) in bytes.iter().enumerate().skip(msh + 3) {

@@ -10,7 +10,9 @@ fn files_in(dir: PathBuf) -> Vec<Vec<u8>> {
     let Ok(entries) = std::fs::read_dir(&dir) else {
         return Vec::new();
     };
-    entries.filter_map(|e| std::fs::read(e.ok()?.path()).ok()).collect()
+    entries
+        .filter_map(|e| std::fs::read(e.ok()?.path()).ok())
+        .collect()
 }
 
 fn repo() -> PathBuf {
@@ -21,7 +23,10 @@ fn repo() -> PathBuf {
 fn fuzz_corpus_replays_clean() {
     let parse = files_in(repo().join("fuzz/corpus/parse"));
     let paths = files_in(repo().join("fuzz/corpus/paths"));
-    assert!(!parse.is_empty() && !paths.is_empty(), "the fuzz regression corpus is missing");
+    assert!(
+        !parse.is_empty() && !paths.is_empty(),
+        "the fuzz regression corpus is missing"
+    );
     parse.iter().for_each(|d| checks::parse_roundtrip(d));
     paths.iter().for_each(|d| checks::path_ops(d));
 }
@@ -63,8 +68,27 @@ fn mutated_samples_never_panic() {
         }
         checks::parse_roundtrip(&data);
     }
-    let paths = ["PID-5-1", "PID-3[2]-4-2", "OBX[3]-5", "ZZZ-9", "MSH-18", "MSH[2]-3", "PID-11[4]-2-3", "OBX[2]"];
-    let values = ["", "x", "a|b^c~d&e\\f", "\r\n", "\"\"", "\\.br\\", "é", "\\H\\b\\N\\", "8859/1"];
+    let paths = [
+        "PID-5-1",
+        "PID-3[2]-4-2",
+        "OBX[3]-5",
+        "ZZZ-9",
+        "MSH-18",
+        "MSH[2]-3",
+        "PID-11[4]-2-3",
+        "OBX[2]",
+    ];
+    let values = [
+        "",
+        "x",
+        "a|b^c~d&e\\f",
+        "\r\n",
+        "\"\"",
+        "\\.br\\",
+        "é",
+        "\\H\\b\\N\\",
+        "8859/1",
+    ];
     for p in paths {
         for v in values {
             checks::path_ops(format!("{p}\0{v}").as_bytes());

@@ -15,16 +15,25 @@ fn adt() -> Message<'static> {
 }
 
 fn get(msg: &Message<'_>, path: &str) -> Option<String> {
-    msg.get(path).unwrap_or_else(|e| panic!("{path}: {e}")).map(|c| c.into_owned())
+    msg.get(path)
+        .unwrap_or_else(|e| panic!("{path}: {e}"))
+        .map(|c| c.into_owned())
 }
 
 #[test]
 fn documented_paths_read_what_they_say() {
     let msg = adt();
     assert_eq!(get(&msg, "PID-5-1").as_deref(), Some("DOE"));
-    assert_eq!(get(&msg, "PID-5").as_deref(), Some("DOE"), "a field reads its first leaf");
+    assert_eq!(
+        get(&msg, "PID-5").as_deref(),
+        Some("DOE"),
+        "a field reads its first leaf"
+    );
     assert_eq!(get(&msg, "PID-3[2]-4").as_deref(), Some("SSA"));
-    assert_eq!(get(&msg, "OBX[3]-5").as_deref(), Some("high | low ^ mid \\ end"));
+    assert_eq!(
+        get(&msg, "OBX[3]-5").as_deref(),
+        Some("high | low ^ mid \\ end")
+    );
     assert_eq!(get(&msg, "PID-11[1]-1-2").as_deref(), Some("APT 2"));
     assert_eq!(get(&msg, "PID-11[1]-1").as_deref(), Some("1 MAIN ST"));
     assert_eq!(get(&msg, "PID-11[2]-5").as_deref(), Some("62702"));
@@ -38,7 +47,15 @@ fn documented_paths_read_what_they_say() {
 #[test]
 fn absent_and_empty_read_as_none_and_null_is_kept() {
     let msg = adt();
-    for path in ["PID-2", "PID-99", "PID-5-9", "PID-3[5]", "ZZZ-1", "OBX[9]-5", "PID-5-1-2"] {
+    for path in [
+        "PID-2",
+        "PID-99",
+        "PID-5-9",
+        "PID-3[5]",
+        "ZZZ-1",
+        "OBX[9]-5",
+        "PID-5-1-2",
+    ] {
         assert_eq!(get(&msg, path), None, "{path}");
     }
     assert_eq!(get(&msg, "PID-13").as_deref(), Some("\"\""));
@@ -55,7 +72,10 @@ fn counts_segments_and_repetitions() {
     assert_eq!(msg.count("PID-2").expect("path"), 0);
     assert_eq!(msg.count("PID-99").expect("path"), 0);
     assert_eq!(msg.count("PV1-3").expect("path"), 1);
-    assert!(matches!(msg.count("PID-5-1"), Err(PathError::Unsupported { .. })));
+    assert!(matches!(
+        msg.count("PID-5-1"),
+        Err(PathError::Unsupported { .. })
+    ));
 }
 
 #[test]
@@ -83,19 +103,38 @@ fn any_delimiters_are_honoured() {
 fn short_and_v27_encoding_characters() {
     let msg = Message::parse(b"MSH|^~|A|B\rPID|1||X^Y&Z").expect("two encoding chars");
     assert_eq!(msg.delimiters().escape, None);
-    assert_eq!(get(&msg, "PID-3-2").as_deref(), Some("Y&Z"), "no subcomponent separator declared");
-    let msg = Message::parse(b"MSH|^~\\&#|A|B|||||||||2.7\rNTE|1||cut\\P\\here").expect("five chars");
+    assert_eq!(
+        get(&msg, "PID-3-2").as_deref(),
+        Some("Y&Z"),
+        "no subcomponent separator declared"
+    );
+    let msg =
+        Message::parse(b"MSH|^~\\&#|A|B|||||||||2.7\rNTE|1||cut\\P\\here").expect("five chars");
     assert_eq!(msg.delimiters().truncation, Some(b'#'));
     assert_eq!(get(&msg, "NTE-3").as_deref(), Some("cut#here"));
 }
 
 #[test]
 fn terminators_bom_and_blank_lines() {
-    let body = ["MSH|^~\\&|A|B|C|D|20260101||ADT^A01|1|P|2.5", "PID|1||X", "PV1|1|I"];
-    for (sep, tail) in [("\r", "\r"), ("\n", "\n"), ("\r\n", "\r\n"), ("\r", ""), ("\n\n", "\n\n\n")] {
+    let body = [
+        "MSH|^~\\&|A|B|C|D|20260101||ADT^A01|1|P|2.5",
+        "PID|1||X",
+        "PV1|1|I",
+    ];
+    for (sep, tail) in [
+        ("\r", "\r"),
+        ("\n", "\n"),
+        ("\r\n", "\r\n"),
+        ("\r", ""),
+        ("\n\n", "\n\n\n"),
+    ] {
         let text = format!("\u{feff}{}{tail}", body.join(sep));
         let msg = Message::parse(text.as_bytes()).unwrap_or_else(|e| panic!("{sep:?}: {e}"));
-        assert_eq!(msg.segment_names().collect::<Vec<_>>(), ["MSH", "PID", "PV1"], "{sep:?}");
+        assert_eq!(
+            msg.segment_names().collect::<Vec<_>>(),
+            ["MSH", "PID", "PV1"],
+            "{sep:?}"
+        );
         assert_eq!(get(&msg, "PV1-2").as_deref(), Some("I"), "{sep:?}");
         assert_eq!(msg.as_bytes(), text.as_bytes());
     }
@@ -103,18 +142,28 @@ fn terminators_bom_and_blank_lines() {
 
 #[test]
 fn malformed_messages_are_clear_errors() {
-    let cases: [(&[u8], fn(&ParseError) -> bool); 9] = [
+    type Check = fn(&ParseError) -> bool;
+    let cases: [(&[u8], Check); 9] = [
         (b"", |e| matches!(e, ParseError::Empty)),
         (b" \r\n ", |e| matches!(e, ParseError::Empty)),
         (b"PID|1|", |e| matches!(e, ParseError::NoHeader)),
         (b"MSH", |e| matches!(e, ParseError::NoHeader)),
-        (b"MSH|^|A", |e| matches!(e, ParseError::BadDelimiters { .. })),
-        (b"MSH|^^\\&|A", |e| matches!(e, ParseError::BadDelimiters { .. })),
-        (b"MSH|^~\\&|A\rPI|1\r", |e| matches!(e, ParseError::BadSegmentName { segment: 2, .. })),
-        (b"MSH|^~\\&|A\rPID|1\rMSH|^~\\&|B\r", |e| matches!(e, ParseError::SecondHeader { segment: 3 })),
-        (b"MSH|^~\\&|A|B||||||||||||||ISO IR87\r", |e| {
-            matches!(e, ParseError::UnsupportedCharset { declared } if declared == "ISO IR87")
+        (b"MSH|^|A", |e| {
+            matches!(e, ParseError::BadDelimiters { .. })
         }),
+        (b"MSH|^^\\&|A", |e| {
+            matches!(e, ParseError::BadDelimiters { .. })
+        }),
+        (b"MSH|^~\\&|A\rPI|1\r", |e| {
+            matches!(e, ParseError::BadSegmentName { segment: 2, .. })
+        }),
+        (b"MSH|^~\\&|A\rPID|1\rMSH|^~\\&|B\r", |e| {
+            matches!(e, ParseError::SecondHeader { segment: 3 })
+        }),
+        (
+            b"MSH|^~\\&|A|B||||||||||||||ISO IR87\r",
+            |e| matches!(e, ParseError::UnsupportedCharset { declared } if declared == "ISO IR87"),
+        ),
     ];
     for (raw, check) in cases {
         let err = Message::parse(raw).expect_err(&String::from_utf8_lossy(raw));
@@ -124,7 +173,8 @@ fn malformed_messages_are_clear_errors() {
 
 #[test]
 fn charsets_convert_to_utf8_and_back() {
-    let latin = b"MSH|^~\\&|A|B|C|D|20260101||ADT^A01|1|P|2.5||||||8859/1\rPID|1||X||M\xdcLLER^REN\xc9E\r";
+    let latin =
+        b"MSH|^~\\&|A|B|C|D|20260101||ADT^A01|1|P|2.5||||||8859/1\rPID|1||X||M\xdcLLER^REN\xc9E\r";
     let mut msg = Message::parse(latin).expect("latin-1 parses");
     assert_eq!(msg.charset(), Charset::Latin1);
     assert_eq!(get(&msg, "PID-5-1").as_deref(), Some("MÜLLER"));
@@ -132,16 +182,26 @@ fn charsets_convert_to_utf8_and_back() {
     msg.set("PID-5-2", "JOSÉ").expect("representable");
     assert!(msg.as_bytes().ends_with(b"M\xdcLLER^JOS\xc9\r"));
     let err = msg.set("PID-5-2", "李").expect_err("not latin-1");
-    assert!(matches!(err, EditError::Unrepresentable { code: 0x674E, .. }), "{err}");
-    assert!(msg.as_bytes().ends_with(b"^JOS\xc9\r"), "failed edit leaves the message unchanged");
+    assert!(
+        matches!(err, EditError::Unrepresentable { code: 0x674E, .. }),
+        "{err}"
+    );
+    assert!(
+        msg.as_bytes().ends_with(b"^JOS\xc9\r"),
+        "failed edit leaves the message unchanged"
+    );
 
-    let utf8 = "MSH|^~\\&|A|B|C|D|20260101||ADT^A01|1|P|2.5||||||UNICODE UTF-8\rPID|1||X||李^小龙\r";
+    let utf8 =
+        "MSH|^~\\&|A|B|C|D|20260101||ADT^A01|1|P|2.5||||||UNICODE UTF-8\rPID|1||X||李^小龙\r";
     let msg = Message::parse(utf8.as_bytes()).expect("utf-8 parses");
     assert_eq!(get(&msg, "PID-5-2").as_deref(), Some("小龙"));
 
     // Latin-1 bytes under a UTF-8 (or undeclared) charset are refused, never garbled.
     let wrong = b"MSH|^~\\&|A|B\rPID|1||X||M\xdcLLER\r";
-    assert!(matches!(Message::parse(wrong), Err(ParseError::InvalidText { offset: 24, .. })));
+    assert!(matches!(
+        Message::parse(wrong),
+        Err(ParseError::InvalidText { offset: 24, .. })
+    ));
 }
 
 #[test]
@@ -163,9 +223,15 @@ fn set_appends_the_next_segment_occurrence_only() {
     msg.set("OBX[2]-5", "7").expect("next occurrence");
     assert_eq!(msg.as_bytes(), b"MSH|^~\\&|A|B\rOBX|1\rOBX|||||7\rNTE|1\r");
     msg.set("ZPI-2-3", "z").expect("new segment at the end");
-    assert_eq!(msg.as_bytes(), b"MSH|^~\\&|A|B\rOBX|1\rOBX|||||7\rNTE|1\rZPI||^^z\r");
+    assert_eq!(
+        msg.as_bytes(),
+        b"MSH|^~\\&|A|B\rOBX|1\rOBX|||||7\rNTE|1\rZPI||^^z\r"
+    );
     let err = msg.set("OBX[4]-1", "x").expect_err("gap");
-    assert!(matches!(err, EditError::SegmentGap { existing: 2, .. }), "{err}");
+    assert!(
+        matches!(err, EditError::SegmentGap { existing: 2, .. }),
+        "{err}"
+    );
 
     let mut open = Message::parse(b"MSH|^~\\&|A|B\nPID|1").expect("no final terminator");
     open.set("PV1-2", "I").expect("append");
@@ -176,11 +242,21 @@ fn set_appends_the_next_segment_occurrence_only() {
 fn set_escapes_and_refuses_header_delimiters() {
     let mut msg = adt();
     msg.set("PID-5-1", "O'NEIL|SMITH^JR\r\nNEXT").expect("set");
-    assert_eq!(get(&msg, "PID-5-1").as_deref(), Some("O'NEIL|SMITH^JR\r\nNEXT"));
-    assert!(std::str::from_utf8(msg.as_bytes()).expect("utf8").contains("O'NEIL\\F\\SMITH\\S\\JR\\X0D\\\\X0A\\NEXT^JANE"));
+    assert_eq!(
+        get(&msg, "PID-5-1").as_deref(),
+        Some("O'NEIL|SMITH^JR\r\nNEXT")
+    );
+    assert!(
+        std::str::from_utf8(msg.as_bytes())
+            .expect("utf8")
+            .contains("O'NEIL\\F\\SMITH\\S\\JR\\X0D\\\\X0A\\NEXT^JANE")
+    );
     assert_eq!(msg.segment_count(), 7, "no segment was injected");
     for path in ["MSH-1", "MSH-2"] {
-        assert!(matches!(msg.set(path, "x"), Err(EditError::Path(PathError::Unsupported { .. }))));
+        assert!(matches!(
+            msg.set(path, "x"),
+            Err(EditError::Path(PathError::Unsupported { .. }))
+        ));
     }
 }
 
@@ -195,7 +271,11 @@ fn remove_segments_repetitions_and_values() {
     assert_eq!(get(&msg, "PID-3-4").as_deref(), Some("SSA"));
     assert!(msg.remove("PID-5-2").expect("clear component"));
     assert_eq!(get(&msg, "PID-5-2"), None);
-    assert_eq!(get(&msg, "PID-5-3").as_deref(), Some("Q"), "later components keep their places");
+    assert_eq!(
+        get(&msg, "PID-5-3").as_deref(),
+        Some("Q"),
+        "later components keep their places"
+    );
     assert!(!msg.remove("ZZZ").expect("absent"));
     assert!(!msg.remove("PID-3[7]").expect("absent rep"));
     assert!(msg.remove("MSH").is_err());
@@ -205,11 +285,30 @@ fn remove_segments_repetitions_and_values() {
 fn insert_segment_uses_the_message_terminator() {
     let mut msg = Message::parse(b"MSH|^~\\&|A|B\r\nPID|1\r\nPV1|1").expect("parses");
     msg.insert_segment(2, "ZPI|1|Z").expect("insert");
-    assert_eq!(msg.as_bytes(), b"MSH|^~\\&|A|B\r\nPID|1\r\nZPI|1|Z\r\nPV1|1");
+    assert_eq!(
+        msg.as_bytes(),
+        b"MSH|^~\\&|A|B\r\nPID|1\r\nZPI|1|Z\r\nPV1|1"
+    );
     msg.insert_segment(4, "ZZZ|end").expect("append");
-    assert_eq!(msg.as_bytes(), b"MSH|^~\\&|A|B\r\nPID|1\r\nZPI|1|Z\r\nPV1|1\r\nZZZ|end\r\n");
-    for (pos, bad) in [(0, "ZPI|1"), (9, "ZPI|1"), (1, "zp|1"), (1, "ZPI#1"), (1, "MSH|^~\\&"), (1, "ZPI|1\rPID|2")] {
-        assert!(matches!(msg.insert_segment(pos, bad), Err(EditError::BadSegment { .. })), "{pos} {bad:?}");
+    assert_eq!(
+        msg.as_bytes(),
+        b"MSH|^~\\&|A|B\r\nPID|1\r\nZPI|1|Z\r\nPV1|1\r\nZZZ|end\r\n"
+    );
+    for (pos, bad) in [
+        (0, "ZPI|1"),
+        (9, "ZPI|1"),
+        (1, "zp|1"),
+        (1, "ZPI#1"),
+        (1, "MSH|^~\\&"),
+        (1, "ZPI|1\rPID|2"),
+    ] {
+        assert!(
+            matches!(
+                msg.insert_segment(pos, bad),
+                Err(EditError::BadSegment { .. })
+            ),
+            "{pos} {bad:?}"
+        );
     }
 }
 
@@ -234,9 +333,15 @@ fn a_batch_splits_into_messages() {
     let file = b"FHS|^~\\&\rBHS|^~\\&\rMSH|^~\\&|A\rPID|1\rMSH|^~\\&|B\rPID|2\rBTS|2\rFTS|1\r";
     let batch = plexus_hl7::Batch::parse(file).expect("a well-formed batch");
     let parts: Vec<&[u8]> = batch.raw_messages().collect();
-    assert_eq!(parts, [&b"MSH|^~\\&|A\rPID|1\r"[..], &b"MSH|^~\\&|B\rPID|2\r"[..]]);
+    assert_eq!(
+        parts,
+        [&b"MSH|^~\\&|A\rPID|1\r"[..], &b"MSH|^~\\&|B\rPID|2\r"[..]]
+    );
     for part in batch.messages() {
         part.expect("each parses");
     }
-    assert_eq!(batch.flat().get("BTS-1").expect("path").as_deref(), Some("2"));
+    assert_eq!(
+        batch.flat().get("BTS-1").expect("path").as_deref(),
+        Some("2")
+    );
 }

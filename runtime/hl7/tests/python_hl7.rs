@@ -17,8 +17,10 @@ fn cases(dir: &Path) -> Vec<(String, Vec<u8>, Value)> {
         .map(|p| {
             let name = p.file_stem().expect("stem").to_string_lossy().into_owned();
             let expected = p.with_file_name(format!("{name}.expected.json"));
-            let json = std::fs::read_to_string(&expected).unwrap_or_else(|e| panic!("{}: {e}", expected.display()));
-            let json = serde_json::from_str(&json).unwrap_or_else(|e| panic!("{}: {e}", expected.display()));
+            let json = std::fs::read_to_string(&expected)
+                .unwrap_or_else(|e| panic!("{}: {e}", expected.display()));
+            let json = serde_json::from_str(&json)
+                .unwrap_or_else(|e| panic!("{}: {e}", expected.display()));
             (name, std::fs::read(&p).expect("case bytes"), json)
         })
         .collect();
@@ -31,12 +33,19 @@ fn golden_dir() -> PathBuf {
 }
 
 /// Checks one case against a parse result; returns the failures.
-fn check<E: std::fmt::Display>(name: &str, parsed: Result<&Message<'_>, E>, expected: &Value) -> Vec<String> {
+fn check<E: std::fmt::Display>(
+    name: &str,
+    parsed: Result<&Message<'_>, E>,
+    expected: &Value,
+) -> Vec<String> {
     let mut failures = Vec::new();
     let msg = match (parsed, expected.get("error")) {
         (Err(e), Some(Value::String(want))) => {
             if !e.to_string().contains(want.as_str()) {
-                failures.push(format!("{name}: error {e:?} does not contain {want:?}", e = e.to_string()));
+                failures.push(format!(
+                    "{name}: error {e:?} does not contain {want:?}",
+                    e = e.to_string()
+                ));
             }
             return failures;
         }
@@ -44,7 +53,11 @@ fn check<E: std::fmt::Display>(name: &str, parsed: Result<&Message<'_>, E>, expe
         (Ok(_), Some(want)) => return vec![format!("{name}: parsed, but should fail with {want}")],
         (Ok(msg), None) => msg,
     };
-    let gets = expected.get("get").and_then(Value::as_object).cloned().unwrap_or_default();
+    let gets = expected
+        .get("get")
+        .and_then(Value::as_object)
+        .cloned()
+        .unwrap_or_default();
     for (path, want) in gets {
         let got = msg.get(path.as_str()).map(|v| v.map(|c| c.into_owned()));
         let want = want.as_str().map(str::to_owned);
@@ -54,7 +67,11 @@ fn check<E: std::fmt::Display>(name: &str, parsed: Result<&Message<'_>, E>, expe
             Err(e) => failures.push(format!("{name}: {path}: {e}")),
         }
     }
-    let counts = expected.get("count").and_then(Value::as_object).cloned().unwrap_or_default();
+    let counts = expected
+        .get("count")
+        .and_then(Value::as_object)
+        .cloned()
+        .unwrap_or_default();
     for (path, want) in counts {
         match msg.count(path.as_str()) {
             Ok(got) if Some(got as u64) == want.as_u64() => {}
@@ -76,7 +93,12 @@ fn single_message_cases() {
             check(name, parsed.as_ref(), expected)
         })
         .collect();
-    assert!(failures.is_empty(), "{} failures:\n{}", failures.len(), failures.join("\n"));
+    assert!(
+        failures.is_empty(),
+        "{} failures:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
 }
 
 #[test]
@@ -98,5 +120,10 @@ fn batch_and_file_cases() {
             failures
         })
         .collect();
-    assert!(failures.is_empty(), "{} failures:\n{}", failures.len(), failures.join("\n"));
+    assert!(
+        failures.is_empty(),
+        "{} failures:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
 }
