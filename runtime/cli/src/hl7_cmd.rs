@@ -125,7 +125,7 @@ fn element_json(el: &Element<'_>) -> Value {
     if !el.is_composite() {
         return Value::String(el.text().into_owned());
     }
-    let children = el.children();
+    let children: Vec<Element<'_>> = el.children().collect();
     match el.level() {
         Level::Field if children.len() == 1 => element_json(&children[0]),
         Level::Field => Value::Array(children.iter().map(element_json).collect()),

@@ -887,7 +887,7 @@ impl<'m> Element<'m> {
 
     /// The elements one level down: repetitions of a field, components of a repetition,
     /// subcomponents of a component. Empty for leaves.
-    pub fn children(&self) -> Vec<Element<'m>> {
+    pub fn children(&self) -> Children<'m> {
         let d = &self.msg.index.delims;
         let (delim, level) = match self.level {
             Level::Field => (Some(d.repetition), Level::Repetition),
@@ -895,17 +895,7 @@ impl<'m> Element<'m> {
             Level::Component => (d.subcomponent, Level::Subcomponent),
             Level::Subcomponent | Level::Literal => (None, Level::Literal),
         };
-        let Some(delim) = delim else {
-            return Vec::new();
-        };
-        children(&self.msg.buf, self.span, delim)
-            .into_iter()
-            .map(|span| Element {
-                msg: self.msg,
-                span,
-                level,
-            })
-            .collect()
+        Children { msg: self.msg, next: delim.map(|_| self.span.0), end: self.span.1, delim: delim.unwrap_or(0), level }
     }
 
     /// True when this element has more than one child, at any depth below it.
@@ -921,5 +911,30 @@ impl<'m> Element<'m> {
             Level::Component => has(d.subcomponent),
             Level::Subcomponent | Level::Literal => false,
         }
+    }
+}
+
+/// Iterator over the children of an [`Element`]; see [`Element::children`].
+#[derive(Debug, Clone)]
+pub struct Children<'m> {
+    msg: &'m Message<'m>,
+    /// Start of the next child; `None` once exhausted (or for a leaf).
+    next: Option<usize>,
+    end: usize,
+    delim: u8,
+    level: Level,
+}
+
+impl<'m> Iterator for Children<'m> {
+    type Item = Element<'m>;
+
+    fn next(&mut self) -> Option<Element<'m>> {
+        let start = self.next?;
+        let (stop, next) = match memchr::memchr(self.delim, &self.msg.buf[start..self.end]) {
+            Some(p) => (start + p, Some(start + p + 1)),
+            None => (self.end, None),
+        };
+        self.next = next;
+        Some(Element { msg: self.msg, span: (start, stop), level: self.level })
     }
 }

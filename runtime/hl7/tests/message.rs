@@ -319,12 +319,12 @@ fn tree_walk_reports_levels() {
     let f3 = pid.field(3).expect("PID-3");
     assert_eq!(f3.level(), Level::Field);
     assert!(f3.is_composite());
-    let reps = f3.children();
+    let reps: Vec<_> = f3.children().collect();
     assert_eq!(reps.len(), 2);
-    assert_eq!(reps[1].children()[3].text(), "SSA");
+    assert_eq!(reps[1].children().nth(3).expect("component 4").text(), "SSA");
     let msh = msg.segments().next().expect("MSH");
     assert_eq!(msh.field(2).expect("MSH-2").level(), Level::Literal);
-    assert_eq!(msh.field(2).expect("MSH-2").children().len(), 0);
+    assert_eq!(msh.field(2).expect("MSH-2").children().count(), 0);
     assert_eq!(msh.field_count(), 12);
 }
 
