@@ -253,8 +253,15 @@ impl Condition {
 impl AckMode {
     /// Reads the mode from MSH-15 and MSH-16.
     pub fn of(msg: &Message<'_>) -> AckMode {
-        let accept = msg.get(Path::fixed(*b"MSH", 15)).ok().flatten();
-        let application = msg.get(Path::fixed(*b"MSH", 16)).ok().flatten();
+        // The explicit null `""` asks for nothing, same as empty.
+        let read = |n| {
+            msg.get(Path::fixed(*b"MSH", n))
+                .ok()
+                .flatten()
+                .filter(|v| v != "\"\"")
+        };
+        let accept = read(15);
+        let application = read(16);
         if accept.is_none() && application.is_none() {
             return AckMode::Original;
         }
@@ -278,7 +285,8 @@ impl AckMode {
 }
 
 /// The acknowledgement owed for `msg` on receipt: `None` only when the sender asked for
-/// none in this case (enhanced mode, MSH-15 `NE`, `ER` or `SU`).
+/// none in this case (enhanced mode, MSH-15 `NE`, `ER` or `SU`), or when `msg` is itself
+/// an ACK (answering it would start an endless exchange).
 ///
 /// `control_id` becomes the ACK's own MSH-10; `timestamp` its MSH-7 (see [`timestamp`]).
 pub fn acknowledge(
@@ -288,6 +296,10 @@ pub fn acknowledge(
     control_id: &str,
     timestamp: &str,
 ) -> Option<Vec<u8>> {
+    if msg.get(Path::fixed(*b"MSH", 9)).ok().flatten().as_deref() == Some("ACK") {
+        // Acknowledging an acknowledgement would start an endless exchange.
+        return None;
+    }
     let mode = AckMode::of(msg);
     if let AckMode::Enhanced { accept, .. } = mode
         && !accept.wants(status)
@@ -306,13 +318,23 @@ pub fn build(
     control_id: &str,
     timestamp: &str,
 ) -> Vec<u8> {
+    // Echoed values are copied raw (same delimiters and charset), but only when they cannot
+    // break the ACK: no control characters (0x0B/0x1C would end an MLLP frame early) and
+    // a bounded length.
+    let echo = |v: &'_ [u8]| v.len() <= 512 && !v.iter().any(|c| c.is_ascii_control());
     let raw = |field: u32| -> &[u8] {
         msg.get_raw(Path::fixed(*b"MSH", field))
             .ok()
             .flatten()
+            .filter(|v| echo(v))
             .unwrap_or_default()
     };
-    let trigger = msg.get_raw("MSH-9-2").ok().flatten().unwrap_or_default();
+    let trigger = msg
+        .get_raw("MSH-9-2")
+        .ok()
+        .flatten()
+        .filter(|v| echo(v))
+        .unwrap_or_default();
     let header = Header {
         sending: [raw(5), raw(6)],
         receiving: [raw(3), raw(4)],
@@ -456,13 +478,25 @@ impl Header<'_> {
         out.push(b'\r');
 
         if let Some(err) = error {
-            write_err(&mut out, err, d, charset, version);
+            let severity = if code.status() == Status::Accepted {
+                b'W'
+            } else {
+                b'E'
+            };
+            write_err(&mut out, err, d, charset, version, severity);
         }
         out
     }
 }
 
-fn write_err(out: &mut Vec<u8>, err: &AckError, d: Delimiters, charset: Charset, version: Version) {
+fn write_err(
+    out: &mut Vec<u8>,
+    err: &AckError,
+    d: Delimiters,
+    charset: Charset,
+    version: Version,
+    severity: u8,
+) {
     let f = d.field;
     let c = d.component;
     let seg = err.location.as_ref();
@@ -522,7 +556,7 @@ fn write_err(out: &mut Vec<u8>, err: &AckError, d: Delimiters, charset: Charset,
     out.push(c);
     out.extend_from_slice(b"HL70357");
     out.push(f);
-    out.push(b'E');
+    out.push(severity);
     out.extend(std::iter::repeat_n(f, 4));
     text(out, &err.reason, d, charset);
     out.push(b'\r');
@@ -531,7 +565,10 @@ fn write_err(out: &mut Vec<u8>, err: &AckError, d: Delimiters, charset: Charset,
 /// Writes our own text (reasons, ids) escaped for the ACK; characters the charset cannot
 /// hold become `?` rather than failing the ACK.
 fn text(out: &mut Vec<u8>, value: &str, d: Delimiters, charset: Charset) {
+    let mark = out.len();
     if escape::encode_into(value, &d, charset, out).is_err() {
+        // encode_into wrote part of the value before it failed.
+        out.truncate(mark);
         let ascii: String = value
             .chars()
             .map(|c| if c.is_ascii() { c } else { '?' })
@@ -548,7 +585,11 @@ struct Version(u8, u8, u8);
 impl Version {
     fn parse(raw: &[u8]) -> Version {
         let text = String::from_utf8_lossy(raw);
-        let id = text.split(['^', '&']).next().unwrap_or_default();
+        // The version id is the leading digits and dots, whatever delimiter follows.
+        let id = text
+            .split(|c: char| !(c.is_ascii_digit() || c == '.'))
+            .next()
+            .unwrap_or_default();
         let mut parts = id.trim().split('.').map(|p| p.parse::<u8>().ok());
         match (
             parts.next().flatten(),
@@ -571,24 +612,32 @@ struct Recovered<'a> {
 
 impl<'a> Recovered<'a> {
     fn scan(raw: &'a [u8]) -> Recovered<'a> {
-        let line = raw
-            .split(|&c| c == b'\r' || c == b'\n')
-            .find_map(|line| {
-                let at = memchr::memmem::find(line, b"MSH")?;
-                Some(&line[at..])
-            })
-            .unwrap_or_default();
+        let nothing = Recovered {
+            delims: Delimiters::default(),
+            fields: Vec::new(),
+        };
+        // Only a line that starts with MSH (after a BOM, whitespace or a stray start block)
+        // is a header; "MSH" inside some other line is content and is never echoed.
+        let header = raw.split(|&c| c == b'\r' || c == b'\n').find_map(|line| {
+            let line = line.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(line);
+            let start = line
+                .iter()
+                .position(|c| !c.is_ascii_whitespace() && *c != 0x0b)?;
+            line[start..].starts_with(b"MSH").then(|| &line[start..])
+        });
+        let Some(line) = header else {
+            return nothing;
+        };
         let Some(&sep) = line.get(3) else {
-            return Recovered {
-                delims: Delimiters::default(),
-                fields: Vec::new(),
-            };
+            return nothing;
         };
         let parts: Vec<&[u8]> = line[4..].split(|&c| c == sep).collect();
-        let delims = parts
+        let Some(delims) = parts
             .first()
             .and_then(|enc| Delimiters::from_header(sep, enc).ok())
-            .unwrap_or_default();
+        else {
+            return nothing;
+        };
         // Index = MSH field number: 0 unused, 1 the separator, 2 the encoding characters.
         let mut fields = vec![&b""[..]; 3];
         fields.extend(
@@ -604,7 +653,7 @@ impl<'a> Recovered<'a> {
         let get = |n: usize| {
             self.fields
                 .get(n)
-                .filter(|v| !v.is_empty())
+                .filter(|v| !v.is_empty() && **v != b"\"\"")
                 .map(|v| String::from_utf8_lossy(v))
         };
         match (get(15), get(16)) {

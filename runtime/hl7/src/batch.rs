@@ -8,7 +8,7 @@ use crate::error::{BatchError, ParseError};
 use crate::message::{Index, Message};
 
 /// A file or batch of messages.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct Batch<'a> {
     flat: Message<'a>,
     messages: Vec<(usize, usize)>,
@@ -93,4 +93,13 @@ fn structure(flat: &Message<'_>) -> Result<Vec<(usize, usize)>, BatchError> {
         messages.push((from, flat.as_bytes().len()));
     }
     Ok(messages)
+}
+
+impl std::fmt::Debug for Batch<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Batch")
+            .field("messages", &self.messages.len())
+            .field("len", &self.flat.as_bytes().len())
+            .finish()
+    }
 }

@@ -25,6 +25,11 @@ pub enum ParseError {
         /// Byte offset of the segment in the input.
         offset: usize,
     },
+    /// The input starts with a batch header (FHS/BHS): read it with `Batch::parse`.
+    #[error(
+        "the input is a batch (it starts with FHS or BHS); read it as a batch, one message at a time"
+    )]
+    BatchGiven,
     /// A second `MSH` appeared: the input holds more than one message.
     #[error(
         "segment {segment} is a second MSH: the input holds more than one message (split it first)"
@@ -33,7 +38,9 @@ pub enum ParseError {
         /// 1-based segment number.
         segment: usize,
     },
-    /// MSH-18 names a character set we do not convert.
+    /// MSH-18 names a character set we do not convert. `declared` is the code when it
+    /// looks like one (short, letters, digits, `/ _ . -`), else a placeholder: MSH-18 is
+    /// message content and may hold anything.
     #[error(
         "unsupported character set {declared:?} in MSH-18 (supported: ASCII, 8859/1, 8859/15, UNICODE UTF-8)"
     )]
@@ -116,6 +123,14 @@ pub enum EditError {
         /// What is wrong.
         reason: &'static str,
     },
+    /// An MSH-18 edit would re-read existing non-ASCII text in another charset.
+    #[error("MSH-18 cannot change from {from} to {to} while the message holds non-ASCII text")]
+    CharsetChange {
+        /// The current charset.
+        from: &'static str,
+        /// The charset the edit asked for.
+        to: &'static str,
+    },
     /// An edit produced a message that no longer parses (only possible for raw edits).
     #[error("the edit would make the message unparseable: {0}")]
     Reparse(#[from] ParseError),
@@ -145,6 +160,7 @@ impl ParseError {
         match self {
             ParseError::Empty
             | ParseError::NoHeader
+            | ParseError::BatchGiven
             | ParseError::BadSegmentName { .. }
             | ParseError::SecondHeader { .. } => ErrorCode::SegmentSequence,
             ParseError::BadDelimiters { .. } | ParseError::InvalidText { .. } => {

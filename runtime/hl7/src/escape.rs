@@ -70,7 +70,7 @@ fn unescape(raw: &[u8], esc: u8, delims: &Delimiters, hex: bool) -> Option<Vec<u
                 out.extend_from_slice(&bytes);
                 changed = true;
             }
-            None if is_kept_sequence(body) => {
+            None if is_kept_sequence(body) || (!hex && is_hex_sequence(body)) => {
                 out.push(esc);
                 out.extend_from_slice(body);
                 out.push(esc);
@@ -117,22 +117,37 @@ fn decode_hex(digits: &[u8]) -> Option<Vec<u8>> {
         .collect()
 }
 
-/// Is `body` (the text between two escape characters) a sequence we keep as written?
+/// Is `body` (the text between two escape characters) a sequence decoding keeps as
+/// written: a formatting command, a charset switch or a local `\Z..\` escape?
 fn is_kept_sequence(body: &[u8]) -> bool {
+    is_formatting(body)
+        || matches!(body, [b'Z', rest @ ..] if !rest.is_empty() && rest.iter().all(u8::is_ascii_alphanumeric))
+}
+
+/// Formatting commands and charset switches: the sequences encoding writes back
+/// unescaped, so a value read and written again keeps its line breaks and highlighting.
+/// Kept narrow on purpose: anything else a caller writes after a backslash is text.
+fn is_formatting(body: &[u8]) -> bool {
+    const COMMANDS: [&[u8]; 8] = [b"br", b"sp", b"in", b"ti", b"sk", b"ce", b"fi", b"nf"];
     match body {
         [b'H'] | [b'N'] => true,
-        [b'.', rest @ ..] => {
-            let name_len = rest.iter().take_while(|c| c.is_ascii_lowercase()).count();
-            name_len == 2
-                && rest[2..]
+        [b'.', rest @ ..] if rest.len() >= 2 => {
+            let (name, arg) = rest.split_at(2);
+            COMMANDS.contains(&name)
+                && arg
                     .iter()
-                    .all(|c| c.is_ascii_digit() || *c == b'+' || *c == b'-')
+                    .enumerate()
+                    .all(|(i, c)| c.is_ascii_digit() || (i == 0 && matches!(c, b'+' | b'-')))
         }
         [b'C', hex @ ..] => hex.len() == 4 && hex.iter().all(u8::is_ascii_hexdigit),
         [b'M', hex @ ..] => matches!(hex.len(), 4 | 6) && hex.iter().all(u8::is_ascii_hexdigit),
-        [b'Z', rest @ ..] => !rest.is_empty() && rest.iter().all(u8::is_ascii_alphanumeric),
         _ => false,
     }
+}
+
+/// `Xhh..`: a hex escape, kept whole when its bytes are not text in the charset.
+fn is_hex_sequence(body: &[u8]) -> bool {
+    matches!(body, [b'X', digits @ ..] if decode_hex(digits).is_some())
 }
 
 /// The error from [`encode_into`]: a character the message charset cannot hold.
@@ -201,7 +216,7 @@ fn escaped_delimiter(c: u8, delims: &Delimiters) -> Cow<'static, [u8]> {
 
 fn kept_sequence_len(bytes: &[u8], esc: u8) -> Option<usize> {
     let close = memchr::memchr(esc, &bytes[1..])?;
-    is_kept_sequence(&bytes[1..1 + close]).then_some(close + 2)
+    is_formatting(&bytes[1..1 + close]).then_some(close + 2)
 }
 
 fn push_text(text: &str, charset: Charset, out: &mut Vec<u8>) -> Result<(), Unrepresentable> {
@@ -255,9 +270,27 @@ mod tests {
 
     #[test]
     fn encode_keeps_formatting_sequences() {
-        for raw in [r"one\.br\two", r"\H\bold\N\", r"\.sp2\x", r"\Zlocal\"] {
+        for raw in [
+            r"one\.br\two",
+            r"\H\bold\N\",
+            r"\.sp2\x",
+            r"\.in-4\x",
+            r"\C2842\x",
+        ] {
             assert_eq!(enc(&dec(raw)), raw, "{raw}");
         }
+    }
+
+    #[test]
+    fn encode_escapes_backslashes_that_only_look_like_sequences() {
+        assert_eq!(enc(r"C:\Zeta\f"), r"C:\E\Zeta\E\f");
+        assert_eq!(enc(r"\.xx\"), r"\E\.xx\E\");
+        assert_eq!(dec(&enc(r"C:\Zeta\f")), r"C:\Zeta\f");
+    }
+
+    #[test]
+    fn undecodable_hex_is_kept_whole_and_later_escapes_still_decode() {
+        assert_eq!(dec(r"\XE9\\F\"), r"\XE9\|");
     }
 
     #[test]

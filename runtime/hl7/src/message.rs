@@ -30,7 +30,7 @@ const BOM: &[u8] = b"\xEF\xBB\xBF";
 /// assert!(msg.as_bytes().ends_with(b"||O'BRIEN^JANE\r"));
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct Message<'a> {
     buf: Cow<'a, [u8]>,
     index: Index,
@@ -226,7 +226,7 @@ impl<'a> Message<'a> {
         let field = path
             .field()
             .ok_or_else(|| unsupported(&path, "set needs a field, e.g. PID-5-1"))?;
-        if path.segment_bytes() == b"MSH" && field <= 2 {
+        if is_header(path.segment_bytes()) && field <= 2 {
             return Err(unsupported(
                 &path,
                 "MSH-1 and MSH-2 declare the delimiters and cannot be set",
@@ -266,7 +266,7 @@ impl<'a> Message<'a> {
             self.splice(s.start as usize, s.term_end as usize, b"")?;
             return Ok(true);
         };
-        if path.segment_bytes() == b"MSH" && field <= 2 {
+        if is_header(path.segment_bytes()) && field <= 2 {
             return Err(unsupported(
                 &path,
                 "MSH-1 and MSH-2 declare the delimiters and cannot be removed",
@@ -333,13 +333,6 @@ impl<'a> Message<'a> {
         if bytes.contains(&b'\r') || bytes.contains(&b'\n') {
             return bad("a segment cannot contain a line break");
         }
-        if let Err(c) = self.index.charset.encode_into(segment, &mut Vec::new()) {
-            return Err(EditError::Unrepresentable {
-                path: format!("segment {position}"),
-                code: u32::from(c),
-                charset: self.index.charset.code(),
-            });
-        }
         let terminator = self.terminator().to_vec();
         let mut text = Vec::new();
         self.index
@@ -384,6 +377,13 @@ impl<'a> Message<'a> {
         encoded: &[u8],
     ) -> Result<(), EditError> {
         let name = path.segment_bytes();
+        if is_header(name) {
+            return Err(unsupported(
+                path,
+                "a header segment (MSH, BHS, FHS) cannot be created by an edit",
+            )
+            .into());
+        }
         let existing = self.occurrences(name).count();
         if path.occurrence() as usize != existing + 1 {
             return Err(EditError::SegmentGap {
@@ -483,6 +483,14 @@ impl<'a> Message<'a> {
         bytes.extend_from_slice(with);
         bytes.extend_from_slice(&self.buf[b..]);
         let index = Index::build(&bytes)?;
+        if index.charset != self.index.charset && !bytes.is_ascii() {
+            // The text already there would be re-read in the new charset: refuse rather
+            // than silently change every non-ASCII character.
+            return Err(EditError::CharsetChange {
+                from: self.index.charset.code(),
+                to: index.charset.code(),
+            });
+        }
         self.buf = Cow::Owned(bytes);
         self.index = index;
         Ok(())
@@ -504,10 +512,16 @@ impl<'a> Message<'a> {
     /// The span of a field. MSH-1 and MSH-2 are literal: never split or unescaped.
     fn field_span(&self, seg: usize, field: u32) -> FieldSpan {
         let s = &self.index.segments[seg];
-        let is_header = matches!(&s.name, b"MSH" | b"BHS" | b"FHS");
+        let is_header = is_header(&s.name);
         let element = if is_header {
             if field == 1 {
                 let at = s.start as usize + 3;
+                if at >= s.end as usize {
+                    return FieldSpan::Missing {
+                        at: s.end as usize,
+                        missing: 1,
+                    };
+                }
                 return FieldSpan::Literal((at, at + 1));
             }
             field - 1
@@ -544,8 +558,9 @@ impl<'a> Message<'a> {
         let mut span = match self.field_span(seg, field) {
             FieldSpan::Found(span) => span,
             FieldSpan::Literal(span) => {
-                let nested =
-                    path.repetition().unwrap_or(1) > 1 || path.component().unwrap_or(1) > 1;
+                let nested = path.repetition().unwrap_or(1) > 1
+                    || path.component().unwrap_or(1) > 1
+                    || path.subcomponent().unwrap_or(1) > 1;
                 return (!nested).then_some((span, true));
             }
             FieldSpan::Missing { .. } => return None,
@@ -591,6 +606,23 @@ impl<'a> Message<'a> {
         }
         Some((span, false))
     }
+}
+
+/// The MSH-18 code as it may appear in an error: only if it looks like a charset code.
+fn charset_label(code: String) -> String {
+    let looks_like_code = code.len() <= 32
+        && code
+            .bytes()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, b' ' | b'/' | b'_' | b'.' | b'-'));
+    if looks_like_code {
+        code
+    } else {
+        "(not a charset code)".to_owned()
+    }
+}
+
+fn is_header(name: &[u8; 3]) -> bool {
+    matches!(name, b"MSH" | b"BHS" | b"FHS")
 }
 
 const NO_SUBCOMPONENTS: &str = "this message declares no subcomponent separator in MSH-2";
@@ -660,7 +692,16 @@ impl Index {
             .map(|p| p + body)
             .ok_or(ParseError::Empty)?;
         let header = &buf[first..];
-        if header.len() < 4 || !matches!(&header[..3], b"MSH" | b"BHS" | b"FHS") {
+        let header_ok = header.len() >= 4
+            && if batch {
+                is_header(&[header[0], header[1], header[2]])
+            } else {
+                header.starts_with(b"MSH")
+            };
+        if !header_ok {
+            if !batch && (header.starts_with(b"BHS") || header.starts_with(b"FHS")) {
+                return Err(ParseError::BatchGiven);
+            }
             return Err(ParseError::NoHeader);
         }
         let field_sep = header[3];
@@ -673,15 +714,36 @@ impl Index {
         let mut index = Index {
             delims,
             charset: Charset::Ascii,
-            segments: Vec::with_capacity(buf.len() / 64 + 1),
-            seps: Vec::with_capacity(buf.len() / 8 + 1),
+            // Sized for typical messages; a huge one (an embedded PDF) grows as needed
+            // instead of reserving in proportion to its size.
+            segments: Vec::with_capacity((buf.len() / 64).clamp(4, 256)),
+            seps: Vec::with_capacity((buf.len() / 8).clamp(16, 4096)),
         };
+        // CR always ends a segment. A bare LF does too when the header line ends with one
+        // (LF-terminated files); otherwise an LF is text, as in a note with a line break
+        // inside a CR-terminated message, and LFs right after a CR belong to its terminator.
+        let lf_mode = memchr::memchr2(b'\r', b'\n', header).is_some_and(|p| header[p] == b'\n');
         let mut pos = first;
         while pos < buf.len() {
-            let line_end =
-                memchr::memchr2(b'\r', b'\n', &buf[pos..]).map_or(buf.len(), |p| p + pos);
+            let rest = &buf[pos..];
+            let found = if lf_mode {
+                memchr::memchr2(b'\r', b'\n', rest)
+            } else {
+                memchr::memchr(b'\r', rest)
+            };
+            let line_end = found.map_or(buf.len(), |p| p + pos);
             let term_end = match buf.get(line_end) {
-                Some(b'\r') if buf.get(line_end + 1) == Some(&b'\n') => line_end + 2,
+                Some(b'\r') if lf_mode => {
+                    line_end + 1 + usize::from(buf.get(line_end + 1) == Some(&b'\n'))
+                }
+                Some(b'\r') => {
+                    line_end
+                        + 1
+                        + buf[line_end + 1..]
+                            .iter()
+                            .take_while(|&&c| c == b'\n')
+                            .count()
+                }
                 Some(_) => line_end + 1,
                 None => line_end,
             };
@@ -690,8 +752,20 @@ impl Index {
         }
         let code = index.header_charset_code(buf);
         index.charset =
-            Charset::from_code(&code).ok_or(ParseError::UnsupportedCharset { declared: code })?;
-        index.charset.validate(&buf[body..])?;
+            Charset::from_code(&code).ok_or_else(|| ParseError::UnsupportedCharset {
+                declared: charset_label(code),
+            })?;
+        if !batch {
+            // A batch's messages may each declare their own charset: Batch checks each
+            // message on its own.
+            index.charset.validate(&buf[body..]).map_err(|e| match e {
+                ParseError::InvalidText { charset, offset } => ParseError::InvalidText {
+                    charset,
+                    offset: offset + body,
+                },
+                other => other,
+            })?;
+        }
         Ok(index)
     }
 
@@ -721,7 +795,7 @@ impl Index {
             });
         }
         let name = [line[0], line[1], line[2]];
-        if !batch && number > 1 && &name == b"MSH" && self.segments[0].name == *b"MSH" {
+        if !batch && number > 1 && is_header(&name) {
             return Err(ParseError::SecondHeader { segment: number });
         }
         let seps_from = self.seps.len();
@@ -769,7 +843,7 @@ impl Index {
 }
 
 /// One segment of a message.
-#[derive(Debug, Clone, Copy)]
+#[derive(Clone, Copy)]
 pub struct Segment<'m> {
     msg: &'m Message<'m>,
     idx: usize,
@@ -800,7 +874,7 @@ impl<'m> Segment<'m> {
     /// the field separator).
     pub fn field_count(&self) -> u32 {
         let s = self.idx();
-        if matches!(&s.name, b"MSH" | b"BHS" | b"FHS") {
+        if is_header(&s.name) {
             s.seps_len + 1
         } else {
             s.seps_len
@@ -847,7 +921,7 @@ pub enum Level {
 }
 
 /// A field, repetition, component or subcomponent.
-#[derive(Debug, Clone, Copy)]
+#[derive(Clone, Copy)]
 pub struct Element<'m> {
     msg: &'m Message<'m>,
     span: Span,
@@ -895,7 +969,13 @@ impl<'m> Element<'m> {
             Level::Component => (d.subcomponent, Level::Subcomponent),
             Level::Subcomponent | Level::Literal => (None, Level::Literal),
         };
-        Children { msg: self.msg, next: delim.map(|_| self.span.0), end: self.span.1, delim: delim.unwrap_or(0), level }
+        Children {
+            msg: self.msg,
+            next: delim.map(|_| self.span.0),
+            end: self.span.1,
+            delim: delim.unwrap_or(0),
+            level,
+        }
     }
 
     /// True when this element has more than one child, at any depth below it.
@@ -915,7 +995,7 @@ impl<'m> Element<'m> {
 }
 
 /// Iterator over the children of an [`Element`]; see [`Element::children`].
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct Children<'m> {
     msg: &'m Message<'m>,
     /// Start of the next child; `None` once exhausted (or for a leaf).
@@ -935,6 +1015,48 @@ impl<'m> Iterator for Children<'m> {
             None => (self.end, None),
         };
         self.next = next;
-        Some(Element { msg: self.msg, span: (start, stop), level: self.level })
+        Some(Element {
+            msg: self.msg,
+            span: (start, stop),
+            level: self.level,
+        })
+    }
+}
+
+// Debug output shows shape, never content: messages are patient data and Debug output
+// ends up in logs and panic messages.
+impl std::fmt::Debug for Message<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Message")
+            .field("len", &self.buf.len())
+            .field("segments", &self.segment_names().collect::<Vec<_>>())
+            .field("charset", &self.index.charset)
+            .finish_non_exhaustive()
+    }
+}
+
+impl std::fmt::Debug for Segment<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Segment")
+            .field("name", &self.name())
+            .field("position", &self.idx)
+            .finish()
+    }
+}
+
+impl std::fmt::Debug for Element<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Element")
+            .field("level", &self.level)
+            .field("len", &(self.span.1 - self.span.0))
+            .finish()
+    }
+}
+
+impl std::fmt::Debug for Children<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Children")
+            .field("level", &self.level)
+            .finish_non_exhaustive()
     }
 }

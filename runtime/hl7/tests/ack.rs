@@ -173,3 +173,78 @@ fn unparseable_input_still_gets_an_answer() {
     assert!(!reply.contains(&0x1c) && !reply.contains(&0x0b));
     parse_ack(&reply);
 }
+
+#[test]
+fn echoed_values_cannot_break_the_frame() {
+    let raw = b"MSH|^~\\&|SCHED|CLINIC|EHR|HOSP|20260101||SIU^S12|ID\x0bX|P|2.5\rSCH|1\r";
+    let msg = Message::parse(raw).expect("parses");
+    let reply = ack::acknowledge(&msg, Status::Accepted, None, "A", TS).expect("answered");
+    assert!(!reply.contains(&0x0b) && !reply.contains(&0x1c));
+    assert_eq!(get(&parse_ack(&reply), "MSA-2"), None);
+}
+
+#[test]
+fn unrepresentable_reason_is_written_once() {
+    let raw = b"MSH|^~\\&|A|B|C|D|2026||ADT^A01|X|P|2.5||||||8859/1\rPID|1\r";
+    let msg = Message::parse(raw).expect("parses");
+    let err = AckError::new(ErrorCode::InternalError, "a|b \u{65e5}");
+    let ack =
+        parse_ack(&ack::acknowledge(&msg, Status::Error, Some(&err), "A", TS).expect("answered"));
+    assert_eq!(get(&ack, "ERR-8").as_deref(), Some("a|b ?"));
+}
+
+#[test]
+fn nak_echoes_only_a_real_header_line() {
+    let raw = b"XYZ|broken\rPID|1||||DOE^JANE||||||1 MSH|^~\\&|LEAK|LEAK\r";
+    let err = AckError::new(ErrorCode::SegmentSequence, "no header");
+    let reply = ack::reject_unparseable(raw, &err, "N", TS);
+    assert!(!String::from_utf8_lossy(&reply).contains("LEAK"));
+    let framed = b"\x0bMSH|^~\\&|LAB|H|EHR|H|2026||ORU^R01|L-1|P|2.5\rPI\r";
+    let ack = parse_ack(&ack::reject_unparseable(framed, &err, "N", TS));
+    assert_eq!(get(&ack, "MSA-2").as_deref(), Some("L-1"));
+}
+
+#[test]
+fn explicit_null_ack_fields_mean_original_mode() {
+    let raw = msg_with("|||\"\"|\"\"", "2.5");
+    let msg = Message::parse(&raw).expect("parses");
+    let ack =
+        parse_ack(&ack::acknowledge(&msg, Status::Accepted, None, "A", TS).expect("answered"));
+    assert_eq!(get(&ack, "MSA-1").as_deref(), Some("AA"));
+}
+
+#[test]
+fn acks_are_not_acknowledged_and_warnings_are_not_errors() {
+    let incoming = b"MSH|^~\\&|EHR|H|LAB|H|2026||ACK^R01^ACK|A9|P|2.5\rMSA|AA|L-1\r";
+    let msg = Message::parse(incoming).expect("parses");
+    assert_eq!(
+        ack::acknowledge(&msg, Status::Accepted, None, "A", TS),
+        None
+    );
+
+    let raw = msg_with("", "2.5");
+    let msg = Message::parse(&raw).expect("parses");
+    let warn = AckError::new(
+        ErrorCode::TableValueNotFound,
+        "status passed through unmapped",
+    );
+    let ack = parse_ack(
+        &ack::acknowledge(&msg, Status::Accepted, Some(&warn), "A", TS).expect("answered"),
+    );
+    assert_eq!(get(&ack, "ERR-4").as_deref(), Some("W"));
+}
+
+#[test]
+fn versions_with_custom_delimiters_pick_the_right_err_layout() {
+    let raw = b"MSH#$~\\&#A#B#C#D#2026##ORU$R01#X#P#2.4$USA\rPID#1\r";
+    let msg = Message::parse(raw).expect("parses");
+    let err = AckError::new(ErrorCode::RequiredFieldMissing, "missing");
+    let ack =
+        parse_ack(&ack::acknowledge(&msg, Status::Error, Some(&err), "A", TS).expect("answered"));
+    assert_eq!(
+        get(&ack, "ERR-1-4-1").as_deref(),
+        Some("101"),
+        "2.4 uses ERR-1"
+    );
+    assert_eq!(get(&ack, "MSA-3").as_deref(), Some("missing"));
+}

@@ -321,7 +321,10 @@ fn tree_walk_reports_levels() {
     assert!(f3.is_composite());
     let reps: Vec<_> = f3.children().collect();
     assert_eq!(reps.len(), 2);
-    assert_eq!(reps[1].children().nth(3).expect("component 4").text(), "SSA");
+    assert_eq!(
+        reps[1].children().nth(3).expect("component 4").text(),
+        "SSA"
+    );
     let msh = msg.segments().next().expect("MSH");
     assert_eq!(msh.field(2).expect("MSH-2").level(), Level::Literal);
     assert_eq!(msh.field(2).expect("MSH-2").children().count(), 0);
@@ -344,4 +347,111 @@ fn a_batch_splits_into_messages() {
         batch.flat().get("BTS-1").expect("path").as_deref(),
         Some("2")
     );
+}
+
+#[test]
+fn header_fields_of_short_headers_do_not_panic() {
+    assert!(matches!(
+        Message::parse(b"MSH|^~\\&\rFHS"),
+        Err(ParseError::SecondHeader { segment: 2 })
+    ));
+    let batch = plexus_hl7::Batch::parse(b"FHS|^~\\&\rBHS").expect("envelope only");
+    assert_eq!(batch.flat().get("BHS-1").expect("path"), None);
+    assert_eq!(
+        batch.flat().get("FHS-1").expect("path").as_deref(),
+        Some("|")
+    );
+    assert_eq!(adt().get("MSH-1-1-2").expect("path"), None);
+}
+
+#[test]
+fn a_batch_is_not_taken_for_one_message() {
+    let file = b"BHS|^~\\&\rMSH|^~\\&|A\rPID|1\rMSH|^~\\&|B\rPID|2\rBTS|2\r";
+    assert!(matches!(Message::parse(file), Err(ParseError::BatchGiven)));
+    // Each message of a batch may declare its own charset.
+    let mixed = b"BHS|^~\\&\rMSH|^~\\&|A|||||||||||||||UNICODE UTF-8\rPID|1||\xc3\xa9\rMSH|^~\\&|B|||||||||||||||8859/1\rPID|1||\xe9\rBTS|2\r";
+    let batch = plexus_hl7::Batch::parse(mixed).expect("batch parses");
+    let values: Vec<String> = batch
+        .messages()
+        .map(|m| {
+            m.expect("each parses")
+                .get("PID-3")
+                .expect("path")
+                .expect("value")
+                .into_owned()
+        })
+        .collect();
+    assert_eq!(values, ["é", "é"]);
+}
+
+#[test]
+fn debug_output_never_shows_content() {
+    let msg = adt();
+    let seg = msg.segments().nth(2).expect("PID");
+    let shown = format!(
+        "{msg:?} {seg:?} {:?} {:?}",
+        seg.field(5),
+        seg.field(5).map(|f| f.children())
+    );
+    assert!(
+        !shown.contains("DOE") && !shown.contains("12345"),
+        "{shown}"
+    );
+    assert!(shown.contains("PID"), "shape is shown: {shown}");
+}
+
+#[test]
+fn an_unsupported_charset_is_named_only_when_it_looks_like_a_code() {
+    let mut raw = b"MSH|^~\\&|A|B||||||||||||||".to_vec();
+    raw.extend_from_slice(b"DOE JANE 1980-01-01 SSN 987-65-4320 MRN 12345");
+    match Message::parse(&raw) {
+        Err(ParseError::UnsupportedCharset { declared }) => {
+            assert_eq!(declared, "(not a charset code)")
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn a_bare_lf_inside_a_cr_terminated_message_is_text() {
+    let raw = b"MSH|^~\\&|A|B\rOBX|1|TX|NOTE||line one\nline two\r\nNTE|1\r";
+    let msg = Message::parse(raw).expect("parses");
+    assert_eq!(
+        msg.segment_names().collect::<Vec<_>>(),
+        ["MSH", "OBX", "NTE"]
+    );
+    assert_eq!(get(&msg, "OBX-5").as_deref(), Some("line one\nline two"));
+    assert_eq!(msg.as_bytes(), raw);
+}
+
+#[test]
+fn invalid_text_offsets_count_the_bom() {
+    let raw = b"\xef\xbb\xbfMSH|^~\\&|\xff";
+    assert!(matches!(
+        Message::parse(raw),
+        Err(ParseError::InvalidText { offset: 12, .. })
+    ));
+}
+
+#[test]
+fn charset_changes_that_would_reread_text_are_refused() {
+    let mut msg = Message::parse("MSH|^~\\&|A|B\rPID|1||é\r".as_bytes()).expect("parses");
+    let before = msg.as_bytes().to_vec();
+    let err = msg.set("MSH-18", "8859/1").expect_err("would garble é");
+    assert!(matches!(err, EditError::CharsetChange { .. }), "{err}");
+    assert_eq!(msg.as_bytes(), before);
+    let mut ascii = Message::parse(b"MSH|^~\\&|A|B\rPID|1||e\r").expect("parses");
+    ascii
+        .set("MSH-18", "8859/1")
+        .expect("pure ASCII may change charset");
+    assert_eq!(ascii.charset(), Charset::Latin1);
+}
+
+#[test]
+fn header_segments_cannot_be_created_or_stripped_by_edits() {
+    let mut msg = adt();
+    assert!(msg.set("BHS-3", "x").is_err());
+    assert!(msg.remove("MSH-1").is_err());
+    assert!(msg.remove("MSH-2").is_err());
+    assert_eq!(msg.as_bytes(), ADT.as_bytes());
 }
