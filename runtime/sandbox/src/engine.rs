@@ -1,0 +1,498 @@
+//! The engine (one per process), plug-ins (compiled once per version), and runs (one
+//! fresh store and instance per message).
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use plexus_hl7::Message;
+use wasmtime::component::{Component, HasSelf, Linker, Resource};
+use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store, Trap};
+
+use crate::bindings::plexus::transform::types::{Context as WitContext, ErrorKind, Outcome as WitOutcome};
+use crate::bindings::{Hl7Transform, Hl7TransformPre};
+use crate::config::{Grants, Limits, SandboxConfig};
+use crate::error::{Error, Result, RunError};
+use crate::host::log::{LogLevel, LogLine};
+use crate::host::message::{Edit, MessageState};
+use crate::host::tables::{TableAccess, TableSet};
+use crate::host::HostState;
+use crate::inspect::{self, Class, Inspection};
+
+/// The sandbox engine: one per process. It owns the wasmtime engine (pooling allocator,
+/// copy-on-write memory images, epoch interruption), the epoch ticker thread and the
+/// cache of compiled components.
+pub struct Sandbox {
+    engine: Engine,
+    config: SandboxConfig,
+    /// Compiled components by sha256 of their bytes. Only components compiled here go in:
+    /// precompiled code from outside is never accepted.
+    compiled: Mutex<HashMap<String, Component>>,
+    ticker: Option<Ticker>,
+}
+
+impl std::fmt::Debug for Sandbox {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Sandbox").field("config", &self.config).finish_non_exhaustive()
+    }
+}
+
+struct Ticker {
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Drop for Sandbox {
+    fn drop(&mut self) {
+        if let Some(mut ticker) = self.ticker.take() {
+            ticker.stop.store(true, Ordering::Relaxed);
+            if let Some(thread) = ticker.thread.take() {
+                let _ = thread.join();
+            }
+        }
+    }
+}
+
+impl Sandbox {
+    /// Sets up the engine and starts the epoch ticker.
+    pub fn new(config: SandboxConfig) -> Result<Sandbox> {
+        let mut pool = PoolingAllocationConfig::default();
+        let n = config.max_instances;
+        // A Rust component holds a few core instances (its module plus the shims
+        // wit-component adds), one memory and a couple of tables.
+        pool.total_component_instances(n)
+            .total_core_instances(n.saturating_mul(16))
+            .total_memories(n.saturating_mul(2))
+            .total_tables(n.saturating_mul(8))
+            .max_core_instances_per_component(16)
+            .max_memories_per_component(2)
+            .max_tables_per_component(8)
+            .max_memory_size(config.max_memory_bytes);
+
+        let mut wasm = Config::new();
+        wasm.epoch_interruption(true)
+            .consume_fuel(config.fuel.is_some())
+            .memory_init_cow(true)
+            .allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
+        let engine = Engine::new(&wasm).map_err(|e| Error::Engine(format!("{e:#}")))?;
+
+        let stop = Arc::new(AtomicBool::new(false));
+        let thread = {
+            let (engine, stop, tick) = (engine.clone(), stop.clone(), config.epoch_tick);
+            std::thread::Builder::new()
+                .name("plexus-epoch".to_owned())
+                .spawn(move || {
+                    while !stop.load(Ordering::Relaxed) {
+                        std::thread::sleep(tick);
+                        engine.increment_epoch();
+                    }
+                })
+                .map_err(|e| Error::Engine(format!("starting the epoch ticker: {e}")))?
+        };
+        Ok(Sandbox {
+            engine,
+            config,
+            compiled: Mutex::new(HashMap::new()),
+            ticker: Some(Ticker { stop, thread: Some(thread) }),
+        })
+    }
+
+    /// The engine-wide settings.
+    pub fn config(&self) -> &SandboxConfig {
+        &self.config
+    }
+
+    fn compile(&self, name: &str, digest: &str, bytes: &[u8]) -> Result<Component> {
+        if let Some(c) = self.compiled.lock().ok().and_then(|m| m.get(digest).cloned()) {
+            return Ok(c);
+        }
+        let component = Component::new(&self.engine, bytes)
+            .map_err(|e| Error::Invalid { plugin: name.to_owned(), reason: format!("{e:#}") })?;
+        if let Ok(mut m) = self.compiled.lock() {
+            m.insert(digest.to_owned(), component.clone());
+        }
+        Ok(component)
+    }
+}
+
+/// Everything needed to load one plug-in version.
+#[derive(Debug, Clone, Default)]
+pub struct PluginSpec {
+    /// The name the site config gives it (used in messages and metrics).
+    pub name: String,
+    /// The sha256 the config pins, if any; a mismatch refuses the load.
+    pub sha256: Option<String>,
+    /// What it may use.
+    pub grants: Grants,
+    /// How much.
+    pub limits: Limits,
+}
+
+/// A loaded plug-in version: compiled, checked against its grants, linked, ready to
+/// instantiate once per message.
+pub struct Plugin {
+    name: String,
+    digest: String,
+    inspection: Inspection,
+    limits: Limits,
+    fuel: Option<u64>,
+    epoch_tick: Duration,
+    tables: TableAccess,
+    pre: Hl7TransformPre<HostState>,
+    engine: Engine,
+}
+
+impl std::fmt::Debug for Plugin {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Plugin").field("name", &self.name).field("sha256", &self.digest).finish_non_exhaustive()
+    }
+}
+
+impl Plugin {
+    /// Loads a plug-in: verifies the digest pin, refuses imports that are not granted or
+    /// cannot be granted, compiles (cached by digest) and links only what is granted.
+    pub fn load(sandbox: &Sandbox, spec: &PluginSpec, bytes: &[u8], tables: Arc<TableSet>) -> Result<Plugin> {
+        let name = spec.name.clone();
+        let inspection = inspect::inspect(bytes).map_err(|reason| Error::Invalid { plugin: name.clone(), reason })?;
+        let digest = inspection.sha256.clone();
+        if let Some(pinned) = &spec.sha256 {
+            if !pinned.eq_ignore_ascii_case(&digest) {
+                return Err(Error::DigestMismatch { plugin: name, expected: pinned.clone(), actual: digest });
+            }
+        }
+        check_grants(&name, &inspection, &spec.grants)?;
+        if !inspection.implements_contract() {
+            return Err(Error::WrongWorld {
+                plugin: name,
+                digest: inspect::short(&digest).to_owned(),
+                reason: "it exports no `transform` function".to_owned(),
+            });
+        }
+        let component = sandbox.compile(&name, &digest, bytes)?;
+        let linker = linker(&sandbox.engine, &spec.grants).map_err(|e| Error::Engine(format!("{e:#}")))?;
+        let pre = linker
+            .instantiate_pre(&component)
+            .and_then(Hl7TransformPre::new)
+            .map_err(|e| Error::WrongWorld {
+                plugin: name.clone(),
+                digest: inspect::short(&digest).to_owned(),
+                reason: format!("{e:#}"),
+            })?;
+        Ok(Plugin {
+            name,
+            digest,
+            inspection,
+            limits: spec.limits.clone(),
+            fuel: sandbox.config.fuel,
+            epoch_tick: sandbox.config.epoch_tick,
+            tables: TableAccess { tables, granted: Arc::new(spec.grants.tables.clone()) },
+            pre,
+            engine: sandbox.engine.clone(),
+        })
+    }
+
+    /// The plug-in's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Hex sha256 of the component: the version identity.
+    pub fn sha256(&self) -> &str {
+        &self.digest
+    }
+
+    /// What the component imports and exports.
+    pub fn inspection(&self) -> &Inspection {
+        &self.inspection
+    }
+
+    /// Runs the plug-in on one message in a fresh instance. `Ok` whenever the plug-in
+    /// returned an outcome (including `fail`); `Err` when it trapped, timed out, ran out
+    /// of memory or fuel. Either way the next call starts clean.
+    pub fn run(&self, msg: Message<'static>, ctx: &Context) -> Result<Run, RunError> {
+        let started = Instant::now();
+        let mut store = self.store(ctx.received_at_ms);
+        let instance = self.pre.instantiate(&mut store).map_err(|e| self.classify(e, &store, true))?;
+        let instantiate = started.elapsed();
+        self.call(&mut store, &instance, msg, ctx, started, instantiate)
+    }
+
+    fn store(&self, received_at_ms: u64) -> Store<HostState> {
+        let state = HostState::new(&self.limits, self.tables.clone(), received_at_ms);
+        let mut store = Store::new(&self.engine, state);
+        store.limiter(|s| &mut s.limiter);
+        store.epoch_deadline_trap();
+        self.arm(&mut store);
+        store
+    }
+
+    /// Sets the deadline and fuel budget for the next call.
+    fn arm(&self, store: &mut Store<HostState>) {
+        let ticks = (self.limits.timeout.as_nanos() / self.epoch_tick.as_nanos().max(1)).max(1);
+        store.set_epoch_deadline(u64::try_from(ticks).unwrap_or(u64::MAX));
+        if let Some(fuel) = self.fuel {
+            // Only fails when fuel metering is off, which `fuel: Some` rules out.
+            let _ = store.set_fuel(fuel);
+        }
+    }
+
+    fn call(
+        &self,
+        store: &mut Store<HostState>,
+        instance: &Hl7Transform,
+        msg: Message<'static>,
+        ctx: &Context,
+        started: Instant,
+        instantiate: Duration,
+    ) -> Result<Run, RunError> {
+        let resource = store
+            .data_mut()
+            .table
+            .push(MessageState { msg, edits: Vec::new() })
+            .map_err(|e| self.trap(format!("{e}")))?;
+        let borrowed = Resource::<MessageState>::new_borrow(resource.rep());
+        let wit_ctx = WitContext {
+            interface: ctx.interface.clone(),
+            site: ctx.site.clone(),
+            message_id: ctx.message_id.clone(),
+            received_at_ms: ctx.received_at_ms,
+        };
+        let outcome = instance
+            .call_transform(&mut *store, borrowed, &wit_ctx)
+            .map_err(|e| self.classify(e, store, false))?;
+        let fuel_used = self.fuel.map(|budget| budget.saturating_sub(store.get_fuel().unwrap_or(0)));
+        let state = store.data_mut();
+        let message = state.table.delete(resource).map_err(|e| self.trap(format!("{e}")))?;
+        // stdout and stderr join the log as info and warn lines, under the same caps.
+        for (captured, level) in [(state.stdio.stdout.clone(), LogLevel::Info), (state.stdio.stderr.clone(), LogLevel::Warn)] {
+            let (bytes, lost) = captured.take();
+            state.log.dropped += lost.min(1);
+            for line in String::from_utf8_lossy(&bytes).lines() {
+                state.log.push(level, line);
+            }
+        }
+        Ok(Run {
+            outcome: Outcome::from(outcome),
+            message: message.msg,
+            edits: message.edits,
+            logs: std::mem::take(&mut state.log.lines),
+            logs_dropped: std::mem::take(&mut state.log.dropped),
+            stats: Stats {
+                instantiate,
+                total: started.elapsed(),
+                fuel_used,
+                memory_high_water: state.limiter.high_water,
+            },
+        })
+    }
+
+    /// An instance kept for several messages. Only for plug-ins the site granted
+    /// `reuse-instance`: state a plug-in keeps in its memory would carry from one message
+    /// (one patient) to the next.
+    pub fn reusable_instance(&self, grants: &Grants) -> Result<ReusedInstance<'_>, Error> {
+        if !grants.reuse_instance {
+            return Err(Error::NotGranted {
+                plugin: self.name.clone(),
+                digest: inspect::short(&self.digest).to_owned(),
+                import: "(instance reuse)".to_owned(),
+                capability: "reuse-instance",
+                grant: "reuse-instance".to_owned(),
+            });
+        }
+        let mut store = self.store(0);
+        let instance = self.pre.instantiate(&mut store).map_err(|e| Error::Run(self.classify(e, &store, true)))?;
+        Ok(ReusedInstance { plugin: self, store: Some(store), instance })
+    }
+
+    fn trap(&self, trap: String) -> RunError {
+        RunError::Trap { plugin: self.name.clone(), digest: inspect::short(&self.digest).to_owned(), trap }
+    }
+
+    fn classify(&self, err: wasmtime::Error, store: &Store<HostState>, instantiating: bool) -> RunError {
+        let plugin = self.name.clone();
+        let digest = inspect::short(&self.digest).to_owned();
+        if store.data().limiter.hit_limit {
+            return RunError::MemoryLimit { plugin, digest, limit: self.limits.memory_bytes };
+        }
+        match err.downcast_ref::<Trap>() {
+            Some(Trap::Interrupt) => RunError::Timeout { plugin, digest, timeout: self.limits.timeout },
+            Some(Trap::OutOfFuel) => RunError::OutOfFuel { plugin, digest, budget: self.fuel.unwrap_or(0) },
+            Some(trap) => RunError::Trap { plugin, digest, trap: trap.to_string() },
+            None if instantiating => RunError::Instantiate { plugin, digest, reason: format!("{err:#}") },
+            None => RunError::Trap { plugin, digest, trap: format!("{err:#}") },
+        }
+    }
+}
+
+/// One instance reused across messages; see [`Plugin::reusable_instance`].
+pub struct ReusedInstance<'p> {
+    plugin: &'p Plugin,
+    store: Option<Store<HostState>>,
+    instance: Hl7Transform,
+}
+
+impl std::fmt::Debug for ReusedInstance<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ReusedInstance").field("plugin", &self.plugin.name).finish_non_exhaustive()
+    }
+}
+
+impl ReusedInstance<'_> {
+    /// Runs one message on the kept instance. After an error the instance is discarded
+    /// and the next call instantiates afresh.
+    pub fn run(&mut self, msg: Message<'static>, ctx: &Context) -> Result<Run, RunError> {
+        let started = Instant::now();
+        let plugin = self.plugin;
+        let mut store = match self.store.take() {
+            Some(mut store) => {
+                plugin.arm(&mut store);
+                store
+            }
+            None => {
+                let mut store = plugin.store(ctx.received_at_ms);
+                self.instance = plugin.pre.instantiate(&mut store).map_err(|e| plugin.classify(e, &store, true))?;
+                store
+            }
+        };
+        let run = plugin.call(&mut store, &self.instance, msg, ctx, started, Duration::ZERO);
+        if run.is_ok() {
+            self.store = Some(store);
+        }
+        run
+    }
+}
+
+/// Refuses imports that are not granted, or that no grant can give.
+fn check_grants(name: &str, inspection: &Inspection, grants: &Grants) -> Result<()> {
+    let digest = inspect::short(&inspection.sha256).to_owned();
+    for (import, class) in &inspection.imports {
+        match class {
+            Class::Contract | Class::Inert { .. } => {}
+            Class::Capability { name: "log", grant } if !grants.log => {
+                return Err(Error::NotGranted {
+                    plugin: name.to_owned(),
+                    digest,
+                    import: import.clone(),
+                    capability: "log",
+                    grant: (*grant).to_owned(),
+                });
+            }
+            Class::Capability { name: "tables", .. } if grants.tables.is_empty() => {
+                return Err(Error::NotGranted {
+                    plugin: name.to_owned(),
+                    digest,
+                    import: import.clone(),
+                    capability: "tables",
+                    grant: "tables:<table-name>".to_owned(),
+                });
+            }
+            Class::Capability { .. } => {}
+            Class::Unavailable { why } => {
+                return Err(Error::Unavailable { plugin: name.to_owned(), digest, import: import.clone(), why });
+            }
+        }
+    }
+    Ok(())
+}
+
+/// A linker with the contract, WASI (empty) and exactly the granted capabilities.
+fn linker(engine: &Engine, grants: &Grants) -> wasmtime::Result<Linker<HostState>> {
+    use crate::bindings::plexus::transform;
+    let mut linker = Linker::new(engine);
+    wasmtime_wasi::p2::add_to_linker_sync(&mut linker)?;
+    transform::message::add_to_linker::<_, HasSelf<_>>(&mut linker, |s| s)?;
+    transform::types::add_to_linker::<_, HasSelf<_>>(&mut linker, |s| s)?;
+    if grants.log {
+        transform::log::add_to_linker::<_, HasSelf<_>>(&mut linker, |s| s)?;
+    }
+    if !grants.tables.is_empty() {
+        transform::tables::add_to_linker::<_, HasSelf<_>>(&mut linker, |s| s)?;
+    }
+    Ok(linker)
+}
+
+/// Facts about the message the host passes in.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Context {
+    /// The interface it arrived on.
+    pub interface: String,
+    /// The site.
+    pub site: String,
+    /// The engine's message id.
+    pub message_id: String,
+    /// Arrival time, ms since the Unix epoch.
+    pub received_at_ms: u64,
+}
+
+/// What a plug-in decided.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// Send on.
+    Forward,
+    /// Dropped on purpose, with the reason.
+    Filter(String),
+    /// Failed: goes to the error queue.
+    Fail(Failure),
+}
+
+/// A failure a plug-in reported.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Failure {
+    /// `invalid-input`, `missing-mapping`, `rejected` or `internal`.
+    pub kind: &'static str,
+    /// The path concerned.
+    pub path: Option<String>,
+    /// The plug-in's explanation.
+    pub detail: String,
+}
+
+impl From<WitOutcome> for Outcome {
+    fn from(o: WitOutcome) -> Self {
+        match o {
+            WitOutcome::Forward => Outcome::Forward,
+            WitOutcome::Filter(reason) => Outcome::Filter(reason),
+            WitOutcome::Fail(e) => Outcome::Fail(Failure {
+                kind: match e.kind {
+                    ErrorKind::InvalidInput => "invalid-input",
+                    ErrorKind::MissingMapping => "missing-mapping",
+                    ErrorKind::Rejected => "rejected",
+                    ErrorKind::Internal => "internal",
+                },
+                path: e.path,
+                detail: e.detail,
+            }),
+        }
+    }
+}
+
+/// Per-call accounting.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Stats {
+    /// Time to instantiate (zero for a reused instance).
+    pub instantiate: Duration,
+    /// Time for instantiate plus the call.
+    pub total: Duration,
+    /// Fuel consumed, when metering is on.
+    pub fuel_used: Option<u64>,
+    /// Largest linear memory size reached, in bytes.
+    pub memory_high_water: usize,
+}
+
+/// The result of one run.
+#[derive(Debug)]
+pub struct Run {
+    /// What the plug-in decided.
+    pub outcome: Outcome,
+    /// The message after its edits.
+    pub message: Message<'static>,
+    /// Every edit, in order (provenance).
+    pub edits: Vec<Edit>,
+    /// Log lines kept (log capability, stdout as info, stderr as warn).
+    pub logs: Vec<LogLine>,
+    /// Lines dropped over the caps.
+    pub logs_dropped: usize,
+    /// Accounting.
+    pub stats: Stats,
+}

@@ -1,0 +1,80 @@
+//! Per-message host state: the store's data. One is built for every message and dropped
+//! with the store, so nothing a plug-in saw can reach the next message.
+//!
+//! Each capability has its own module with the same three parts: linking it (only when
+//! granted), its per-instance state, and its host functions.
+
+pub(crate) mod log;
+pub(crate) mod message;
+pub(crate) mod tables;
+pub(crate) mod wasi;
+
+use wasmtime::component::ResourceTable;
+
+use crate::config::Limits;
+
+/// The data of one store.
+pub(crate) struct HostState {
+    pub(crate) table: ResourceTable,
+    pub(crate) wasi: wasmtime_wasi::WasiCtx,
+    pub(crate) limiter: MemoryLimiter,
+    pub(crate) log: log::LogSink,
+    pub(crate) tables: tables::TableAccess,
+    pub(crate) max_message_bytes: usize,
+    pub(crate) stdio: wasi::Stdio,
+}
+
+impl HostState {
+    pub(crate) fn new(limits: &Limits, tables: tables::TableAccess, received_at_ms: u64) -> Self {
+        let stdio = wasi::Stdio::new(limits.log_bytes);
+        HostState {
+            table: ResourceTable::new(),
+            wasi: wasi::context(&stdio, received_at_ms),
+            limiter: MemoryLimiter::new(limits.memory_bytes),
+            log: log::LogSink::new(limits),
+            tables,
+            max_message_bytes: limits.max_message_bytes,
+            stdio,
+        }
+    }
+}
+
+/// Caps linear memory and remembers why a growth failed, so an out-of-memory trap is
+/// reported as "memory limit exceeded" rather than a bare `unreachable`.
+pub(crate) struct MemoryLimiter {
+    limit: usize,
+    pub(crate) high_water: usize,
+    pub(crate) hit_limit: bool,
+}
+
+impl MemoryLimiter {
+    fn new(limit: usize) -> Self {
+        MemoryLimiter { limit, high_water: 0, hit_limit: false }
+    }
+}
+
+impl wasmtime::ResourceLimiter for MemoryLimiter {
+    fn memory_growing(&mut self, _current: usize, desired: usize, _maximum: Option<usize>) -> wasmtime::Result<bool> {
+        if desired > self.limit {
+            self.hit_limit = true;
+            return Ok(false);
+        }
+        self.high_water = self.high_water.max(desired);
+        Ok(true)
+    }
+
+    fn table_growing(&mut self, _current: usize, desired: usize, _maximum: Option<usize>) -> wasmtime::Result<bool> {
+        // Tables hold function references; a mapping plug-in needs few. The cap stops a
+        // plug-in from using tables to get around the memory limit.
+        Ok(desired <= 100_000)
+    }
+}
+
+impl wasmtime_wasi::WasiView for HostState {
+    fn ctx(&mut self) -> wasmtime_wasi::WasiCtxView<'_> {
+        wasmtime_wasi::WasiCtxView { ctx: &mut self.wasi, table: &mut self.table }
+    }
+}
+
+// `types` has no functions; linking it only makes its type names resolvable.
+impl crate::bindings::plexus::transform::types::Host for HostState {}

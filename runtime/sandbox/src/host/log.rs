@@ -1,0 +1,116 @@
+//! Capability `log`: log lines from the plug-in, capped in count, total bytes and line
+//! length per message. What is over the caps is counted and reported, not kept.
+
+use crate::bindings::plexus::transform::log::{self as wit, Level};
+use crate::config::Limits;
+use crate::host::HostState;
+
+/// One line a plug-in logged (or wrote to stdout/stderr).
+#[derive(Clone, PartialEq, Eq)]
+pub struct LogLine {
+    /// Its level (stdout is `info`, stderr `warn`).
+    pub level: LogLevel,
+    /// The text, cut to the line limit.
+    pub line: String,
+}
+
+// Plug-ins are told not to log message content above debug, but a line is still
+// untrusted text: Debug shows its level and length only.
+impl std::fmt::Debug for LogLine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LogLine").field("level", &self.level).field("len", &self.line.len()).finish()
+    }
+}
+
+/// A log level.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+#[allow(missing_docs)]
+pub enum LogLevel {
+    Trace,
+    Debug,
+    Info,
+    Warn,
+    Error,
+}
+
+impl From<Level> for LogLevel {
+    fn from(level: Level) -> Self {
+        match level {
+            Level::Trace => LogLevel::Trace,
+            Level::Debug => LogLevel::Debug,
+            Level::Info => LogLevel::Info,
+            Level::Warn => LogLevel::Warn,
+            Level::Error => LogLevel::Error,
+        }
+    }
+}
+
+/// The capped log of one run.
+pub(crate) struct LogSink {
+    pub(crate) lines: Vec<LogLine>,
+    pub(crate) dropped: usize,
+    bytes: usize,
+    max_lines: usize,
+    max_bytes: usize,
+    max_line: usize,
+}
+
+impl LogSink {
+    pub(crate) fn new(limits: &Limits) -> Self {
+        LogSink {
+            lines: Vec::new(),
+            dropped: 0,
+            bytes: 0,
+            max_lines: limits.log_lines,
+            max_bytes: limits.log_bytes,
+            max_line: limits.log_line_bytes,
+        }
+    }
+
+    pub(crate) fn push(&mut self, level: LogLevel, line: &str) {
+        let line = cut(line, self.max_line);
+        if self.lines.len() >= self.max_lines || self.bytes + line.len() > self.max_bytes {
+            self.dropped += 1;
+            return;
+        }
+        self.bytes += line.len();
+        self.lines.push(LogLine { level, line: line.to_owned() });
+    }
+}
+
+/// `text` cut to at most `max` bytes on a character boundary.
+pub(crate) fn cut(text: &str, max: usize) -> &str {
+    if text.len() <= max {
+        return text;
+    }
+    let mut end = max;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    &text[..end]
+}
+
+impl wit::Host for HostState {
+    fn log(&mut self, level: Level, line: String) -> wasmtime::Result<()> {
+        self.log.push(level.into(), &line);
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn caps_lines_bytes_and_length() {
+        let limits = Limits { log_lines: 3, log_bytes: 10, log_line_bytes: 4, ..Limits::default() };
+        let mut sink = LogSink::new(&limits);
+        for line in ["abcdef", "gh", "ijkl", "mn", "op"] {
+            sink.push(LogLevel::Info, line);
+        }
+        let kept: Vec<_> = sink.lines.iter().map(|l| l.line.as_str()).collect();
+        assert_eq!(kept, ["abcd", "gh", "ijkl"]);
+        assert_eq!(sink.dropped, 2);
+        assert_eq!(cut("héllo", 2), "h");
+    }
+}

@@ -1,0 +1,132 @@
+//! Capability `tables`: read-only lookups in the site's crosswalk tables, limited to the
+//! tables granted to the plug-in.
+
+use std::collections::{BTreeSet, HashMap};
+use std::sync::Arc;
+
+use crate::bindings::plexus::transform::tables::{self as wit, TableError};
+use crate::host::HostState;
+
+/// A crosswalk table: keys to values, loaded from a two-column CSV.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Table {
+    rows: HashMap<String, String>,
+}
+
+/// Why a CSV table could not be read.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("table {table}, line {line}: {reason}")]
+pub struct CsvError {
+    /// The table's name.
+    pub table: String,
+    /// 1-based line.
+    pub line: usize,
+    /// What is wrong.
+    pub reason: &'static str,
+}
+
+impl Table {
+    /// Parses CSV text with a header line and two columns (key, value). Fields may be
+    /// quoted (`"a, b"`, with `""` for a quote). Later duplicates are refused, so a table
+    /// never maps one key two ways.
+    pub fn from_csv(name: &str, text: &str) -> Result<Table, CsvError> {
+        let err = |line, reason| CsvError { table: name.to_owned(), line, reason };
+        let mut rows = HashMap::new();
+        for (i, line) in text.lines().enumerate() {
+            let line = line.trim_end_matches('\r');
+            if i == 0 || line.trim().is_empty() {
+                continue; // the header, or a blank line
+            }
+            let fields = split_csv(line).ok_or_else(|| err(i + 1, "unbalanced quotes"))?;
+            let [key, value] = <[String; 2]>::try_from(fields).map_err(|_| err(i + 1, "expected two columns: key,value"))?;
+            if rows.insert(key, value).is_some() {
+                return Err(err(i + 1, "duplicate key"));
+            }
+        }
+        Ok(Table { rows })
+    }
+
+    /// The value for `key`.
+    pub fn get(&self, key: &str) -> Option<&str> {
+        self.rows.get(key).map(String::as_str)
+    }
+
+    /// Number of rows.
+    pub fn len(&self) -> usize {
+        self.rows.len()
+    }
+
+    /// No rows.
+    pub fn is_empty(&self) -> bool {
+        self.rows.is_empty()
+    }
+}
+
+fn split_csv(line: &str) -> Option<Vec<String>> {
+    let mut fields = Vec::new();
+    let mut field = String::new();
+    let mut chars = line.chars().peekable();
+    let mut quoted = false;
+    while let Some(c) = chars.next() {
+        match (c, quoted) {
+            ('"', false) if field.is_empty() => quoted = true,
+            ('"', true) if chars.peek() == Some(&'"') => {
+                field.push('"');
+                chars.next();
+            }
+            ('"', true) => quoted = false,
+            (',', false) => fields.push(std::mem::take(&mut field)),
+            (c, _) => field.push(c),
+        }
+    }
+    if quoted {
+        return None;
+    }
+    fields.push(field);
+    Some(fields.into_iter().map(|f| f.trim().to_owned()).collect())
+}
+
+/// The tables a site has, by name.
+pub type TableSet = HashMap<String, Arc<Table>>;
+
+/// What one run may read: the site's tables filtered to the grants.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct TableAccess {
+    pub(crate) tables: Arc<TableSet>,
+    pub(crate) granted: Arc<BTreeSet<String>>,
+}
+
+impl wit::Host for HostState {
+    fn lookup(&mut self, table: String, key: String) -> wasmtime::Result<Result<Option<String>, TableError>> {
+        let access = &self.tables;
+        let found = access.granted.contains(&table).then(|| access.tables.get(&table)).flatten();
+        Ok(match found {
+            Some(t) => Ok(t.get(&key).map(str::to_owned)),
+            None => Err(TableError::NotGranted(format!(
+                "table {table:?} is not granted to this plug-in (add \"tables:{table}\" to its grants, and define the table)"
+            ))),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn csv_with_quotes_and_header() {
+        let t = Table::from_csv("s", "key,value\nArrived,ARR\n\"Checked In\",CHK\n\"a, \"\"b\"\"\",x\n\n").expect("parses");
+        assert_eq!(t.get("Arrived"), Some("ARR"));
+        assert_eq!(t.get("Checked In"), Some("CHK"));
+        assert_eq!(t.get("a, \"b\""), Some("x"));
+        assert_eq!(t.len(), 3);
+    }
+
+    #[test]
+    fn bad_csv_names_table_and_line() {
+        let e = Table::from_csv("s", "k,v\na,b,c\n").expect_err("three columns");
+        assert_eq!((e.line, e.table.as_str()), (2, "s"));
+        assert!(Table::from_csv("s", "k,v\na,1\na,2\n").is_err());
+        assert!(Table::from_csv("s", "k,v\n\"a,1\n").is_err());
+    }
+}

@@ -1,0 +1,201 @@
+//! The security reviewer's sheet: what a component is and what it asks for, read from
+//! its bytes without running or compiling it.
+
+use sha2::{Digest, Sha256};
+
+/// Hex sha256 of component bytes: the identity a grant is pinned to.
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    let digest = Sha256::digest(bytes);
+    digest.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// The first 12 hex digits of a digest, for messages.
+pub fn short(digest: &str) -> &str {
+    digest.get(..12).unwrap_or(digest)
+}
+
+/// What an import means for the sandbox.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Class {
+    /// Part of the contract (the message, shared types): always provided.
+    Contract,
+    /// A capability the site must grant; `grant` is the config string (`tables:` needs a
+    /// table name after it).
+    Capability {
+        /// The capability's name.
+        name: &'static str,
+        /// The grant string, or its prefix.
+        grant: &'static str,
+    },
+    /// WASI, linked with an empty or deterministic context; `effect` says what the plug-in
+    /// actually gets.
+    Inert {
+        /// What the plug-in gets from it.
+        effect: &'static str,
+    },
+    /// Something no site can grant; loading is refused.
+    Unavailable {
+        /// Why.
+        why: &'static str,
+    },
+}
+
+impl Class {
+    /// Classifies an import by its interface name (`wasi:cli/stdout@0.2.6`).
+    pub fn of(import: &str) -> Class {
+        let name = import.split('@').next().unwrap_or(import);
+        match name {
+            "plexus:transform/message" | "plexus:transform/types" => Class::Contract,
+            "plexus:transform/log" => Class::Capability { name: "log", grant: "log" },
+            "plexus:transform/tables" => Class::Capability { name: "tables", grant: "tables:" },
+            n if n.starts_with("wasi:cli/") => Class::Inert {
+                effect: "no environment, arguments or stdin; stdout/stderr captured into the plug-in log under its caps",
+            },
+            n if n.starts_with("wasi:io/") => Class::Inert { effect: "streams for the captured stdio only" },
+            n if n.starts_with("wasi:clocks/") => Class::Inert {
+                effect: "a frozen clock: wall time is the message's arrival time, monotonic time does not advance",
+            },
+            n if n.starts_with("wasi:random/") => Class::Inert {
+                effect: "deterministic bytes from a fixed seed, not real randomness",
+            },
+            n if n.starts_with("wasi:filesystem/") => Class::Inert { effect: "no directories are opened: no file is reachable" },
+            n if n.starts_with("wasi:sockets/") => Class::Unavailable { why: "network access is never granted to plug-ins" },
+            n if n.starts_with("wasi:http/") => Class::Unavailable { why: "HTTP is never granted to plug-ins" },
+            _ => Class::Unavailable { why: "not part of the Plexus plug-in contract" },
+        }
+    }
+
+    /// A short label: `contract`, `capability`, `inert`, `unavailable`.
+    pub fn label(&self) -> &'static str {
+        match self {
+            Class::Contract => "contract",
+            Class::Capability { .. } => "capability",
+            Class::Inert { .. } => "inert",
+            Class::Unavailable { .. } => "unavailable",
+        }
+    }
+}
+
+/// The reviewer's sheet for one component.
+#[derive(Debug, Clone)]
+pub struct Inspection {
+    /// Hex sha256 of the bytes.
+    pub sha256: String,
+    /// Size in bytes.
+    pub size: usize,
+    /// Top-level imports with their classification.
+    pub imports: Vec<(String, Class)>,
+    /// Top-level exports.
+    pub exports: Vec<String>,
+    /// Producer metadata (language, toolchain, SDK), as `field: name version`.
+    pub producers: Vec<String>,
+}
+
+impl Inspection {
+    /// Whether the component exports the contract's `transform` function.
+    pub fn implements_contract(&self) -> bool {
+        self.exports.iter().any(|e| e == "transform")
+    }
+
+    /// Capabilities the component requests, by name.
+    pub fn capabilities(&self) -> Vec<&'static str> {
+        let mut caps: Vec<_> = self
+            .imports
+            .iter()
+            .filter_map(|(_, c)| match c {
+                Class::Capability { name, .. } => Some(*name),
+                _ => None,
+            })
+            .collect();
+        caps.dedup();
+        caps
+    }
+}
+
+/// Reads a component's imports, exports and producers.
+pub fn inspect(bytes: &[u8]) -> Result<Inspection, String> {
+    use wasmparser::{KnownCustom, Parser, Payload};
+
+    let mut imports = Vec::new();
+    let mut exports = Vec::new();
+    let mut producers = Vec::new();
+    let mut depth = 0usize;
+    let mut saw_component = false;
+    for payload in Parser::new(0).parse_all(bytes) {
+        let payload = payload.map_err(|e| e.to_string())?;
+        match payload {
+            Payload::Version { encoding, .. } => {
+                if depth == 0 && !saw_component {
+                    if encoding != wasmparser::Encoding::Component {
+                        return Err("this is a core WebAssembly module, not a component; build plug-ins with \
+                                    --target wasm32-wasip2"
+                            .to_owned());
+                    }
+                    saw_component = true;
+                }
+            }
+            Payload::ModuleSection { .. } | Payload::ComponentSection { .. } => depth += 1,
+            Payload::End(_) => depth = depth.saturating_sub(1),
+            Payload::ComponentImportSection(reader) if depth == 0 => {
+                for import in reader {
+                    let name = import.map_err(|e| e.to_string())?.name.name.to_owned();
+                    let class = Class::of(&name);
+                    imports.push((name, class));
+                }
+            }
+            Payload::ComponentExportSection(reader) if depth == 0 => {
+                for export in reader {
+                    exports.push(export.map_err(|e| e.to_string())?.name.name.to_owned());
+                }
+            }
+            Payload::CustomSection(custom) => {
+                if let KnownCustom::Producers(reader) = custom.as_known() {
+                    for field in reader.into_iter().flatten() {
+                        for value in field.values.into_iter().flatten() {
+                            let line = format!("{}: {} {}", field.name, value.name, value.version);
+                            if !producers.contains(&line) {
+                                producers.push(line);
+                            }
+                        }
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+    if !saw_component {
+        return Err("empty input".to_owned());
+    }
+    Ok(Inspection { sha256: sha256_hex(bytes), size: bytes.len(), imports, exports, producers })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn classifies_imports() {
+        assert_eq!(Class::of("plexus:transform/message@0.1.0"), Class::Contract);
+        assert!(matches!(Class::of("plexus:transform/tables@0.1.0"), Class::Capability { name: "tables", .. }));
+        assert!(matches!(Class::of("wasi:filesystem/preopens@0.2.6"), Class::Inert { .. }));
+        assert!(matches!(Class::of("wasi:sockets/tcp@0.2.6"), Class::Unavailable { .. }));
+        assert!(matches!(Class::of("evil:backdoor/run"), Class::Unavailable { .. }));
+    }
+
+    #[test]
+    fn digests_are_hex_sha256() {
+        assert_eq!(sha256_hex(b""), "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855");
+    }
+
+    #[test]
+    fn core_modules_are_refused_with_a_hint() {
+        let module = wat_module();
+        let err = inspect(&module).expect_err("a core module");
+        assert!(err.contains("wasm32-wasip2"), "{err}");
+    }
+
+    fn wat_module() -> Vec<u8> {
+        // The smallest core module: magic and version 1.
+        vec![0x00, 0x61, 0x73, 0x6d, 0x01, 0x00, 0x00, 0x00]
+    }
+}

@@ -1,0 +1,29 @@
+//! The sandbox that runs Plexus mapping plug-ins: WebAssembly components implementing
+//! `plexus:transform` (see `wit/`), hosted by wasmtime.
+//!
+//! * **One engine per process** ([`Sandbox`]): pooling allocator, copy-on-write memory
+//!   images, epoch interruption driven by one ticker thread, compiled components cached
+//!   by sha256.
+//! * **One plug-in per version** ([`Plugin`]): loading checks the digest pin, refuses
+//!   imports that are not granted (naming the grant to add), compiles and links only the
+//!   granted capabilities.
+//! * **One fresh instance per message** ([`Plugin::run`]): a new store, a new instance,
+//!   limits armed (memory, wall time, optional fuel), dropped afterwards, so no data
+//!   carries from one message to the next.
+//!
+//! A bad message is an [`Outcome`]; a trap, timeout or exhausted memory is a typed
+//! [`RunError`] naming the plug-in and its digest, and the engine keeps serving.
+
+mod bindings;
+mod config;
+mod engine;
+mod error;
+mod host;
+pub mod inspect;
+
+pub use config::{Grants, Limits, SandboxConfig};
+pub use engine::{Context, Failure, Outcome, Plugin, PluginSpec, ReusedInstance, Run, Sandbox, Stats};
+pub use error::{Error, Result, RunError};
+pub use host::log::{LogLevel, LogLine};
+pub use host::message::{Edit, EditOp};
+pub use host::tables::{CsvError, Table, TableSet};
