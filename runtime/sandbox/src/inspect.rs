@@ -138,7 +138,13 @@ pub fn inspect(bytes: &[u8]) -> Result<Inspection, String> {
             Payload::End(_) => depth = depth.saturating_sub(1),
             Payload::ComponentImportSection(reader) if depth == 0 => {
                 for import in reader {
-                    let name = import.map_err(|e| e.to_string())?.name.name.to_owned();
+                    let import = import.map_err(|e| e.to_string())?;
+                    // Type imports (`use types.{context}` in a world) are names for types,
+                    // not things a plug-in can call.
+                    if matches!(import.ty, wasmparser::ComponentTypeRef::Type(_)) {
+                        continue;
+                    }
+                    let name = import.name.name.to_owned();
                     let class = Class::of(&name);
                     imports.push((name, class));
                 }
