@@ -9,6 +9,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 mod hl7_cmd;
+mod plugin_cmd;
 mod run;
 
 /// Plexus moves HL7 v2 between clinic systems, with per-site mappings as sandboxed plug-ins.
@@ -30,6 +31,21 @@ enum Command {
     /// Look at HL7 v2 messages.
     #[command(subcommand)]
     Hl7(Hl7Command),
+    /// Review and test mapping plug-ins (WebAssembly components).
+    #[command(subcommand)]
+    Plugin(PluginCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum PluginCommand {
+    /// The security reviewer's sheet: sha256, world, imports classified as capabilities,
+    /// exports, size, producers. Exit status 1 when the component could never load.
+    Inspect(plugin_cmd::InspectArgs),
+    /// Run a plug-in's golden cases on the production engine settings, with fuel, time
+    /// and memory per case and a diff on failure. Exit status 1 when any case fails.
+    #[command(after_help = "Example:\n  \
+        plexus plugin test target/wasm32-wasip2/release/visit_status_map.wasm --cases plugins/visit-status-map/cases")]
+    Test(plugin_cmd::TestArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -53,6 +69,8 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Run(args) => run::run(args),
         Command::Hl7(Hl7Command::Parse(args)) => hl7_cmd::parse(&args),
+        Command::Plugin(PluginCommand::Inspect(args)) => plugin_cmd::inspect(&args),
+        Command::Plugin(PluginCommand::Test(args)) => plugin_cmd::test(&args),
     };
     match result {
         Ok(code) => code,

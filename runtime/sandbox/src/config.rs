@@ -69,7 +69,9 @@ impl Grants {
                     out.tables.insert(g["tables:".len()..].to_owned());
                 }
                 other => {
-                    return Err(crate::Error::UnknownGrant { grant: other.to_owned() });
+                    return Err(crate::Error::UnknownGrant {
+                        grant: other.to_owned(),
+                    });
                 }
             }
         }

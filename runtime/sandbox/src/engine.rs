@@ -11,14 +11,16 @@ use plexus_hl7::Message;
 use wasmtime::component::{Component, HasSelf, Linker, Resource};
 use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store, Trap};
 
-use crate::bindings::plexus::transform::types::{Context as WitContext, ErrorKind, Outcome as WitOutcome};
+use crate::bindings::plexus::transform::types::{
+    Context as WitContext, ErrorKind, Outcome as WitOutcome,
+};
 use crate::bindings::{Hl7Transform, Hl7TransformPre};
 use crate::config::{Grants, Limits, SandboxConfig};
 use crate::error::{Error, Result, RunError};
+use crate::host::HostState;
 use crate::host::log::{LogLevel, LogLine};
 use crate::host::message::{Edit, MessageState};
 use crate::host::tables::{TableAccess, TableSet};
-use crate::host::HostState;
 use crate::inspect::{self, Class, Inspection};
 
 /// The sandbox engine: one per process. It owns the wasmtime engine (pooling allocator,
@@ -35,7 +37,9 @@ pub struct Sandbox {
 
 impl std::fmt::Debug for Sandbox {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Sandbox").field("config", &self.config).finish_non_exhaustive()
+        f.debug_struct("Sandbox")
+            .field("config", &self.config)
+            .finish_non_exhaustive()
     }
 }
 
@@ -95,7 +99,10 @@ impl Sandbox {
             engine,
             config,
             compiled: Mutex::new(HashMap::new()),
-            ticker: Some(Ticker { stop, thread: Some(thread) }),
+            ticker: Some(Ticker {
+                stop,
+                thread: Some(thread),
+            }),
         })
     }
 
@@ -105,11 +112,18 @@ impl Sandbox {
     }
 
     fn compile(&self, name: &str, digest: &str, bytes: &[u8]) -> Result<Component> {
-        if let Some(c) = self.compiled.lock().ok().and_then(|m| m.get(digest).cloned()) {
+        if let Some(c) = self
+            .compiled
+            .lock()
+            .ok()
+            .and_then(|m| m.get(digest).cloned())
+        {
             return Ok(c);
         }
-        let component = Component::new(&self.engine, bytes)
-            .map_err(|e| Error::Invalid { plugin: name.to_owned(), reason: format!("{e:#}") })?;
+        let component = Component::new(&self.engine, bytes).map_err(|e| Error::Invalid {
+            plugin: name.to_owned(),
+            reason: format!("{e:#}"),
+        })?;
         if let Ok(mut m) = self.compiled.lock() {
             m.insert(digest.to_owned(), component.clone());
         }
@@ -146,20 +160,35 @@ pub struct Plugin {
 
 impl std::fmt::Debug for Plugin {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Plugin").field("name", &self.name).field("sha256", &self.digest).finish_non_exhaustive()
+        f.debug_struct("Plugin")
+            .field("name", &self.name)
+            .field("sha256", &self.digest)
+            .finish_non_exhaustive()
     }
 }
 
 impl Plugin {
     /// Loads a plug-in: verifies the digest pin, refuses imports that are not granted or
     /// cannot be granted, compiles (cached by digest) and links only what is granted.
-    pub fn load(sandbox: &Sandbox, spec: &PluginSpec, bytes: &[u8], tables: Arc<TableSet>) -> Result<Plugin> {
+    pub fn load(
+        sandbox: &Sandbox,
+        spec: &PluginSpec,
+        bytes: &[u8],
+        tables: Arc<TableSet>,
+    ) -> Result<Plugin> {
         let name = spec.name.clone();
-        let inspection = inspect::inspect(bytes).map_err(|reason| Error::Invalid { plugin: name.clone(), reason })?;
+        let inspection = inspect::inspect(bytes).map_err(|reason| Error::Invalid {
+            plugin: name.clone(),
+            reason,
+        })?;
         let digest = inspection.sha256.clone();
         if let Some(pinned) = &spec.sha256 {
             if !pinned.eq_ignore_ascii_case(&digest) {
-                return Err(Error::DigestMismatch { plugin: name, expected: pinned.clone(), actual: digest });
+                return Err(Error::DigestMismatch {
+                    plugin: name,
+                    expected: pinned.clone(),
+                    actual: digest,
+                });
             }
         }
         check_grants(&name, &inspection, &spec.grants)?;
@@ -171,7 +200,8 @@ impl Plugin {
             });
         }
         let component = sandbox.compile(&name, &digest, bytes)?;
-        let linker = linker(&sandbox.engine, &spec.grants).map_err(|e| Error::Engine(format!("{e:#}")))?;
+        let linker =
+            linker(&sandbox.engine, &spec.grants).map_err(|e| Error::Engine(format!("{e:#}")))?;
         let pre = linker
             .instantiate_pre(&component)
             .and_then(Hl7TransformPre::new)
@@ -187,7 +217,10 @@ impl Plugin {
             limits: spec.limits.clone(),
             fuel: sandbox.config.fuel,
             epoch_tick: sandbox.config.epoch_tick,
-            tables: TableAccess { tables, granted: Arc::new(spec.grants.tables.clone()) },
+            tables: TableAccess {
+                tables,
+                granted: Arc::new(spec.grants.tables.clone()),
+            },
             pre,
             engine: sandbox.engine.clone(),
         })
@@ -214,7 +247,10 @@ impl Plugin {
     pub fn run(&self, msg: Message<'static>, ctx: &Context) -> Result<Run, RunError> {
         let started = Instant::now();
         let mut store = self.store(ctx.received_at_ms);
-        let instance = self.pre.instantiate(&mut store).map_err(|e| self.classify(e, &store, true))?;
+        let instance = self
+            .pre
+            .instantiate(&mut store)
+            .map_err(|e| self.classify(e, &store, true))?;
         let instantiate = started.elapsed();
         self.call(&mut store, &instance, msg, ctx, started, instantiate)
     }
@@ -250,7 +286,10 @@ impl Plugin {
         let resource = store
             .data_mut()
             .table
-            .push(MessageState { msg, edits: Vec::new() })
+            .push(MessageState {
+                msg,
+                edits: Vec::new(),
+            })
             .map_err(|e| self.trap(format!("{e}")))?;
         let borrowed = Resource::<MessageState>::new_borrow(resource.rep());
         let wit_ctx = WitContext {
@@ -262,11 +301,19 @@ impl Plugin {
         let outcome = instance
             .call_transform(&mut *store, borrowed, &wit_ctx)
             .map_err(|e| self.classify(e, store, false))?;
-        let fuel_used = self.fuel.map(|budget| budget.saturating_sub(store.get_fuel().unwrap_or(0)));
+        let fuel_used = self
+            .fuel
+            .map(|budget| budget.saturating_sub(store.get_fuel().unwrap_or(0)));
         let state = store.data_mut();
-        let message = state.table.delete(resource).map_err(|e| self.trap(format!("{e}")))?;
+        let message = state
+            .table
+            .delete(resource)
+            .map_err(|e| self.trap(format!("{e}")))?;
         // stdout and stderr join the log as info and warn lines, under the same caps.
-        for (captured, level) in [(state.stdio.stdout.clone(), LogLevel::Info), (state.stdio.stderr.clone(), LogLevel::Warn)] {
+        for (captured, level) in [
+            (state.stdio.stdout.clone(), LogLevel::Info),
+            (state.stdio.stderr.clone(), LogLevel::Warn),
+        ] {
             let (bytes, lost) = captured.take();
             state.log.dropped += lost.min(1);
             for line in String::from_utf8_lossy(&bytes).lines() {
@@ -302,26 +349,66 @@ impl Plugin {
             });
         }
         let mut store = self.store(0);
-        let instance = self.pre.instantiate(&mut store).map_err(|e| Error::Run(self.classify(e, &store, true)))?;
-        Ok(ReusedInstance { plugin: self, store: Some(store), instance })
+        let instance = self
+            .pre
+            .instantiate(&mut store)
+            .map_err(|e| Error::Run(self.classify(e, &store, true)))?;
+        Ok(ReusedInstance {
+            plugin: self,
+            store: Some(store),
+            instance,
+        })
     }
 
     fn trap(&self, trap: String) -> RunError {
-        RunError::Trap { plugin: self.name.clone(), digest: inspect::short(&self.digest).to_owned(), trap }
+        RunError::Trap {
+            plugin: self.name.clone(),
+            digest: inspect::short(&self.digest).to_owned(),
+            trap,
+        }
     }
 
-    fn classify(&self, err: wasmtime::Error, store: &Store<HostState>, instantiating: bool) -> RunError {
+    fn classify(
+        &self,
+        err: wasmtime::Error,
+        store: &Store<HostState>,
+        instantiating: bool,
+    ) -> RunError {
         let plugin = self.name.clone();
         let digest = inspect::short(&self.digest).to_owned();
         if store.data().limiter.hit_limit {
-            return RunError::MemoryLimit { plugin, digest, limit: self.limits.memory_bytes };
+            return RunError::MemoryLimit {
+                plugin,
+                digest,
+                limit: self.limits.memory_bytes,
+            };
         }
         match err.downcast_ref::<Trap>() {
-            Some(Trap::Interrupt) => RunError::Timeout { plugin, digest, timeout: self.limits.timeout },
-            Some(Trap::OutOfFuel) => RunError::OutOfFuel { plugin, digest, budget: self.fuel.unwrap_or(0) },
-            Some(trap) => RunError::Trap { plugin, digest, trap: trap.to_string() },
-            None if instantiating => RunError::Instantiate { plugin, digest, reason: format!("{err:#}") },
-            None => RunError::Trap { plugin, digest, trap: format!("{err:#}") },
+            Some(Trap::Interrupt) => RunError::Timeout {
+                plugin,
+                digest,
+                timeout: self.limits.timeout,
+            },
+            Some(Trap::OutOfFuel) => RunError::OutOfFuel {
+                plugin,
+                digest,
+                budget: self.fuel.unwrap_or(0),
+            },
+            Some(trap) => RunError::Trap {
+                plugin,
+                digest,
+                trap: trap.to_string(),
+            },
+            None if instantiating => RunError::Instantiate {
+                plugin,
+                digest,
+                reason: format!("{err:#}"),
+            },
+            None => RunError::Trap {
+                plugin,
+                digest,
+                trap: format!("{err:#}"),
+            },
         }
     }
 }
@@ -335,7 +422,9 @@ pub struct ReusedInstance<'p> {
 
 impl std::fmt::Debug for ReusedInstance<'_> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ReusedInstance").field("plugin", &self.plugin.name).finish_non_exhaustive()
+        f.debug_struct("ReusedInstance")
+            .field("plugin", &self.plugin.name)
+            .finish_non_exhaustive()
     }
 }
 
@@ -352,11 +441,21 @@ impl ReusedInstance<'_> {
             }
             None => {
                 let mut store = plugin.store(ctx.received_at_ms);
-                self.instance = plugin.pre.instantiate(&mut store).map_err(|e| plugin.classify(e, &store, true))?;
+                self.instance = plugin
+                    .pre
+                    .instantiate(&mut store)
+                    .map_err(|e| plugin.classify(e, &store, true))?;
                 store
             }
         };
-        let run = plugin.call(&mut store, &self.instance, msg, ctx, started, Duration::ZERO);
+        let run = plugin.call(
+            &mut store,
+            &self.instance,
+            msg,
+            ctx,
+            started,
+            Duration::ZERO,
+        );
         if run.is_ok() {
             self.store = Some(store);
         }
@@ -390,7 +489,12 @@ fn check_grants(name: &str, inspection: &Inspection, grants: &Grants) -> Result<
             }
             Class::Capability { .. } => {}
             Class::Unavailable { why } => {
-                return Err(Error::Unavailable { plugin: name.to_owned(), digest, import: import.clone(), why });
+                return Err(Error::Unavailable {
+                    plugin: name.to_owned(),
+                    digest,
+                    import: import.clone(),
+                    why,
+                });
             }
         }
     }

@@ -16,7 +16,9 @@ pub enum Error {
         reason: String,
     },
     /// The component's sha256 is not the one the config pins.
-    #[error("plug-in {plugin}: sha256 is {actual}, but the config pins {expected}; refusing to load")]
+    #[error(
+        "plug-in {plugin}: sha256 is {actual}, but the config pins {expected}; refusing to load"
+    )]
     DigestMismatch {
         /// Plug-in name.
         plugin: String,
@@ -59,7 +61,9 @@ pub enum Error {
         why: &'static str,
     },
     /// The component does not export the contract's `transform` function.
-    #[error("plug-in {plugin} ({digest}) does not implement plexus:transform (no `transform` export): {reason}")]
+    #[error(
+        "plug-in {plugin} ({digest}) does not implement plexus:transform (no `transform` export): {reason}"
+    )]
     WrongWorld {
         /// Plug-in name.
         plugin: String,

@@ -46,22 +46,38 @@ impl Class {
         let name = import.split('@').next().unwrap_or(import);
         match name {
             "plexus:transform/message" | "plexus:transform/types" => Class::Contract,
-            "plexus:transform/log" => Class::Capability { name: "log", grant: "log" },
-            "plexus:transform/tables" => Class::Capability { name: "tables", grant: "tables:" },
+            "plexus:transform/log" => Class::Capability {
+                name: "log",
+                grant: "log",
+            },
+            "plexus:transform/tables" => Class::Capability {
+                name: "tables",
+                grant: "tables:",
+            },
             n if n.starts_with("wasi:cli/") => Class::Inert {
                 effect: "no environment, arguments or stdin; stdout/stderr captured into the plug-in log under its caps",
             },
-            n if n.starts_with("wasi:io/") => Class::Inert { effect: "streams for the captured stdio only" },
+            n if n.starts_with("wasi:io/") => Class::Inert {
+                effect: "streams for the captured stdio only",
+            },
             n if n.starts_with("wasi:clocks/") => Class::Inert {
                 effect: "a frozen clock: wall time is the message's arrival time, monotonic time does not advance",
             },
             n if n.starts_with("wasi:random/") => Class::Inert {
                 effect: "deterministic bytes from a fixed seed, not real randomness",
             },
-            n if n.starts_with("wasi:filesystem/") => Class::Inert { effect: "no directories are opened: no file is reachable" },
-            n if n.starts_with("wasi:sockets/") => Class::Unavailable { why: "network access is never granted to plug-ins" },
-            n if n.starts_with("wasi:http/") => Class::Unavailable { why: "HTTP is never granted to plug-ins" },
-            _ => Class::Unavailable { why: "not part of the Plexus plug-in contract" },
+            n if n.starts_with("wasi:filesystem/") => Class::Inert {
+                effect: "no directories are opened: no file is reachable",
+            },
+            n if n.starts_with("wasi:sockets/") => Class::Unavailable {
+                why: "network access is never granted to plug-ins",
+            },
+            n if n.starts_with("wasi:http/") => Class::Unavailable {
+                why: "HTTP is never granted to plug-ins",
+            },
+            _ => Class::Unavailable {
+                why: "not part of the Plexus plug-in contract",
+            },
         }
     }
 
@@ -172,7 +188,13 @@ pub fn inspect(bytes: &[u8]) -> Result<Inspection, String> {
     if !saw_component {
         return Err("empty input".to_owned());
     }
-    Ok(Inspection { sha256: sha256_hex(bytes), size: bytes.len(), imports, exports, producers })
+    Ok(Inspection {
+        sha256: sha256_hex(bytes),
+        size: bytes.len(),
+        imports,
+        exports,
+        producers,
+    })
 }
 
 #[cfg(test)]
@@ -182,15 +204,30 @@ mod tests {
     #[test]
     fn classifies_imports() {
         assert_eq!(Class::of("plexus:transform/message@0.1.0"), Class::Contract);
-        assert!(matches!(Class::of("plexus:transform/tables@0.1.0"), Class::Capability { name: "tables", .. }));
-        assert!(matches!(Class::of("wasi:filesystem/preopens@0.2.6"), Class::Inert { .. }));
-        assert!(matches!(Class::of("wasi:sockets/tcp@0.2.6"), Class::Unavailable { .. }));
-        assert!(matches!(Class::of("evil:backdoor/run"), Class::Unavailable { .. }));
+        assert!(matches!(
+            Class::of("plexus:transform/tables@0.1.0"),
+            Class::Capability { name: "tables", .. }
+        ));
+        assert!(matches!(
+            Class::of("wasi:filesystem/preopens@0.2.6"),
+            Class::Inert { .. }
+        ));
+        assert!(matches!(
+            Class::of("wasi:sockets/tcp@0.2.6"),
+            Class::Unavailable { .. }
+        ));
+        assert!(matches!(
+            Class::of("evil:backdoor/run"),
+            Class::Unavailable { .. }
+        ));
     }
 
     #[test]
     fn digests_are_hex_sha256() {
-        assert_eq!(sha256_hex(b""), "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855");
+        assert_eq!(
+            sha256_hex(b""),
+            "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
+        );
     }
 
     #[test]

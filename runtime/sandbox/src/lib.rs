@@ -15,6 +15,7 @@
 //! [`RunError`] naming the plug-in and its digest, and the engine keeps serving.
 
 mod bindings;
+pub mod cases;
 mod config;
 mod engine;
 mod error;
@@ -22,7 +23,9 @@ mod host;
 pub mod inspect;
 
 pub use config::{Grants, Limits, SandboxConfig};
-pub use engine::{Context, Failure, Outcome, Plugin, PluginSpec, ReusedInstance, Run, Sandbox, Stats};
+pub use engine::{
+    Context, Failure, Outcome, Plugin, PluginSpec, ReusedInstance, Run, Sandbox, Stats,
+};
 pub use error::{Error, Result, RunError};
 pub use host::log::{LogLevel, LogLine};
 pub use host::message::{Edit, EditOp};

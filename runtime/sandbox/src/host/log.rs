@@ -18,7 +18,10 @@ pub struct LogLine {
 // untrusted text: Debug shows its level and length only.
 impl std::fmt::Debug for LogLine {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("LogLine").field("level", &self.level).field("len", &self.line.len()).finish()
+        f.debug_struct("LogLine")
+            .field("level", &self.level)
+            .field("len", &self.line.len())
+            .finish()
     }
 }
 
@@ -74,7 +77,10 @@ impl LogSink {
             return;
         }
         self.bytes += line.len();
-        self.lines.push(LogLine { level, line: line.to_owned() });
+        self.lines.push(LogLine {
+            level,
+            line: line.to_owned(),
+        });
     }
 }
 
@@ -103,7 +109,12 @@ mod tests {
 
     #[test]
     fn caps_lines_bytes_and_length() {
-        let limits = Limits { log_lines: 3, log_bytes: 10, log_line_bytes: 4, ..Limits::default() };
+        let limits = Limits {
+            log_lines: 3,
+            log_bytes: 10,
+            log_line_bytes: 4,
+            ..Limits::default()
+        };
         let mut sink = LogSink::new(&limits);
         for line in ["abcdef", "gh", "ijkl", "mn", "op"] {
             sink.push(LogLevel::Info, line);

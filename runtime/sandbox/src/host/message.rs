@@ -34,7 +34,10 @@ pub enum EditOp {
 // Values are patient data: Debug shows the operation and path only.
 impl std::fmt::Debug for Edit {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Edit").field("op", &self.op).field("path", &self.path).finish_non_exhaustive()
+        f.debug_struct("Edit")
+            .field("op", &self.op)
+            .field("path", &self.path)
+            .finish_non_exhaustive()
     }
 }
 
@@ -98,19 +101,37 @@ impl HostState {
 impl wit::Host for HostState {}
 
 impl wit::HostMessage for HostState {
-    fn get(&mut self, r: Resource<MessageState>, path: String) -> wasmtime::Result<Result<Option<String>, WitPathError>> {
+    fn get(
+        &mut self,
+        r: Resource<MessageState>,
+        path: String,
+    ) -> wasmtime::Result<Result<Option<String>, WitPathError>> {
         let msg = &self.message(&r)?.msg;
-        Ok(msg.get(path.as_str()).map(|v| v.map(|c| c.into_owned())).map_err(path_error))
+        Ok(msg
+            .get(path.as_str())
+            .map(|v| v.map(|c| c.into_owned()))
+            .map_err(path_error))
     }
 
-    fn set(&mut self, r: Resource<MessageState>, path: String, value: String) -> wasmtime::Result<Result<(), WitPathError>> {
+    fn set(
+        &mut self,
+        r: Resource<MessageState>,
+        path: String,
+        value: String,
+    ) -> wasmtime::Result<Result<(), WitPathError>> {
         if value.len() > self.max_message_bytes {
             return Ok(Err(WitPathError::InvalidValue(format!(
                 "the value for {path} is larger than the message limit ({} bytes)",
                 self.max_message_bytes
             ))));
         }
-        let old = self.message(&r)?.msg.get(path.as_str()).ok().flatten().map(|c| c.into_owned());
+        let old = self
+            .message(&r)?
+            .msg
+            .get(path.as_str())
+            .ok()
+            .flatten()
+            .map(|c| c.into_owned());
         let target = path.clone();
         self.edit(&r, EditOp::Set, path, old, move |msg| {
             msg.set(target.as_str(), &value)?;
@@ -118,7 +139,11 @@ impl wit::HostMessage for HostState {
         })
     }
 
-    fn count(&mut self, r: Resource<MessageState>, path: String) -> wasmtime::Result<Result<u32, WitPathError>> {
+    fn count(
+        &mut self,
+        r: Resource<MessageState>,
+        path: String,
+    ) -> wasmtime::Result<Result<u32, WitPathError>> {
         let msg = &self.message(&r)?.msg;
         Ok(msg
             .count(path.as_str())
@@ -126,9 +151,17 @@ impl wit::HostMessage for HostState {
             .map_err(path_error))
     }
 
-    fn remove(&mut self, r: Resource<MessageState>, path: String) -> wasmtime::Result<Result<bool, WitPathError>> {
+    fn remove(
+        &mut self,
+        r: Resource<MessageState>,
+        path: String,
+    ) -> wasmtime::Result<Result<bool, WitPathError>> {
         let msg = &self.message(&r)?.msg;
-        let old = msg.get_raw(path.as_str()).ok().flatten().map(|b| String::from_utf8_lossy(b).into_owned());
+        let old = msg
+            .get_raw(path.as_str())
+            .ok()
+            .flatten()
+            .map(|b| String::from_utf8_lossy(b).into_owned());
         let mut existed = false;
         let target = path.clone();
         let result = self.edit(&r, EditOp::Remove, path, old, |msg| {
@@ -152,7 +185,12 @@ impl wit::HostMessage for HostState {
     }
 
     fn segment_names(&mut self, r: Resource<MessageState>) -> wasmtime::Result<Vec<String>> {
-        Ok(self.message(&r)?.msg.segment_names().map(str::to_owned).collect())
+        Ok(self
+            .message(&r)?
+            .msg
+            .segment_names()
+            .map(str::to_owned)
+            .collect())
     }
 
     fn encode(&mut self, r: Resource<MessageState>) -> wasmtime::Result<Vec<u8>> {

@@ -30,7 +30,11 @@ impl Table {
     /// quoted (`"a, b"`, with `""` for a quote). Later duplicates are refused, so a table
     /// never maps one key two ways.
     pub fn from_csv(name: &str, text: &str) -> Result<Table, CsvError> {
-        let err = |line, reason| CsvError { table: name.to_owned(), line, reason };
+        let err = |line, reason| CsvError {
+            table: name.to_owned(),
+            line,
+            reason,
+        };
         let mut rows = HashMap::new();
         for (i, line) in text.lines().enumerate() {
             let line = line.trim_end_matches('\r');
@@ -38,7 +42,8 @@ impl Table {
                 continue; // the header, or a blank line
             }
             let fields = split_csv(line).ok_or_else(|| err(i + 1, "unbalanced quotes"))?;
-            let [key, value] = <[String; 2]>::try_from(fields).map_err(|_| err(i + 1, "expected two columns: key,value"))?;
+            let [key, value] = <[String; 2]>::try_from(fields)
+                .map_err(|_| err(i + 1, "expected two columns: key,value"))?;
             if rows.insert(key, value).is_some() {
                 return Err(err(i + 1, "duplicate key"));
             }
@@ -97,9 +102,17 @@ pub(crate) struct TableAccess {
 }
 
 impl wit::Host for HostState {
-    fn lookup(&mut self, table: String, key: String) -> wasmtime::Result<Result<Option<String>, TableError>> {
+    fn lookup(
+        &mut self,
+        table: String,
+        key: String,
+    ) -> wasmtime::Result<Result<Option<String>, TableError>> {
         let access = &self.tables;
-        let found = access.granted.contains(&table).then(|| access.tables.get(&table)).flatten();
+        let found = access
+            .granted
+            .contains(&table)
+            .then(|| access.tables.get(&table))
+            .flatten();
         Ok(match found {
             Some(t) => Ok(t.get(&key).map(str::to_owned)),
             None => Err(TableError::NotGranted(format!(
@@ -115,7 +128,11 @@ mod tests {
 
     #[test]
     fn csv_with_quotes_and_header() {
-        let t = Table::from_csv("s", "key,value\nArrived,ARR\n\"Checked In\",CHK\n\"a, \"\"b\"\"\",x\n\n").expect("parses");
+        let t = Table::from_csv(
+            "s",
+            "key,value\nArrived,ARR\n\"Checked In\",CHK\n\"a, \"\"b\"\"\",x\n\n",
+        )
+        .expect("parses");
         assert_eq!(t.get("Arrived"), Some("ARR"));
         assert_eq!(t.get("Checked In"), Some("CHK"));
         assert_eq!(t.get("a, \"b\""), Some("x"));

@@ -18,7 +18,10 @@ pub(crate) struct Stdio {
 
 impl Stdio {
     pub(crate) fn new(cap: usize) -> Self {
-        Stdio { stdout: Captured::new(cap), stderr: Captured::new(cap) }
+        Stdio {
+            stdout: Captured::new(cap),
+            stderr: Captured::new(cap),
+        }
     }
 }
 
@@ -37,7 +40,13 @@ struct CapturedInner {
 
 impl Captured {
     fn new(cap: usize) -> Self {
-        Captured { inner: Arc::new(Mutex::new(CapturedInner { bytes: Vec::new(), dropped: 0, cap })) }
+        Captured {
+            inner: Arc::new(Mutex::new(CapturedInner {
+                bytes: Vec::new(),
+                dropped: 0,
+                cap,
+            })),
+        }
     }
 
     fn write(&self, data: &[u8]) {
@@ -53,7 +62,10 @@ impl Captured {
     /// The kept bytes and how many were dropped.
     pub(crate) fn take(&self) -> (Vec<u8>, usize) {
         match self.inner.lock() {
-            Ok(mut inner) => (std::mem::take(&mut inner.bytes), std::mem::take(&mut inner.dropped)),
+            Ok(mut inner) => (
+                std::mem::take(&mut inner.bytes),
+                std::mem::take(&mut inner.dropped),
+            ),
             Err(_) => (Vec::new(), 0),
         }
     }
@@ -105,7 +117,10 @@ impl tokio::io::AsyncWrite for Captured {
         std::task::Poll::Ready(Ok(buf.len()))
     }
 
-    fn poll_flush(self: std::pin::Pin<&mut Self>, _cx: &mut std::task::Context<'_>) -> std::task::Poll<std::io::Result<()>> {
+    fn poll_flush(
+        self: std::pin::Pin<&mut Self>,
+        _cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
         std::task::Poll::Ready(Ok(()))
     }
 
@@ -151,7 +166,9 @@ pub(crate) fn context(stdio: &Stdio, received_at_ms: u64) -> WasiCtx {
     builder
         .stdout(stdio.stdout.clone())
         .stderr(stdio.stderr.clone())
-        .wall_clock(FrozenWallClock(std::time::Duration::from_millis(received_at_ms)))
+        .wall_clock(FrozenWallClock(std::time::Duration::from_millis(
+            received_at_ms,
+        )))
         .monotonic_clock(FrozenMonotonicClock)
         .secure_random(rand::rngs::StdRng::seed_from_u64(SEED))
         .insecure_random(rand::rngs::StdRng::seed_from_u64(SEED))

@@ -1,0 +1,79 @@
+//! Every shipped plug-in passes its golden cases (the same runner as `plexus plugin test`).
+
+use plexus_sandbox::Limits;
+use plexus_sandbox::cases::run_cases;
+
+fn check(name: &str, artifact: &str) {
+    let bytes = std::fs::read(artifact).expect("plug-in built");
+    let dir = plexus_test_artifacts::cases_dir(name);
+    let results = run_cases(name, &bytes, &dir, Limits::default(), false)
+        .unwrap_or_else(|e| panic!("{name}: {e}"));
+    assert!(results.len() >= 5, "{name}: only {} cases", results.len());
+    let failures: Vec<String> = results
+        .iter()
+        .filter_map(|r| {
+            r.failure
+                .as_ref()
+                .map(|f| format!("{name}/{}: {f}", r.name))
+        })
+        .collect();
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+    assert!(
+        results.iter().all(|r| r.fuel.is_some_and(|f| f > 0)),
+        "{name}: fuel is reported"
+    );
+}
+
+#[test]
+fn visit_status_map_cases() {
+    check("visit-status-map", plexus_test_artifacts::VISIT_STATUS_MAP);
+}
+
+#[test]
+fn demographics_normalize_cases() {
+    check(
+        "demographics-normalize",
+        plexus_test_artifacts::DEMOGRAPHICS_NORMALIZE,
+    );
+}
+
+#[test]
+fn provider_id_map_cases() {
+    check("provider-id-map", plexus_test_artifacts::PROVIDER_ID_MAP);
+}
+
+#[test]
+fn a_wrong_expectation_fails_with_a_diff() {
+    let name = "visit-status-map";
+    let src = plexus_test_artifacts::cases_dir(name);
+    let dir = std::env::temp_dir().join(format!("plexus-cases-{}", std::process::id()));
+    std::fs::create_dir_all(dir.join("tables")).expect("temp dir");
+    for entry in std::fs::read_dir(src.join("tables")).expect("tables") {
+        let path = entry.expect("entry").path();
+        std::fs::copy(
+            &path,
+            dir.join("tables").join(path.file_name().expect("name")),
+        )
+        .expect("copy table");
+    }
+    let input = std::fs::read_dir(&src)
+        .expect("cases")
+        .map(|e| e.expect("entry").path())
+        .find(|p| {
+            let s = p.to_string_lossy();
+            s.ends_with(".hl7")
+                && !s.ends_with(".expected.hl7")
+                && p.with_extension("expected.hl7").exists()
+        })
+        .expect("a forward case");
+    std::fs::copy(&input, dir.join("one.hl7")).expect("copy input");
+    std::fs::write(dir.join("one.expected.hl7"), b"MSH|^~\\&|WRONG\r").expect("write");
+    let bytes = std::fs::read(plexus_test_artifacts::VISIT_STATUS_MAP).expect("built");
+    let results = run_cases(name, &bytes, &dir, Limits::default(), false).expect("runs");
+    let failure = results[0].failure.as_deref().expect("must fail");
+    assert!(
+        failure.contains("- MSH|^~\\&|WRONG") && failure.contains("segment 1"),
+        "{failure}"
+    );
+    std::fs::remove_dir_all(&dir).ok();
+}
