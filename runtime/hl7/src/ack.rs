@@ -341,7 +341,12 @@ pub fn build(
         trigger,
         processing_id: raw(11),
         version: raw(12),
-        charset: raw(18),
+        // Declare the charset the echoed bytes are actually in (the one the message was
+        // read in), not a raw copy of MSH-18 that the echo filter might drop.
+        charset: match msg.charset() {
+            Charset::Ascii => b"",
+            other => other.code().as_bytes(),
+        },
         original_id: raw(10),
     };
     header.write(
