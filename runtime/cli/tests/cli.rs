@@ -219,3 +219,114 @@ fn run_acks_valid_messages_and_naks_the_rest() {
     let status = child.wait().expect("exits");
     assert!(status.success(), "graceful stop on SIGINT: {status}");
 }
+
+#[test]
+fn plugin_inspect_is_the_reviewers_sheet() {
+    let out = plexus()
+        .args(["plugin", "inspect", plexus_test_artifacts::VISIT_STATUS_MAP])
+        .output()
+        .expect("runs");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    let bytes = std::fs::read(plexus_test_artifacts::VISIT_STATUS_MAP).expect("built");
+    assert!(
+        text.contains(&plexus_sandbox::inspect::sha256_hex(&bytes)),
+        "{text}"
+    );
+    assert!(
+        text.contains("plexus:transform/tables") && text.contains("CAPABILITY"),
+        "{text}"
+    );
+
+    let out = plexus()
+        .args([
+            "plugin",
+            "inspect",
+            "--json",
+            plexus_test_artifacts::DEMOGRAPHICS_NORMALIZE,
+        ])
+        .output()
+        .expect("runs");
+    let sheet: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON");
+    assert_eq!(sheet["world"], "plexus:transform/hl7-transform@0.1.0");
+    assert!(
+        sheet["imports"]
+            .as_array()
+            .expect("imports")
+            .iter()
+            .all(|i| i["class"] != "unavailable")
+    );
+
+    let out = plexus()
+        .args(["plugin", "inspect", plexus_test_artifacts::NET_PROBE])
+        .output()
+        .expect("runs");
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "a component that can never load"
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("REFUSED"));
+}
+
+#[test]
+fn plugin_test_runs_golden_cases() {
+    let cases = plexus_test_artifacts::cases_dir("visit-status-map");
+    let out = plexus()
+        .args([
+            "plugin",
+            "test",
+            plexus_test_artifacts::VISIT_STATUS_MAP,
+            "--cases",
+        ])
+        .arg(&cases)
+        .output()
+        .expect("runs");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(text.contains("0 failed") && text.contains("fuel"), "{text}");
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::create_dir(dir.path().join("tables")).expect("mkdir");
+    for table in ["visit-status", "visit-status-settings"] {
+        std::fs::copy(
+            cases.join(format!("tables/{table}.csv")),
+            dir.path().join(format!("tables/{table}.csv")),
+        )
+        .expect("copy");
+    }
+    std::fs::copy(
+        cases.join("siu-s12-checked-in.hl7"),
+        dir.path().join("a.hl7"),
+    )
+    .expect("copy");
+    std::fs::write(
+        dir.path().join("a.expected.json"),
+        r#"{"outcome": "fail", "kind": "rejected"}"#,
+    )
+    .expect("write");
+    let out = plexus()
+        .args([
+            "plugin",
+            "test",
+            plexus_test_artifacts::VISIT_STATUS_MAP,
+            "--cases",
+        ])
+        .arg(dir.path())
+        .output()
+        .expect("runs");
+    assert_eq!(out.status.code(), Some(1));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("FAIL") && text.contains("expected fail") && text.contains("got forward"),
+        "{text}"
+    );
+}

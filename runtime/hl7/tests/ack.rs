@@ -255,7 +255,8 @@ fn the_ack_declares_the_charset_its_echoed_bytes_are_in() {
     // be echoed, but the Latin-1 sender name is, so the ACK must still say 8859/1.
     let raw = b"MSH|^~\\&|\xd8LAB|B|C|D|20260101||ADT^A01|1|P|2.5||||||8859/1~\x00\r";
     let msg = Message::parse(raw).expect("parses");
-    let ack = parse_ack(&ack::acknowledge(&msg, Status::Accepted, None, "A", TS).expect("answered"));
+    let ack =
+        parse_ack(&ack::acknowledge(&msg, Status::Accepted, None, "A", TS).expect("answered"));
     assert_eq!(get(&ack, "MSH-18").as_deref(), Some("8859/1"));
     assert_eq!(get(&ack, "MSH-5").as_deref(), Some("ØLAB"));
 }
