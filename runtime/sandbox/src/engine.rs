@@ -211,14 +211,14 @@ impl Plugin {
             reason,
         })?;
         let digest = inspection.sha256.clone();
-        if let Some(pinned) = &spec.sha256 {
-            if !pinned.eq_ignore_ascii_case(&digest) {
-                return Err(Error::DigestMismatch {
-                    plugin: name,
-                    expected: pinned.clone(),
-                    actual: digest,
-                });
-            }
+        if let Some(pinned) = &spec.sha256
+            && !pinned.eq_ignore_ascii_case(&digest)
+        {
+            return Err(Error::DigestMismatch {
+                plugin: name,
+                expected: pinned.clone(),
+                actual: digest,
+            });
         }
         check_grants(&name, &inspection, &spec.grants)?;
         if !inspection.implements_contract() {

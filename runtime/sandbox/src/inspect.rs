@@ -140,15 +140,15 @@ pub fn inspect(bytes: &[u8]) -> Result<Inspection, String> {
     for payload in Parser::new(0).parse_all(bytes) {
         let payload = payload.map_err(|e| e.to_string())?;
         match payload {
-            Payload::Version { encoding, .. } => {
-                if depth == 0 && !saw_component {
-                    if encoding != wasmparser::Encoding::Component {
-                        return Err("this is a core WebAssembly module, not a component; build plug-ins with \
+            Payload::Version { encoding, .. } if depth == 0 && !saw_component => {
+                if encoding != wasmparser::Encoding::Component {
+                    return Err(
+                        "this is a core WebAssembly module, not a component; build plug-ins with \
                                     --target wasm32-wasip2"
-                            .to_owned());
-                    }
-                    saw_component = true;
+                            .to_owned(),
+                    );
                 }
+                saw_component = true;
             }
             Payload::ModuleSection { .. } | Payload::ComponentSection { .. } => depth += 1,
             Payload::End(_) => depth = depth.saturating_sub(1),

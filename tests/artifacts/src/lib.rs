@@ -5,5 +5,8 @@ include!(concat!(env!("OUT_DIR"), "/artifacts.rs"));
 
 /// The `cases/` folder of a plug-in under `plugins/`.
 pub fn cases_dir(plugin: &str) -> std::path::PathBuf {
-    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../plugins").join(plugin).join("cases")
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../plugins")
+        .join(plugin)
+        .join("cases")
 }

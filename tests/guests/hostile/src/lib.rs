@@ -1,8 +1,14 @@
 //! A hostile plug-in for the sandbox tests. What it does depends on the interface name in
 //! its context, so one component covers every misbehaviour that needs no extra imports.
 #![allow(clippy::unwrap_used)]
-
-#![allow(unsafe_code, reason = "the export glue wit-bindgen generates is unsafe by nature")]
+#![allow(
+    unsafe_code,
+    reason = "the export glue wit-bindgen generates is unsafe by nature"
+)]
+#![allow(
+    clippy::too_many_arguments,
+    reason = "the generated export glue takes the flattened context"
+)]
 
 wit_bindgen::generate!({ path: "../../../wit", world: "hl7-transform" });
 
@@ -75,7 +81,10 @@ impl Guest for Hostile {
                     .unwrap_or(0);
                 let t0 = std::time::Instant::now();
                 std::hint::black_box((0..10_000).sum::<u64>());
-                fail(&format!("wall ms: {wall}, elapsed ns: {}", t0.elapsed().as_nanos()))
+                fail(&format!(
+                    "wall ms: {wall}, elapsed ns: {}",
+                    t0.elapsed().as_nanos()
+                ))
             }
             "random-probe" => {
                 use std::hash::{BuildHasher, RandomState};
@@ -96,7 +105,11 @@ impl Guest for Hostile {
 }
 
 fn fail(detail: &str) -> Outcome {
-    Outcome::Fail(TransformError { kind: ErrorKind::Internal, path: None, detail: detail.to_owned() })
+    Outcome::Fail(TransformError {
+        kind: ErrorKind::Internal,
+        path: None,
+        detail: detail.to_owned(),
+    })
 }
 
 export!(Hostile);
