@@ -78,17 +78,23 @@ impl HostState {
         op: EditOp,
         path: String,
         old: Option<String>,
+        growth_bound: usize,
         apply: impl FnOnce(&mut Message<'static>) -> Result<Option<String>, EditError>,
     ) -> wasmtime::Result<Result<(), WitPathError>> {
         let max = self.max_message_bytes;
         let state = self.message_mut(r)?;
-        let backup = state.msg.clone();
+        // Keep a copy to roll back to only when the edit could cross the limit; normal
+        // edits on normal messages never need one.
+        let backup = (state.msg.as_bytes().len().saturating_add(growth_bound) > max)
+            .then(|| state.msg.clone());
         let new = match apply(&mut state.msg) {
             Ok(new) => new,
             Err(e) => return Ok(Err(edit_error(e))),
         };
         if state.msg.as_bytes().len() > max {
-            state.msg = backup;
+            if let Some(backup) = backup {
+                state.msg = backup;
+            }
             return Ok(Err(WitPathError::InvalidValue(format!(
                 "the edit at {path} would make the message larger than its {max} byte limit"
             ))));
@@ -133,7 +139,13 @@ impl wit::HostMessage for HostState {
             .flatten()
             .map(|c| c.into_owned());
         let target = path.clone();
-        self.edit(&r, EditOp::Set, path, old, move |msg| {
+        // Escaping writes at most 5 bytes per byte (`\X0D\`); padding for missing
+        // structure is at most one delimiter per index at four levels.
+        let bound = value
+            .len()
+            .saturating_mul(5)
+            .saturating_add(4 * plexus_hl7::path::MAX_INDEX as usize + 16);
+        self.edit(&r, EditOp::Set, path, old, bound, move |msg| {
             msg.set(target.as_str(), &value)?;
             Ok(Some(value))
         })
@@ -164,7 +176,7 @@ impl wit::HostMessage for HostState {
             .map(|b| String::from_utf8_lossy(b).into_owned());
         let mut existed = false;
         let target = path.clone();
-        let result = self.edit(&r, EditOp::Remove, path, old, |msg| {
+        let result = self.edit(&r, EditOp::Remove, path, old, 0, |msg| {
             existed = msg.remove(target.as_str())?;
             Ok(None)
         })?;
@@ -178,7 +190,8 @@ impl wit::HostMessage for HostState {
         segment: String,
     ) -> wasmtime::Result<Result<(), WitPathError>> {
         let label = format!("segment {position}");
-        self.edit(&r, EditOp::InsertSegment, label, None, move |msg| {
+        let bound = segment.len() + 4;
+        self.edit(&r, EditOp::InsertSegment, label, None, bound, move |msg| {
             msg.insert_segment(position as usize, &segment)?;
             Ok(Some(segment))
         })
