@@ -53,3 +53,24 @@ macro_rules! export {
         $crate::bindings::export_hl7_transform!($plugin with_types_in $crate::bindings);
     };
 }
+
+/// Asks the host to keep one instance of this plug-in across messages instead of a fresh
+/// one per message, which is faster.
+///
+/// Only ask if the plug-in keeps nothing from one message to the next: whatever it leaves
+/// in memory (statics, caches) would reach the next message, and the next patient. The
+/// request is a custom section (`plexus:reuse-instance`) that `plexus plugin inspect`
+/// shows; the site must also grant `reuse-instance` before the host reuses anything.
+///
+/// ```
+/// plexus_sdk::request_instance_reuse!();
+/// # fn main() {}
+/// ```
+#[macro_export]
+macro_rules! request_instance_reuse {
+    () => {
+        #[used]
+        #[unsafe(link_section = "plexus:reuse-instance")]
+        static __PLEXUS_REQUEST_INSTANCE_REUSE: [u8; 1] = [1];
+    };
+}

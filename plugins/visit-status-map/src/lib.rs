@@ -43,6 +43,10 @@ impl Plugin for VisitStatusMap {
 
 plexus_sdk::export!(VisitStatusMap);
 
+// The mapping keeps nothing between messages, so it may run on a reused instance when
+// the site grants `reuse-instance`; without the grant it still gets a fresh one.
+plexus_sdk::request_instance_reuse!();
+
 /// The site's extra status path, unless it is not set or is `SCH-25-1` itself (already
 /// mapped: mapping a code a second time would fail).
 fn extra_path() -> Option<String> {

@@ -82,6 +82,7 @@ pub fn inspect(args: &InspectArgs) -> anyhow::Result<ExitCode> {
             "capabilities": sheet.capabilities(),
             "imports": imports,
             "producers": sheet.producers,
+            "requests_instance_reuse": sheet.requests_reuse,
         });
         println!("{}", serde_json::to_string_pretty(&out)?);
         return Ok(ExitCode::SUCCESS);
@@ -104,6 +105,12 @@ pub fn inspect(args: &InspectArgs) -> anyhow::Result<ExitCode> {
             caps.join(", ")
         }
     );
+    let reuse = if sheet.requests_reuse {
+        "REQUESTED (state may carry between messages if the site grants \"reuse-instance\")"
+    } else {
+        "no (a fresh instance per message)"
+    };
+    println!("reuse         {reuse}");
     println!("\nimports");
     for (name, class) in &sheet.imports {
         let note = match class {

@@ -364,14 +364,21 @@ impl Plugin {
         })
     }
 
-    /// An instance kept for several messages. Only for plug-ins the site granted
-    /// `reuse-instance`: state a plug-in keeps in its memory would carry from one message
-    /// (one patient) to the next.
+    /// An instance kept for several messages. Only for plug-ins that ask for it (see
+    /// [`Inspection::requests_reuse`]) and that the site granted `reuse-instance`: state a
+    /// plug-in keeps in its memory would carry from one message (one patient) to the next.
     pub fn reusable_instance(&self, grants: &Grants) -> Result<ReusedInstance<'_>, Error> {
+        let digest = inspect::short(&self.digest).to_owned();
+        if !self.inspection.requests_reuse {
+            return Err(Error::ReuseNotRequested {
+                plugin: self.name.clone(),
+                digest,
+            });
+        }
         if !grants.reuse_instance {
             return Err(Error::NotGranted {
                 plugin: self.name.clone(),
-                digest: inspect::short(&self.digest).to_owned(),
+                digest,
                 import: "(instance reuse)".to_owned(),
                 capability: "reuse-instance",
                 grant: "reuse-instance".to_owned(),

@@ -105,6 +105,10 @@ pub struct Inspection {
     pub exports: Vec<String>,
     /// Producer metadata (language, toolchain, SDK), as `field: name version`.
     pub producers: Vec<String>,
+    /// The plug-in asks to keep one instance across messages (a `plexus:reuse-instance`
+    /// custom section, from `plexus_sdk::request_instance_reuse!`). The site must also
+    /// grant `reuse-instance`.
+    pub requests_reuse: bool,
 }
 
 impl Inspection {
@@ -128,6 +132,9 @@ impl Inspection {
     }
 }
 
+/// The custom section a plug-in carries to ask for instance reuse.
+pub const REUSE_SECTION: &str = "plexus:reuse-instance";
+
 /// Reads a component's imports, exports and producers.
 pub fn inspect(bytes: &[u8]) -> Result<Inspection, String> {
     use wasmparser::{KnownCustom, Parser, Payload};
@@ -135,6 +142,7 @@ pub fn inspect(bytes: &[u8]) -> Result<Inspection, String> {
     let mut imports = Vec::new();
     let mut exports = Vec::new();
     let mut producers = Vec::new();
+    let mut requests_reuse = false;
     let mut depth = 0usize;
     let mut saw_component = false;
     for payload in Parser::new(0).parse_all(bytes) {
@@ -170,6 +178,9 @@ pub fn inspect(bytes: &[u8]) -> Result<Inspection, String> {
                     exports.push(export.map_err(|e| e.to_string())?.name.name.to_owned());
                 }
             }
+            Payload::CustomSection(custom) if custom.name() == REUSE_SECTION => {
+                requests_reuse = true
+            }
             Payload::CustomSection(custom) => {
                 if let KnownCustom::Producers(reader) = custom.as_known() {
                     for field in reader.into_iter().flatten() {
@@ -194,6 +205,7 @@ pub fn inspect(bytes: &[u8]) -> Result<Inspection, String> {
         imports,
         exports,
         producers,
+        requests_reuse,
     })
 }
 

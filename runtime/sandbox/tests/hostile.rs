@@ -319,3 +319,18 @@ fn inspect_is_the_reviewers_sheet() {
     assert!(names.iter().any(|n| n.starts_with("wasi:")), "{names:?}");
     assert!(!sheet.producers.is_empty());
 }
+
+#[test]
+fn reuse_needs_the_plugin_to_ask() {
+    let sandbox = Sandbox::new(SandboxConfig::default()).expect("engine");
+    let bytes = std::fs::read(plexus_test_artifacts::DEMOGRAPHICS_NORMALIZE).expect("built");
+    let spec = PluginSpec {
+        name: "demographics-normalize".to_owned(),
+        ..PluginSpec::default()
+    };
+    let plugin = Plugin::load(&sandbox, &spec, &bytes, Arc::new(TableSet::new())).expect("loads");
+    assert!(!plugin.inspection().requests_reuse);
+    let grants = Grants::parse(["reuse-instance"]).expect("grants");
+    let err = plugin.reusable_instance(&grants).expect_err("did not ask");
+    assert!(matches!(err, Error::ReuseNotRequested { .. }), "{err}");
+}

@@ -113,3 +113,8 @@ fn fail(detail: &str) -> Outcome {
 }
 
 export!(Hostile);
+
+// Asks for instance reuse so the tests can show what reuse carries over (`counter`).
+#[used]
+#[unsafe(link_section = "plexus:reuse-instance")]
+static REQUEST_INSTANCE_REUSE: [u8; 1] = [1];
