@@ -466,7 +466,9 @@ impl Header<'_> {
         if !self.charset.is_empty() {
             // MSH-13 .. MSH-17 empty, then MSH-18.
             out.extend(std::iter::repeat_n(f, 6));
-            out.extend_from_slice(self.charset);
+            // Written as text: a code such as `8859/1` must be escaped when `/` is one of
+            // the sender's delimiters.
+            text(&mut out, &String::from_utf8_lossy(self.charset), d, charset);
         }
         out.push(b'\r');
 

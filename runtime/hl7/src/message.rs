@@ -834,11 +834,10 @@ impl Index {
             .split(|&c| c == self.delims.repetition)
             .next()
             .unwrap_or_default();
-        let first = first
-            .split(|&c| c == self.delims.component)
-            .next()
-            .unwrap_or_default();
-        String::from_utf8_lossy(first).into_owned()
+        // MSH-18 is a code (ID), not a composite: a `/` in `8859/1` stays in the code even
+        // when `/` is the component separator; an escaped delimiter is resolved. Latin-1
+        // decoding cannot fail, and a non-ASCII code is simply not a supported one.
+        escape::decode(first, &self.delims, Charset::Latin1).into_owned()
     }
 }
 
