@@ -8,6 +8,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+mod check_cmd;
 mod hl7_cmd;
 mod plugin_cmd;
 mod run;
@@ -28,6 +29,9 @@ enum Command {
     /// Run the engine. Today: an MLLP listener that ACKs every message it can parse and
     /// NAKs (AR, with the reason) every one it cannot.
     Run(run::RunArgs),
+    /// Validate a site config (TOML) without running it: every problem with file:line:col
+    /// and the fix. Exit status 1 when there are problems.
+    Check(check_cmd::CheckArgs),
     /// Look at HL7 v2 messages.
     #[command(subcommand)]
     Hl7(Hl7Command),
@@ -68,6 +72,7 @@ fn main() -> ExitCode {
     init_tracing(cli.log.as_deref());
     let result = match cli.command {
         Command::Run(args) => run::run(args),
+        Command::Check(args) => check_cmd::check(&args),
         Command::Hl7(Hl7Command::Parse(args)) => hl7_cmd::parse(&args),
         Command::Plugin(PluginCommand::Inspect(args)) => plugin_cmd::inspect(&args),
         Command::Plugin(PluginCommand::Test(args)) => plugin_cmd::test(&args),

@@ -330,3 +330,33 @@ fn plugin_test_runs_golden_cases() {
         "{text}"
     );
 }
+
+#[test]
+fn check_reports_every_config_problem_with_its_location() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let good = dir.path().join("good.toml");
+    std::fs::write(&good, plexus_config::DEMO_TOML).expect("write");
+    let out = plexus().arg("check").arg(&good).output().expect("runs");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("ok"));
+
+    let bad = dir.path().join("bad.toml");
+    let text = plexus_config::DEMO_TOML.replacen("visit-status-map\"]", "visit-status-mapp\"]", 1);
+    assert_ne!(
+        text,
+        plexus_config::DEMO_TOML,
+        "the demo names visit-status-map in a chain"
+    );
+    std::fs::write(&bad, text).expect("write");
+    let out = plexus().arg("check").arg(&bad).output().expect("runs");
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("bad.toml:") && err.contains("did you mean `visit-status-map`"),
+        "{err}"
+    );
+}

@@ -267,10 +267,14 @@ fn the_charset_code_survives_delimiters_that_appear_in_it() {
     let raw = b"MSH|/~\\&|\xd8LAB|B|C|D|20260101||ADT/A01|1|P|2.5||||||8859\\S\\1\r";
     let msg = Message::parse(raw).expect("parses");
     assert_eq!(msg.charset(), plexus_hl7::Charset::Latin1);
-    let ack = parse_ack(&ack::acknowledge(&msg, Status::Accepted, None, "A", TS).expect("answered"));
+    let ack =
+        parse_ack(&ack::acknowledge(&msg, Status::Accepted, None, "A", TS).expect("answered"));
     assert_eq!(ack.charset(), plexus_hl7::Charset::Latin1);
     assert_eq!(get(&ack, "MSH-5").as_deref(), Some("ØLAB"));
     // MSH-18 is a code, not a composite: the raw `8859/1` reads whole.
     let unescaped = b"MSH|/~\\&|A|B|C|D|20260101||ADT/A01|1|P|2.5||||||8859/1\r";
-    assert_eq!(Message::parse(unescaped).expect("parses").charset(), plexus_hl7::Charset::Latin1);
+    assert_eq!(
+        Message::parse(unescaped).expect("parses").charset(),
+        plexus_hl7::Charset::Latin1
+    );
 }

@@ -1,0 +1,622 @@
+//! Contract tests every [`Journal`] backend must pass.
+//!
+//! Each function takes `open`, a closure that opens *the same* store every time it is
+//! called (so a test can drop the journal and reopen it, as a restart would), on a store
+//! that starts empty. The store must be configured with a duplicate window of
+//! [`DUPLICATE_WINDOW`]. A backend's test file calls every function in [`all()`] or names
+//! them one by one; `tests/contract.rs` does this for SQLite.
+//!
+//! # Panics
+//!
+//! These are tests: every function panics when the backend breaks the contract.
+
+use std::collections::HashSet;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use crate::{
+    DeliveryResult, DeliveryStatus, Edit, Error, ErrorFilter, ErrorKind, ErrorReport, Inbound,
+    Journal, MessageId, OutcomeKind, Resume, SourceKind, StageRecord, Unfinished,
+};
+
+/// The duplicate window the store under test must be opened with.
+pub const DUPLICATE_WINDOW: Duration = Duration::from_secs(60);
+
+/// A contract test: `test(open)`.
+pub type ContractTest<J> = fn(&dyn Fn() -> J);
+
+/// Every contract test, by name, for backends that loop over them.
+pub fn all<J: Journal>() -> Vec<(&'static str, ContractTest<J>)> {
+    vec![
+        ("durable_across_reopen", durable_across_reopen::<J>),
+        ("concurrent_appends", concurrent_appends::<J>),
+        ("duplicates_within_window", duplicates_within_window::<J>),
+        ("next_pending_is_fifo", next_pending_is_fifo::<J>),
+        ("delivery_transitions", delivery_transitions::<J>),
+        ("error_queue", error_queue::<J>),
+        (
+            "prune_keeps_unfinished_work",
+            prune_keeps_unfinished_work::<J>,
+        ),
+        ("unfinished_after_crash", unfinished_after_crash::<J>),
+    ]
+}
+
+fn at(secs: u64) -> SystemTime {
+    UNIX_EPOCH + Duration::from_secs(1_700_000_000 + secs)
+}
+
+fn inbound(interface: &str, control_id: Option<&str>, received_at: SystemTime) -> Inbound {
+    let raw = format!(
+        "MSH|^~\\&|EHR|CLINIC|PLEXUS|SITE|20240101120000||SIU^S12|{}|P|2.5\rSCH|1\r",
+        control_id.unwrap_or("")
+    );
+    Inbound {
+        interface: interface.to_owned(),
+        source_kind: SourceKind::Mllp,
+        source_peer: Some("127.0.0.1:40000".to_owned()),
+        received_at,
+        control_id: control_id.map(str::to_owned),
+        message_type: Some("SIU^S12".to_owned()),
+        raw: raw.into_bytes(),
+    }
+}
+
+fn append<J: Journal>(j: &J, interface: &str, control_id: &str, secs: u64) -> MessageId {
+    j.append(inbound(interface, Some(control_id), at(secs)))
+        .expect("append")
+        .id
+}
+
+fn stage(message: MessageId, index: u32, output: Option<&[u8]>) -> StageRecord {
+    StageRecord {
+        message,
+        stage_index: index,
+        plugin: format!("plugin-{index}"),
+        plugin_sha256: "ab".repeat(32),
+        outcome: OutcomeKind::Forward,
+        detail: None,
+        output: output.map(<[u8]>::to_vec),
+        edits: vec![
+            Edit {
+                path: "PID-8".to_owned(),
+                old: Some("female".to_owned()),
+                new: Some("F".to_owned()),
+            },
+            Edit {
+                path: "PID-13".to_owned(),
+                old: None,
+                new: Some("555-0100".to_owned()),
+            },
+        ],
+    }
+}
+
+fn report(message: MessageId, kind: ErrorKind, stage: &str) -> ErrorReport {
+    ErrorReport {
+        message,
+        stage: stage.to_owned(),
+        kind,
+        reason: "missing mapping for status".to_owned(),
+        path: Some("SCH-25".to_owned()),
+    }
+}
+
+/// Everything appended and recorded is there after the journal is dropped and reopened.
+pub fn durable_across_reopen<J: Journal>(open: &dyn Fn() -> J) {
+    let sent = inbound("scheduling", Some("CTL1"), at(1));
+    let (id, bare) = {
+        let j = open();
+        let id = j.append(sent.clone()).expect("append").id;
+        let bare = append(&j, "scheduling", "CTL2", 2);
+        j.record_stage(stage(id, 0, Some(b"MSH|stage0")))
+            .expect("stage 0");
+        j.record_stage(stage(id, 1, None)).expect("stage 1");
+        j.mark_processed(id).expect("processed");
+        j.enqueue(id, "file-out").expect("enqueue");
+        (id, bare)
+    };
+    let j = open();
+    let record = j.show(id).expect("show after reopen");
+    assert_eq!(record.id, id);
+    assert_eq!(record.inbound.raw, sent.raw, "raw bytes survive");
+    assert_eq!(record.inbound.interface, sent.interface);
+    assert_eq!(record.inbound.source_kind, sent.source_kind);
+    assert_eq!(record.inbound.source_peer, sent.source_peer);
+    assert_eq!(record.inbound.received_at, sent.received_at);
+    assert_eq!(record.inbound.control_id, sent.control_id);
+    assert_eq!(record.inbound.message_type, sent.message_type);
+    assert!(record.processed);
+    assert_eq!(record.stages.len(), 2);
+    let first = &record.stages[0].record;
+    assert_eq!(first.plugin, "plugin-0");
+    assert_eq!(first.plugin_sha256, "ab".repeat(32));
+    assert_eq!(first.outcome, OutcomeKind::Forward);
+    assert_eq!(first.output.as_deref(), Some(&b"MSH|stage0"[..]));
+    assert_eq!(first.edits, stage(id, 0, None).edits, "edits kept in order");
+    assert_eq!(record.deliveries.len(), 1);
+    assert_eq!(record.deliveries[0].status, DeliveryStatus::Pending);
+    // The payload is the latest stage output, or the raw bytes when there is none.
+    assert_eq!(j.payload(id).expect("payload"), b"MSH|stage0");
+    assert_eq!(
+        j.payload(bare).expect("payload"),
+        inbound("scheduling", Some("CTL2"), at(2)).raw
+    );
+    assert!(matches!(
+        j.show(MessageId(id.0 + 1000)),
+        Err(Error::NotFound(_))
+    ));
+}
+
+/// Eight threads appending at once: every append gets its own id and reads back intact.
+pub fn concurrent_appends<J: Journal>(open: &dyn Fn() -> J) {
+    const THREADS: usize = 8;
+    const PER_THREAD: usize = 100;
+    let j = open();
+    let ids: Vec<(MessageId, String)> = std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..THREADS)
+            .map(|t| {
+                let j = &j;
+                scope.spawn(move || {
+                    (0..PER_THREAD)
+                        .map(|i| {
+                            let ctl = format!("T{t}-{i}");
+                            (append(j, "adt", &ctl, 0), ctl)
+                        })
+                        .collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .flat_map(|h| h.join().expect("appender thread"))
+            .collect()
+    });
+    let distinct: HashSet<MessageId> = ids.iter().map(|(id, _)| *id).collect();
+    assert_eq!(distinct.len(), THREADS * PER_THREAD, "ids are distinct");
+    drop(j);
+    let j = open();
+    for (id, ctl) in &ids {
+        let record = j.show(*id).expect("every append is readable");
+        assert_eq!(record.inbound.control_id.as_deref(), Some(ctl.as_str()));
+        assert_eq!(record.inbound.raw, inbound("adt", Some(ctl), at(0)).raw);
+        assert_eq!(record.duplicate_of, None);
+    }
+}
+
+/// Same interface + control id within the window is flagged (and stored); outside the
+/// window, on another interface, or without a control id it is not.
+pub fn duplicates_within_window<J: Journal>(open: &dyn Fn() -> J) {
+    let j = open();
+    let first = j.append(inbound("adt", Some("X"), at(0))).expect("append");
+    assert!(!first.is_duplicate());
+    let window = DUPLICATE_WINDOW.as_secs();
+    let again = j
+        .append(inbound("adt", Some("X"), at(window / 2)))
+        .expect("append");
+    assert_eq!(
+        again.duplicate_of,
+        Some(first.id),
+        "flagged within the window"
+    );
+    assert_ne!(again.id, first.id, "a duplicate is stored, not dropped");
+    assert_eq!(j.show(again.id).expect("show").duplicate_of, Some(first.id));
+    let later = j
+        .append(inbound("adt", Some("X"), at(window * 10)))
+        .expect("append");
+    assert!(!later.is_duplicate(), "not flagged outside the window");
+    let other = j
+        .append(inbound("scheduling", Some("X"), at(1)))
+        .expect("append");
+    assert!(!other.is_duplicate(), "other interface");
+    let a = j.append(inbound("adt", None, at(1))).expect("append");
+    let b = j.append(inbound("adt", None, at(1))).expect("append");
+    assert!(!a.is_duplicate() && !b.is_duplicate(), "no control id");
+}
+
+/// `next_pending` is FIFO by arrival, per interface and destination, bounded by `limit`.
+pub fn next_pending_is_fifo<J: Journal>(open: &dyn Fn() -> J) {
+    let j = open();
+    let ids: Vec<MessageId> = (0..5)
+        .map(|i| append(&j, "scheduling", &format!("F{i}"), i))
+        .collect();
+    let elsewhere = append(&j, "adt", "F-adt", 0);
+    // Enqueued out of order: the queue still follows arrival.
+    for id in ids.iter().rev() {
+        j.mark_processed(*id).expect("processed");
+        j.enqueue(*id, "mllp-out").expect("enqueue");
+    }
+    j.enqueue(ids[0], "file-out").expect("enqueue");
+    j.enqueue(elsewhere, "mllp-out").expect("enqueue");
+
+    let pending = j
+        .next_pending("scheduling", "mllp-out", 10)
+        .expect("pending");
+    let got: Vec<MessageId> = pending.iter().map(|p| p.id).collect();
+    assert_eq!(got, ids, "FIFO by arrival, this interface only");
+    assert!(pending.iter().all(|p| p.status == DeliveryStatus::Pending));
+
+    let head = j
+        .next_pending("scheduling", "mllp-out", 2)
+        .expect("pending");
+    assert_eq!(head.iter().map(|p| p.id).collect::<Vec<_>>(), ids[..2]);
+
+    j.mark_attempt(ids[0], "mllp-out", DeliveryResult::Delivered)
+        .expect("delivered");
+    let rest = j
+        .next_pending("scheduling", "mllp-out", 10)
+        .expect("pending");
+    assert_eq!(rest.iter().map(|p| p.id).collect::<Vec<_>>(), ids[1..]);
+    let file = j
+        .next_pending("scheduling", "file-out", 10)
+        .expect("pending");
+    assert_eq!(file.iter().map(|p| p.id).collect::<Vec<_>>(), [ids[0]]);
+}
+
+/// Retry keeps a delivery queued with its error and next time; Failed and Delivered take
+/// it out; every attempt counts.
+pub fn delivery_transitions<J: Journal>(open: &dyn Fn() -> J) {
+    let j = open();
+    let id = append(&j, "scheduling", "D1", 0);
+    j.mark_processed(id).expect("processed");
+    j.enqueue(id, "mllp-out").expect("enqueue");
+    j.enqueue(id, "file-out").expect("enqueue");
+
+    j.mark_attempt(
+        id,
+        "mllp-out",
+        DeliveryResult::Retry {
+            error: "connection refused".to_owned(),
+            next_at: at(30),
+        },
+    )
+    .expect("retry");
+    let head = j
+        .next_pending("scheduling", "mllp-out", 1)
+        .expect("pending");
+    assert_eq!(head.len(), 1, "a retry stays at the head of the queue");
+    assert_eq!(head[0].status, DeliveryStatus::Retry);
+    assert_eq!(head[0].attempts, 1);
+    assert_eq!(head[0].next_at, Some(at(30)));
+    assert_eq!(head[0].last_error.as_deref(), Some("connection refused"));
+
+    j.enqueue(id, "mllp-out").expect("enqueue again");
+    let head = j
+        .next_pending("scheduling", "mllp-out", 1)
+        .expect("pending");
+    assert_eq!(head[0].attempts, 1, "enqueue is idempotent");
+
+    j.mark_attempt(
+        id,
+        "mllp-out",
+        DeliveryResult::Retry {
+            error: "timeout".to_owned(),
+            next_at: at(90),
+        },
+    )
+    .expect("retry");
+    j.mark_attempt(
+        id,
+        "mllp-out",
+        DeliveryResult::Failed {
+            error: "AR: unknown patient".to_owned(),
+        },
+    )
+    .expect("failed");
+    assert!(
+        j.next_pending("scheduling", "mllp-out", 10)
+            .expect("pending")
+            .is_empty(),
+        "failed is not pending"
+    );
+    j.mark_attempt(id, "file-out", DeliveryResult::Delivered)
+        .expect("delivered");
+
+    let record = j.show(id).expect("show");
+    let mllp = record
+        .deliveries
+        .iter()
+        .find(|d| d.destination == "mllp-out")
+        .expect("mllp delivery");
+    assert_eq!(mllp.status, DeliveryStatus::Failed);
+    assert_eq!(mllp.attempts, 3);
+    assert_eq!(mllp.last_error.as_deref(), Some("AR: unknown patient"));
+    let file = record
+        .deliveries
+        .iter()
+        .find(|d| d.destination == "file-out")
+        .expect("file delivery");
+    assert_eq!((file.status, file.attempts), (DeliveryStatus::Delivered, 1));
+
+    assert!(matches!(
+        j.mark_attempt(id, "nowhere", DeliveryResult::Delivered),
+        Err(Error::NotEnqueued { .. })
+    ));
+}
+
+/// The error queue: list (oldest first, filtered), show, resolve with a required note,
+/// replay bookkeeping and counts.
+pub fn error_queue<J: Journal>(open: &dyn Fn() -> J) {
+    let j = open();
+    let plugin_fail = append(&j, "scheduling", "E1", 0);
+    let refused = append(&j, "scheduling", "E2", 1);
+    let other = append(&j, "adt", "E3", 2);
+    j.record_stage(stage(plugin_fail, 0, None)).expect("stage");
+    j.error(report(
+        plugin_fail,
+        ErrorKind::PluginFail,
+        "plugin:visit-status-map",
+    ))
+    .expect("error");
+    j.error(report(
+        refused,
+        ErrorKind::Destination,
+        "destination:mllp-out",
+    ))
+    .expect("error");
+    j.error(report(other, ErrorKind::Parse, "parse"))
+        .expect("error");
+    // The same message failing again is one open error with two occurrences.
+    j.error(report(
+        plugin_fail,
+        ErrorKind::PluginFail,
+        "plugin:visit-status-map",
+    ))
+    .expect("error again");
+
+    let open_errors = j.list_errors(&ErrorFilter::default(), 10).expect("list");
+    let order: Vec<MessageId> = open_errors.iter().map(|e| e.message).collect();
+    assert_eq!(order, [plugin_fail, refused, other], "oldest first");
+    assert_eq!(open_errors[0].occurrences, 2);
+    assert_eq!(open_errors[0].kind, ErrorKind::PluginFail);
+    assert_eq!(open_errors[0].path.as_deref(), Some("SCH-25"));
+    assert_eq!(open_errors[0].control_id.as_deref(), Some("E1"));
+
+    let scheduling = ErrorFilter {
+        interface: Some("scheduling".to_owned()),
+        ..ErrorFilter::default()
+    };
+    assert_eq!(j.list_errors(&scheduling, 10).expect("list").len(), 2);
+    let parse = ErrorFilter {
+        kind: Some(ErrorKind::Parse),
+        ..ErrorFilter::default()
+    };
+    let parse_errors = j.list_errors(&parse, 10).expect("list");
+    assert_eq!(parse_errors.len(), 1);
+    assert_eq!(parse_errors[0].message, other);
+    assert_eq!(
+        j.list_errors(&ErrorFilter::default(), 1)
+            .expect("list")
+            .len(),
+        1
+    );
+
+    let shown = j.show(plugin_fail).expect("show");
+    assert_eq!(shown.errors.len(), 1);
+    assert_eq!(shown.stages.len(), 1);
+    assert_eq!(shown.stages[0].record.edits.len(), 2);
+
+    assert!(matches!(
+        j.resolve(plugin_fail, ""),
+        Err(Error::NoteRequired(_))
+    ));
+    assert!(matches!(
+        j.resolve(plugin_fail, "  \n"),
+        Err(Error::NoteRequired(_))
+    ));
+    assert!(
+        j.show(plugin_fail).expect("show").errors[0]
+            .resolution
+            .is_none()
+    );
+
+    j.mark_replayed(plugin_fail).expect("replayed");
+    j.resolve(
+        plugin_fail,
+        "added 'Roomed' to visit-status table, replayed",
+    )
+    .expect("resolve");
+    assert!(matches!(
+        j.resolve(plugin_fail, "again"),
+        Err(Error::NoOpenError(_))
+    ));
+    assert!(matches!(
+        j.resolve(MessageId(other.0 + 1000), "note"),
+        Err(Error::NotFound(_))
+    ));
+    j.resolve(refused, "sent by fax").expect("resolve");
+
+    let open_errors = j.list_errors(&ErrorFilter::default(), 10).expect("list");
+    assert_eq!(
+        open_errors.iter().map(|e| e.message).collect::<Vec<_>>(),
+        [other]
+    );
+    let everything = ErrorFilter {
+        include_resolved: true,
+        ..ErrorFilter::default()
+    };
+    let all = j.list_errors(&everything, 10).expect("list");
+    assert_eq!(all.len(), 3);
+    let resolved = all
+        .iter()
+        .find(|e| e.message == plugin_fail)
+        .expect("resolved");
+    assert_eq!(resolved.replays, 1);
+    assert_eq!(
+        resolved.resolution.as_ref().map(|r| r.note.as_str()),
+        Some("added 'Roomed' to visit-status table, replayed")
+    );
+    assert_eq!(j.show(plugin_fail).expect("show").replays, 1);
+
+    let stats = j.error_stats(None).expect("stats");
+    assert_eq!((stats.open, stats.resolved, stats.corrected), (1, 2, 1));
+    assert!(stats.oldest_open.is_some());
+    let adt = j.error_stats(Some("adt")).expect("stats");
+    assert_eq!((adt.open, adt.resolved), (1, 0));
+
+    // A new failure after resolution opens a new error.
+    j.error(report(
+        refused,
+        ErrorKind::Destination,
+        "destination:mllp-out",
+    ))
+    .expect("error");
+    assert_eq!(j.error_stats(Some("scheduling")).expect("stats").open, 1);
+}
+
+/// Pruning deletes old messages with nothing left to do, and nothing else: never an open
+/// error, an undelivered or unprocessed message, or a message newer than the cutoff.
+pub fn prune_keeps_unfinished_work<J: Journal>(open: &dyn Fn() -> J) {
+    let j = open();
+    let delivered = |ctl: &str, secs: u64| {
+        let id = append(&j, "scheduling", ctl, secs);
+        j.mark_processed(id).expect("processed");
+        j.enqueue(id, "out").expect("enqueue");
+        j.mark_attempt(id, "out", DeliveryResult::Delivered)
+            .expect("delivered");
+        id
+    };
+    let old_delivered = delivered("P1", 0);
+    let new_delivered = delivered("P2", 1_000);
+    let filtered = append(&j, "scheduling", "P3", 0);
+    j.mark_processed(filtered).expect("processed");
+
+    let pending = append(&j, "scheduling", "P4", 0);
+    j.mark_processed(pending).expect("processed");
+    j.enqueue(pending, "out").expect("enqueue");
+    let retrying = append(&j, "scheduling", "P5", 0);
+    j.mark_processed(retrying).expect("processed");
+    j.enqueue(retrying, "out").expect("enqueue");
+    j.mark_attempt(
+        retrying,
+        "out",
+        DeliveryResult::Retry {
+            error: "down".to_owned(),
+            next_at: at(5),
+        },
+    )
+    .expect("retry");
+    let unprocessed = append(&j, "scheduling", "P6", 0);
+    let open_error = append(&j, "scheduling", "P7", 0);
+    j.error(report(open_error, ErrorKind::Trap, "plugin:x"))
+        .expect("error");
+    let failed_unreported = append(&j, "scheduling", "P8", 0);
+    j.mark_processed(failed_unreported).expect("processed");
+    j.enqueue(failed_unreported, "out").expect("enqueue");
+    j.mark_attempt(
+        failed_unreported,
+        "out",
+        DeliveryResult::Failed {
+            error: "AR".to_owned(),
+        },
+    )
+    .expect("failed");
+    let resolved = append(&j, "scheduling", "P9", 0);
+    j.error(report(resolved, ErrorKind::Parse, "parse"))
+        .expect("error");
+    j.resolve(resolved, "sender fixed and resent")
+        .expect("resolve");
+
+    let pruned = j.prune_delivered(at(500)).expect("prune");
+    assert_eq!(pruned, 3, "old delivered, old filtered, old resolved");
+    for gone in [old_delivered, filtered, resolved] {
+        assert!(
+            matches!(j.show(gone), Err(Error::NotFound(_))),
+            "{gone} pruned"
+        );
+    }
+    for kept in [
+        new_delivered,
+        pending,
+        retrying,
+        unprocessed,
+        open_error,
+        failed_unreported,
+    ] {
+        j.show(kept).expect("kept");
+    }
+    let errors = j.list_errors(&ErrorFilter::default(), 10).expect("list");
+    assert_eq!(
+        errors.iter().map(|e| e.message).collect::<Vec<_>>(),
+        [open_error]
+    );
+
+    // Even with a cutoff in the far future, open errors survive.
+    j.prune_delivered(at(10_000_000)).expect("prune");
+    j.show(open_error).expect("open error never pruned");
+    j.show(pending).expect("undelivered never pruned");
+}
+
+/// After a crash (drop without finishing), `unfinished` lists what to resume: chains that
+/// never finished and deliveries still owed, oldest first, and nothing else.
+pub fn unfinished_after_crash<J: Journal>(open: &dyn Fn() -> J) {
+    let (unprocessed, owed, done, errored) = {
+        let j = open();
+        let unprocessed = append(&j, "scheduling", "U1", 0);
+        // Crashed halfway through enqueueing: the chain counts as unfinished.
+        let half = append(&j, "scheduling", "U1b", 0);
+        j.enqueue(half, "a").expect("enqueue");
+        let owed = append(&j, "scheduling", "U2", 0);
+        j.mark_processed(owed).expect("processed");
+        j.enqueue(owed, "a").expect("enqueue");
+        j.enqueue(owed, "b").expect("enqueue");
+        j.mark_attempt(
+            owed,
+            "b",
+            DeliveryResult::Retry {
+                error: "down".to_owned(),
+                next_at: at(10),
+            },
+        )
+        .expect("retry");
+        let done = append(&j, "adt", "U3", 0);
+        j.mark_processed(done).expect("processed");
+        j.enqueue(done, "a").expect("enqueue");
+        j.mark_attempt(done, "a", DeliveryResult::Delivered)
+            .expect("delivered");
+        let errored = append(&j, "adt", "U4", 0);
+        j.error(report(errored, ErrorKind::Timeout, "plugin:slow"))
+            .expect("error");
+        assert!(j.unfinished().expect("unfinished").len() >= 2);
+        (unprocessed, (half, owed), done, errored)
+    };
+    let (half, owed) = owed;
+    let j = open();
+    let work = j.unfinished().expect("unfinished");
+    assert_eq!(
+        work,
+        [
+            Unfinished {
+                id: unprocessed,
+                interface: "scheduling".to_owned(),
+                resume: Resume::Process,
+            },
+            Unfinished {
+                id: half,
+                interface: "scheduling".to_owned(),
+                resume: Resume::Process,
+            },
+            Unfinished {
+                id: owed,
+                interface: "scheduling".to_owned(),
+                resume: Resume::Deliver(vec!["a".to_owned(), "b".to_owned()]),
+            },
+        ]
+    );
+    let ids: Vec<MessageId> = work.iter().map(|u| u.id).collect();
+    assert!(!ids.contains(&done) && !ids.contains(&errored));
+
+    j.mark_attempt(owed, "a", DeliveryResult::Delivered)
+        .expect("delivered");
+    j.mark_processed(unprocessed).expect("processed");
+    j.mark_processed(half).expect("processed");
+    j.mark_attempt(half, "a", DeliveryResult::Delivered)
+        .expect("delivered");
+    assert_eq!(
+        j.unfinished().expect("unfinished"),
+        [Unfinished {
+            id: owed,
+            interface: "scheduling".to_owned(),
+            resume: Resume::Deliver(vec!["b".to_owned()]),
+        }]
+    );
+}

@@ -1,0 +1,115 @@
+//! The durable message journal: every inbound message is written here before it is
+//! acknowledged, and everything that happens to it afterwards (plug-in stages, deliveries,
+//! errors, replays) is recorded against it.
+//!
+//! [`Journal`] is the store contract; [`SqliteJournal`] is the embedded default. Any other
+//! backend must pass the functions in [`contract`]. The SQLite schema is documented for
+//! `sqlite3` users in `docs/journal.md`.
+//!
+//! # Blocking API
+//!
+//! The trait is synchronous: every call may block on disk I/O (an append blocks until its
+//! group commit has been fsynced). Async callers run it under `tokio::task::spawn_blocking`;
+//! a `SqliteJournal` is `Send + Sync`, so one `Arc<SqliteJournal>` serves every task.
+//!
+//! # Example
+//!
+//! ```
+//! use std::time::SystemTime;
+//! use plexus_journal::{Inbound, Journal, SourceKind, SqliteJournal};
+//!
+//! let dir = tempfile::tempdir()?;
+//! let journal = SqliteJournal::open(dir.path().join("journal.db"))?;
+//! let appended = journal.append(Inbound {
+//!     interface: "scheduling".into(),
+//!     source_kind: SourceKind::Mllp,
+//!     source_peer: Some("10.0.0.7:51234".into()),
+//!     received_at: SystemTime::now(),
+//!     control_id: Some("MSG00001".into()),
+//!     message_type: Some("SIU^S12".into()),
+//!     raw: b"MSH|^~\\&|...".to_vec(),
+//! })?;
+//! assert!(appended.duplicate_of.is_none());
+//! // The bytes are on disk: the ACK may go out now.
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+
+pub mod contract;
+mod error;
+mod sqlite;
+mod types;
+
+pub use error::{Error, Result};
+pub use sqlite::{JournalOptions, SqliteJournal};
+pub use types::*;
+
+use std::time::SystemTime;
+
+/// The journal contract the pipeline relies on. See [`contract`] for the tests that pin
+/// down its behaviour.
+pub trait Journal: Send + Sync {
+    /// Durably records an inbound message. When this returns `Ok`, the raw bytes and
+    /// metadata survive a crash or power loss (commit-before-ACK).
+    ///
+    /// Concurrent appends share one transaction and one fsync. A message whose
+    /// `(interface, control_id)` was already seen within the duplicate window is stored
+    /// anyway and flagged in [`Appended::duplicate_of`].
+    fn append(&self, inbound: Inbound) -> Result<Appended>;
+
+    /// Records one plug-in stage's result (provenance). A replay records its stages again;
+    /// every record is kept, in order.
+    fn record_stage(&self, stage: StageRecord) -> Result<()>;
+
+    /// Marks the plug-in chain as finished for this message: its deliveries (if any) have
+    /// been enqueued. Until then [`Journal::unfinished`] reports it for re-processing.
+    fn mark_processed(&self, id: MessageId) -> Result<()>;
+
+    /// Queues the message for a destination. Idempotent: enqueueing twice keeps the
+    /// existing delivery state.
+    fn enqueue(&self, id: MessageId, destination: &str) -> Result<()>;
+
+    /// The oldest `limit` deliveries still owed to `destination` on `interface` (pending or
+    /// waiting for a retry), in arrival order. A retry whose `next_at` is in the future is
+    /// included so that a blocking FIFO can wait on its head.
+    fn next_pending(
+        &self,
+        interface: &str,
+        destination: &str,
+        limit: usize,
+    ) -> Result<Vec<PendingDelivery>>;
+
+    /// Records one delivery attempt and its result; increments the attempt counter.
+    fn mark_attempt(&self, id: MessageId, destination: &str, result: DeliveryResult) -> Result<()>;
+
+    /// The bytes to deliver: the output of the most recent stage that produced output,
+    /// or the raw inbound bytes when no stage did.
+    fn payload(&self, id: MessageId) -> Result<Vec<u8>>;
+
+    /// Puts the message in the error queue. A message has at most one open error: a new
+    /// report for a message with an open error updates it and counts an occurrence.
+    fn error(&self, report: ErrorReport) -> Result<()>;
+
+    /// Errors matching `filter`, oldest first (by first seen).
+    fn list_errors(&self, filter: &ErrorFilter, limit: usize) -> Result<Vec<ErrorEntry>>;
+
+    /// Everything known about one message.
+    fn show(&self, id: MessageId) -> Result<MessageRecord>;
+
+    /// Closes the message's open error. The note is required (not blank).
+    fn resolve(&self, id: MessageId, note: &str) -> Result<()>;
+
+    /// Records that the message was replayed through its interface's current chain.
+    fn mark_replayed(&self, id: MessageId) -> Result<()>;
+
+    /// Error queue counts, for queue aging and correction metrics.
+    fn error_stats(&self, interface: Option<&str>) -> Result<ErrorStats>;
+
+    /// Work to resume after a restart: messages whose chain never finished (and that are
+    /// not in the error queue), and messages with deliveries still owed. Oldest first.
+    fn unfinished(&self) -> Result<Vec<Unfinished>>;
+
+    /// Deletes messages received before `older_than` that have nothing left to do:
+    /// processed, no delivery pending, retrying or failed, and no open error. A message
+    /// whose error was resolved may be pruned. Returns the number deleted.
+    fn prune_delivered(&self, older_than: SystemTime) -> Result<u64>;
+}

@@ -1,0 +1,909 @@
+//! The SQLite backend: one writer thread that group-commits, one reader connection.
+//!
+//! Every write goes through the writer thread. It takes the first waiting job, then every
+//! job already queued behind it (up to `max_batch`), runs them in one `BEGIN IMMEDIATE`
+//! transaction, each inside its own savepoint so one failing job does not undo the
+//! others, commits once (one fsync under `synchronous=FULL`), and only then answers each
+//! caller. Under concurrency, appends therefore share fsyncs; alone, an append costs one.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::sync::{Mutex, MutexGuard, mpsc};
+use std::thread::JoinHandle;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use rusqlite::{Connection, OptionalExtension, Row, TransactionBehavior, params};
+
+use crate::Journal;
+use crate::error::{Error, Result};
+use crate::types::*;
+
+/// The schema migrations, in order; the schema version is the number applied.
+const MIGRATIONS: &[&str] = &[include_str!("schema.sql")];
+
+/// Tuning for [`SqliteJournal`].
+#[derive(Debug, Clone)]
+pub struct JournalOptions {
+    /// A message whose interface and control id match one received within this window
+    /// (either side) is flagged as a duplicate. Default: 24 hours.
+    pub duplicate_window: Duration,
+    /// How long a statement waits for a lock held by another process (e.g. an operator's
+    /// `sqlite3` shell) before failing. Default: 5 s.
+    pub busy_timeout: Duration,
+    /// The most writes committed in one transaction. Default: 1024.
+    pub max_batch: usize,
+}
+
+impl Default for JournalOptions {
+    fn default() -> Self {
+        Self {
+            duplicate_window: Duration::from_secs(24 * 60 * 60),
+            busy_timeout: Duration::from_secs(5),
+            max_batch: 1024,
+        }
+    }
+}
+
+/// Answers a caller once its batch has committed (`Ok`) or failed (`Err(detail)`).
+type Reply = Box<dyn FnOnce(Result<(), &str>) + Send>;
+/// A write: runs against the writer's connection inside the open batch transaction, or
+/// gets the reason the transaction could not be started.
+type Job = Box<dyn FnOnce(Result<&Connection, &str>) -> Reply + Send>;
+
+/// The embedded SQLite journal. `Send + Sync`: share one behind an `Arc`.
+pub struct SqliteJournal {
+    path: PathBuf,
+    options: JournalOptions,
+    jobs: Option<mpsc::SyncSender<Job>>,
+    writer: Option<JoinHandle<()>>,
+    reader: Mutex<Connection>,
+}
+
+impl fmt::Debug for SqliteJournal {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SqliteJournal")
+            .field("path", &self.path)
+            .field("options", &self.options)
+            .finish_non_exhaustive()
+    }
+}
+
+impl SqliteJournal {
+    /// Opens (creating if needed) the journal at `path` with default options.
+    pub fn open(path: impl AsRef<Path>) -> Result<Self> {
+        Self::open_with(path, JournalOptions::default())
+    }
+
+    /// Opens (creating if needed) the journal at `path`: WAL mode, `synchronous=FULL`,
+    /// foreign keys on, and any pending schema migrations applied.
+    pub fn open_with(path: impl AsRef<Path>, options: JournalOptions) -> Result<Self> {
+        let path = path.as_ref().to_path_buf();
+        let mut writer = connect(&path, &options)?;
+        migrate(&mut writer)?;
+        let reader = connect(&path, &options)?;
+        let (jobs, rx) = mpsc::sync_channel::<Job>(options.max_batch.max(1) * 4);
+        let max_batch = options.max_batch.max(1);
+        let handle = std::thread::Builder::new()
+            .name("plexus-journal-writer".into())
+            .spawn(move || write_loop(&writer, &rx, max_batch))
+            .map_err(|_| Error::WriterStopped)?;
+        Ok(Self {
+            path,
+            options,
+            jobs: Some(jobs),
+            writer: Some(handle),
+            reader: Mutex::new(reader),
+        })
+    }
+
+    /// The schema version this build writes.
+    pub fn schema_version() -> i64 {
+        MIGRATIONS.len() as i64
+    }
+
+    /// Runs `f` on the writer thread in the next group commit and waits until that commit
+    /// is durable.
+    fn write<T: Send + 'static>(
+        &self,
+        op: &'static str,
+        f: impl FnOnce(&Connection) -> Result<T> + Send + 'static,
+    ) -> Result<T> {
+        let (tx, rx) = mpsc::sync_channel::<Result<T>>(1);
+        let job: Job = Box::new(move |conn| {
+            let result = match conn {
+                Ok(conn) => in_savepoint(conn, op, f),
+                Err(detail) => Err(Error::Commit {
+                    detail: detail.to_owned(),
+                }),
+            };
+            Box::new(move |commit: Result<(), &str>| {
+                let result = match commit {
+                    Ok(()) => result,
+                    Err(detail) => Err(Error::Commit {
+                        detail: detail.to_owned(),
+                    }),
+                };
+                // The caller may have gone away; nothing to do then.
+                let _ = tx.send(result);
+            })
+        });
+        let jobs = self.jobs.as_ref().ok_or(Error::WriterStopped)?;
+        jobs.send(job).map_err(|_| Error::WriterStopped)?;
+        rx.recv().map_err(|_| Error::WriterStopped)?
+    }
+
+    fn read(&self) -> MutexGuard<'_, Connection> {
+        // A panic while holding the lock leaves no half-done state on a read connection.
+        self.reader.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+impl Drop for SqliteJournal {
+    fn drop(&mut self) {
+        // Closing the channel lets the writer finish queued jobs and exit.
+        drop(self.jobs.take());
+        if let Some(handle) = self.writer.take() {
+            let _ = handle.join();
+        }
+    }
+}
+
+fn connect(path: &Path, options: &JournalOptions) -> Result<Connection> {
+    let open_err = |source| Error::Open {
+        path: path.display().to_string(),
+        source,
+    };
+    let conn = Connection::open(path).map_err(open_err)?;
+    conn.busy_timeout(options.busy_timeout).map_err(open_err)?;
+    let mode: String = conn
+        .query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))
+        .map_err(open_err)?;
+    if !mode.eq_ignore_ascii_case("wal") {
+        return Err(Error::NotWal {
+            path: path.display().to_string(),
+        });
+    }
+    conn.execute_batch("PRAGMA synchronous = FULL; PRAGMA foreign_keys = ON;")
+        .map_err(open_err)?;
+    Ok(conn)
+}
+
+fn migrate(conn: &mut Connection) -> Result<()> {
+    let sql = Error::sql("migrate");
+    let tx = conn
+        .transaction_with_behavior(TransactionBehavior::Immediate)
+        .map_err(Error::sql("migrate"))?;
+    tx.execute_batch(
+        "CREATE TABLE IF NOT EXISTS schema_version (
+            version    INTEGER NOT NULL PRIMARY KEY,
+            applied_at INTEGER NOT NULL
+        )",
+    )
+    .map_err(Error::sql("migrate"))?;
+    let found: i64 = tx
+        .query_row(
+            "SELECT COALESCE(MAX(version), 0) FROM schema_version",
+            [],
+            |r| r.get(0),
+        )
+        .map_err(Error::sql("migrate"))?;
+    let supported = MIGRATIONS.len() as i64;
+    if found > supported {
+        return Err(Error::SchemaTooNew { found, supported });
+    }
+    for (version, migration) in (1..).zip(MIGRATIONS).skip(found as usize) {
+        tx.execute_batch(migration).map_err(Error::sql("migrate"))?;
+        tx.execute(
+            "INSERT INTO schema_version (version, applied_at) VALUES (?1, ?2)",
+            params![version, to_ms(SystemTime::now())],
+        )
+        .map_err(Error::sql("migrate"))?;
+    }
+    tx.commit().map_err(sql)
+}
+
+fn write_loop(conn: &Connection, rx: &mpsc::Receiver<Job>, max_batch: usize) {
+    while let Ok(first) = rx.recv() {
+        if let Err(e) = conn.execute_batch("BEGIN IMMEDIATE") {
+            let detail = e.to_string();
+            first(Err(&detail))(Err(&detail));
+            continue;
+        }
+        let mut replies = vec![first(Ok(conn))];
+        while replies.len() < max_batch {
+            match rx.try_recv() {
+                Ok(job) => replies.push(job(Ok(conn))),
+                Err(_) => break,
+            }
+        }
+        let committed = conn.execute_batch("COMMIT").map_err(|e| {
+            let _ = conn.execute_batch("ROLLBACK");
+            e.to_string()
+        });
+        for reply in replies {
+            reply(committed.as_ref().map(|_| ()).map_err(String::as_str));
+        }
+    }
+}
+
+fn in_savepoint<T>(
+    conn: &Connection,
+    op: &'static str,
+    f: impl FnOnce(&Connection) -> Result<T>,
+) -> Result<T> {
+    conn.execute_batch("SAVEPOINT job")
+        .map_err(Error::sql(op))?;
+    match f(conn) {
+        Ok(value) => {
+            conn.execute_batch("RELEASE job").map_err(Error::sql(op))?;
+            Ok(value)
+        }
+        Err(e) => {
+            let _ = conn.execute_batch("ROLLBACK TO job; RELEASE job");
+            Err(e)
+        }
+    }
+}
+
+pub(crate) fn to_ms(t: SystemTime) -> i64 {
+    match t.duration_since(UNIX_EPOCH) {
+        Ok(d) => i64::try_from(d.as_millis()).unwrap_or(i64::MAX),
+        Err(e) => i64::try_from(e.duration().as_millis()).map_or(i64::MIN, |ms| -ms),
+    }
+}
+
+pub(crate) fn from_ms(ms: i64) -> SystemTime {
+    let magnitude = Duration::from_millis(ms.unsigned_abs());
+    if ms >= 0 {
+        UNIX_EPOCH + magnitude
+    } else {
+        UNIX_EPOCH - magnitude
+    }
+}
+
+fn parse_text<T>(column: &'static str, parse: fn(&str) -> Option<T>, s: &str) -> Result<T> {
+    parse(s).ok_or(Error::Corrupt { column })
+}
+
+fn count(n: i64) -> u32 {
+    u32::try_from(n).unwrap_or(u32::MAX)
+}
+
+fn message_exists(conn: &Connection, id: MessageId, op: &'static str) -> Result<()> {
+    let found = conn
+        .prepare_cached("SELECT 1 FROM messages WHERE id = ?1")
+        .and_then(|mut s| s.exists([id.0]))
+        .map_err(Error::sql(op))?;
+    if found {
+        Ok(())
+    } else {
+        Err(Error::NotFound(id))
+    }
+}
+
+const ERROR_COLUMNS: &str = "e.message_id, m.interface, m.control_id, m.message_type, e.stage,
+    e.kind, e.reason, e.path, e.first_seen, e.last_seen, e.occurrences, e.replays,
+    e.resolved_at, e.resolution_note";
+
+/// Raw row of `ERROR_COLUMNS`; the kind is checked after the row is read.
+fn error_row(r: &Row<'_>) -> rusqlite::Result<(String, ErrorEntry)> {
+    let resolved_at: Option<i64> = r.get(12)?;
+    let note: Option<String> = r.get(13)?;
+    Ok((
+        r.get(5)?,
+        ErrorEntry {
+            message: MessageId(r.get(0)?),
+            interface: r.get(1)?,
+            control_id: r.get(2)?,
+            message_type: r.get(3)?,
+            stage: r.get(4)?,
+            kind: ErrorKind::Internal,
+            reason: r.get(6)?,
+            path: r.get(7)?,
+            first_seen: from_ms(r.get(8)?),
+            last_seen: from_ms(r.get(9)?),
+            occurrences: count(r.get(10)?),
+            replays: count(r.get(11)?),
+            resolution: resolved_at.map(|at| Resolution {
+                at: from_ms(at),
+                note: note.unwrap_or_default(),
+            }),
+        },
+    ))
+}
+
+fn finish_error((kind, mut entry): (String, ErrorEntry)) -> Result<ErrorEntry> {
+    entry.kind = parse_text("errors.kind", ErrorKind::parse, &kind)?;
+    Ok(entry)
+}
+
+impl Journal for SqliteJournal {
+    fn append(&self, inbound: Inbound) -> Result<Appended> {
+        let window = i64::try_from(self.options.duplicate_window.as_millis()).unwrap_or(i64::MAX);
+        self.write("append", move |conn| {
+            let sql = Error::sql("append");
+            let at = to_ms(inbound.received_at);
+            let duplicate_of = match &inbound.control_id {
+                Some(control_id) => conn
+                    .prepare_cached(
+                        "SELECT id FROM messages
+                         WHERE interface = ?1 AND control_id = ?2
+                           AND received_at BETWEEN ?3 AND ?4
+                         ORDER BY id LIMIT 1",
+                    )
+                    .and_then(|mut s| {
+                        s.query_row(
+                            params![
+                                inbound.interface,
+                                control_id,
+                                at.saturating_sub(window),
+                                at.saturating_add(window)
+                            ],
+                            |r| r.get::<_, i64>(0),
+                        )
+                        .optional()
+                    })
+                    .map_err(sql)?
+                    .map(MessageId),
+                None => None,
+            };
+            conn.prepare_cached(
+                "INSERT INTO messages (interface, source_kind, source_peer, received_at,
+                                       control_id, message_type, duplicate_of, raw)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+            )
+            .and_then(|mut s| {
+                s.execute(params![
+                    inbound.interface,
+                    inbound.source_kind.as_str(),
+                    inbound.source_peer,
+                    at,
+                    inbound.control_id,
+                    inbound.message_type,
+                    duplicate_of.map(|d| d.0),
+                    inbound.raw,
+                ])
+            })
+            .map_err(Error::sql("append"))?;
+            Ok(Appended {
+                id: MessageId(conn.last_insert_rowid()),
+                duplicate_of,
+            })
+        })
+    }
+
+    fn record_stage(&self, stage: StageRecord) -> Result<()> {
+        self.write("record_stage", move |conn| {
+            let sql = Error::sql("record_stage");
+            message_exists(conn, stage.message, "record_stage")?;
+            conn.prepare_cached(
+                "INSERT INTO stages (message_id, stage_index, plugin, plugin_sha256, outcome,
+                                     detail, output, recorded_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+            )
+            .and_then(|mut s| {
+                s.execute(params![
+                    stage.message.0,
+                    stage.stage_index,
+                    stage.plugin,
+                    stage.plugin_sha256,
+                    stage.outcome.as_str(),
+                    stage.detail,
+                    stage.output,
+                    to_ms(SystemTime::now()),
+                ])
+            })
+            .map_err(sql)?;
+            let stage_id = conn.last_insert_rowid();
+            let mut insert = conn
+                .prepare_cached(
+                    "INSERT INTO edits (stage_id, seq, path, old, new) VALUES (?1, ?2, ?3, ?4, ?5)",
+                )
+                .map_err(Error::sql("record_stage"))?;
+            for (seq, edit) in (0_i64..).zip(&stage.edits) {
+                insert
+                    .execute(params![stage_id, seq, edit.path, edit.old, edit.new])
+                    .map_err(Error::sql("record_stage"))?;
+            }
+            Ok(())
+        })
+    }
+
+    fn mark_processed(&self, id: MessageId) -> Result<()> {
+        self.write("mark_processed", move |conn| {
+            let n = conn
+                .prepare_cached("UPDATE messages SET processed = 1 WHERE id = ?1")
+                .and_then(|mut s| s.execute([id.0]))
+                .map_err(Error::sql("mark_processed"))?;
+            if n == 0 {
+                Err(Error::NotFound(id))
+            } else {
+                Ok(())
+            }
+        })
+    }
+
+    fn enqueue(&self, id: MessageId, destination: &str) -> Result<()> {
+        let destination = destination.to_owned();
+        self.write("enqueue", move |conn| {
+            message_exists(conn, id, "enqueue")?;
+            conn.prepare_cached(
+                "INSERT INTO deliveries (message_id, destination, status, updated_at)
+                 VALUES (?1, ?2, 'pending', ?3)
+                 ON CONFLICT (message_id, destination) DO NOTHING",
+            )
+            .and_then(|mut s| s.execute(params![id.0, destination, to_ms(SystemTime::now())]))
+            .map_err(Error::sql("enqueue"))?;
+            Ok(())
+        })
+    }
+
+    fn next_pending(
+        &self,
+        interface: &str,
+        destination: &str,
+        limit: usize,
+    ) -> Result<Vec<PendingDelivery>> {
+        let sql = Error::sql("next_pending");
+        let conn = self.read();
+        let mut stmt = conn
+            .prepare_cached(
+                "SELECT d.message_id, m.received_at, d.status, d.attempts, d.next_at, d.last_error
+                 FROM deliveries d JOIN messages m ON m.id = d.message_id
+                 WHERE d.destination = ?1 AND d.status IN ('pending', 'retry')
+                   AND m.interface = ?2
+                 ORDER BY d.message_id
+                 LIMIT ?3",
+            )
+            .map_err(Error::sql("next_pending"))?;
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let rows = stmt
+            .query_map(params![destination, interface, limit], |r| {
+                Ok((
+                    r.get::<_, i64>(0)?,
+                    r.get::<_, i64>(1)?,
+                    r.get::<_, String>(2)?,
+                    r.get::<_, i64>(3)?,
+                    r.get::<_, Option<i64>>(4)?,
+                    r.get::<_, Option<String>>(5)?,
+                ))
+            })
+            .and_then(|rows| rows.collect::<rusqlite::Result<Vec<_>>>())
+            .map_err(sql)?;
+        rows.into_iter()
+            .map(|(id, received_at, status, attempts, next_at, last_error)| {
+                Ok(PendingDelivery {
+                    id: MessageId(id),
+                    received_at: from_ms(received_at),
+                    status: parse_text("deliveries.status", DeliveryStatus::parse, &status)?,
+                    attempts: count(attempts),
+                    next_at: next_at.map(from_ms),
+                    last_error,
+                })
+            })
+            .collect()
+    }
+
+    fn mark_attempt(&self, id: MessageId, destination: &str, result: DeliveryResult) -> Result<()> {
+        let destination = destination.to_owned();
+        self.write("mark_attempt", move |conn| {
+            let (status, error, next_at) = match result {
+                DeliveryResult::Delivered => (DeliveryStatus::Delivered, None, None),
+                DeliveryResult::Retry { error, next_at } => {
+                    (DeliveryStatus::Retry, Some(error), Some(to_ms(next_at)))
+                }
+                DeliveryResult::Failed { error } => (DeliveryStatus::Failed, Some(error), None),
+            };
+            let n = conn
+                .prepare_cached(
+                    "UPDATE deliveries
+                     SET status = ?1, attempts = attempts + 1,
+                         last_error = COALESCE(?2, last_error), next_at = ?3, updated_at = ?4
+                     WHERE message_id = ?5 AND destination = ?6",
+                )
+                .and_then(|mut s| {
+                    s.execute(params![
+                        status.as_str(),
+                        error,
+                        next_at,
+                        to_ms(SystemTime::now()),
+                        id.0,
+                        destination,
+                    ])
+                })
+                .map_err(Error::sql("mark_attempt"))?;
+            if n == 0 {
+                message_exists(conn, id, "mark_attempt")?;
+                return Err(Error::NotEnqueued { id, destination });
+            }
+            Ok(())
+        })
+    }
+
+    fn payload(&self, id: MessageId) -> Result<Vec<u8>> {
+        let conn = self.read();
+        conn.prepare_cached(
+            "SELECT COALESCE(
+                 (SELECT output FROM stages
+                  WHERE message_id = ?1 AND output IS NOT NULL ORDER BY id DESC LIMIT 1),
+                 raw)
+             FROM messages WHERE id = ?1",
+        )
+        .and_then(|mut s| s.query_row([id.0], |r| r.get(0)).optional())
+        .map_err(Error::sql("payload"))?
+        .ok_or(Error::NotFound(id))
+    }
+
+    fn error(&self, report: ErrorReport) -> Result<()> {
+        self.write("error", move |conn| {
+            let sql = Error::sql("error");
+            message_exists(conn, report.message, "error")?;
+            let now = to_ms(SystemTime::now());
+            let updated = conn
+                .prepare_cached(
+                    "UPDATE errors
+                     SET stage = ?1, kind = ?2, reason = ?3, path = ?4, last_seen = ?5,
+                         occurrences = occurrences + 1
+                     WHERE message_id = ?6 AND resolved_at IS NULL",
+                )
+                .and_then(|mut s| {
+                    s.execute(params![
+                        report.stage,
+                        report.kind.as_str(),
+                        report.reason,
+                        report.path,
+                        now,
+                        report.message.0,
+                    ])
+                })
+                .map_err(sql)?;
+            if updated == 0 {
+                conn.prepare_cached(
+                    "INSERT INTO errors (message_id, stage, kind, reason, path, first_seen, last_seen)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?6)",
+                )
+                .and_then(|mut s| {
+                    s.execute(params![
+                        report.message.0,
+                        report.stage,
+                        report.kind.as_str(),
+                        report.reason,
+                        report.path,
+                        now,
+                    ])
+                })
+                .map_err(Error::sql("error"))?;
+            }
+            Ok(())
+        })
+    }
+
+    fn list_errors(&self, filter: &ErrorFilter, limit: usize) -> Result<Vec<ErrorEntry>> {
+        let conn = self.read();
+        let query = format!(
+            "SELECT {ERROR_COLUMNS}
+             FROM errors e JOIN messages m ON m.id = e.message_id
+             WHERE (?1 IS NULL OR m.interface = ?1)
+               AND (?2 IS NULL OR e.kind = ?2)
+               AND (?3 OR e.resolved_at IS NULL)
+             ORDER BY e.first_seen, e.id
+             LIMIT ?4"
+        );
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let rows = conn
+            .prepare_cached(&query)
+            .and_then(|mut s| {
+                s.query_map(
+                    params![
+                        filter.interface,
+                        filter.kind.map(ErrorKind::as_str),
+                        filter.include_resolved,
+                        limit
+                    ],
+                    error_row,
+                )?
+                .collect::<rusqlite::Result<Vec<_>>>()
+            })
+            .map_err(Error::sql("list_errors"))?;
+        rows.into_iter().map(finish_error).collect()
+    }
+
+    fn show(&self, id: MessageId) -> Result<MessageRecord> {
+        let conn = self.read();
+        let sql = Error::sql("show");
+        let head = conn
+            .prepare_cached(
+                "SELECT interface, source_kind, source_peer, received_at, control_id,
+                        message_type, raw, duplicate_of, processed, replays
+                 FROM messages WHERE id = ?1",
+            )
+            .and_then(|mut s| {
+                s.query_row([id.0], |r| {
+                    Ok((
+                        r.get::<_, String>(0)?,
+                        r.get::<_, String>(1)?,
+                        r.get::<_, Option<String>>(2)?,
+                        r.get::<_, i64>(3)?,
+                        r.get::<_, Option<String>>(4)?,
+                        r.get::<_, Option<String>>(5)?,
+                        r.get::<_, Vec<u8>>(6)?,
+                        r.get::<_, Option<i64>>(7)?,
+                        r.get::<_, bool>(8)?,
+                        r.get::<_, i64>(9)?,
+                    ))
+                })
+                .optional()
+            })
+            .map_err(sql)?
+            .ok_or(Error::NotFound(id))?;
+        let (interface, source_kind, source_peer, received_at, control_id, message_type) =
+            (head.0, head.1, head.2, head.3, head.4, head.5);
+        let inbound = Inbound {
+            interface,
+            source_kind: parse_text("messages.source_kind", SourceKind::parse, &source_kind)?,
+            source_peer,
+            received_at: from_ms(received_at),
+            control_id,
+            message_type,
+            raw: head.6,
+        };
+
+        let stage_rows = conn
+            .prepare_cached(
+                "SELECT id, stage_index, plugin, plugin_sha256, outcome, detail, output, recorded_at
+                 FROM stages WHERE message_id = ?1 ORDER BY id",
+            )
+            .and_then(|mut s| {
+                s.query_map([id.0], |r| {
+                    Ok((
+                        r.get::<_, i64>(0)?,
+                        r.get::<_, u32>(1)?,
+                        r.get::<_, String>(2)?,
+                        r.get::<_, String>(3)?,
+                        r.get::<_, String>(4)?,
+                        r.get::<_, Option<String>>(5)?,
+                        r.get::<_, Option<Vec<u8>>>(6)?,
+                        r.get::<_, i64>(7)?,
+                    ))
+                })?
+                .collect::<rusqlite::Result<Vec<_>>>()
+            })
+            .map_err(Error::sql("show"))?;
+        let mut stages = Vec::with_capacity(stage_rows.len());
+        for (stage_id, stage_index, plugin, plugin_sha256, outcome, detail, output, at) in
+            stage_rows
+        {
+            let edits = conn
+                .prepare_cached("SELECT path, old, new FROM edits WHERE stage_id = ?1 ORDER BY seq")
+                .and_then(|mut s| {
+                    s.query_map([stage_id], |r| {
+                        Ok(Edit {
+                            path: r.get(0)?,
+                            old: r.get(1)?,
+                            new: r.get(2)?,
+                        })
+                    })?
+                    .collect::<rusqlite::Result<Vec<_>>>()
+                })
+                .map_err(Error::sql("show"))?;
+            stages.push(StoredStage {
+                record: StageRecord {
+                    message: id,
+                    stage_index,
+                    plugin,
+                    plugin_sha256,
+                    outcome: parse_text("stages.outcome", OutcomeKind::parse, &outcome)?,
+                    detail,
+                    output,
+                    edits,
+                },
+                recorded_at: from_ms(at),
+            });
+        }
+
+        let delivery_rows = conn
+            .prepare_cached(
+                "SELECT destination, status, attempts, last_error, next_at
+                 FROM deliveries WHERE message_id = ?1 ORDER BY destination",
+            )
+            .and_then(|mut s| {
+                s.query_map([id.0], |r| {
+                    Ok((
+                        r.get::<_, String>(0)?,
+                        r.get::<_, String>(1)?,
+                        r.get::<_, i64>(2)?,
+                        r.get::<_, Option<String>>(3)?,
+                        r.get::<_, Option<i64>>(4)?,
+                    ))
+                })?
+                .collect::<rusqlite::Result<Vec<_>>>()
+            })
+            .map_err(Error::sql("show"))?;
+        let deliveries = delivery_rows
+            .into_iter()
+            .map(|(destination, status, attempts, last_error, next_at)| {
+                Ok(Delivery {
+                    destination,
+                    status: parse_text("deliveries.status", DeliveryStatus::parse, &status)?,
+                    attempts: count(attempts),
+                    last_error,
+                    next_at: next_at.map(from_ms),
+                })
+            })
+            .collect::<Result<Vec<_>>>()?;
+
+        let errors = conn
+            .prepare_cached(&format!(
+                "SELECT {ERROR_COLUMNS}
+                 FROM errors e JOIN messages m ON m.id = e.message_id
+                 WHERE e.message_id = ?1 ORDER BY e.id"
+            ))
+            .and_then(|mut s| {
+                s.query_map([id.0], error_row)?
+                    .collect::<rusqlite::Result<Vec<_>>>()
+            })
+            .map_err(Error::sql("show"))?
+            .into_iter()
+            .map(finish_error)
+            .collect::<Result<Vec<_>>>()?;
+
+        Ok(MessageRecord {
+            id,
+            inbound,
+            duplicate_of: head.7.map(MessageId),
+            processed: head.8,
+            replays: count(head.9),
+            stages,
+            deliveries,
+            errors,
+        })
+    }
+
+    fn resolve(&self, id: MessageId, note: &str) -> Result<()> {
+        if note.trim().is_empty() {
+            return Err(Error::NoteRequired(id));
+        }
+        let note = note.to_owned();
+        self.write("resolve", move |conn| {
+            let n = conn
+                .prepare_cached(
+                    "UPDATE errors SET resolved_at = ?1, resolution_note = ?2
+                     WHERE message_id = ?3 AND resolved_at IS NULL",
+                )
+                .and_then(|mut s| s.execute(params![to_ms(SystemTime::now()), note, id.0]))
+                .map_err(Error::sql("resolve"))?;
+            if n == 0 {
+                message_exists(conn, id, "resolve")?;
+                return Err(Error::NoOpenError(id));
+            }
+            Ok(())
+        })
+    }
+
+    fn mark_replayed(&self, id: MessageId) -> Result<()> {
+        self.write("mark_replayed", move |conn| {
+            let n = conn
+                .prepare_cached("UPDATE messages SET replays = replays + 1 WHERE id = ?1")
+                .and_then(|mut s| s.execute([id.0]))
+                .map_err(Error::sql("mark_replayed"))?;
+            if n == 0 {
+                return Err(Error::NotFound(id));
+            }
+            conn.prepare_cached(
+                "UPDATE errors SET replays = replays + 1
+                 WHERE message_id = ?1 AND resolved_at IS NULL",
+            )
+            .and_then(|mut s| s.execute([id.0]))
+            .map_err(Error::sql("mark_replayed"))?;
+            Ok(())
+        })
+    }
+
+    fn error_stats(&self, interface: Option<&str>) -> Result<ErrorStats> {
+        let conn = self.read();
+        conn.prepare_cached(
+            "SELECT COALESCE(SUM(e.resolved_at IS NULL), 0),
+                    MIN(CASE WHEN e.resolved_at IS NULL THEN e.first_seen END),
+                    COALESCE(SUM(e.resolved_at IS NOT NULL), 0),
+                    COALESCE(SUM(e.resolved_at IS NOT NULL AND e.replays > 0), 0)
+             FROM errors e JOIN messages m ON m.id = e.message_id
+             WHERE (?1 IS NULL OR m.interface = ?1)",
+        )
+        .and_then(|mut s| {
+            s.query_row([interface], |r| {
+                Ok(ErrorStats {
+                    open: r.get::<_, i64>(0)?.unsigned_abs(),
+                    oldest_open: r.get::<_, Option<i64>>(1)?.map(from_ms),
+                    resolved: r.get::<_, i64>(2)?.unsigned_abs(),
+                    corrected: r.get::<_, i64>(3)?.unsigned_abs(),
+                })
+            })
+        })
+        .map_err(Error::sql("error_stats"))
+    }
+
+    fn unfinished(&self) -> Result<Vec<Unfinished>> {
+        let conn = self.read();
+        // Messages in the error queue wait for a person, not for recovery.
+        let unprocessed = conn
+            .prepare_cached(
+                "SELECT m.id, m.interface FROM messages m
+                 WHERE m.processed = 0
+                   AND NOT EXISTS (SELECT 1 FROM errors e WHERE e.message_id = m.id)
+                 ORDER BY m.id",
+            )
+            .and_then(|mut s| {
+                s.query_map([], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?)))?
+                    .collect::<rusqlite::Result<Vec<_>>>()
+            })
+            .map_err(Error::sql("unfinished"))?;
+        let owed = conn
+            .prepare_cached(
+                "SELECT d.message_id, m.interface, d.destination
+                 FROM deliveries d JOIN messages m ON m.id = d.message_id
+                 WHERE d.status IN ('pending', 'retry') AND m.processed = 1
+                 ORDER BY d.message_id, d.destination",
+            )
+            .and_then(|mut s| {
+                s.query_map([], |r| {
+                    Ok((
+                        r.get::<_, i64>(0)?,
+                        r.get::<_, String>(1)?,
+                        r.get::<_, String>(2)?,
+                    ))
+                })?
+                .collect::<rusqlite::Result<Vec<_>>>()
+            })
+            .map_err(Error::sql("unfinished"))?;
+
+        let mut work: BTreeMap<i64, Unfinished> = BTreeMap::new();
+        for (id, interface) in unprocessed {
+            work.insert(
+                id,
+                Unfinished {
+                    id: MessageId(id),
+                    interface,
+                    resume: Resume::Process,
+                },
+            );
+        }
+        for (id, interface, destination) in owed {
+            let entry = work.entry(id).or_insert_with(|| Unfinished {
+                id: MessageId(id),
+                interface,
+                resume: Resume::Deliver(Vec::new()),
+            });
+            if let Resume::Deliver(destinations) = &mut entry.resume {
+                destinations.push(destination);
+            }
+        }
+        Ok(work.into_values().collect())
+    }
+
+    fn prune_delivered(&self, older_than: SystemTime) -> Result<u64> {
+        let cutoff = to_ms(older_than);
+        self.write("prune_delivered", move |conn| {
+            let n = conn
+                .prepare_cached(
+                    "DELETE FROM messages
+                     WHERE received_at < ?1
+                       AND NOT EXISTS (SELECT 1 FROM errors e
+                                       WHERE e.message_id = messages.id AND e.resolved_at IS NULL)
+                       AND NOT EXISTS (SELECT 1 FROM deliveries d
+                                       WHERE d.message_id = messages.id
+                                         AND d.status IN ('pending', 'retry'))
+                       AND (
+                           -- finished normally: processed, nothing failed
+                           (processed = 1 AND NOT EXISTS (SELECT 1 FROM deliveries d
+                                WHERE d.message_id = messages.id AND d.status = 'failed'))
+                           -- or a person resolved its errors
+                           OR EXISTS (SELECT 1 FROM errors e WHERE e.message_id = messages.id)
+                       )",
+                )
+                .and_then(|mut s| s.execute([cutoff]))
+                .map_err(Error::sql("prune_delivered"))?;
+            Ok(n as u64)
+        })
+    }
+}
