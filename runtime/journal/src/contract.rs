@@ -14,7 +14,7 @@ use std::collections::HashSet;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use crate::{
-    DeliveryResult, DeliveryStatus, Edit, Error, ErrorFilter, ErrorKind, ErrorReport, Inbound,
+    Attempt, DeliveryResult, Processing, DeliveryStatus, Edit, Error, ErrorFilter, ErrorKind, ErrorReport, Inbound,
     Journal, MessageId, OutcomeKind, Resume, SourceKind, StageRecord, Unfinished,
 };
 
@@ -38,6 +38,8 @@ pub fn all<J: Journal>() -> Vec<(&'static str, ContractTest<J>)> {
             prune_keeps_unfinished_work::<J>,
         ),
         ("unfinished_after_crash", unfinished_after_crash::<J>),
+        ("ingest_is_one_unit", ingest_is_one_unit::<J>),
+        ("batched_attempts_and_due", batched_attempts_and_due::<J>),
     ]
 }
 
@@ -619,4 +621,168 @@ pub fn unfinished_after_crash<J: Journal>(open: &dyn Fn() -> J) {
             resume: Resume::Deliver(vec!["b".to_owned()]),
         }]
     );
+}
+
+/// `ingest` appends and records processing together: stages, deliveries, the error and
+/// the processed mark are all there, under the new id; `process` does the same for an
+/// existing message.
+pub fn ingest_is_one_unit<J: Journal>(open: &dyn Fn() -> J) {
+    let j = open();
+    let placeholder = MessageId(-1);
+    let forwarded = j
+        .ingest(
+            inbound("scheduling", Some("I1"), at(0)),
+            Processing {
+                stages: vec![stage(placeholder, 0, Some(b"MSH|out"))],
+                enqueue: vec!["emr".to_owned(), "archive".to_owned()],
+                error: None,
+                processed: true,
+            },
+        )
+        .expect("ingest");
+    let failed = j
+        .ingest(
+            inbound("scheduling", Some("I2"), at(1)),
+            Processing {
+                stages: vec![stage(placeholder, 0, None)],
+                enqueue: vec![],
+                error: Some(report(placeholder, ErrorKind::PluginFail, "plugin:map")),
+                processed: true,
+            },
+        )
+        .expect("ingest");
+    let unprocessed = j
+        .ingest(inbound("scheduling", Some("I1"), at(2)), Processing::default())
+        .expect("ingest");
+    assert_eq!(unprocessed.duplicate_of, Some(forwarded.id), "duplicates still flagged");
+    drop(j);
+
+    let j = open();
+    let record = j.show(forwarded.id).expect("show");
+    assert!(record.processed);
+    assert_eq!(record.stages.len(), 1);
+    assert_eq!(record.stages[0].record.message, forwarded.id);
+    assert_eq!(record.stages[0].record.edits.len(), 2);
+    let mut destinations: Vec<_> = record.deliveries.iter().map(|d| d.destination.as_str()).collect();
+    destinations.sort_unstable();
+    assert_eq!(destinations, ["archive", "emr"]);
+    assert_eq!(j.payload(forwarded.id).expect("payload"), b"MSH|out");
+
+    let errors = j.list_errors(&ErrorFilter::default(), 10).expect("errors");
+    assert_eq!(errors.len(), 1);
+    assert_eq!(errors[0].message, failed.id);
+    assert_eq!(errors[0].kind, ErrorKind::PluginFail);
+
+    let mut unfinished = j.unfinished().expect("unfinished");
+    for u in &mut unfinished {
+        if let Resume::Deliver(d) = &mut u.resume {
+            d.sort();
+        }
+    }
+    assert_eq!(
+        unfinished,
+        [
+            Unfinished {
+                id: forwarded.id,
+                interface: "scheduling".to_owned(),
+                resume: Resume::Deliver(vec!["archive".to_owned(), "emr".to_owned()]),
+            },
+            Unfinished {
+                id: unprocessed.id,
+                interface: "scheduling".to_owned(),
+                resume: Resume::Process,
+            },
+        ]
+    );
+
+    j.process(
+        unprocessed.id,
+        Processing {
+            stages: vec![stage(placeholder, 0, Some(b"MSH|again"))],
+            enqueue: vec!["emr".to_owned()],
+            error: None,
+            processed: true,
+        },
+    )
+    .expect("process");
+    let record = j.show(unprocessed.id).expect("show");
+    assert!(record.processed);
+    assert_eq!(record.deliveries.len(), 1);
+    assert!(matches!(
+        j.process(MessageId(999_999), Processing::default()),
+        Err(Error::NotFound(_))
+    ));
+}
+
+/// `record_attempts` applies several results at once and files their errors;
+/// `next_due` leaves out retries that are not due yet but keeps arrival order.
+pub fn batched_attempts_and_due<J: Journal>(open: &dyn Fn() -> J) {
+    let j = open();
+    let ids: Vec<MessageId> = (0..4)
+        .map(|i| append(&j, "scheduling", &format!("B{i}"), i))
+        .collect();
+    for id in &ids {
+        j.process(
+            *id,
+            Processing {
+                enqueue: vec!["emr".to_owned()],
+                processed: true,
+                ..Processing::default()
+            },
+        )
+        .expect("process");
+    }
+    let later = at(10_000);
+    j.record_attempts(vec![
+        Attempt {
+            id: ids[0],
+            destination: "emr".to_owned(),
+            result: DeliveryResult::Retry {
+                error: "connection refused".to_owned(),
+                next_at: later,
+            },
+            error: None,
+        },
+        Attempt {
+            id: ids[1],
+            destination: "emr".to_owned(),
+            result: DeliveryResult::Delivered,
+            error: None,
+        },
+        Attempt {
+            id: ids[2],
+            destination: "emr".to_owned(),
+            result: DeliveryResult::Failed {
+                error: "rejected (AR)".to_owned(),
+            },
+            error: Some(report(ids[2], ErrorKind::Destination, "destination:emr")),
+        },
+    ])
+    .expect("record attempts");
+
+    let owed: Vec<MessageId> = j
+        .next_pending("scheduling", "emr", 10)
+        .expect("pending")
+        .iter()
+        .map(|p| p.id)
+        .collect();
+    assert_eq!(owed, [ids[0], ids[3]]);
+    let due_now: Vec<MessageId> = j
+        .next_due("scheduling", "emr", at(100), 10)
+        .expect("due")
+        .iter()
+        .map(|p| p.id)
+        .collect();
+    assert_eq!(due_now, [ids[3]], "the retry waits for its time");
+    let due_later: Vec<MessageId> = j
+        .next_due("scheduling", "emr", later, 10)
+        .expect("due")
+        .iter()
+        .map(|p| p.id)
+        .collect();
+    assert_eq!(due_later, [ids[0], ids[3]]);
+    let errors = j.list_errors(&ErrorFilter::default(), 10).expect("errors");
+    assert_eq!(errors.len(), 1);
+    assert_eq!(errors[0].message, ids[2]);
+    assert_eq!(errors[0].kind, ErrorKind::Destination);
 }

@@ -60,6 +60,31 @@ pub trait Journal: Send + Sync {
     /// every record is kept, in order.
     fn record_stage(&self, stage: StageRecord) -> Result<()>;
 
+    /// Appends an inbound message and, in the same transaction, what processing it
+    /// produced (stages, deliveries to enqueue, an error, the processed mark). The
+    /// pipeline's fast path: one durable commit per message before its ACK. The `message`
+    /// fields inside `processing` are ignored; the new id is used.
+    fn ingest(&self, inbound: Inbound, processing: Processing) -> Result<Appended>;
+
+    /// Records what (re-)processing an existing message produced, in one transaction
+    /// (resume after a crash, replay). The `message` fields inside `processing` are
+    /// ignored; `id` is used.
+    fn process(&self, id: MessageId, processing: Processing) -> Result<()>;
+
+    /// Records several delivery attempts (and the errors they raise) in one transaction.
+    fn record_attempts(&self, attempts: Vec<Attempt>) -> Result<()>;
+
+    /// Like [`Journal::next_pending`], but only deliveries that may be tried at `now`:
+    /// pending ones and retries whose `next_at` has come. For queues that let later
+    /// messages pass a failing one.
+    fn next_due(
+        &self,
+        interface: &str,
+        destination: &str,
+        now: SystemTime,
+        limit: usize,
+    ) -> Result<Vec<PendingDelivery>>;
+
     /// Marks the plug-in chain as finished for this message: its deliveries (if any) have
     /// been enqueued. Until then [`Journal::unfinished`] reports it for re-processing.
     fn mark_processed(&self, id: MessageId) -> Result<()>;

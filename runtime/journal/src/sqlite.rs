@@ -133,6 +133,59 @@ impl SqliteJournal {
         rx.recv().map_err(|_| Error::WriterStopped)?
     }
 
+    /// Deliveries owed, oldest first; with `due`, only those that may be tried at that time.
+    fn pending_query(
+        &self,
+        interface: &str,
+        destination: &str,
+        due: Option<SystemTime>,
+        limit: usize,
+    ) -> Result<Vec<PendingDelivery>> {
+        let sql = Error::sql("next_pending");
+        let conn = self.read();
+        let mut stmt = conn
+            .prepare_cached(
+                "SELECT d.message_id, m.received_at, d.status, d.attempts, d.next_at, d.last_error
+                 FROM deliveries d JOIN messages m ON m.id = d.message_id
+                 WHERE d.destination = ?1 AND d.status IN ('pending', 'retry')
+                   AND m.interface = ?2
+                   AND (?4 IS NULL OR d.next_at IS NULL OR d.next_at <= ?4)
+                 ORDER BY d.message_id
+                 LIMIT ?3",
+            )
+            .map_err(Error::sql("next_pending"))?;
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let rows = stmt
+            .query_map(params![destination, interface, limit, due.map(to_ms)], |r| {
+                Ok((
+                    r.get::<_, i64>(0)?,
+                    r.get::<_, i64>(1)?,
+                    r.get::<_, String>(2)?,
+                    r.get::<_, i64>(3)?,
+                    r.get::<_, Option<i64>>(4)?,
+                    r.get::<_, Option<String>>(5)?,
+                ))
+            })
+            .and_then(|rows| rows.collect::<rusqlite::Result<Vec<_>>>())
+            .map_err(sql)?;
+        rows.into_iter()
+            .map(|(id, received_at, status, attempts, next_at, last_error)| {
+                Ok(PendingDelivery {
+                    id: MessageId(id),
+                    received_at: from_ms(received_at),
+                    status: parse_text("deliveries.status", DeliveryStatus::parse, &status)?,
+                    attempts: count(attempts),
+                    next_at: next_at.map(from_ms),
+                    last_error,
+                })
+            })
+            .collect()
+    }
+
+    fn window_ms(&self) -> i64 {
+        i64::try_from(self.options.duplicate_window.as_millis()).unwrap_or(i64::MAX)
+    }
+
     fn read(&self) -> MutexGuard<'_, Connection> {
         // A panic while holding the lock leaves no half-done state on a read connection.
         self.reader.lock().unwrap_or_else(|e| e.into_inner())
@@ -318,96 +371,255 @@ fn finish_error((kind, mut entry): (String, ErrorEntry)) -> Result<ErrorEntry> {
     Ok(entry)
 }
 
-impl Journal for SqliteJournal {
-    fn append(&self, inbound: Inbound) -> Result<Appended> {
-        let window = i64::try_from(self.options.duplicate_window.as_millis()).unwrap_or(i64::MAX);
-        self.write("append", move |conn| {
-            let sql = Error::sql("append");
-            let at = to_ms(inbound.received_at);
-            let duplicate_of = match &inbound.control_id {
-                Some(control_id) => conn
-                    .prepare_cached(
-                        "SELECT id FROM messages
-                         WHERE interface = ?1 AND control_id = ?2
-                           AND received_at BETWEEN ?3 AND ?4
-                         ORDER BY id LIMIT 1",
-                    )
-                    .and_then(|mut s| {
-                        s.query_row(
-                            params![
-                                inbound.interface,
-                                control_id,
-                                at.saturating_sub(window),
-                                at.saturating_add(window)
-                            ],
-                            |r| r.get::<_, i64>(0),
-                        )
-                        .optional()
-                    })
-                    .map_err(sql)?
-                    .map(MessageId),
-                None => None,
-            };
-            conn.prepare_cached(
-                "INSERT INTO messages (interface, source_kind, source_peer, received_at,
-                                       control_id, message_type, duplicate_of, raw)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+fn append_in(conn: &Connection, inbound: &Inbound, window: i64) -> Result<Appended> {
+    let sql = Error::sql("append");
+    let at = to_ms(inbound.received_at);
+    let duplicate_of = match &inbound.control_id {
+        Some(control_id) => conn
+            .prepare_cached(
+                "SELECT id FROM messages
+                 WHERE interface = ?1 AND control_id = ?2
+                   AND received_at BETWEEN ?3 AND ?4
+                 ORDER BY id LIMIT 1",
             )
             .and_then(|mut s| {
-                s.execute(params![
-                    inbound.interface,
-                    inbound.source_kind.as_str(),
-                    inbound.source_peer,
-                    at,
-                    inbound.control_id,
-                    inbound.message_type,
-                    duplicate_of.map(|d| d.0),
-                    inbound.raw,
-                ])
+                s.query_row(
+                    params![
+                        inbound.interface,
+                        control_id,
+                        at.saturating_sub(window),
+                        at.saturating_add(window)
+                    ],
+                    |r| r.get::<_, i64>(0),
+                )
+                .optional()
             })
-            .map_err(Error::sql("append"))?;
-            Ok(Appended {
-                id: MessageId(conn.last_insert_rowid()),
-                duplicate_of,
-            })
+            .map_err(sql)?
+            .map(MessageId),
+        None => None,
+    };
+    conn.prepare_cached(
+        "INSERT INTO messages (interface, source_kind, source_peer, received_at,
+                               control_id, message_type, duplicate_of, raw)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+    )
+    .and_then(|mut s| {
+        s.execute(params![
+            inbound.interface,
+            inbound.source_kind.as_str(),
+            inbound.source_peer,
+            at,
+            inbound.control_id,
+            inbound.message_type,
+            duplicate_of.map(|d| d.0),
+            inbound.raw,
+        ])
+    })
+    .map_err(Error::sql("append"))?;
+    Ok(Appended {
+        id: MessageId(conn.last_insert_rowid()),
+        duplicate_of,
+    })
+}
+
+fn record_stage_in(conn: &Connection, stage: &StageRecord) -> Result<()> {
+    let sql = Error::sql("record_stage");
+    conn.prepare_cached(
+        "INSERT INTO stages (message_id, stage_index, plugin, plugin_sha256, outcome,
+                             detail, output, recorded_at)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+    )
+    .and_then(|mut s| {
+        s.execute(params![
+            stage.message.0,
+            stage.stage_index,
+            stage.plugin,
+            stage.plugin_sha256,
+            stage.outcome.as_str(),
+            stage.detail,
+            stage.output,
+            to_ms(SystemTime::now()),
+        ])
+    })
+    .map_err(sql)?;
+    let stage_id = conn.last_insert_rowid();
+    let mut insert = conn
+        .prepare_cached(
+            "INSERT INTO edits (stage_id, seq, path, old, new) VALUES (?1, ?2, ?3, ?4, ?5)",
+        )
+        .map_err(Error::sql("record_stage"))?;
+    for (seq, edit) in (0_i64..).zip(&stage.edits) {
+        insert
+            .execute(params![stage_id, seq, edit.path, edit.old, edit.new])
+            .map_err(Error::sql("record_stage"))?;
+    }
+    Ok(())
+}
+
+fn enqueue_in(conn: &Connection, id: MessageId, destination: &str) -> Result<()> {
+    conn.prepare_cached(
+        "INSERT INTO deliveries (message_id, destination, status, updated_at)
+         VALUES (?1, ?2, 'pending', ?3)
+         ON CONFLICT (message_id, destination) DO NOTHING",
+    )
+    .and_then(|mut s| s.execute(params![id.0, destination, to_ms(SystemTime::now())]))
+    .map_err(Error::sql("enqueue"))?;
+    Ok(())
+}
+
+fn mark_attempt_in(
+    conn: &Connection,
+    id: MessageId,
+    destination: &str,
+    result: DeliveryResult,
+) -> Result<()> {
+    let (status, error, next_at) = match result {
+        DeliveryResult::Delivered => (DeliveryStatus::Delivered, None, None),
+        DeliveryResult::Retry { error, next_at } => {
+            (DeliveryStatus::Retry, Some(error), Some(to_ms(next_at)))
+        }
+        DeliveryResult::Failed { error } => (DeliveryStatus::Failed, Some(error), None),
+    };
+    let n = conn
+        .prepare_cached(
+            "UPDATE deliveries
+             SET status = ?1, attempts = attempts + 1,
+                 last_error = COALESCE(?2, last_error), next_at = ?3, updated_at = ?4
+             WHERE message_id = ?5 AND destination = ?6",
+        )
+        .and_then(|mut s| {
+            s.execute(params![
+                status.as_str(),
+                error,
+                next_at,
+                to_ms(SystemTime::now()),
+                id.0,
+                destination,
+            ])
         })
+        .map_err(Error::sql("mark_attempt"))?;
+    if n == 0 {
+        message_exists(conn, id, "mark_attempt")?;
+        return Err(Error::NotEnqueued {
+            id,
+            destination: destination.to_owned(),
+        });
+    }
+    Ok(())
+}
+
+/// Writes everything processing produced for message `id`.
+fn process_in(conn: &Connection, id: MessageId, processing: Processing) -> Result<()> {
+    for mut stage in processing.stages {
+        stage.message = id;
+        record_stage_in(conn, &stage)?;
+    }
+    for destination in &processing.enqueue {
+        enqueue_in(conn, id, destination)?;
+    }
+    if let Some(mut report) = processing.error {
+        report.message = id;
+        error_in(conn, &report)?;
+    }
+    if processing.processed {
+        conn.prepare_cached("UPDATE messages SET processed = 1 WHERE id = ?1")
+            .and_then(|mut s| s.execute([id.0]))
+            .map_err(Error::sql("process"))?;
+    }
+    Ok(())
+}
+
+fn error_in(conn: &Connection, report: &ErrorReport) -> Result<()> {
+    let sql = Error::sql("error");
+    let now = to_ms(SystemTime::now());
+    let updated = conn
+        .prepare_cached(
+            "UPDATE errors
+             SET stage = ?1, kind = ?2, reason = ?3, path = ?4, last_seen = ?5,
+                 occurrences = occurrences + 1
+             WHERE message_id = ?6 AND resolved_at IS NULL",
+        )
+        .and_then(|mut s| {
+            s.execute(params![
+                report.stage,
+                report.kind.as_str(),
+                report.reason,
+                report.path,
+                now,
+                report.message.0,
+            ])
+        })
+        .map_err(sql)?;
+    if updated == 0 {
+        conn.prepare_cached(
+            "INSERT INTO errors (message_id, stage, kind, reason, path, first_seen, last_seen)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?6)",
+        )
+        .and_then(|mut s| {
+            s.execute(params![
+                report.message.0,
+                report.stage,
+                report.kind.as_str(),
+                report.reason,
+                report.path,
+                now,
+            ])
+        })
+        .map_err(Error::sql("error"))?;
+    }
+    Ok(())
+}
+
+impl Journal for SqliteJournal {
+    fn append(&self, inbound: Inbound) -> Result<Appended> {
+        let window = self.window_ms();
+        self.write("append", move |conn| append_in(conn, &inbound, window))
     }
 
     fn record_stage(&self, stage: StageRecord) -> Result<()> {
         self.write("record_stage", move |conn| {
-            let sql = Error::sql("record_stage");
             message_exists(conn, stage.message, "record_stage")?;
-            conn.prepare_cached(
-                "INSERT INTO stages (message_id, stage_index, plugin, plugin_sha256, outcome,
-                                     detail, output, recorded_at)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
-            )
-            .and_then(|mut s| {
-                s.execute(params![
-                    stage.message.0,
-                    stage.stage_index,
-                    stage.plugin,
-                    stage.plugin_sha256,
-                    stage.outcome.as_str(),
-                    stage.detail,
-                    stage.output,
-                    to_ms(SystemTime::now()),
-                ])
-            })
-            .map_err(sql)?;
-            let stage_id = conn.last_insert_rowid();
-            let mut insert = conn
-                .prepare_cached(
-                    "INSERT INTO edits (stage_id, seq, path, old, new) VALUES (?1, ?2, ?3, ?4, ?5)",
-                )
-                .map_err(Error::sql("record_stage"))?;
-            for (seq, edit) in (0_i64..).zip(&stage.edits) {
-                insert
-                    .execute(params![stage_id, seq, edit.path, edit.old, edit.new])
-                    .map_err(Error::sql("record_stage"))?;
+            record_stage_in(conn, &stage)
+        })
+    }
+
+    fn ingest(&self, inbound: Inbound, processing: Processing) -> Result<Appended> {
+        let window = self.window_ms();
+        self.write("ingest", move |conn| {
+            let appended = append_in(conn, &inbound, window)?;
+            process_in(conn, appended.id, processing)?;
+            Ok(appended)
+        })
+    }
+
+    fn process(&self, id: MessageId, processing: Processing) -> Result<()> {
+        self.write("process", move |conn| {
+            message_exists(conn, id, "process")?;
+            process_in(conn, id, processing)
+        })
+    }
+
+    fn record_attempts(&self, attempts: Vec<Attempt>) -> Result<()> {
+        self.write("record_attempts", move |conn| {
+            for attempt in attempts {
+                mark_attempt_in(conn, attempt.id, &attempt.destination, attempt.result)?;
+                if let Some(mut report) = attempt.error {
+                    report.message = attempt.id;
+                    error_in(conn, &report)?;
+                }
             }
             Ok(())
         })
+    }
+
+    fn next_due(
+        &self,
+        interface: &str,
+        destination: &str,
+        now: SystemTime,
+        limit: usize,
+    ) -> Result<Vec<PendingDelivery>> {
+        self.pending_query(interface, destination, Some(now), limit)
     }
 
     fn mark_processed(&self, id: MessageId) -> Result<()> {
@@ -428,14 +640,7 @@ impl Journal for SqliteJournal {
         let destination = destination.to_owned();
         self.write("enqueue", move |conn| {
             message_exists(conn, id, "enqueue")?;
-            conn.prepare_cached(
-                "INSERT INTO deliveries (message_id, destination, status, updated_at)
-                 VALUES (?1, ?2, 'pending', ?3)
-                 ON CONFLICT (message_id, destination) DO NOTHING",
-            )
-            .and_then(|mut s| s.execute(params![id.0, destination, to_ms(SystemTime::now())]))
-            .map_err(Error::sql("enqueue"))?;
-            Ok(())
+            enqueue_in(conn, id, &destination)
         })
     }
 
@@ -445,79 +650,13 @@ impl Journal for SqliteJournal {
         destination: &str,
         limit: usize,
     ) -> Result<Vec<PendingDelivery>> {
-        let sql = Error::sql("next_pending");
-        let conn = self.read();
-        let mut stmt = conn
-            .prepare_cached(
-                "SELECT d.message_id, m.received_at, d.status, d.attempts, d.next_at, d.last_error
-                 FROM deliveries d JOIN messages m ON m.id = d.message_id
-                 WHERE d.destination = ?1 AND d.status IN ('pending', 'retry')
-                   AND m.interface = ?2
-                 ORDER BY d.message_id
-                 LIMIT ?3",
-            )
-            .map_err(Error::sql("next_pending"))?;
-        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
-        let rows = stmt
-            .query_map(params![destination, interface, limit], |r| {
-                Ok((
-                    r.get::<_, i64>(0)?,
-                    r.get::<_, i64>(1)?,
-                    r.get::<_, String>(2)?,
-                    r.get::<_, i64>(3)?,
-                    r.get::<_, Option<i64>>(4)?,
-                    r.get::<_, Option<String>>(5)?,
-                ))
-            })
-            .and_then(|rows| rows.collect::<rusqlite::Result<Vec<_>>>())
-            .map_err(sql)?;
-        rows.into_iter()
-            .map(|(id, received_at, status, attempts, next_at, last_error)| {
-                Ok(PendingDelivery {
-                    id: MessageId(id),
-                    received_at: from_ms(received_at),
-                    status: parse_text("deliveries.status", DeliveryStatus::parse, &status)?,
-                    attempts: count(attempts),
-                    next_at: next_at.map(from_ms),
-                    last_error,
-                })
-            })
-            .collect()
+        self.pending_query(interface, destination, None, limit)
     }
 
     fn mark_attempt(&self, id: MessageId, destination: &str, result: DeliveryResult) -> Result<()> {
         let destination = destination.to_owned();
         self.write("mark_attempt", move |conn| {
-            let (status, error, next_at) = match result {
-                DeliveryResult::Delivered => (DeliveryStatus::Delivered, None, None),
-                DeliveryResult::Retry { error, next_at } => {
-                    (DeliveryStatus::Retry, Some(error), Some(to_ms(next_at)))
-                }
-                DeliveryResult::Failed { error } => (DeliveryStatus::Failed, Some(error), None),
-            };
-            let n = conn
-                .prepare_cached(
-                    "UPDATE deliveries
-                     SET status = ?1, attempts = attempts + 1,
-                         last_error = COALESCE(?2, last_error), next_at = ?3, updated_at = ?4
-                     WHERE message_id = ?5 AND destination = ?6",
-                )
-                .and_then(|mut s| {
-                    s.execute(params![
-                        status.as_str(),
-                        error,
-                        next_at,
-                        to_ms(SystemTime::now()),
-                        id.0,
-                        destination,
-                    ])
-                })
-                .map_err(Error::sql("mark_attempt"))?;
-            if n == 0 {
-                message_exists(conn, id, "mark_attempt")?;
-                return Err(Error::NotEnqueued { id, destination });
-            }
-            Ok(())
+            mark_attempt_in(conn, id, &destination, result)
         })
     }
 
@@ -537,45 +676,8 @@ impl Journal for SqliteJournal {
 
     fn error(&self, report: ErrorReport) -> Result<()> {
         self.write("error", move |conn| {
-            let sql = Error::sql("error");
             message_exists(conn, report.message, "error")?;
-            let now = to_ms(SystemTime::now());
-            let updated = conn
-                .prepare_cached(
-                    "UPDATE errors
-                     SET stage = ?1, kind = ?2, reason = ?3, path = ?4, last_seen = ?5,
-                         occurrences = occurrences + 1
-                     WHERE message_id = ?6 AND resolved_at IS NULL",
-                )
-                .and_then(|mut s| {
-                    s.execute(params![
-                        report.stage,
-                        report.kind.as_str(),
-                        report.reason,
-                        report.path,
-                        now,
-                        report.message.0,
-                    ])
-                })
-                .map_err(sql)?;
-            if updated == 0 {
-                conn.prepare_cached(
-                    "INSERT INTO errors (message_id, stage, kind, reason, path, first_seen, last_seen)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?6)",
-                )
-                .and_then(|mut s| {
-                    s.execute(params![
-                        report.message.0,
-                        report.stage,
-                        report.kind.as_str(),
-                        report.reason,
-                        report.path,
-                        now,
-                    ])
-                })
-                .map_err(Error::sql("error"))?;
-            }
-            Ok(())
+            error_in(conn, &report)
         })
     }
 

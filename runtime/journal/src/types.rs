@@ -404,3 +404,30 @@ pub struct Unfinished {
     /// What is left.
     pub resume: Resume,
 }
+
+/// What processing one message produced, written in one transaction by
+/// [`crate::Journal::ingest`] or [`crate::Journal::process`].
+#[derive(Debug, Clone, Default)]
+pub struct Processing {
+    /// Stage records, in chain order (their `message` is filled in by the journal).
+    pub stages: Vec<StageRecord>,
+    /// Destinations to enqueue the message for.
+    pub enqueue: Vec<String>,
+    /// An error-queue report (its `message` is filled in by the journal).
+    pub error: Option<ErrorReport>,
+    /// Mark the chain as finished.
+    pub processed: bool,
+}
+
+/// One delivery attempt for [`crate::Journal::record_attempts`].
+#[derive(Debug, Clone)]
+pub struct Attempt {
+    /// The message.
+    pub id: MessageId,
+    /// The destination.
+    pub destination: String,
+    /// What happened.
+    pub result: DeliveryResult,
+    /// An error-queue report to file with it (a permanent failure).
+    pub error: Option<ErrorReport>,
+}

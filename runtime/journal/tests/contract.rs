@@ -38,4 +38,6 @@ contract_tests!(
     error_queue,
     prune_keeps_unfinished_work,
     unfinished_after_crash,
+    ingest_is_one_unit,
+    batched_attempts_and_due,
 );
