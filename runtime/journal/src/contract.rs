@@ -637,6 +637,7 @@ pub fn ingest_is_one_unit<J: Journal>(open: &dyn Fn() -> J) {
                 enqueue: vec!["emr".to_owned(), "archive".to_owned()],
                 error: None,
                 processed: true,
+                requeue: false,
             },
         )
         .expect("ingest");
@@ -648,6 +649,7 @@ pub fn ingest_is_one_unit<J: Journal>(open: &dyn Fn() -> J) {
                 enqueue: vec![],
                 error: Some(report(placeholder, ErrorKind::PluginFail, "plugin:map")),
                 processed: true,
+                requeue: false,
             },
         )
         .expect("ingest");
@@ -702,6 +704,7 @@ pub fn ingest_is_one_unit<J: Journal>(open: &dyn Fn() -> J) {
             enqueue: vec!["emr".to_owned()],
             error: None,
             processed: true,
+            requeue: false,
         },
     )
     .expect("process");
@@ -785,4 +788,23 @@ pub fn batched_attempts_and_due<J: Journal>(open: &dyn Fn() -> J) {
     assert_eq!(errors.len(), 1);
     assert_eq!(errors[0].message, ids[2]);
     assert_eq!(errors[0].kind, ErrorKind::Destination);
+
+    // A replay requeues what was not delivered, with a fresh count; delivered stays.
+    for id in [ids[1], ids[2]] {
+        j.process(
+            id,
+            Processing {
+                enqueue: vec!["emr".to_owned()],
+                processed: true,
+                requeue: true,
+                ..Processing::default()
+            },
+        )
+        .expect("requeue");
+    }
+    let owed = j.next_pending("scheduling", "emr", 10).expect("pending");
+    assert_eq!(
+        owed.iter().map(|p| (p.id, p.attempts)).collect::<Vec<_>>(),
+        [(ids[0], 1), (ids[2], 0), (ids[3], 0)]
+    );
 }

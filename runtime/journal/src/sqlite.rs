@@ -515,7 +515,19 @@ fn process_in(conn: &Connection, id: MessageId, processing: Processing) -> Resul
         record_stage_in(conn, &stage)?;
     }
     for destination in &processing.enqueue {
-        enqueue_in(conn, id, destination)?;
+        if processing.requeue {
+            conn.prepare_cached(
+                "INSERT INTO deliveries (message_id, destination, status, updated_at)
+                 VALUES (?1, ?2, 'pending', ?3)
+                 ON CONFLICT (message_id, destination) DO UPDATE
+                 SET status = 'pending', attempts = 0, next_at = NULL, updated_at = ?3
+                 WHERE status <> 'delivered'",
+            )
+            .and_then(|mut s| s.execute(params![id.0, destination, to_ms(SystemTime::now())]))
+            .map_err(Error::sql("process"))?;
+        } else {
+            enqueue_in(conn, id, destination)?;
+        }
     }
     if let Some(mut report) = processing.error {
         report.message = id;

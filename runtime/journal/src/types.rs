@@ -417,6 +417,9 @@ pub struct Processing {
     pub error: Option<ErrorReport>,
     /// Mark the chain as finished.
     pub processed: bool,
+    /// Put deliveries that exist but were not delivered (failed or retrying) back to
+    /// pending with a fresh attempt count (a replay); delivered ones are left alone.
+    pub requeue: bool,
 }
 
 /// One delivery attempt for [`crate::Journal::record_attempts`].

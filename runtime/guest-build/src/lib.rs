@@ -1,0 +1,112 @@
+//! Builds guest crates of this workspace (plug-ins, test guests) to `wasm32-wasip2`
+//! components from a build script, so `cargo build` and `cargo test` need no manual step.
+//!
+//! Guests are workspace members (one `Cargo.lock`) built by a nested `cargo build
+//! --release --target wasm32-wasip2` into their own target directory
+//! (`<target>/wasm-guests`): that avoids waiting on the outer build's lock and keeps the
+//! guests incremental between runs. Used by the `plexus` binary (which embeds the demo
+//! plug-ins) and by the test artifacts crate.
+//!
+//! Everything here runs inside a build script, where a failure can only be reported by
+//! panicking with a message cargo shows.
+
+#![allow(clippy::print_stdout)]
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+/// Folders and files whose changes should rebuild the guests, relative to the workspace.
+const WATCH: &[&str] = &[
+    "sdk",
+    "plugins",
+    "tests/guests",
+    "wit",
+    "runtime/hl7/src",
+    "runtime/hl7/Cargo.toml",
+    "Cargo.lock",
+];
+
+/// Builds `crates` (package names) and returns each one's `.wasm` path, in order.
+///
+/// `manifest_dir_to_root` is the relative path from the calling crate's manifest folder
+/// to the workspace root (e.g. `"../.."`).
+///
+/// # Panics
+///
+/// When the nested build fails (typically: the `wasm32-wasip2` target is not installed)
+/// or an artifact is missing. The message says what to do.
+pub fn build(manifest_dir_to_root: &str, crates: &[&str]) -> Vec<PathBuf> {
+    let manifest = PathBuf::from(std::env::var("CARGO_MANIFEST_DIR").expect("set by cargo"));
+    let root = manifest
+        .join(manifest_dir_to_root)
+        .canonicalize()
+        .expect("workspace root");
+    let out = PathBuf::from(std::env::var("OUT_DIR").expect("set by cargo"));
+    // OUT_DIR is <target>/<profile>/build/<crate>-<hash>/out, or one level deeper when
+    // cross-compiling (<target>/<triple>/<profile>/...); find the folder holding the
+    // profile folders by looking for cargo's lock-free marker, `CACHEDIR.TAG`.
+    let target = out
+        .ancestors()
+        .find(|dir| dir.join("CACHEDIR.TAG").exists())
+        .or_else(|| out.ancestors().nth(4))
+        .expect("target dir")
+        .join("wasm-guests");
+
+    for dir in WATCH {
+        println!("cargo:rerun-if-changed={}", root.join(dir).display());
+    }
+
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
+    let mut cmd = Command::new(cargo);
+    cmd.current_dir(&root)
+        .args([
+            "build",
+            "--release",
+            "--locked",
+            "--target",
+            "wasm32-wasip2",
+            "--target-dir",
+        ])
+        .arg(&target);
+    for name in crates {
+        cmd.args(["-p", name]);
+    }
+    // The outer build's flags and wrappers (clippy, coverage) are for the host, not guests.
+    for var in [
+        "CARGO_ENCODED_RUSTFLAGS",
+        "RUSTFLAGS",
+        "RUSTC_WRAPPER",
+        "RUSTC_WORKSPACE_WRAPPER",
+        "CARGO_TARGET_DIR",
+        "CARGO_BUILD_TARGET",
+    ] {
+        cmd.env_remove(var);
+    }
+    let output = cmd
+        .output()
+        .expect("running cargo to build the wasm guests");
+    if !output.status.success() {
+        panic!(
+            "building the wasm32-wasip2 guests failed (is the target installed? `rustup target add wasm32-wasip2`):\n{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+    crates
+        .iter()
+        .map(|name| {
+            let file = artifact(&target, name);
+            assert!(
+                file.exists(),
+                "guest {name} was not produced at {}",
+                file.display()
+            );
+            file
+        })
+        .collect()
+}
+
+fn artifact(target: &Path, name: &str) -> PathBuf {
+    target
+        .join("wasm32-wasip2/release")
+        .join(format!("{}.wasm", name.replace('-', "_")))
+}

@@ -1,0 +1,161 @@
+//! Running an interface's plug-in chain over one message and recording what each stage
+//! did (provenance).
+
+use std::sync::Arc;
+
+use plexus_hl7::Message;
+use plexus_journal::{Edit, ErrorKind, OutcomeKind, StageRecord};
+use plexus_sandbox::{Context, EditOp, Outcome, Plugin, RunError};
+
+/// How a message came out of its chain.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Verdict {
+    /// Every stage forwarded it: deliver.
+    Forwarded,
+    /// A stage filtered it out on purpose: nothing to deliver.
+    Filtered {
+        /// The plug-in.
+        plugin: String,
+        /// Its reason.
+        reason: String,
+    },
+    /// It failed: it is in the error queue.
+    Failed(Failure),
+}
+
+/// Why a message failed, as filed in the error queue.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Failure {
+    /// The error-queue kind.
+    pub kind: ErrorKind,
+    /// Where: `parse`, `plugin:<name>`, ...
+    pub stage: String,
+    /// The reason an operator reads (names, paths and limits; plug-in details are the
+    /// plug-in's own words).
+    pub reason: String,
+    /// The HL7 path involved, if any.
+    pub path: Option<String>,
+}
+
+/// What the chain produced: stage records and the verdict.
+#[derive(Debug)]
+pub(crate) struct ChainRun {
+    pub stages: Vec<StageRecord>,
+    pub verdict: Verdict,
+}
+
+/// Runs `chain` over `msg`. Never fails: a trap or a plug-in's `fail` is a verdict.
+pub(crate) fn run(chain: &[Arc<Plugin>], mut msg: Message<'static>, ctx: &Context) -> ChainRun {
+    let mut stages = Vec::with_capacity(chain.len());
+    for (index, plugin) in (0_u32..).zip(chain) {
+        let mut record = StageRecord {
+            message: plexus_journal::MessageId(0),
+            stage_index: index,
+            plugin: plugin.name().to_owned(),
+            plugin_sha256: plugin.sha256().to_owned(),
+            outcome: OutcomeKind::Forward,
+            detail: None,
+            output: None,
+            edits: Vec::new(),
+        };
+        let run = match plugin.run(msg, ctx) {
+            Ok(run) => run,
+            Err(err) => {
+                let kind = match &err {
+                    RunError::Timeout { .. } => ErrorKind::Timeout,
+                    RunError::MemoryLimit { .. } => ErrorKind::OutOfMemory,
+                    _ => ErrorKind::Trap,
+                };
+                tracing::warn!(
+                    interface = %ctx.interface,
+                    plugin = plugin.name(),
+                    kind = err.kind(),
+                    "plug-in did not finish: {err}"
+                );
+                record.outcome = OutcomeKind::Trap;
+                record.detail = Some(err.kind().to_owned());
+                stages.push(record);
+                return ChainRun {
+                    stages,
+                    verdict: Verdict::Failed(Failure {
+                        kind,
+                        stage: format!("plugin:{}", plugin.name()),
+                        reason: err.to_string(),
+                        path: None,
+                    }),
+                };
+            }
+        };
+        for line in &run.logs {
+            // Plug-in log lines may quote patient data: debug level only.
+            tracing::debug!(plugin = plugin.name(), level = ?line.level, "{}", line.line);
+        }
+        if !run.edits.is_empty() {
+            record.output = Some(run.message.as_bytes().to_vec());
+        }
+        record.edits = run
+            .edits
+            .into_iter()
+            .map(|e| Edit {
+                path: match e.op {
+                    EditOp::Set => e.path,
+                    EditOp::Remove => format!("remove {}", e.path),
+                    EditOp::InsertSegment => format!("insert {}", e.path),
+                },
+                old: e.old,
+                new: e.new,
+            })
+            .collect();
+        match run.outcome {
+            Outcome::Forward => {
+                stages.push(record);
+                msg = run.message;
+            }
+            Outcome::Filter(reason) => {
+                record.outcome = OutcomeKind::Filter;
+                record.detail = Some(reason.clone());
+                stages.push(record);
+                return ChainRun {
+                    stages,
+                    verdict: Verdict::Filtered {
+                        plugin: plugin.name().to_owned(),
+                        reason,
+                    },
+                };
+            }
+            Outcome::Fail(failure) => {
+                let at = failure
+                    .path
+                    .as_deref()
+                    .map(|p| format!(" at {p}"))
+                    .unwrap_or_default();
+                record.outcome = OutcomeKind::Fail;
+                record.detail = Some(format!("{}{at}", failure.kind));
+                stages.push(record);
+                return ChainRun {
+                    stages,
+                    verdict: Verdict::Failed(Failure {
+                        kind: ErrorKind::PluginFail,
+                        stage: format!("plugin:{}", plugin.name()),
+                        reason: format!(
+                            "plug-in {} ({}) failed the message: {}{at}: {}",
+                            plugin.name(),
+                            short(plugin.sha256()),
+                            failure.kind,
+                            failure.detail
+                        ),
+                        path: failure.path,
+                    }),
+                };
+            }
+        }
+    }
+    ChainRun {
+        stages,
+        verdict: Verdict::Forwarded,
+    }
+}
+
+fn short(digest: &str) -> &str {
+    digest.get(..12).unwrap_or(digest)
+}

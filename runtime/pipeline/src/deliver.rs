@@ -1,0 +1,416 @@
+//! Delivery: one worker per interface and destination, draining that destination's queue
+//! in the journal.
+//!
+//! * **FIFO, block** (the default): the queue is served in arrival order; when the head
+//!   fails it is retried after a backoff and nothing behind it moves until it succeeds or
+//!   uses up its attempts (then it goes to the error queue and the next one moves up).
+//! * **FIFO, skip** and **unordered**: a failing message waits for its retry on its own;
+//!   messages behind it keep flowing.
+//!
+//! Every attempt is recorded; results of a batch are committed together. A crash between
+//! a send and its record means the message is sent again after the restart: delivery is
+//! at least once, and a receiver sees the same MSH-10.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use plexus_config::{Destination, DestinationKind, ErrorAck, HeadFailure, Ordering, Retry};
+use plexus_journal::{
+    Attempt, DeliveryResult, ErrorKind, ErrorReport, MessageId, PendingDelivery,
+};
+use plexus_mllp::{ErrorAckPolicy, Sender, SenderConfig};
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+
+use crate::engine::{Iface, Shared};
+
+/// Deliveries read from the journal at a time.
+const BATCH: usize = 128;
+/// How often an idle worker looks at the journal anyway (work enqueued by another
+/// process, e.g. `plexus errors replay`, and retries coming due).
+const POLL: Duration = Duration::from_millis(250);
+/// Pause after a journal failure before trying again.
+const JOURNAL_BACKOFF: Duration = Duration::from_secs(1);
+
+/// How one send failed.
+#[derive(Debug)]
+pub(crate) enum SendFailure {
+    /// May work later (connection refused, timeout, 5xx).
+    Retryable(String),
+    /// Will not work by resending (AR, 4xx, unframeable).
+    Permanent(String),
+}
+
+pub(crate) struct Worker {
+    shared: Arc<Shared>,
+    iface: Arc<Iface>,
+    dest: Destination,
+    wake: Arc<Notify>,
+    shutdown: CancellationToken,
+}
+
+impl Worker {
+    pub(crate) fn new(
+        shared: Arc<Shared>,
+        iface: Arc<Iface>,
+        dest: Destination,
+        shutdown: CancellationToken,
+    ) -> Self {
+        let wake = iface.wake[dest.name.as_str()].clone();
+        Worker {
+            shared,
+            iface,
+            dest,
+            wake,
+            shutdown,
+        }
+    }
+
+    /// Whether later messages may pass a failing one.
+    fn passing(&self) -> bool {
+        self.iface.config.ordering == Ordering::Unordered
+            || self.iface.config.retry.on_head_failure == HeadFailure::Skip
+    }
+
+    pub(crate) async fn run(self) {
+        let mut connector = match Connector::new(&self.dest, &self.iface.config) {
+            Ok(c) => c,
+            Err(reason) => {
+                tracing::error!(interface = %self.iface.name, destination = %self.dest.name, "destination cannot start: {reason}");
+                return;
+            }
+        };
+        let name = self.dest.name.to_string();
+        let passing = self.passing();
+        tracing::debug!(interface = %self.iface.name, destination = %name, passing, "delivery worker started");
+        while !self.shutdown.is_cancelled() {
+            let now = SystemTime::now();
+            let journal = self.shared.journal.clone();
+            let (iface, dest) = (self.iface.name.clone(), name.clone());
+            let batch = tokio::task::spawn_blocking(move || {
+                if passing {
+                    journal.next_due(&iface, &dest, now, BATCH)
+                } else {
+                    journal.next_pending(&iface, &dest, BATCH)
+                }
+            })
+            .await;
+            let batch = match batch {
+                Ok(Ok(batch)) => batch,
+                Ok(Err(err)) => {
+                    tracing::error!(interface = %self.iface.name, destination = %name, "cannot read the delivery queue: {err}");
+                    self.pause(JOURNAL_BACKOFF).await;
+                    continue;
+                }
+                Err(err) => {
+                    tracing::error!("delivery worker task failed: {err}");
+                    self.pause(JOURNAL_BACKOFF).await;
+                    continue;
+                }
+            };
+            if batch.is_empty() {
+                tokio::select! {
+                    () = self.wake.notified() => {}
+                    () = tokio::time::sleep(POLL) => {}
+                    () = self.shutdown.cancelled() => {}
+                }
+                continue;
+            }
+            let mut attempts = Vec::new();
+            let mut wait_until = None;
+            for pending in batch {
+                if let Some(next_at) = pending.next_at
+                    && next_at > now
+                {
+                    // Only a blocking queue sees retries that are not due.
+                    wait_until = Some(next_at);
+                    break;
+                }
+                let Some(attempt) = self.attempt(&mut connector, &pending).await else {
+                    break; // shutting down
+                };
+                let blocked = !passing && matches!(attempt.result, DeliveryResult::Retry { .. });
+                attempts.push(attempt);
+                if blocked {
+                    break;
+                }
+            }
+            if !attempts.is_empty() {
+                self.record(attempts).await;
+            }
+            if let Some(at) = wait_until {
+                let wait = at.duration_since(SystemTime::now()).unwrap_or_default();
+                tokio::select! {
+                    () = tokio::time::sleep(wait) => {}
+                    () = self.shutdown.cancelled() => {}
+                }
+            }
+        }
+        connector.close().await;
+        tracing::debug!(interface = %self.iface.name, destination = %name, "delivery worker stopped");
+    }
+
+    async fn pause(&self, d: Duration) {
+        tokio::select! {
+            () = tokio::time::sleep(d) => {}
+            () = self.shutdown.cancelled() => {}
+        }
+    }
+
+    /// Sends one message; `None` when shutdown interrupted the send (nothing recorded:
+    /// it is sent again after the restart).
+    async fn attempt(&self, connector: &mut Connector, pending: &PendingDelivery) -> Option<Attempt> {
+        let journal = self.shared.journal.clone();
+        let id = pending.id;
+        let payload = match tokio::task::spawn_blocking(move || journal.payload(id)).await {
+            Ok(Ok(payload)) => payload,
+            Ok(Err(err)) => {
+                return Some(self.failed(id, format!("cannot read the message from the journal: {err}")));
+            }
+            Err(err) => return Some(self.failed(id, format!("internal error: {err}"))),
+        };
+        let sent = tokio::select! {
+            sent = connector.send(pending, payload) => sent,
+            () = self.shutdown.cancelled() => return None,
+        };
+        let attempt_no = pending.attempts.saturating_add(1);
+        let result = match sent {
+            Ok(()) => {
+                tracing::debug!(interface = %self.iface.name, destination = %self.dest.name, %id, "delivered");
+                return Some(Attempt {
+                    id,
+                    destination: self.dest.name.to_string(),
+                    result: DeliveryResult::Delivered,
+                    error: None,
+                });
+            }
+            Err(SendFailure::Permanent(reason)) => reason,
+            Err(SendFailure::Retryable(reason)) => {
+                let retry = &self.iface.config.retry;
+                if attempt_no < retry.max_attempts {
+                    let wait = backoff(retry, attempt_no);
+                    tracing::warn!(
+                        interface = %self.iface.name,
+                        destination = %self.dest.name,
+                        %id,
+                        attempt = attempt_no,
+                        retry_in_ms = u64::try_from(wait.as_millis()).unwrap_or(u64::MAX),
+                        "delivery failed, will retry: {reason}"
+                    );
+                    return Some(Attempt {
+                        id,
+                        destination: self.dest.name.to_string(),
+                        result: DeliveryResult::Retry {
+                            error: reason,
+                            next_at: SystemTime::now() + wait,
+                        },
+                        error: None,
+                    });
+                }
+                format!("gave up after {attempt_no} attempt(s): {reason}")
+            }
+        };
+        Some(self.failed(id, result))
+    }
+
+    fn failed(&self, id: MessageId, reason: String) -> Attempt {
+        tracing::warn!(
+            interface = %self.iface.name,
+            destination = %self.dest.name,
+            %id,
+            "delivery failed; message held in the error queue: {reason}"
+        );
+        Attempt {
+            id,
+            destination: self.dest.name.to_string(),
+            result: DeliveryResult::Failed {
+                error: reason.clone(),
+            },
+            error: Some(ErrorReport {
+                message: id,
+                stage: format!("destination:{}", self.dest.name),
+                kind: ErrorKind::Destination,
+                reason,
+                path: None,
+            }),
+        }
+    }
+
+    /// Commits a batch of results, retrying until the journal takes them (or shutdown):
+    /// dropping them would only mean sending the messages again, but retrying keeps
+    /// duplicates down.
+    async fn record(&self, attempts: Vec<Attempt>) {
+        loop {
+            let journal = self.shared.journal.clone();
+            let batch = attempts.clone();
+            match tokio::task::spawn_blocking(move || journal.record_attempts(batch)).await {
+                Ok(Ok(())) => return,
+                Ok(Err(err)) => tracing::error!(destination = %self.dest.name, "cannot record delivery results: {err}"),
+                Err(err) => tracing::error!("delivery worker task failed: {err}"),
+            }
+            if self.shutdown.is_cancelled() {
+                return;
+            }
+            self.pause(JOURNAL_BACKOFF).await;
+        }
+    }
+}
+
+/// The wait before attempt `failed + 1`: `initial * 2^(failed-1)`, capped, and with
+/// jitter drawn from the upper half so retries of many queues spread out.
+pub(crate) fn backoff(retry: &Retry, failed: u32) -> Duration {
+    let doublings = failed.saturating_sub(1).min(30);
+    let base = retry
+        .initial_backoff
+        .saturating_mul(1 << doublings)
+        .min(retry.max_backoff);
+    if retry.jitter {
+        let half = base / 2;
+        let spread = u64::try_from(half.as_micros()).unwrap_or(u64::MAX);
+        half + Duration::from_micros(rand::random_range(0..=spread))
+    } else {
+        base
+    }
+}
+
+/// A connection (or handle) to one destination.
+enum Connector {
+    Mllp(Box<Sender>),
+    File(FileWriter),
+    Http(crate::http::HttpSender),
+}
+
+impl Connector {
+    fn new(dest: &Destination, iface: &plexus_config::Interface) -> Result<Connector, String> {
+        Ok(match &dest.kind {
+            DestinationKind::Mllp {
+                connect,
+                ack_timeout,
+                tls,
+            } => {
+                let config = SenderConfig {
+                    ack_timeout: *ack_timeout,
+                    // Retries are the worker's, with the interface's policy.
+                    attempts: 1,
+                    on_error_ack: match iface.error_ack {
+                        ErrorAck::Permanent => ErrorAckPolicy::Permanent,
+                        ErrorAck::Retry => ErrorAckPolicy::Retry,
+                    },
+                    ..SenderConfig::default()
+                };
+                let mut sender = Sender::new(connect.clone(), config);
+                if let Some(tls) = tls {
+                    let client = plexus_mllp::tls::client_config_from_pem(&tls.ca)
+                        .map_err(|e| e.to_string())?;
+                    let host = tls.server_name.clone().unwrap_or_else(|| {
+                        connect
+                            .rsplit_once(':')
+                            .map_or(connect.as_str(), |(h, _)| h)
+                            .trim_matches(['[', ']'])
+                            .to_owned()
+                    });
+                    let name = plexus_mllp::tls::server_name(&host).map_err(|e| e.to_string())?;
+                    sender = sender.with_tls(client, name);
+                }
+                Connector::Mllp(Box::new(sender))
+            }
+            DestinationKind::File { dir } => Connector::File(FileWriter { dir: dir.clone() }),
+            DestinationKind::Http { url } => Connector::Http(crate::http::HttpSender::new(url)?),
+        })
+    }
+
+    async fn send(&mut self, pending: &PendingDelivery, payload: Vec<u8>) -> Result<(), SendFailure> {
+        match self {
+            Connector::Mllp(sender) => sender.send(&payload).await.map(|_| ()).map_err(|e| {
+                let reason = error_chain(&e);
+                if e.is_retryable() {
+                    SendFailure::Retryable(reason)
+                } else {
+                    SendFailure::Permanent(reason)
+                }
+            }),
+            Connector::File(writer) => writer.write(pending, payload).await,
+            Connector::Http(sender) => sender.send(payload).await,
+        }
+    }
+
+    async fn close(&mut self) {
+        if let Connector::Mllp(sender) = self {
+            sender.close().await;
+        }
+    }
+}
+
+/// The error and its causes on one line: `a: b: c`.
+pub(crate) fn error_chain(err: &dyn std::error::Error) -> String {
+    let mut text = err.to_string();
+    let mut source = err.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}
+
+/// Writes one file per message: to a temporary name, synced, then renamed into place, so
+/// a reader never sees a partial file. The name is fixed per message
+/// (`<received ms>-<journal id>.hl7`), so a resend after a crash overwrites rather than
+/// duplicates.
+struct FileWriter {
+    dir: PathBuf,
+}
+
+impl FileWriter {
+    async fn write(&self, pending: &PendingDelivery, payload: Vec<u8>) -> Result<(), SendFailure> {
+        let dir = self.dir.clone();
+        let received = pending
+            .received_at
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis());
+        let name = format!("{received:013}-{:010}.hl7", pending.id.0);
+        let shown = dir.display().to_string();
+        tokio::task::spawn_blocking(move || write_atomically(&dir, &name, &payload))
+            .await
+            .map_err(|e| SendFailure::Retryable(format!("internal error: {e}")))?
+            .map_err(|e| SendFailure::Retryable(format!("cannot write to {shown}: {e}")))
+    }
+}
+
+fn write_atomically(dir: &std::path::Path, name: &str, payload: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    std::fs::create_dir_all(dir)?;
+    let tmp = dir.join(format!(".{name}.tmp"));
+    let mut file = std::fs::File::create(&tmp)?;
+    file.write_all(payload)?;
+    file.sync_data()?;
+    drop(file);
+    std::fs::rename(&tmp, dir.join(name))?;
+    // Make the rename itself durable.
+    std::fs::File::open(dir)?.sync_all()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_caps_and_jitters_within_the_upper_half() {
+        let mut retry = Retry {
+            initial_backoff: Duration::from_millis(100),
+            max_backoff: Duration::from_secs(1),
+            jitter: false,
+            ..Retry::default()
+        };
+        let waits: Vec<u128> = (1..=6).map(|n| backoff(&retry, n).as_millis()).collect();
+        assert_eq!(waits, [100, 200, 400, 800, 1000, 1000]);
+        assert_eq!(backoff(&retry, u32::MAX), Duration::from_secs(1));
+        retry.jitter = true;
+        for n in 1..=6 {
+            let full = Duration::from_millis(waits[n - 1] as u64);
+            let got = backoff(&retry, n as u32);
+            assert!(got >= full / 2 && got <= full, "attempt {n}: {got:?} vs {full:?}");
+        }
+    }
+}

@@ -1,0 +1,447 @@
+//! Building an engine from a config, starting its sources and delivery workers, and the
+//! operator actions (replay) that run against the same journal.
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::SystemTime;
+
+use plexus_config::{Config, Inbound};
+use plexus_hl7::Message;
+use plexus_journal::{
+    ErrorKind, ErrorReport, Journal, JournalOptions, MessageId, Processing, Resume, SqliteJournal,
+};
+use plexus_sandbox::{Context, Plugin, PluginSpec, Sandbox, SandboxConfig, Table, TableSet};
+use tokio::sync::{Notify, Semaphore};
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+use crate::assets::{Assets, describe};
+use crate::chain::{self, Verdict};
+use crate::error::{BuildError, OpError};
+use crate::ingest::{millis, processing_for};
+
+/// A built engine: plug-ins loaded, journal open, nothing listening yet.
+#[derive(Debug, Clone)]
+pub struct Engine {
+    shared: Arc<Shared>,
+}
+
+/// State shared by every task.
+pub(crate) struct Shared {
+    pub config: Config,
+    pub journal: Arc<dyn Journal>,
+    pub interfaces: BTreeMap<String, Arc<Iface>>,
+    pub chain_permits: Arc<Semaphore>,
+    pub ack_ids: AckIds,
+    pub site: String,
+    /// Keeps the epoch ticker (plug-in timeouts) alive as long as the plug-ins.
+    _sandbox: Sandbox,
+}
+
+impl std::fmt::Debug for Shared {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Shared")
+            .field("interfaces", &self.interfaces.keys().collect::<Vec<_>>())
+            .finish_non_exhaustive()
+    }
+}
+
+/// One interface at run time.
+pub(crate) struct Iface {
+    pub name: String,
+    pub config: plexus_config::Interface,
+    pub chain: Vec<Arc<Plugin>>,
+    /// Wakes each destination's worker when work is enqueued.
+    pub wake: HashMap<String, Arc<Notify>>,
+}
+
+impl Iface {
+    pub(crate) fn wake_destinations(&self) {
+        for notify in self.wake.values() {
+            notify.notify_one();
+        }
+    }
+}
+
+/// Control ids and timestamps for the ACKs the engine sends: `PLX<start>-<n>`, unique
+/// across restarts to the second.
+pub(crate) struct AckIds {
+    prefix: String,
+    next: AtomicU64,
+}
+
+impl AckIds {
+    fn new() -> Self {
+        AckIds {
+            prefix: format!("PLX{}-", millis(SystemTime::now()) / 1000),
+            next: AtomicU64::new(1),
+        }
+    }
+
+    pub(crate) fn next(&self) -> (String, String) {
+        let n = self.next.fetch_add(1, Ordering::Relaxed);
+        (
+            format!("{}{n}", self.prefix),
+            plexus_hl7::ack::timestamp(SystemTime::now()),
+        )
+    }
+}
+
+/// What a running engine is listening on.
+#[derive(Debug)]
+pub struct Running {
+    /// Each MLLP-source interface's bound address.
+    pub mllp: BTreeMap<String, SocketAddr>,
+    /// The HTTP server's bound address.
+    pub http: SocketAddr,
+    tasks: JoinSet<()>,
+}
+
+impl Running {
+    /// Waits until every source and worker has stopped (after the shutdown token fires).
+    pub async fn wait(mut self) {
+        while let Some(result) = self.tasks.join_next().await {
+            if let Err(err) = result {
+                tracing::error!("engine task failed: {err}");
+            }
+        }
+    }
+}
+
+/// The result of a replay.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ReplayOutcome {
+    /// The chain passed: deliveries are queued again and the error is resolved.
+    Requeued {
+        /// Destinations queued.
+        destinations: Vec<String>,
+    },
+    /// The chain filtered it: nothing to deliver; the error is resolved.
+    Filtered {
+        /// The plug-in's reason.
+        reason: String,
+    },
+    /// It failed again; the error stays open with the new reason.
+    FailedAgain(chain::Failure),
+}
+
+impl Engine {
+    /// Loads tables and plug-ins and opens the journal. Every failure names the config
+    /// item involved.
+    pub fn build(config: Config, assets: &dyn Assets) -> Result<Engine, BuildError> {
+        let data_dir = config.engine.data_dir.clone();
+        std::fs::create_dir_all(&data_dir).map_err(|source| BuildError::DataDir {
+            path: data_dir.clone(),
+            source,
+        })?;
+        let journal = SqliteJournal::open_with(
+            journal_path(&config),
+            JournalOptions {
+                duplicate_window: config.journal.duplicate_window,
+                ..JournalOptions::default()
+            },
+        )?;
+        Self::with_journal(config, assets, Arc::new(journal))
+    }
+
+    /// Like [`Engine::build`] with a journal of the caller's choosing.
+    pub fn with_journal(
+        config: Config,
+        assets: &dyn Assets,
+        journal: Arc<dyn Journal>,
+    ) -> Result<Engine, BuildError> {
+        for interface in config.interfaces.values() {
+            for dest in &interface.destinations {
+                if let plexus_config::DestinationKind::Http { url } = &dest.kind
+                    && !url.starts_with("http://")
+                {
+                    return Err(BuildError::Unsupported(format!(
+                        "destination {}: only http:// URLs are supported in this build; \
+                         put a TLS proxy in front, or use an MLLP destination with `tls`",
+                        dest.name
+                    )));
+                }
+            }
+        }
+        let mut tables = TableSet::new();
+        for (name, table) in &config.tables {
+            let bytes = assets
+                .read(&table.file)
+                .map_err(|source| BuildError::Asset {
+                    what: format!("table {name}"),
+                    source_name: describe(&table.file),
+                    source,
+                })?;
+            let text = String::from_utf8_lossy(&bytes);
+            let table =
+                Table::from_csv(name.as_str(), &text).map_err(|source| BuildError::Table {
+                    table: name.to_string(),
+                    source,
+                })?;
+            tables.insert(name.to_string(), Arc::new(table));
+        }
+        let tables = Arc::new(tables);
+        let sandbox = Sandbox::new(SandboxConfig::default())?;
+        let mut plugins = HashMap::new();
+        for (name, plugin) in &config.plugins {
+            let bytes = assets
+                .read(&plugin.file)
+                .map_err(|source| BuildError::Asset {
+                    what: format!("plug-in {name}"),
+                    source_name: describe(&plugin.file),
+                    source,
+                })?;
+            let spec = PluginSpec {
+                name: name.to_string(),
+                sha256: plugin.sha256.clone(),
+                grants: plexus_sandbox::Grants {
+                    log: plugin.grants.log,
+                    tables: plugin.grants.tables.iter().map(|t| t.to_string()).collect(),
+                    reuse_instance: plugin.grants.reuse_instance,
+                },
+                limits: limits(&plugin.limits),
+            };
+            let loaded = Plugin::load(&sandbox, &spec, &bytes, tables.clone())?;
+            tracing::info!(
+                plugin = %name,
+                sha256 = loaded.sha256(),
+                "plug-in loaded"
+            );
+            plugins.insert(name.to_string(), Arc::new(loaded));
+        }
+        let interfaces = config
+            .interfaces
+            .iter()
+            .map(|(name, interface)| {
+                let chain = interface
+                    .chain
+                    .iter()
+                    .map(|p| plugins[p.as_str()].clone())
+                    .collect();
+                let wake = interface
+                    .destinations
+                    .iter()
+                    .map(|d| (d.name.to_string(), Arc::new(Notify::new())))
+                    .collect();
+                let iface = Iface {
+                    name: name.to_string(),
+                    config: interface.clone(),
+                    chain,
+                    wake,
+                };
+                (name.to_string(), Arc::new(iface))
+            })
+            .collect();
+        let permits = std::thread::available_parallelism().map_or(2, |n| n.get()) * 2;
+        Ok(Engine {
+            shared: Arc::new(Shared {
+                config,
+                journal,
+                interfaces,
+                chain_permits: Arc::new(Semaphore::new(permits)),
+                ack_ids: AckIds::new(),
+                site: String::new(),
+                _sandbox: sandbox,
+            }),
+        })
+    }
+
+    /// The journal.
+    pub fn journal(&self) -> &Arc<dyn Journal> {
+        &self.shared.journal
+    }
+
+    /// The config it was built from.
+    pub fn config(&self) -> &Config {
+        &self.shared.config
+    }
+
+    /// Resumes unfinished work, binds every source and starts the delivery workers.
+    /// Everything stops when `shutdown` is cancelled; [`Running::wait`] waits for that.
+    pub async fn start(&self, shutdown: CancellationToken) -> Result<Running, BuildError> {
+        self.resume().await?;
+        let mut tasks = JoinSet::new();
+        let mut mllp = BTreeMap::new();
+        for iface in self.shared.interfaces.values() {
+            match &iface.config.source {
+                Inbound::Mllp(source) => {
+                    let addr = crate::mllp_source::start(
+                        &self.shared,
+                        iface,
+                        source,
+                        shutdown.clone(),
+                        &mut tasks,
+                    )
+                    .await?;
+                    mllp.insert(iface.name.clone(), addr);
+                }
+                Inbound::File(source) => {
+                    tasks.spawn(crate::file_source::run(
+                        self.shared.clone(),
+                        iface.clone(),
+                        source.clone(),
+                        shutdown.clone(),
+                    ));
+                }
+                Inbound::Http { .. } => {}
+            }
+            for dest in &iface.config.destinations {
+                let worker = crate::deliver::Worker::new(
+                    self.shared.clone(),
+                    iface.clone(),
+                    dest.clone(),
+                    shutdown.clone(),
+                );
+                tasks.spawn(worker.run());
+            }
+        }
+        let http = crate::http::start(&self.shared, shutdown.clone(), &mut tasks).await?;
+        Ok(Running { mllp, http, tasks })
+    }
+
+    /// Runs messages whose chain never finished (a crash between journal and chain can
+    /// only happen for messages appended by other tools; the engine's own ingest commits
+    /// both together) before any new message is taken.
+    async fn resume(&self) -> Result<(), BuildError> {
+        let journal = self.shared.journal.clone();
+        let unfinished = tokio::task::spawn_blocking(move || journal.unfinished())
+            .await
+            .map_err(|e| BuildError::Unsupported(format!("resume failed: {e}")))??;
+        let mut owed = 0_usize;
+        for work in unfinished {
+            match work.resume {
+                Resume::Process => {
+                    if let Err(err) = self.reprocess(work.id, false).await {
+                        tracing::error!(id = %work.id, "cannot resume message: {err}");
+                    }
+                }
+                Resume::Deliver(_) => owed += 1,
+            }
+        }
+        if owed > 0 {
+            tracing::info!(messages = owed, "resuming deliveries owed before the restart");
+        }
+        Ok(())
+    }
+
+    /// Replays a message through its interface's current chain (an operator action):
+    /// on success its deliveries are queued again (destinations that already have it are
+    /// left alone) and its open error is resolved with `note`; on failure the error is
+    /// updated. Needs no running engine: a running one picks the deliveries up.
+    pub async fn replay(&self, id: MessageId, note: &str) -> Result<ReplayOutcome, OpError> {
+        let outcome = self.reprocess(id, true).await?;
+        let journal = self.shared.journal.clone();
+        let note = note.to_owned();
+        let resolve = !matches!(outcome, ReplayOutcome::FailedAgain(_));
+        blocking(move || {
+            journal.mark_replayed(id)?;
+            if resolve {
+                match journal.resolve(id, &note) {
+                    Ok(()) | Err(plexus_journal::Error::NoOpenError(_)) => {}
+                    Err(e) => return Err(e),
+                }
+            }
+            Ok(())
+        })
+        .await?;
+        Ok(outcome)
+    }
+
+    async fn reprocess(&self, id: MessageId, requeue: bool) -> Result<ReplayOutcome, OpError> {
+        let journal = self.shared.journal.clone();
+        let record = blocking(move || journal.show(id)).await?;
+        let iface = self
+            .shared
+            .interfaces
+            .get(&record.inbound.interface)
+            .cloned()
+            .ok_or_else(|| OpError::UnknownInterface {
+                id,
+                interface: record.inbound.interface.clone(),
+            })?;
+        let shared = self.shared.clone();
+        let task_iface = iface.clone();
+        let outcome = tokio::task::spawn_blocking(move || -> Result<_, OpError> {
+            let iface = task_iface;
+            let (processing, outcome) = match Message::parse_owned(record.inbound.raw.clone()) {
+                Err(error) => {
+                    let failure = chain::Failure {
+                        kind: ErrorKind::Parse,
+                        stage: "parse".to_owned(),
+                        reason: format!("message could not be parsed: {error}"),
+                        path: error.location().map(|p| p.to_string()),
+                    };
+                    let processing = Processing {
+                        error: Some(ErrorReport {
+                            message: id,
+                            stage: failure.stage.clone(),
+                            kind: failure.kind,
+                            reason: failure.reason.clone(),
+                            path: failure.path.clone(),
+                        }),
+                        processed: true,
+                        ..Processing::default()
+                    };
+                    (processing, ReplayOutcome::FailedAgain(failure))
+                }
+                Ok(msg) => {
+                    let ctx = Context {
+                        interface: iface.name.clone(),
+                        site: shared.site.clone(),
+                        message_id: id.to_string(),
+                        received_at_ms: millis(record.inbound.received_at),
+                    };
+                    let run = chain::run(&iface.chain, msg, &ctx);
+                    let mut processing = processing_for(&iface, run.stages, &run.verdict);
+                    processing.requeue = requeue;
+                    let outcome = match run.verdict {
+                        Verdict::Forwarded => ReplayOutcome::Requeued {
+                            destinations: processing.enqueue.clone(),
+                        },
+                        Verdict::Filtered { reason, .. } => ReplayOutcome::Filtered { reason },
+                        Verdict::Failed(failure) => ReplayOutcome::FailedAgain(failure),
+                    };
+                    (processing, outcome)
+                }
+            };
+            shared.journal.process(id, processing)?;
+            Ok(outcome)
+        })
+        .await
+        .map_err(|e| OpError::Internal(e.to_string()))??;
+        if matches!(outcome, ReplayOutcome::Requeued { .. }) {
+            iface.wake_destinations();
+        }
+        Ok(outcome)
+    }
+}
+
+/// The journal file for a config.
+pub fn journal_path(config: &Config) -> PathBuf {
+    config.engine.data_dir.join("journal.db")
+}
+
+fn limits(l: &plexus_config::Limits) -> plexus_sandbox::Limits {
+    let size = |n: u64| usize::try_from(n).unwrap_or(usize::MAX);
+    plexus_sandbox::Limits {
+        memory_bytes: size(l.memory_bytes),
+        timeout: l.timeout,
+        max_message_bytes: size(l.max_message_bytes),
+        log_lines: size(l.log_lines),
+        log_bytes: size(l.log_bytes),
+        ..plexus_sandbox::Limits::default()
+    }
+}
+
+/// Runs a journal call off the async threads.
+pub(crate) async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> plexus_journal::Result<T> + Send + 'static,
+) -> Result<T, OpError> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| OpError::Internal(e.to_string()))?
+        .map_err(OpError::Journal)
+}

@@ -1,0 +1,84 @@
+use std::path::PathBuf;
+
+/// Why an engine could not be built or started. Each names the config item involved.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum BuildError {
+    /// A table, plug-in or other file named by the config could not be read.
+    #[error("cannot read {what} from {source_name}")]
+    Asset {
+        /// What it is, e.g. `table visit-status`.
+        what: String,
+        /// Where it was looked for.
+        source_name: String,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A table's CSV is malformed.
+    #[error("table {table}")]
+    Table {
+        /// The table.
+        table: String,
+        /// Why.
+        #[source]
+        source: plexus_sandbox::CsvError,
+    },
+    /// A plug-in could not be loaded (digest, grants, not a component, ...).
+    #[error(transparent)]
+    Plugin(#[from] plexus_sandbox::Error),
+    /// The data folder could not be created.
+    #[error("cannot create the data folder {}", path.display())]
+    DataDir {
+        /// The folder.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The journal could not be opened.
+    #[error(transparent)]
+    Journal(#[from] plexus_journal::Error),
+    /// A listener could not bind its address.
+    #[error("interface {interface}: cannot listen on {addr} (is another engine running?)")]
+    Bind {
+        /// The interface (or `http` for the HTTP server).
+        interface: String,
+        /// The address.
+        addr: std::net::SocketAddr,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// TLS material could not be loaded.
+    #[error("interface {interface}: {detail}")]
+    Tls {
+        /// The interface.
+        interface: String,
+        /// What went wrong.
+        detail: String,
+    },
+    /// The config asks for something this build cannot do.
+    #[error("{0}")]
+    Unsupported(String),
+}
+
+/// Why a replay or other operator action failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum OpError {
+    /// The journal failed.
+    #[error(transparent)]
+    Journal(#[from] plexus_journal::Error),
+    /// The message's interface is no longer in the config.
+    #[error("message {id} came in on interface {interface}, which this config does not define")]
+    UnknownInterface {
+        /// The message.
+        id: plexus_journal::MessageId,
+        /// Its interface.
+        interface: String,
+    },
+    /// A worker thread failed.
+    #[error("internal error: {0}")]
+    Internal(String),
+}

@@ -1,0 +1,172 @@
+//! A drop folder feeding an interface. Each file matching the pattern is one message: it
+//! is journaled and processed, then moved to `processed/` beside it. A file is taken only
+//! once it has not changed for one poll interval, so a producer still writing it is not
+//! read half-way (producers should still write elsewhere and rename in).
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use bytes::Bytes;
+use plexus_config::FileSource;
+use plexus_journal::SourceKind;
+use tokio_util::sync::CancellationToken;
+
+use crate::engine::{Iface, Shared};
+use crate::ingest::{self, NotAccepted};
+
+/// Largest file taken as a message; larger ones are moved to `rejected/`.
+const MAX_FILE: u64 = plexus_mllp::DEFAULT_MAX_FRAME as u64;
+
+pub(crate) async fn run(
+    shared: Arc<Shared>,
+    iface: Arc<Iface>,
+    source: FileSource,
+    shutdown: CancellationToken,
+) {
+    tracing::info!(interface = %iface.name, dir = %source.dir.display(), pattern = %source.pattern, "file source watching");
+    while !shutdown.is_cancelled() {
+        let dir = source.dir.clone();
+        let pattern = source.pattern.clone();
+        let settle = source.poll;
+        let ready = tokio::task::spawn_blocking(move || ready_files(&dir, &pattern, settle)).await;
+        match ready {
+            Ok(Ok(files)) => {
+                for path in files {
+                    if shutdown.is_cancelled() {
+                        break;
+                    }
+                    take(&shared, &iface, &source.dir, path).await;
+                }
+            }
+            Ok(Err(err)) => tracing::warn!(interface = %iface.name, dir = %source.dir.display(), "cannot list the drop folder: {err}"),
+            Err(err) => tracing::error!("file source task failed: {err}"),
+        }
+        tokio::select! {
+            () = tokio::time::sleep(source.poll) => {}
+            () = shutdown.cancelled() => {}
+        }
+    }
+}
+
+async fn take(shared: &Arc<Shared>, iface: &Arc<Iface>, dir: &Path, path: PathBuf) {
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let read = {
+        let path = path.clone();
+        tokio::task::spawn_blocking(move || -> std::io::Result<Option<Vec<u8>>> {
+            if std::fs::metadata(&path)?.len() > MAX_FILE {
+                return Ok(None);
+            }
+            crate::assets::read_bounded(&path).map(Some)
+        })
+        .await
+    };
+    let bytes = match read {
+        Ok(Ok(Some(bytes))) => bytes,
+        Ok(Ok(None)) => {
+            tracing::warn!(interface = %iface.name, file = %name, limit = MAX_FILE, "file too large; moved to rejected/");
+            move_to(dir, "rejected", &path, &name).await;
+            return;
+        }
+        Ok(Err(err)) => {
+            tracing::warn!(interface = %iface.name, file = %name, "cannot read: {err}");
+            return;
+        }
+        Err(err) => {
+            tracing::error!("file source task failed: {err}");
+            return;
+        }
+    };
+    match ingest::accept(shared, iface, SourceKind::File, Some(name.clone()), Bytes::from(bytes)).await {
+        // Journaled (processed, or held in the error queue): the file's job is done.
+        Ok(_) => move_to(dir, "processed", &path, &name).await,
+        // Not stored: leave the file for the next poll.
+        Err(NotAccepted::Journal(err)) => {
+            tracing::error!(interface = %iface.name, file = %name, "not accepted, will retry: {err}")
+        }
+        Err(err) => tracing::error!(interface = %iface.name, file = %name, "not accepted, will retry: {err}"),
+    }
+}
+
+async fn move_to(dir: &Path, sub: &str, path: &Path, name: &str) {
+    let target_dir = dir.join(sub);
+    let target = target_dir.join(name);
+    let from = path.to_path_buf();
+    let moved = tokio::task::spawn_blocking(move || {
+        std::fs::create_dir_all(&target_dir)?;
+        std::fs::rename(&from, &target)
+    })
+    .await;
+    if !matches!(moved, Ok(Ok(()))) {
+        tracing::error!(file = name, "cannot move the file to {sub}/; it may be taken again (a duplicate is flagged by MSH-10)");
+    }
+}
+
+/// Files in `dir` matching `pattern`, unchanged for `settle`, oldest name first.
+fn ready_files(dir: &Path, pattern: &str, settle: std::time::Duration) -> std::io::Result<Vec<PathBuf>> {
+    let now = SystemTime::now();
+    let mut files = Vec::new();
+    for entry in std::fs::read_dir(dir)? {
+        let entry = entry?;
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if name.starts_with('.') || !glob_match(pattern, &name) {
+            continue;
+        }
+        let meta = entry.metadata()?;
+        if !meta.is_file() {
+            continue;
+        }
+        let settled = meta
+            .modified()
+            .ok()
+            .and_then(|m| now.duration_since(m).ok())
+            .is_some_and(|age| age >= settle);
+        if settled {
+            files.push(entry.path());
+        }
+    }
+    files.sort();
+    Ok(files)
+}
+
+/// `*` matches any run of characters, `?` one character; everything else is literal.
+fn glob_match(pattern: &str, name: &str) -> bool {
+    let (p, n): (Vec<char>, Vec<char>) = (pattern.chars().collect(), name.chars().collect());
+    let (mut pi, mut ni) = (0, 0);
+    let (mut star, mut mark) = (None, 0);
+    while ni < n.len() {
+        if pi < p.len() && (p[pi] == '?' || p[pi] == n[ni]) {
+            pi += 1;
+            ni += 1;
+        } else if pi < p.len() && p[pi] == '*' {
+            star = Some(pi);
+            pi += 1;
+            mark = ni;
+        } else if let Some(s) = star {
+            pi = s + 1;
+            mark += 1;
+            ni = mark;
+        } else {
+            return false;
+        }
+    }
+    p[pi..].iter().all(|&c| c == '*')
+}
+
+#[cfg(test)]
+mod tests {
+    use super::glob_match;
+
+    #[test]
+    fn glob() {
+        assert!(glob_match("*.hl7", "a.hl7"));
+        assert!(glob_match("*.hl7", ".hl7"));
+        assert!(!glob_match("*.hl7", "a.hl7.tmp"));
+        assert!(glob_match("adt-??.*", "adt-01.txt"));
+        assert!(!glob_match("adt-??.*", "adt-1.txt"));
+        assert!(glob_match("*", "anything"));
+    }
+}

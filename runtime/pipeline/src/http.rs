@@ -1,0 +1,158 @@
+//! The engine's HTTP side: the server (`/healthz`, `/readyz`, and a POST route per
+//! HTTP-source interface) and the client for HTTP destinations.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::DefaultBodyLimit;
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+use plexus_journal::SourceKind;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+use crate::chain::Verdict;
+use crate::deliver::{SendFailure, error_chain};
+use crate::engine::{Iface, Shared};
+use crate::error::BuildError;
+use crate::ingest::{self, Accepted, NotAccepted, acknowledgement};
+
+/// The media type of an ER7 (pipe-delimited) HL7 v2 message.
+pub const HL7_MEDIA_TYPE: &str = "x-application/hl7-v2+er7";
+
+/// Largest body accepted on an ingest route.
+const MAX_BODY: usize = plexus_mllp::DEFAULT_MAX_FRAME;
+
+/// Binds the HTTP server and spawns it.
+pub(crate) async fn start(
+    shared: &Arc<Shared>,
+    shutdown: CancellationToken,
+    tasks: &mut JoinSet<()>,
+) -> Result<SocketAddr, BuildError> {
+    let addr = shared.config.http.listen;
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(|source| BuildError::Bind {
+            interface: "http".to_owned(),
+            addr,
+            source,
+        })?;
+    let local = listener.local_addr().map_err(|source| BuildError::Bind {
+        interface: "http".to_owned(),
+        addr,
+        source,
+    })?;
+    let mut router = Router::new().route("/healthz", get(|| async { "ok\n" }));
+    let ready = shared.clone();
+    router = router.route(
+        "/readyz",
+        get(move || {
+            let shared = ready.clone();
+            async move { readyz(shared).await }
+        }),
+    );
+    for iface in shared.interfaces.values() {
+        if let plexus_config::Inbound::Http { path } = &iface.config.source {
+            let shared = shared.clone();
+            let iface = iface.clone();
+            router = router.route(
+                path,
+                post(move |body: Bytes| {
+                    let shared = shared.clone();
+                    let iface = iface.clone();
+                    async move { ingest_route(shared, iface, body).await }
+                }),
+            );
+            tracing::info!(path, "HTTP source listening");
+        }
+    }
+    let router = router.layer(DefaultBodyLimit::max(MAX_BODY));
+    tracing::info!(addr = %local, "HTTP server listening");
+    tasks.spawn(async move {
+        let served = axum::serve(listener, router)
+            .with_graceful_shutdown(async move { shutdown.cancelled().await })
+            .await;
+        if let Err(err) = served {
+            tracing::error!("HTTP server failed: {err}");
+        }
+    });
+    Ok(local)
+}
+
+async fn readyz(shared: Arc<Shared>) -> Response {
+    let journal = shared.journal.clone();
+    match tokio::task::spawn_blocking(move || journal.error_stats(None)).await {
+        Ok(Ok(_)) => (StatusCode::OK, "ready\n").into_response(),
+        _ => (StatusCode::SERVICE_UNAVAILABLE, "journal unavailable\n").into_response(),
+    }
+}
+
+/// POST of one message: the reply body is the HL7 ACK; the status says the same thing in
+/// HTTP terms (200 accepted, 422 held in the error queue, 400 unparseable, 503 not
+/// stored: send again).
+async fn ingest_route(shared: Arc<Shared>, iface: Arc<Iface>, body: Bytes) -> Response {
+    let accepted = ingest::accept(&shared, &iface, SourceKind::Http, None, body.clone()).await;
+    let status = match &accepted {
+        Ok(Accepted::Processed { verdict, .. }) => match verdict {
+            Verdict::Forwarded | Verdict::Filtered { .. } => StatusCode::OK,
+            Verdict::Failed(_) => StatusCode::UNPROCESSABLE_ENTITY,
+        },
+        Ok(Accepted::Unparseable { .. }) => StatusCode::BAD_REQUEST,
+        Err(NotAccepted::Journal(_) | NotAccepted::Internal(_)) => StatusCode::SERVICE_UNAVAILABLE,
+    };
+    // The HTTP status is the answer; an ACK body is sent even when MSH-15 asked for none.
+    let ack = acknowledgement(&shared, plexus_config::AckMode::Original, &body, &accepted)
+        .unwrap_or_default();
+    (status, [(header::CONTENT_TYPE, HL7_MEDIA_TYPE)], ack).into_response()
+}
+
+/// Posts messages to an HTTP destination.
+pub(crate) struct HttpSender {
+    url: hyper::Uri,
+    client: Client<HttpConnector, Full<Bytes>>,
+}
+
+/// Longest a POST may take, response included.
+const HTTP_TIMEOUT: Duration = Duration::from_secs(30);
+
+impl HttpSender {
+    pub(crate) fn new(url: &str) -> Result<HttpSender, String> {
+        let url: hyper::Uri = url.parse().map_err(|e| format!("bad URL {url}: {e}"))?;
+        let mut connector = HttpConnector::new();
+        connector.set_connect_timeout(Some(Duration::from_secs(10)));
+        let client = Client::builder(TokioExecutor::new()).build(connector);
+        Ok(HttpSender { url, client })
+    }
+
+    pub(crate) async fn send(&self, payload: Vec<u8>) -> Result<(), SendFailure> {
+        let request = hyper::Request::post(self.url.clone())
+            .header(header::CONTENT_TYPE, HL7_MEDIA_TYPE)
+            .body(Full::new(Bytes::from(payload)))
+            .map_err(|e| SendFailure::Permanent(format!("cannot build the request: {e}")))?;
+        let response = tokio::time::timeout(HTTP_TIMEOUT, self.client.request(request))
+            .await
+            .map_err(|_| {
+                SendFailure::Retryable(format!("{} did not answer within {HTTP_TIMEOUT:?}", self.url))
+            })?
+            .map_err(|e| SendFailure::Retryable(format!("POST to {}: {}", self.url, error_chain(&e))))?;
+        let status = response.status();
+        if status.is_success() {
+            Ok(())
+        } else if status.is_server_error()
+            || status == StatusCode::REQUEST_TIMEOUT
+            || status == StatusCode::TOO_MANY_REQUESTS
+        {
+            Err(SendFailure::Retryable(format!("{} answered {status}", self.url)))
+        } else {
+            Err(SendFailure::Permanent(format!("{} answered {status}", self.url)))
+        }
+    }
+}

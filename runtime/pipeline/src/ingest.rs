@@ -1,0 +1,291 @@
+//! The one way a message enters the engine, whatever its source: parse, run the chain,
+//! and commit the message with everything the chain produced in one journal transaction.
+//! Only after that commit may the source acknowledge it.
+
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use plexus_hl7::Message;
+use plexus_hl7::ack::{self, AckError, ErrorCode, Status};
+use plexus_journal::{ErrorKind, ErrorReport, Inbound, MessageId, Processing, SourceKind};
+use plexus_sandbox::Context;
+
+use crate::chain::{self, Failure, Verdict};
+use crate::engine::{Iface, Shared};
+
+/// What became of an inbound message.
+#[derive(Debug)]
+pub(crate) enum Accepted {
+    /// Journaled and run through the chain.
+    Processed {
+        id: MessageId,
+        duplicate_of: Option<MessageId>,
+        verdict: Verdict,
+    },
+    /// Journaled and put in the error queue: it does not parse.
+    Unparseable {
+        id: MessageId,
+        error: plexus_hl7::ParseError,
+    },
+}
+
+/// Why a message could not be accepted. The source must not acknowledge it as accepted.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum NotAccepted {
+    #[error("the journal could not store the message: {0}")]
+    Journal(#[from] plexus_journal::Error),
+    #[error("internal error while processing the message: {0}")]
+    Internal(String),
+}
+
+/// Journals and processes one inbound message.
+pub(crate) async fn accept(
+    shared: &Arc<Shared>,
+    iface: &Arc<Iface>,
+    source_kind: SourceKind,
+    peer: Option<String>,
+    raw: Bytes,
+) -> Result<Accepted, NotAccepted> {
+    let received_at = SystemTime::now();
+    // Bounds the plug-in work in flight to the sandbox's capacity; journal waits are
+    // outside it so that group commit still sees every connection's message.
+    let permit = shared
+        .chain_permits
+        .clone()
+        .acquire_owned()
+        .await
+        .map_err(|_| NotAccepted::Internal("engine is shutting down".into()))?;
+    let task_shared = shared.clone();
+    let task_iface = iface.clone();
+    let accepted = tokio::task::spawn_blocking(move || {
+        let shared = task_shared;
+        let iface = task_iface;
+        let mut inbound = Inbound {
+            interface: iface.name.clone(),
+            source_kind,
+            source_peer: peer,
+            received_at,
+            control_id: None,
+            message_type: None,
+            raw: raw.to_vec(),
+        };
+        match Message::parse_owned(raw.to_vec()) {
+            Err(error) => {
+                drop(permit);
+                let processing = Processing {
+                    error: Some(ErrorReport {
+                        message: MessageId(0),
+                        stage: "parse".to_owned(),
+                        kind: ErrorKind::Parse,
+                        reason: format!("message could not be parsed: {error}"),
+                        path: error.location().map(|p| p.to_string()),
+                    }),
+                    processed: true,
+                    ..Processing::default()
+                };
+                let appended = shared.journal.ingest(inbound, processing)?;
+                Ok(Accepted::Unparseable {
+                    id: appended.id,
+                    error,
+                })
+            }
+            Ok(msg) => {
+                inbound.control_id = msg.control_id().map(|c| c.into_owned());
+                inbound.message_type = message_type(&msg);
+                let ctx = Context {
+                    interface: iface.name.clone(),
+                    site: shared.site.clone(),
+                    message_id: inbound.control_id.clone().unwrap_or_default(),
+                    received_at_ms: millis(received_at),
+                };
+                let run = chain::run(&iface.chain, msg, &ctx);
+                drop(permit);
+                let processing = processing_for(&iface, run.stages, &run.verdict);
+                let appended = shared.journal.ingest(inbound, processing)?;
+                Ok(Accepted::Processed {
+                    id: appended.id,
+                    duplicate_of: appended.duplicate_of,
+                    verdict: run.verdict,
+                })
+            }
+        }
+    })
+    .await
+    .map_err(|e| NotAccepted::Internal(e.to_string()))?;
+    if let Ok(Accepted::Processed {
+        verdict: Verdict::Forwarded,
+        ..
+    }) = &accepted
+    {
+        iface.wake_destinations();
+    }
+    log_accepted(iface, &accepted);
+    accepted
+}
+
+/// The journal writes for a chain's result.
+pub(crate) fn processing_for(
+    iface: &Iface,
+    stages: Vec<plexus_journal::StageRecord>,
+    verdict: &Verdict,
+) -> Processing {
+    let mut processing = Processing {
+        stages,
+        processed: true,
+        ..Processing::default()
+    };
+    match verdict {
+        Verdict::Forwarded => {
+            processing.enqueue = iface
+                .config
+                .destinations
+                .iter()
+                .map(|d| d.name.as_str().to_owned())
+                .collect();
+        }
+        Verdict::Filtered { .. } => {}
+        Verdict::Failed(failure) => processing.error = Some(report(failure)),
+    }
+    processing
+}
+
+fn report(failure: &Failure) -> ErrorReport {
+    ErrorReport {
+        message: MessageId(0),
+        stage: failure.stage.clone(),
+        kind: failure.kind,
+        reason: failure.reason.clone(),
+        path: failure.path.clone(),
+    }
+}
+
+fn log_accepted(iface: &Iface, accepted: &Result<Accepted, NotAccepted>) {
+    match accepted {
+        Ok(Accepted::Processed {
+            id,
+            duplicate_of,
+            verdict,
+        }) => match verdict {
+            Verdict::Forwarded => tracing::debug!(interface = %iface.name, %id, ?duplicate_of, "message accepted"),
+            Verdict::Filtered { plugin, .. } => {
+                tracing::debug!(interface = %iface.name, %id, plugin, "message filtered")
+            }
+            Verdict::Failed(f) => tracing::warn!(
+                interface = %iface.name,
+                %id,
+                stage = %f.stage,
+                kind = %f.kind,
+                path = f.path.as_deref().unwrap_or(""),
+                "message held in the error queue"
+            ),
+        },
+        Ok(Accepted::Unparseable { id, error }) => tracing::warn!(
+            interface = %iface.name,
+            %id,
+            "message held in the error queue: not parseable: {error}"
+        ),
+        Err(err) => tracing::error!(interface = %iface.name, "message NOT accepted: {err}"),
+    }
+}
+
+/// MSH-9 as `TYPE^TRIGGER` (components 1 and 2 only).
+fn message_type(msg: &Message<'_>) -> Option<String> {
+    let code = msg.get("MSH-9-1").ok().flatten()?;
+    match msg.get("MSH-9-2").ok().flatten() {
+        Some(trigger) => Some(format!("{code}^{trigger}")),
+        None => Some(code.into_owned()),
+    }
+}
+
+pub(crate) fn millis(t: SystemTime) -> u64 {
+    t.duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+/// The status and ERR content an acknowledgement of `accepted` carries.
+pub(crate) fn ack_status(accepted: &Result<Accepted, NotAccepted>) -> (Status, Option<AckError>) {
+    match accepted {
+        Ok(Accepted::Processed { verdict, id, .. }) => match verdict {
+            Verdict::Forwarded | Verdict::Filtered { .. } => (Status::Accepted, None),
+            Verdict::Failed(failure) => {
+                let code = match failure.reason.as_str() {
+                    r if r.contains("missing-mapping") => ErrorCode::TableValueNotFound,
+                    r if r.contains("invalid-input") => ErrorCode::DataType,
+                    _ => ErrorCode::InternalError,
+                };
+                let mut err = AckError::new(
+                    code,
+                    format!(
+                        "held in the error queue as message {id}: {} failed ({})",
+                        failure.stage, failure.kind
+                    ),
+                );
+                if let Some(path) = failure.path.as_deref().and_then(|p| p.parse().ok()) {
+                    err = err.at(path);
+                }
+                (Status::Error, Some(err))
+            }
+        },
+        Ok(Accepted::Unparseable { id, error }) => {
+            let mut err = AckError::new(
+                error.ack_code(),
+                format!("message could not be parsed (held as message {id}): {error}"),
+            );
+            err.location = error.location();
+            (Status::Rejected, Some(err))
+        }
+        Err(_) => (
+            Status::Rejected,
+            Some(AckError::new(
+                ErrorCode::InternalError,
+                "the engine could not store the message and did not accept it; send it again",
+            )),
+        ),
+    }
+}
+
+/// Builds the acknowledgement for `raw` in the interface's ACK mode. `None` when none is
+/// owed (the sender asked for none, or the message is itself an ACK).
+pub(crate) fn acknowledgement(
+    shared: &Shared,
+    mode: plexus_config::AckMode,
+    raw: &[u8],
+    accepted: &Result<Accepted, NotAccepted>,
+) -> Option<Bytes> {
+    let (status, error) = ack_status(accepted);
+    let (control_id, ts) = shared.ack_ids.next();
+    let Ok(msg) = Message::parse(raw) else {
+        let error = error.unwrap_or_else(|| AckError::new(ErrorCode::InternalError, "unparseable"));
+        return Some(Bytes::from(ack::reject_unparseable(
+            raw, &error, &control_id, &ts,
+        )));
+    };
+    if msg.get("MSH-9-1").ok().flatten().as_deref() == Some("ACK") {
+        return None;
+    }
+    let bytes = match mode {
+        plexus_config::AckMode::Auto => {
+            ack::acknowledge(&msg, status, error.as_ref(), &control_id, &ts)?
+        }
+        plexus_config::AckMode::Original => ack::build(
+            &msg,
+            ack::AckMode::Original.code(status),
+            error.as_ref(),
+            &control_id,
+            &ts,
+        ),
+        plexus_config::AckMode::Enhanced => ack::build(
+            &msg,
+            ack::AckMode::Enhanced {
+                accept: ack::Condition::Always,
+                application: ack::Condition::Always,
+            }
+            .code(status),
+            error.as_ref(),
+            &control_id,
+            &ts,
+        ),
+    };
+    Some(Bytes::from(bytes))
+}
