@@ -9,9 +9,11 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 mod check_cmd;
+mod errors_cmd;
 mod hl7_cmd;
 mod plugin_cmd;
 mod run;
+mod site;
 
 /// Plexus moves HL7 v2 between clinic systems, with per-site mappings as sandboxed plug-ins.
 #[derive(Debug, Parser)]
@@ -26,12 +28,19 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Run the engine. Today: an MLLP listener that ACKs every message it can parse and
-    /// NAKs (AR, with the reason) every one it cannot.
+    /// Run the engine on a site config (the bundled demo without --config): sources,
+    /// plug-in chains, journal, delivery with retries, error queue. Ctrl-C or SIGTERM
+    /// stops it after in-flight messages are answered.
+    #[command(after_help = "Examples:\n  \
+        plexus run                      # the demo: MLLP 127.0.0.1:2575, HTTP 127.0.0.1:8480\n  \
+        plexus run --config site.toml")]
     Run(run::RunArgs),
     /// Validate a site config (TOML) without running it: every problem with file:line:col
     /// and the fix. Exit status 1 when there are problems.
     Check(check_cmd::CheckArgs),
+    /// Work the error queue: list, show, replay after a fix, resolve with a note.
+    #[command(subcommand)]
+    Errors(ErrorsCommand),
     /// Look at HL7 v2 messages.
     #[command(subcommand)]
     Hl7(Hl7Command),
@@ -50,6 +59,20 @@ enum PluginCommand {
     #[command(after_help = "Example:\n  \
         plexus plugin test target/wasm32-wasip2/release/visit_status_map.wasm --cases plugins/visit-status-map/cases")]
     Test(plugin_cmd::TestArgs),
+}
+
+#[derive(Debug, Subcommand)]
+enum ErrorsCommand {
+    /// Open errors, oldest first: id, interface, kind, stage, age, reason.
+    List(errors_cmd::ListArgs),
+    /// Everything about one message: errors, stages and edits, deliveries. Message
+    /// content only with --unmasked.
+    Show(errors_cmd::ShowArgs),
+    /// Run messages through their interface's current chain again; on success they are
+    /// queued for delivery and their error is resolved. Exit status 1 if any failed again.
+    Replay(errors_cmd::ReplayArgs),
+    /// Close an error without replaying it; the note says what was done.
+    Resolve(errors_cmd::ResolveArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -73,6 +96,10 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Run(args) => run::run(args),
         Command::Check(args) => check_cmd::check(&args),
+        Command::Errors(ErrorsCommand::List(args)) => errors_cmd::list(&args),
+        Command::Errors(ErrorsCommand::Show(args)) => errors_cmd::show(&args),
+        Command::Errors(ErrorsCommand::Replay(args)) => errors_cmd::replay(&args),
+        Command::Errors(ErrorsCommand::Resolve(args)) => errors_cmd::resolve(&args),
         Command::Hl7(Hl7Command::Parse(args)) => hl7_cmd::parse(&args),
         Command::Plugin(PluginCommand::Inspect(args)) => plugin_cmd::inspect(&args),
         Command::Plugin(PluginCommand::Test(args)) => plugin_cmd::test(&args),

@@ -634,8 +634,10 @@ impl Cx<'_, '_> {
             );
             return fallback_addr();
         };
+        // Port 0 asks the OS for a free port (tests, tools): never a clash.
         let clash = self.listeners.iter().find(|(other, _)| {
-            other.port() == addr.port()
+            addr.port() != 0
+                && other.port() == addr.port()
                 && (other.ip() == addr.ip()
                     || other.ip().is_unspecified()
                     || addr.ip().is_unspecified())

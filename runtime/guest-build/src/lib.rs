@@ -56,6 +56,7 @@ pub fn build(manifest_dir_to_root: &str, crates: &[&str]) -> Vec<PathBuf> {
         println!("cargo:rerun-if-changed={}", root.join(dir).display());
     }
 
+    ensure_target();
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
     let mut cmd = Command::new(cargo);
     cmd.current_dir(&root)
@@ -103,6 +104,36 @@ pub fn build(manifest_dir_to_root: &str, crates: &[&str]) -> Vec<PathBuf> {
             file
         })
         .collect()
+}
+
+/// The guests' target triple.
+const TARGET: &str = "wasm32-wasip2";
+
+/// Adds the `wasm32-wasip2` standard library with rustup when the toolchain lacks it.
+/// `rust-toolchain.toml` lists the target, but rustup only installs listed targets with
+/// the toolchain itself, not into a toolchain that is already there; this keeps "clone,
+/// then `cargo test`" working on a machine with only rustup.
+fn ensure_target() {
+    let rustc = std::env::var("RUSTC").unwrap_or_else(|_| "rustc".to_owned());
+    let sysroot = Command::new(&rustc)
+        .args(["--print", "sysroot"])
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .map(|o| PathBuf::from(String::from_utf8_lossy(&o.stdout).trim()));
+    let Some(sysroot) = sysroot else { return };
+    if sysroot.join("lib/rustlib").join(TARGET).exists() {
+        return;
+    }
+    println!(
+        "cargo:warning=installing the {TARGET} target with rustup (needed to build the plug-ins)"
+    );
+    let added = Command::new("rustup")
+        .args(["target", "add", TARGET])
+        .status();
+    if !matches!(added, Ok(status) if status.success()) {
+        println!("cargo:warning=`rustup target add {TARGET}` failed; install the target by hand");
+    }
 }
 
 fn artifact(target: &Path, name: &str) -> PathBuf {

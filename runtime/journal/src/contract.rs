@@ -14,8 +14,9 @@ use std::collections::HashSet;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use crate::{
-    Attempt, DeliveryResult, Processing, DeliveryStatus, Edit, Error, ErrorFilter, ErrorKind, ErrorReport, Inbound,
-    Journal, MessageId, OutcomeKind, Resume, SourceKind, StageRecord, Unfinished,
+    Attempt, DeliveryResult, DeliveryStatus, Edit, Error, ErrorFilter, ErrorKind, ErrorReport,
+    Inbound, Journal, MessageId, OutcomeKind, Processing, Resume, SourceKind, StageRecord,
+    Unfinished,
 };
 
 /// The duplicate window the store under test must be opened with.
@@ -654,9 +655,16 @@ pub fn ingest_is_one_unit<J: Journal>(open: &dyn Fn() -> J) {
         )
         .expect("ingest");
     let unprocessed = j
-        .ingest(inbound("scheduling", Some("I1"), at(2)), Processing::default())
+        .ingest(
+            inbound("scheduling", Some("I1"), at(2)),
+            Processing::default(),
+        )
         .expect("ingest");
-    assert_eq!(unprocessed.duplicate_of, Some(forwarded.id), "duplicates still flagged");
+    assert_eq!(
+        unprocessed.duplicate_of,
+        Some(forwarded.id),
+        "duplicates still flagged"
+    );
     drop(j);
 
     let j = open();
@@ -665,7 +673,11 @@ pub fn ingest_is_one_unit<J: Journal>(open: &dyn Fn() -> J) {
     assert_eq!(record.stages.len(), 1);
     assert_eq!(record.stages[0].record.message, forwarded.id);
     assert_eq!(record.stages[0].record.edits.len(), 2);
-    let mut destinations: Vec<_> = record.deliveries.iter().map(|d| d.destination.as_str()).collect();
+    let mut destinations: Vec<_> = record
+        .deliveries
+        .iter()
+        .map(|d| d.destination.as_str())
+        .collect();
     destinations.sort_unstable();
     assert_eq!(destinations, ["archive", "emr"]);
     assert_eq!(j.payload(forwarded.id).expect("payload"), b"MSH|out");

@@ -16,9 +16,7 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use plexus_config::{Destination, DestinationKind, ErrorAck, HeadFailure, Ordering, Retry};
-use plexus_journal::{
-    Attempt, DeliveryResult, ErrorKind, ErrorReport, MessageId, PendingDelivery,
-};
+use plexus_journal::{Attempt, DeliveryResult, ErrorKind, ErrorReport, MessageId, PendingDelivery};
 use plexus_mllp::{ErrorAckPolicy, Sender, SenderConfig};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
@@ -160,13 +158,20 @@ impl Worker {
 
     /// Sends one message; `None` when shutdown interrupted the send (nothing recorded:
     /// it is sent again after the restart).
-    async fn attempt(&self, connector: &mut Connector, pending: &PendingDelivery) -> Option<Attempt> {
+    async fn attempt(
+        &self,
+        connector: &mut Connector,
+        pending: &PendingDelivery,
+    ) -> Option<Attempt> {
         let journal = self.shared.journal.clone();
         let id = pending.id;
         let payload = match tokio::task::spawn_blocking(move || journal.payload(id)).await {
             Ok(Ok(payload)) => payload,
             Ok(Err(err)) => {
-                return Some(self.failed(id, format!("cannot read the message from the journal: {err}")));
+                return Some(self.failed(
+                    id,
+                    format!("cannot read the message from the journal: {err}"),
+                ));
             }
             Err(err) => return Some(self.failed(id, format!("internal error: {err}"))),
         };
@@ -246,7 +251,9 @@ impl Worker {
             let batch = attempts.clone();
             match tokio::task::spawn_blocking(move || journal.record_attempts(batch)).await {
                 Ok(Ok(())) => return,
-                Ok(Err(err)) => tracing::error!(destination = %self.dest.name, "cannot record delivery results: {err}"),
+                Ok(Err(err)) => {
+                    tracing::error!(destination = %self.dest.name, "cannot record delivery results: {err}")
+                }
                 Err(err) => tracing::error!("delivery worker task failed: {err}"),
             }
             if self.shutdown.is_cancelled() {
@@ -320,7 +327,11 @@ impl Connector {
         })
     }
 
-    async fn send(&mut self, pending: &PendingDelivery, payload: Vec<u8>) -> Result<(), SendFailure> {
+    async fn send(
+        &mut self,
+        pending: &PendingDelivery,
+        payload: Vec<u8>,
+    ) -> Result<(), SendFailure> {
         match self {
             Connector::Mllp(sender) => sender.send(&payload).await.map(|_| ()).map_err(|e| {
                 let reason = error_chain(&e);
@@ -410,7 +421,10 @@ mod tests {
         for n in 1..=6 {
             let full = Duration::from_millis(waits[n - 1] as u64);
             let got = backoff(&retry, n as u32);
-            assert!(got >= full / 2 && got <= full, "attempt {n}: {got:?} vs {full:?}");
+            assert!(
+                got >= full / 2 && got <= full,
+                "attempt {n}: {got:?} vs {full:?}"
+            );
         }
     }
 }

@@ -322,7 +322,10 @@ impl Engine {
             }
         }
         if owed > 0 {
-            tracing::info!(messages = owed, "resuming deliveries owed before the restart");
+            tracing::info!(
+                messages = owed,
+                "resuming deliveries owed before the restart"
+            );
         }
         Ok(())
     }

@@ -39,7 +39,9 @@ pub(crate) async fn run(
                     take(&shared, &iface, &source.dir, path).await;
                 }
             }
-            Ok(Err(err)) => tracing::warn!(interface = %iface.name, dir = %source.dir.display(), "cannot list the drop folder: {err}"),
+            Ok(Err(err)) => {
+                tracing::warn!(interface = %iface.name, dir = %source.dir.display(), "cannot list the drop folder: {err}")
+            }
             Err(err) => tracing::error!("file source task failed: {err}"),
         }
         tokio::select! {
@@ -80,14 +82,24 @@ async fn take(shared: &Arc<Shared>, iface: &Arc<Iface>, dir: &Path, path: PathBu
             return;
         }
     };
-    match ingest::accept(shared, iface, SourceKind::File, Some(name.clone()), Bytes::from(bytes)).await {
+    match ingest::accept(
+        shared,
+        iface,
+        SourceKind::File,
+        Some(name.clone()),
+        Bytes::from(bytes),
+    )
+    .await
+    {
         // Journaled (processed, or held in the error queue): the file's job is done.
         Ok(_) => move_to(dir, "processed", &path, &name).await,
         // Not stored: leave the file for the next poll.
         Err(NotAccepted::Journal(err)) => {
             tracing::error!(interface = %iface.name, file = %name, "not accepted, will retry: {err}")
         }
-        Err(err) => tracing::error!(interface = %iface.name, file = %name, "not accepted, will retry: {err}"),
+        Err(err) => {
+            tracing::error!(interface = %iface.name, file = %name, "not accepted, will retry: {err}")
+        }
     }
 }
 
@@ -101,12 +113,19 @@ async fn move_to(dir: &Path, sub: &str, path: &Path, name: &str) {
     })
     .await;
     if !matches!(moved, Ok(Ok(()))) {
-        tracing::error!(file = name, "cannot move the file to {sub}/; it may be taken again (a duplicate is flagged by MSH-10)");
+        tracing::error!(
+            file = name,
+            "cannot move the file to {sub}/; it may be taken again (a duplicate is flagged by MSH-10)"
+        );
     }
 }
 
 /// Files in `dir` matching `pattern`, unchanged for `settle`, oldest name first.
-fn ready_files(dir: &Path, pattern: &str, settle: std::time::Duration) -> std::io::Result<Vec<PathBuf>> {
+fn ready_files(
+    dir: &Path,
+    pattern: &str,
+    settle: std::time::Duration,
+) -> std::io::Result<Vec<PathBuf>> {
     let now = SystemTime::now();
     let mut files = Vec::new();
     for entry in std::fs::read_dir(dir)? {

@@ -140,9 +140,14 @@ impl HttpSender {
         let response = tokio::time::timeout(HTTP_TIMEOUT, self.client.request(request))
             .await
             .map_err(|_| {
-                SendFailure::Retryable(format!("{} did not answer within {HTTP_TIMEOUT:?}", self.url))
+                SendFailure::Retryable(format!(
+                    "{} did not answer within {HTTP_TIMEOUT:?}",
+                    self.url
+                ))
             })?
-            .map_err(|e| SendFailure::Retryable(format!("POST to {}: {}", self.url, error_chain(&e))))?;
+            .map_err(|e| {
+                SendFailure::Retryable(format!("POST to {}: {}", self.url, error_chain(&e)))
+            })?;
         let status = response.status();
         if status.is_success() {
             Ok(())
@@ -150,9 +155,15 @@ impl HttpSender {
             || status == StatusCode::REQUEST_TIMEOUT
             || status == StatusCode::TOO_MANY_REQUESTS
         {
-            Err(SendFailure::Retryable(format!("{} answered {status}", self.url)))
+            Err(SendFailure::Retryable(format!(
+                "{} answered {status}",
+                self.url
+            )))
         } else {
-            Err(SendFailure::Permanent(format!("{} answered {status}", self.url)))
+            Err(SendFailure::Permanent(format!(
+                "{} answered {status}",
+                self.url
+            )))
         }
     }
 }

@@ -167,7 +167,9 @@ fn log_accepted(iface: &Iface, accepted: &Result<Accepted, NotAccepted>) {
             duplicate_of,
             verdict,
         }) => match verdict {
-            Verdict::Forwarded => tracing::debug!(interface = %iface.name, %id, ?duplicate_of, "message accepted"),
+            Verdict::Forwarded => {
+                tracing::debug!(interface = %iface.name, %id, ?duplicate_of, "message accepted")
+            }
             Verdict::Filtered { plugin, .. } => {
                 tracing::debug!(interface = %iface.name, %id, plugin, "message filtered")
             }
@@ -258,7 +260,10 @@ pub(crate) fn acknowledgement(
     let Ok(msg) = Message::parse(raw) else {
         let error = error.unwrap_or_else(|| AckError::new(ErrorCode::InternalError, "unparseable"));
         return Some(Bytes::from(ack::reject_unparseable(
-            raw, &error, &control_id, &ts,
+            raw,
+            &error,
+            &control_id,
+            &ts,
         )));
     };
     if msg.get("MSH-9-1").ok().flatten().as_deref() == Some("ACK") {

@@ -41,12 +41,13 @@ pub(crate) async fn start(
                 source: std::io::Error::other(e),
             })?;
     if let Some(tls) = &source.tls {
-        let server = plexus_mllp::tls::server_config_from_pem(&tls.cert, &tls.key).map_err(|e| {
-            BuildError::Tls {
-                interface: iface.name.clone(),
-                detail: e.to_string(),
-            }
-        })?;
+        let server =
+            plexus_mllp::tls::server_config_from_pem(&tls.cert, &tls.key).map_err(|e| {
+                BuildError::Tls {
+                    interface: iface.name.clone(),
+                    detail: e.to_string(),
+                }
+            })?;
         listener = listener.with_tls(server);
     }
     let addr = listener.local_addr();

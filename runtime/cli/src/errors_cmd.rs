@@ -1,0 +1,386 @@
+//! `plexus errors list|show|replay|resolve`: working the error queue.
+//!
+//! These open the site's journal directly, so they work whether or not the engine is
+//! running; a running engine picks up replayed deliveries within a second.
+
+use std::process::ExitCode;
+use std::time::{Duration, SystemTime};
+
+use anyhow::Context;
+use plexus_journal::{ErrorEntry, ErrorFilter, ErrorKind, Journal, MessageId};
+use plexus_pipeline::{Engine, ReplayOutcome};
+use serde_json::json;
+
+use crate::site::{BuiltinAssets, SiteArgs, open_journal};
+
+#[derive(Debug, clap::Args)]
+pub struct ListArgs {
+    #[command(flatten)]
+    site: SiteArgs,
+    /// Only this interface.
+    #[arg(long, value_name = "NAME")]
+    interface: Option<String>,
+    /// Only this kind: parse, plugin-fail, trap, timeout, out-of-memory, destination, internal.
+    #[arg(long, value_name = "KIND", value_parser = parse_kind)]
+    kind: Option<ErrorKind>,
+    /// Include resolved errors.
+    #[arg(long)]
+    all: bool,
+    /// Most entries shown, oldest first.
+    #[arg(long, value_name = "N", default_value_t = 100)]
+    limit: usize,
+    /// One JSON object per line instead of a table.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct ShowArgs {
+    #[command(flatten)]
+    site: SiteArgs,
+    /// The message id (first column of `plexus errors list`).
+    #[arg(value_name = "ID")]
+    id: i64,
+    /// Also print the message bytes and the edits' values (patient data).
+    #[arg(long)]
+    unmasked: bool,
+    /// JSON instead of text.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct ReplayArgs {
+    #[command(flatten)]
+    site: SiteArgs,
+    /// Message ids to replay through their interface's current chain.
+    #[arg(value_name = "ID", required = true)]
+    ids: Vec<i64>,
+    /// Note recorded when a replay succeeds and closes the error.
+    #[arg(long, value_name = "TEXT", default_value = "replayed after a fix")]
+    note: String,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct ResolveArgs {
+    #[command(flatten)]
+    site: SiteArgs,
+    /// The message id.
+    #[arg(value_name = "ID")]
+    id: i64,
+    /// What was done about it (required: the next person reads it).
+    #[arg(long, value_name = "TEXT")]
+    note: String,
+}
+
+fn parse_kind(s: &str) -> Result<ErrorKind, String> {
+    const KINDS: [ErrorKind; 7] = [
+        ErrorKind::Parse,
+        ErrorKind::PluginFail,
+        ErrorKind::Trap,
+        ErrorKind::Timeout,
+        ErrorKind::OutOfMemory,
+        ErrorKind::Destination,
+        ErrorKind::Internal,
+    ];
+    KINDS.into_iter().find(|k| k.as_str() == s).ok_or_else(|| {
+        let names: Vec<&str> = KINDS.iter().map(|k| k.as_str()).collect();
+        format!("unknown kind; one of {}", names.join(", "))
+    })
+}
+
+pub fn list(args: &ListArgs) -> anyhow::Result<ExitCode> {
+    let config = args.site.load()?;
+    let journal = open_journal(&config)?;
+    let filter = ErrorFilter {
+        interface: args.interface.clone(),
+        kind: args.kind,
+        include_resolved: args.all,
+    };
+    let entries = journal.list_errors(&filter, args.limit)?;
+    let stats = journal.error_stats(args.interface.as_deref())?;
+    if args.json {
+        for e in &entries {
+            println!("{}", entry_json(e));
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
+    if entries.is_empty() {
+        println!("no {}errors", if args.all { "" } else { "open " });
+    } else {
+        println!(
+            "{:>8}  {:<16}  {:<13}  {:<22}  {:>7}  {:>5}  REASON",
+            "ID", "INTERFACE", "KIND", "STAGE", "AGE", "SEEN"
+        );
+        let now = SystemTime::now();
+        for e in &entries {
+            let state = if e.resolution.is_some() {
+                " (resolved)"
+            } else {
+                ""
+            };
+            println!(
+                "{:>8}  {:<16}  {:<13}  {:<22}  {:>7}  {:>5}  {}{state}",
+                e.message.0,
+                e.interface,
+                e.kind.as_str(),
+                e.stage,
+                age(now, e.first_seen),
+                e.occurrences,
+                one_line(&e.reason, 100),
+            );
+        }
+    }
+    let oldest = stats
+        .oldest_open
+        .map(|t| format!(", oldest {} old", age(SystemTime::now(), t)))
+        .unwrap_or_default();
+    println!(
+        "\n{} open{oldest}; {} resolved ({} corrected by replay)",
+        stats.open, stats.resolved, stats.corrected
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+pub fn show(args: &ShowArgs) -> anyhow::Result<ExitCode> {
+    let config = args.site.load()?;
+    let journal = open_journal(&config)?;
+    let record = journal.show(MessageId(args.id))?;
+    let m = &record.inbound;
+    if args.json {
+        let value = json!({
+            "id": record.id.0,
+            "interface": m.interface,
+            "source": m.source_kind.as_str(),
+            "peer": m.source_peer,
+            "received_at_ms": ms(m.received_at),
+            "control_id": m.control_id,
+            "message_type": m.message_type,
+            "duplicate_of": record.duplicate_of.map(|d| d.0),
+            "processed": record.processed,
+            "replays": record.replays,
+            "raw": args.unmasked.then(|| String::from_utf8_lossy(&m.raw).into_owned()),
+            "stages": record.stages.iter().map(|s| json!({
+                "index": s.record.stage_index,
+                "plugin": s.record.plugin,
+                "sha256": s.record.plugin_sha256,
+                "outcome": s.record.outcome.as_str(),
+                "detail": s.record.detail,
+                "edits": s.record.edits.iter().map(|e| if args.unmasked {
+                    json!({"path": e.path, "old": e.old, "new": e.new})
+                } else {
+                    json!({"path": e.path})
+                }).collect::<Vec<_>>(),
+            })).collect::<Vec<_>>(),
+            "deliveries": record.deliveries.iter().map(|d| json!({
+                "destination": d.destination,
+                "status": d.status.as_str(),
+                "attempts": d.attempts,
+                "last_error": d.last_error,
+            })).collect::<Vec<_>>(),
+            "errors": record.errors.iter().map(entry_json).collect::<Vec<_>>(),
+        });
+        println!("{}", serde_json::to_string_pretty(&value)?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    let now = SystemTime::now();
+    println!("message {}", record.id);
+    println!("  interface    {} (via {})", m.interface, m.source_kind);
+    if let Some(peer) = &m.source_peer {
+        println!("  from         {peer}");
+    }
+    println!("  received     {} ago", age(now, m.received_at));
+    println!(
+        "  MSH-10       {}",
+        m.control_id.as_deref().unwrap_or("(none)")
+    );
+    println!(
+        "  MSH-9        {}",
+        m.message_type.as_deref().unwrap_or("(unknown)")
+    );
+    println!("  bytes        {}", m.raw.len());
+    if let Some(first) = record.duplicate_of {
+        println!("  duplicate of message {first} (same MSH-10 on this interface)");
+    }
+    println!(
+        "  processed    {}{}",
+        if record.processed { "yes" } else { "no" },
+        if record.replays > 0 {
+            format!(", replayed {} time(s)", record.replays)
+        } else {
+            String::new()
+        }
+    );
+    for e in &record.errors {
+        let state = match &e.resolution {
+            Some(r) => format!("resolved {} ago: {}", age(now, r.at), r.note),
+            None => "OPEN".to_owned(),
+        };
+        println!("\nerror [{state}]");
+        println!("  kind         {}", e.kind);
+        println!("  stage        {}", e.stage);
+        if let Some(path) = &e.path {
+            println!("  path         {path}");
+        }
+        println!("  reason       {}", e.reason);
+        println!(
+            "  first seen   {} ago; seen {} time(s); replayed {} time(s)",
+            age(now, e.first_seen),
+            e.occurrences,
+            e.replays
+        );
+    }
+    if !record.stages.is_empty() {
+        println!("\nstages");
+        for s in &record.stages {
+            let r = &s.record;
+            println!(
+                "  {}. {} ({}): {}{}",
+                r.stage_index,
+                r.plugin,
+                r.plugin_sha256.get(..12).unwrap_or(&r.plugin_sha256),
+                r.outcome,
+                r.detail
+                    .as_deref()
+                    .map(|d| format!(" ({d})"))
+                    .unwrap_or_default()
+            );
+            for e in &r.edits {
+                if args.unmasked {
+                    println!(
+                        "       {}: {:?} -> {:?}",
+                        e.path,
+                        e.old.as_deref().unwrap_or(""),
+                        e.new.as_deref().unwrap_or("")
+                    );
+                } else {
+                    println!("       {}", e.path);
+                }
+            }
+        }
+    }
+    if !record.deliveries.is_empty() {
+        println!("\ndeliveries");
+        for d in &record.deliveries {
+            println!(
+                "  {:<16} {:<10} {} attempt(s){}",
+                d.destination,
+                d.status.as_str(),
+                d.attempts,
+                d.last_error
+                    .as_deref()
+                    .map(|e| format!("; last error: {e}"))
+                    .unwrap_or_default()
+            );
+        }
+    }
+    if args.unmasked {
+        println!("\nmessage (as received)");
+        for segment in String::from_utf8_lossy(&m.raw).split(['\r', '\n']) {
+            if !segment.is_empty() {
+                println!("  {segment}");
+            }
+        }
+    } else {
+        println!("\n(message content hidden; --unmasked shows it)");
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub fn replay(args: &ReplayArgs) -> anyhow::Result<ExitCode> {
+    let config = args.site.load()?;
+    anyhow::ensure!(
+        plexus_pipeline::journal_path(&config).exists(),
+        "no journal at {} (has the engine run with this config, from this folder?)",
+        plexus_pipeline::journal_path(&config).display()
+    );
+    let engine = Engine::build(config, &BuiltinAssets).context("loading the site's plug-ins")?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    let mut failed = 0;
+    for id in &args.ids {
+        match runtime.block_on(engine.replay(MessageId(*id), &args.note)) {
+            Ok(ReplayOutcome::Requeued { destinations }) => println!(
+                "message {id}: passed the chain; queued for {}; error resolved",
+                if destinations.is_empty() {
+                    "no destination".to_owned()
+                } else {
+                    destinations.join(", ")
+                }
+            ),
+            Ok(ReplayOutcome::Filtered { reason }) => {
+                println!("message {id}: filtered by the chain ({reason}); error resolved")
+            }
+            Ok(ReplayOutcome::FailedAgain(f)) => {
+                failed += 1;
+                println!("message {id}: failed again at {}: {}", f.stage, f.reason);
+            }
+            Err(err) => {
+                failed += 1;
+                println!("message {id}: cannot replay: {err}");
+            }
+        }
+    }
+    Ok(if failed == 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
+}
+
+pub fn resolve(args: &ResolveArgs) -> anyhow::Result<ExitCode> {
+    let config = args.site.load()?;
+    let journal = open_journal(&config)?;
+    journal.resolve(MessageId(args.id), &args.note)?;
+    println!("message {}: error resolved", args.id);
+    Ok(ExitCode::SUCCESS)
+}
+
+fn entry_json(e: &ErrorEntry) -> serde_json::Value {
+    json!({
+        "id": e.message.0,
+        "interface": e.interface,
+        "control_id": e.control_id,
+        "message_type": e.message_type,
+        "kind": e.kind.as_str(),
+        "stage": e.stage,
+        "path": e.path,
+        "reason": e.reason,
+        "first_seen_ms": ms(e.first_seen),
+        "last_seen_ms": ms(e.last_seen),
+        "occurrences": e.occurrences,
+        "replays": e.replays,
+        "resolved": e.resolution.as_ref().map(|r| json!({"at_ms": ms(r.at), "note": r.note})),
+    })
+}
+
+fn ms(t: SystemTime) -> u64 {
+    t.duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+/// `42s`, `7m`, `3h`, `2d`.
+fn age(now: SystemTime, then: SystemTime) -> String {
+    let secs = now.duration_since(then).unwrap_or(Duration::ZERO).as_secs();
+    match secs {
+        0..60 => format!("{secs}s"),
+        60..3600 => format!("{}m", secs / 60),
+        3600..86400 => format!("{}h", secs / 3600),
+        _ => format!("{}d", secs / 86400),
+    }
+}
+
+fn one_line(text: &str, max: usize) -> String {
+    let flat: String = text
+        .chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .collect();
+    if flat.chars().count() > max {
+        let cut: String = flat.chars().take(max - 1).collect();
+        format!("{cut}…")
+    } else {
+        flat
+    }
+}

@@ -1,0 +1,498 @@
+//! End-to-end tests of the pipeline in one process: real plug-ins, a real journal, MLLP
+//! and HTTP sources, MLLP and file destinations, and a test receiver that can be down.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use plexus_hl7::Message;
+use plexus_hl7::ack::{self, AckCode, Status};
+use plexus_journal::{DeliveryStatus, ErrorFilter, ErrorKind, MessageId};
+use plexus_mllp::{Listener, ListenerConfig, Sender, SenderConfig, handler_fn};
+use plexus_pipeline::{Engine, FsAssets, ReplayOutcome, Running};
+use tokio_util::sync::CancellationToken;
+
+const STATUS_CSV: &str = "key,value\narrived,Started\n\"checked in\",Started\nroomed,Started\nready,Started\nbooked,Booked\n";
+
+/// A site in a temp folder: the two demo plug-ins, one MLLP interface to an MLLP
+/// receiver and a folder.
+struct Site {
+    dir: tempfile::TempDir,
+}
+
+impl Site {
+    fn new() -> Site {
+        let dir = tempfile::tempdir().expect("tempdir");
+        std::fs::write(dir.path().join("visit-status.csv"), STATUS_CSV).expect("csv");
+        Site { dir }
+    }
+
+    fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    fn outbox(&self) -> PathBuf {
+        self.path().join("outbox")
+    }
+
+    /// The config, with the receiver at `emr` and `extra` TOML appended to the interface.
+    fn config(&self, emr: SocketAddr, extra: &str) -> plexus_config::Config {
+        let text = format!(
+            r#"
+[engine]
+data_dir = "data"
+
+[http]
+listen = "127.0.0.1:0"
+
+[tables.visit-status]
+file = "visit-status.csv"
+
+[plugins.demographics-normalize]
+file = "{demo}"
+
+[plugins.visit-status-map]
+file = "{status}"
+grants = ["tables:visit-status"]
+
+[interfaces.scheduling]
+source = {{ type = "mllp", listen = "127.0.0.1:0" }}
+chain = ["demographics-normalize", "visit-status-map"]
+{extra}
+
+[[interfaces.scheduling.destinations]]
+name = "archive"
+type = "file"
+dir = "outbox"
+
+[[interfaces.scheduling.destinations]]
+name = "emr"
+type = "mllp"
+connect = "{emr}"
+ack_timeout = "2s"
+
+[interfaces.scheduling.retry]
+max_attempts = 1000
+initial_backoff = "20ms"
+max_backoff = "200ms"
+
+[interfaces.intake]
+source = {{ type = "http", path = "/ingest/intake" }}
+chain = ["visit-status-map"]
+destinations = [{{ name = "inbox", type = "file", dir = "http-outbox" }}]
+"#,
+            demo = plexus_test_artifacts::DEMOGRAPHICS_NORMALIZE,
+            status = plexus_test_artifacts::VISIT_STATUS_MAP,
+        );
+        plexus_config::Config::from_toml(&text, &self.path().join("site.toml"))
+            .unwrap_or_else(|e| panic!("config: {e}"))
+    }
+}
+
+/// An MLLP receiver that ACKs (AA) everything and records MSH-10s in arrival order.
+struct Receiver {
+    addr: SocketAddr,
+    received: Arc<Mutex<Vec<String>>>,
+    stop: CancellationToken,
+}
+
+impl Receiver {
+    async fn start(addr: SocketAddr) -> Receiver {
+        let listener = Listener::bind(addr, ListenerConfig::default())
+            .await
+            .expect("bind receiver");
+        let addr = listener.local_addr();
+        let received = Arc::new(Mutex::new(Vec::new()));
+        let seen = received.clone();
+        let stop = CancellationToken::new();
+        let handler = handler_fn(move |payload: Bytes, _peer| {
+            let seen = seen.clone();
+            async move {
+                let msg = Message::parse(&payload).ok()?;
+                seen.lock()
+                    .expect("lock")
+                    .push(msg.control_id().unwrap_or_default().into_owned());
+                ack::acknowledge(&msg, Status::Accepted, None, "RCV", "20260101000000")
+                    .map(Bytes::from)
+            }
+        });
+        tokio::spawn(listener.serve(Arc::new(handler), stop.clone()));
+        Receiver {
+            addr,
+            received,
+            stop,
+        }
+    }
+
+    fn received(&self) -> Vec<String> {
+        self.received.lock().expect("lock").clone()
+    }
+}
+
+/// A free port that nothing listens on (yet).
+fn free_port() -> SocketAddr {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    l.local_addr().expect("addr")
+}
+
+fn siu(control_id: &str, status: &str) -> Vec<u8> {
+    format!(
+        "MSH|^~\\&|SCHED|NORTHSIDE|EHR|NORTHSIDE|20260105083000||SIU^S12^SIU_S12|{control_id}|P|2.5.1\r\
+         SCH|10001^SCHED|20001^EHR||||NEW|FOLLOWUP^Follow-up visit|ROUTINE|20|MIN|^^^202601050900^202601050920||||||||||||||{status}\r\
+         PID|1||MRN10001^^^NORTHSIDE^MR||testpatient^alpha||19800101|female\r"
+    )
+    .into_bytes()
+}
+
+async fn start(site: &Site, emr: SocketAddr, extra: &str) -> (Engine, Running, CancellationToken) {
+    let engine = Engine::build(site.config(emr, extra), &FsAssets).expect("engine builds");
+    let stop = CancellationToken::new();
+    let running = engine.start(stop.clone()).await.expect("engine starts");
+    (engine, running, stop)
+}
+
+async fn send(to: SocketAddr, payload: &[u8]) -> (AckCode, Vec<u8>) {
+    let mut sender = Sender::new(
+        to.to_string(),
+        SenderConfig {
+            attempts: 1,
+            on_error_ack: plexus_mllp::ErrorAckPolicy::Permanent,
+            ..SenderConfig::default()
+        },
+    );
+    match sender.send(payload).await {
+        Ok(delivery) => (delivery.ack.code(), delivery.ack.bytes().to_vec()),
+        Err(plexus_mllp::SendError::ApplicationError { ack, .. })
+        | Err(plexus_mllp::SendError::Rejected { ack, .. }) => (ack.code(), ack.bytes().to_vec()),
+        Err(e) => panic!("send failed: {e}"),
+    }
+}
+
+async fn eventually(what: &str, mut check: impl FnMut() -> bool) {
+    for _ in 0..400 {
+        if check() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    panic!("timed out waiting for: {what}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn messages_are_mapped_journaled_acked_and_delivered_in_order() {
+    let site = Site::new();
+    let emr = Receiver::start("127.0.0.1:0".parse().expect("addr")).await;
+    let (engine, running, stop) = start(&site, emr.addr, "").await;
+    let src = running.mllp["scheduling"];
+
+    let statuses = ["Arrived", "Checked In", "  ROOMED ", "Ready", "booked"];
+    let ids: Vec<String> = (0..25).map(|i| format!("M{i:03}")).collect();
+    for (i, id) in ids.iter().enumerate() {
+        let (code, _) = send(src, &siu(id, statuses[i % statuses.len()])).await;
+        assert_eq!(code, AckCode::AA, "message {id}");
+    }
+    eventually("all delivered to the EMR", || {
+        emr.received().len() == ids.len()
+    })
+    .await;
+    assert_eq!(emr.received(), ids, "FIFO, exactly once");
+    let outbox = site.outbox();
+    eventually("all written to the archive", || {
+        std::fs::read_dir(&outbox).map_or(0, |d| {
+            d.filter(|e| {
+                e.as_ref()
+                    .is_ok_and(|e| e.file_name().to_string_lossy().ends_with(".hl7"))
+            })
+            .count()
+        }) == ids.len()
+    })
+    .await;
+
+    // The archive holds the mapped message: status coded, name and sex normalised.
+    let mut files: Vec<PathBuf> = std::fs::read_dir(&outbox)
+        .expect("outbox")
+        .map(|e| e.expect("entry").path())
+        .collect();
+    files.sort();
+    let first = std::fs::read(&files[0]).expect("read");
+    let msg = Message::parse(&first).expect("archived message parses");
+    assert_eq!(msg.control_id().as_deref(), Some("M000"));
+    assert_eq!(
+        msg.get("SCH-25-1").expect("path").as_deref(),
+        Some("Started")
+    );
+    assert_eq!(msg.get("PID-8").expect("path").as_deref(), Some("F"));
+
+    // Provenance: both stages with digests and edits, both deliveries done.
+    let record = engine.journal().show(MessageId(1)).expect("show");
+    assert!(record.processed);
+    assert_eq!(record.stages.len(), 2);
+    assert_eq!(record.stages[1].record.plugin, "visit-status-map");
+    assert_eq!(record.stages[1].record.plugin_sha256.len(), 64);
+    assert!(
+        record.stages[1]
+            .record
+            .edits
+            .iter()
+            .any(|e| e.path == "SCH-25-1" && e.new.as_deref() == Some("Started"))
+    );
+    assert!(
+        record
+            .deliveries
+            .iter()
+            .all(|d| d.status == DeliveryStatus::Delivered)
+    );
+    stop.cancel();
+    running.wait().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_destination_that_is_down_gets_everything_in_order_when_it_comes_back() {
+    let site = Site::new();
+    let emr_addr = free_port();
+    let (engine, running, stop) = start(&site, emr_addr, "").await;
+    let src = running.mllp["scheduling"];
+    let ids: Vec<String> = (0..30).map(|i| format!("D{i:03}")).collect();
+    for id in &ids {
+        let (code, _) = send(src, &siu(id, "Arrived")).await;
+        assert_eq!(code, AckCode::AA, "accepted while the EMR is down");
+    }
+    // Let a few retries fail.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let head = engine
+        .journal()
+        .next_pending("scheduling", "emr", 1)
+        .expect("pending");
+    assert!(head[0].attempts >= 1, "the head was tried: {head:?}");
+    assert!(
+        head[0]
+            .last_error
+            .as_deref()
+            .is_some_and(|e| e.contains("connect")),
+        "{head:?}"
+    );
+
+    let emr = Receiver::start(emr_addr).await;
+    eventually("all delivered after the EMR came back", || {
+        emr.received().len() >= ids.len()
+    })
+    .await;
+    assert_eq!(emr.received(), ids, "in order, none lost, none twice");
+    assert_eq!(engine.journal().error_stats(None).expect("stats").open, 0);
+    stop.cancel();
+    running.wait().await;
+    emr.stop.cancel();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn poison_messages_go_to_the_error_queue_while_the_rest_flow_and_replay_fixes_them() {
+    let site = Site::new();
+    let emr = Receiver::start("127.0.0.1:0".parse().expect("addr")).await;
+    let (engine, running, stop) = start(&site, emr.addr, "").await;
+    let src = running.mllp["scheduling"];
+
+    let (code, _) = send(src, &siu("P001", "Arrived")).await;
+    assert_eq!(code, AckCode::AA);
+    // Unknown status: the plug-in fails it; the sender gets AE naming the path.
+    let (code, ack_bytes) = send(src, &siu("P002", "Teleported")).await;
+    assert_eq!(code, AckCode::AE);
+    let ack_msg = Message::parse(&ack_bytes).expect("ack parses");
+    assert_eq!(
+        ack_msg.get("ERR-3-1").expect("path").as_deref(),
+        Some("103"),
+        "table value not found"
+    );
+    assert_eq!(
+        ack_msg.get("ERR-2-1").expect("path").as_deref(),
+        Some("SCH")
+    );
+    let ack_text = String::from_utf8_lossy(&ack_bytes);
+    assert!(
+        !ack_text.contains("testpatient"),
+        "no patient data in the ACK"
+    );
+    // Garbage: rejected with AR, and still journaled.
+    let mut sender = Sender::new(
+        src.to_string(),
+        SenderConfig {
+            attempts: 1,
+            ..SenderConfig::default()
+        },
+    );
+    let err = sender
+        .send(b"this is not HL7")
+        .await
+        .expect_err("not HL7 is refused locally");
+    assert!(matches!(err, plexus_mllp::SendError::InvalidMessage { .. }));
+    let (code, _) = send(src, &siu("P003", "Ready")).await;
+    assert_eq!(code, AckCode::AA);
+
+    eventually("the good ones flow past the poison", || {
+        emr.received().len() == 2
+    })
+    .await;
+    assert_eq!(emr.received(), ["P001", "P003"]);
+    let errors = engine
+        .journal()
+        .list_errors(&ErrorFilter::default(), 10)
+        .expect("errors");
+    assert_eq!(errors.len(), 1);
+    let poison = &errors[0];
+    assert_eq!(poison.kind, ErrorKind::PluginFail);
+    assert_eq!(poison.stage, "plugin:visit-status-map");
+    assert_eq!(poison.path.as_deref(), Some("SCH-25-1"));
+    assert_eq!(poison.control_id.as_deref(), Some("P002"));
+    assert!(
+        poison.reason.contains("missing-mapping"),
+        "{}",
+        poison.reason
+    );
+    stop.cancel();
+    running.wait().await;
+
+    // The site adds the missing status and restarts; the operator replays the message.
+    std::fs::write(
+        site.path().join("visit-status.csv"),
+        format!("{STATUS_CSV}teleported,Started\n"),
+    )
+    .expect("csv");
+    let (engine, running, stop) = start(&site, emr.addr, "").await;
+    let outcome = engine
+        .replay(poison.message, "added teleported")
+        .await
+        .expect("replay");
+    assert_eq!(
+        outcome,
+        ReplayOutcome::Requeued {
+            destinations: vec!["archive".into(), "emr".into()]
+        }
+    );
+    eventually("the replayed message is delivered", || {
+        emr.received().len() == 3
+    })
+    .await;
+    assert_eq!(emr.received()[2], "P002");
+    let stats = engine.journal().error_stats(None).expect("stats");
+    assert_eq!((stats.open, stats.resolved, stats.corrected), (0, 1, 1));
+    stop.cancel();
+    running.wait().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unparseable_frames_are_rejected_with_ar_and_kept_in_the_error_queue() {
+    let site = Site::new();
+    let emr = Receiver::start("127.0.0.1:0".parse().expect("addr")).await;
+    let (engine, running, stop) = start(&site, emr.addr, "").await;
+    let src = running.mllp["scheduling"];
+    // A raw MLLP client: the Sender refuses to send non-HL7.
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut tcp = tokio::net::TcpStream::connect(src).await.expect("connect");
+    tcp.write_all(b"\x0bMSH|^~\\&|A|B|C|D|2026||ADT^A01|BAD1|P|2.5\rPID|1|\x1c\r")
+        .await
+        .expect("write");
+    tcp.write_all(b"\x0bnot hl7 at all\x1c\r")
+        .await
+        .expect("write");
+    let mut buf = vec![0; 4096];
+    let mut got = Vec::new();
+    while got.iter().filter(|&&b| b == 0x1c).count() < 2 {
+        let n = tcp.read(&mut buf).await.expect("read");
+        assert!(n > 0, "connection closed early");
+        got.extend_from_slice(&buf[..n]);
+    }
+    let text = String::from_utf8_lossy(&got);
+    let acks: Vec<&str> = text.split('\x1c').filter(|s| s.contains("MSA")).collect();
+    assert_eq!(acks.len(), 2);
+    assert!(
+        acks[0].contains("MSA|AA|BAD1"),
+        "a short but valid message is fine: {}",
+        acks[0]
+    );
+    assert!(acks[1].contains("MSA|AR"), "{}", acks[1]);
+    let errors = engine
+        .journal()
+        .list_errors(
+            &ErrorFilter {
+                kind: Some(ErrorKind::Parse),
+                ..ErrorFilter::default()
+            },
+            10,
+        )
+        .expect("errors");
+    assert_eq!(errors.len(), 1);
+    let record = engine.journal().show(errors[0].message).expect("show");
+    assert_eq!(
+        record.inbound.raw, b"not hl7 at all",
+        "the bytes are kept as received"
+    );
+    stop.cancel();
+    running.wait().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http_source_answers_with_an_ack_and_status_and_health_endpoints_work() {
+    let site = Site::new();
+    let emr = Receiver::start("127.0.0.1:0".parse().expect("addr")).await;
+    let (engine, running, stop) = start(&site, emr.addr, "").await;
+    let http = running.http;
+
+    let (status, body) = http_request(http, "GET", "/healthz", b"").await;
+    assert_eq!((status, body.as_slice()), (200, b"ok\n".as_slice()));
+    let (status, _) = http_request(http, "GET", "/readyz", b"").await;
+    assert_eq!(status, 200);
+    let (status, body) =
+        http_request(http, "POST", "/ingest/intake", &siu("H001", "Arrived")).await;
+    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
+    assert!(String::from_utf8_lossy(&body).contains("MSA|AA|H001"));
+    let (status, body) =
+        http_request(http, "POST", "/ingest/intake", &siu("H002", "Teleported")).await;
+    assert_eq!(status, 422);
+    assert!(String::from_utf8_lossy(&body).contains("MSA|AE|H002"));
+    let (status, _) = http_request(http, "POST", "/ingest/intake", b"garbage").await;
+    assert_eq!(status, 400);
+    let (status, _) = http_request(http, "POST", "/ingest/nowhere", b"x").await;
+    assert_eq!(status, 404);
+
+    let inbox = site.path().join("http-outbox");
+    eventually("the HTTP message is written", || {
+        std::fs::read_dir(&inbox).map_or(0, |d| d.count()) == 1
+    })
+    .await;
+    assert_eq!(
+        engine
+            .journal()
+            .error_stats(Some("intake"))
+            .expect("stats")
+            .open,
+        2
+    );
+    stop.cancel();
+    running.wait().await;
+}
+
+/// A minimal HTTP/1.1 exchange (Connection: close), enough for these checks.
+async fn http_request(addr: SocketAddr, method: &str, path: &str, body: &[u8]) -> (u16, Vec<u8>) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut tcp = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    let head = format!(
+        "{method} {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    );
+    tcp.write_all(head.as_bytes()).await.expect("write");
+    tcp.write_all(body).await.expect("write");
+    let mut response = Vec::new();
+    tcp.read_to_end(&mut response).await.expect("read");
+    let text = String::from_utf8_lossy(&response);
+    let status: u16 = text
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .expect("status line");
+    let split = response
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .expect("headers end");
+    (status, response[split + 4..].to_vec())
+}
