@@ -8,6 +8,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+mod bench_cmd;
 mod check_cmd;
 mod errors_cmd;
 mod hl7_cmd;
@@ -47,6 +48,14 @@ enum Command {
     /// Review and test mapping plug-ins (WebAssembly components).
     #[command(subcommand)]
     Plugin(PluginCommand),
+    /// Measure end-to-end throughput and latency: an MLLP sink, the engine (one-field
+    /// mapping, journal on) and K connections sending synthetic messages, all in this
+    /// process. Exit status 1 if any message was not accepted (AA) and delivered.
+    #[command(after_help = "Examples:\n  \
+        plexus bench                                # 50000 messages over 8 connections\n  \
+        plexus bench --messages 200000 --connections 64 --json\n  \
+        plexus bench --target 127.0.0.1:2575        # only load an MLLP server that ACKs")]
+    Bench(bench_cmd::BenchArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -103,6 +112,7 @@ fn main() -> ExitCode {
         Command::Hl7(Hl7Command::Parse(args)) => hl7_cmd::parse(&args),
         Command::Plugin(PluginCommand::Inspect(args)) => plugin_cmd::inspect(&args),
         Command::Plugin(PluginCommand::Test(args)) => plugin_cmd::test(&args),
+        Command::Bench(args) => bench_cmd::bench(&args),
     };
     match result {
         Ok(code) => code,

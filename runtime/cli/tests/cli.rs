@@ -149,41 +149,78 @@ fn read_frame(stream: &mut TcpStream) -> Vec<u8> {
     buf[1..buf.len() - 2].to_vec()
 }
 
-#[test]
-fn run_acks_valid_messages_and_naks_the_rest() {
+/// The demo site with its ports moved to free ones and its data in `dir`.
+fn demo_site(dir: &std::path::Path) -> PathBuf {
+    let toml = plexus_config::DEMO_TOML
+        .replace("127.0.0.1:2575", "127.0.0.1:0")
+        .replace("127.0.0.1:8480", "127.0.0.1:0")
+        .replace(
+            "[interfaces.scheduling]\nsource = { type = \"mllp\", listen = \"127.0.0.1:0\" }",
+            "[interfaces.scheduling]\nsource = { type = \"mllp\", listen = \"127.0.0.1:0\", max_frame = \"16KiB\" }",
+        );
+    assert!(
+        toml.contains("max_frame"),
+        "the demo's source line changed; update this test"
+    );
+    let path = dir.join("site.toml");
+    std::fs::write(&path, toml).expect("write config");
+    path
+}
+
+/// Starts `plexus run --config FILE` and reads its banner: (child, MLLP address, HTTP address).
+fn start_engine(config: &std::path::Path) -> (std::process::Child, String, String) {
     let mut child = plexus()
-        .args([
-            "run",
-            "--mllp",
-            "127.0.0.1:0",
-            "--max-frame",
-            "16384",
-            "--log",
-            "warn",
-        ])
+        .args(["run", "--log", "warn", "--config"])
+        .arg(config)
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
         .expect("spawn");
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().expect("stdout"))
-        .read_line(&mut line)
-        .expect("banner");
-    let addr = line
-        .split_whitespace()
-        .find(|w| w.starts_with("127.0.0.1:"))
-        .expect("address in banner");
-    let addr = addr.trim_end_matches(';');
-    let mut conn = TcpStream::connect(addr).expect("connect");
-    conn.set_read_timeout(Some(Duration::from_secs(10)))
+    let mut lines = BufReader::new(child.stdout.take().expect("stdout")).lines();
+    let (mut mllp, mut http) = (None, None);
+    while mllp.is_none() || http.is_none() {
+        let line = lines
+            .next()
+            .expect("the engine printed its banner")
+            .expect("read banner");
+        let addr = line.split_whitespace().find_map(|w| {
+            w.trim_start_matches("http://")
+                .strip_prefix("127.0.0.1:")
+                .map(|p| format!("127.0.0.1:{}", p.trim_end_matches([';', ','])))
+        });
+        if line.contains("MLLP on") {
+            mllp = addr;
+        } else if line.contains("HTTP on") {
+            http = addr;
+        }
+    }
+    (child, mllp.expect("mllp"), http.expect("http"))
+}
+
+#[test]
+fn run_serves_the_demo_site_acks_maps_and_naks() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = demo_site(dir.path());
+    let (mut child, addr, http) = start_engine(&config);
+    let mut conn = TcpStream::connect(&addr).expect("connect");
+    conn.set_read_timeout(Some(Duration::from_secs(20)))
         .expect("timeout");
 
+    // Any valid message passes, even one without a status field.
     let msg = std::fs::read(sample("ADT-A01-01.hl7")).expect("sample");
     conn.write_all(&frame(&msg)).expect("send");
     let reply = read_frame(&mut conn);
     let ack = plexus_hl7::Message::parse(&reply).expect("ACK parses");
     assert_eq!(ack.get("MSA-1").expect("path").as_deref(), Some("AA"));
     assert_eq!(ack.get("MSA-2").expect("path").as_deref(), Some("MSG00001"));
+
+    // A scheduling message: its local status is mapped through the demo table.
+    let siu = b"MSH|^~\\&|SCHED|CLINIC|EHR|CLINIC|20260105083000||SIU^S12|SIU-1|P|2.5.1\r\
+SCH|1^S|2^E||||NEW|||20|MIN|^^^202601050900||||||||||||||Roomed\r\
+PID|1||MRN1^^^CLINIC^MR||testpatient^alpha||19800101|female\r";
+    conn.write_all(&frame(siu)).expect("send");
+    let ack = plexus_hl7::Message::parse_owned(read_frame(&mut conn)).expect("ACK parses");
+    assert_eq!(ack.get("MSA-1").expect("path").as_deref(), Some("AA"));
 
     conn.write_all(&frame(
         b"MSH|^~\\&|LAB|H|EHR|H|2026||ORU^R01|BAD-1|P|2.5\rP\r",
@@ -212,12 +249,58 @@ fn run_acks_valid_messages_and_naks_the_rest() {
     let ack = plexus_hl7::Message::parse_owned(read_frame(&mut conn)).expect("ACK parses");
     assert_eq!(ack.get("MSA-1").expect("path").as_deref(), Some("AA"));
 
+    // The archive destination gets the mapped SIU.
+    let outbox = dir.path().join("plexus-data/outbox/scheduling");
+    let mut mapped = None;
+    for _ in 0..200 {
+        mapped = std::fs::read_dir(&outbox).ok().and_then(|d| {
+            d.filter_map(|e| e.ok())
+                .map(|e| std::fs::read(e.path()).unwrap_or_default())
+                .find(|b| b.windows(5).any(|w| w == b"SIU-1"))
+        });
+        if mapped.is_some() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let mapped = plexus_hl7::Message::parse_owned(mapped.expect("SIU archived")).expect("parses");
+    assert_eq!(
+        mapped.get("SCH-25").expect("path").as_deref(),
+        Some("Started")
+    );
+    assert_eq!(mapped.get("PID-8").expect("path").as_deref(), Some("F"));
+
+    let mut health = TcpStream::connect(&http).expect("connect http");
+    health
+        .write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .expect("write");
+    let mut text = String::new();
+    health.read_to_string(&mut text).expect("read");
+    assert!(text.starts_with("HTTP/1.1 200"), "{text}");
+
     Command::new("kill")
-        .args(["-INT", &child.id().to_string()])
+        .args(["-TERM", &child.id().to_string()])
         .status()
         .expect("kill");
     let status = child.wait().expect("exits");
-    assert!(status.success(), "graceful stop on SIGINT: {status}");
+    assert!(status.success(), "graceful stop on SIGTERM: {status}");
+
+    // The operator's view: the unparseable and oversize messages are in the error queue.
+    let out = plexus()
+        .args(["errors", "list", "--config"])
+        .arg(&config)
+        .current_dir(dir.path())
+        .output()
+        .expect("runs");
+    let list = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{list}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(list.contains("2 open"), "{list}");
+    assert!(list.contains("parse"), "{list}");
+    assert!(!list.contains("testpatient"), "no patient data in the list");
 }
 
 #[test]

@@ -1,0 +1,853 @@
+//! `plexus bench`: end-to-end throughput and latency of the engine on this machine.
+//!
+//! The default mode runs three things in this process: an MLLP **sink** standing in for
+//! the receiving system, the **engine** on a throw-away site (one MLLP interface, the
+//! `visit-status-map` plug-in mapping SCH-25, one MLLP destination to the sink, and the
+//! journal as always: SQLite in WAL mode with `synchronous=FULL`), and a **load
+//! generator**: K persistent connections, each sending its share of the messages one at a
+//! time and waiting for the ACK before the next. Per message it measures the ACK latency
+//! (sent -> ACK back: parsed, mapped and journaled) and the end-to-end latency (sent ->
+//! the sink has it).
+//!
+//! With `--target` only the load generator runs, against any MLLP server that ACKs; that
+//! is how `bench/compare.py` measures python-hl7 with the same client.
+//!
+//! The three share the machine's cores, so the figures are a floor for the engine alone.
+//! Messages are synthetic; nothing here logs message content.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use bytes::{Bytes, BytesMut};
+use plexus_hl7::Message;
+use plexus_hl7::ack::{self, AckCode, Status};
+use plexus_mllp::{Frame, Listener, ListenerConfig, MllpCodec, handler_fn};
+use plexus_pipeline::Engine;
+use serde_json::json;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio_util::codec::{Decoder, Encoder};
+use tokio_util::sync::CancellationToken;
+
+use crate::site::BuiltinAssets;
+
+/// Longest the generator waits for one ACK before the run is abandoned.
+const ACK_TIMEOUT: Duration = Duration::from_secs(30);
+/// Longest the deliveries may make no progress before the missing ones are given up on.
+const DELIVERY_STALL: Duration = Duration::from_secs(30);
+/// Longest the engine and the sink get to stop at the end.
+const SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(60);
+/// The status words SCH-25 cycles through; all are in the bundled `visit-status` table.
+const STATUSES: [&str; 4] = ["Arrived", "Checked In", "Roomed", "Ready"];
+
+#[derive(Debug, clap::Args)]
+pub struct BenchArgs {
+    /// Messages to send in all, spread evenly over the connections.
+    #[arg(long, short = 'n', value_name = "N", default_value_t = 50_000,
+          value_parser = clap::value_parser!(u32).range(1..))]
+    messages: u32,
+    /// Connections, each sending one message at a time (send, wait for the ACK).
+    #[arg(long, short = 'k', value_name = "K", default_value_t = 8,
+          value_parser = clap::value_parser!(u32).range(1..=4096))]
+    connections: u32,
+    /// Load an external MLLP server that ACKs instead (no engine, no sink): reports the
+    /// ACK rate and latency only.
+    #[arg(long, value_name = "HOST:PORT")]
+    target: Option<String>,
+    /// Print one JSON object on stdout instead of text.
+    #[arg(long)]
+    json: bool,
+    /// Keep the bench site (config and journal) in DIR, which must be new or empty,
+    /// instead of a temporary folder that is removed at the end.
+    #[arg(long, value_name = "DIR", conflicts_with = "target")]
+    keep: Option<PathBuf>,
+}
+
+pub fn bench(args: &BenchArgs) -> anyhow::Result<ExitCode> {
+    let plan = Arc::new(Plan {
+        messages: args.messages as usize,
+        connections: args.connections as usize,
+    });
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    let report = runtime.block_on(async {
+        match &args.target {
+            Some(target) => against_target(&plan, target).await,
+            None => against_engine(&plan, args.keep.as_deref()).await,
+        }
+    })?;
+    if args.json {
+        println!("{}", report.to_json());
+    } else {
+        print!("{}", report.to_text());
+    }
+    Ok(if report.passed() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
+}
+
+/// How the messages are spread over the connections, and their control ids.
+#[derive(Debug)]
+struct Plan {
+    messages: usize,
+    connections: usize,
+}
+
+impl Plan {
+    /// Messages connection `conn` sends: an even share, the first ones taking the rest.
+    fn share(&self, conn: usize) -> usize {
+        self.messages / self.connections + usize::from(conn < self.messages % self.connections)
+    }
+
+    /// The index of connection `conn`'s first message among all messages.
+    fn offset(&self, conn: usize) -> usize {
+        conn * (self.messages / self.connections) + conn.min(self.messages % self.connections)
+    }
+
+    /// MSH-10 of message `n` of connection `conn`.
+    fn control_id(conn: usize, n: usize) -> String {
+        format!("B{conn}-{n}")
+    }
+
+    /// The index among all messages of a control id from [`Plan::control_id`].
+    fn index_of(&self, control_id: &str) -> Option<usize> {
+        let (conn, n) = control_id.strip_prefix('B')?.split_once('-')?;
+        let (conn, n) = (conn.parse::<usize>().ok()?, n.parse::<usize>().ok()?);
+        (conn < self.connections && n < self.share(conn)).then(|| self.offset(conn) + n)
+    }
+}
+
+/// A synthetic SIU^S12 whose SCH-25 holds a local status word the chain maps.
+fn siu(control_id: &str, n: usize) -> String {
+    let status = STATUSES[n % STATUSES.len()];
+    format!(
+        "MSH|^~\\&|BENCH|NORTHSIDE|EHR|NORTHSIDE|20260105083000||SIU^S12^SIU_S12|{control_id}|P|2.5.1\r\
+         SCH|{n}^BENCH|{n}^EHR||||NEW|FOLLOWUP^Follow-up visit|ROUTINE|20|MIN|^^^202601050900^202601050920||||||||||||||{status}\r\
+         PID|1||MRN{n}^^^NORTHSIDE^MR||testpatient^bench||19800101|F\r"
+    )
+}
+
+/// Nanoseconds since the load started; every recorded instant is one of these.
+#[derive(Debug, Clone, Copy)]
+struct Clock(Instant);
+
+impl Clock {
+    fn now(self) -> u64 {
+        u64::try_from(self.0.elapsed().as_nanos()).unwrap_or(u64::MAX)
+    }
+}
+
+/// Running totals for the progress line.
+#[derive(Debug, Default)]
+struct Counters {
+    sent: AtomicU64,
+    acked: AtomicU64,
+}
+
+// ---------------------------------------------------------------------------------------
+// The sink
+
+/// What the sink has received: per message, when it first arrived.
+#[derive(Debug)]
+struct Sink {
+    plan: Arc<Plan>,
+    clock: Clock,
+    /// Nanoseconds since the start at first arrival, by message index; 0 = not yet.
+    arrived: Vec<AtomicU64>,
+    delivered: AtomicU64,
+    duplicates: AtomicU64,
+    /// Frames that were not one of ours (or did not parse).
+    strangers: AtomicU64,
+}
+
+impl Sink {
+    fn new(plan: Arc<Plan>, clock: Clock) -> Sink {
+        let arrived = (0..plan.messages).map(|_| AtomicU64::new(0)).collect();
+        Sink {
+            plan,
+            clock,
+            arrived,
+            delivered: AtomicU64::new(0),
+            duplicates: AtomicU64::new(0),
+            strangers: AtomicU64::new(0),
+        }
+    }
+
+    /// Records a frame and builds its AA.
+    fn receive(&self, payload: &[u8], ack_ts: &str) -> Option<Bytes> {
+        let at = self.clock.now().max(1);
+        let Ok(msg) = Message::parse(payload) else {
+            self.strangers.fetch_add(1, Ordering::Relaxed);
+            return None;
+        };
+        let index = msg.control_id().and_then(|id| self.plan.index_of(&id));
+        match index {
+            None => {
+                self.strangers.fetch_add(1, Ordering::Relaxed);
+            }
+            // At-least-once delivery may repeat a message; its first arrival counts.
+            Some(i) => {
+                match self.arrived[i].compare_exchange(0, at, Ordering::Relaxed, Ordering::Relaxed)
+                {
+                    Ok(_) => {
+                        self.delivered.fetch_add(1, Ordering::Relaxed);
+                    }
+                    Err(_) => {
+                        self.duplicates.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+            }
+        }
+        ack::acknowledge(&msg, Status::Accepted, None, "BENCHSINK", ack_ts).map(Bytes::from)
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// The load generator
+
+/// What one connection measured, by message number within the connection.
+#[derive(Debug)]
+struct ConnLog {
+    sent: Vec<u64>,
+    /// When the ACK came back; only for messages whose ACK was an AA for them.
+    accepted: Vec<Option<u64>>,
+    non_aa: u64,
+}
+
+impl ConnLog {
+    fn accepted(&self) -> u64 {
+        self.accepted.iter().filter(|a| a.is_some()).count() as u64
+    }
+}
+
+/// Sends connection `conn`'s share over one persistent connection, one message at a time.
+async fn connection(
+    addr: String,
+    conn: usize,
+    plan: Arc<Plan>,
+    clock: Clock,
+    counters: Arc<Counters>,
+) -> anyhow::Result<ConnLog> {
+    let share = plan.share(conn);
+    let mut stream = TcpStream::connect(&addr)
+        .await
+        .with_context(|| format!("connection {conn}: cannot connect to {addr}"))?;
+    stream.set_nodelay(true).context("setting TCP_NODELAY")?;
+    let mut codec = MllpCodec::default();
+    let (mut out, mut buf) = (BytesMut::with_capacity(1024), BytesMut::with_capacity(1024));
+    let mut log = ConnLog {
+        sent: Vec::with_capacity(share),
+        accepted: Vec::with_capacity(share),
+        non_aa: 0,
+    };
+    for n in 0..share {
+        let id = Plan::control_id(conn, n);
+        out.clear();
+        codec
+            .encode(siu(&id, n).as_bytes(), &mut out)
+            .context("framing a message")?;
+        let sent = clock.now();
+        stream
+            .write_all(&out)
+            .await
+            .with_context(|| format!("connection {conn}: sending {id}"))?;
+        counters.sent.fetch_add(1, Ordering::Relaxed);
+        let reply =
+            tokio::time::timeout(ACK_TIMEOUT, read_frame(&mut stream, &mut codec, &mut buf))
+                .await
+                .map_err(|_| {
+                    anyhow::anyhow!("connection {conn}: no ACK for {id} within {ACK_TIMEOUT:?}")
+                })?
+                .with_context(|| format!("connection {conn}: waiting for the ACK of {id}"))?;
+        let acked = clock.now();
+        counters.acked.fetch_add(1, Ordering::Relaxed);
+        log.sent.push(sent);
+        if is_aa_for(&reply, &id) {
+            log.accepted.push(Some(acked));
+        } else {
+            log.accepted.push(None);
+            log.non_aa += 1;
+        }
+    }
+    Ok(log)
+}
+
+/// Reads the next frame; an oversize frame is returned empty (it is no AA anyway).
+async fn read_frame(
+    stream: &mut TcpStream,
+    codec: &mut MllpCodec,
+    buf: &mut BytesMut,
+) -> anyhow::Result<Bytes> {
+    loop {
+        match codec.decode(buf)? {
+            Some(Frame::Message(payload)) => return Ok(payload),
+            Some(Frame::Oversize(_)) => return Ok(Bytes::new()),
+            None => {}
+        }
+        if stream.read_buf(buf).await? == 0 {
+            anyhow::bail!("the server closed the connection");
+        }
+    }
+}
+
+/// Whether `reply` is an AA answering `control_id` (MSA-1 and MSA-2).
+fn is_aa_for(reply: &[u8], control_id: &str) -> bool {
+    Message::parse(reply)
+        .ok()
+        .and_then(|ack| AckCode::of_ack(&ack))
+        .is_some_and(|(code, id)| code == AckCode::AA && id.as_deref() == Some(control_id))
+}
+
+/// Runs every connection to the end; the first failure ends the run.
+async fn load(
+    addr: &str,
+    plan: &Arc<Plan>,
+    clock: Clock,
+    counters: &Arc<Counters>,
+) -> anyhow::Result<Vec<ConnLog>> {
+    let tasks: Vec<_> = (0..plan.connections)
+        .map(|conn| {
+            tokio::spawn(connection(
+                addr.to_owned(),
+                conn,
+                plan.clone(),
+                clock,
+                counters.clone(),
+            ))
+        })
+        .collect();
+    let mut logs = Vec::with_capacity(tasks.len());
+    for task in tasks {
+        logs.push(task.await.context("a load connection panicked")??);
+    }
+    Ok(logs)
+}
+
+/// Prints sent/acked (and delivered) to stderr once a second until `stop`.
+fn progress(counters: Arc<Counters>, sink: Option<Arc<Sink>>, stop: CancellationToken) {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_secs(1));
+        tick.tick().await;
+        loop {
+            tokio::select! {
+                _ = tick.tick() => {}
+                () = stop.cancelled() => return,
+            }
+            let sent = counters.sent.load(Ordering::Relaxed);
+            let acked = counters.acked.load(Ordering::Relaxed);
+            match &sink {
+                Some(sink) => eprintln!(
+                    "bench: sent {sent}, acked {acked}, delivered {}",
+                    sink.delivered.load(Ordering::Relaxed)
+                ),
+                None => eprintln!("bench: sent {sent}, acked {acked}"),
+            }
+        }
+    });
+}
+
+// ---------------------------------------------------------------------------------------
+// The two modes
+
+/// `--target`: the load generator alone.
+async fn against_target(plan: &Arc<Plan>, target: &str) -> anyhow::Result<Report> {
+    let counters = Arc::new(Counters::default());
+    let stop = CancellationToken::new();
+    progress(counters.clone(), None, stop.clone());
+    let clock = Clock(Instant::now());
+    let logs = load(target, plan, clock, &counters).await;
+    let span = Span {
+        start: 0,
+        end: clock.now(),
+    };
+    stop.cancel();
+    Ok(Report::new(
+        plan,
+        Mode::Target(target.to_owned()),
+        &logs?,
+        None,
+        span,
+    ))
+}
+
+/// The default: sink, engine and load generator in this process.
+async fn against_engine(plan: &Arc<Plan>, keep: Option<&Path>) -> anyhow::Result<Report> {
+    let folder = BenchFolder::new(keep)?;
+    // One clock for the sink and the generator, so end-to-end latencies are differences
+    // on one scale; rates are measured from the load's start (`Span`).
+    let clock = Clock(Instant::now());
+    let sink = Arc::new(Sink::new(plan.clone(), clock));
+    let (sink_addr, sink_stop, sink_task) = start_sink(&sink).await?;
+
+    let config = folder.write_config(sink_addr, plan.connections)?;
+    let engine = Engine::build(config, &BuiltinAssets).context("cannot build the bench engine")?;
+    let shutdown = CancellationToken::new();
+    let running = engine
+        .start(shutdown.clone())
+        .await
+        .context("cannot start the bench engine")?;
+    let source = running
+        .mllp
+        .get("bench")
+        .context("the bench interface has no MLLP address")?
+        .to_string();
+
+    let counters = Arc::new(Counters::default());
+    let stop_progress = CancellationToken::new();
+    progress(counters.clone(), Some(sink.clone()), stop_progress.clone());
+    let load_start = clock.now();
+    let outcome = match load(&source, plan, clock, &counters).await {
+        Ok(logs) => {
+            let accepted = logs.iter().map(ConnLog::accepted).sum();
+            wait_for_deliveries(&sink, accepted).await;
+            Ok(logs)
+        }
+        Err(e) => Err(e),
+    };
+    let end = clock.now();
+    stop_progress.cancel();
+
+    // Stop in the order data flows: sources and workers first, then the sink.
+    shutdown.cancel();
+    if tokio::time::timeout(SHUTDOWN_TIMEOUT, running.wait())
+        .await
+        .is_err()
+    {
+        eprintln!("bench: the engine did not stop within {SHUTDOWN_TIMEOUT:?}");
+    }
+    drop(engine);
+    sink_stop.cancel();
+    if tokio::time::timeout(SHUTDOWN_TIMEOUT, sink_task)
+        .await
+        .is_err()
+    {
+        eprintln!("bench: the sink did not stop within {SHUTDOWN_TIMEOUT:?}");
+    }
+    let kept = folder.finish()?;
+    let span = Span {
+        start: load_start,
+        end,
+    };
+    Ok(Report::new(
+        plan,
+        Mode::Engine { kept },
+        &outcome?,
+        Some(&sink),
+        span,
+    ))
+}
+
+/// Waits until the sink has `expected` messages, or nothing has arrived for a while.
+async fn wait_for_deliveries(sink: &Sink, expected: u64) {
+    let mut last = sink.delivered.load(Ordering::Relaxed);
+    let mut last_change = Instant::now();
+    while last < expected && last_change.elapsed() < DELIVERY_STALL {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+        let now = sink.delivered.load(Ordering::Relaxed);
+        if now != last {
+            (last, last_change) = (now, Instant::now());
+        }
+    }
+    if last < expected {
+        eprintln!(
+            "bench: gave up waiting: {} of {expected} delivered, none for {DELIVERY_STALL:?}",
+            last
+        );
+    }
+}
+
+type SinkHandle = (
+    std::net::SocketAddr,
+    CancellationToken,
+    tokio::task::JoinHandle<plexus_mllp::ServeSummary>,
+);
+
+async fn start_sink(sink: &Arc<Sink>) -> anyhow::Result<SinkHandle> {
+    let listener = Listener::bind(
+        "127.0.0.1:0".parse().context("sink address")?,
+        ListenerConfig::default(),
+    )
+    .await
+    .context("cannot start the sink")?;
+    let addr = listener.local_addr();
+    let ack_ts: Arc<str> = ack::timestamp(std::time::SystemTime::now()).into();
+    let sink = sink.clone();
+    let handler = handler_fn(move |payload: Bytes, _peer| {
+        let reply = sink.receive(&payload, &ack_ts);
+        async move { reply }
+    });
+    let stop = CancellationToken::new();
+    let task = tokio::spawn(listener.serve(Arc::new(handler), stop.clone()));
+    Ok((addr, stop, task))
+}
+
+/// The bench site's folder: temporary, or the one `--keep` named.
+enum BenchFolder {
+    Temp(tempfile::TempDir),
+    Kept(PathBuf),
+}
+
+impl BenchFolder {
+    fn new(keep: Option<&Path>) -> anyhow::Result<BenchFolder> {
+        let Some(dir) = keep else {
+            let temp = tempfile::Builder::new()
+                .prefix("plexus-bench-")
+                .tempdir()
+                .context("cannot create a temporary folder")?;
+            return Ok(BenchFolder::Temp(temp));
+        };
+        // An old journal would flag this run's control ids as duplicates.
+        let empty = match std::fs::read_dir(dir) {
+            Ok(mut entries) => entries.next().is_none(),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => true,
+            Err(e) => return Err(e).with_context(|| format!("{}", dir.display())),
+        };
+        anyhow::ensure!(
+            empty,
+            "{}: not empty; --keep needs a new or empty folder",
+            dir.display()
+        );
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+        Ok(BenchFolder::Kept(dir.to_owned()))
+    }
+
+    fn path(&self) -> &Path {
+        match self {
+            BenchFolder::Temp(t) => t.path(),
+            BenchFolder::Kept(p) => p,
+        }
+    }
+
+    /// Writes `bench.toml` (kept with the journal, for `plexus errors --config`) and
+    /// loads it.
+    fn write_config(
+        &self,
+        sink: std::net::SocketAddr,
+        connections: usize,
+    ) -> anyhow::Result<plexus_config::Config> {
+        let text = bench_config(sink, connections);
+        let path = self.path().join("bench.toml");
+        std::fs::write(&path, &text).with_context(|| format!("writing {}", path.display()))?;
+        plexus_config::Config::from_toml(&text, &path)
+            .with_context(|| format!("the generated {} is invalid", path.display()))
+    }
+
+    /// Removes a temporary folder; returns a kept one.
+    fn finish(self) -> anyhow::Result<Option<PathBuf>> {
+        match self {
+            BenchFolder::Temp(t) => {
+                let shown = t.path().display().to_string();
+                t.close().with_context(|| format!("removing {shown}"))?;
+                Ok(None)
+            }
+            BenchFolder::Kept(p) => Ok(Some(p)),
+        }
+    }
+}
+
+/// The bench site: one MLLP interface, a one-field mapping, one MLLP destination (the sink).
+fn bench_config(sink: std::net::SocketAddr, connections: usize) -> String {
+    // The engine closes connections over its cap at once; leave room for all of ours.
+    let max_connections = connections.max(128);
+    format!(
+        r#"# Written by `plexus bench`. Ports are chosen at run time, so this file documents the
+# run (and serves `plexus errors --config`) rather than being runnable as is.
+
+[engine]
+data_dir = "data"
+
+[http]
+listen = "127.0.0.1:0"
+
+[tables.visit-status]
+file = "builtin:visit-status.csv"
+
+[plugins.visit-status-map]
+file = "builtin:visit-status-map"
+grants = ["tables:visit-status"]
+
+[interfaces.bench]
+source = {{ type = "mllp", listen = "127.0.0.1:0", max_connections = {max_connections} }}
+chain = ["visit-status-map"]
+
+[[interfaces.bench.destinations]]
+name = "sink"
+type = "mllp"
+connect = "{sink}"
+"#
+    )
+}
+
+// ---------------------------------------------------------------------------------------
+// The report
+
+#[derive(Debug)]
+enum Mode {
+    Engine { kept: Option<PathBuf> },
+    Target(String),
+}
+
+/// Percentiles of a set of durations, in nanoseconds.
+#[derive(Debug, Clone, Copy)]
+struct Latency {
+    p50: u64,
+    p99: u64,
+    max: u64,
+}
+
+impl Latency {
+    fn of(mut samples: Vec<u64>) -> Option<Latency> {
+        samples.sort_unstable();
+        let max = *samples.last()?;
+        Some(Latency {
+            p50: percentile(&samples, 50),
+            p99: percentile(&samples, 99),
+            max,
+        })
+    }
+
+    fn to_json(self) -> serde_json::Value {
+        json!({ "p50": ms(self.p50), "p99": ms(self.p99), "max": ms(self.max) })
+    }
+
+    fn to_text(self) -> String {
+        format!(
+            "p50 {:.3} ms, p99 {:.3} ms, max {:.3} ms",
+            ms(self.p50),
+            ms(self.p99),
+            ms(self.max)
+        )
+    }
+}
+
+/// Nearest-rank percentile of sorted, non-empty samples.
+fn percentile(sorted: &[u64], p: usize) -> u64 {
+    let rank = (sorted.len() * p).div_ceil(100).clamp(1, sorted.len());
+    sorted[rank - 1]
+}
+
+fn ms(ns: u64) -> f64 {
+    ns as f64 / 1e6
+}
+
+fn per_second(count: u64, ns: u64) -> f64 {
+    if ns == 0 {
+        0.0
+    } else {
+        count as f64 * 1e9 / ns as f64
+    }
+}
+
+/// The stretch of the clock a run covers: from the first send to the end (the last ACK,
+/// or the last delivery waited for).
+#[derive(Debug, Clone, Copy)]
+struct Span {
+    start: u64,
+    end: u64,
+}
+
+impl Span {
+    /// Time from the start to `at`.
+    fn until(self, at: u64) -> u64 {
+        at.saturating_sub(self.start)
+    }
+}
+
+/// What the sink saw (default mode only).
+#[derive(Debug)]
+struct Delivery {
+    delivered: u64,
+    missing: u64,
+    duplicates: u64,
+    strangers: u64,
+    /// From the start until the last first arrival.
+    elapsed: u64,
+    end_to_end: Option<Latency>,
+}
+
+#[derive(Debug)]
+struct Report {
+    mode: Mode,
+    messages: usize,
+    connections: usize,
+    cores: usize,
+    wall: u64,
+    /// Messages answered with any ACK.
+    acked: u64,
+    /// Of those, ACKs that were not an AA for the message sent.
+    non_aa: u64,
+    /// From the start until the last AA came back.
+    ack_elapsed: u64,
+    ack_latency: Option<Latency>,
+    delivery: Option<Delivery>,
+}
+
+impl Report {
+    fn new(plan: &Plan, mode: Mode, logs: &[ConnLog], sink: Option<&Sink>, span: Span) -> Report {
+        let mut ack_latency = Vec::with_capacity(plan.messages);
+        let mut end_to_end = Vec::with_capacity(plan.messages);
+        let mut last_ack = span.start;
+        for (conn, log) in logs.iter().enumerate() {
+            for (n, (&sent, &accepted)) in log.sent.iter().zip(&log.accepted).enumerate() {
+                if let Some(acked) = accepted {
+                    ack_latency.push(acked.saturating_sub(sent));
+                    last_ack = last_ack.max(acked);
+                }
+                let arrived = sink.map_or(0, |s| {
+                    s.arrived[plan.offset(conn) + n].load(Ordering::Relaxed)
+                });
+                if arrived != 0 {
+                    end_to_end.push(arrived.saturating_sub(sent));
+                }
+            }
+        }
+        let delivery = sink.map(|sink| {
+            let delivered = sink.delivered.load(Ordering::Relaxed);
+            let last = sink
+                .arrived
+                .iter()
+                .map(|a| a.load(Ordering::Relaxed))
+                .max()
+                .unwrap_or(0);
+            Delivery {
+                delivered,
+                missing: (plan.messages as u64).saturating_sub(delivered),
+                duplicates: sink.duplicates.load(Ordering::Relaxed),
+                strangers: sink.strangers.load(Ordering::Relaxed),
+                elapsed: span.until(last),
+                end_to_end: Latency::of(end_to_end),
+            }
+        });
+        Report {
+            mode,
+            messages: plan.messages,
+            connections: plan.connections,
+            cores: std::thread::available_parallelism().map_or(0, |n| n.get()),
+            wall: span.until(span.end),
+            acked: logs.iter().map(|l| l.sent.len() as u64).sum(),
+            non_aa: logs.iter().map(|l| l.non_aa).sum(),
+            ack_elapsed: span.until(last_ack),
+            ack_latency: Latency::of(ack_latency),
+            delivery,
+        }
+    }
+
+    fn accepted(&self) -> u64 {
+        self.acked - self.non_aa
+    }
+
+    /// Every message AA'd and (in the default mode) delivered.
+    fn passed(&self) -> bool {
+        self.acked == self.messages as u64
+            && self.non_aa == 0
+            && self.delivery.as_ref().is_none_or(|d| d.missing == 0)
+    }
+
+    fn to_json(&self) -> serde_json::Value {
+        let mut out = json!({
+            "mode": match self.mode { Mode::Engine { .. } => "engine", Mode::Target(_) => "target" },
+            "cores": self.cores,
+            "messages": self.messages,
+            "connections": self.connections,
+            "wall_seconds": secs(self.wall),
+            "acked": self.acked,
+            "non_aa_acks": self.non_aa,
+            "accepted_per_second": per_second(self.accepted(), self.ack_elapsed),
+            "ack_latency_ms": self.ack_latency.map(Latency::to_json),
+        });
+        match &self.mode {
+            Mode::Target(target) => out["target"] = json!(target),
+            Mode::Engine { kept } => {
+                out["journal"] = json!(JOURNAL);
+                out["chain"] = json!(["visit-status-map"]);
+                out["kept"] = json!(kept.as_ref().map(|p| p.display().to_string()));
+            }
+        }
+        if let Some(d) = &self.delivery {
+            out["delivered"] = json!(d.delivered);
+            out["missing"] = json!(d.missing);
+            out["duplicates"] = json!(d.duplicates);
+            out["unexpected"] = json!(d.strangers);
+            out["delivered_per_second"] = json!(per_second(d.delivered, d.elapsed));
+            out["end_to_end_ms"] = json!(d.end_to_end.map(Latency::to_json));
+        }
+        out
+    }
+
+    fn to_text(&self) -> String {
+        use std::fmt::Write;
+        let mut out = String::new();
+        let what = match &self.mode {
+            Mode::Engine { .. } => "the engine, in this process".to_owned(),
+            Mode::Target(target) => target.clone(),
+        };
+        // Writing to a String cannot fail.
+        let _ = writeln!(
+            out,
+            "plexus bench: {} messages over {} connections to {what}; {} cores",
+            self.messages, self.connections, self.cores
+        );
+        if let Mode::Engine { .. } = self.mode {
+            let _ = writeln!(
+                out,
+                "  chain                visit-status-map (SCH-25); journal {JOURNAL}"
+            );
+        }
+        let _ = writeln!(out, "  wall time            {:.2} s", secs(self.wall));
+        let _ = writeln!(
+            out,
+            "  accepted (AA)        {} in {:.2} s = {:.0} msg/s",
+            self.accepted(),
+            secs(self.ack_elapsed),
+            per_second(self.accepted(), self.ack_elapsed)
+        );
+        if let Some(l) = self.ack_latency {
+            let _ = writeln!(out, "  ACK latency          {}", l.to_text());
+        }
+        if let Some(d) = &self.delivery {
+            let _ = writeln!(
+                out,
+                "  delivered            {} in {:.2} s = {:.0} msg/s",
+                d.delivered,
+                secs(d.elapsed),
+                per_second(d.delivered, d.elapsed)
+            );
+            if let Some(l) = d.end_to_end {
+                let _ = writeln!(out, "  end-to-end latency   {}", l.to_text());
+            }
+        }
+        let _ = writeln!(out, "  non-AA ACKs          {}", self.non_aa);
+        if let Some(d) = &self.delivery {
+            let _ = writeln!(out, "  missing deliveries   {}", d.missing);
+            if d.duplicates > 0 || d.strangers > 0 {
+                let _ = writeln!(
+                    out,
+                    "  duplicates           {} (and {} unexpected frames)",
+                    d.duplicates, d.strangers
+                );
+            }
+        }
+        if let Mode::Engine { kept: Some(dir) } = &self.mode {
+            let _ = writeln!(out, "  site and journal kept in {}", dir.display());
+        }
+        if !self.passed() {
+            let _ = writeln!(out, "FAILED: not every message was accepted and delivered");
+        }
+        out
+    }
+}
+
+/// How the journal runs; there is no switch to turn it off.
+const JOURNAL: &str = "SQLite WAL, synchronous=FULL";
+
+fn secs(ns: u64) -> f64 {
+    ns as f64 / 1e9
+}
