@@ -14,6 +14,7 @@ mod errors_cmd;
 mod hl7_cmd;
 mod plugin_cmd;
 mod run;
+mod send_cmd;
 mod site;
 
 /// Plexus moves HL7 v2 between clinic systems, with per-site mappings as sandboxed plug-ins.
@@ -39,6 +40,11 @@ enum Command {
     /// Validate a site config (TOML) without running it: every problem with file:line:col
     /// and the fix. Exit status 1 when there are problems.
     Check(check_cmd::CheckArgs),
+    /// Send message files over MLLP and print each ACK (code, MSA-2, ERR reason).
+    /// Exit status 1 when any was not accepted.
+    #[command(after_help = "Example:\n  \
+        plexus send ../shared/corpus/hl7v2/SIU-S12-01.hl7 --to 127.0.0.1:2575")]
+    Send(send_cmd::SendArgs),
     /// Work the error queue: list, show, replay after a fix, resolve with a note.
     #[command(subcommand)]
     Errors(ErrorsCommand),
@@ -105,6 +111,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Run(args) => run::run(args),
         Command::Check(args) => check_cmd::check(&args),
+        Command::Send(args) => send_cmd::send(&args),
         Command::Errors(ErrorsCommand::List(args)) => errors_cmd::list(&args),
         Command::Errors(ErrorsCommand::Show(args)) => errors_cmd::show(&args),
         Command::Errors(ErrorsCommand::Replay(args)) => errors_cmd::replay(&args),

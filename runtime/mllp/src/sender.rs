@@ -368,13 +368,24 @@ impl Sender {
                 },
                 Err(e) => e,
             };
-            tracing::warn!(
-                control_id = %control_id,
-                peer = %self.peer,
-                attempt,
-                error = %failure,
-                "MLLP send attempt failed"
-            );
+            if attempt >= attempts {
+                // The caller gets the error and reports it; one log line per failure.
+                tracing::debug!(
+                    control_id = %control_id,
+                    peer = %self.peer,
+                    attempt,
+                    error = %failure,
+                    "MLLP send attempt failed"
+                );
+            } else {
+                tracing::warn!(
+                    control_id = %control_id,
+                    peer = %self.peer,
+                    attempt,
+                    error = %failure,
+                    "MLLP send attempt failed; retrying"
+                );
+            }
             if attempt >= attempts {
                 return Err(SendError::Exhausted {
                     control_id,

@@ -299,6 +299,7 @@ impl Engine {
             }
         }
         let http = crate::http::start(&self.shared, shutdown.clone(), &mut tasks).await?;
+        tasks.spawn(retention(self.shared.clone(), shutdown));
         Ok(Running { mllp, http, tasks })
     }
 
@@ -422,6 +423,33 @@ impl Engine {
     }
 }
 
+/// How often delivered messages past the retention period are pruned.
+const PRUNE_EVERY: std::time::Duration = std::time::Duration::from_secs(3600);
+
+/// Prunes delivered messages older than `[journal] retention`, at start and hourly.
+/// Messages with open errors or owed deliveries are never pruned (the journal's rule).
+async fn retention(shared: Arc<Shared>, shutdown: CancellationToken) {
+    let keep = shared.config.journal.retention;
+    loop {
+        let journal = shared.journal.clone();
+        let cutoff = SystemTime::now().checked_sub(keep);
+        if let Some(cutoff) = cutoff {
+            match tokio::task::spawn_blocking(move || journal.prune_delivered(cutoff)).await {
+                Ok(Ok(0)) => {}
+                Ok(Ok(n)) => {
+                    tracing::info!(messages = n, "pruned delivered messages past retention")
+                }
+                Ok(Err(err)) => tracing::error!("pruning the journal failed: {err}"),
+                Err(err) => tracing::error!("pruning task failed: {err}"),
+            }
+        }
+        tokio::select! {
+            () = tokio::time::sleep(PRUNE_EVERY) => {}
+            () = shutdown.cancelled() => return,
+        }
+    }
+}
+
 /// The journal file for a config.
 pub fn journal_path(config: &Config) -> PathBuf {
     config.engine.data_dir.join("journal.db")
@@ -447,4 +475,17 @@ pub(crate) async fn blocking<T: Send + 'static>(
         .await
         .map_err(|e| OpError::Internal(e.to_string()))?
         .map_err(OpError::Journal)
+}
+
+#[cfg(test)]
+mod tests {
+    /// `plexus-config` cannot depend on the sandbox, so its defaults are a copy: keep the
+    /// two equal.
+    #[test]
+    fn config_limit_defaults_are_the_sandboxes() {
+        assert_eq!(
+            super::limits(&plexus_config::Limits::default()),
+            plexus_sandbox::Limits::default()
+        );
+    }
 }
