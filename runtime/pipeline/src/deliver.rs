@@ -86,12 +86,22 @@ impl Worker {
             let now = SystemTime::now();
             let journal = self.shared.journal.clone();
             let (iface, dest) = (self.iface.name.clone(), name.clone());
+            // The queue and the payloads in one trip to the blocking pool.
             let batch = tokio::task::spawn_blocking(move || {
-                if passing {
+                let pending = if passing {
                     journal.next_due(&iface, &dest, now, BATCH)
                 } else {
                     journal.next_pending(&iface, &dest, BATCH)
-                }
+                }?;
+                Ok::<_, plexus_journal::Error>(
+                    pending
+                        .into_iter()
+                        .map(|p| {
+                            let payload = journal.payload(p.id);
+                            (p, payload)
+                        })
+                        .collect::<Vec<_>>(),
+                )
             })
             .await;
             let batch = match batch {
@@ -117,7 +127,7 @@ impl Worker {
             }
             let mut attempts = Vec::new();
             let mut wait_until = None;
-            for pending in batch {
+            for (pending, payload) in batch {
                 if let Some(next_at) = pending.next_at
                     && next_at > now
                 {
@@ -125,7 +135,7 @@ impl Worker {
                     wait_until = Some(next_at);
                     break;
                 }
-                let Some(attempt) = self.attempt(&mut connector, &pending).await else {
+                let Some(attempt) = self.attempt(&mut connector, &pending, payload).await else {
                     break; // shutting down
                 };
                 let blocked = !passing && matches!(attempt.result, DeliveryResult::Retry { .. });
@@ -162,18 +172,17 @@ impl Worker {
         &self,
         connector: &mut Connector,
         pending: &PendingDelivery,
+        payload: plexus_journal::Result<Vec<u8>>,
     ) -> Option<Attempt> {
-        let journal = self.shared.journal.clone();
         let id = pending.id;
-        let payload = match tokio::task::spawn_blocking(move || journal.payload(id)).await {
-            Ok(Ok(payload)) => payload,
-            Ok(Err(err)) => {
+        let payload = match payload {
+            Ok(payload) => payload,
+            Err(err) => {
                 return Some(self.failed(
                     id,
                     format!("cannot read the message from the journal: {err}"),
                 ));
             }
-            Err(err) => return Some(self.failed(id, format!("internal error: {err}"))),
         };
         let sent = tokio::select! {
             sent = connector.send(pending, payload) => sent,

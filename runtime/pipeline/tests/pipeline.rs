@@ -496,3 +496,99 @@ async fn http_request(addr: SocketAddr, method: &str, path: &str, body: &[u8]) -
         .expect("headers end");
     (status, response[split + 4..].to_vec())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hostile_plug_ins_are_contained_and_the_engine_keeps_serving() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::write(dir.path().join("visit-status.csv"), STATUS_CSV).expect("csv");
+    let mut text = format!(
+        r#"
+[engine]
+data_dir = "data"
+[http]
+listen = "127.0.0.1:0"
+[tables.visit-status]
+file = "visit-status.csv"
+[plugins.hostile]
+file = "{hostile}"
+grants = ["log"]
+limits = {{ timeout = "300ms", memory = "16MiB" }}
+[plugins.visit-status-map]
+file = "{status}"
+grants = ["tables:visit-status"]
+[interfaces.scheduling]
+source = {{ type = "mllp", listen = "127.0.0.1:0" }}
+chain = ["visit-status-map"]
+destinations = [{{ name = "out", type = "file", dir = "out" }}]
+"#,
+        hostile = plexus_test_artifacts::HOSTILE,
+        status = plexus_test_artifacts::VISIT_STATUS_MAP,
+    );
+    let hostile = ["loop", "memory-bomb", "unreachable", "panic"];
+    for name in hostile {
+        text.push_str(&format!(
+            "[interfaces.{name}]\nsource = {{ type = \"mllp\", listen = \"127.0.0.1:0\" }}\nchain = [\"hostile\"]\n"
+        ));
+    }
+    let config = plexus_config::Config::from_toml(&text, &dir.path().join("site.toml"))
+        .unwrap_or_else(|e| panic!("config: {e}"));
+    let engine = Engine::build(config, &FsAssets).expect("engine builds");
+    let stop = CancellationToken::new();
+    let running = engine.start(stop.clone()).await.expect("engine starts");
+
+    for round in 0..2 {
+        for name in hostile {
+            let (code, ack) = send(
+                running.mllp[name],
+                &siu(&format!("{name}-{round}"), "Arrived"),
+            )
+            .await;
+            assert_eq!(
+                code,
+                AckCode::AE,
+                "{name}: {}",
+                String::from_utf8_lossy(&ack)
+            );
+        }
+        let (code, _) = send(
+            running.mllp["scheduling"],
+            &siu(&format!("ok-{round}"), "Arrived"),
+        )
+        .await;
+        assert_eq!(
+            code,
+            AckCode::AA,
+            "the engine keeps serving after round {round}"
+        );
+    }
+    let kind_of = |interface: &str| {
+        let errors = engine
+            .journal()
+            .list_errors(
+                &ErrorFilter {
+                    interface: Some(interface.to_owned()),
+                    ..ErrorFilter::default()
+                },
+                10,
+            )
+            .expect("errors");
+        assert_eq!(errors.len(), 2, "{interface}: one entry per message");
+        assert!(
+            errors[0].reason.contains("hostile"),
+            "the reason names the plug-in: {}",
+            errors[0].reason
+        );
+        errors[0].kind
+    };
+    assert_eq!(kind_of("loop"), ErrorKind::Timeout);
+    assert_eq!(kind_of("memory-bomb"), ErrorKind::OutOfMemory);
+    assert_eq!(kind_of("unreachable"), ErrorKind::Trap);
+    assert_eq!(kind_of("panic"), ErrorKind::Trap);
+    let out = dir.path().join("out");
+    eventually("the good messages are delivered", || {
+        std::fs::read_dir(&out).map_or(0, |d| d.count()) == 2
+    })
+    .await;
+    stop.cancel();
+    running.wait().await;
+}
