@@ -43,6 +43,8 @@ const DELIVERY_STALL: Duration = Duration::from_secs(30);
 const SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(60);
 /// The status words SCH-25 cycles through; all are in the bundled `visit-status` table.
 const STATUSES: [&str; 4] = ["Arrived", "Checked In", "Roomed", "Ready"];
+/// What the table maps each of them to; the sink checks that deliveries carry it.
+const MAPPED: &str = "Started";
 
 #[derive(Debug, clap::Args)]
 pub struct BenchArgs {
@@ -135,7 +137,8 @@ fn siu(control_id: &str, n: usize) -> String {
     )
 }
 
-/// Nanoseconds since the load started; every recorded instant is one of these.
+/// Nanoseconds since the clock was made; every recorded instant is one of these, so
+/// instants taken by the generator and by the sink compare directly.
 #[derive(Debug, Clone, Copy)]
 struct Clock(Instant);
 
@@ -165,7 +168,9 @@ struct Sink {
     delivered: AtomicU64,
     duplicates: AtomicU64,
     /// Frames that were not one of ours (or did not parse).
-    strangers: AtomicU64,
+    unexpected: AtomicU64,
+    /// Deliveries whose SCH-25 was not mapped (proof that the chain ran).
+    unmapped: AtomicU64,
 }
 
 impl Sink {
@@ -177,7 +182,8 @@ impl Sink {
             arrived,
             delivered: AtomicU64::new(0),
             duplicates: AtomicU64::new(0),
-            strangers: AtomicU64::new(0),
+            unexpected: AtomicU64::new(0),
+            unmapped: AtomicU64::new(0),
         }
     }
 
@@ -185,13 +191,16 @@ impl Sink {
     fn receive(&self, payload: &[u8], ack_ts: &str) -> Option<Bytes> {
         let at = self.clock.now().max(1);
         let Ok(msg) = Message::parse(payload) else {
-            self.strangers.fetch_add(1, Ordering::Relaxed);
+            self.unexpected.fetch_add(1, Ordering::Relaxed);
             return None;
         };
+        if msg.get("SCH-25").ok().flatten().as_deref() != Some(MAPPED) {
+            self.unmapped.fetch_add(1, Ordering::Relaxed);
+        }
         let index = msg.control_id().and_then(|id| self.plan.index_of(&id));
         match index {
             None => {
-                self.strangers.fetch_add(1, Ordering::Relaxed);
+                self.unexpected.fetch_add(1, Ordering::Relaxed);
             }
             // At-least-once delivery may repeat a message; its first arrival counts.
             Some(i) => {
@@ -217,7 +226,7 @@ impl Sink {
 #[derive(Debug)]
 struct ConnLog {
     sent: Vec<u64>,
-    /// When the ACK came back; only for messages whose ACK was an AA for them.
+    /// When the ACK came back, for messages answered with an AA that names them.
     accepted: Vec<Option<u64>>,
     non_aa: u64,
 }
@@ -458,8 +467,7 @@ async fn wait_for_deliveries(sink: &Sink, expected: u64) {
     }
     if last < expected {
         eprintln!(
-            "bench: gave up waiting: {} of {expected} delivered, none for {DELIVERY_STALL:?}",
-            last
+            "bench: gave up waiting: {last} of {expected} delivered, none for {DELIVERY_STALL:?}"
         );
     }
 }
@@ -667,7 +675,8 @@ struct Delivery {
     delivered: u64,
     missing: u64,
     duplicates: u64,
-    strangers: u64,
+    unexpected: u64,
+    unmapped: u64,
     /// From the start until the last first arrival.
     elapsed: u64,
     end_to_end: Option<Latency>,
@@ -721,7 +730,8 @@ impl Report {
                 delivered,
                 missing: (plan.messages as u64).saturating_sub(delivered),
                 duplicates: sink.duplicates.load(Ordering::Relaxed),
-                strangers: sink.strangers.load(Ordering::Relaxed),
+                unexpected: sink.unexpected.load(Ordering::Relaxed),
+                unmapped: sink.unmapped.load(Ordering::Relaxed),
                 elapsed: span.until(last),
                 end_to_end: Latency::of(end_to_end),
             }
@@ -744,11 +754,14 @@ impl Report {
         self.acked - self.non_aa
     }
 
-    /// Every message AA'd and (in the default mode) delivered.
+    /// Every message AA'd and (in the default mode) delivered, mapped.
     fn passed(&self) -> bool {
         self.acked == self.messages as u64
             && self.non_aa == 0
-            && self.delivery.as_ref().is_none_or(|d| d.missing == 0)
+            && self
+                .delivery
+                .as_ref()
+                .is_none_or(|d| d.missing == 0 && d.unmapped == 0)
     }
 
     fn to_json(&self) -> serde_json::Value {
@@ -775,7 +788,8 @@ impl Report {
             out["delivered"] = json!(d.delivered);
             out["missing"] = json!(d.missing);
             out["duplicates"] = json!(d.duplicates);
-            out["unexpected"] = json!(d.strangers);
+            out["unexpected"] = json!(d.unexpected);
+            out["unmapped"] = json!(d.unmapped);
             out["delivered_per_second"] = json!(per_second(d.delivered, d.elapsed));
             out["end_to_end_ms"] = json!(d.end_to_end.map(Latency::to_json));
         }
@@ -827,11 +841,12 @@ impl Report {
         let _ = writeln!(out, "  non-AA ACKs          {}", self.non_aa);
         if let Some(d) = &self.delivery {
             let _ = writeln!(out, "  missing deliveries   {}", d.missing);
-            if d.duplicates > 0 || d.strangers > 0 {
+            let _ = writeln!(out, "  SCH-25 not mapped    {}", d.unmapped);
+            if d.duplicates > 0 || d.unexpected > 0 {
                 let _ = writeln!(
                     out,
                     "  duplicates           {} (and {} unexpected frames)",
-                    d.duplicates, d.strangers
+                    d.duplicates, d.unexpected
                 );
             }
         }
@@ -839,7 +854,10 @@ impl Report {
             let _ = writeln!(out, "  site and journal kept in {}", dir.display());
         }
         if !self.passed() {
-            let _ = writeln!(out, "FAILED: not every message was accepted and delivered");
+            let _ = writeln!(
+                out,
+                "FAILED: not every message was accepted, mapped and delivered"
+            );
         }
         out
     }
@@ -850,4 +868,38 @@ const JOURNAL: &str = "SQLite WAL, synchronous=FULL";
 
 fn secs(ns: u64) -> f64 {
     ns as f64 / 1e9
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_message_has_one_index_and_shares_add_up() {
+        let plan = Plan {
+            messages: 10,
+            connections: 4,
+        };
+        let shares: Vec<_> = (0..4).map(|c| plan.share(c)).collect();
+        assert_eq!(shares, [3, 3, 2, 2]);
+        let mut indexes: Vec<_> = (0..4)
+            .flat_map(|c| (0..plan.share(c)).map(move |n| (c, n)))
+            .map(|(c, n)| plan.index_of(&Plan::control_id(c, n)).expect("ours"))
+            .collect();
+        indexes.sort_unstable();
+        assert_eq!(indexes, (0..10).collect::<Vec<_>>());
+        for stranger in ["B4-0", "B0-3", "B3-2", "X0-0", "B0", "B-1-0", ""] {
+            assert_eq!(plan.index_of(stranger), None, "{stranger}");
+        }
+    }
+
+    #[test]
+    fn percentiles_are_nearest_rank() {
+        let samples: Vec<u64> = (1..=200).collect();
+        let l = Latency::of(samples).expect("samples");
+        assert_eq!((l.p50, l.p99, l.max), (100, 198, 200));
+        let one = Latency::of(vec![7]).expect("one sample");
+        assert_eq!((one.p50, one.p99, one.max), (7, 7, 7));
+        assert!(Latency::of(Vec::new()).is_none());
+    }
 }

@@ -56,7 +56,7 @@ enum Command {
     Plugin(PluginCommand),
     /// Measure end-to-end throughput and latency: an MLLP sink, the engine (one-field
     /// mapping, journal on) and K connections sending synthetic messages, all in this
-    /// process. Exit status 1 if any message was not accepted (AA) and delivered.
+    /// process. Exit status 1 if any message was not accepted (AA), mapped and delivered.
     #[command(after_help = "Examples:\n  \
         plexus bench                                # 50000 messages over 8 connections\n  \
         plexus bench --messages 200000 --connections 64 --json\n  \

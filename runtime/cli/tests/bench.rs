@@ -21,6 +21,10 @@ fn a_small_bench_run_delivers_every_message_and_reports_figures() {
     assert_eq!(report["delivered"], 400);
     assert_eq!(report["missing"], 0);
     assert_eq!(report["non_aa_acks"], 0);
+    assert_eq!(
+        report["unmapped"], 0,
+        "the chain mapped SCH-25 of every delivery"
+    );
     assert!(report["cores"].as_u64().is_some_and(|n| n >= 1), "{report}");
 
     let positive = |key: &str| {

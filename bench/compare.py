@@ -1,0 +1,119 @@
+#!/usr/bin/env python3
+"""Plexus end to end versus python-hl7's asyncio MLLP server, measured in the same run
+with the same load generator.
+
+Usage (from the repository root):
+    cargo build --release -p plexus && pip install hl7 && python3 bench/compare.py
+
+Options: --plexus PATH (default target/release/plexus), --messages N (default 50000),
+--connections K (default 8). Builds nothing itself.
+
+What runs:
+  1. `plexus bench --json`: an MLLP sink, the engine (one MLLP interface, the
+     visit-status-map plug-in mapping SCH-25, the journal on: SQLite WAL with
+     synchronous=FULL, delivery to the sink) and K connections, in one process.
+  2. bench/python_mllp_server.py on a free port: python-hl7 parses each message, maps
+     SCH-25 through a dict, answers an AA. No journal, no delivery: that flatters python.
+  3. `plexus bench --target 127.0.0.1:PORT --json` against it: the same K connections,
+     each sending one message at a time and waiting for its ACK.
+
+The ratio is Plexus's accepted (AA'd) msg/s over python-hl7's. Both sides share the
+machine's cores with the load generator.
+"""
+import argparse
+import json
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+SERVER = REPO / "bench" / "python_mllp_server.py"
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def run_bench(plexus, extra, messages, connections):
+    cmd = [str(plexus), "--log", "warn", "bench", "--json",
+           "--messages", str(messages), "--connections", str(connections), *extra]
+    print("$ " + " ".join(cmd), file=sys.stderr, flush=True)
+    # stderr (progress lines) passes through; stdout is the JSON report.
+    done = subprocess.run(cmd, stdout=subprocess.PIPE, text=True)
+    if not done.stdout.strip():
+        sys.exit(f"plexus bench failed (exit {done.returncode}) without a report")
+    report = json.loads(done.stdout)
+    if done.returncode != 0:
+        print(f"warning: plexus bench exited {done.returncode}: "
+              f"non-AA {report.get('non_aa_acks')}, missing {report.get('missing')}",
+              file=sys.stderr)
+    return report
+
+
+def start_python_server(port):
+    server = subprocess.Popen([sys.executable, str(SERVER), "--port", str(port)],
+                              stdout=subprocess.PIPE, text=True)
+    line = server.stdout.readline()  # "listening on PORT ..." once it accepts connections
+    if not line.startswith("listening on"):
+        server.kill()
+        sys.exit(f"python server did not start: {line!r} (is python-hl7 installed? pip install hl7)")
+    print(f"python server: {line.strip()}", file=sys.stderr)
+    return server
+
+
+def stop(server):
+    server.terminate()
+    try:
+        server.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        server.kill()
+        server.wait()
+
+
+def row(name, report, rate_key):
+    lat = report["ack_latency_ms"] or {}
+    return f"{name:<34}{report[rate_key]:>12.0f}{lat.get('p50', 0):>11.3f}{lat.get('p99', 0):>11.3f}"
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--plexus", default=str(REPO / "target" / "release" / "plexus"))
+    ap.add_argument("--messages", type=int, default=50000)
+    ap.add_argument("--connections", type=int, default=8)
+    args = ap.parse_args()
+    if not Path(args.plexus).exists():
+        sys.exit(f"{args.plexus} not found: cargo build --release -p plexus")
+
+    plexus = run_bench(args.plexus, [], args.messages, args.connections)
+
+    port = free_port()
+    server = start_python_server(port)
+    try:
+        python = run_bench(args.plexus, ["--target", f"127.0.0.1:{port}"], args.messages, args.connections)
+    finally:
+        stop(server)
+
+    ratio = plexus["accepted_per_second"] / python["accepted_per_second"]
+    print()
+    print(f"{args.messages} messages over {args.connections} connections, "
+          f"{plexus['cores']} cores, one process per side plus the load generator")
+    print(f"{'':<34}{'msg/s':>12}{'p50 ms':>11}{'p99 ms':>11}")
+    print(row("plexus, ACKed (journal on)", plexus, "accepted_per_second"))
+    e2e = plexus.get("end_to_end_ms") or {}
+    print(f"{'plexus, delivered to the sink':<34}{plexus['delivered_per_second']:>12.0f}"
+          f"{e2e.get('p50', 0):>11.3f}{e2e.get('p99', 0):>11.3f}")
+    print(row("python-hl7 asyncio (no journal)", python, "accepted_per_second"))
+    print()
+    print(f"ratio plexus/python (ACKed msg/s): {ratio:.1f}x")
+    print("python-hl7 keeps no journal and delivers nothing; Plexus fsyncs each group of "
+          "messages before ACKing and delivers every one.")
+    failed = plexus["non_aa_acks"] or plexus.get("missing") or python["non_aa_acks"]
+    sys.exit(1 if failed else 0)
+
+
+if __name__ == "__main__":
+    main()
