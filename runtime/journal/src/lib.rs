@@ -66,6 +66,19 @@ pub trait Journal: Send + Sync {
     /// fields inside `processing` are ignored; the new id is used.
     fn ingest(&self, inbound: Inbound, processing: Processing) -> Result<Appended>;
 
+    /// [`Journal::ingest`] without waiting: `done` is called with the result once the
+    /// commit is durable (or has failed), possibly on another thread, so an async caller
+    /// can wait on a channel instead of holding a thread. `done` must be quick. The
+    /// default runs `ingest` and calls `done` before returning.
+    fn ingest_detached(
+        &self,
+        inbound: Inbound,
+        processing: Processing,
+        done: Box<dyn FnOnce(Result<Appended>) + Send>,
+    ) {
+        done(self.ingest(inbound, processing));
+    }
+
     /// Records what (re-)processing an existing message produced, in one transaction
     /// (resume after a crash, replay). The `message` fields inside `processing` are
     /// ignored; `id` is used.

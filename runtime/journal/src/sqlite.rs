@@ -58,7 +58,13 @@ pub struct SqliteJournal {
     jobs: Option<mpsc::SyncSender<Job>>,
     writer: Option<JoinHandle<()>>,
     reader: Mutex<Connection>,
+    /// Dropping it stops the checkpoint thread.
+    checkpoint_stop: Option<mpsc::Sender<()>>,
+    checkpointer: Option<JoinHandle<()>>,
 }
+
+/// How often the background thread folds the WAL back into the database file.
+const CHECKPOINT_EVERY: Duration = Duration::from_millis(250);
 
 impl fmt::Debug for SqliteJournal {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -81,6 +87,20 @@ impl SqliteJournal {
         let path = path.as_ref().to_path_buf();
         let mut writer = connect(&path, &options)?;
         migrate(&mut writer)?;
+        // Checkpoints run on their own connection and thread, so the writer never stalls
+        // a group commit copying the WAL into the database file.
+        writer
+            .execute_batch("PRAGMA wal_autocheckpoint = 0")
+            .map_err(|source| Error::Open {
+                path: path.display().to_string(),
+                source,
+            })?;
+        let checkpoint_conn = connect(&path, &options)?;
+        let (checkpoint_stop, stop_rx) = mpsc::channel::<()>();
+        let checkpointer = std::thread::Builder::new()
+            .name("plexus-journal-checkpoint".into())
+            .spawn(move || checkpoint_loop(&checkpoint_conn, &stop_rx))
+            .map_err(|_| Error::WriterStopped)?;
         let reader = connect(&path, &options)?;
         let (jobs, rx) = mpsc::sync_channel::<Job>(options.max_batch.max(1) * 4);
         let max_batch = options.max_batch.max(1);
@@ -94,6 +114,8 @@ impl SqliteJournal {
             jobs: Some(jobs),
             writer: Some(handle),
             reader: Mutex::new(reader),
+            checkpoint_stop: Some(checkpoint_stop),
+            checkpointer: Some(checkpointer),
         })
     }
 
@@ -110,6 +132,25 @@ impl SqliteJournal {
         f: impl FnOnce(&Connection) -> Result<T> + Send + 'static,
     ) -> Result<T> {
         let (tx, rx) = mpsc::sync_channel::<Result<T>>(1);
+        self.submit(
+            op,
+            f,
+            Box::new(move |result| {
+                // The caller may have gone away; nothing to do then.
+                let _ = tx.send(result);
+            }),
+        );
+        rx.recv().map_err(|_| Error::WriterStopped)?
+    }
+
+    /// Queues `f` for the next group commit; `done` gets its result once that commit is
+    /// durable (or failed). `done` runs on the writer thread: it must be quick.
+    fn submit<T: Send + 'static>(
+        &self,
+        op: &'static str,
+        f: impl FnOnce(&Connection) -> Result<T> + Send + 'static,
+        done: Box<dyn FnOnce(Result<T>) + Send>,
+    ) {
         let job: Job = Box::new(move |conn| {
             let result = match conn {
                 Ok(conn) => in_savepoint(conn, op, f),
@@ -124,13 +165,18 @@ impl SqliteJournal {
                         detail: detail.to_owned(),
                     }),
                 };
-                // The caller may have gone away; nothing to do then.
-                let _ = tx.send(result);
+                done(result);
             })
         });
-        let jobs = self.jobs.as_ref().ok_or(Error::WriterStopped)?;
-        jobs.send(job).map_err(|_| Error::WriterStopped)?;
-        rx.recv().map_err(|_| Error::WriterStopped)?
+        match self.jobs.as_ref() {
+            Some(jobs) => {
+                if let Err(mpsc::SendError(job)) = jobs.send(job) {
+                    // The writer is gone: answer here.
+                    job(Err("journal writer has stopped"))(Err("journal writer has stopped"));
+                }
+            }
+            None => job(Err("journal writer has stopped"))(Err("journal writer has stopped")),
+        }
     }
 
     /// Deliveries owed, oldest first; with `due`, only those that may be tried at that time.
@@ -202,6 +248,10 @@ impl Drop for SqliteJournal {
         if let Some(handle) = self.writer.take() {
             let _ = handle.join();
         }
+        drop(self.checkpoint_stop.take());
+        if let Some(handle) = self.checkpointer.take() {
+            let _ = handle.join();
+        }
     }
 }
 
@@ -222,6 +272,9 @@ fn connect(path: &Path, options: &JournalOptions) -> Result<Connection> {
     }
     conn.execute_batch("PRAGMA synchronous = FULL; PRAGMA foreign_keys = ON;")
         .map_err(open_err)?;
+    // Every statement the journal runs stays prepared (rusqlite keeps 16 by default,
+    // fewer than the writer uses, and a miss means parsing the SQL again).
+    conn.set_prepared_statement_cache_capacity(128);
     Ok(conn)
 }
 
@@ -283,20 +336,40 @@ fn write_loop(conn: &Connection, rx: &mpsc::Receiver<Job>, max_batch: usize) {
     }
 }
 
+/// Runs a passive checkpoint (it never blocks the writer or readers) every
+/// [`CHECKPOINT_EVERY`] until told to stop, then a last one.
+fn checkpoint_loop(conn: &Connection, stop: &mpsc::Receiver<()>) {
+    let checkpoint = || {
+        // Failure is harmless: the WAL keeps the data and the next round tries again.
+        let _ = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()));
+    };
+    while let Err(mpsc::RecvTimeoutError::Timeout) = stop.recv_timeout(CHECKPOINT_EVERY) {
+        checkpoint();
+    }
+    checkpoint();
+}
+
 fn in_savepoint<T>(
     conn: &Connection,
     op: &'static str,
     f: impl FnOnce(&Connection) -> Result<T>,
 ) -> Result<T> {
-    conn.execute_batch("SAVEPOINT job")
-        .map_err(Error::sql(op))?;
+    // Cached statements: a group commit runs one savepoint per write, and re-parsing
+    // the SQL each time showed up as a large share of the writer thread's time.
+    let run = |sql: &str| {
+        conn.prepare_cached(sql)
+            .and_then(|mut s| s.execute([]))
+            .map(|_| ())
+    };
+    run("SAVEPOINT job").map_err(Error::sql(op))?;
     match f(conn) {
         Ok(value) => {
-            conn.execute_batch("RELEASE job").map_err(Error::sql(op))?;
+            run("RELEASE job").map_err(Error::sql(op))?;
             Ok(value)
         }
         Err(e) => {
-            let _ = conn.execute_batch("ROLLBACK TO job; RELEASE job");
+            let _ = run("ROLLBACK TO job");
+            let _ = run("RELEASE job");
             Err(e)
         }
     }
@@ -375,6 +448,17 @@ fn finish_error((kind, mut entry): (String, ErrorEntry)) -> Result<ErrorEntry> {
 }
 
 fn append_in(conn: &Connection, inbound: &Inbound, window: i64) -> Result<Appended> {
+    append_with(conn, inbound, window, false)
+}
+
+/// Inserts the message row; `processed` is set at once when the caller also writes the
+/// chain's results in the same transaction.
+fn append_with(
+    conn: &Connection,
+    inbound: &Inbound,
+    window: i64,
+    processed: bool,
+) -> Result<Appended> {
     let sql = Error::sql("append");
     let at = to_ms(inbound.received_at);
     let duplicate_of = match &inbound.control_id {
@@ -403,8 +487,8 @@ fn append_in(conn: &Connection, inbound: &Inbound, window: i64) -> Result<Append
     };
     conn.prepare_cached(
         "INSERT INTO messages (interface, source_kind, source_peer, received_at,
-                               control_id, message_type, duplicate_of, raw)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+                               control_id, message_type, duplicate_of, raw, processed)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
     )
     .and_then(|mut s| {
         s.execute(params![
@@ -416,6 +500,7 @@ fn append_in(conn: &Connection, inbound: &Inbound, window: i64) -> Result<Append
             inbound.message_type,
             duplicate_of.map(|d| d.0),
             inbound.raw,
+            processed,
         ])
     })
     .map_err(Error::sql("append"))?;
@@ -511,6 +596,24 @@ fn mark_attempt_in(
     Ok(())
 }
 
+/// The write behind `ingest`: the message row (processed already set when the chain's
+/// results come with it), then those results.
+fn ingest_job(
+    inbound: Inbound,
+    processing: Processing,
+    window: i64,
+) -> impl FnOnce(&Connection) -> Result<Appended> + Send + 'static {
+    move |conn| {
+        let appended = append_with(conn, &inbound, window, processing.processed)?;
+        let processing = Processing {
+            processed: false,
+            ..processing
+        };
+        process_in(conn, appended.id, processing)?;
+        Ok(appended)
+    }
+}
+
 /// Writes everything processing produced for message `id`.
 fn process_in(conn: &Connection, id: MessageId, processing: Processing) -> Result<()> {
     for mut stage in processing.stages {
@@ -599,12 +702,20 @@ impl Journal for SqliteJournal {
     }
 
     fn ingest(&self, inbound: Inbound, processing: Processing) -> Result<Appended> {
-        let window = self.window_ms();
-        self.write("ingest", move |conn| {
-            let appended = append_in(conn, &inbound, window)?;
-            process_in(conn, appended.id, processing)?;
-            Ok(appended)
-        })
+        self.write("ingest", ingest_job(inbound, processing, self.window_ms()))
+    }
+
+    fn ingest_detached(
+        &self,
+        inbound: Inbound,
+        processing: Processing,
+        done: Box<dyn FnOnce(Result<Appended>) + Send>,
+    ) {
+        self.submit(
+            "ingest",
+            ingest_job(inbound, processing, self.window_ms()),
+            done,
+        );
     }
 
     fn process(&self, id: MessageId, processing: Processing) -> Result<()> {

@@ -58,7 +58,11 @@ pub(crate) async fn accept(
         .map_err(|_| NotAccepted::Internal("engine is shutting down".into()))?;
     let task_shared = shared.clone();
     let task_iface = iface.clone();
-    let accepted = tokio::task::spawn_blocking(move || {
+    // The chain runs on the blocking pool (a plug-in may take up to its timeout); the
+    // journal answers through a oneshot once the group commit is durable, so no thread
+    // waits for the fsync.
+    let (reply, answer) = tokio::sync::oneshot::channel();
+    drop(tokio::task::spawn_blocking(move || {
         let shared = task_shared;
         let iface = task_iface;
         let mut inbound = Inbound {
@@ -70,7 +74,7 @@ pub(crate) async fn accept(
             message_type: None,
             raw: raw.to_vec(),
         };
-        match Message::parse_owned(raw.to_vec()) {
+        let (processing, outcome) = match Message::parse_owned(raw.to_vec()) {
             Err(error) => {
                 drop(permit);
                 let processing = Processing {
@@ -84,11 +88,7 @@ pub(crate) async fn accept(
                     processed: true,
                     ..Processing::default()
                 };
-                let appended = shared.journal.ingest(inbound, processing)?;
-                Ok(Accepted::Unparseable {
-                    id: appended.id,
-                    error,
-                })
+                (processing, Err(error))
             }
             Ok(msg) => {
                 inbound.control_id = msg.control_id().map(|c| c.into_owned());
@@ -102,17 +102,36 @@ pub(crate) async fn accept(
                 let run = chain::run(&iface.chain, msg, &ctx);
                 drop(permit);
                 let processing = processing_for(&iface, run.stages, &run.verdict);
-                let appended = shared.journal.ingest(inbound, processing)?;
-                Ok(Accepted::Processed {
-                    id: appended.id,
-                    duplicate_of: appended.duplicate_of,
-                    verdict: run.verdict,
-                })
+                (processing, Ok(run.verdict))
             }
-        }
-    })
-    .await
-    .map_err(|e| NotAccepted::Internal(e.to_string()))?;
+        };
+        shared.journal.ingest_detached(
+            inbound,
+            processing,
+            Box::new(move |appended| {
+                let accepted = appended.map(|appended| match outcome {
+                    Ok(verdict) => Accepted::Processed {
+                        id: appended.id,
+                        duplicate_of: appended.duplicate_of,
+                        verdict,
+                    },
+                    Err(error) => Accepted::Unparseable {
+                        id: appended.id,
+                        error,
+                    },
+                });
+                // The source may have gone away (connection closed); nothing to do then.
+                let _ = reply.send(accepted);
+            }),
+        );
+    }));
+    let accepted = match answer.await {
+        Ok(result) => result.map_err(NotAccepted::from),
+        // The task panicked before answering.
+        Err(_) => Err(NotAccepted::Internal(
+            "processing the message failed unexpectedly".to_owned(),
+        )),
+    };
     if let Ok(Accepted::Processed {
         verdict: Verdict::Forwarded,
         ..
