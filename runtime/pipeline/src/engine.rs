@@ -56,9 +56,40 @@ pub(crate) struct Iface {
     pub chain: Vec<Arc<Plugin>>,
     /// Wakes each destination's worker when work is enqueued.
     pub wake: HashMap<String, Arc<Notify>>,
+    /// Until when (ms since the epoch) the chain runs on the blocking pool because a
+    /// recent run was slow.
+    pub slow_until_ms: AtomicU64,
 }
 
+/// A chain run longer than this is "slow" (a mapping takes tens of microseconds; this
+/// leaves room for the scheduler preempting one on a busy machine): the interface's next
+/// runs go to the blocking
+/// pool for [`SLOW_COOL_DOWN`].
+pub(crate) const SLOW_CHAIN: std::time::Duration = std::time::Duration::from_millis(20);
+/// How long an interface's chain stays on the blocking pool after a slow run.
+pub(crate) const SLOW_COOL_DOWN: std::time::Duration = std::time::Duration::from_secs(60);
+
 impl Iface {
+    /// Whether the chain should run on the blocking pool (it was slow recently).
+    pub(crate) fn chain_is_slow(&self) -> bool {
+        self.slow_until_ms.load(Ordering::Relaxed) > millis(SystemTime::now())
+    }
+
+    /// Records how long a chain run took; a slow one starts (or extends) the cool-down.
+    pub(crate) fn note_chain_time(&self, took: std::time::Duration) {
+        if took > SLOW_CHAIN {
+            let until = millis(SystemTime::now() + SLOW_COOL_DOWN);
+            if self.slow_until_ms.swap(until, Ordering::Relaxed) < millis(SystemTime::now()) {
+                tracing::info!(
+                    interface = %self.name,
+                    took_ms = u64::try_from(took.as_millis()).unwrap_or(u64::MAX),
+                    "plug-in chain was slow; running it off the async threads for {}s",
+                    SLOW_COOL_DOWN.as_secs()
+                );
+            }
+        }
+    }
+
     pub(crate) fn wake_destinations(&self) {
         for notify in self.wake.values() {
             notify.notify_one();
@@ -231,6 +262,7 @@ impl Engine {
                     config: interface.clone(),
                     chain,
                     wake,
+                    slow_until_ms: AtomicU64::new(0),
                 };
                 (name.to_string(), Arc::new(iface))
             })

@@ -58,11 +58,18 @@ pub(crate) async fn accept(
         .map_err(|_| NotAccepted::Internal("engine is shutting down".into()))?;
     let task_shared = shared.clone();
     let task_iface = iface.clone();
-    // The chain runs on the blocking pool (a plug-in may take up to its timeout); the
-    // journal answers through a oneshot once the group commit is durable, so no thread
-    // waits for the fsync.
+    // The journal answers through a oneshot once the group commit is durable, so no
+    // thread waits for the fsync. The chain itself normally runs right here: a mapping
+    // takes tens of microseconds, and a hop to the blocking pool and back cost more than
+    // that (about 40% of throughput in `plexus bench`). An interface whose chain was
+    // recently slow (or timed out) runs it on the blocking pool instead, so a looping
+    // plug-in can hold an async worker for at most one timeout per cool-down period.
+    // `block_in_place` (below) needs the multi-threaded runtime.
+    let multi_thread = tokio::runtime::Handle::current().runtime_flavor()
+        == tokio::runtime::RuntimeFlavor::MultiThread;
+    let offload = iface.chain_is_slow() || !multi_thread;
     let (reply, answer) = tokio::sync::oneshot::channel();
-    drop(tokio::task::spawn_blocking(move || {
+    let work = move || {
         let shared = task_shared;
         let iface = task_iface;
         let mut inbound = Inbound {
@@ -99,7 +106,9 @@ pub(crate) async fn accept(
                     message_id: inbound.control_id.clone().unwrap_or_default(),
                     received_at_ms: millis(received_at),
                 };
+                let started = std::time::Instant::now();
                 let run = chain::run(&iface.chain, msg, &ctx);
+                iface.note_chain_time(started.elapsed());
                 drop(permit);
                 let processing = processing_for(&iface, run.stages, &run.verdict);
                 (processing, Ok(run.verdict))
@@ -124,7 +133,14 @@ pub(crate) async fn accept(
                 let _ = reply.send(accepted);
             }),
         );
-    }));
+    };
+    if offload {
+        drop(tokio::task::spawn_blocking(work));
+    } else {
+        // `block_in_place` tells tokio this worker is busy (its other tasks move on), and
+        // lets WASI's blocking host calls (a plug-in writing to stdout) enter the runtime.
+        tokio::task::block_in_place(work);
+    }
     let accepted = match answer.await {
         Ok(result) => result.map_err(NotAccepted::from),
         // The task panicked before answering.
