@@ -238,12 +238,17 @@ async fn messages_are_mapped_journaled_acked_and_delivered_in_order() {
             .iter()
             .any(|e| e.path == "SCH-25-1" && e.new.as_deref() == Some("Started"))
     );
-    assert!(
-        record
-            .deliveries
-            .iter()
-            .all(|d| d.status == DeliveryStatus::Delivered)
-    );
+    assert_eq!(record.deliveries.len(), 2);
+    // Results are recorded after each batch is sent.
+    let journal = engine.journal().clone();
+    eventually("both deliveries recorded", || {
+        journal.show(MessageId(1)).is_ok_and(|r| {
+            r.deliveries
+                .iter()
+                .all(|d| d.status == DeliveryStatus::Delivered)
+        })
+    })
+    .await;
     stop.cancel();
     running.wait().await;
 }
@@ -591,4 +596,295 @@ destinations = [{{ name = "out", type = "file", dir = "out" }}]
     .await;
     stop.cancel();
     running.wait().await;
+}
+
+/// A site with one interface fed by `source` (TOML inline table) and the destinations
+/// and retry/ordering settings in `rest`.
+fn site_with(dir: &Path, source: &str, rest: &str) -> plexus_config::Config {
+    std::fs::write(dir.join("visit-status.csv"), STATUS_CSV).expect("csv");
+    let text = format!(
+        r#"
+[engine]
+data_dir = "data"
+[http]
+listen = "127.0.0.1:0"
+[tables.visit-status]
+file = "visit-status.csv"
+[plugins.visit-status-map]
+file = "{status}"
+grants = ["tables:visit-status"]
+[interfaces.feed]
+source = {source}
+chain = ["visit-status-map"]
+{rest}
+"#,
+        status = plexus_test_artifacts::VISIT_STATUS_MAP,
+    );
+    plexus_config::Config::from_toml(&text, &dir.join("site.toml"))
+        .unwrap_or_else(|e| panic!("config: {e}"))
+}
+
+fn files_in(dir: &Path) -> Vec<PathBuf> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
+        .map(|d| {
+            d.filter_map(|e| e.ok())
+                .map(|e| e.path())
+                .filter(|p| p.is_file())
+                .collect()
+        })
+        .unwrap_or_default();
+    files.sort();
+    files
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_drop_folder_feeds_the_chain_and_files_move_to_processed() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let inbox = dir.path().join("inbox");
+    std::fs::create_dir_all(&inbox).expect("inbox");
+    let config = site_with(
+        dir.path(),
+        r#"{ type = "file", dir = "inbox", poll = "50ms" }"#,
+        r#"destinations = [{ name = "out", type = "file", dir = "out" }]"#,
+    );
+    std::fs::write(inbox.join("a.hl7"), siu("F001", "Roomed")).expect("write");
+    std::fs::write(inbox.join("b.hl7"), b"not a message").expect("write");
+    std::fs::write(inbox.join("ignored.txt"), siu("F002", "Roomed")).expect("write");
+    let engine = Engine::build(config, &FsAssets).expect("engine builds");
+    let stop = CancellationToken::new();
+    let running = engine.start(stop.clone()).await.expect("engine starts");
+
+    let out = dir.path().join("out");
+    eventually("the message is delivered", || files_in(&out).len() == 1).await;
+    let delivered =
+        Message::parse_owned(std::fs::read(&files_in(&out)[0]).expect("read")).expect("parses");
+    assert_eq!(
+        delivered.get("SCH-25").expect("path").as_deref(),
+        Some("Started")
+    );
+    let processed = inbox.join("processed");
+    eventually("both .hl7 files are moved", || {
+        files_in(&processed).len() == 2
+    })
+    .await;
+    assert!(
+        inbox.join("ignored.txt").exists(),
+        "the pattern is respected"
+    );
+    let errors = engine
+        .journal()
+        .list_errors(&ErrorFilter::default(), 10)
+        .expect("errors");
+    assert_eq!(errors.len(), 1, "the bad file is in the error queue");
+    assert_eq!(errors[0].kind, ErrorKind::Parse);
+    let record = engine.journal().show(errors[0].message).expect("show");
+    assert_eq!(
+        record.inbound.source_peer.as_deref(),
+        Some("b.hl7"),
+        "the file name is kept"
+    );
+    stop.cancel();
+    running.wait().await;
+}
+
+/// An HTTP receiver that answers each POST with the next status from `script` (then
+/// 200), and records the bodies it accepted.
+async fn http_receiver(script: Vec<u16>) -> (SocketAddr, Arc<Mutex<Vec<Vec<u8>>>>) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let accepted = Arc::new(Mutex::new(Vec::new()));
+    let script = Arc::new(Mutex::new(std::collections::VecDeque::from(script)));
+    let seen = accepted.clone();
+    tokio::spawn(async move {
+        loop {
+            let Ok((mut tcp, _)) = listener.accept().await else {
+                return;
+            };
+            let (seen, script) = (seen.clone(), script.clone());
+            tokio::spawn(async move {
+                let mut buf = Vec::new();
+                let mut chunk = [0u8; 4096];
+                loop {
+                    // One request: headers, then Content-Length bytes of body.
+                    let head_end = loop {
+                        if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                            break i + 4;
+                        }
+                        match tcp.read(&mut chunk).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                        }
+                    };
+                    let head = String::from_utf8_lossy(&buf[..head_end]).to_ascii_lowercase();
+                    let len: usize = head
+                        .lines()
+                        .find_map(|l| l.strip_prefix("content-length:"))
+                        .and_then(|v| v.trim().parse().ok())
+                        .unwrap_or(0);
+                    while buf.len() < head_end + len {
+                        match tcp.read(&mut chunk).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                        }
+                    }
+                    let body = buf[head_end..head_end + len].to_vec();
+                    buf.drain(..head_end + len);
+                    let status = script.lock().expect("lock").pop_front().unwrap_or(200);
+                    if status == 200 {
+                        seen.lock().expect("lock").push(body);
+                    }
+                    let reply = format!("HTTP/1.1 {status} X\r\nContent-Length: 0\r\n\r\n");
+                    if tcp.write_all(reply.as_bytes()).await.is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    (addr, accepted)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http_destinations_retry_5xx_and_send_4xx_to_the_error_queue() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    // First message: 503 twice, then accepted. Second: 400 (permanent). Third: 200.
+    let (addr, accepted) = http_receiver(vec![503, 503, 200, 400]).await;
+    let config = site_with(
+        dir.path(),
+        r#"{ type = "mllp", listen = "127.0.0.1:0" }"#,
+        &format!(
+            "destinations = [{{ name = \"api\", type = \"http\", url = \"http://{addr}/hl7\" }}]\n\
+             retry = {{ initial_backoff = \"20ms\", max_backoff = \"50ms\" }}"
+        ),
+    );
+    let engine = Engine::build(config, &FsAssets).expect("engine builds");
+    let stop = CancellationToken::new();
+    let running = engine.start(stop.clone()).await.expect("engine starts");
+    for id in ["W001", "W002", "W003"] {
+        let (code, _) = send(running.mllp["feed"], &siu(id, "Ready")).await;
+        assert_eq!(code, AckCode::AA);
+    }
+    eventually("two messages accepted by the receiver", || {
+        accepted.lock().expect("lock").len() == 2
+    })
+    .await;
+    let bodies: Vec<String> = accepted
+        .lock()
+        .expect("lock")
+        .iter()
+        .map(|b| {
+            Message::parse(b)
+                .expect("parses")
+                .control_id()
+                .unwrap_or_default()
+                .into_owned()
+        })
+        .collect();
+    assert_eq!(
+        bodies,
+        ["W001", "W003"],
+        "in order; the refused one is skipped after failing"
+    );
+    // The worker records a batch's results after the batch.
+    let journal = engine.journal().clone();
+    eventually("the refusal is recorded", || {
+        journal
+            .list_errors(&ErrorFilter::default(), 10)
+            .is_ok_and(|e| e.len() == 1)
+    })
+    .await;
+    let errors = engine
+        .journal()
+        .list_errors(&ErrorFilter::default(), 10)
+        .expect("errors");
+    assert_eq!(errors[0].kind, ErrorKind::Destination);
+    assert_eq!(errors[0].stage, "destination:api");
+    assert!(errors[0].reason.contains("400"), "{}", errors[0].reason);
+    let first = engine.journal().show(MessageId(1)).expect("show");
+    assert_eq!(first.deliveries[0].attempts, 3, "two 503s, then delivered");
+    stop.cancel();
+    running.wait().await;
+}
+
+/// The receiver answers AE to `bad` the first `fails` times it sees it.
+async fn flaky_receiver(bad: &'static str, fails: usize) -> Receiver {
+    let listener = Listener::bind(
+        "127.0.0.1:0".parse().expect("addr"),
+        ListenerConfig::default(),
+    )
+    .await
+    .expect("bind receiver");
+    let addr = listener.local_addr();
+    let received = Arc::new(Mutex::new(Vec::new()));
+    let seen = received.clone();
+    let refusals = Arc::new(Mutex::new(0_usize));
+    let stop = CancellationToken::new();
+    let handler = handler_fn(move |payload: Bytes, _peer| {
+        let (seen, refusals) = (seen.clone(), refusals.clone());
+        async move {
+            let msg = Message::parse(&payload).ok()?;
+            let id = msg.control_id().unwrap_or_default().into_owned();
+            let status = {
+                let mut refused = refusals.lock().expect("lock");
+                if id == bad && *refused < fails {
+                    *refused += 1;
+                    Status::Error
+                } else {
+                    seen.lock().expect("lock").push(id);
+                    Status::Accepted
+                }
+            };
+            ack::acknowledge(&msg, status, None, "RCV", "20260101000000").map(Bytes::from)
+        }
+    });
+    tokio::spawn(listener.serve(Arc::new(handler), stop.clone()));
+    Receiver {
+        addr,
+        received,
+        stop,
+    }
+}
+
+async fn ordering_run(policy: &str) -> Vec<String> {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let emr = flaky_receiver("O002", 3).await;
+    let config = site_with(
+        dir.path(),
+        r#"{ type = "mllp", listen = "127.0.0.1:0" }"#,
+        &format!(
+            "error_ack = \"retry\"\n\
+             destinations = [{{ name = \"emr\", type = \"mllp\", connect = \"{}\" }}]\n\
+             retry = {{ initial_backoff = \"150ms\", max_backoff = \"150ms\", jitter = false, on_head_failure = \"{policy}\" }}",
+            emr.addr
+        ),
+    );
+    let engine = Engine::build(config, &FsAssets).expect("engine builds");
+    let stop = CancellationToken::new();
+    let running = engine.start(stop.clone()).await.expect("engine starts");
+    for i in 1..=4 {
+        let (code, _) = send(running.mllp["feed"], &siu(&format!("O{i:03}"), "Ready")).await;
+        assert_eq!(code, AckCode::AA);
+    }
+    eventually("all four delivered", || emr.received().len() == 4).await;
+    stop.cancel();
+    running.wait().await;
+    emr.stop.cancel();
+    emr.received()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn block_holds_the_queue_behind_a_failing_head_and_skip_lets_it_flow() {
+    assert_eq!(
+        ordering_run("block").await,
+        ["O001", "O002", "O003", "O004"],
+        "block: strict arrival order"
+    );
+    assert_eq!(
+        ordering_run("skip").await,
+        ["O001", "O003", "O004", "O002"],
+        "skip: the others pass the failing one"
+    );
 }
