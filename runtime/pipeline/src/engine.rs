@@ -8,6 +8,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::SystemTime;
 
+use arc_swap::ArcSwap;
 use plexus_config::{Config, Inbound};
 use plexus_hl7::Message;
 use plexus_journal::{
@@ -37,8 +38,10 @@ pub(crate) struct Shared {
     pub chain_permits: Arc<Semaphore>,
     pub ack_ids: AckIds,
     pub site: String,
-    /// Keeps the epoch ticker (plug-in timeouts) alive as long as the plug-ins.
-    _sandbox: Sandbox,
+    /// Loads plug-in versions; keeps the epoch ticker (plug-in timeouts) alive.
+    sandbox: Sandbox,
+    /// The site's tables, shared by every plug-in version.
+    tables: Arc<TableSet>,
 }
 
 impl std::fmt::Debug for Shared {
@@ -53,12 +56,37 @@ impl std::fmt::Debug for Shared {
 pub(crate) struct Iface {
     pub name: String,
     pub config: plexus_config::Interface,
-    pub chain: Vec<Arc<Plugin>>,
+    /// The active chain. A message takes the chain once, when it starts, and runs every
+    /// stage on that version: an activation never mixes versions within a message.
+    pub chain: ArcSwap<ActiveChain>,
+    /// Earlier chains, newest last, for rollback (at most [`HISTORY`]). The lock also
+    /// serialises activations.
+    history: std::sync::Mutex<Vec<Arc<ActiveChain>>>,
     /// Wakes each destination's worker when work is enqueued.
     pub wake: HashMap<String, Arc<Notify>>,
     /// Until when (ms since the epoch) the chain runs on the blocking pool because a
     /// recent run was slow.
     pub slow_until_ms: AtomicU64,
+}
+
+/// Chains kept for rollback per interface.
+const HISTORY: usize = 16;
+
+/// One version of an interface's plug-in chain.
+#[derive(Debug, Clone)]
+pub struct ActiveChain {
+    /// The plug-ins, in order.
+    pub plugins: Vec<Arc<Plugin>>,
+}
+
+impl ActiveChain {
+    /// `(name, sha256)` of each stage.
+    pub fn digests(&self) -> Vec<(String, String)> {
+        self.plugins
+            .iter()
+            .map(|p| (p.name().to_owned(), p.sha256().to_owned()))
+            .collect()
+    }
 }
 
 /// A chain run longer than this is "slow" (a mapping takes tens of microseconds; this
@@ -228,11 +256,7 @@ impl Engine {
             let spec = PluginSpec {
                 name: name.to_string(),
                 sha256: plugin.sha256.clone(),
-                grants: plexus_sandbox::Grants {
-                    log: plugin.grants.log,
-                    tables: plugin.grants.tables.iter().map(|t| t.to_string()).collect(),
-                    reuse_instance: plugin.grants.reuse_instance,
-                },
+                grants: sandbox_grants(&plugin.grants),
                 limits: limits(&plugin.limits),
             };
             let loaded = Plugin::load(&sandbox, &spec, &bytes, tables.clone())?;
@@ -247,11 +271,13 @@ impl Engine {
             .interfaces
             .iter()
             .map(|(name, interface)| {
-                let chain = interface
-                    .chain
-                    .iter()
-                    .map(|p| plugins[p.as_str()].clone())
-                    .collect();
+                let chain = ActiveChain {
+                    plugins: interface
+                        .chain
+                        .iter()
+                        .map(|p| plugins[p.as_str()].clone())
+                        .collect(),
+                };
                 let wake = interface
                     .destinations
                     .iter()
@@ -260,7 +286,8 @@ impl Engine {
                 let iface = Iface {
                     name: name.to_string(),
                     config: interface.clone(),
-                    chain,
+                    chain: ArcSwap::from_pointee(chain),
+                    history: std::sync::Mutex::new(Vec::new()),
                     wake,
                     slow_until_ms: AtomicU64::new(0),
                 };
@@ -276,7 +303,8 @@ impl Engine {
                 chain_permits: Arc::new(Semaphore::new(permits)),
                 ack_ids: AckIds::new(),
                 site: String::new(),
-                _sandbox: sandbox,
+                sandbox,
+                tables,
             }),
         })
     }
@@ -289,6 +317,69 @@ impl Engine {
     /// The config it was built from.
     pub fn config(&self) -> &Config {
         &self.shared.config
+    }
+
+    /// Loads a plug-in version on this engine's sandbox and tables, checking its digest
+    /// pin and refusing imports its grants do not cover, ready for [`Engine::activate`].
+    pub fn load_plugin(
+        &self,
+        name: &str,
+        bytes: &[u8],
+        sha256: Option<String>,
+        grants: &plexus_config::Grants,
+        limits: &plexus_config::Limits,
+    ) -> Result<Arc<Plugin>, BuildError> {
+        let spec = PluginSpec {
+            name: name.to_owned(),
+            sha256,
+            grants: sandbox_grants(grants),
+            limits: self::limits(limits),
+        };
+        Ok(Arc::new(Plugin::load(
+            &self.shared.sandbox,
+            &spec,
+            bytes,
+            self.shared.tables.clone(),
+        )?))
+    }
+
+    /// Makes `plugins` the interface's chain, atomically: messages already running
+    /// finish on the chain they started with; the next one uses the new chain. The old
+    /// chain is kept for [`Engine::rollback`].
+    pub fn activate(&self, interface: &str, plugins: Vec<Arc<Plugin>>) -> Result<(), OpError> {
+        let iface = self.iface(interface)?;
+        let mut history = iface.history.lock().unwrap_or_else(|e| e.into_inner());
+        let previous = iface.chain.swap(Arc::new(ActiveChain { plugins }));
+        history.push(previous);
+        if history.len() > HISTORY {
+            history.remove(0);
+        }
+        tracing::info!(interface, chain = ?iface.chain.load().digests(), "chain activated");
+        Ok(())
+    }
+
+    /// Puts back the chain that was active before the last activation.
+    pub fn rollback(&self, interface: &str) -> Result<(), OpError> {
+        let iface = self.iface(interface)?;
+        let mut history = iface.history.lock().unwrap_or_else(|e| e.into_inner());
+        let previous = history
+            .pop()
+            .ok_or_else(|| OpError::NothingToRollBack(interface.to_owned()))?;
+        iface.chain.store(previous);
+        tracing::info!(interface, chain = ?iface.chain.load().digests(), "chain rolled back");
+        Ok(())
+    }
+
+    /// The interface's active chain.
+    pub fn active_chain(&self, interface: &str) -> Result<Arc<ActiveChain>, OpError> {
+        Ok(self.iface(interface)?.chain.load_full())
+    }
+
+    fn iface(&self, interface: &str) -> Result<&Arc<Iface>, OpError> {
+        self.shared
+            .interfaces
+            .get(interface)
+            .ok_or_else(|| OpError::NoSuchInterface(interface.to_owned()))
     }
 
     /// Resumes unfinished work, binds every source and starts the delivery workers.
@@ -430,7 +521,7 @@ impl Engine {
                         message_id: id.to_string(),
                         received_at_ms: millis(record.inbound.received_at),
                     };
-                    let run = chain::run(&iface.chain, msg, &ctx);
+                    let run = chain::run(&iface.chain.load().plugins, msg, &ctx);
                     let mut processing = processing_for(&iface, run.stages, &run.verdict);
                     processing.requeue = requeue;
                     let outcome = match run.verdict {
@@ -485,6 +576,14 @@ async fn retention(shared: Arc<Shared>, shutdown: CancellationToken) {
 /// The journal file for a config.
 pub fn journal_path(config: &Config) -> PathBuf {
     config.engine.data_dir.join("journal.db")
+}
+
+fn sandbox_grants(g: &plexus_config::Grants) -> plexus_sandbox::Grants {
+    plexus_sandbox::Grants {
+        log: g.log,
+        tables: g.tables.iter().map(|t| t.to_string()).collect(),
+        reuse_instance: g.reuse_instance,
+    }
 }
 
 fn limits(l: &plexus_config::Limits) -> plexus_sandbox::Limits {

@@ -78,6 +78,12 @@ pub enum OpError {
         /// Its interface.
         interface: String,
     },
+    /// No interface by that name.
+    #[error("no interface named {0} in this config")]
+    NoSuchInterface(String),
+    /// A rollback with no earlier chain to go back to.
+    #[error("interface {0} has no earlier chain to roll back to")]
+    NothingToRollBack(String),
     /// A worker thread failed.
     #[error("internal error: {0}")]
     Internal(String),

@@ -107,7 +107,9 @@ pub(crate) async fn accept(
                     received_at_ms: millis(received_at),
                 };
                 let started = std::time::Instant::now();
-                let run = chain::run(&iface.chain, msg, &ctx);
+                // One load per message: every stage runs on the same chain version.
+                let chain = iface.chain.load_full();
+                let run = chain::run(&chain.plugins, msg, &ctx);
                 iface.note_chain_time(started.elapsed());
                 drop(permit);
                 let processing = processing_for(&iface, run.stages, &run.verdict);
