@@ -7,7 +7,7 @@ use std::process::ExitCode;
 use std::time::{Duration, SystemTime};
 
 use anyhow::Context;
-use plexus_journal::{ErrorEntry, ErrorFilter, ErrorKind, Journal, MessageId};
+use plexus_journal::{AuditEntry, ErrorEntry, ErrorFilter, ErrorKind, Journal, MessageId};
 use plexus_pipeline::{Engine, ReplayOutcome};
 use serde_json::json;
 
@@ -146,6 +146,15 @@ pub fn show(args: &ShowArgs) -> anyhow::Result<ExitCode> {
     let config = args.site.load()?;
     let journal = open_journal(&config)?;
     let record = journal.show(MessageId(args.id))?;
+    if args.unmasked {
+        // Every view of message content is on the record.
+        journal.audit(AuditEntry {
+            actor: actor(),
+            action: "unmasked-view".to_owned(),
+            subject: format!("message:{}", args.id),
+            detail: "plexus errors show --unmasked".to_owned(),
+        })?;
+    }
     let m = &record.inbound;
     if args.json {
         let value = json!({
@@ -301,7 +310,7 @@ pub fn replay(args: &ReplayArgs) -> anyhow::Result<ExitCode> {
         .context("starting the async runtime")?;
     let mut failed = 0;
     for id in &args.ids {
-        match runtime.block_on(engine.replay(MessageId(*id), &args.note)) {
+        match runtime.block_on(engine.replay(MessageId(*id), &args.note, &actor())) {
             Ok(ReplayOutcome::Requeued { destinations }) => println!(
                 "message {id}: passed the chain; queued for {}; error resolved",
                 if destinations.is_empty() {
@@ -334,8 +343,22 @@ pub fn resolve(args: &ResolveArgs) -> anyhow::Result<ExitCode> {
     let config = args.site.load()?;
     let journal = open_journal(&config)?;
     journal.resolve(MessageId(args.id), &args.note)?;
+    journal.audit(AuditEntry {
+        actor: actor(),
+        action: "resolve".to_owned(),
+        subject: format!("message:{}", args.id),
+        detail: format!("note: {}", args.note),
+    })?;
     println!("message {}: error resolved", args.id);
     Ok(ExitCode::SUCCESS)
+}
+
+/// Who is acting, for the audit log: the operating-system user running the command.
+pub fn actor() -> String {
+    let user = std::env::var("USER")
+        .or_else(|_| std::env::var("LOGNAME"))
+        .unwrap_or_else(|_| "unknown".to_owned());
+    format!("cli:{user}")
 }
 
 fn entry_json(e: &ErrorEntry) -> serde_json::Value {

@@ -8,6 +8,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+mod audit_cmd;
 mod bench_cmd;
 mod check_cmd;
 mod errors_cmd;
@@ -48,6 +49,9 @@ enum Command {
     /// Work the error queue: list, show, replay after a fix, resolve with a note.
     #[command(subcommand)]
     Errors(ErrorsCommand),
+    /// The audit log of operator actions: list it, or verify its hash chain.
+    #[command(subcommand)]
+    Audit(AuditCommand),
     /// Look at HL7 v2 messages.
     #[command(subcommand)]
     Hl7(Hl7Command),
@@ -74,6 +78,14 @@ enum PluginCommand {
     #[command(after_help = "Example:\n  \
         plexus plugin test target/wasm32-wasip2/release/visit_status_map.wasm --cases plugins/visit-status-map/cases")]
     Test(plugin_cmd::TestArgs),
+}
+
+#[derive(Debug, Subcommand)]
+enum AuditCommand {
+    /// Entries oldest first: id, time, actor, action, subject, detail.
+    List(audit_cmd::ListArgs),
+    /// Recompute the hash chain; exit status 1 and the first broken entry if it fails.
+    Verify(audit_cmd::VerifyArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -112,6 +124,8 @@ fn main() -> ExitCode {
         Command::Run(args) => run::run(args),
         Command::Check(args) => check_cmd::check(&args),
         Command::Send(args) => send_cmd::send(&args),
+        Command::Audit(AuditCommand::List(args)) => audit_cmd::list(&args),
+        Command::Audit(AuditCommand::Verify(args)) => audit_cmd::verify(&args),
         Command::Errors(ErrorsCommand::List(args)) => errors_cmd::list(&args),
         Command::Errors(ErrorsCommand::Show(args)) => errors_cmd::show(&args),
         Command::Errors(ErrorsCommand::Replay(args)) => errors_cmd::replay(&args),

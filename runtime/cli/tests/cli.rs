@@ -301,6 +301,69 @@ PID|1||MRN1^^^CLINIC^MR||testpatient^alpha||19800101|female\r";
     assert!(list.contains("2 open"), "{list}");
     assert!(list.contains("parse"), "{list}");
     assert!(!list.contains("testpatient"), "no patient data in the list");
+
+    // Resolve one with a note and look at another unmasked: both are audited.
+    let out = plexus()
+        .args(["errors", "list", "--json", "--config"])
+        .arg(&config)
+        .output()
+        .expect("runs");
+    let ids: Vec<i64> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| {
+            serde_json::from_str::<serde_json::Value>(l).expect("json")["id"]
+                .as_i64()
+                .expect("id")
+        })
+        .collect();
+    assert_eq!(ids.len(), 2);
+    let resolve = plexus()
+        .args([
+            "errors",
+            "resolve",
+            &ids[0].to_string(),
+            "--note",
+            "sender fixed its feed",
+            "--config",
+        ])
+        .arg(&config)
+        .output()
+        .expect("runs");
+    assert!(
+        resolve.status.success(),
+        "{}",
+        String::from_utf8_lossy(&resolve.stderr)
+    );
+    let show = plexus()
+        .args([
+            "errors",
+            "show",
+            &ids[1].to_string(),
+            "--unmasked",
+            "--config",
+        ])
+        .arg(&config)
+        .output()
+        .expect("runs");
+    assert!(String::from_utf8_lossy(&show.stdout).contains("BIG-1"));
+    let audit = plexus()
+        .args(["audit", "list", "--config"])
+        .arg(&config)
+        .output()
+        .expect("runs");
+    let audit = String::from_utf8_lossy(&audit.stdout);
+    assert!(
+        audit.contains("resolve") && audit.contains("sender fixed its feed"),
+        "{audit}"
+    );
+    assert!(audit.contains("unmasked-view"), "{audit}");
+    let verify = plexus()
+        .args(["audit", "verify", "--config"])
+        .arg(&config)
+        .output()
+        .expect("runs");
+    assert!(verify.status.success());
+    assert!(String::from_utf8_lossy(&verify.stdout).contains("2 entries"));
 }
 
 #[test]

@@ -146,6 +146,16 @@ pub trait Journal: Send + Sync {
     /// not in the error queue), and messages with deliveries still owed. Oldest first.
     fn unfinished(&self) -> Result<Vec<Unfinished>>;
 
+    /// Appends an entry to the audit log: append-only, each entry holding the hash of
+    /// the one before, so an edited or deleted entry breaks the chain.
+    fn audit(&self, entry: AuditEntry) -> Result<AuditRecord>;
+
+    /// Audit entries with id greater than `after`, oldest first.
+    fn audit_log(&self, after: i64, limit: usize) -> Result<Vec<AuditRecord>>;
+
+    /// Recomputes the audit log's hash chain and reports the first broken entry.
+    fn verify_audit(&self) -> Result<AuditVerification>;
+
     /// Deletes messages received before `older_than` that have nothing left to do:
     /// processed, no delivery pending, retrying or failed, and no open error. A message
     /// whose error was resolved may be pruned. Returns the number deleted.

@@ -20,7 +20,10 @@ use crate::error::{Error, Result};
 use crate::types::*;
 
 /// The schema migrations, in order; the schema version is the number applied.
-const MIGRATIONS: &[&str] = &[include_str!("schema.sql")];
+const MIGRATIONS: &[&str] = &[
+    include_str!("schema.sql"),
+    include_str!("schema_v2_audit.sql"),
+];
 
 /// Tuning for [`SqliteJournal`].
 #[derive(Debug, Clone)]
@@ -688,7 +691,156 @@ fn error_in(conn: &Connection, report: &ErrorReport) -> Result<()> {
     Ok(())
 }
 
+/// The `prev_hash` of the first audit entry.
+const GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";
+
+/// sha256 over the previous hash and the entry's fields, each length-prefixed so no two
+/// different entries hash the same bytes.
+fn audit_hash(
+    prev: &str,
+    at_ms: i64,
+    actor: &str,
+    action: &str,
+    subject: &str,
+    detail: &str,
+) -> String {
+    use sha2::{Digest, Sha256};
+    let mut h = Sha256::new();
+    h.update(b"plexus-audit-v1");
+    for field in [
+        prev.as_bytes(),
+        at_ms.to_string().as_bytes(),
+        actor.as_bytes(),
+        action.as_bytes(),
+        subject.as_bytes(),
+        detail.as_bytes(),
+    ] {
+        h.update((field.len() as u64).to_le_bytes());
+        h.update(field);
+    }
+    h.finalize().iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn audit_row(r: &Row<'_>) -> rusqlite::Result<AuditRecord> {
+    Ok(AuditRecord {
+        id: r.get(0)?,
+        at: from_ms(r.get(1)?),
+        entry: AuditEntry {
+            actor: r.get(2)?,
+            action: r.get(3)?,
+            subject: r.get(4)?,
+            detail: r.get(5)?,
+        },
+        prev_hash: r.get(6)?,
+        hash: r.get(7)?,
+    })
+}
+
 impl Journal for SqliteJournal {
+    fn audit(&self, entry: AuditEntry) -> Result<AuditRecord> {
+        self.write("audit", move |conn| {
+            let prev: String = conn
+                .prepare_cached("SELECT hash FROM audit ORDER BY id DESC LIMIT 1")
+                .and_then(|mut s| s.query_row([], |r| r.get(0)).optional())
+                .map_err(Error::sql("audit"))?
+                .unwrap_or_else(|| GENESIS.to_owned());
+            let now = SystemTime::now();
+            let at = to_ms(now);
+            let hash = audit_hash(
+                &prev,
+                at,
+                &entry.actor,
+                &entry.action,
+                &entry.subject,
+                &entry.detail,
+            );
+            conn.prepare_cached(
+                "INSERT INTO audit (at, actor, action, subject, detail, prev_hash, hash)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+            )
+            .and_then(|mut s| {
+                s.execute(params![
+                    at,
+                    entry.actor,
+                    entry.action,
+                    entry.subject,
+                    entry.detail,
+                    prev,
+                    hash
+                ])
+            })
+            .map_err(Error::sql("audit"))?;
+            Ok(AuditRecord {
+                id: conn.last_insert_rowid(),
+                at: from_ms(at),
+                entry,
+                prev_hash: prev,
+                hash,
+            })
+        })
+    }
+
+    fn audit_log(&self, after: i64, limit: usize) -> Result<Vec<AuditRecord>> {
+        let conn = self.read();
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        conn.prepare_cached(
+            "SELECT id, at, actor, action, subject, detail, prev_hash, hash
+             FROM audit WHERE id > ?1 ORDER BY id LIMIT ?2",
+        )
+        .and_then(|mut s| s.query_map(params![after, limit], audit_row)?.collect())
+        .map_err(Error::sql("audit_log"))
+    }
+
+    fn verify_audit(&self) -> Result<AuditVerification> {
+        let conn = self.read();
+        let mut stmt = conn
+            .prepare_cached(
+                "SELECT id, at, actor, action, subject, detail, prev_hash, hash
+                 FROM audit ORDER BY id",
+            )
+            .map_err(Error::sql("verify_audit"))?;
+        let rows = stmt
+            .query_map([], audit_row)
+            .map_err(Error::sql("verify_audit"))?;
+        let mut expected_prev = GENESIS.to_owned();
+        let mut checked = 0_u64;
+        let mut last_id = 0_i64;
+        for row in rows {
+            let record = row.map_err(Error::sql("verify_audit"))?;
+            let broken = |reason: &str| AuditVerification {
+                entries: checked,
+                first_broken: Some((record.id, reason.to_owned())),
+            };
+            if record.id != last_id + 1 {
+                return Ok(broken("an entry before it is missing"));
+            }
+            if record.prev_hash != expected_prev {
+                return Ok(broken(
+                    "its prev_hash is not the hash of the entry before it",
+                ));
+            }
+            let e = &record.entry;
+            let hash = audit_hash(
+                &record.prev_hash,
+                to_ms(record.at),
+                &e.actor,
+                &e.action,
+                &e.subject,
+                &e.detail,
+            );
+            if hash != record.hash {
+                return Ok(broken("its content does not match its hash (edited)"));
+            }
+            expected_prev = record.hash.clone();
+            last_id = record.id;
+            checked += 1;
+        }
+        Ok(AuditVerification {
+            entries: checked,
+            first_broken: None,
+        })
+    }
+
     fn append(&self, inbound: Inbound) -> Result<Appended> {
         let window = self.window_ms();
         self.write("append", move |conn| append_in(conn, &inbound, window))

@@ -434,3 +434,40 @@ pub struct Attempt {
     /// An error-queue report to file with it (a permanent failure).
     pub error: Option<ErrorReport>,
 }
+
+/// An operator action for the audit log: who did what to what.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuditEntry {
+    /// Who: a user, token name, or `engine`.
+    pub actor: String,
+    /// What, e.g. `activate`, `rollback`, `replay`, `resolve`, `unmasked-view`.
+    pub action: String,
+    /// To what, e.g. `interface:scheduling`, `message:42`.
+    pub subject: String,
+    /// Details (digests, notes); no message content.
+    pub detail: String,
+}
+
+/// A stored audit entry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuditRecord {
+    /// Position in the log, from 1, without gaps.
+    pub id: i64,
+    /// When it was recorded.
+    pub at: SystemTime,
+    /// The entry.
+    pub entry: AuditEntry,
+    /// The previous entry's hash (64 zeros for the first).
+    pub prev_hash: String,
+    /// sha256 over `prev_hash` and this entry's fields, hex.
+    pub hash: String,
+}
+
+/// The result of checking the audit log's hash chain.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuditVerification {
+    /// Entries checked and found intact (all of them when nothing is broken).
+    pub entries: u64,
+    /// The first entry that breaks the chain, and why.
+    pub first_broken: Option<(i64, String)>,
+}

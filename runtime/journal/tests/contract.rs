@@ -40,4 +40,5 @@ contract_tests!(
     unfinished_after_crash,
     ingest_is_one_unit,
     batched_attempts_and_due,
+    audit_log_is_a_hash_chain,
 );

@@ -92,3 +92,47 @@ fn documented_query_unresolved_errors_by_interface_runs() {
         .expect("rows");
     assert_eq!(rows, [("scheduling".to_owned(), id.0)]);
 }
+
+/// Someone with write access to the file edits or deletes an audit row: verification
+/// names the first broken entry.
+#[test]
+fn audit_verification_catches_an_edited_or_deleted_row() {
+    use plexus_journal::AuditEntry;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("j.db");
+    let journal = SqliteJournal::open(&path).expect("open");
+    for n in 1..=5 {
+        journal
+            .audit(AuditEntry {
+                actor: "deployer".into(),
+                action: "activate".into(),
+                subject: "interface:scheduling".into(),
+                detail: format!("version {n}"),
+            })
+            .expect("audit");
+    }
+    assert_eq!(journal.verify_audit().expect("verify").first_broken, None);
+
+    let conn = rusqlite::Connection::open(&path).expect("sqlite");
+    conn.execute("UPDATE audit SET actor = 'someone-else' WHERE id = 3", [])
+        .expect("tamper");
+    let verified = journal.verify_audit().expect("verify");
+    assert_eq!(verified.entries, 2, "entries before the edit are intact");
+    let (id, why) = verified.first_broken.expect("broken");
+    assert_eq!(id, 3);
+    assert!(why.contains("edited"), "{why}");
+
+    // Undoing the edit restores the chain; deleting a row breaks it at the next one.
+    conn.execute("UPDATE audit SET actor = 'deployer' WHERE id = 3", [])
+        .expect("undo");
+    assert_eq!(journal.verify_audit().expect("verify").first_broken, None);
+    conn.execute("DELETE FROM audit WHERE id = 4", [])
+        .expect("delete");
+    let (id, why) = journal
+        .verify_audit()
+        .expect("verify")
+        .first_broken
+        .expect("broken");
+    assert_eq!(id, 5);
+    assert!(why.contains("missing"), "{why}");
+}

@@ -346,28 +346,61 @@ impl Engine {
     /// Makes `plugins` the interface's chain, atomically: messages already running
     /// finish on the chain they started with; the next one uses the new chain. The old
     /// chain is kept for [`Engine::rollback`].
-    pub fn activate(&self, interface: &str, plugins: Vec<Arc<Plugin>>) -> Result<(), OpError> {
+    ///
+    /// The activation is recorded in the audit log under `actor`.
+    pub fn activate(
+        &self,
+        interface: &str,
+        plugins: Vec<Arc<Plugin>>,
+        actor: &str,
+    ) -> Result<(), OpError> {
         let iface = self.iface(interface)?;
         let mut history = iface.history.lock().unwrap_or_else(|e| e.into_inner());
-        let previous = iface.chain.swap(Arc::new(ActiveChain { plugins }));
+        let chain = Arc::new(ActiveChain { plugins });
+        let detail = describe_chain(&chain);
+        let previous = iface.chain.swap(chain);
         history.push(previous);
         if history.len() > HISTORY {
             history.remove(0);
         }
-        tracing::info!(interface, chain = ?iface.chain.load().digests(), "chain activated");
+        drop(history);
+        tracing::info!(interface, chain = %detail, "chain activated");
+        self.audit(
+            actor,
+            "activate",
+            &format!("interface:{interface}"),
+            &detail,
+        )
+    }
+
+    fn audit(&self, actor: &str, action: &str, subject: &str, detail: &str) -> Result<(), OpError> {
+        self.shared.journal.audit(plexus_journal::AuditEntry {
+            actor: actor.to_owned(),
+            action: action.to_owned(),
+            subject: subject.to_owned(),
+            detail: detail.to_owned(),
+        })?;
         Ok(())
     }
 
     /// Puts back the chain that was active before the last activation.
-    pub fn rollback(&self, interface: &str) -> Result<(), OpError> {
+    /// Recorded in the audit log under `actor`.
+    pub fn rollback(&self, interface: &str, actor: &str) -> Result<(), OpError> {
         let iface = self.iface(interface)?;
         let mut history = iface.history.lock().unwrap_or_else(|e| e.into_inner());
         let previous = history
             .pop()
             .ok_or_else(|| OpError::NothingToRollBack(interface.to_owned()))?;
+        let detail = describe_chain(&previous);
         iface.chain.store(previous);
-        tracing::info!(interface, chain = ?iface.chain.load().digests(), "chain rolled back");
-        Ok(())
+        drop(history);
+        tracing::info!(interface, chain = %detail, "chain rolled back");
+        self.audit(
+            actor,
+            "rollback",
+            &format!("interface:{interface}"),
+            &detail,
+        )
     }
 
     /// The interface's active chain.
@@ -458,8 +491,24 @@ impl Engine {
     /// on success its deliveries are queued again (destinations that already have it are
     /// left alone) and its open error is resolved with `note`; on failure the error is
     /// updated. Needs no running engine: a running one picks the deliveries up.
-    pub async fn replay(&self, id: MessageId, note: &str) -> Result<ReplayOutcome, OpError> {
+    pub async fn replay(
+        &self,
+        id: MessageId,
+        note: &str,
+        actor: &str,
+    ) -> Result<ReplayOutcome, OpError> {
         let outcome = self.reprocess(id, true).await?;
+        let result = match &outcome {
+            ReplayOutcome::Requeued { .. } => "requeued".to_owned(),
+            ReplayOutcome::Filtered { .. } => "filtered".to_owned(),
+            ReplayOutcome::FailedAgain(f) => format!("failed again at {}", f.stage),
+        };
+        self.audit(
+            actor,
+            "replay",
+            &format!("message:{id}"),
+            &format!("{result}; note: {note}"),
+        )?;
         let journal = self.shared.journal.clone();
         let note = note.to_owned();
         let resolve = !matches!(outcome, ReplayOutcome::FailedAgain(_));
@@ -571,6 +620,16 @@ async fn retention(shared: Arc<Shared>, shutdown: CancellationToken) {
             () = shutdown.cancelled() => return,
         }
     }
+}
+
+/// `name@sha256-prefix` of each stage, for logs and the audit trail.
+fn describe_chain(chain: &ActiveChain) -> String {
+    let stages: Vec<String> = chain
+        .plugins
+        .iter()
+        .map(|p| format!("{}@{}", p.name(), &p.sha256()[..12.min(p.sha256().len())]))
+        .collect();
+    format!("[{}]", stages.join(", "))
 }
 
 /// The journal file for a config.

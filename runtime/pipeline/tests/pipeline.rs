@@ -365,7 +365,7 @@ async fn poison_messages_go_to_the_error_queue_while_the_rest_flow_and_replay_fi
     .expect("csv");
     let (engine, running, stop) = start(&site, emr.addr, "").await;
     let outcome = engine
-        .replay(poison.message, "added teleported")
+        .replay(poison.message, "added teleported", "ops")
         .await
         .expect("replay");
     assert_eq!(
@@ -924,7 +924,9 @@ async fn activations_and_rollbacks_under_load_lose_nothing_and_never_mix_version
     // half on each would show the same plug-in at both stages.
     let a = vec![vsm.clone(), norm.clone()];
     let b = vec![norm.clone(), vsm.clone()];
-    engine.activate("feed", a.clone()).expect("activate A");
+    engine
+        .activate("feed", a.clone(), "deployer")
+        .expect("activate A");
 
     let stop = CancellationToken::new();
     let running = engine.start(stop.clone()).await.expect("engine starts");
@@ -947,10 +949,14 @@ async fn activations_and_rollbacks_under_load_lose_nothing_and_never_mix_version
             for n in 0..SWAPS {
                 let started = std::time::Instant::now();
                 if n % 3 == 2 {
-                    engine.rollback("feed").expect("rollback");
+                    engine.rollback("feed", "deployer").expect("rollback");
                 } else {
                     engine
-                        .activate("feed", if n % 2 == 0 { b.clone() } else { a.clone() })
+                        .activate(
+                            "feed",
+                            if n % 2 == 0 { b.clone() } else { a.clone() },
+                            "deployer",
+                        )
                         .expect("activate");
                 }
                 pauses.push(started.elapsed());
@@ -992,6 +998,22 @@ async fn activations_and_rollbacks_under_load_lose_nothing_and_never_mix_version
         }
     }
     assert_eq!(on_a + on_b, total);
+    // Every activation and rollback is in the audit trail, and the chain is intact.
+    let audit = engine.journal().audit_log(0, 1000).expect("audit");
+    assert_eq!(audit.len(), SWAPS + 1);
+    assert!(
+        audit
+            .iter()
+            .all(|e| e.entry.actor == "deployer" && e.entry.subject == "interface:feed")
+    );
+    assert_eq!(
+        engine
+            .journal()
+            .verify_audit()
+            .expect("verify")
+            .first_broken,
+        None
+    );
     assert!(
         on_a > 0 && on_b > 0,
         "both versions carried traffic: {on_a} / {on_b}"
