@@ -820,6 +820,17 @@ pub fn batched_attempts_and_due<J: Journal>(open: &dyn Fn() -> J) {
         owed.iter().map(|p| (p.id, p.attempts)).collect::<Vec<_>>(),
         [(ids[0], 1), (ids[2], 0), (ids[3], 0)]
     );
+    let depths = j.queue_depths().expect("depths");
+    assert_eq!(depths.len(), 1);
+    assert_eq!(
+        (
+            depths[0].interface.as_str(),
+            depths[0].destination.as_str(),
+            depths[0].depth
+        ),
+        ("scheduling", "emr", 3)
+    );
+    assert_eq!(depths[0].oldest, Some(at(0)));
 }
 
 /// Audit entries come back in order, each linked to the one before by its hash, and

@@ -139,6 +139,9 @@ pub trait Journal: Send + Sync {
     /// Records that the message was replayed through its interface's current chain.
     fn mark_replayed(&self, id: MessageId) -> Result<()>;
 
+    /// Deliveries owed per interface and destination (only those owing any), for metrics.
+    fn queue_depths(&self) -> Result<Vec<QueueDepth>>;
+
     /// Error queue counts, for queue aging and correction metrics.
     fn error_stats(&self, interface: Option<&str>) -> Result<ErrorStats>;
 

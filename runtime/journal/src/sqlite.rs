@@ -780,6 +780,29 @@ impl Journal for SqliteJournal {
         })
     }
 
+    fn queue_depths(&self) -> Result<Vec<QueueDepth>> {
+        let conn = self.read();
+        conn.prepare_cached(
+            "SELECT m.interface, d.destination, COUNT(*), MIN(m.received_at)
+             FROM deliveries d JOIN messages m ON m.id = d.message_id
+             WHERE d.status IN ('pending', 'retry')
+             GROUP BY m.interface, d.destination
+             ORDER BY m.interface, d.destination",
+        )
+        .and_then(|mut s| {
+            s.query_map([], |r| {
+                Ok(QueueDepth {
+                    interface: r.get(0)?,
+                    destination: r.get(1)?,
+                    depth: u64::try_from(r.get::<_, i64>(2)?).unwrap_or(0),
+                    oldest: r.get::<_, Option<i64>>(3)?.map(from_ms),
+                })
+            })?
+            .collect()
+        })
+        .map_err(Error::sql("queue_depths"))
+    }
+
     fn audit_log(&self, after: i64, limit: usize) -> Result<Vec<AuditRecord>> {
         let conn = self.read();
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);

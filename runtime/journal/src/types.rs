@@ -471,3 +471,16 @@ pub struct AuditVerification {
     /// The first entry that breaks the chain, and why.
     pub first_broken: Option<(i64, String)>,
 }
+
+/// How many deliveries one destination owes, from [`crate::Journal::queue_depths`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QueueDepth {
+    /// The interface.
+    pub interface: String,
+    /// The destination.
+    pub destination: String,
+    /// Deliveries pending or waiting for a retry.
+    pub depth: u64,
+    /// When the oldest of them arrived.
+    pub oldest: Option<SystemTime>,
+}

@@ -22,6 +22,7 @@ use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 use crate::engine::{Iface, Shared};
+use crate::metrics::DeliveryOutcome;
 
 /// Deliveries read from the journal at a time.
 const BATCH: usize = 128;
@@ -145,6 +146,17 @@ impl Worker {
                 }
             }
             if !attempts.is_empty() {
+                for attempt in &attempts {
+                    let outcome = match attempt.result {
+                        DeliveryResult::Delivered => DeliveryOutcome::Delivered,
+                        DeliveryResult::Retry { .. } => DeliveryOutcome::Retry,
+                        DeliveryResult::Failed { .. } => DeliveryOutcome::Failed,
+                    };
+                    self.iface.metrics.delivery(&name, outcome);
+                    if attempt.error.is_some() {
+                        self.iface.metrics.errored(ErrorKind::Destination);
+                    }
+                }
                 self.record(attempts).await;
             }
             if let Some(at) = wait_until {

@@ -64,6 +64,8 @@ pub(crate) struct Iface {
     history: std::sync::Mutex<Vec<Arc<ActiveChain>>>,
     /// Wakes each destination's worker when work is enqueued.
     pub wake: HashMap<String, Arc<Notify>>,
+    /// Counters for `/metrics`.
+    pub metrics: crate::metrics::IfaceMetrics,
     /// Until when (ms since the epoch) the chain runs on the blocking pool because a
     /// recent run was slow.
     pub slow_until_ms: AtomicU64,
@@ -290,6 +292,9 @@ impl Engine {
                     history: std::sync::Mutex::new(Vec::new()),
                     wake,
                     slow_until_ms: AtomicU64::new(0),
+                    metrics: crate::metrics::IfaceMetrics::new(
+                        interface.destinations.iter().map(|d| d.name.as_str()),
+                    ),
                 };
                 (name.to_string(), Arc::new(iface))
             })
@@ -364,6 +369,7 @@ impl Engine {
             history.remove(0);
         }
         drop(history);
+        iface.metrics.activated();
         tracing::info!(interface, chain = %detail, "chain activated");
         self.audit(
             actor,
@@ -394,6 +400,7 @@ impl Engine {
         let detail = describe_chain(&previous);
         iface.chain.store(previous);
         drop(history);
+        iface.metrics.activated();
         tracing::info!(interface, chain = %detail, "chain rolled back");
         self.audit(
             actor,

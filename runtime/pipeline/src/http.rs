@@ -51,6 +51,14 @@ pub(crate) async fn start(
         source,
     })?;
     let mut router = Router::new().route("/healthz", get(|| async { "ok\n" }));
+    let scraped = shared.clone();
+    router = router.route(
+        "/metrics",
+        get(move || {
+            let shared = scraped.clone();
+            async move { metrics(shared).await }
+        }),
+    );
     let ready = shared.clone();
     router = router.route(
         "/readyz",
@@ -87,6 +95,41 @@ pub(crate) async fn start(
     Ok(local)
 }
 
+/// Prometheus text format: counters kept in memory since start, plus queue and
+/// error-queue figures read from the journal now.
+async fn metrics(shared: Arc<Shared>) -> Response {
+    let journal = shared.journal.clone();
+    let names: Vec<String> = shared.interfaces.keys().cloned().collect();
+    let figures = tokio::task::spawn_blocking(move || {
+        let mut figures = crate::metrics::JournalFigures::default();
+        for q in journal.queue_depths()? {
+            figures
+                .queues
+                .insert((q.interface, q.destination), (q.depth, q.oldest));
+        }
+        for name in names {
+            let stats = journal.error_stats(Some(&name))?;
+            figures.errors.insert(name, (stats.open, stats.oldest_open));
+        }
+        Ok::<_, plexus_journal::Error>(figures)
+    })
+    .await;
+    let figures = match figures {
+        Ok(Ok(figures)) => figures,
+        _ => {
+            return (StatusCode::SERVICE_UNAVAILABLE, "journal unavailable\n").into_response();
+        }
+    };
+    let body = crate::metrics::render(
+        shared
+            .interfaces
+            .iter()
+            .map(|(name, iface)| (name.as_str(), &iface.metrics)),
+        &figures,
+    );
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], body).into_response()
+}
+
 async fn readyz(shared: Arc<Shared>) -> Response {
     let journal = shared.journal.clone();
     match tokio::task::spawn_blocking(move || journal.error_stats(None)).await {
@@ -99,6 +142,7 @@ async fn readyz(shared: Arc<Shared>) -> Response {
 /// HTTP terms (200 accepted, 422 held in the error queue, 400 unparseable, 503 not
 /// stored: send again).
 async fn ingest_route(shared: Arc<Shared>, iface: Arc<Iface>, body: Bytes) -> Response {
+    let started = std::time::Instant::now();
     let accepted = ingest::accept(&shared, &iface, SourceKind::Http, None, body.clone()).await;
     let status = match &accepted {
         Ok(Accepted::Processed { verdict, .. }) => match verdict {
@@ -109,8 +153,15 @@ async fn ingest_route(shared: Arc<Shared>, iface: Arc<Iface>, body: Bytes) -> Re
         Err(NotAccepted::Journal(_) | NotAccepted::Internal(_)) => StatusCode::SERVICE_UNAVAILABLE,
     };
     // The HTTP status is the answer; an ACK body is sent even when MSH-15 asked for none.
-    let ack = acknowledgement(&shared, plexus_config::AckMode::Original, &body, &accepted)
-        .unwrap_or_default();
+    let ack = acknowledgement(
+        &shared,
+        &iface,
+        plexus_config::AckMode::Original,
+        &body,
+        &accepted,
+        started,
+    )
+    .unwrap_or_default();
     (status, [(header::CONTENT_TYPE, HL7_MEDIA_TYPE)], ack).into_response()
 }
 

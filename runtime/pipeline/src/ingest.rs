@@ -48,6 +48,7 @@ pub(crate) async fn accept(
     raw: Bytes,
 ) -> Result<Accepted, NotAccepted> {
     let received_at = SystemTime::now();
+    iface.metrics.received();
     // Bounds the plug-in work in flight to the sandbox's capacity; journal waits are
     // outside it so that group commit still sees every connection's message.
     let permit = shared
@@ -156,6 +157,18 @@ pub(crate) async fn accept(
     }) = &accepted
     {
         iface.wake_destinations();
+    }
+    match &accepted {
+        Ok(Accepted::Processed {
+            verdict: Verdict::Filtered { .. },
+            ..
+        }) => iface.metrics.filtered(),
+        Ok(Accepted::Processed {
+            verdict: Verdict::Failed(f),
+            ..
+        }) => iface.metrics.errored(f.kind),
+        Ok(Accepted::Unparseable { .. }) => iface.metrics.errored(ErrorKind::Parse),
+        _ => {}
     }
     log_accepted(iface, &accepted);
     accepted
@@ -284,18 +297,24 @@ pub(crate) fn ack_status(accepted: &Result<Accepted, NotAccepted>) -> (Status, O
     }
 }
 
-/// Builds the acknowledgement for `raw` in the interface's ACK mode. `None` when none is
-/// owed (the sender asked for none, or the message is itself an ACK).
+/// Builds the acknowledgement for `raw` in the interface's ACK mode, and counts it with
+/// its latency (`started`: when the message arrived). `None` when none is owed (the
+/// sender asked for none, or the message is itself an ACK).
 pub(crate) fn acknowledgement(
     shared: &Shared,
+    iface: &Iface,
     mode: plexus_config::AckMode,
     raw: &[u8],
     accepted: &Result<Accepted, NotAccepted>,
+    started: std::time::Instant,
 ) -> Option<Bytes> {
     let (status, error) = ack_status(accepted);
     let (control_id, ts) = shared.ack_ids.next();
     let Ok(msg) = Message::parse(raw) else {
         let error = error.unwrap_or_else(|| AckError::new(ErrorCode::InternalError, "unparseable"));
+        iface
+            .metrics
+            .acked(Some(ack::AckCode::AR), started.elapsed());
         return Some(Bytes::from(ack::reject_unparseable(
             raw,
             &error,
@@ -304,30 +323,32 @@ pub(crate) fn acknowledgement(
         )));
     };
     if msg.get("MSH-9-1").ok().flatten().as_deref() == Some("ACK") {
+        iface.metrics.acked(None, started.elapsed());
         return None;
     }
+    let ack_mode = match mode {
+        plexus_config::AckMode::Auto => ack::AckMode::of(&msg),
+        plexus_config::AckMode::Original => ack::AckMode::Original,
+        plexus_config::AckMode::Enhanced => ack::AckMode::Enhanced {
+            accept: ack::Condition::Always,
+            application: ack::Condition::Always,
+        },
+    };
     let bytes = match mode {
         plexus_config::AckMode::Auto => {
-            ack::acknowledge(&msg, status, error.as_ref(), &control_id, &ts)?
+            ack::acknowledge(&msg, status, error.as_ref(), &control_id, &ts)
         }
-        plexus_config::AckMode::Original => ack::build(
+        _ => Some(ack::build(
             &msg,
-            ack::AckMode::Original.code(status),
+            ack_mode.code(status),
             error.as_ref(),
             &control_id,
             &ts,
-        ),
-        plexus_config::AckMode::Enhanced => ack::build(
-            &msg,
-            ack::AckMode::Enhanced {
-                accept: ack::Condition::Always,
-                application: ack::Condition::Always,
-            }
-            .code(status),
-            error.as_ref(),
-            &control_id,
-            &ts,
-        ),
+        )),
     };
-    Some(Bytes::from(bytes))
+    iface.metrics.acked(
+        bytes.as_ref().map(|_| ack_mode.code(status)),
+        started.elapsed(),
+    );
+    bytes.map(Bytes::from)
 }

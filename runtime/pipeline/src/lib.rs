@@ -35,6 +35,7 @@ mod error;
 mod file_source;
 mod http;
 mod ingest;
+mod metrics;
 mod mllp_source;
 
 pub use assets::{Assets, FsAssets, MAX_ASSET_BYTES, read_bounded};

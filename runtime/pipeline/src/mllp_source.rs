@@ -78,6 +78,7 @@ struct MllpHandler {
 
 impl Handler for MllpHandler {
     async fn handle(&self, payload: Bytes, peer: &PeerInfo) -> Option<Bytes> {
+        let started = std::time::Instant::now();
         let accepted = ingest::accept(
             &self.shared,
             &self.iface,
@@ -88,9 +89,11 @@ impl Handler for MllpHandler {
         .await;
         acknowledgement(
             &self.shared,
+            &self.iface,
             self.iface.config.ack_mode,
             &payload,
             &accepted,
+            started,
         )
     }
 
@@ -127,6 +130,11 @@ impl Handler for MllpHandler {
         if !matches!(stored, Ok(Ok(_))) {
             tracing::error!(interface = %self.iface.name, "could not journal the refused frame's head");
         }
+        self.iface.metrics.received();
+        self.iface.metrics.errored(ErrorKind::Parse);
+        self.iface
+            .metrics
+            .acked(Some(ack::AckCode::AR), std::time::Duration::ZERO);
         let (id, ts) = self.shared.ack_ids.next();
         let nak = AckError::new(ErrorCode::ValueTooLong, reason);
         Some(Bytes::from(ack::reject_unparseable(

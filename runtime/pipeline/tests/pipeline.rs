@@ -473,6 +473,35 @@ async fn http_source_answers_with_an_ack_and_status_and_health_endpoints_work() 
             .open,
         2
     );
+    let wanted = [
+        "plexus_messages_received_total{interface=\"intake\"} 3",
+        "plexus_acks_total{interface=\"intake\",code=\"AA\"} 1",
+        "plexus_acks_total{interface=\"intake\",code=\"AE\"} 1",
+        "plexus_acks_total{interface=\"intake\",code=\"AR\"} 1",
+        "plexus_messages_errored_total{interface=\"intake\",kind=\"plugin-fail\"} 1",
+        "plexus_messages_errored_total{interface=\"intake\",kind=\"parse\"} 1",
+        "plexus_deliveries_total{interface=\"intake\",destination=\"inbox\",result=\"delivered\"} 1",
+        "plexus_ack_latency_seconds_count{interface=\"intake\"} 3",
+        "plexus_errors_open{interface=\"intake\"} 2",
+    ];
+    // The delivery counter moves once its batch is done: poll briefly.
+    let mut metrics = String::new();
+    for _ in 0..100 {
+        let (status, body) = http_request(http, "GET", "/metrics", b"").await;
+        assert_eq!(status, 200);
+        metrics = String::from_utf8_lossy(&body).into_owned();
+        if wanted.iter().all(|w| metrics.lines().any(|l| l == *w)) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    for line in wanted {
+        assert!(
+            metrics.lines().any(|l| l == line),
+            "missing `{line}` in:\n{metrics}"
+        );
+    }
+    assert!(!metrics.contains("H001"), "no message content in metrics");
     stop.cancel();
     running.wait().await;
 }

@@ -1,0 +1,301 @@
+//! Counters for `/metrics` (Prometheus text format). Counting is a relaxed atomic add on
+//! the hot path; queue depths and error-queue figures are read from the journal when
+//! `/metrics` is scraped.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, SystemTime};
+
+use plexus_hl7::ack::AckCode;
+use plexus_journal::ErrorKind;
+
+/// Upper bounds (seconds) of the ACK-latency histogram buckets.
+const LATENCY_BUCKETS: [f64; 10] = [
+    0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5, 2.0,
+];
+
+const ACK_CODES: [AckCode; 6] = [
+    AckCode::AA,
+    AckCode::AE,
+    AckCode::AR,
+    AckCode::CA,
+    AckCode::CE,
+    AckCode::CR,
+];
+
+const ERROR_KINDS: [ErrorKind; 7] = [
+    ErrorKind::Parse,
+    ErrorKind::PluginFail,
+    ErrorKind::Trap,
+    ErrorKind::Timeout,
+    ErrorKind::OutOfMemory,
+    ErrorKind::Destination,
+    ErrorKind::Internal,
+];
+
+/// One interface's counters.
+#[derive(Debug, Default)]
+pub(crate) struct IfaceMetrics {
+    received: AtomicU64,
+    filtered: AtomicU64,
+    acks: [AtomicU64; 6],
+    errored: [AtomicU64; 7],
+    activations: AtomicU64,
+    latency_buckets: [AtomicU64; 10],
+    latency_count: AtomicU64,
+    latency_sum_us: AtomicU64,
+    /// Per destination: delivered, retried, failed.
+    destinations: BTreeMap<String, [AtomicU64; 3]>,
+}
+
+/// What a delivery attempt came to.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum DeliveryOutcome {
+    Delivered = 0,
+    Retry = 1,
+    Failed = 2,
+}
+
+impl IfaceMetrics {
+    pub(crate) fn new<'a>(destinations: impl Iterator<Item = &'a str>) -> Self {
+        IfaceMetrics {
+            destinations: destinations
+                .map(|d| (d.to_owned(), Default::default()))
+                .collect(),
+            ..IfaceMetrics::default()
+        }
+    }
+
+    pub(crate) fn received(&self) {
+        self.received.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub(crate) fn filtered(&self) {
+        self.filtered.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub(crate) fn errored(&self, kind: ErrorKind) {
+        if let Some(i) = ERROR_KINDS.iter().position(|k| *k == kind) {
+            self.errored[i].fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    pub(crate) fn activated(&self) {
+        self.activations.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// An answer went out after `took` (receive to ACK).
+    pub(crate) fn acked(&self, code: Option<AckCode>, took: Duration) {
+        if let Some(i) = code.and_then(|c| ACK_CODES.iter().position(|k| *k == c)) {
+            self.acks[i].fetch_add(1, Ordering::Relaxed);
+        }
+        let secs = took.as_secs_f64();
+        for (bound, bucket) in LATENCY_BUCKETS.iter().zip(&self.latency_buckets) {
+            if secs <= *bound {
+                bucket.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        self.latency_count.fetch_add(1, Ordering::Relaxed);
+        self.latency_sum_us.fetch_add(
+            u64::try_from(took.as_micros()).unwrap_or(u64::MAX),
+            Ordering::Relaxed,
+        );
+    }
+
+    pub(crate) fn delivery(&self, destination: &str, outcome: DeliveryOutcome) {
+        if let Some(counters) = self.destinations.get(destination) {
+            counters[outcome as usize].fetch_add(1, Ordering::Relaxed);
+        }
+    }
+}
+
+/// Figures read from the journal at scrape time.
+#[derive(Debug, Default)]
+pub(crate) struct JournalFigures {
+    /// (interface, destination) -> (owed, oldest received_at)
+    pub queues: BTreeMap<(String, String), (u64, Option<SystemTime>)>,
+    /// interface -> (open errors, oldest open)
+    pub errors: BTreeMap<String, (u64, Option<SystemTime>)>,
+}
+
+/// Renders every interface's metrics in the Prometheus text format.
+pub(crate) fn render<'a>(
+    interfaces: impl Iterator<Item = (&'a str, &'a IfaceMetrics)> + Clone,
+    figures: &JournalFigures,
+) -> String {
+    let mut out = String::new();
+    let v = |c: &AtomicU64| c.load(Ordering::Relaxed);
+    let family = |out: &mut String, name: &str, kind: &str, help: &str| {
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+    };
+    family(
+        &mut out,
+        "plexus_messages_received_total",
+        "counter",
+        "Messages received, per interface.",
+    );
+    for (i, m) in interfaces.clone() {
+        let _ = writeln!(
+            out,
+            "plexus_messages_received_total{{interface=\"{i}\"}} {}",
+            v(&m.received)
+        );
+    }
+    family(
+        &mut out,
+        "plexus_acks_total",
+        "counter",
+        "Acknowledgements sent, by code.",
+    );
+    for (i, m) in interfaces.clone() {
+        for (code, n) in ACK_CODES.iter().zip(&m.acks) {
+            let _ = writeln!(
+                out,
+                "plexus_acks_total{{interface=\"{i}\",code=\"{}\"}} {}",
+                code.as_str(),
+                v(n)
+            );
+        }
+    }
+    family(
+        &mut out,
+        "plexus_messages_filtered_total",
+        "counter",
+        "Messages a plug-in filtered out.",
+    );
+    for (i, m) in interfaces.clone() {
+        let _ = writeln!(
+            out,
+            "plexus_messages_filtered_total{{interface=\"{i}\"}} {}",
+            v(&m.filtered)
+        );
+    }
+    family(
+        &mut out,
+        "plexus_messages_errored_total",
+        "counter",
+        "Messages put in the error queue, by kind.",
+    );
+    for (i, m) in interfaces.clone() {
+        for (kind, n) in ERROR_KINDS.iter().zip(&m.errored) {
+            let _ = writeln!(
+                out,
+                "plexus_messages_errored_total{{interface=\"{i}\",kind=\"{kind}\"}} {}",
+                v(n)
+            );
+        }
+    }
+    family(
+        &mut out,
+        "plexus_deliveries_total",
+        "counter",
+        "Delivery attempts, by destination and result.",
+    );
+    for (i, m) in interfaces.clone() {
+        for (dest, counters) in &m.destinations {
+            for (result, n) in ["delivered", "retry", "failed"].iter().zip(counters) {
+                let _ = writeln!(
+                    out,
+                    "plexus_deliveries_total{{interface=\"{i}\",destination=\"{dest}\",result=\"{result}\"}} {}",
+                    v(n)
+                );
+            }
+        }
+    }
+    family(
+        &mut out,
+        "plexus_chain_activations_total",
+        "counter",
+        "Chain activations and rollbacks.",
+    );
+    for (i, m) in interfaces.clone() {
+        let _ = writeln!(
+            out,
+            "plexus_chain_activations_total{{interface=\"{i}\"}} {}",
+            v(&m.activations)
+        );
+    }
+    family(
+        &mut out,
+        "plexus_ack_latency_seconds",
+        "histogram",
+        "Receive to acknowledgement, journal commit included.",
+    );
+    for (i, m) in interfaces.clone() {
+        for (bound, n) in LATENCY_BUCKETS.iter().zip(&m.latency_buckets) {
+            let _ = writeln!(
+                out,
+                "plexus_ack_latency_seconds_bucket{{interface=\"{i}\",le=\"{bound}\"}} {}",
+                v(n)
+            );
+        }
+        let count = v(&m.latency_count);
+        let _ = writeln!(
+            out,
+            "plexus_ack_latency_seconds_bucket{{interface=\"{i}\",le=\"+Inf\"}} {count}"
+        );
+        let _ = writeln!(
+            out,
+            "plexus_ack_latency_seconds_sum{{interface=\"{i}\"}} {}",
+            v(&m.latency_sum_us) as f64 / 1e6
+        );
+        let _ = writeln!(
+            out,
+            "plexus_ack_latency_seconds_count{{interface=\"{i}\"}} {count}"
+        );
+    }
+    let now = SystemTime::now();
+    let age = |t: &Option<SystemTime>| {
+        t.and_then(|t| now.duration_since(t).ok())
+            .map_or(0.0, |d| d.as_secs_f64())
+    };
+    family(
+        &mut out,
+        "plexus_queue_depth",
+        "gauge",
+        "Deliveries owed, per destination.",
+    );
+    for ((i, d), (depth, _)) in &figures.queues {
+        let _ = writeln!(
+            out,
+            "plexus_queue_depth{{interface=\"{i}\",destination=\"{d}\"}} {depth}"
+        );
+    }
+    family(
+        &mut out,
+        "plexus_queue_oldest_seconds",
+        "gauge",
+        "Age of the oldest delivery owed.",
+    );
+    for ((i, d), (_, oldest)) in &figures.queues {
+        let _ = writeln!(
+            out,
+            "plexus_queue_oldest_seconds{{interface=\"{i}\",destination=\"{d}\"}} {}",
+            age(oldest)
+        );
+    }
+    family(
+        &mut out,
+        "plexus_errors_open",
+        "gauge",
+        "Open entries in the error queue.",
+    );
+    for (i, (open, _)) in &figures.errors {
+        let _ = writeln!(out, "plexus_errors_open{{interface=\"{i}\"}} {open}");
+    }
+    family(
+        &mut out,
+        "plexus_errors_oldest_open_seconds",
+        "gauge",
+        "Age of the oldest open error.",
+    );
+    for (i, (_, oldest)) in &figures.errors {
+        let _ = writeln!(
+            out,
+            "plexus_errors_oldest_open_seconds{{interface=\"{i}\"}} {}",
+            age(oldest)
+        );
+    }
+    out
+}
