@@ -40,7 +40,7 @@ async fn serve(args: RunArgs, config: plexus_config::Config) -> anyhow::Result<(
         println!("plexus: interface {interface}: MLLP on {addr}");
     }
     println!(
-        "plexus: HTTP on http://{} (/healthz, /readyz); Ctrl-C stops",
+        "plexus: HTTP on http://{} (/healthz, /readyz, /metrics); Ctrl-C stops",
         running.http
     );
     wait_for_signal().await;
