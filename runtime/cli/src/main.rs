@@ -17,6 +17,7 @@ mod plugin_cmd;
 mod run;
 mod send_cmd;
 mod site;
+mod token_cmd;
 
 /// Plexus moves HL7 v2 between clinic systems, with per-site mappings as sandboxed plug-ins.
 #[derive(Debug, Parser)]
@@ -52,6 +53,9 @@ enum Command {
     /// The audit log of operator actions: list it, or verify its hash chain.
     #[command(subcommand)]
     Audit(AuditCommand),
+    /// Admin API tokens.
+    #[command(subcommand)]
+    Token(TokenCommand),
     /// Look at HL7 v2 messages.
     #[command(subcommand)]
     Hl7(Hl7Command),
@@ -78,6 +82,13 @@ enum PluginCommand {
     #[command(after_help = "Example:\n  \
         plexus plugin test target/wasm32-wasip2/release/visit_status_map.wasm --cases plugins/visit-status-map/cases")]
     Test(plugin_cmd::TestArgs),
+}
+
+#[derive(Debug, Subcommand)]
+enum TokenCommand {
+    /// Make a token: prints it once, and the `[admin] tokens` line holding its sha256.
+    #[command(after_help = "Example:\n  plexus token new ops-desk --role operator")]
+    New(token_cmd::NewArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -125,6 +136,7 @@ fn main() -> ExitCode {
         Command::Check(args) => check_cmd::check(&args),
         Command::Send(args) => send_cmd::send(&args),
         Command::Audit(AuditCommand::List(args)) => audit_cmd::list(&args),
+        Command::Token(TokenCommand::New(args)) => token_cmd::new(&args),
         Command::Audit(AuditCommand::Verify(args)) => audit_cmd::verify(&args),
         Command::Errors(ErrorsCommand::List(args)) => errors_cmd::list(&args),
         Command::Errors(ErrorsCommand::Show(args)) => errors_cmd::show(&args),

@@ -506,3 +506,37 @@ fn check_reports_every_config_problem_with_its_location() {
         "{err}"
     );
 }
+
+#[test]
+fn token_new_prints_a_token_and_the_config_line_with_its_digest() {
+    let out = plexus()
+        .args(["token", "new", "ops-desk", "--role", "operator"])
+        .output()
+        .expect("runs");
+    assert!(out.status.success());
+    let text = String::from_utf8_lossy(&out.stdout);
+    let token = text
+        .lines()
+        .map(str::trim)
+        .find(|l| l.len() == 64 && l.bytes().all(|b| b.is_ascii_hexdigit()))
+        .expect("a 64-hex-digit token");
+    let line = text
+        .lines()
+        .map(str::trim)
+        .find(|l| l.starts_with("{ name = "))
+        .expect("config line");
+    let toml = format!(
+        "[interfaces.a]\nsource = {{ type = \"mllp\", listen = \"127.0.0.1:0\" }}\n[admin]\ntokens = [{line}]\n"
+    );
+    let config = plexus_config::Config::from_toml(&toml, std::path::Path::new("site.toml"))
+        .expect("the printed line is valid config");
+    let stored = &config.admin.tokens[0];
+    assert_eq!(stored.role, plexus_config::Role::Operator);
+    assert_eq!(stored.sha256, plexus_pipeline::sha256_hex(token.as_bytes()));
+    assert!(!line.contains(token), "the token itself is not in the config line");
+    let bad = plexus()
+        .args(["token", "new", "Bad Name", "--role", "operator"])
+        .output()
+        .expect("runs");
+    assert_eq!(bad.status.code(), Some(2));
+}

@@ -32,6 +32,30 @@ pub(crate) struct Config {
     /// `[interfaces.NAME]`
     #[serde(default)]
     pub interfaces: BTreeMap<Name, Interface>,
+    /// `[admin]`
+    #[serde(default)]
+    pub admin: Admin,
+}
+
+/// `[admin]`
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct Admin {
+    /// `tokens = [{ name, role, sha256 }, ...]`
+    #[serde(default)]
+    pub tokens: Vec<Spanned<AdminToken>>,
+}
+
+/// One admin API token.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct AdminToken {
+    /// `name = "ops-desk"`
+    pub name: Spanned<String>,
+    /// `role = "operator"`
+    pub role: Spanned<String>,
+    /// `sha256 = "<64 hex digits>"`: the token's digest, never the token.
+    pub sha256: Spanned<String>,
 }
 
 /// `[engine]`

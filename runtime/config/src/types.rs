@@ -70,6 +70,61 @@ pub struct Config {
     pub plugins: BTreeMap<Id, Plugin>,
     /// `[interfaces.NAME]`; at least one.
     pub interfaces: BTreeMap<Id, Interface>,
+    /// `[admin]`
+    pub admin: Admin,
+}
+
+/// `[admin]`: who may use the admin API.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Admin {
+    /// `tokens`: bearer tokens, stored as sha256 digests. None: the admin API refuses
+    /// every request.
+    pub tokens: Vec<AdminToken>,
+}
+
+/// One bearer token of the admin API.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AdminToken {
+    /// `name`: shown in the audit log as the actor (`token:NAME`).
+    pub name: Id,
+    /// `role`
+    pub role: Role,
+    /// `sha256`: lowercase hex digest of the token.
+    pub sha256: String,
+}
+
+/// What a token may do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Role {
+    /// Read interfaces, queues and errors (message content masked).
+    Viewer,
+    /// A viewer who may also replay and resolve errors and see message content.
+    Operator,
+    /// An operator who may also activate and roll back plug-in versions.
+    Deployer,
+    /// Reads the audit log and reviews capabilities; nothing else.
+    Reviewer,
+    /// Everything.
+    Admin,
+}
+
+impl Role {
+    /// Every role, as written in the config.
+    pub const ALL: [(&'static str, Role); 5] = [
+        ("viewer", Role::Viewer),
+        ("operator", Role::Operator),
+        ("deployer", Role::Deployer),
+        ("reviewer", Role::Reviewer),
+        ("admin", Role::Admin),
+    ];
+
+    /// The config spelling.
+    pub fn as_str(self) -> &'static str {
+        Role::ALL
+            .iter()
+            .find(|(_, r)| *r == self)
+            .map_or("viewer", |(n, _)| n)
+    }
 }
 
 /// `[engine]`

@@ -40,6 +40,7 @@ pub(crate) fn validate(raw: raw::Config, sink: &mut Sink<'_>, base: &Path) -> Co
     let tables = cx.tables(&raw.tables);
     let plugins = cx.plugins(&raw.plugins, &raw.tables);
     let interfaces = cx.interfaces(&raw.interfaces, &raw.plugins);
+    let admin = cx.admin(&raw.admin);
     Config {
         engine,
         http,
@@ -47,6 +48,7 @@ pub(crate) fn validate(raw: raw::Config, sink: &mut Sink<'_>, base: &Path) -> Co
         tables,
         plugins,
         interfaces,
+        admin,
     }
 }
 
@@ -62,6 +64,48 @@ struct Cx<'s, 'a> {
 impl Cx<'_, '_> {
     fn error(&mut self, span: Option<Range<usize>>, message: String, help: Option<String>) {
         self.sink.error(span, message, help);
+    }
+
+    fn admin(&mut self, raw: &raw::Admin) -> Admin {
+        let mut tokens: Vec<AdminToken> = Vec::new();
+        for token in &raw.tokens {
+            let t = token.get_ref();
+            let Some(name) = self.id(&t.name, "token") else {
+                continue;
+            };
+            if tokens.iter().any(|other| other.name == name) {
+                self.error(
+                    Some(t.name.span()),
+                    format!("token `{name}` is defined twice"),
+                    Some("give each token its own name".to_owned()),
+                );
+                continue;
+            }
+            let role = self.choice(Some(&t.role), "role", &Role::ALL, Role::Viewer);
+            let digest = t.sha256.get_ref().to_ascii_lowercase();
+            if digest.len() != 64 || !digest.bytes().all(|b| b.is_ascii_hexdigit()) {
+                self.error(
+                    Some(t.sha256.span()),
+                    format!("token `{name}`: `sha256` must be 64 hex digits (the token's digest)"),
+                    Some("`plexus token new NAME --role ROLE` prints a token and this line".to_owned()),
+                );
+                continue;
+            }
+            if tokens.iter().any(|other| other.sha256 == digest) {
+                self.error(
+                    Some(t.sha256.span()),
+                    format!("token `{name}` has the same digest as another token"),
+                    Some("make a new token for each person or system".to_owned()),
+                );
+                continue;
+            }
+            tokens.push(AdminToken {
+                name,
+                role,
+                sha256: digest,
+            });
+        }
+        Admin { tokens }
     }
 
     fn journal(&mut self, raw: &raw::Journal) -> Journal {

@@ -314,6 +314,10 @@ impl Engine {
         })
     }
 
+    pub(crate) fn from_shared(shared: Arc<Shared>) -> Engine {
+        Engine { shared }
+    }
+
     /// The journal.
     pub fn journal(&self) -> &Arc<dyn Journal> {
         &self.shared.journal

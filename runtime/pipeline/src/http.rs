@@ -82,7 +82,9 @@ pub(crate) async fn start(
             tracing::info!(path, "HTTP source listening");
         }
     }
-    let router = router.layer(DefaultBodyLimit::max(MAX_BODY));
+    let router = router
+        .merge(crate::admin::router(shared))
+        .layer(DefaultBodyLimit::max(MAX_BODY));
     tracing::info!(addr = %local, "HTTP server listening");
     tasks.spawn(async move {
         let served = axum::serve(listener, router)

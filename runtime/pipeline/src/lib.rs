@@ -27,6 +27,7 @@
 //! # Ok(()) }
 //! ```
 
+mod admin;
 mod assets;
 mod chain;
 mod deliver;
@@ -38,6 +39,7 @@ mod ingest;
 mod metrics;
 mod mllp_source;
 
+pub use admin::{ROUTES as ADMIN_ROUTES, sha256_hex};
 pub use assets::{Assets, FsAssets, MAX_ASSET_BYTES, read_bounded};
 pub use chain::{Failure, Verdict};
 pub use engine::{ActiveChain, Engine, ReplayOutcome, Running, journal_path};

@@ -1050,3 +1050,118 @@ async fn activations_and_rollbacks_under_load_lose_nothing_and_never_mix_version
     stop.cancel();
     running.wait().await;
 }
+
+async fn http_request_with(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    token: Option<&str>,
+    body: &[u8],
+) -> (u16, Vec<u8>) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut tcp = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    let auth = token
+        .map(|t| format!("Authorization: Bearer {t}\r\n"))
+        .unwrap_or_default();
+    let head = format!(
+        "{method} {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\n{auth}Content-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    );
+    tcp.write_all(head.as_bytes()).await.expect("write");
+    tcp.write_all(body).await.expect("write");
+    let mut response = Vec::new();
+    tcp.read_to_end(&mut response).await.expect("read");
+    let text = String::from_utf8_lossy(&response);
+    let status: u16 = text
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .expect("status line");
+    let split = response
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .expect("headers end");
+    (status, response[split + 4..].to_vec())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_admin_route_rejects_the_wrong_role() {
+    let roles = ["viewer", "operator", "deployer", "reviewer", "admin"];
+    let tokens: String = roles
+        .iter()
+        .map(|r| {
+            format!(
+                "{{ name = \"{r}-token\", role = \"{r}\", sha256 = \"{}\" }},",
+                plexus_pipeline::sha256_hex(format!("secret-{r}").as_bytes())
+            )
+        })
+        .collect();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = site_with(
+        dir.path(),
+        r#"{ type = "mllp", listen = "127.0.0.1:0" }"#,
+        &format!("destinations = []\n\n[admin]\ntokens = [{tokens}]"),
+    );
+    let engine = Engine::build(config, &FsAssets).expect("engine builds");
+    let stop = CancellationToken::new();
+    let running = engine.start(stop.clone()).await.expect("engine starts");
+    let (code, _) = send(running.mllp["feed"], &siu("A001", "Teleported")).await;
+    assert_eq!(code, AckCode::AE, "message 1 is in the error queue");
+    let http = running.http;
+
+    for (method, route, allowed) in plexus_pipeline::ADMIN_ROUTES {
+        let path = route.replace("{id}", "1").replace("{name}", "feed");
+        let body: &[u8] = if method == &"POST" {
+            br#"{"note": "checked"}"#
+        } else {
+            b""
+        };
+        let (status, _) = http_request_with(http, method, &path, None, body).await;
+        assert_eq!(status, 401, "{method} {path} without a token");
+        let (status, _) = http_request_with(http, method, &path, Some("not-a-token"), body).await;
+        assert_eq!(status, 401, "{method} {path} with an unknown token");
+        for role in roles {
+            let token = format!("secret-{role}");
+            let (status, reply) = http_request_with(http, method, &path, Some(&token), body).await;
+            let may = allowed.iter().any(|r| r.as_str() == role);
+            if may {
+                assert!(
+                    status != 401 && status != 403,
+                    "{method} {path} as {role}: {status} {}",
+                    String::from_utf8_lossy(&reply)
+                );
+            } else {
+                assert_eq!(status, 403, "{method} {path} as {role}");
+            }
+        }
+    }
+
+    // Content is masked for a viewer; an operator's unmasked view is audited.
+    let (_, masked) = http_request_with(
+        http,
+        "GET",
+        "/admin/v1/messages/1",
+        Some("secret-viewer"),
+        b"",
+    )
+    .await;
+    let masked: serde_json::Value = serde_json::from_slice(&masked).expect("json");
+    assert!(masked["raw"].is_null(), "{masked}");
+    let audit = engine.journal().audit_log(0, 100).expect("audit");
+    assert!(
+        audit
+            .iter()
+            .any(|e| e.entry.action == "unmasked-view" && e.entry.actor == "token:operator-token")
+    );
+    assert!(audit.iter().any(|e| e.entry.action == "resolve"));
+    assert_eq!(
+        engine
+            .journal()
+            .verify_audit()
+            .expect("verify")
+            .first_broken,
+        None
+    );
+    stop.cancel();
+    running.wait().await;
+}

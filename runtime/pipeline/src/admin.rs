@@ -1,0 +1,441 @@
+//! The admin API (`/admin/v1/...`): bearer tokens from `[admin] tokens` (stored as
+//! sha256 digests), a role per token, and every route checked against the roles it
+//! allows. Message content is masked unless the caller's role may see it, and every
+//! unmasked view, replay, resolve and rollback goes to the audit log under
+//! `token:NAME`. Nothing here logs message content.
+
+// Handlers return an HTTP response either way; an early `Err(Response)` is the natural
+// shape for "stop here with this answer", and it is not on a hot path.
+#![allow(clippy::result_large_err)]
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use bytes::Bytes;
+use plexus_config::Role;
+use plexus_journal::{AuditEntry, ErrorFilter, MessageId};
+use serde_json::{Value, json};
+
+use crate::engine::{Engine, ReplayOutcome, Shared};
+
+/// Roles that may read interfaces, errors and (masked) messages.
+const READERS: &[Role] = &[Role::Viewer, Role::Operator, Role::Deployer, Role::Admin];
+/// Roles that may act on errors and see message content.
+const OPERATORS: &[Role] = &[Role::Operator, Role::Deployer, Role::Admin];
+/// Roles that may change what runs.
+const DEPLOYERS: &[Role] = &[Role::Deployer, Role::Admin];
+/// Roles that may read the audit log.
+const AUDITORS: &[Role] = &[Role::Reviewer, Role::Admin];
+
+/// Every route, its method and the roles it allows: the table the role test walks.
+pub const ROUTES: &[(&str, &str, &[Role])] = &[
+    ("GET", "/admin/v1/interfaces", READERS),
+    ("GET", "/admin/v1/errors", READERS),
+    ("GET", "/admin/v1/messages/{id}", READERS),
+    ("GET", "/admin/v1/messages/{id}?unmasked=true", OPERATORS),
+    ("POST", "/admin/v1/messages/{id}/replay", OPERATORS),
+    ("POST", "/admin/v1/messages/{id}/resolve", OPERATORS),
+    ("POST", "/admin/v1/interfaces/{name}/rollback", DEPLOYERS),
+    ("GET", "/admin/v1/audit", AUDITORS),
+    ("GET", "/admin/v1/audit/verify", AUDITORS),
+];
+
+#[derive(Clone)]
+struct Admin {
+    engine: Engine,
+}
+
+/// Who is calling.
+struct Caller {
+    name: String,
+}
+
+impl Caller {
+    fn actor(&self) -> String {
+        format!("token:{}", self.name)
+    }
+}
+
+/// The admin routes, to merge into the HTTP server's router.
+pub(crate) fn router(shared: &Arc<Shared>) -> Router {
+    let state = Admin {
+        engine: Engine::from_shared(shared.clone()),
+    };
+    Router::new()
+        .route("/admin/v1/interfaces", get(interfaces))
+        .route("/admin/v1/errors", get(errors))
+        .route("/admin/v1/messages/{id}", get(message))
+        .route("/admin/v1/messages/{id}/replay", post(replay))
+        .route("/admin/v1/messages/{id}/resolve", post(resolve))
+        .route("/admin/v1/interfaces/{name}/rollback", post(rollback))
+        .route("/admin/v1/audit", get(audit))
+        .route("/admin/v1/audit/verify", get(audit_verify))
+        .with_state(state)
+}
+
+fn problem(status: StatusCode, detail: impl Into<String>) -> Response {
+    (status, axum::Json(json!({ "error": detail.into() }))).into_response()
+}
+
+/// Checks the bearer token and the role: 401 without a known token, 403 with one whose
+/// role is not in `allowed`.
+fn authorize(admin: &Admin, headers: &HeaderMap, allowed: &[Role]) -> Result<Caller, Response> {
+    let unauthorized = || {
+        let mut r = problem(
+            StatusCode::UNAUTHORIZED,
+            "a valid bearer token is required (Authorization: Bearer TOKEN)",
+        );
+        r.headers_mut().insert(
+            header::WWW_AUTHENTICATE,
+            axum::http::HeaderValue::from_static("Bearer"),
+        );
+        r
+    };
+    let token = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(str::trim)
+        .filter(|t| !t.is_empty())
+        .ok_or_else(unauthorized)?;
+    let digest = sha256_hex(token.as_bytes());
+    let known = admin
+        .engine
+        .config()
+        .admin
+        .tokens
+        .iter()
+        .find(|t| constant_time_eq(t.sha256.as_bytes(), digest.as_bytes()))
+        .ok_or_else(unauthorized)?;
+    if !allowed.contains(&known.role) {
+        let names: Vec<&str> = allowed.iter().map(|r| r.as_str()).collect();
+        return Err(problem(
+            StatusCode::FORBIDDEN,
+            format!(
+                "token {} has role {}; this needs one of: {}",
+                known.name,
+                known.role.as_str(),
+                names.join(", ")
+            ),
+        ));
+    }
+    Ok(Caller {
+        name: known.name.to_string(),
+    })
+}
+
+/// sha256 of `bytes`, lowercase hex: how tokens are stored.
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    use sha2::{Digest, Sha256};
+    Sha256::digest(bytes)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0_u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> plexus_journal::Result<T> + Send + 'static,
+) -> Result<T, Response> {
+    match tokio::task::spawn_blocking(f).await {
+        Ok(Ok(v)) => Ok(v),
+        Ok(Err(plexus_journal::Error::NotFound(id))) => {
+            Err(problem(StatusCode::NOT_FOUND, format!("no message {id}")))
+        }
+        Ok(Err(plexus_journal::Error::NoOpenError(id))) => Err(problem(
+            StatusCode::CONFLICT,
+            format!("message {id} has no open error"),
+        )),
+        Ok(Err(e)) => Err(problem(StatusCode::SERVICE_UNAVAILABLE, e.to_string())),
+        Err(e) => Err(problem(StatusCode::INTERNAL_SERVER_ERROR, e.to_string())),
+    }
+}
+
+async fn interfaces(State(admin): State<Admin>, headers: HeaderMap) -> Response {
+    if let Err(r) = authorize(&admin, &headers, READERS) {
+        return r;
+    }
+    let list: Vec<Value> = admin
+        .engine
+        .config()
+        .interfaces
+        .keys()
+        .filter_map(|name| {
+            let chain = admin.engine.active_chain(name.as_str()).ok()?;
+            Some(json!({
+                "name": name.as_str(),
+                "chain": chain.digests().iter().map(|(n, d)| json!({"plugin": n, "sha256": d})).collect::<Vec<_>>(),
+            }))
+        })
+        .collect();
+    axum::Json(json!({ "interfaces": list })).into_response()
+}
+
+#[derive(Debug, serde::Deserialize)]
+struct ErrorsQuery {
+    interface: Option<String>,
+    all: Option<bool>,
+    limit: Option<usize>,
+}
+
+async fn errors(
+    State(admin): State<Admin>,
+    headers: HeaderMap,
+    Query(q): Query<ErrorsQuery>,
+) -> Response {
+    if let Err(r) = authorize(&admin, &headers, READERS) {
+        return r;
+    }
+    let journal = admin.engine.journal().clone();
+    let filter = ErrorFilter {
+        interface: q.interface,
+        kind: None,
+        include_resolved: q.all.unwrap_or(false),
+    };
+    let limit = q.limit.unwrap_or(100).min(10_000);
+    match blocking(move || journal.list_errors(&filter, limit)).await {
+        Ok(list) => axum::Json(json!({
+            "errors": list.iter().map(|e| json!({
+                "id": e.message.0,
+                "interface": e.interface,
+                "control_id": e.control_id,
+                "kind": e.kind.as_str(),
+                "stage": e.stage,
+                "path": e.path,
+                "reason": e.reason,
+                "occurrences": e.occurrences,
+                "resolved": e.resolution.is_some(),
+            })).collect::<Vec<_>>()
+        }))
+        .into_response(),
+        Err(r) => r,
+    }
+}
+
+#[derive(Debug, serde::Deserialize)]
+struct MessageQuery {
+    unmasked: Option<bool>,
+}
+
+async fn message(
+    State(admin): State<Admin>,
+    headers: HeaderMap,
+    Path(id): Path<i64>,
+    Query(q): Query<MessageQuery>,
+) -> Response {
+    let unmasked = q.unmasked.unwrap_or(false);
+    let caller = match authorize(&admin, &headers, if unmasked { OPERATORS } else { READERS }) {
+        Ok(c) => c,
+        Err(r) => return r,
+    };
+    let journal = admin.engine.journal().clone();
+    let actor = caller.actor();
+    let record = match blocking(move || {
+        let record = journal.show(MessageId(id))?;
+        if unmasked {
+            journal.audit(AuditEntry {
+                actor,
+                action: "unmasked-view".to_owned(),
+                subject: format!("message:{id}"),
+                detail: "GET /admin/v1/messages".to_owned(),
+            })?;
+        }
+        Ok(record)
+    })
+    .await
+    {
+        Ok(r) => r,
+        Err(r) => return r,
+    };
+    let m = &record.inbound;
+    axum::Json(json!({
+        "id": record.id.0,
+        "interface": m.interface,
+        "control_id": m.control_id,
+        "message_type": m.message_type,
+        "processed": record.processed,
+        "duplicate_of": record.duplicate_of.map(|d| d.0),
+        "raw": unmasked.then(|| String::from_utf8_lossy(&m.raw).into_owned()),
+        "stages": record.stages.iter().map(|s| json!({
+            "plugin": s.record.plugin,
+            "sha256": s.record.plugin_sha256,
+            "outcome": s.record.outcome.as_str(),
+            "edits": s.record.edits.iter().map(|e| if unmasked {
+                json!({"path": e.path, "old": e.old, "new": e.new})
+            } else {
+                json!({"path": e.path})
+            }).collect::<Vec<_>>(),
+        })).collect::<Vec<_>>(),
+        "deliveries": record.deliveries.iter().map(|d| json!({
+            "destination": d.destination, "status": d.status.as_str(), "attempts": d.attempts,
+            "last_error": d.last_error,
+        })).collect::<Vec<_>>(),
+        "errors": record.errors.iter().map(|e| json!({
+            "kind": e.kind.as_str(), "stage": e.stage, "path": e.path, "reason": e.reason,
+            "resolved": e.resolution.as_ref().map(|r| r.note.clone()),
+        })).collect::<Vec<_>>(),
+    }))
+    .into_response()
+}
+
+/// `{"note": "..."}` from a request body (empty body: no note).
+fn note(body: &Bytes) -> Result<Option<String>, Response> {
+    if body.is_empty() {
+        return Ok(None);
+    }
+    let value: Value = serde_json::from_slice(body)
+        .map_err(|e| problem(StatusCode::BAD_REQUEST, format!("body is not JSON: {e}")))?;
+    Ok(value
+        .get("note")
+        .and_then(Value::as_str)
+        .map(str::to_owned)
+        .filter(|n| !n.trim().is_empty()))
+}
+
+async fn replay(
+    State(admin): State<Admin>,
+    headers: HeaderMap,
+    Path(id): Path<i64>,
+    body: Bytes,
+) -> Response {
+    let caller = match authorize(&admin, &headers, OPERATORS) {
+        Ok(c) => c,
+        Err(r) => return r,
+    };
+    let note = match note(&body) {
+        Ok(n) => n.unwrap_or_else(|| "replayed through the admin API".to_owned()),
+        Err(r) => return r,
+    };
+    match admin
+        .engine
+        .replay(MessageId(id), &note, &caller.actor())
+        .await
+    {
+        Ok(outcome) => axum::Json(match outcome {
+            ReplayOutcome::Requeued { destinations } => {
+                json!({"result": "requeued", "destinations": destinations})
+            }
+            ReplayOutcome::Filtered { reason } => json!({"result": "filtered", "reason": reason}),
+            ReplayOutcome::FailedAgain(f) => json!({
+                "result": "failed", "stage": f.stage, "kind": f.kind.as_str(), "reason": f.reason,
+            }),
+        })
+        .into_response(),
+        Err(crate::OpError::Journal(plexus_journal::Error::NotFound(_))) => {
+            problem(StatusCode::NOT_FOUND, format!("no message {id}"))
+        }
+        Err(e) => problem(StatusCode::CONFLICT, e.to_string()),
+    }
+}
+
+async fn resolve(
+    State(admin): State<Admin>,
+    headers: HeaderMap,
+    Path(id): Path<i64>,
+    body: Bytes,
+) -> Response {
+    let caller = match authorize(&admin, &headers, OPERATORS) {
+        Ok(c) => c,
+        Err(r) => return r,
+    };
+    let note = match note(&body) {
+        Ok(Some(n)) => n,
+        Ok(None) => {
+            return problem(
+                StatusCode::BAD_REQUEST,
+                "resolving needs {\"note\": \"what was done\"}",
+            );
+        }
+        Err(r) => return r,
+    };
+    let journal = admin.engine.journal().clone();
+    let actor = caller.actor();
+    match blocking(move || {
+        journal.resolve(MessageId(id), &note)?;
+        journal.audit(AuditEntry {
+            actor,
+            action: "resolve".to_owned(),
+            subject: format!("message:{id}"),
+            detail: format!("note: {note}"),
+        })
+    })
+    .await
+    {
+        Ok(_) => axum::Json(json!({"result": "resolved"})).into_response(),
+        Err(r) => r,
+    }
+}
+
+async fn rollback(
+    State(admin): State<Admin>,
+    headers: HeaderMap,
+    Path(name): Path<String>,
+) -> Response {
+    let caller = match authorize(&admin, &headers, DEPLOYERS) {
+        Ok(c) => c,
+        Err(r) => return r,
+    };
+    let engine = admin.engine.clone();
+    let actor = caller.actor();
+    let done = tokio::task::spawn_blocking(move || engine.rollback(&name, &actor)).await;
+    match done {
+        Ok(Ok(())) => axum::Json(json!({"result": "rolled back"})).into_response(),
+        Ok(Err(crate::OpError::NoSuchInterface(n))) => {
+            problem(StatusCode::NOT_FOUND, format!("no interface {n}"))
+        }
+        Ok(Err(e)) => problem(StatusCode::CONFLICT, e.to_string()),
+        Err(e) => problem(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+    }
+}
+
+#[derive(Debug, serde::Deserialize)]
+struct AuditQuery {
+    after: Option<i64>,
+    limit: Option<usize>,
+}
+
+async fn audit(
+    State(admin): State<Admin>,
+    headers: HeaderMap,
+    Query(q): Query<AuditQuery>,
+) -> Response {
+    if let Err(r) = authorize(&admin, &headers, AUDITORS) {
+        return r;
+    }
+    let journal = admin.engine.journal().clone();
+    let (after, limit) = (q.after.unwrap_or(0), q.limit.unwrap_or(100).min(10_000));
+    match blocking(move || journal.audit_log(after, limit)).await {
+        Ok(entries) => axum::Json(json!({
+            "entries": entries.iter().map(|r| json!({
+                "id": r.id, "actor": r.entry.actor, "action": r.entry.action,
+                "subject": r.entry.subject, "detail": r.entry.detail,
+                "prev_hash": r.prev_hash, "hash": r.hash,
+            })).collect::<Vec<_>>()
+        }))
+        .into_response(),
+        Err(r) => r,
+    }
+}
+
+async fn audit_verify(State(admin): State<Admin>, headers: HeaderMap) -> Response {
+    if let Err(r) = authorize(&admin, &headers, AUDITORS) {
+        return r;
+    }
+    let journal = admin.engine.journal().clone();
+    match blocking(move || journal.verify_audit()).await {
+        Ok(v) => axum::Json(json!({
+            "entries": v.entries,
+            "intact": v.first_broken.is_none(),
+            "first_broken": v.first_broken.map(|(id, why)| json!({"id": id, "reason": why})),
+        }))
+        .into_response(),
+        Err(r) => r,
+    }
+}
