@@ -533,7 +533,10 @@ fn token_new_prints_a_token_and_the_config_line_with_its_digest() {
     let stored = &config.admin.tokens[0];
     assert_eq!(stored.role, plexus_config::Role::Operator);
     assert_eq!(stored.sha256, plexus_pipeline::sha256_hex(token.as_bytes()));
-    assert!(!line.contains(token), "the token itself is not in the config line");
+    assert!(
+        !line.contains(token),
+        "the token itself is not in the config line"
+    );
     let bad = plexus()
         .args(["token", "new", "Bad Name", "--role", "operator"])
         .output()

@@ -87,7 +87,10 @@ impl Cx<'_, '_> {
                 self.error(
                     Some(t.sha256.span()),
                     format!("token `{name}`: `sha256` must be 64 hex digits (the token's digest)"),
-                    Some("`plexus token new NAME --role ROLE` prints a token and this line".to_owned()),
+                    Some(
+                        "`plexus token new NAME --role ROLE` prints a token and this line"
+                            .to_owned(),
+                    ),
                 );
                 continue;
             }

@@ -40,6 +40,8 @@ pub const ROUTES: &[(&str, &str, &[Role])] = &[
     ("POST", "/admin/v1/messages/{id}/replay", OPERATORS),
     ("POST", "/admin/v1/messages/{id}/resolve", OPERATORS),
     ("POST", "/admin/v1/interfaces/{name}/rollback", DEPLOYERS),
+    ("POST", "/admin/v1/interfaces/{name}/activate", DEPLOYERS),
+    ("POST", "/admin/v1/plugins", DEPLOYERS),
     ("GET", "/admin/v1/audit", AUDITORS),
     ("GET", "/admin/v1/audit/verify", AUDITORS),
 ];
@@ -72,6 +74,8 @@ pub(crate) fn router(shared: &Arc<Shared>) -> Router {
         .route("/admin/v1/messages/{id}/replay", post(replay))
         .route("/admin/v1/messages/{id}/resolve", post(resolve))
         .route("/admin/v1/interfaces/{name}/rollback", post(rollback))
+        .route("/admin/v1/interfaces/{name}/activate", post(activate))
+        .route("/admin/v1/plugins", post(upload))
         .route("/admin/v1/audit", get(audit))
         .route("/admin/v1/audit/verify", get(audit_verify))
         .with_state(state)
@@ -391,6 +395,96 @@ async fn rollback(
             problem(StatusCode::NOT_FOUND, format!("no interface {n}"))
         }
         Ok(Err(e)) => problem(StatusCode::CONFLICT, e.to_string()),
+        Err(e) => problem(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+    }
+}
+
+/// `POST /admin/v1/plugins`, body: the component's bytes. Stored by sha256.
+async fn upload(State(admin): State<Admin>, headers: HeaderMap, body: Bytes) -> Response {
+    let caller = match authorize(&admin, &headers, DEPLOYERS) {
+        Ok(c) => c,
+        Err(r) => return r,
+    };
+    let engine = admin.engine.clone();
+    let stored = tokio::task::spawn_blocking(move || {
+        let inspection = engine.store_plugin(&body)?;
+        engine.audit_action(
+            &caller.actor(),
+            "upload",
+            &format!("plugin:{}", inspection.sha256),
+            &format!(
+                "{} bytes; capabilities {:?}",
+                inspection.size,
+                inspection.capabilities()
+            ),
+        )?;
+        Ok::<_, crate::OpError>(inspection)
+    })
+    .await;
+    match stored {
+        Ok(Ok(i)) => (
+            StatusCode::CREATED,
+            axum::Json(json!({
+                "sha256": i.sha256,
+                "size": i.size,
+                "capabilities": i.capabilities(),
+                "imports": i.imports.iter().map(|(name, class)| json!({"import": name, "class": class.label()})).collect::<Vec<_>>(),
+                "exports": i.exports,
+            })),
+        )
+            .into_response(),
+        Ok(Err(e)) => problem(StatusCode::UNPROCESSABLE_ENTITY, e.to_string()),
+        Err(e) => problem(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+    }
+}
+
+/// `POST /admin/v1/interfaces/{name}/activate`, body:
+/// `{"chain": [{"plugin": "visit-status-map", "sha256": "..."}]}`.
+async fn activate(
+    State(admin): State<Admin>,
+    headers: HeaderMap,
+    Path(name): Path<String>,
+    body: Bytes,
+) -> Response {
+    let caller = match authorize(&admin, &headers, DEPLOYERS) {
+        Ok(c) => c,
+        Err(r) => return r,
+    };
+    let parsed: Result<Value, _> = serde_json::from_slice(&body);
+    let chain: Option<Vec<(String, String)>> = parsed.ok().and_then(|v| {
+        v.get("chain")?
+            .as_array()?
+            .iter()
+            .map(|stage| {
+                Some((
+                    stage.get("plugin")?.as_str()?.to_owned(),
+                    stage.get("sha256")?.as_str()?.to_owned(),
+                ))
+            })
+            .collect()
+    });
+    let Some(chain) = chain else {
+        return problem(
+            StatusCode::BAD_REQUEST,
+            "body must be {\"chain\": [{\"plugin\": NAME, \"sha256\": DIGEST}, ...]}",
+        );
+    };
+    let engine = admin.engine.clone();
+    let actor = caller.actor();
+    let done =
+        tokio::task::spawn_blocking(move || engine.activate_stored(&name, &chain, &actor)).await;
+    match done {
+        Ok(Ok(changes)) => axum::Json(json!({
+            "result": "activated",
+            "capability_changes": changes.iter().map(|c| json!({
+                "plugin": c.plugin, "sha256": c.sha256, "added": c.added, "removed": c.removed,
+            })).collect::<Vec<_>>(),
+        }))
+        .into_response(),
+        Ok(Err(crate::OpError::NoSuchInterface(n))) => {
+            problem(StatusCode::NOT_FOUND, format!("no interface {n}"))
+        }
+        Ok(Err(e)) => problem(StatusCode::UNPROCESSABLE_ENTITY, e.to_string()),
         Err(e) => problem(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
     }
 }

@@ -91,6 +91,19 @@ impl ActiveChain {
     }
 }
 
+/// How one stage's capability requests change with an activation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CapabilityChange {
+    /// The plug-in.
+    pub plugin: String,
+    /// The new version.
+    pub sha256: String,
+    /// Capabilities the new version requests that the active one did not.
+    pub added: Vec<String>,
+    /// Capabilities the active version requested that the new one does not.
+    pub removed: Vec<String>,
+}
+
 /// A chain run longer than this is "slow" (a mapping takes tens of microseconds; this
 /// leaves room for the scheduler preempting one on a busy machine): the interface's next
 /// runs go to the blocking
@@ -383,6 +396,17 @@ impl Engine {
         )
     }
 
+    /// Records an operator action in the audit log.
+    pub fn audit_action(
+        &self,
+        actor: &str,
+        action: &str,
+        subject: &str,
+        detail: &str,
+    ) -> Result<(), OpError> {
+        self.audit(actor, action, subject, detail)
+    }
+
     fn audit(&self, actor: &str, action: &str, subject: &str, detail: &str) -> Result<(), OpError> {
         self.shared.journal.audit(plexus_journal::AuditEntry {
             actor: actor.to_owned(),
@@ -417,6 +441,112 @@ impl Engine {
     /// The interface's active chain.
     pub fn active_chain(&self, interface: &str) -> Result<Arc<ActiveChain>, OpError> {
         Ok(self.iface(interface)?.chain.load_full())
+    }
+
+    /// Stores an uploaded plug-in under `<data_dir>/plugins/<sha256>.wasm` (content
+    /// addressed: uploading the same bytes twice is a no-op) after checking that it is a
+    /// component implementing the contract. Returns its inspection.
+    pub fn store_plugin(
+        &self,
+        bytes: &[u8],
+    ) -> Result<plexus_sandbox::inspect::Inspection, OpError> {
+        let inspection = plexus_sandbox::inspect::inspect(bytes).map_err(OpError::Gate)?;
+        if !inspection.implements_contract() {
+            return Err(OpError::Gate(
+                "the component exports no `transform` function (not a plexus:transform plug-in)"
+                    .to_owned(),
+            ));
+        }
+        let dir = self.plugin_store();
+        let path = dir.join(format!("{}.wasm", inspection.sha256));
+        if !path.exists() {
+            let tmp = dir.join(format!(".{}.tmp", inspection.sha256));
+            let write = || -> std::io::Result<()> {
+                use std::io::Write;
+                std::fs::create_dir_all(&dir)?;
+                let mut file = std::fs::File::create(&tmp)?;
+                file.write_all(bytes)?;
+                file.sync_all()?;
+                std::fs::rename(&tmp, &path)
+            };
+            write().map_err(|e| OpError::Store(format!("{}: {e}", path.display())))?;
+        }
+        Ok(inspection)
+    }
+
+    fn plugin_store(&self) -> PathBuf {
+        self.shared.config.engine.data_dir.join("plugins")
+    }
+
+    /// Activates a chain of uploaded versions, `(plug-in name, sha256)` per stage, after
+    /// the gate: each version must be stored, its name defined in the config (whose
+    /// grants and limits apply), and it must compile and link against those grants. Any
+    /// failure refuses the activation and leaves the running chain untouched. Returns
+    /// the capability changes against the active chain, stage by stage.
+    pub fn activate_stored(
+        &self,
+        interface: &str,
+        chain: &[(String, String)],
+        actor: &str,
+    ) -> Result<Vec<CapabilityChange>, OpError> {
+        let iface = self.iface(interface)?;
+        let active = iface.chain.load_full();
+        let mut plugins = Vec::new();
+        let mut changes = Vec::new();
+        for (name, sha256) in chain {
+            let sha256 = sha256.to_ascii_lowercase();
+            let configured = self
+                .shared
+                .config
+                .plugins
+                .get(name.as_str())
+                .ok_or_else(|| OpError::UnknownPlugin(name.clone()))?;
+            let path = self.plugin_store().join(format!("{sha256}.wasm"));
+            if sha256.len() != 64
+                || !sha256.bytes().all(|b| b.is_ascii_hexdigit())
+                || !path.exists()
+            {
+                return Err(OpError::NotStored {
+                    name: name.clone(),
+                    sha256,
+                });
+            }
+            let bytes = crate::assets::read_bounded(&path)
+                .map_err(|e| OpError::Store(format!("{}: {e}", path.display())))?;
+            let plugin = self
+                .load_plugin(
+                    name,
+                    &bytes,
+                    Some(sha256.clone()),
+                    &configured.grants,
+                    &configured.limits,
+                )
+                .map_err(|e| OpError::Gate(e.to_string()))?;
+            let before: Vec<&str> = active
+                .plugins
+                .iter()
+                .find(|p| p.name() == name)
+                .map(|p| p.inspection().capabilities())
+                .unwrap_or_default();
+            let after = plugin.inspection().capabilities();
+            changes.push(CapabilityChange {
+                plugin: name.clone(),
+                sha256: sha256.clone(),
+                added: after
+                    .iter()
+                    .filter(|c| !before.contains(c))
+                    .map(|c| (*c).to_owned())
+                    .collect(),
+                removed: before
+                    .iter()
+                    .filter(|c| !after.contains(c))
+                    .map(|c| (*c).to_owned())
+                    .collect(),
+            });
+            plugins.push(plugin);
+        }
+        self.activate(interface, plugins, actor)?;
+        Ok(changes)
     }
 
     fn iface(&self, interface: &str) -> Result<&Arc<Iface>, OpError> {

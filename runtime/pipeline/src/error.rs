@@ -84,6 +84,26 @@ pub enum OpError {
     /// A rollback with no earlier chain to go back to.
     #[error("interface {0} has no earlier chain to roll back to")]
     NothingToRollBack(String),
+    /// An activation named a plug-in the config does not define (grants and limits come
+    /// from its `[plugins.NAME]` entry).
+    #[error(
+        "plug-in {0} is not defined in the site config; add [plugins.{0}] with its grants first"
+    )]
+    UnknownPlugin(String),
+    /// An activation named a version that was never uploaded.
+    #[error("plug-in {name} version {sha256} has not been uploaded")]
+    NotStored {
+        /// Plug-in name.
+        name: String,
+        /// The digest asked for.
+        sha256: String,
+    },
+    /// The activation gate refused the new chain; the running chain is untouched.
+    #[error("activation refused: {0}")]
+    Gate(String),
+    /// A plug-in file could not be stored.
+    #[error("cannot store the plug-in: {0}")]
+    Store(String),
     /// A worker thread failed.
     #[error("internal error: {0}")]
     Internal(String),

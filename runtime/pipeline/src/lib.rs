@@ -42,6 +42,6 @@ mod mllp_source;
 pub use admin::{ROUTES as ADMIN_ROUTES, sha256_hex};
 pub use assets::{Assets, FsAssets, MAX_ASSET_BYTES, read_bounded};
 pub use chain::{Failure, Verdict};
-pub use engine::{ActiveChain, Engine, ReplayOutcome, Running, journal_path};
+pub use engine::{ActiveChain, CapabilityChange, Engine, ReplayOutcome, Running, journal_path};
 pub use error::{BuildError, OpError};
 pub use http::HL7_MEDIA_TYPE;

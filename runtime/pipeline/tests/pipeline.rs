@@ -1165,3 +1165,92 @@ async fn every_admin_route_rejects_the_wrong_role() {
     stop.cancel();
     running.wait().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn uploaded_versions_activate_through_the_gate_or_are_refused_untouched() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = site_with(
+        dir.path(),
+        r#"{ type = "mllp", listen = "127.0.0.1:0" }"#,
+        &format!(
+            "destinations = []\n\n[admin]\ntokens = [{{ name = \"release\", role = \"deployer\", sha256 = \"{}\" }}]",
+            plexus_pipeline::sha256_hex(b"deploy-secret")
+        ),
+    );
+    let engine = Engine::build(config, &FsAssets).expect("engine builds");
+    let stop = CancellationToken::new();
+    let running = engine.start(stop.clone()).await.expect("engine starts");
+    let http = running.http;
+    let token = Some("deploy-secret");
+    let json = |b: &[u8]| serde_json::from_slice::<serde_json::Value>(b).expect("json");
+    let active = |engine: &Engine| engine.active_chain("feed").expect("chain").digests();
+    let before = active(&engine);
+
+    // The same mapping, uploaded: stored by digest, then activated.
+    let vsm = std::fs::read(plexus_test_artifacts::VISIT_STATUS_MAP).expect("wasm");
+    let (status, body) = http_request_with(http, "POST", "/admin/v1/plugins", token, &vsm).await;
+    assert_eq!(status, 201, "{}", String::from_utf8_lossy(&body));
+    let sha = json(&body)["sha256"].as_str().expect("sha").to_owned();
+    assert!(dir.path().join(format!("data/plugins/{sha}.wasm")).exists());
+    let activate = |sha: &str| {
+        format!(r#"{{"chain": [{{"plugin": "visit-status-map", "sha256": "{sha}"}}]}}"#)
+    };
+    let (status, body) = http_request_with(
+        http,
+        "POST",
+        "/admin/v1/interfaces/feed/activate",
+        token,
+        activate(&sha).as_bytes(),
+    )
+    .await;
+    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
+    assert_eq!(
+        json(&body)["capability_changes"][0]["added"],
+        serde_json::json!([])
+    );
+
+    // A version that asks for a capability the site did not grant is refused, and the
+    // running chain is untouched.
+    let hostile = std::fs::read(plexus_test_artifacts::HOSTILE).expect("wasm");
+    let (status, body) =
+        http_request_with(http, "POST", "/admin/v1/plugins", token, &hostile).await;
+    assert_eq!(status, 201);
+    let hostile_sha = json(&body)["sha256"].as_str().expect("sha").to_owned();
+    let (status, body) = http_request_with(
+        http,
+        "POST",
+        "/admin/v1/interfaces/feed/activate",
+        token,
+        activate(&hostile_sha).as_bytes(),
+    )
+    .await;
+    assert_eq!(status, 422);
+    let reason = json(&body)["error"].as_str().expect("error").to_owned();
+    assert!(reason.contains("log"), "names the missing grant: {reason}");
+    assert_eq!(
+        active(&engine),
+        before,
+        "still the version that was running"
+    );
+
+    // Not uploaded, not a component: refused with the reason.
+    let (status, body) = http_request_with(
+        http,
+        "POST",
+        "/admin/v1/interfaces/feed/activate",
+        token,
+        activate(&"ab".repeat(32)).as_bytes(),
+    )
+    .await;
+    assert_eq!(status, 422);
+    assert!(String::from_utf8_lossy(&body).contains("has not been uploaded"));
+    let (status, _) =
+        http_request_with(http, "POST", "/admin/v1/plugins", token, b"not wasm").await;
+    assert_eq!(status, 422);
+
+    let audit = engine.journal().audit_log(0, 100).expect("audit");
+    let actions: Vec<&str> = audit.iter().map(|e| e.entry.action.as_str()).collect();
+    assert_eq!(actions, ["upload", "activate", "upload"]);
+    stop.cancel();
+    running.wait().await;
+}
