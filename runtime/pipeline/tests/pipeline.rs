@@ -1254,3 +1254,29 @@ async fn uploaded_versions_activate_through_the_gate_or_are_refused_untouched() 
     stop.cancel();
     running.wait().await;
 }
+
+/// docs/admin-api.yaml documents every admin route, with the roles the code enforces.
+#[test]
+fn the_openapi_document_lists_every_route_and_its_roles() {
+    let doc = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../docs/admin-api.yaml"),
+    )
+    .expect("docs/admin-api.yaml");
+    for (method, route, roles) in plexus_pipeline::ADMIN_ROUTES {
+        let path = route.split('?').next().expect("path");
+        let at = doc
+            .find(&format!("  {path}:\n"))
+            .unwrap_or_else(|| panic!("{path} is not in docs/admin-api.yaml"));
+        let section = &doc[at..];
+        let section = &section[..section[3..].find("\n  /").map_or(section.len(), |i| i + 3)];
+        assert!(
+            section.contains(&format!("    {}:", method.to_lowercase())),
+            "{method} {path} is not documented"
+        );
+        let names: Vec<&str> = roles.iter().map(|r| r.as_str()).collect();
+        assert!(
+            section.contains(&names.join(", ")),
+            "{method} {path}: the document should say roles {names:?}"
+        );
+    }
+}
