@@ -14,6 +14,7 @@ mod check_cmd;
 mod errors_cmd;
 mod hl7_cmd;
 mod plugin_cmd;
+mod review_cmd;
 mod run;
 mod send_cmd;
 mod site;
@@ -53,6 +54,13 @@ enum Command {
     /// The audit log of operator actions: list it, or verify its hash chain.
     #[command(subcommand)]
     Audit(AuditCommand),
+    /// The security reviewer's sheet for a site's plug-in: imports, capabilities
+    /// requested vs granted, limits, and what a candidate version would change. Exit
+    /// status 1 when the configured version would not load with its grants.
+    #[command(after_help = "Examples:\n  \
+        plexus review visit-status-map\n  \
+        plexus review visit-status-map new/visit_status_map.wasm --config site.toml")]
+    Review(review_cmd::ReviewArgs),
     /// Admin API tokens.
     #[command(subcommand)]
     Token(TokenCommand),
@@ -135,6 +143,7 @@ fn main() -> ExitCode {
         Command::Run(args) => run::run(args),
         Command::Check(args) => check_cmd::check(&args),
         Command::Send(args) => send_cmd::send(&args),
+        Command::Review(args) => review_cmd::review(&args),
         Command::Audit(AuditCommand::List(args)) => audit_cmd::list(&args),
         Command::Token(TokenCommand::New(args)) => token_cmd::new(&args),
         Command::Audit(AuditCommand::Verify(args)) => audit_cmd::verify(&args),

@@ -543,3 +543,33 @@ fn token_new_prints_a_token_and_the_config_line_with_its_digest() {
         .expect("runs");
     assert_eq!(bad.status.code(), Some(2));
 }
+
+#[test]
+fn review_shows_requested_against_granted_and_a_candidates_changes() {
+    let out = plexus()
+        .args(["review", "visit-status-map", plexus_test_artifacts::HOSTILE])
+        .output()
+        .expect("runs");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(text.contains("requested    tables"), "{text}");
+    assert!(text.contains("granted      tables:visit-status"), "{text}");
+    assert!(text.contains("requests added    log"), "{text}");
+    assert!(
+        text.contains("REFUSED with the current grants: needs log"),
+        "{text}"
+    );
+    let out = plexus()
+        .args(["review", "no-such-plugin"])
+        .output()
+        .expect("runs");
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        String::from_utf8_lossy(&out.stderr)
+            .contains("defined: demographics-normalize, visit-status-map")
+    );
+}

@@ -1,0 +1,194 @@
+//! `plexus review PLUGIN [CANDIDATE.wasm]`: the security reviewer's sheet for one plug-in
+//! of a site: what it imports, what it requests against what the site grants, its
+//! limits, and (with a candidate) what a new version would change.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use plexus_pipeline::Assets;
+use plexus_sandbox::inspect::{self, Class, Inspection};
+
+use crate::site::{BuiltinAssets, SiteArgs};
+
+#[derive(Debug, clap::Args)]
+pub struct ReviewArgs {
+    #[command(flatten)]
+    site: SiteArgs,
+    /// The plug-in's name in the site config.
+    #[arg(value_name = "PLUGIN")]
+    plugin: String,
+    /// A candidate version to compare with the configured one.
+    #[arg(value_name = "CANDIDATE")]
+    candidate: Option<PathBuf>,
+}
+
+pub fn review(args: &ReviewArgs) -> anyhow::Result<ExitCode> {
+    let config = args.site.load()?;
+    let Some(entry) = config.plugins.get(args.plugin.as_str()) else {
+        let names: Vec<&str> = config.plugins.keys().map(|k| k.as_str()).collect();
+        anyhow::bail!(
+            "no plug-in `{}` in the site config; defined: {}",
+            args.plugin,
+            names.join(", ")
+        );
+    };
+    let bytes = BuiltinAssets
+        .read(&entry.file)
+        .with_context(|| format!("reading plug-in {}", args.plugin))?;
+    let current = inspect::inspect(&bytes).map_err(|e| anyhow::anyhow!("{}: {e}", args.plugin))?;
+    let granted: Vec<String> = grants(&entry.grants);
+
+    println!("plug-in      {}", args.plugin);
+    println!("sha256       {}", current.sha256);
+    match &entry.sha256 {
+        Some(pin) if pin.eq_ignore_ascii_case(&current.sha256) => println!("pin          matches"),
+        Some(pin) => {
+            println!("pin          MISMATCH: config pins {pin}; the engine will refuse to load it")
+        }
+        None => println!(
+            "pin          none (add sha256 = \"{}\" to pin this version)",
+            current.sha256
+        ),
+    }
+    println!(
+        "limits       memory {} MiB, timeout {:?}, message up to {} MiB, log {} lines / {} KiB",
+        entry.limits.memory_bytes >> 20,
+        entry.limits.timeout,
+        entry.limits.max_message_bytes >> 20,
+        entry.limits.log_lines,
+        entry.limits.log_bytes >> 10
+    );
+    println!();
+    print_imports(&current);
+    let problems = print_grants(&current, &granted);
+    if let Some(candidate) = &args.candidate {
+        let bytes = crate::read_input(candidate)?;
+        let next = inspect::inspect(&bytes)
+            .map_err(|e| anyhow::anyhow!("{}: {e}", candidate.display()))?;
+        println!("\ncandidate    {} ({})", candidate.display(), next.sha256);
+        let before = current.capabilities();
+        let after = next.capabilities();
+        let added: Vec<&&str> = after.iter().filter(|c| !before.contains(c)).collect();
+        let removed: Vec<&&str> = before.iter().filter(|c| !after.contains(c)).collect();
+        println!("  requests added    {}", list(&added));
+        println!("  requests removed  {}", list(&removed));
+        let imports_before: Vec<&String> = current.imports.iter().map(|(n, _)| n).collect();
+        for (name, class) in &next.imports {
+            if !imports_before.contains(&name) {
+                println!("  new import        {name} ({})", class.label());
+            }
+        }
+        let missing = missing_grants(&next, &granted);
+        if missing.is_empty() {
+            println!("  verdict           loads with the current grants");
+        } else {
+            println!(
+                "  verdict           REFUSED with the current grants: needs {}",
+                missing.join(", ")
+            );
+        }
+    }
+    Ok(if problems {
+        ExitCode::from(1)
+    } else {
+        ExitCode::SUCCESS
+    })
+}
+
+fn grants(g: &plexus_config::Grants) -> Vec<String> {
+    let mut out = Vec::new();
+    if g.log {
+        out.push("log".to_owned());
+    }
+    out.extend(g.tables.iter().map(|t| format!("tables:{t}")));
+    if g.reuse_instance {
+        out.push("reuse-instance".to_owned());
+    }
+    out
+}
+
+fn print_imports(i: &Inspection) {
+    println!("imports");
+    for (name, class) in &i.imports {
+        let note = match class {
+            Class::Contract => "always provided".to_owned(),
+            Class::Capability { grant, .. } => format!("needs grant \"{grant}\""),
+            Class::Inert { effect } => (*effect).to_owned(),
+            Class::Unavailable { why } => format!("REFUSED: {why}"),
+        };
+        println!("  {name:<44} {:<12} {note}", class.label());
+    }
+}
+
+/// Prints requested vs granted; true when the plug-in would not load.
+fn print_grants(i: &Inspection, granted: &[String]) -> bool {
+    let requested = i.capabilities();
+    println!("\ncapabilities");
+    println!(
+        "  requested    {}",
+        list(&requested.iter().collect::<Vec<_>>())
+    );
+    println!(
+        "  granted      {}",
+        list(&granted.iter().collect::<Vec<_>>())
+    );
+    let missing = missing_grants(i, granted);
+    if !missing.is_empty() {
+        println!(
+            "  MISSING      {} (the engine refuses to load it)",
+            missing.join(", ")
+        );
+    }
+    let unused: Vec<&String> = granted
+        .iter()
+        .filter(|g| {
+            let cap = g.split(':').next().unwrap_or(g);
+            cap != "reuse-instance" && !requested.contains(&cap)
+        })
+        .collect();
+    if !unused.is_empty() {
+        println!(
+            "  unused       {} (granted but not requested: remove for least privilege)",
+            list(&unused)
+        );
+    }
+    if i.requests_reuse {
+        let granted_reuse = granted.iter().any(|g| g == "reuse-instance");
+        println!(
+            "  reuse        requested; {}",
+            if granted_reuse {
+                "GRANTED: state may carry between messages"
+            } else {
+                "not granted: fresh instance per message"
+            }
+        );
+    }
+    !missing.is_empty()
+}
+
+fn missing_grants(i: &Inspection, granted: &[String]) -> Vec<String> {
+    i.capabilities()
+        .into_iter()
+        .filter(|cap| !granted.iter().any(|g| g.split(':').next() == Some(cap)))
+        .map(|cap| {
+            if cap == "tables" {
+                "tables:NAME".to_owned()
+            } else {
+                cap.to_owned()
+            }
+        })
+        .collect()
+}
+
+fn list<T: std::fmt::Display>(items: &[T]) -> String {
+    if items.is_empty() {
+        "(none)".to_owned()
+    } else {
+        items
+            .iter()
+            .map(|i| i.to_string())
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+}
