@@ -102,6 +102,8 @@ pub(crate) struct Plugin {
     pub file: Spanned<String>,
     /// `sha256 = "<64 hex digits>"`
     pub sha256: Option<Spanned<String>>,
+    /// `cases = "plugins/visit-status-map/cases"`
+    pub cases: Option<Spanned<String>>,
     /// `grants = ["log", "tables:visit-status"]`
     #[serde(default)]
     pub grants: Vec<Spanned<String>>,

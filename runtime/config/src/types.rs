@@ -173,6 +173,9 @@ pub struct Plugin {
     pub file: Source,
     /// `sha256`: the pin, 64 lowercase hex digits. Loading fails if the file differs.
     pub sha256: Option<String>,
+    /// `cases`: the plug-in's golden cases (`NAME.hl7` + expected files, `tables/`). A
+    /// new version must pass them before it is activated.
+    pub cases: Option<std::path::PathBuf>,
     /// `grants`
     pub grants: Grants,
     /// `[plugins.NAME.limits]`

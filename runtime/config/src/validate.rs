@@ -153,6 +153,7 @@ impl Cx<'_, '_> {
         for (name, plugin) in raw {
             let file = self.file(&plugin.file);
             let sha256 = plugin.sha256.as_ref().and_then(|s| self.sha256(s));
+            let cases = plugin.cases.as_ref().map(|c| self.path(c));
             let grants = self.grants(&plugin.grants, tables);
             let limits = self.limits(&plugin.limits);
             if let Some(id) = self.id(name, "plug-in") {
@@ -161,6 +162,7 @@ impl Cx<'_, '_> {
                     Plugin {
                         file,
                         sha256,
+                        cases,
                         grants,
                         limits,
                     },

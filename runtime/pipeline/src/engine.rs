@@ -91,6 +91,38 @@ impl ActiveChain {
     }
 }
 
+/// The activation gate's golden-case run: every case in `dir` must pass, as
+/// `plexus plugin test` runs them (same engine settings, fuel-bounded).
+fn golden_cases(
+    name: &str,
+    bytes: &[u8],
+    dir: &std::path::Path,
+    limits: &plexus_config::Limits,
+) -> Result<(), OpError> {
+    let results = plexus_sandbox::cases::run_cases(name, bytes, dir, self::limits(limits), false)
+        .map_err(|e| {
+        OpError::Gate(format!(
+            "{name}: golden cases in {} could not run: {e}",
+            dir.display()
+        ))
+    })?;
+    let failed: Vec<&str> = results
+        .iter()
+        .filter(|r| r.failure.is_some())
+        .map(|r| r.name.as_str())
+        .collect();
+    if failed.is_empty() {
+        Ok(())
+    } else {
+        Err(OpError::Gate(format!(
+            "{name}: {} of {} golden case(s) failed: {} (run `plexus plugin test` for the diffs)",
+            failed.len(),
+            results.len(),
+            failed.join(", ")
+        )))
+    }
+}
+
 /// How one stage's capability requests change with an activation.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CapabilityChange {
@@ -482,7 +514,8 @@ impl Engine {
     /// the gate: each version must be stored, its name defined in the config (whose
     /// grants and limits apply), and it must compile and link against those grants. Any
     /// failure refuses the activation and leaves the running chain untouched. Returns
-    /// the capability changes against the active chain, stage by stage.
+    /// the capability changes against the active chain, stage by stage. When the plug-in's
+    /// config names `cases`, every golden case must pass too.
     pub fn activate_stored(
         &self,
         interface: &str,
@@ -522,6 +555,9 @@ impl Engine {
                     &configured.limits,
                 )
                 .map_err(|e| OpError::Gate(e.to_string()))?;
+            if let Some(cases) = &configured.cases {
+                golden_cases(name, &bytes, cases, &configured.limits)?;
+            }
             let before: Vec<&str> = active
                 .plugins
                 .iter()

@@ -641,6 +641,7 @@ listen = "127.0.0.1:0"
 file = "visit-status.csv"
 [plugins.visit-status-map]
 file = "{status}"
+cases = "{cases}"
 grants = ["tables:visit-status"]
 [interfaces.feed]
 source = {source}
@@ -648,6 +649,7 @@ chain = ["visit-status-map"]
 {rest}
 "#,
         status = plexus_test_artifacts::VISIT_STATUS_MAP,
+        cases = plexus_test_artifacts::cases_dir("visit-status-map").display(),
     );
     plexus_config::Config::from_toml(&text, &dir.join("site.toml"))
         .unwrap_or_else(|e| panic!("config: {e}"))
@@ -1233,6 +1235,29 @@ async fn uploaded_versions_activate_through_the_gate_or_are_refused_untouched() 
         "still the version that was running"
     );
 
+    // A version that loads with the grants but does not pass the plug-in's golden
+    // cases is refused too.
+    let other = std::fs::read(plexus_test_artifacts::DEMOGRAPHICS_NORMALIZE).expect("wasm");
+    let (status, body) = http_request_with(http, "POST", "/admin/v1/plugins", token, &other).await;
+    assert_eq!(status, 201);
+    let other_sha = json(&body)["sha256"].as_str().expect("sha").to_owned();
+    let (status, body) = http_request_with(
+        http,
+        "POST",
+        "/admin/v1/interfaces/feed/activate",
+        token,
+        activate(&other_sha).as_bytes(),
+    )
+    .await;
+    assert_eq!(status, 422);
+    let reason = json(&body)["error"].as_str().expect("error").to_owned();
+    assert!(reason.contains("golden case(s) failed"), "{reason}");
+    assert_eq!(
+        active(&engine),
+        before,
+        "still the version that was running"
+    );
+
     // Not uploaded, not a component: refused with the reason.
     let (status, body) = http_request_with(
         http,
@@ -1250,7 +1275,7 @@ async fn uploaded_versions_activate_through_the_gate_or_are_refused_untouched() 
 
     let audit = engine.journal().audit_log(0, 100).expect("audit");
     let actions: Vec<&str> = audit.iter().map(|e| e.entry.action.as_str()).collect();
-    assert_eq!(actions, ["upload", "activate", "upload"]);
+    assert_eq!(actions, ["upload", "activate", "upload", "upload"]);
     stop.cancel();
     running.wait().await;
 }
