@@ -41,6 +41,7 @@ pub const ROUTES: &[(&str, &str, &[Role])] = &[
     ("POST", "/admin/v1/messages/{id}/resolve", OPERATORS),
     ("POST", "/admin/v1/interfaces/{name}/rollback", DEPLOYERS),
     ("POST", "/admin/v1/interfaces/{name}/activate", DEPLOYERS),
+    ("POST", "/admin/v1/interfaces/{name}/trial", OPERATORS),
     ("POST", "/admin/v1/plugins", DEPLOYERS),
     ("GET", "/admin/v1/audit", AUDITORS),
     ("GET", "/admin/v1/audit/verify", AUDITORS),
@@ -75,6 +76,7 @@ pub(crate) fn router(shared: &Arc<Shared>) -> Router {
         .route("/admin/v1/messages/{id}/resolve", post(resolve))
         .route("/admin/v1/interfaces/{name}/rollback", post(rollback))
         .route("/admin/v1/interfaces/{name}/activate", post(activate))
+        .route("/admin/v1/interfaces/{name}/trial", post(trial))
         .route("/admin/v1/plugins", post(upload))
         .route("/admin/v1/audit", get(audit))
         .route("/admin/v1/audit/verify", get(audit_verify))
@@ -438,6 +440,76 @@ async fn upload(State(admin): State<Admin>, headers: HeaderMap, body: Bytes) -> 
     }
 }
 
+/// The `chain` of an activate or trial body.
+fn chain_of(body: &Value) -> Option<Vec<(String, String)>> {
+    body.get("chain")?
+        .as_array()?
+        .iter()
+        .map(|stage| {
+            Some((
+                stage.get("plugin")?.as_str()?.to_owned(),
+                stage.get("sha256")?.as_str()?.to_owned(),
+            ))
+        })
+        .collect()
+}
+
+/// `POST /admin/v1/interfaces/{name}/trial`, body: `{"chain": [...], "messages": [ids]}`.
+/// Runs the messages through the candidate chain; nothing is journaled or delivered.
+async fn trial(
+    State(admin): State<Admin>,
+    headers: HeaderMap,
+    Path(name): Path<String>,
+    body: Bytes,
+) -> Response {
+    let caller = match authorize(&admin, &headers, OPERATORS) {
+        Ok(c) => c,
+        Err(r) => return r,
+    };
+    let parsed: Option<Value> = serde_json::from_slice(&body).ok();
+    let chain = parsed.as_ref().and_then(chain_of);
+    let ids: Option<Vec<MessageId>> = parsed.as_ref().and_then(|v| {
+        v.get("messages")?
+            .as_array()?
+            .iter()
+            .map(|id| id.as_i64().map(MessageId))
+            .collect()
+    });
+    let (Some(chain), Some(ids)) = (chain, ids) else {
+        return problem(
+            StatusCode::BAD_REQUEST,
+            "body must be {\"chain\": [{\"plugin\": NAME, \"sha256\": DIGEST}, ...], \"messages\": [ID, ...]}",
+        );
+    };
+    if ids.len() > 1000 {
+        return problem(StatusCode::BAD_REQUEST, "at most 1000 messages per trial");
+    }
+    match admin
+        .engine
+        .trial(&name, &chain, &ids, &caller.actor())
+        .await
+    {
+        Ok(results) => axum::Json(json!({
+            "results": results.iter().map(|(id, r)| match r {
+                Ok(crate::Verdict::Forwarded) => json!({"id": id.0, "result": "forwarded"}),
+                Ok(crate::Verdict::Filtered { plugin, reason }) => {
+                    json!({"id": id.0, "result": "filtered", "plugin": plugin, "reason": reason})
+                }
+                Ok(crate::Verdict::Failed(f)) => json!({
+                    "id": id.0, "result": "failed", "stage": f.stage, "kind": f.kind.as_str(),
+                    "path": f.path, "reason": f.reason,
+                }),
+                Err(e) => json!({"id": id.0, "result": "error", "reason": e.to_string()}),
+            }).collect::<Vec<_>>()
+        }))
+        .into_response(),
+        Err(crate::OpError::NoSuchInterface(n)) => {
+            problem(StatusCode::NOT_FOUND, format!("no interface {n}"))
+        }
+        Err(e) => problem(StatusCode::UNPROCESSABLE_ENTITY, e.to_string()),
+    }
+}
+
 /// `POST /admin/v1/interfaces/{name}/activate`, body:
 /// `{"chain": [{"plugin": "visit-status-map", "sha256": "..."}]}`.
 async fn activate(
@@ -450,19 +522,10 @@ async fn activate(
         Ok(c) => c,
         Err(r) => return r,
     };
-    let parsed: Result<Value, _> = serde_json::from_slice(&body);
-    let chain: Option<Vec<(String, String)>> = parsed.ok().and_then(|v| {
-        v.get("chain")?
-            .as_array()?
-            .iter()
-            .map(|stage| {
-                Some((
-                    stage.get("plugin")?.as_str()?.to_owned(),
-                    stage.get("sha256")?.as_str()?.to_owned(),
-                ))
-            })
-            .collect()
-    });
+    let chain = serde_json::from_slice::<Value>(&body)
+        .ok()
+        .as_ref()
+        .and_then(chain_of);
     let Some(chain) = chain else {
         return problem(
             StatusCode::BAD_REQUEST,

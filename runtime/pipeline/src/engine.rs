@@ -522,6 +522,90 @@ impl Engine {
         chain: &[(String, String)],
         actor: &str,
     ) -> Result<Vec<CapabilityChange>, OpError> {
+        let (plugins, changes) = self.load_stored_chain(interface, chain, true)?;
+        self.activate(interface, plugins, actor)?;
+        Ok(changes)
+    }
+
+    /// Runs messages through a candidate chain of uploaded versions without journaling
+    /// or delivering anything: does the fix fix them? Each version passes the same
+    /// grant check as an activation (golden cases are not run). The trial is audited;
+    /// the results carry verdicts, never message content.
+    pub async fn trial(
+        &self,
+        interface: &str,
+        chain: &[(String, String)],
+        ids: &[MessageId],
+        actor: &str,
+    ) -> Result<Vec<(MessageId, Result<Verdict, OpError>)>, OpError> {
+        let (plugins, _) = self.load_stored_chain(interface, chain, false)?;
+        let iface = self.iface(interface)?.clone();
+        let mut results = Vec::with_capacity(ids.len());
+        for &id in ids {
+            let journal = self.shared.journal.clone();
+            let plugins = plugins.clone();
+            let iface = iface.clone();
+            let site = self.shared.site.clone();
+            let run = tokio::task::spawn_blocking(move || -> Result<Verdict, OpError> {
+                let record = journal.show(id)?;
+                if record.inbound.interface != iface.name {
+                    return Err(OpError::Gate(format!(
+                        "message {id} came in on interface {}, not {}",
+                        record.inbound.interface, iface.name
+                    )));
+                }
+                let msg = match Message::parse_owned(record.inbound.raw) {
+                    Ok(msg) => msg,
+                    Err(error) => {
+                        return Ok(Verdict::Failed(chain::Failure {
+                            kind: ErrorKind::Parse,
+                            stage: "parse".to_owned(),
+                            reason: format!("message could not be parsed: {error}"),
+                            path: error.location().map(|p| p.to_string()),
+                        }));
+                    }
+                };
+                let ctx = Context {
+                    interface: iface.name.clone(),
+                    site,
+                    message_id: id.to_string(),
+                    received_at_ms: millis(record.inbound.received_at),
+                };
+                Ok(chain::run(&plugins, msg, &ctx).verdict)
+            })
+            .await
+            .map_err(|e| OpError::Internal(e.to_string()))?;
+            results.push((id, run));
+        }
+        let passed = results
+            .iter()
+            .filter(|(_, r)| matches!(r, Ok(Verdict::Forwarded | Verdict::Filtered { .. })))
+            .count();
+        let stages: Vec<String> = chain
+            .iter()
+            .map(|(n, d)| format!("{n}@{}", &d[..12.min(d.len())]))
+            .collect();
+        self.audit(
+            actor,
+            "trial",
+            &format!("interface:{interface}"),
+            &format!(
+                "[{}] on {} message(s): {passed} passed",
+                stages.join(", "),
+                results.len()
+            ),
+        )?;
+        Ok(results)
+    }
+
+    /// Loads a chain of uploaded versions through the gate (see
+    /// [`Engine::activate_stored`]); `cases` runs the golden cases too.
+    fn load_stored_chain(
+        &self,
+        interface: &str,
+        chain: &[(String, String)],
+        cases: bool,
+    ) -> Result<(Vec<Arc<Plugin>>, Vec<CapabilityChange>), OpError> {
         let iface = self.iface(interface)?;
         let active = iface.chain.load_full();
         let mut plugins = Vec::new();
@@ -555,8 +639,8 @@ impl Engine {
                     &configured.limits,
                 )
                 .map_err(|e| OpError::Gate(e.to_string()))?;
-            if let Some(cases) = &configured.cases {
-                golden_cases(name, &bytes, cases, &configured.limits)?;
+            if let Some(dir) = configured.cases.as_ref().filter(|_| cases) {
+                golden_cases(name, &bytes, dir, &configured.limits)?;
             }
             let before: Vec<&str> = active
                 .plugins
@@ -581,8 +665,7 @@ impl Engine {
             });
             plugins.push(plugin);
         }
-        self.activate(interface, plugins, actor)?;
-        Ok(changes)
+        Ok((plugins, changes))
     }
 
     fn iface(&self, interface: &str) -> Result<&Arc<Iface>, OpError> {

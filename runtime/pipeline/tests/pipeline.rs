@@ -1273,9 +1273,44 @@ async fn uploaded_versions_activate_through_the_gate_or_are_refused_untouched() 
         http_request_with(http, "POST", "/admin/v1/plugins", token, b"not wasm").await;
     assert_eq!(status, 422);
 
+    // A failed message, tried against a candidate before any activation: nothing is
+    // journaled or delivered, the verdicts come back.
+    let (code, _) = send(running.mllp["feed"], &siu("T001", "Teleported")).await;
+    assert_eq!(code, AckCode::AE);
+    let failed = engine
+        .journal()
+        .list_errors(&ErrorFilter::default(), 10)
+        .expect("errors")[0]
+        .message;
+    let stages_before = engine.journal().show(failed).expect("show").stages.len();
+    let trial = format!(
+        r#"{{"chain": [{{"plugin": "visit-status-map", "sha256": "{sha}"}}], "messages": [{}]}}"#,
+        failed.0
+    );
+    let (status, body) = http_request_with(
+        http,
+        "POST",
+        "/admin/v1/interfaces/feed/trial",
+        token,
+        trial.as_bytes(),
+    )
+    .await;
+    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
+    let result = &json(&body)["results"][0];
+    assert_eq!(
+        result["result"], "failed",
+        "the same mapping fails it again: {result}"
+    );
+    assert_eq!(result["path"], "SCH-25-1");
+    assert_eq!(
+        engine.journal().show(failed).expect("show").stages.len(),
+        stages_before,
+        "a trial journals nothing"
+    );
+
     let audit = engine.journal().audit_log(0, 100).expect("audit");
     let actions: Vec<&str> = audit.iter().map(|e| e.entry.action.as_str()).collect();
-    assert_eq!(actions, ["upload", "activate", "upload", "upload"]);
+    assert_eq!(actions, ["upload", "activate", "upload", "upload", "trial"]);
     stop.cancel();
     running.wait().await;
 }
