@@ -74,19 +74,15 @@ pub struct ResolveArgs {
 }
 
 fn parse_kind(s: &str) -> Result<ErrorKind, String> {
-    const KINDS: [ErrorKind; 7] = [
-        ErrorKind::Parse,
-        ErrorKind::PluginFail,
-        ErrorKind::Trap,
-        ErrorKind::Timeout,
-        ErrorKind::OutOfMemory,
-        ErrorKind::Destination,
-        ErrorKind::Internal,
-    ];
-    KINDS.into_iter().find(|k| k.as_str() == s).ok_or_else(|| {
-        let names: Vec<&str> = KINDS.iter().map(|k| k.as_str()).collect();
-        format!("unknown kind; one of {}", names.join(", "))
-    })
+    let kinds = ErrorKind::ALL;
+    kinds
+        .iter()
+        .copied()
+        .find(|k| k.as_str() == s)
+        .ok_or_else(|| {
+            let names: Vec<&str> = kinds.iter().map(|k| k.as_str()).collect();
+            format!("unknown kind; one of {}", names.join(", "))
+        })
 }
 
 pub fn list(args: &ListArgs) -> anyhow::Result<ExitCode> {

@@ -46,7 +46,8 @@ pub fn send(args: &SendArgs) -> anyhow::Result<ExitCode> {
                 (ack, false)
             }
             Err(other) => {
-                println!("{label}: not sent: {}", error_chain(&other));
+                // `{:#}` prints the error with its causes on one line.
+                println!("{label}: not sent: {:#}", anyhow::Error::new(other));
                 refused += 1;
                 continue;
             }
@@ -74,15 +75,4 @@ pub fn send(args: &SendArgs) -> anyhow::Result<ExitCode> {
     } else {
         ExitCode::from(1)
     })
-}
-
-fn error_chain(err: &dyn std::error::Error) -> String {
-    let mut text = err.to_string();
-    let mut source = err.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
 }

@@ -20,6 +20,9 @@ macro_rules! text_enum {
         pub enum $name { $($(#[$vm])* $variant,)* }
 
         impl $name {
+            /// Every value, in declaration order.
+            pub const ALL: &'static [$name] = &[$(Self::$variant,)*];
+
             /// The stored (and displayed) form.
             pub fn as_str(self) -> &'static str {
                 match self { $(Self::$variant => $text,)* }

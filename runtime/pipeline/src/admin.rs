@@ -21,6 +21,7 @@ use plexus_journal::{AuditEntry, ErrorFilter, MessageId};
 use serde_json::{Value, json};
 
 use crate::engine::{Engine, ReplayOutcome, Shared};
+use crate::sha256_hex;
 
 /// Roles that may read interfaces, errors and (masked) messages.
 const READERS: &[Role] = &[Role::Viewer, Role::Operator, Role::Deployer, Role::Admin];
@@ -132,15 +133,6 @@ fn authorize(admin: &Admin, headers: &HeaderMap, allowed: &[Role]) -> Result<Cal
     Ok(Caller {
         name: known.name.to_string(),
     })
-}
-
-/// sha256 of `bytes`, lowercase hex: how tokens are stored.
-pub fn sha256_hex(bytes: &[u8]) -> String {
-    use sha2::{Digest, Sha256};
-    Sha256::digest(bytes)
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
 }
 
 fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {

@@ -37,6 +37,18 @@ pub struct Failure {
     pub path: Option<String>,
 }
 
+impl Failure {
+    /// The error-queue entry for a message that does not parse.
+    pub(crate) fn parse(error: &plexus_hl7::ParseError) -> Failure {
+        Failure {
+            kind: ErrorKind::Parse,
+            stage: "parse".to_owned(),
+            reason: format!("message could not be parsed: {error}"),
+            path: error.location().map(|p| p.to_string()),
+        }
+    }
+}
+
 /// What the chain produced: stage records and the verdict.
 #[derive(Debug)]
 pub(crate) struct ChainRun {
@@ -140,7 +152,7 @@ pub(crate) fn run(chain: &[Arc<Plugin>], mut msg: Message<'static>, ctx: &Contex
                         reason: format!(
                             "plug-in {} ({}) failed the message: {}{at}: {}",
                             plugin.name(),
-                            short(plugin.sha256()),
+                            plexus_sandbox::inspect::short(plugin.sha256()),
                             failure.kind,
                             failure.detail
                         ),
@@ -154,8 +166,4 @@ pub(crate) fn run(chain: &[Arc<Plugin>], mut msg: Message<'static>, ctx: &Contex
         stages,
         verdict: Verdict::Forwarded,
     }
-}
-
-fn short(digest: &str) -> &str {
-    digest.get(..12).unwrap_or(digest)
 }

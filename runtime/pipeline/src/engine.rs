@@ -11,9 +11,7 @@ use std::time::SystemTime;
 use arc_swap::ArcSwap;
 use plexus_config::{Config, Inbound};
 use plexus_hl7::Message;
-use plexus_journal::{
-    ErrorKind, ErrorReport, Journal, JournalOptions, MessageId, Processing, Resume, SqliteJournal,
-};
+use plexus_journal::{Journal, JournalOptions, MessageId, Resume, SqliteJournal};
 use plexus_sandbox::{Context, Plugin, PluginSpec, Sandbox, SandboxConfig, Table, TableSet};
 use tokio::sync::{Notify, Semaphore};
 use tokio::task::JoinSet;
@@ -556,14 +554,7 @@ impl Engine {
                 }
                 let msg = match Message::parse_owned(record.inbound.raw) {
                     Ok(msg) => msg,
-                    Err(error) => {
-                        return Ok(Verdict::Failed(chain::Failure {
-                            kind: ErrorKind::Parse,
-                            stage: "parse".to_owned(),
-                            reason: format!("message could not be parsed: {error}"),
-                            path: error.location().map(|p| p.to_string()),
-                        }));
-                    }
+                    Err(error) => return Ok(Verdict::Failed(chain::Failure::parse(&error))),
                 };
                 let ctx = Context {
                     interface: iface.name.clone(),
@@ -583,7 +574,7 @@ impl Engine {
             .count();
         let stages: Vec<String> = chain
             .iter()
-            .map(|(n, d)| format!("{n}@{}", &d[..12.min(d.len())]))
+            .map(|(name, digest)| stage_label(name, digest))
             .collect();
         self.audit(
             actor,
@@ -804,23 +795,9 @@ impl Engine {
             let iface = task_iface;
             let (processing, outcome) = match Message::parse_owned(record.inbound.raw.clone()) {
                 Err(error) => {
-                    let failure = chain::Failure {
-                        kind: ErrorKind::Parse,
-                        stage: "parse".to_owned(),
-                        reason: format!("message could not be parsed: {error}"),
-                        path: error.location().map(|p| p.to_string()),
-                    };
-                    let processing = Processing {
-                        error: Some(ErrorReport {
-                            message: id,
-                            stage: failure.stage.clone(),
-                            kind: failure.kind,
-                            reason: failure.reason.clone(),
-                            path: failure.path.clone(),
-                        }),
-                        processed: true,
-                        ..Processing::default()
-                    };
+                    let failure = chain::Failure::parse(&error);
+                    let verdict = Verdict::Failed(failure.clone());
+                    let processing = processing_for(&iface, Vec::new(), &verdict);
                     (processing, ReplayOutcome::FailedAgain(failure))
                 }
                 Ok(msg) => {
@@ -887,9 +864,14 @@ fn describe_chain(chain: &ActiveChain) -> String {
     let stages: Vec<String> = chain
         .plugins
         .iter()
-        .map(|p| format!("{}@{}", p.name(), &p.sha256()[..12.min(p.sha256().len())]))
+        .map(|p| stage_label(p.name(), p.sha256()))
         .collect();
     format!("[{}]", stages.join(", "))
+}
+
+/// `name@sha256-prefix`.
+fn stage_label(name: &str, digest: &str) -> String {
+    format!("{name}@{}", plexus_sandbox::inspect::short(digest))
 }
 
 /// The journal file for a config.

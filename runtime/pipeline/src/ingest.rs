@@ -85,18 +85,8 @@ pub(crate) async fn accept(
         let (processing, outcome) = match Message::parse_owned(raw.to_vec()) {
             Err(error) => {
                 drop(permit);
-                let processing = Processing {
-                    error: Some(ErrorReport {
-                        message: MessageId(0),
-                        stage: "parse".to_owned(),
-                        kind: ErrorKind::Parse,
-                        reason: format!("message could not be parsed: {error}"),
-                        path: error.location().map(|p| p.to_string()),
-                    }),
-                    processed: true,
-                    ..Processing::default()
-                };
-                (processing, Err(error))
+                let verdict = Verdict::Failed(Failure::parse(&error));
+                (processing_for(&iface, Vec::new(), &verdict), Err(error))
             }
             Ok(msg) => {
                 inbound.control_id = msg.control_id().map(|c| c.into_owned());

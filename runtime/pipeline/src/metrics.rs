@@ -24,15 +24,8 @@ const ACK_CODES: [AckCode; 6] = [
     AckCode::CR,
 ];
 
-const ERROR_KINDS: [ErrorKind; 7] = [
-    ErrorKind::Parse,
-    ErrorKind::PluginFail,
-    ErrorKind::Trap,
-    ErrorKind::Timeout,
-    ErrorKind::OutOfMemory,
-    ErrorKind::Destination,
-    ErrorKind::Internal,
-];
+/// One counter per error kind, in `ErrorKind::ALL` order.
+const ERROR_KINDS: &[ErrorKind] = ErrorKind::ALL;
 
 /// One interface's counters.
 #[derive(Debug, Default)]
@@ -40,7 +33,7 @@ pub(crate) struct IfaceMetrics {
     received: AtomicU64,
     filtered: AtomicU64,
     acks: [AtomicU64; 6],
-    errored: [AtomicU64; 7],
+    errored: [AtomicU64; ErrorKind::ALL.len()],
     activations: AtomicU64,
     latency_buckets: [AtomicU64; 10],
     latency_count: AtomicU64,
