@@ -16,7 +16,10 @@ use crate::config::Limits;
 /// The data of one store.
 pub(crate) struct HostState {
     pub(crate) table: ResourceTable,
-    pub(crate) wasi: wasmtime_wasi::WasiCtx,
+    /// Built on the plug-in's first WASI call (a print, a panic message): most runs
+    /// make none, and building it is a good share of a fresh instance's cost.
+    wasi: Option<wasmtime_wasi::WasiCtx>,
+    received_at_ms: u64,
     pub(crate) limiter: MemoryLimiter,
     pub(crate) log: log::LogSink,
     pub(crate) tables: tables::TableAccess,
@@ -29,7 +32,8 @@ impl HostState {
         let stdio = wasi::Stdio::new(limits.log_bytes);
         HostState {
             table: ResourceTable::new(),
-            wasi: wasi::context(&stdio, received_at_ms),
+            wasi: None,
+            received_at_ms,
             limiter: MemoryLimiter::new(limits.memory_bytes),
             log: log::LogSink::new(limits),
             tables,
@@ -86,8 +90,9 @@ impl wasmtime::ResourceLimiter for MemoryLimiter {
 
 impl wasmtime_wasi::WasiView for HostState {
     fn ctx(&mut self) -> wasmtime_wasi::WasiCtxView<'_> {
+        let (stdio, at) = (&self.stdio, self.received_at_ms);
         wasmtime_wasi::WasiCtxView {
-            ctx: &mut self.wasi,
+            ctx: self.wasi.get_or_insert_with(|| wasi::context(stdio, at)),
             table: &mut self.table,
         }
     }
