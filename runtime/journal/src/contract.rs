@@ -15,8 +15,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use crate::{
     Attempt, AuditEntry, DeliveryResult, DeliveryStatus, Edit, Error, ErrorFilter, ErrorKind,
-    ErrorReport, Inbound, Journal, MessageId, OutcomeKind, Processing, Resume, SourceKind,
-    StageRecord, Unfinished,
+    ErrorReport, Inbound, Journal, MessageId, OutcomeKind, Processing, Resume, ShadowResult,
+    ShadowRun, SourceKind, StageRecord, Unfinished,
 };
 
 /// The duplicate window the store under test must be opened with.
@@ -42,6 +42,7 @@ pub fn all<J: Journal>() -> Vec<(&'static str, ContractTest<J>)> {
         ("ingest_is_one_unit", ingest_is_one_unit::<J>),
         ("batched_attempts_and_due", batched_attempts_and_due::<J>),
         ("audit_log_is_a_hash_chain", audit_log_is_a_hash_chain::<J>),
+        ("shadow_runs_and_results", shadow_runs_and_results::<J>),
     ]
 }
 
@@ -868,4 +869,94 @@ pub fn audit_log_is_a_hash_chain<J: Journal>(open: &dyn Fn() -> J) {
     let verified = j.verify_audit().expect("verify");
     assert_eq!(verified.entries, 3);
     assert_eq!(verified.first_broken, None);
+}
+
+/// Shadow runs are listed newest first per interface, end once (the first reason
+/// stays), and keep each message's result, the candidate's output apart; results
+/// survive a reopen; an unknown run is an error.
+pub fn shadow_runs_and_results<J: Journal>(open: &dyn Fn() -> J) {
+    let journal = open();
+    let candidate = vec![
+        ("demographics-normalize".to_owned(), "a".repeat(64)),
+        ("visit-status-map".to_owned(), "b".repeat(64)),
+    ];
+    let first = journal
+        .shadow_start(ShadowRun {
+            interface: "scheduling".into(),
+            candidate: candidate.clone(),
+            started_by: "token:deploy".into(),
+        })
+        .expect("start");
+    let other = journal
+        .shadow_start(ShadowRun {
+            interface: "lab".into(),
+            candidate: vec![("provider-id-map".to_owned(), "c".repeat(64))],
+            started_by: "token:deploy".into(),
+        })
+        .expect("start");
+    assert_ne!(first, other);
+    let id = journal
+        .append(inbound("scheduling", Some("S1"), at(1)))
+        .expect("append")
+        .id;
+    let result = |message: MessageId, differing: Vec<String>| ShadowResult {
+        run: first,
+        message,
+        active: OutcomeKind::Forward,
+        candidate: if differing.is_empty() {
+            OutcomeKind::Forward
+        } else {
+            OutcomeKind::Fail
+        },
+        differing,
+        output: Some(b"MSH|^~\\&|candidate".to_vec()),
+        detail: None,
+    };
+    journal
+        .shadow_record(vec![
+            result(MessageId(id.0 + 1), vec![]),
+            result(id, vec!["SCH-25-1".into()]),
+        ])
+        .expect("record");
+    // Recording a message again replaces its result.
+    journal
+        .shadow_record(vec![result(id, vec!["SCH-25-1".into(), "PID-5-1".into()])])
+        .expect("record again");
+    journal.shadow_end(first, "stopped").expect("end");
+    journal.shadow_end(first, "promoted").expect("end again");
+    assert!(matches!(
+        journal.shadow_end(9_999, "stopped"),
+        Err(Error::NoShadowRun(9_999))
+    ));
+    drop(journal);
+
+    let journal = open();
+    let runs = journal.shadow_runs(Some("scheduling")).expect("runs");
+    assert_eq!(runs.len(), 1);
+    assert_eq!(runs[0].id, first);
+    assert_eq!(runs[0].run.candidate, candidate);
+    assert_eq!(runs[0].run.started_by, "token:deploy");
+    let (_, how) = runs[0].ended.clone().expect("ended");
+    assert_eq!(how, "stopped", "the first end reason stays");
+    let all = journal.shadow_runs(None).expect("all runs");
+    assert_eq!(
+        all.iter().map(|r| r.id).collect::<Vec<_>>(),
+        vec![other, first],
+        "newest first"
+    );
+    assert!(all[0].ended.is_none());
+
+    let results = journal.shadow_results(first).expect("results");
+    assert_eq!(results.len(), 2);
+    assert_eq!(results[0].message, id);
+    assert_eq!(results[0].differing, vec!["SCH-25-1", "PID-5-1"]);
+    assert_eq!(results[0].candidate, OutcomeKind::Fail);
+    assert!(results[0].output.is_none(), "listed without output bytes");
+    assert!(results[1].differing.is_empty());
+    assert_eq!(
+        journal.shadow_output(first, id).expect("output"),
+        Some(b"MSH|^~\\&|candidate".to_vec())
+    );
+    assert_eq!(journal.shadow_output(other, id).expect("none"), None);
+    assert!(journal.shadow_results(other).expect("empty").is_empty());
 }

@@ -48,6 +48,9 @@ pub enum Error {
     /// No message with this id.
     #[error("message {0} not found in the journal")]
     NotFound(MessageId),
+    /// No shadow run with this id.
+    #[error("shadow run {0} not found in the journal")]
+    NoShadowRun(i64),
     /// No delivery of this message to this destination was enqueued.
     #[error("message {id} was never enqueued for destination {destination:?}")]
     NotEnqueued {

@@ -159,6 +159,27 @@ pub trait Journal: Send + Sync {
     /// Recomputes the audit log's hash chain and reports the first broken entry.
     fn verify_audit(&self) -> Result<AuditVerification>;
 
+    /// Records the start of a shadow run; returns its id.
+    fn shadow_start(&self, run: ShadowRun) -> Result<i64>;
+
+    /// Marks a shadow run ended, saying why (`stopped`, `promoted`, ...). Ending one that
+    /// has ended already keeps the first reason.
+    fn shadow_end(&self, run: i64, how: &str) -> Result<()>;
+
+    /// Records shadow results, all in one commit. A result recorded twice for the same
+    /// run and message replaces the first.
+    fn shadow_record(&self, results: Vec<ShadowResult>) -> Result<()>;
+
+    /// Shadow runs, newest first; only `interface`'s when given.
+    fn shadow_runs(&self, interface: Option<&str>) -> Result<Vec<ShadowRunRecord>>;
+
+    /// A run's results in message order, without their output bytes (see
+    /// [`Journal::shadow_output`]).
+    fn shadow_results(&self, run: i64) -> Result<Vec<ShadowResult>>;
+
+    /// The candidate's output for one message of a run.
+    fn shadow_output(&self, run: i64, message: MessageId) -> Result<Option<Vec<u8>>>;
+
     /// Deletes messages received before `older_than` that have nothing left to do:
     /// processed, no delivery pending, retrying or failed, and no open error. A message
     /// whose error was resolved may be pruned. Returns the number deleted.

@@ -23,6 +23,7 @@ use crate::types::*;
 const MIGRATIONS: &[&str] = &[
     include_str!("schema.sql"),
     include_str!("schema_v2_audit.sql"),
+    include_str!("schema_v3_shadow.sql"),
 ];
 
 /// Tuning for [`SqliteJournal`].
@@ -1284,6 +1285,163 @@ impl Journal for SqliteJournal {
         Ok(work.into_values().collect())
     }
 
+    fn shadow_start(&self, run: ShadowRun) -> Result<i64> {
+        self.write("shadow_start", move |conn| {
+            let candidate: Vec<String> = run
+                .candidate
+                .iter()
+                .map(|(name, sha)| format!("{name}@{sha}"))
+                .collect();
+            conn.prepare_cached(
+                "INSERT INTO shadow_runs (interface, candidate, started_at, started_by)
+                 VALUES (?1, ?2, ?3, ?4)",
+            )
+            .and_then(|mut s| {
+                s.execute(params![
+                    run.interface,
+                    candidate.join(" "),
+                    to_ms(SystemTime::now()),
+                    run.started_by
+                ])
+            })
+            .map_err(Error::sql("shadow_start"))?;
+            Ok(conn.last_insert_rowid())
+        })
+    }
+
+    fn shadow_end(&self, run: i64, how: &str) -> Result<()> {
+        let how = how.to_owned();
+        self.write("shadow_end", move |conn| {
+            let found = conn
+                .prepare_cached("SELECT 1 FROM shadow_runs WHERE id = ?1")
+                .and_then(|mut s| s.exists([run]))
+                .map_err(Error::sql("shadow_end"))?;
+            if !found {
+                return Err(Error::NoShadowRun(run));
+            }
+            conn.prepare_cached(
+                "UPDATE shadow_runs SET ended_at = ?2, ended_how = ?3
+                 WHERE id = ?1 AND ended_at IS NULL",
+            )
+            .and_then(|mut s| s.execute(params![run, to_ms(SystemTime::now()), how]))
+            .map_err(Error::sql("shadow_end"))?;
+            Ok(())
+        })
+    }
+
+    fn shadow_record(&self, results: Vec<ShadowResult>) -> Result<()> {
+        if results.is_empty() {
+            return Ok(());
+        }
+        self.write("shadow_record", move |conn| {
+            let at = to_ms(SystemTime::now());
+            let mut stmt = conn
+                .prepare_cached(
+                    "INSERT OR REPLACE INTO shadow_results
+                     (run_id, message_id, at, active, candidate, differing, output, detail)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+                )
+                .map_err(Error::sql("shadow_record"))?;
+            for r in results {
+                stmt.execute(params![
+                    r.run,
+                    r.message.0,
+                    at,
+                    r.active.as_str(),
+                    r.candidate.as_str(),
+                    r.differing.join("\n"),
+                    r.output,
+                    r.detail
+                ])
+                .map_err(Error::sql("shadow_record"))?;
+            }
+            Ok(())
+        })
+    }
+
+    fn shadow_runs(&self, interface: Option<&str>) -> Result<Vec<ShadowRunRecord>> {
+        let conn = self.read();
+        conn.prepare_cached(
+            "SELECT id, interface, candidate, started_at, started_by, ended_at, ended_how
+             FROM shadow_runs WHERE ?1 IS NULL OR interface = ?1 ORDER BY id DESC",
+        )
+        .and_then(|mut s| {
+            s.query_map([interface], |r| {
+                let candidate: String = r.get(2)?;
+                let ended_at: Option<i64> = r.get(5)?;
+                let ended_how: Option<String> = r.get(6)?;
+                Ok(ShadowRunRecord {
+                    id: r.get(0)?,
+                    run: ShadowRun {
+                        interface: r.get(1)?,
+                        candidate: candidate
+                            .split_whitespace()
+                            .map(|stage| match stage.rsplit_once('@') {
+                                Some((name, sha)) => (name.to_owned(), sha.to_owned()),
+                                None => (stage.to_owned(), String::new()),
+                            })
+                            .collect(),
+                        started_by: r.get(4)?,
+                    },
+                    started_at: from_ms(r.get(3)?),
+                    ended: ended_at.map(|at| (from_ms(at), ended_how.unwrap_or_default())),
+                })
+            })?
+            .collect()
+        })
+        .map_err(Error::sql("shadow_runs"))
+    }
+
+    fn shadow_results(&self, run: i64) -> Result<Vec<ShadowResult>> {
+        let conn = self.read();
+        let rows: Vec<(i64, String, String, String, Option<String>)> = conn
+            .prepare_cached(
+                "SELECT message_id, active, candidate, differing, detail
+                 FROM shadow_results WHERE run_id = ?1 ORDER BY message_id",
+            )
+            .and_then(|mut s| {
+                s.query_map([run], |r| {
+                    Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
+                })?
+                .collect()
+            })
+            .map_err(Error::sql("shadow_results"))?;
+        rows.into_iter()
+            .map(|(message, active, candidate, differing, detail)| {
+                Ok(ShadowResult {
+                    run,
+                    message: MessageId(message),
+                    active: parse_text("shadow_results.active", OutcomeKind::parse, &active)?,
+                    candidate: parse_text(
+                        "shadow_results.candidate",
+                        OutcomeKind::parse,
+                        &candidate,
+                    )?,
+                    differing: differing
+                        .lines()
+                        .filter(|l| !l.is_empty())
+                        .map(str::to_owned)
+                        .collect(),
+                    output: None,
+                    detail,
+                })
+            })
+            .collect()
+    }
+
+    fn shadow_output(&self, run: i64, message: MessageId) -> Result<Option<Vec<u8>>> {
+        let conn = self.read();
+        conn.prepare_cached(
+            "SELECT output FROM shadow_results WHERE run_id = ?1 AND message_id = ?2",
+        )
+        .and_then(|mut s| {
+            s.query_row(params![run, message.0], |r| r.get(0))
+                .optional()
+        })
+        .map(Option::flatten)
+        .map_err(Error::sql("shadow_output"))
+    }
+
     fn prune_delivered(&self, older_than: SystemTime) -> Result<u64> {
         let cutoff = to_ms(older_than);
         self.write("prune_delivered", move |conn| {
@@ -1304,6 +1462,10 @@ impl Journal for SqliteJournal {
                            OR EXISTS (SELECT 1 FROM errors e WHERE e.message_id = messages.id)
                        )",
                 )
+                .and_then(|mut s| s.execute([cutoff]))
+                .map_err(Error::sql("prune_delivered"))?;
+            // Shadow results age out with the messages they compare.
+            conn.prepare_cached("DELETE FROM shadow_results WHERE at < ?1")
                 .and_then(|mut s| s.execute([cutoff]))
                 .map_err(Error::sql("prune_delivered"))?;
             Ok(n as u64)

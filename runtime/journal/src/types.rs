@@ -487,3 +487,48 @@ pub struct QueueDepth {
     /// When the oldest of them arrived.
     pub oldest: Option<SystemTime>,
 }
+
+/// A shadow run to start: a candidate chain that runs beside an interface's active chain
+/// on live traffic, journaled but never delivered.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ShadowRun {
+    /// The interface.
+    pub interface: String,
+    /// The candidate chain: `(plug-in name, sha256)` per stage, in order.
+    pub candidate: Vec<(String, String)>,
+    /// Who started it (`token:NAME`, `cli:USER`).
+    pub started_by: String,
+}
+
+/// A stored shadow run.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ShadowRunRecord {
+    /// Its id.
+    pub id: i64,
+    /// What was started.
+    pub run: ShadowRun,
+    /// When.
+    pub started_at: SystemTime,
+    /// When it ended and why (`stopped`, `promoted`, ...); `None` while it runs.
+    pub ended: Option<(SystemTime, String)>,
+}
+
+/// One message's shadow result: how the active and the candidate chain each ended and
+/// where their outputs differ.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ShadowResult {
+    /// The shadow run.
+    pub run: i64,
+    /// The journaled message.
+    pub message: MessageId,
+    /// How the active chain ended.
+    pub active: OutcomeKind,
+    /// How the candidate chain ended.
+    pub candidate: OutcomeKind,
+    /// Paths whose values differ between the two outputs (`PID-5-1`, `OBX[2]`).
+    pub differing: Vec<String>,
+    /// The candidate's output, when it forwarded the message.
+    pub output: Option<Vec<u8>>,
+    /// The candidate's failure (kind and path), when it failed.
+    pub detail: Option<String>,
+}

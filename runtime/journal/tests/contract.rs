@@ -41,4 +41,5 @@ contract_tests!(
     ingest_is_one_unit,
     batched_attempts_and_due,
     audit_log_is_a_hash_chain,
+    shadow_runs_and_results,
 );

@@ -43,7 +43,22 @@ pub const ROUTES: &[(&str, &str, &[Role])] = &[
     ("POST", "/admin/v1/interfaces/{name}/rollback", DEPLOYERS),
     ("POST", "/admin/v1/interfaces/{name}/activate", DEPLOYERS),
     ("POST", "/admin/v1/interfaces/{name}/trial", OPERATORS),
+    ("POST", "/admin/v1/interfaces/{name}/shadow", DEPLOYERS),
+    ("GET", "/admin/v1/interfaces/{name}/shadow", READERS),
+    (
+        "GET",
+        "/admin/v1/interfaces/{name}/shadow?unmasked=true",
+        OPERATORS,
+    ),
+    ("DELETE", "/admin/v1/interfaces/{name}/shadow", DEPLOYERS),
+    (
+        "POST",
+        "/admin/v1/interfaces/{name}/shadow/promote",
+        DEPLOYERS,
+    ),
     ("POST", "/admin/v1/plugins", DEPLOYERS),
+    ("GET", "/admin/v1/plugins", READERS),
+    ("GET", "/admin/v1/plugins/{sha256}", READERS),
     ("GET", "/admin/v1/audit", AUDITORS),
     ("GET", "/admin/v1/audit/verify", AUDITORS),
 ];
@@ -78,7 +93,16 @@ pub(crate) fn router(shared: &Arc<Shared>) -> Router {
         .route("/admin/v1/interfaces/{name}/rollback", post(rollback))
         .route("/admin/v1/interfaces/{name}/activate", post(activate))
         .route("/admin/v1/interfaces/{name}/trial", post(trial))
-        .route("/admin/v1/plugins", post(upload))
+        .route(
+            "/admin/v1/interfaces/{name}/shadow",
+            post(shadow_start).get(shadow_report).delete(shadow_stop),
+        )
+        .route(
+            "/admin/v1/interfaces/{name}/shadow/promote",
+            post(shadow_promote),
+        )
+        .route("/admin/v1/plugins", post(upload).get(plugins))
+        .route("/admin/v1/plugins/{sha256}", get(plugin))
         .route("/admin/v1/audit", get(audit))
         .route("/admin/v1/audit/verify", get(audit_verify))
         .with_state(state)
@@ -416,18 +440,84 @@ async fn upload(State(admin): State<Admin>, headers: HeaderMap, body: Bytes) -> 
     })
     .await;
     match stored {
-        Ok(Ok(i)) => (
-            StatusCode::CREATED,
-            axum::Json(json!({
+        Ok(Ok(i)) => (StatusCode::CREATED, axum::Json(inspection_json(&i))).into_response(),
+        Ok(Err(e)) => problem(StatusCode::UNPROCESSABLE_ENTITY, e.to_string()),
+        Err(e) => problem(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+    }
+}
+
+/// A plug-in version as the reviewer's sheet shows it.
+fn inspection_json(i: &plexus_sandbox::inspect::Inspection) -> Value {
+    use plexus_sandbox::inspect::Class;
+    json!({
+        "sha256": i.sha256,
+        "size": i.size,
+        "capabilities": i.capabilities(),
+        "requests_reuse": i.requests_reuse,
+        "imports": i.imports.iter().map(|(name, class)| {
+            let mut entry = json!({"import": name, "class": class.label()});
+            match class {
+                Class::Capability { name, grant } => {
+                    entry["capability"] = json!(name);
+                    entry["grant"] = json!(grant);
+                }
+                Class::Inert { effect } => entry["effect"] = json!(effect),
+                Class::Unavailable { why } => entry["refused"] = json!(why),
+                _ => {}
+            }
+            entry
+        }).collect::<Vec<_>>(),
+        "exports": i.exports,
+        "producers": i.producers,
+    })
+}
+
+/// `GET /admin/v1/plugins`: every version uploaded or running, with the interfaces
+/// whose active chain runs it.
+async fn plugins(State(admin): State<Admin>, headers: HeaderMap) -> Response {
+    if let Err(r) = authorize(&admin, &headers, READERS) {
+        return r;
+    }
+    let engine = admin.engine.clone();
+    match tokio::task::spawn_blocking(move || engine.plugin_versions()).await {
+        Ok(Ok(versions)) => axum::Json(json!({
+            "plugins": versions.iter().map(|(i, active_on)| json!({
                 "sha256": i.sha256,
                 "size": i.size,
                 "capabilities": i.capabilities(),
-                "imports": i.imports.iter().map(|(name, class)| json!({"import": name, "class": class.label()})).collect::<Vec<_>>(),
-                "exports": i.exports,
-            })),
-        )
-            .into_response(),
-        Ok(Err(e)) => problem(StatusCode::UNPROCESSABLE_ENTITY, e.to_string()),
+                "active_on": active_on,
+            })).collect::<Vec<_>>(),
+        }))
+        .into_response(),
+        Ok(Err(e)) => op_problem(&e),
+        Err(e) => problem(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+    }
+}
+
+/// `GET /admin/v1/plugins/{sha256}`: one version's inspection.
+async fn plugin(
+    State(admin): State<Admin>,
+    headers: HeaderMap,
+    Path(sha256): Path<String>,
+) -> Response {
+    if let Err(r) = authorize(&admin, &headers, READERS) {
+        return r;
+    }
+    let engine = admin.engine.clone();
+    let wanted = sha256.to_ascii_lowercase();
+    match tokio::task::spawn_blocking(move || engine.plugin_versions()).await {
+        Ok(Ok(versions)) => match versions.into_iter().find(|(i, _)| i.sha256 == wanted) {
+            Some((i, active_on)) => {
+                let mut body = inspection_json(&i);
+                body["active_on"] = json!(active_on);
+                axum::Json(body).into_response()
+            }
+            None => problem(
+                StatusCode::NOT_FOUND,
+                format!("no plug-in version {sha256} is uploaded or running"),
+            ),
+        },
+        Ok(Err(e)) => op_problem(&e),
         Err(e) => problem(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
     }
 }
@@ -540,6 +630,163 @@ async fn activate(
             problem(StatusCode::NOT_FOUND, format!("no interface {n}"))
         }
         Ok(Err(e)) => problem(StatusCode::UNPROCESSABLE_ENTITY, e.to_string()),
+        Err(e) => problem(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+    }
+}
+
+/// The answer for a failed operator action: 404 for what does not exist, 422 for what
+/// the gate or the state refuses, 500 otherwise.
+fn op_problem(e: &crate::OpError) -> Response {
+    use crate::OpError;
+    let status = match e {
+        OpError::NoSuchInterface(_) | OpError::NoShadow { .. } => StatusCode::NOT_FOUND,
+        OpError::Journal(plexus_journal::Error::NotFound(_)) => StatusCode::NOT_FOUND,
+        OpError::Journal(_) | OpError::Internal(_) | OpError::Store(_) => {
+            StatusCode::INTERNAL_SERVER_ERROR
+        }
+        _ => StatusCode::UNPROCESSABLE_ENTITY,
+    };
+    problem(status, e.to_string())
+}
+
+fn capability_changes(changes: &[crate::CapabilityChange]) -> Vec<Value> {
+    changes
+        .iter()
+        .map(|c| {
+            json!({
+                "plugin": c.plugin, "sha256": c.sha256, "added": c.added, "removed": c.removed,
+            })
+        })
+        .collect()
+}
+
+/// `POST /admin/v1/interfaces/{name}/shadow`, body `{"chain": [...]}`: runs the
+/// candidate beside the active chain on live traffic; nothing it outputs is delivered.
+async fn shadow_start(
+    State(admin): State<Admin>,
+    headers: HeaderMap,
+    Path(name): Path<String>,
+    body: Bytes,
+) -> Response {
+    let caller = match authorize(&admin, &headers, DEPLOYERS) {
+        Ok(c) => c,
+        Err(r) => return r,
+    };
+    let Some(chain) = serde_json::from_slice::<Value>(&body)
+        .ok()
+        .as_ref()
+        .and_then(chain_of)
+    else {
+        return problem(
+            StatusCode::BAD_REQUEST,
+            "body must be {\"chain\": [{\"plugin\": NAME, \"sha256\": DIGEST}, ...]}",
+        );
+    };
+    let engine = admin.engine.clone();
+    let actor = caller.actor();
+    match tokio::task::spawn_blocking(move || engine.shadow_start(&name, &chain, &actor)).await {
+        Ok(Ok((run, changes))) => (
+            StatusCode::CREATED,
+            axum::Json(json!({
+                "result": "shadowing",
+                "run": run,
+                "capability_changes": capability_changes(&changes),
+            })),
+        )
+            .into_response(),
+        Ok(Err(e)) => op_problem(&e),
+        Err(e) => problem(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+    }
+}
+
+#[derive(Debug, serde::Deserialize)]
+struct ShadowQuery {
+    run: Option<i64>,
+    unmasked: Option<bool>,
+    examples: Option<usize>,
+}
+
+/// `GET /admin/v1/interfaces/{name}/shadow[?run=ID][&unmasked=true]`: the report of the
+/// latest (or the named) shadow run. Example values are masked unless `unmasked=true`,
+/// which needs a role that may see message content and is audited.
+async fn shadow_report(
+    State(admin): State<Admin>,
+    headers: HeaderMap,
+    Path(name): Path<String>,
+    Query(q): Query<ShadowQuery>,
+) -> Response {
+    let unmasked = q.unmasked.unwrap_or(false);
+    let caller = match authorize(&admin, &headers, if unmasked { OPERATORS } else { READERS }) {
+        Ok(c) => c,
+        Err(r) => return r,
+    };
+    let options = crate::shadow::ReportOptions {
+        unmasked,
+        examples: q.examples.unwrap_or(5).min(100),
+    };
+    let engine = admin.engine.clone();
+    let interface = name.clone();
+    let report =
+        tokio::task::spawn_blocking(move || engine.shadow_report(&interface, q.run, options)).await;
+    match report {
+        Ok(Ok(report)) => {
+            if unmasked
+                && let Err(e) = admin.engine.audit_action(
+                    &caller.actor(),
+                    "unmasked-view",
+                    &format!("interface:{name}"),
+                    &format!("shadow report, run {}", report.run),
+                )
+            {
+                return problem(StatusCode::INTERNAL_SERVER_ERROR, e.to_string());
+            }
+            axum::Json(report).into_response()
+        }
+        Ok(Err(e)) => op_problem(&e),
+        Err(e) => problem(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+    }
+}
+
+/// `DELETE /admin/v1/interfaces/{name}/shadow`: stops the shadow run.
+async fn shadow_stop(
+    State(admin): State<Admin>,
+    headers: HeaderMap,
+    Path(name): Path<String>,
+) -> Response {
+    let caller = match authorize(&admin, &headers, DEPLOYERS) {
+        Ok(c) => c,
+        Err(r) => return r,
+    };
+    let engine = admin.engine.clone();
+    let actor = caller.actor();
+    match tokio::task::spawn_blocking(move || engine.shadow_stop(&name, &actor)).await {
+        Ok(Ok(run)) => axum::Json(json!({ "result": "stopped", "run": run })).into_response(),
+        Ok(Err(e)) => op_problem(&e),
+        Err(e) => problem(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+    }
+}
+
+/// `POST /admin/v1/interfaces/{name}/shadow/promote`: activates the shadow candidate
+/// through the full gate and ends the shadow run.
+async fn shadow_promote(
+    State(admin): State<Admin>,
+    headers: HeaderMap,
+    Path(name): Path<String>,
+) -> Response {
+    let caller = match authorize(&admin, &headers, DEPLOYERS) {
+        Ok(c) => c,
+        Err(r) => return r,
+    };
+    let engine = admin.engine.clone();
+    let actor = caller.actor();
+    match tokio::task::spawn_blocking(move || engine.shadow_promote(&name, &actor)).await {
+        Ok(Ok((run, changes))) => axum::Json(json!({
+            "result": "promoted",
+            "run": run,
+            "capability_changes": capability_changes(&changes),
+        }))
+        .into_response(),
+        Ok(Err(e)) => op_problem(&e),
         Err(e) => problem(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
     }
 }

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::SystemTime;
 
-use arc_swap::ArcSwap;
+use arc_swap::{ArcSwap, ArcSwapOption};
 use plexus_config::{Config, Inbound};
 use plexus_hl7::Message;
 use plexus_journal::{Journal, JournalOptions, MessageId, Resume, SqliteJournal};
@@ -21,6 +21,7 @@ use crate::assets::{Assets, describe};
 use crate::chain::{self, Verdict};
 use crate::error::{BuildError, OpError};
 use crate::ingest::{millis, processing_for};
+use crate::shadow::{ReportOptions, Shadow, ShadowReport};
 
 /// A built engine: plug-ins loaded, journal open, nothing listening yet.
 #[derive(Debug, Clone)]
@@ -67,6 +68,8 @@ pub(crate) struct Iface {
     /// Until when (ms since the epoch) the chain runs on the blocking pool because a
     /// recent run was slow.
     pub slow_until_ms: AtomicU64,
+    /// The candidate chain running beside the active one, if any.
+    pub shadow: ArcSwapOption<Shadow>,
 }
 
 /// Chains kept for rollback per interface.
@@ -335,6 +338,7 @@ impl Engine {
                     history: std::sync::Mutex::new(Vec::new()),
                     wake,
                     slow_until_ms: AtomicU64::new(0),
+                    shadow: ArcSwapOption::empty(),
                     metrics: crate::metrics::IfaceMetrics::new(
                         interface.destinations.iter().map(|d| d.name.as_str()),
                     ),
@@ -504,6 +508,68 @@ impl Engine {
         Ok(inspection)
     }
 
+    /// Every plug-in version this engine knows: the ones uploaded to its store and the
+    /// ones its interfaces run (the configured files), each inspected once per call.
+    /// Returns `(inspection, interfaces whose active chain runs it)`, by digest.
+    pub fn plugin_versions(
+        &self,
+    ) -> Result<Vec<(plexus_sandbox::inspect::Inspection, Vec<String>)>, OpError> {
+        let mut found: BTreeMap<String, plexus_sandbox::inspect::Inspection> = BTreeMap::new();
+        for iface in self.shared.interfaces.values() {
+            for plugin in &iface.chain.load().plugins {
+                found
+                    .entry(plugin.sha256().to_owned())
+                    .or_insert_with(|| plugin.inspection().clone());
+            }
+        }
+        let dir = self.plugin_store();
+        let entries = match std::fs::read_dir(&dir) {
+            Ok(entries) => entries.filter_map(Result::ok).collect(),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
+            Err(e) => return Err(OpError::Store(format!("{}: {e}", dir.display()))),
+        };
+        for entry in entries {
+            let path = entry.path();
+            let Some(sha) = path
+                .file_name()
+                .and_then(|n| n.to_str())
+                .and_then(|n| n.strip_suffix(".wasm"))
+            else {
+                continue;
+            };
+            if found.contains_key(sha) {
+                continue;
+            }
+            let bytes = crate::assets::read_bounded(&path)
+                .map_err(|e| OpError::Store(format!("{}: {e}", path.display())))?;
+            match plexus_sandbox::inspect::inspect(&bytes) {
+                Ok(inspection) => {
+                    found.insert(inspection.sha256.clone(), inspection);
+                }
+                Err(e) => tracing::warn!(path = %path.display(), "stored plug-in unreadable: {e}"),
+            }
+        }
+        Ok(found
+            .into_values()
+            .map(|inspection| {
+                let active_on = self
+                    .shared
+                    .interfaces
+                    .values()
+                    .filter(|i| {
+                        i.chain
+                            .load()
+                            .plugins
+                            .iter()
+                            .any(|p| p.sha256() == inspection.sha256)
+                    })
+                    .map(|i| i.name.clone())
+                    .collect();
+                (inspection, active_on)
+            })
+            .collect())
+    }
+
     fn plugin_store(&self) -> PathBuf {
         self.shared.config.engine.data_dir.join("plugins")
     }
@@ -659,6 +725,151 @@ impl Engine {
         Ok((plugins, changes))
     }
 
+    /// Starts a shadow run: `chain` (uploaded versions, through the same grant check as
+    /// an activation) runs beside the interface's active chain on every message from now
+    /// on; its results are journaled and never delivered. A shadow run already going on
+    /// the interface ends (`replaced`). Audited. Returns the run id and the capability
+    /// changes against the active chain.
+    pub fn shadow_start(
+        &self,
+        interface: &str,
+        chain: &[(String, String)],
+        actor: &str,
+    ) -> Result<(i64, Vec<CapabilityChange>), OpError> {
+        let (plugins, changes) = self.load_stored_chain(interface, chain, false)?;
+        let iface = self.iface(interface)?;
+        let candidate: Vec<(String, String)> = chain
+            .iter()
+            .map(|(name, sha)| (name.clone(), sha.to_ascii_lowercase()))
+            .collect();
+        let run = self
+            .shared
+            .journal
+            .shadow_start(plexus_journal::ShadowRun {
+                interface: interface.to_owned(),
+                candidate: candidate.clone(),
+                started_by: actor.to_owned(),
+            })?;
+        let shadow = Shadow::start(run, candidate, plugins, self.shared.journal.clone())?;
+        if let Some(previous) = iface.shadow.swap(Some(Arc::new(shadow))) {
+            self.shared.journal.shadow_end(previous.run, "replaced")?;
+        }
+        let stages: Vec<String> = chain.iter().map(|(n, d)| stage_label(n, d)).collect();
+        tracing::info!(interface, run, chain = %stages.join(", "), "shadow run started");
+        self.audit(
+            actor,
+            "shadow-start",
+            &format!("interface:{interface}"),
+            &format!("run {run}: [{}]", stages.join(", ")),
+        )?;
+        Ok((run, changes))
+    }
+
+    /// Stops the interface's shadow run. Audited. Returns its id.
+    pub fn shadow_stop(&self, interface: &str, actor: &str) -> Result<i64, OpError> {
+        let iface = self.iface(interface)?;
+        let shadow = iface.shadow.swap(None).ok_or_else(|| OpError::NoShadow {
+            interface: interface.to_owned(),
+            run: None,
+        })?;
+        self.shared.journal.shadow_end(shadow.run, "stopped")?;
+        tracing::info!(interface, run = shadow.run, "shadow run stopped");
+        self.audit(
+            actor,
+            "shadow-stop",
+            &format!("interface:{interface}"),
+            &format!("run {}", shadow.run),
+        )?;
+        Ok(shadow.run)
+    }
+
+    /// Promotes the interface's shadow candidate: activates it through the full gate
+    /// (grants and golden cases) and ends the shadow run (`promoted`). If the gate
+    /// refuses, nothing changes and the shadow keeps running. Audited.
+    pub fn shadow_promote(
+        &self,
+        interface: &str,
+        actor: &str,
+    ) -> Result<(i64, Vec<CapabilityChange>), OpError> {
+        let iface = self.iface(interface)?;
+        let shadow = iface.shadow.load_full().ok_or_else(|| OpError::NoShadow {
+            interface: interface.to_owned(),
+            run: None,
+        })?;
+        let changes = self.activate_stored(interface, &shadow.candidate, actor)?;
+        // Only the run that was promoted ends; one started meanwhile keeps going.
+        let _ = iface
+            .shadow
+            .compare_and_swap(&Some(shadow.clone()), None::<Arc<Shadow>>);
+        self.shared.journal.shadow_end(shadow.run, "promoted")?;
+        self.audit(
+            actor,
+            "shadow-promote",
+            &format!("interface:{interface}"),
+            &format!("run {}", shadow.run),
+        )?;
+        Ok((shadow.run, changes))
+    }
+
+    /// The report of a shadow run on `interface` (its latest when `run` is `None`).
+    /// For a live run it includes how many messages were skipped because the candidate
+    /// fell behind. An unmasked report is the caller's to audit.
+    pub fn shadow_report(
+        &self,
+        interface: &str,
+        run: Option<i64>,
+        options: ReportOptions,
+    ) -> Result<ShadowReport, OpError> {
+        let iface = self.iface(interface)?;
+        let mut report =
+            crate::shadow::report(self.shared.journal.as_ref(), interface, run, options)?;
+        if let Some(live) = iface.shadow.load_full().filter(|s| s.run == report.run) {
+            report.skipped = Some(live.counters.skipped.load(Ordering::Relaxed));
+        }
+        Ok(report)
+    }
+
+    /// Restarts the shadow runs that were going when the engine stopped. One whose
+    /// versions no longer load (deleted, grants changed) is ended with the reason.
+    fn resume_shadows(&self) {
+        let runs = match self.shared.journal.shadow_runs(None) {
+            Ok(runs) => runs,
+            Err(e) => {
+                tracing::error!("cannot read shadow runs: {e}");
+                return;
+            }
+        };
+        for record in runs.into_iter().filter(|r| r.ended.is_none()) {
+            let interface = record.run.interface.clone();
+            let restarted = self.iface(&interface).and_then(|iface| {
+                if iface.shadow.load().is_some() {
+                    // A newer run on this interface was restarted already.
+                    return Err(OpError::Gate("a newer shadow run replaced it".into()));
+                }
+                let (plugins, _) =
+                    self.load_stored_chain(&interface, &record.run.candidate, false)?;
+                let shadow = Shadow::start(
+                    record.id,
+                    record.run.candidate.clone(),
+                    plugins,
+                    self.shared.journal.clone(),
+                )?;
+                iface.shadow.store(Some(Arc::new(shadow)));
+                Ok(())
+            });
+            match restarted {
+                Ok(()) => tracing::info!(interface, run = record.id, "shadow run resumed"),
+                Err(e) => {
+                    tracing::warn!(interface, run = record.id, "shadow run not resumed: {e}");
+                    let _ = self
+                        .shared
+                        .journal
+                        .shadow_end(record.id, &format!("not resumed: {e}"));
+                }
+            }
+        }
+    }
+
     fn iface(&self, interface: &str) -> Result<&Arc<Iface>, OpError> {
         self.shared
             .interfaces
@@ -714,6 +925,7 @@ impl Engine {
     /// only happen for messages appended by other tools; the engine's own ingest commits
     /// both together) before any new message is taken.
     async fn resume(&self) -> Result<(), BuildError> {
+        self.resume_shadows();
         let journal = self.shared.journal.clone();
         let unfinished = tokio::task::spawn_blocking(move || journal.unfinished())
             .await

@@ -104,6 +104,17 @@ pub enum OpError {
     /// A plug-in file could not be stored.
     #[error("cannot store the plug-in: {0}")]
     Store(String),
+    /// No shadow run to act on or report.
+    #[error("{}", match run {
+        Some(run) => format!("interface {interface} has no shadow run {run}"),
+        None => format!("interface {interface} has no shadow run; start one with POST /admin/v1/interfaces/{interface}/shadow"),
+    })]
+    NoShadow {
+        /// The interface.
+        interface: String,
+        /// The run asked for, if one was named.
+        run: Option<i64>,
+    },
     /// A worker thread failed.
     #[error("internal error: {0}")]
     Internal(String),

@@ -13,6 +13,7 @@ use plexus_sandbox::Context;
 
 use crate::chain::{self, Failure, Verdict};
 use crate::engine::{Iface, Shared};
+use crate::shadow;
 
 /// What became of an inbound message.
 #[derive(Debug)]
@@ -82,6 +83,7 @@ pub(crate) async fn accept(
             message_type: None,
             raw: raw.to_vec(),
         };
+        let mut shadow_job = None;
         let (processing, outcome) = match Message::parse_owned(raw.to_vec()) {
             Err(error) => {
                 drop(permit);
@@ -103,6 +105,11 @@ pub(crate) async fn accept(
                 let run = chain::run(&chain.plugins, msg, &ctx);
                 iface.note_chain_time(started.elapsed());
                 drop(permit);
+                // A candidate running in the shadow gets the message once it is journaled.
+                if let Some(shadow) = iface.shadow.load_full() {
+                    let (active, output) = shadow::active_result(&run.stages, &run.verdict, &raw);
+                    shadow_job = Some((shadow, active, output, ctx, raw.clone()));
+                }
                 let processing = processing_for(&iface, run.stages, &run.verdict);
                 (processing, Ok(run.verdict))
             }
@@ -111,6 +118,17 @@ pub(crate) async fn accept(
             inbound,
             processing,
             Box::new(move |appended| {
+                if let (Ok(appended), Some((shadow, active, active_output, ctx, raw))) =
+                    (&appended, shadow_job)
+                {
+                    shadow.offer(shadow::Job {
+                        message: appended.id,
+                        raw: raw.to_vec(),
+                        ctx,
+                        active,
+                        active_output,
+                    });
+                }
                 let accepted = appended.map(|appended| match outcome {
                     Ok(verdict) => Accepted::Processed {
                         id: appended.id,

@@ -38,6 +38,7 @@ mod http;
 mod ingest;
 mod metrics;
 mod mllp_source;
+pub mod shadow;
 
 pub use admin::ROUTES as ADMIN_ROUTES;
 pub use assets::{Assets, FsAssets, MAX_ASSET_BYTES, read_bounded};

@@ -1340,3 +1340,228 @@ fn the_openapi_document_lists_every_route_and_its_roles() {
         );
     }
 }
+
+/// A candidate shadowing the live chain: its results are journaled and reported (ranked
+/// paths, masked examples), nothing of it is delivered, the run survives a restart, and
+/// promoting it activates it through the gate.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_shadow_run_reports_what_a_candidate_would_change_and_promotes_it() {
+    let site = Site::new();
+    let emr = Receiver::start("127.0.0.1:0".parse().expect("addr")).await;
+    let tokens = format!(
+        "\n[admin]\ntokens = [{{ name = \"release\", role = \"deployer\", sha256 = \"{}\" }}, {{ name = \"desk\", role = \"viewer\", sha256 = \"{}\" }}, {{ name = \"ops\", role = \"operator\", sha256 = \"{}\" }}]\n",
+        plexus_pipeline::sha256_hex(b"deploy-secret"),
+        plexus_pipeline::sha256_hex(b"view-secret"),
+        plexus_pipeline::sha256_hex(b"ops-secret"),
+    );
+    let (engine, running, stop) = start(&site, emr.addr, &tokens).await;
+    let http = running.http;
+    let json = |b: &[u8]| serde_json::from_slice::<serde_json::Value>(b).expect("json");
+    let upload = |path: &'static str| async move {
+        let bytes = std::fs::read(path).expect("wasm");
+        let (status, body) = http_request_with(
+            http,
+            "POST",
+            "/admin/v1/plugins",
+            Some("deploy-secret"),
+            &bytes,
+        )
+        .await;
+        assert_eq!(status, 201);
+        json(&body)["sha256"].as_str().expect("sha").to_owned()
+    };
+    let vsm = upload(plexus_test_artifacts::VISIT_STATUS_MAP).await;
+    let demo = upload(plexus_test_artifacts::DEMOGRAPHICS_NORMALIZE).await;
+    let live = engine.active_chain("intake").expect("chain").digests();
+
+    // Versions uploaded or running are listed, with where they run, and inspectable.
+    let (status, body) =
+        http_request_with(http, "GET", "/admin/v1/plugins", Some("view-secret"), b"").await;
+    assert_eq!(status, 200);
+    let listed = json(&body)["plugins"].as_array().expect("plugins").clone();
+    let active_on = |sha: &str| {
+        listed
+            .iter()
+            .find(|p| p["sha256"] == sha)
+            .unwrap_or_else(|| panic!("{sha} listed"))["active_on"]
+            .clone()
+    };
+    assert_eq!(active_on(&vsm), serde_json::json!(["intake", "scheduling"]));
+    assert_eq!(active_on(&demo), serde_json::json!(["scheduling"]));
+    let (status, body) = http_request_with(
+        http,
+        "GET",
+        &format!("/admin/v1/plugins/{vsm}"),
+        Some("view-secret"),
+        b"",
+    )
+    .await;
+    assert_eq!(status, 200);
+    assert_eq!(json(&body)["capabilities"], serde_json::json!(["tables"]));
+
+    // The candidate adds name and sex normalisation in front of the status mapping.
+    let candidate = format!(
+        r#"{{"chain": [{{"plugin": "demographics-normalize", "sha256": "{demo}"}}, {{"plugin": "visit-status-map", "sha256": "{vsm}"}}]}}"#
+    );
+    let (status, body) = http_request_with(
+        http,
+        "POST",
+        "/admin/v1/interfaces/intake/shadow",
+        Some("deploy-secret"),
+        candidate.as_bytes(),
+    )
+    .await;
+    assert_eq!(status, 201, "{}", String::from_utf8_lossy(&body));
+    let run = json(&body)["run"].as_i64().expect("run id");
+
+    for i in 0..20 {
+        let (status, _) = http_request(
+            http,
+            "POST",
+            "/ingest/intake",
+            &siu(&format!("S{i:03}"), "Checked In"),
+        )
+        .await;
+        assert_eq!(status, 200);
+    }
+    // Both chains fail this one the same way.
+    let (status, _) =
+        http_request(http, "POST", "/ingest/intake", &siu("S999", "Teleported")).await;
+    assert_eq!(status, 422);
+
+    let report = |token: &'static str, query: &'static str| async move {
+        http_request_with(
+            http,
+            "GET",
+            &format!("/admin/v1/interfaces/intake/shadow{query}"),
+            Some(token),
+            b"",
+        )
+        .await
+    };
+    for _ in 0..400 {
+        let (_, body) = report("view-secret", "").await;
+        if json(&body)["messages"] == 21 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    let (status, body) = report("view-secret", "").await;
+    assert_eq!(status, 200);
+    let r = json(&body);
+    assert_eq!(r["run"], run);
+    assert_eq!(r["messages"], 21, "{r}");
+    assert_eq!(r["changed_output"], 20, "{r}");
+    assert_eq!(r["same"], 1, "the poison message fails on both: {r}");
+    assert_eq!(r["skipped"], 0);
+    assert!(r["ended"].is_null());
+    let paths: Vec<(String, u64)> = serde_json::from_value(r["paths"].clone()).expect("paths");
+    assert!(
+        paths.contains(&("PID-5-1".to_owned(), 20)),
+        "the family name differs on every message: {paths:?}"
+    );
+    assert!(paths.windows(2).all(|w| w[0].1 >= w[1].1), "ranked");
+    let example = r["examples"]
+        .as_array()
+        .expect("examples")
+        .iter()
+        .find(|e| e["path"] == "PID-5-1")
+        .expect("an example for PID-5-1")
+        .clone();
+    assert_eq!(
+        example["active"],
+        plexus_pipeline::shadow::mask("testpatient")
+    );
+    assert_ne!(example["active"], "testpatient", "masked for a viewer");
+
+    // Unmasked needs a role that may see content, and is audited.
+    let (status, _) = report("view-secret", "?unmasked=true").await;
+    assert_eq!(status, 403);
+    let (status, body) = report("ops-secret", "?unmasked=true").await;
+    assert_eq!(status, 200);
+    let example = json(&body)["examples"]
+        .as_array()
+        .expect("examples")
+        .iter()
+        .find(|e| e["path"] == "PID-5-1")
+        .expect("example")
+        .clone();
+    assert_eq!(example["active"], "testpatient");
+    assert_ne!(example["candidate"], "testpatient");
+
+    // Nothing the candidate produced was delivered: the outbox holds the live output.
+    let outbox = site.path().join("http-outbox");
+    eventually("the live messages are written", || {
+        std::fs::read_dir(&outbox).map_or(0, |d| d.count()) == 20
+    })
+    .await;
+    for file in files_in(&outbox) {
+        let text = std::fs::read_to_string(&file).expect("read");
+        assert!(text.contains("testpatient^alpha"), "live output delivered");
+    }
+    assert_eq!(
+        engine.active_chain("intake").expect("chain").digests(),
+        live
+    );
+
+    // The run survives a restart.
+    stop.cancel();
+    running.wait().await;
+    drop(engine);
+    let (engine, running, stop) = start(&site, emr.addr, &tokens).await;
+    let http = running.http;
+    let resumed = engine
+        .shadow_report("intake", None, Default::default())
+        .expect("report");
+    assert_eq!(resumed.run, run);
+    assert!(resumed.ended.is_none());
+    assert_eq!(resumed.skipped, Some(0), "live again after the restart");
+
+    // Promote: the candidate becomes the active chain through the gate.
+    let (status, body) = http_request_with(
+        http,
+        "POST",
+        "/admin/v1/interfaces/intake/shadow/promote",
+        Some("deploy-secret"),
+        b"",
+    )
+    .await;
+    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
+    let now: Vec<String> = engine
+        .active_chain("intake")
+        .expect("chain")
+        .digests()
+        .into_iter()
+        .map(|(_, sha)| sha)
+        .collect();
+    assert_eq!(now, vec![demo.clone(), vsm.clone()]);
+    let after = engine
+        .shadow_report("intake", None, Default::default())
+        .expect("report");
+    assert_eq!(after.ended.as_deref(), Some("promoted"));
+    let (status, _) = http_request_with(
+        http,
+        "DELETE",
+        "/admin/v1/interfaces/intake/shadow",
+        Some("deploy-secret"),
+        b"",
+    )
+    .await;
+    assert_eq!(status, 404, "no shadow run left to stop");
+
+    let audit = engine.journal().audit_log(0, 100).expect("audit");
+    let actions: Vec<&str> = audit.iter().map(|e| e.entry.action.as_str()).collect();
+    assert_eq!(
+        actions,
+        [
+            "upload",
+            "upload",
+            "shadow-start",
+            "unmasked-view",
+            "activate",
+            "shadow-promote"
+        ]
+    );
+    stop.cancel();
+    running.wait().await;
+}
