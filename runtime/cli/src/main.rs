@@ -8,6 +8,8 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+mod admin_cmd;
+mod api;
 mod audit_cmd;
 mod bench_cmd;
 mod check_cmd;
@@ -17,6 +19,7 @@ mod plugin_cmd;
 mod review_cmd;
 mod run;
 mod send_cmd;
+mod shadow_cmd;
 mod site;
 mod token_cmd;
 
@@ -64,6 +67,19 @@ enum Command {
     /// Admin API tokens.
     #[command(subcommand)]
     Token(TokenCommand),
+    /// The admin API of a running engine (--url, token in PLEXUS_TOKEN): interfaces,
+    /// plug-in versions, upload, activate, roll back, trial, errors, audit log.
+    #[command(subcommand)]
+    #[command(after_help = "Examples:\n  \
+        export PLEXUS_TOKEN=...   # from `plexus token new`\n  \
+        plexus admin interfaces\n  \
+        plexus admin upload target/wasm32-wasip2/release/visit_status_map.wasm\n  \
+        plexus admin activate scheduling visit-status-map@a436fddf...")]
+    Admin(admin_cmd::AdminCommand),
+    /// Shadow runs: a candidate chain beside an interface's active one on live traffic,
+    /// journaled, never delivered; report what it changes, then promote or stop it.
+    #[command(subcommand)]
+    Shadow(shadow_cmd::ShadowCommand),
     /// Look at HL7 v2 messages.
     #[command(subcommand)]
     Hl7(Hl7Command),
@@ -155,6 +171,8 @@ fn main() -> ExitCode {
         Command::Plugin(PluginCommand::Inspect(args)) => plugin_cmd::inspect(&args),
         Command::Plugin(PluginCommand::Test(args)) => plugin_cmd::test(&args),
         Command::Bench(args) => bench_cmd::bench(&args),
+        Command::Admin(command) => admin_cmd::run(&command),
+        Command::Shadow(command) => shadow_cmd::run(&command),
     };
     match result {
         Ok(code) => code,

@@ -573,3 +573,111 @@ fn review_shows_requested_against_granted_and_a_candidates_changes() {
             .contains("defined: demographics-normalize, visit-status-map")
     );
 }
+
+/// `plexus admin` and `plexus shadow` against a running engine: list, upload, shadow a
+/// candidate on live traffic, read its report from the journal, promote it, read the
+/// audit log; a wrong token is refused with a hint.
+#[test]
+fn admin_and_shadow_commands_drive_a_running_engine() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = demo_site(dir.path());
+    let token = "cli-admin-secret";
+    let mut toml = std::fs::read_to_string(&config).expect("config");
+    toml.push_str(&format!(
+        "\n[admin]\ntokens = [{{ name = \"ci\", role = \"admin\", sha256 = \"{}\" }}]\n",
+        plexus_pipeline::sha256_hex(token.as_bytes())
+    ));
+    std::fs::write(&config, toml).expect("write config");
+    let (mut child, mllp, http) = start_engine(&config);
+    let url = format!("http://{http}");
+    let run = |args: &[&str]| {
+        let out = plexus()
+            .args(args)
+            .env("PLEXUS_URL", &url)
+            .env("PLEXUS_TOKEN", token)
+            .env("PLEXUS_CONFIG", &config)
+            .output()
+            .expect("runs");
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        assert!(
+            out.status.success(),
+            "plexus {args:?}: {text}{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        text
+    };
+
+    let listed = run(&["admin", "interfaces"]);
+    assert!(
+        listed.contains("scheduling") && listed.contains("demographics-normalize@"),
+        "{listed}"
+    );
+    let uploaded = run(&["admin", "upload", plexus_test_artifacts::VISIT_STATUS_MAP]);
+    let sha = uploaded
+        .split_whitespace()
+        .find(|w| w.len() == 64)
+        .expect("the digest")
+        .to_owned();
+    assert!(run(&["admin", "plugins"]).contains(&sha));
+
+    // Shadow a chain without the demographics stage: names would stay as sent.
+    let started = run(&[
+        "shadow",
+        "start",
+        "scheduling",
+        &format!("visit-status-map@{sha}"),
+    ]);
+    assert!(started.contains("shadow run"), "{started}");
+    let mut conn = TcpStream::connect(&mllp).expect("connect");
+    conn.set_read_timeout(Some(Duration::from_secs(20)))
+        .expect("timeout");
+    for i in 0..3 {
+        let siu = format!(
+            "MSH|^~\\&|SCHED|CLINIC|EHR|CLINIC|20260105083000||SIU^S12|SH-{i}|P|2.5.1\r\
+SCH|1^S|2^E||||NEW|||20|MIN|^^^202601050900||||||||||||||Roomed\r\
+PID|1||MRN1^^^CLINIC^MR||testpatient^alpha||19800101|female\r"
+        );
+        conn.write_all(&frame(siu.as_bytes())).expect("send");
+        let ack = plexus_hl7::Message::parse_owned(read_frame(&mut conn)).expect("ACK");
+        assert_eq!(ack.get("MSA-1").expect("path").as_deref(), Some("AA"));
+    }
+    let mut report = serde_json::Value::Null;
+    for _ in 0..200 {
+        report = serde_json::from_str(&run(&["shadow", "report", "scheduling", "--json"]))
+            .expect("json report");
+        if report["messages"] == 3 {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(report["messages"], 3, "{report}");
+    assert_eq!(report["changed_output"], 3, "{report}");
+    let text = run(&["shadow", "report", "scheduling"]);
+    assert!(text.contains("paths that differ"), "{text}");
+    assert!(text.contains("PID-5-1"), "{text}");
+    assert!(!text.contains("testpatient"), "masked: {text}");
+
+    let promoted = run(&["shadow", "promote", "scheduling"]);
+    assert!(promoted.contains("promoted"), "{promoted}");
+    let listed = run(&["admin", "interfaces"]);
+    assert!(!listed.contains("demographics-normalize@"), "{listed}");
+    let audit = run(&["admin", "audit"]);
+    for action in ["upload", "shadow-start", "activate", "shadow-promote"] {
+        assert!(audit.contains(action), "{action} in {audit}");
+    }
+
+    let refused = plexus()
+        .args(["admin", "interfaces"])
+        .env("PLEXUS_URL", &url)
+        .env("PLEXUS_TOKEN", "wrong")
+        .output()
+        .expect("runs");
+    assert!(!refused.status.success());
+    assert!(
+        String::from_utf8_lossy(&refused.stderr).contains("wants a valid token"),
+        "{}",
+        String::from_utf8_lossy(&refused.stderr)
+    );
+    child.kill().expect("kill");
+    child.wait().expect("exits");
+}

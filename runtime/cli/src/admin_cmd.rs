@@ -1,0 +1,349 @@
+//! `plexus admin ...`: the admin API from the command line, against a running engine
+//! (`--url`, default `http://127.0.0.1:8480`; token in `PLEXUS_TOKEN`). Every action is
+//! checked against the token's role and audited by the engine, as over HTTP.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use serde_json::{Value, json};
+
+use crate::api::{ApiArgs, Body, chain, expect};
+
+#[derive(Debug, clap::Subcommand)]
+pub enum AdminCommand {
+    /// Interfaces and their active chains.
+    Interfaces(Plain),
+    /// Plug-in versions uploaded or running, and where they run.
+    Plugins(Plain),
+    /// One version's inspection: imports classified as capabilities, exports, producers.
+    Inspect(Inspect),
+    /// Upload a plug-in version (stored by sha256; activating it is a separate step).
+    Upload(Upload),
+    /// Activate uploaded versions on an interface, through the gate (grants, golden
+    /// cases); prints the capability changes.
+    Activate(Stages),
+    /// Put back the interface's previous chain.
+    Rollback(Interface),
+    /// Run stored messages through a candidate chain without journaling or delivering.
+    Trial(Trial),
+    /// Open errors (all with --all).
+    Errors(Errors),
+    /// One message; content only with --unmasked (needs the operator role; audited).
+    Show(Show),
+    /// Replay a message through its interface's current chain.
+    Replay(Noted),
+    /// Close a message's error with a note.
+    Resolve(Noted),
+    /// The audit log (reviewer or admin role).
+    Audit(Audit),
+    /// Verify the audit log's hash chain (reviewer or admin role).
+    Verify(Plain),
+}
+
+#[derive(Debug, clap::Args)]
+pub struct Plain {
+    #[command(flatten)]
+    api: ApiArgs,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct Inspect {
+    /// The version's sha256.
+    sha256: String,
+    #[command(flatten)]
+    api: ApiArgs,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct Upload {
+    /// The component (.wasm).
+    file: PathBuf,
+    #[command(flatten)]
+    api: ApiArgs,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct Stages {
+    /// The interface.
+    interface: String,
+    /// The chain, one `PLUGIN@SHA256` per stage, in order.
+    #[arg(required = true, value_name = "PLUGIN@SHA256")]
+    stages: Vec<String>,
+    #[command(flatten)]
+    api: ApiArgs,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct Interface {
+    /// The interface.
+    interface: String,
+    #[command(flatten)]
+    api: ApiArgs,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct Trial {
+    /// The interface.
+    interface: String,
+    /// The candidate chain, one `PLUGIN@SHA256` per stage.
+    #[arg(required = true, value_name = "PLUGIN@SHA256")]
+    stages: Vec<String>,
+    /// The messages (journal ids), comma separated.
+    #[arg(long, value_delimiter = ',', required = true, value_name = "ID,...")]
+    messages: Vec<i64>,
+    #[command(flatten)]
+    api: ApiArgs,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct Errors {
+    /// Only this interface's.
+    #[arg(long)]
+    interface: Option<String>,
+    /// Resolved ones too.
+    #[arg(long)]
+    all: bool,
+    #[command(flatten)]
+    api: ApiArgs,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct Show {
+    /// The message (journal id).
+    id: i64,
+    /// Show message content (operator role; the view is audited).
+    #[arg(long)]
+    unmasked: bool,
+    #[command(flatten)]
+    api: ApiArgs,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct Noted {
+    /// The message (journal id).
+    id: i64,
+    /// What was done (required to resolve; recorded with a replay).
+    #[arg(long)]
+    note: Option<String>,
+    #[command(flatten)]
+    api: ApiArgs,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct Audit {
+    /// Only entries after this id.
+    #[arg(long, default_value_t = 0)]
+    after: i64,
+    #[command(flatten)]
+    api: ApiArgs,
+}
+
+fn print(value: &Value) -> anyhow::Result<()> {
+    println!("{}", serde_json::to_string_pretty(value)?);
+    Ok(())
+}
+
+fn stages_text(chain: &Value) -> String {
+    chain
+        .as_array()
+        .map(|stages| {
+            stages
+                .iter()
+                .map(|s| {
+                    let sha = s["sha256"].as_str().unwrap_or("");
+                    format!(
+                        "{}@{}",
+                        s["plugin"].as_str().unwrap_or("?"),
+                        sha.get(..12).unwrap_or(sha)
+                    )
+                })
+                .collect::<Vec<_>>()
+                .join(" -> ")
+        })
+        .unwrap_or_default()
+}
+
+pub fn run(command: &AdminCommand) -> anyhow::Result<ExitCode> {
+    match command {
+        AdminCommand::Interfaces(a) => {
+            let (status, v) = a.api.call("GET", "/admin/v1/interfaces", Body::None)?;
+            expect(status, &v, &[200], "listing interfaces")?;
+            for i in v["interfaces"].as_array().into_iter().flatten() {
+                println!(
+                    "{:<20} {}",
+                    i["name"].as_str().unwrap_or("?"),
+                    stages_text(&i["chain"])
+                );
+            }
+        }
+        AdminCommand::Plugins(a) => {
+            let (status, v) = a.api.call("GET", "/admin/v1/plugins", Body::None)?;
+            expect(status, &v, &[200], "listing plug-ins")?;
+            println!(
+                "{:<64}  {:>9}  {:<16} active on",
+                "sha256", "bytes", "capabilities"
+            );
+            for p in v["plugins"].as_array().into_iter().flatten() {
+                let list = |v: &Value| {
+                    v.as_array()
+                        .map(|a| {
+                            a.iter()
+                                .filter_map(Value::as_str)
+                                .collect::<Vec<_>>()
+                                .join(",")
+                        })
+                        .unwrap_or_default()
+                };
+                println!(
+                    "{:<64}  {:>9}  {:<16} {}",
+                    p["sha256"].as_str().unwrap_or("?"),
+                    p["size"],
+                    list(&p["capabilities"]),
+                    list(&p["active_on"])
+                );
+            }
+        }
+        AdminCommand::Inspect(a) => {
+            let (status, v) = a.api.call(
+                "GET",
+                &format!("/admin/v1/plugins/{}", a.sha256),
+                Body::None,
+            )?;
+            expect(status, &v, &[200], "inspecting")?;
+            print(&v)?;
+        }
+        AdminCommand::Upload(a) => {
+            let bytes =
+                std::fs::read(&a.file).map_err(|e| anyhow::anyhow!("{}: {e}", a.file.display()))?;
+            let (status, v) = a.api.call("POST", "/admin/v1/plugins", Body::Wasm(bytes))?;
+            expect(status, &v, &[201], "uploading")?;
+            println!(
+                "uploaded {} ({} bytes), capabilities {}",
+                v["sha256"].as_str().unwrap_or("?"),
+                v["size"],
+                v["capabilities"]
+            );
+        }
+        AdminCommand::Activate(a) => {
+            let (status, v) = a.api.call(
+                "POST",
+                &format!("/admin/v1/interfaces/{}/activate", a.interface),
+                Body::Json(chain(&a.stages)?),
+            )?;
+            expect(status, &v, &[200], "activation")?;
+            println!("activated on {}", a.interface);
+            print_changes(&v["capability_changes"]);
+        }
+        AdminCommand::Rollback(a) => {
+            let (status, v) = a.api.call(
+                "POST",
+                &format!("/admin/v1/interfaces/{}/rollback", a.interface),
+                Body::None,
+            )?;
+            expect(status, &v, &[200], "rollback")?;
+            println!("rolled back {}", a.interface);
+        }
+        AdminCommand::Trial(a) => {
+            let mut body = chain(&a.stages)?;
+            body["messages"] = json!(a.messages);
+            let (status, v) = a.api.call(
+                "POST",
+                &format!("/admin/v1/interfaces/{}/trial", a.interface),
+                Body::Json(body),
+            )?;
+            expect(status, &v, &[200], "trial")?;
+            print(&v)?;
+        }
+        AdminCommand::Errors(a) => {
+            let mut path = format!("/admin/v1/errors?all={}", a.all);
+            if let Some(i) = &a.interface {
+                path.push_str(&format!("&interface={i}"));
+            }
+            let (status, v) = a.api.call("GET", &path, Body::None)?;
+            expect(status, &v, &[200], "listing errors")?;
+            let errors = v["errors"].as_array().cloned().unwrap_or_default();
+            if errors.is_empty() {
+                println!("no open errors");
+            }
+            for e in errors {
+                println!(
+                    "{:>8}  {:<16} {:<14} {:<22} {}",
+                    e["id"],
+                    e["interface"].as_str().unwrap_or("?"),
+                    e["kind"].as_str().unwrap_or("?"),
+                    e["stage"].as_str().unwrap_or("?"),
+                    e["reason"].as_str().unwrap_or("")
+                );
+            }
+        }
+        AdminCommand::Show(a) => {
+            let (status, v) = a.api.call(
+                "GET",
+                &format!("/admin/v1/messages/{}?unmasked={}", a.id, a.unmasked),
+                Body::None,
+            )?;
+            expect(status, &v, &[200], "showing the message")?;
+            print(&v)?;
+        }
+        AdminCommand::Replay(a) | AdminCommand::Resolve(a) => {
+            let action = if matches!(command, AdminCommand::Replay(_)) {
+                "replay"
+            } else {
+                "resolve"
+            };
+            let body = match &a.note {
+                Some(note) => Body::Json(json!({ "note": note })),
+                None => Body::None,
+            };
+            let (status, v) = a.api.call(
+                "POST",
+                &format!("/admin/v1/messages/{}/{action}", a.id),
+                body,
+            )?;
+            expect(status, &v, &[200], action)?;
+            print(&v)?;
+        }
+        AdminCommand::Audit(a) => {
+            let (status, v) = a.api.call(
+                "GET",
+                &format!("/admin/v1/audit?after={}", a.after),
+                Body::None,
+            )?;
+            expect(status, &v, &[200], "reading the audit log")?;
+            for e in v["entries"].as_array().into_iter().flatten() {
+                println!(
+                    "{:>6}  {:<16} {:<14} {:<24} {}",
+                    e["id"],
+                    e["actor"].as_str().unwrap_or("?"),
+                    e["action"].as_str().unwrap_or("?"),
+                    e["subject"].as_str().unwrap_or("?"),
+                    e["detail"].as_str().unwrap_or("")
+                );
+            }
+        }
+        AdminCommand::Verify(a) => {
+            let (status, v) = a.api.call("GET", "/admin/v1/audit/verify", Body::None)?;
+            expect(status, &v, &[200], "verifying the audit log")?;
+            print(&v)?;
+            if v["intact"] != json!(true) {
+                return Ok(ExitCode::FAILURE);
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Prints an activation's capability changes, one line per stage that changed.
+pub fn print_changes(changes: &Value) {
+    for c in changes.as_array().into_iter().flatten() {
+        let (added, removed) = (&c["added"], &c["removed"]);
+        let empty = |v: &Value| v.as_array().is_none_or(Vec::is_empty);
+        if empty(added) && empty(removed) {
+            continue;
+        }
+        println!(
+            "  {}: capabilities added {added}, removed {removed}",
+            c["plugin"].as_str().unwrap_or("?")
+        );
+    }
+}
