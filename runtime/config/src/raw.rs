@@ -72,6 +72,8 @@ pub(crate) struct Engine {
 pub(crate) struct Http {
     /// `listen = "127.0.0.1:8480"`
     pub listen: Option<Spanned<String>>,
+    /// `tls = { cert = "server.pem", key = "server.key" }`
+    pub tls: Option<Spanned<ServerTls>>,
 }
 
 /// `[journal]`
@@ -189,7 +191,7 @@ pub(crate) struct Source {
     pub poll: Option<Spanned<String>>,
 }
 
-/// `tls = { cert = ..., key = ... }` on an MLLP source.
+/// `tls = { cert = ..., key = ... }` on an MLLP source or the HTTP server.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct ServerTls {

@@ -139,6 +139,9 @@ pub struct Engine {
 pub struct Http {
     /// `listen`. Default `127.0.0.1:8480`.
     pub listen: SocketAddr,
+    /// `tls`: serve HTTPS (admin API, ingest routes, health and metrics) with this
+    /// certificate. Default: plain HTTP.
+    pub tls: Option<ServerTls>,
 }
 
 /// `[journal]`

@@ -35,6 +35,10 @@ pub(crate) fn validate(raw: raw::Config, sink: &mut Sink<'_>, base: &Path) -> Co
     };
     let http = Http {
         listen: cx.listen(raw.http.listen.as_ref(), "[http] listen", "127.0.0.1:8480"),
+        tls: raw.http.tls.as_ref().map(|t| ServerTls {
+            cert: cx.path(&t.get_ref().cert),
+            key: cx.path(&t.get_ref().key),
+        }),
     };
     let journal = cx.journal(&raw.journal);
     let tables = cx.tables(&raw.tables);

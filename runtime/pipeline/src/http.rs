@@ -85,6 +85,18 @@ pub(crate) async fn start(
     let router = router
         .merge(crate::admin::router(shared))
         .layer(DefaultBodyLimit::max(MAX_BODY));
+    if let Some(tls) = &shared.config.http.tls {
+        let config =
+            plexus_mllp::tls::server_config_from_pem(&tls.cert, &tls.key).map_err(|e| {
+                BuildError::Tls {
+                    interface: "http".to_owned(),
+                    detail: e.to_string(),
+                }
+            })?;
+        tracing::info!(addr = %local, "HTTPS server listening");
+        tasks.spawn(serve_tls(listener, router, config, shutdown));
+        return Ok(local);
+    }
     tracing::info!(addr = %local, "HTTP server listening");
     tasks.spawn(async move {
         let served = axum::serve(listener, router)
@@ -95,6 +107,65 @@ pub(crate) async fn start(
         }
     });
     Ok(local)
+}
+
+/// Longest a client may take to finish the TLS handshake.
+const TLS_HANDSHAKE: Duration = Duration::from_secs(10);
+
+/// The HTTP server over TLS: each accepted connection does its handshake (bounded in
+/// time) and is then served HTTP/1.1 on its own task. Stops accepting on shutdown.
+async fn serve_tls(
+    listener: tokio::net::TcpListener,
+    router: Router,
+    config: Arc<rustls::ServerConfig>,
+    shutdown: CancellationToken,
+) {
+    let acceptor = tokio_rustls::TlsAcceptor::from(config);
+    loop {
+        let (tcp, peer) = tokio::select! {
+            () = shutdown.cancelled() => return,
+            accepted = listener.accept() => match accepted {
+                Ok(conn) => conn,
+                Err(e) => {
+                    // Out of file descriptors and the like: back off a little.
+                    tracing::warn!("HTTPS accept failed: {e}");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+        };
+        let acceptor = acceptor.clone();
+        let service = hyper_util::service::TowerToHyperService::new(router.clone());
+        let stop = shutdown.clone();
+        tokio::spawn(async move {
+            let tls = match tokio::time::timeout(TLS_HANDSHAKE, acceptor.accept(tcp)).await {
+                Ok(Ok(tls)) => tls,
+                Ok(Err(e)) => {
+                    tracing::debug!(%peer, "TLS handshake failed: {e}");
+                    return;
+                }
+                Err(_) => {
+                    tracing::debug!(%peer, "TLS handshake timed out");
+                    return;
+                }
+            };
+            let conn = hyper::server::conn::http1::Builder::new()
+                .serve_connection(hyper_util::rt::TokioIo::new(tls), service);
+            tokio::pin!(conn);
+            tokio::select! {
+                served = conn.as_mut() => {
+                    if let Err(e) = served {
+                        tracing::debug!(%peer, "HTTPS connection ended: {e}");
+                    }
+                }
+                () = stop.cancelled() => {
+                    // Let the request in flight finish, then close.
+                    conn.as_mut().graceful_shutdown();
+                    let _ = conn.await;
+                }
+            }
+        });
+    }
 }
 
 /// Prometheus text format: counters kept in memory since start, plus queue and

@@ -1565,3 +1565,66 @@ async fn a_shadow_run_reports_what_a_candidate_would_change_and_promotes_it() {
     stop.cancel();
     running.wait().await;
 }
+
+/// `[http] tls` serves the admin API (and everything else on that port) over HTTPS only.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_http_server_speaks_only_https_when_tls_is_configured() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let site = Site::new();
+    let cert = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).expect("cert");
+    let (cert_pem, key_pem) = (cert.cert.pem(), cert.signing_key.serialize_pem());
+    std::fs::write(site.path().join("cert.pem"), &cert_pem).expect("cert");
+    std::fs::write(site.path().join("key.pem"), &key_pem).expect("key");
+    let tokens = format!(
+        "\n[admin]\ntokens = [{{ name = \"desk\", role = \"viewer\", sha256 = \"{}\" }}]\n",
+        plexus_pipeline::sha256_hex(b"view-secret"),
+    );
+    let mut config = site.config(free_port(), &tokens);
+    config.http.tls = Some(plexus_config::ServerTls {
+        cert: site.path().join("cert.pem"),
+        key: site.path().join("key.pem"),
+    });
+    let engine = Engine::build(config, &FsAssets).expect("engine builds");
+    let stop = CancellationToken::new();
+    let running = engine.start(stop.clone()).await.expect("engine starts");
+
+    let client =
+        plexus_mllp::tls::client_config_from_pem_bytes(cert_pem.as_bytes()).expect("client");
+    let tcp = tokio::net::TcpStream::connect(running.http)
+        .await
+        .expect("connect");
+    let mut tls = tokio_rustls::TlsConnector::from(client)
+        .connect(
+            plexus_mllp::tls::server_name("localhost").expect("name"),
+            tcp,
+        )
+        .await
+        .expect("TLS handshake");
+    tls.write_all(
+        b"GET /admin/v1/interfaces HTTP/1.1\r\nHost: localhost\r\nAuthorization: Bearer view-secret\r\nConnection: close\r\n\r\n",
+    )
+    .await
+    .expect("write");
+    let mut answer = Vec::new();
+    let _ = tls.read_to_end(&mut answer).await;
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    assert!(answer.contains("\"scheduling\""), "{answer}");
+
+    // Plain HTTP on the same port gets no HTTP answer.
+    let mut plain = tokio::net::TcpStream::connect(running.http)
+        .await
+        .expect("connect");
+    plain
+        .write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .await
+        .expect("write");
+    let mut answer = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(5), plain.read_to_end(&mut answer)).await;
+    assert!(
+        !String::from_utf8_lossy(&answer).starts_with("HTTP/1.1 200"),
+        "plain HTTP must not be served"
+    );
+    stop.cancel();
+    running.wait().await;
+}
