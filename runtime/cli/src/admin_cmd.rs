@@ -34,6 +34,11 @@ pub enum AdminCommand {
     Replay(Noted),
     /// Close a message's error with a note.
     Resolve(Noted),
+    /// A plug-in's grants; with --set, change them (reviewer or admin role): the
+    /// running versions are relinked at once, and the change is audited.
+    #[command(after_help = "Example:\n  \
+        plexus admin grants visit-status-map --set tables:visit-status,log")]
+    Grants(GrantsArgs),
     /// The audit log (reviewer or admin role).
     Audit(Audit),
     /// Verify the audit log's hash chain (reviewer or admin role).
@@ -125,6 +130,18 @@ pub struct Noted {
     /// What was done (required to resolve; recorded with a replay).
     #[arg(long)]
     note: Option<String>,
+    #[command(flatten)]
+    api: ApiArgs,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct GrantsArgs {
+    /// The plug-in (its name in the site config).
+    plugin: String,
+    /// The new grants, comma separated (`log`, `tables:NAME`, `reuse-instance`); an
+    /// empty value grants nothing.
+    #[arg(long, value_delimiter = ',', num_args = 0..)]
+    set: Option<Vec<String>>,
     #[command(flatten)]
     api: ApiArgs,
 }
@@ -302,6 +319,33 @@ pub fn run(command: &AdminCommand) -> anyhow::Result<ExitCode> {
             )?;
             expect(status, &v, &[200], action)?;
             print(&v)?;
+        }
+        AdminCommand::Grants(a) => {
+            let path = format!("/admin/v1/grants/{}", a.plugin);
+            match &a.set {
+                None => {
+                    let (status, v) = a.api.call("GET", &path, Body::None)?;
+                    expect(status, &v, &[200], "reading grants")?;
+                    println!("{}: {}", a.plugin, v["grants"]);
+                    if v["overridden"] == json!(true) {
+                        println!(
+                            "  (changed through the admin API; the config says {})",
+                            v["config"]
+                        );
+                    }
+                }
+                Some(grants) => {
+                    let grants: Vec<&String> = grants.iter().filter(|g| !g.is_empty()).collect();
+                    let (status, v) =
+                        a.api
+                            .call("PUT", &path, Body::Json(json!({ "grants": grants })))?;
+                    expect(status, &v, &[200], "changing grants")?;
+                    println!(
+                        "{}: grants {} -> {}; relinked on {}",
+                        a.plugin, v["before"], v["after"], v["relinked"]
+                    );
+                }
+            }
         }
         AdminCommand::Audit(a) => {
             let (status, v) = a.api.call(

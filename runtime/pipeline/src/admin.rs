@@ -29,8 +29,16 @@ const READERS: &[Role] = &[Role::Viewer, Role::Operator, Role::Deployer, Role::A
 const OPERATORS: &[Role] = &[Role::Operator, Role::Deployer, Role::Admin];
 /// Roles that may change what runs.
 const DEPLOYERS: &[Role] = &[Role::Deployer, Role::Admin];
-/// Roles that may read the audit log.
+/// Roles that may read the audit log and change grants.
 const AUDITORS: &[Role] = &[Role::Reviewer, Role::Admin];
+/// Every role.
+const EVERYONE: &[Role] = &[
+    Role::Viewer,
+    Role::Operator,
+    Role::Deployer,
+    Role::Reviewer,
+    Role::Admin,
+];
 
 /// Every route, its method and the roles it allows: the table the role test walks.
 pub const ROUTES: &[(&str, &str, &[Role])] = &[
@@ -59,6 +67,8 @@ pub const ROUTES: &[(&str, &str, &[Role])] = &[
     ("POST", "/admin/v1/plugins", DEPLOYERS),
     ("GET", "/admin/v1/plugins", READERS),
     ("GET", "/admin/v1/plugins/{sha256}", READERS),
+    ("GET", "/admin/v1/grants/{plugin}", EVERYONE),
+    ("PUT", "/admin/v1/grants/{plugin}", AUDITORS),
     ("GET", "/admin/v1/audit", AUDITORS),
     ("GET", "/admin/v1/audit/verify", AUDITORS),
 ];
@@ -103,6 +113,7 @@ pub(crate) fn router(shared: &Arc<Shared>) -> Router {
         )
         .route("/admin/v1/plugins", post(upload).get(plugins))
         .route("/admin/v1/plugins/{sha256}", get(plugin))
+        .route("/admin/v1/grants/{plugin}", get(grants).put(set_grants))
         .route("/admin/v1/audit", get(audit))
         .route("/admin/v1/audit/verify", get(audit_verify))
         .with_state(state)
@@ -786,6 +797,71 @@ async fn shadow_promote(
             "capability_changes": capability_changes(&changes),
         }))
         .into_response(),
+        Ok(Err(e)) => op_problem(&e),
+        Err(e) => problem(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+    }
+}
+
+/// `GET /admin/v1/grants/{plugin}`: the plug-in's grants now, and the config's.
+async fn grants(
+    State(admin): State<Admin>,
+    headers: HeaderMap,
+    Path(plugin): Path<String>,
+) -> Response {
+    if let Err(r) = authorize(&admin, &headers, EVERYONE) {
+        return r;
+    }
+    let configured = admin
+        .engine
+        .config()
+        .plugins
+        .iter()
+        .find(|(n, _)| n.as_str() == plugin)
+        .map(|(_, p)| p.grants.clone());
+    match (admin.engine.grants_of(&plugin), configured) {
+        (Some(now), Some(config)) => axum::Json(json!({
+            "plugin": plugin,
+            "grants": crate::grants::list(&now),
+            "config": crate::grants::list(&config),
+            "overridden": now != config,
+        }))
+        .into_response(),
+        _ => problem(
+            StatusCode::NOT_FOUND,
+            format!("plug-in {plugin} is not defined in the site config"),
+        ),
+    }
+}
+
+/// `PUT /admin/v1/grants/{plugin}`, body `{"grants": [...]}`: the reviewer's decision,
+/// effective at once (running versions are relinked) and audited.
+async fn set_grants(
+    State(admin): State<Admin>,
+    headers: HeaderMap,
+    Path(plugin): Path<String>,
+    body: Bytes,
+) -> Response {
+    let caller = match authorize(&admin, &headers, AUDITORS) {
+        Ok(c) => c,
+        Err(r) => return r,
+    };
+    let items: Option<Vec<String>> = serde_json::from_slice::<Value>(&body)
+        .ok()
+        .and_then(|v| serde_json::from_value(v.get("grants")?.clone()).ok());
+    let Some(items) = items else {
+        return problem(
+            StatusCode::BAD_REQUEST,
+            "body must be {\"grants\": [\"log\", \"tables:NAME\", ...]}",
+        );
+    };
+    let engine = admin.engine.clone();
+    let actor = caller.actor();
+    match tokio::task::spawn_blocking(move || engine.set_grants(&plugin, &items, &actor)).await {
+        Ok(Ok(change)) => axum::Json(change).into_response(),
+        Ok(Err(crate::OpError::UnknownPlugin(p))) => problem(
+            StatusCode::NOT_FOUND,
+            format!("plug-in {p} is not defined in the site config"),
+        ),
         Ok(Err(e)) => op_problem(&e),
         Err(e) => problem(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
     }

@@ -41,6 +41,9 @@ pub(crate) struct Shared {
     sandbox: Sandbox,
     /// The site's tables, shared by every plug-in version.
     tables: Arc<TableSet>,
+    /// Each plug-in's grants: the config's, or what a reviewer set through the admin
+    /// API (kept in `<data_dir>/grants.json`). The lock also serialises grant changes.
+    grants: std::sync::RwLock<BTreeMap<String, plexus_config::Grants>>,
 }
 
 impl std::fmt::Debug for Shared {
@@ -292,6 +295,7 @@ impl Engine {
         }
         let tables = Arc::new(tables);
         let sandbox = Sandbox::new(SandboxConfig::default())?;
+        let grants = crate::grants::effective(&config)?;
         let mut plugins = HashMap::new();
         for (name, plugin) in &config.plugins {
             let bytes = assets
@@ -304,7 +308,7 @@ impl Engine {
             let spec = PluginSpec {
                 name: name.to_string(),
                 sha256: plugin.sha256.clone(),
-                grants: sandbox_grants(&plugin.grants),
+                grants: sandbox_grants(grants.get(name.as_str()).unwrap_or(&plugin.grants)),
                 limits: limits(&plugin.limits),
             };
             let loaded = Plugin::load(&sandbox, &spec, &bytes, tables.clone())?;
@@ -357,6 +361,7 @@ impl Engine {
                 site: String::new(),
                 sandbox,
                 tables,
+                grants: std::sync::RwLock::new(grants),
             }),
         })
     }
@@ -687,12 +692,13 @@ impl Engine {
             }
             let bytes = crate::assets::read_bounded(&path)
                 .map_err(|e| OpError::Store(format!("{}: {e}", path.display())))?;
+            let grants = self.grants_of(name);
             let plugin = self
                 .load_plugin(
                     name,
                     &bytes,
                     Some(sha256.clone()),
-                    &configured.grants,
+                    grants.as_ref().unwrap_or(&configured.grants),
                     &configured.limits,
                 )
                 .map_err(|e| OpError::Gate(e.to_string()))?;
@@ -868,6 +874,137 @@ impl Engine {
                 }
             }
         }
+    }
+
+    /// The plug-in's grants now: the config's, or a reviewer's change.
+    pub fn grants_of(&self, plugin: &str) -> Option<plexus_config::Grants> {
+        self.shared
+            .grants
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(plugin)
+            .cloned()
+    }
+
+    /// Changes a plug-in's grants (the reviewer's decision), effective at once: every
+    /// running version of it is relinked against the new grants and swapped in
+    /// atomically, its earlier chains (for rollback) too, so a revoked capability cannot
+    /// come back with a rollback. If a running version imports a capability the new
+    /// grants do not cover, nothing changes and the error names it. Shadow runs that
+    /// include the plug-in end (`grants changed`). The change is kept in
+    /// `<data_dir>/grants.json`, which overrides the config's `grants` for the plug-in
+    /// from then on, and is audited with the grants before and after.
+    pub fn set_grants(
+        &self,
+        plugin: &str,
+        grants: &[String],
+        actor: &str,
+    ) -> Result<crate::grants::GrantChange, OpError> {
+        let configured = self
+            .shared
+            .config
+            .plugins
+            .get(plugin)
+            .ok_or_else(|| OpError::UnknownPlugin(plugin.to_owned()))?;
+        let new = crate::grants::parse(grants, &self.shared.config)?;
+        let mut all = self
+            .shared
+            .grants
+            .write()
+            .unwrap_or_else(|e| e.into_inner());
+        let before = all
+            .get(plugin)
+            .cloned()
+            .unwrap_or_else(|| configured.grants.clone());
+        let sandbox_new = sandbox_grants(&new);
+        let regrant = |chain: &ActiveChain, iface: &str| -> Result<ActiveChain, OpError> {
+            let plugins = chain
+                .plugins
+                .iter()
+                .map(|p| {
+                    if p.name() != plugin {
+                        return Ok(p.clone());
+                    }
+                    p.regrant(&self.shared.sandbox, &sandbox_new)
+                        .map(Arc::new)
+                        .map_err(|e| {
+                            OpError::Gate(format!(
+                                "the version running on interface {iface} would not load: {e}"
+                            ))
+                        })
+                })
+                .collect::<Result<Vec<_>, OpError>>()?;
+            Ok(ActiveChain { plugins })
+        };
+        // Relink everything first; swap only when every running version accepts.
+        let mut swaps = Vec::new();
+        for iface in self.shared.interfaces.values() {
+            let history = iface.history.lock().unwrap_or_else(|e| e.into_inner());
+            let active = iface.chain.load_full();
+            if !active.plugins.iter().any(|p| p.name() == plugin)
+                && !history
+                    .iter()
+                    .any(|c| c.plugins.iter().any(|p| p.name() == plugin))
+            {
+                continue;
+            }
+            let chain = regrant(&active, &iface.name)?;
+            // Earlier chains that no longer load under the new grants are dropped from
+            // the rollback history.
+            let kept: Vec<Arc<ActiveChain>> = history
+                .iter()
+                .filter_map(|c| regrant(c, &iface.name).ok().map(Arc::new))
+                .collect();
+            swaps.push((iface.clone(), Arc::new(chain), kept));
+        }
+        crate::grants::save(&self.shared.config, plugin, &new, &all)?;
+        all.insert(plugin.to_owned(), new.clone());
+        drop(all);
+        let mut relinked = Vec::new();
+        for (iface, chain, kept) in swaps {
+            let mut history = iface.history.lock().unwrap_or_else(|e| e.into_inner());
+            iface.chain.store(chain);
+            *history = kept;
+            relinked.push(iface.name.clone());
+        }
+        let mut ended = Vec::new();
+        for iface in self.shared.interfaces.values() {
+            let shadow = iface.shadow.load_full();
+            if let Some(shadow) = shadow.filter(|s| s.candidate.iter().any(|(n, _)| n == plugin)) {
+                let _ = iface
+                    .shadow
+                    .compare_and_swap(&Some(shadow.clone()), None::<Arc<Shadow>>);
+                self.shared
+                    .journal
+                    .shadow_end(shadow.run, "grants changed")?;
+                ended.push(shadow.run);
+            }
+        }
+        let change = crate::grants::GrantChange {
+            plugin: plugin.to_owned(),
+            before: crate::grants::list(&before),
+            after: crate::grants::list(&new),
+            relinked,
+            shadows_ended: ended,
+        };
+        tracing::info!(
+            plugin,
+            before = ?change.before,
+            after = ?change.after,
+            "grants changed"
+        );
+        self.audit(
+            actor,
+            "grant-change",
+            &format!("plugin:{plugin}"),
+            &format!(
+                "before [{}] after [{}]; relinked on [{}]",
+                change.before.join(", "),
+                change.after.join(", "),
+                change.relinked.join(", ")
+            ),
+        )?;
+        Ok(change)
     }
 
     fn iface(&self, interface: &str) -> Result<&Arc<Iface>, OpError> {

@@ -1628,3 +1628,100 @@ async fn the_http_server_speaks_only_https_when_tls_is_configured() {
     stop.cancel();
     running.wait().await;
 }
+
+/// Grant changes need the reviewer role, take effect on the running versions at once,
+/// refuse to take away what a running version imports, survive a restart, and are
+/// audited with the grants before and after.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn grant_changes_need_a_reviewer_apply_at_once_and_persist() {
+    let site = Site::new();
+    let emr = Receiver::start("127.0.0.1:0".parse().expect("addr")).await;
+    let tokens = format!(
+        "\n[admin]\ntokens = [{{ name = \"sec\", role = \"reviewer\", sha256 = \"{}\" }}, {{ name = \"release\", role = \"deployer\", sha256 = \"{}\" }}]\n",
+        plexus_pipeline::sha256_hex(b"review-secret"),
+        plexus_pipeline::sha256_hex(b"deploy-secret"),
+    );
+    let (engine, running, stop) = start(&site, emr.addr, &tokens).await;
+    let http = running.http;
+    let put = |token: &'static str, grants: &'static str| async move {
+        http_request_with(
+            http,
+            "PUT",
+            "/admin/v1/grants/visit-status-map",
+            Some(token),
+            format!(r#"{{"grants": {grants}}}"#).as_bytes(),
+        )
+        .await
+    };
+    let (status, _) = put("deploy-secret", r#"["tables:visit-status", "log"]"#).await;
+    assert_eq!(status, 403, "a deployer may not change grants");
+
+    // Taking away the table the running version reads is refused; nothing changes.
+    let digests = engine.active_chain("scheduling").expect("chain").digests();
+    let (status, body) = put("review-secret", "[]").await;
+    assert_eq!(status, 422);
+    let reason = String::from_utf8_lossy(&body);
+    assert!(reason.contains("tables"), "names the capability: {reason}");
+    for bad in [r#"["tables:nope"]"#, r#"["network"]"#] {
+        let (status, body) = put("review-secret", bad).await;
+        assert_eq!(status, 422, "{}", String::from_utf8_lossy(&body));
+    }
+    assert!(!engine.grants_of("visit-status-map").expect("grants").log);
+
+    let (status, body) = put("review-secret", r#"["tables:visit-status", "log"]"#).await;
+    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
+    let change: serde_json::Value = serde_json::from_slice(&body).expect("json");
+    assert_eq!(change["before"], serde_json::json!(["tables:visit-status"]));
+    assert_eq!(
+        change["after"],
+        serde_json::json!(["log", "tables:visit-status"])
+    );
+    assert_eq!(
+        change["relinked"],
+        serde_json::json!(["intake", "scheduling"])
+    );
+    assert_eq!(
+        engine.active_chain("scheduling").expect("chain").digests(),
+        digests,
+        "the same versions, relinked"
+    );
+    let (code, _) = send(running.mllp["scheduling"], &siu("G001", "Roomed")).await;
+    assert_eq!(code, AckCode::AA, "the relinked chain runs");
+    let (status, body) = http_request_with(
+        http,
+        "GET",
+        "/admin/v1/grants/visit-status-map",
+        Some("deploy-secret"),
+        b"",
+    )
+    .await;
+    assert_eq!(status, 200);
+    let now: serde_json::Value = serde_json::from_slice(&body).expect("json");
+    assert_eq!(now["overridden"], true);
+    assert_eq!(now["config"], serde_json::json!(["tables:visit-status"]));
+
+    // The change outlives a restart.
+    stop.cancel();
+    running.wait().await;
+    drop(engine);
+    assert!(site.path().join("data/grants.json").exists());
+    let (engine, running, stop) = start(&site, emr.addr, &tokens).await;
+    assert!(engine.grants_of("visit-status-map").expect("grants").log);
+    let audit = engine.journal().audit_log(0, 100).expect("audit");
+    let change = audit
+        .iter()
+        .find(|e| e.entry.action == "grant-change")
+        .expect("audited");
+    assert_eq!(change.entry.actor, "token:sec");
+    assert!(change.entry.detail.contains("before [tables:visit-status]"));
+    assert_eq!(
+        audit
+            .iter()
+            .filter(|e| e.entry.action == "grant-change")
+            .count(),
+        1,
+        "refused changes are not recorded as changes"
+    );
+    stop.cancel();
+    running.wait().await;
+}

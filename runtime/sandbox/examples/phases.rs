@@ -50,7 +50,7 @@ fn main() -> anyhow::Result<()> {
         let msg = Message::parse_owned(raw.clone())?;
         let t1 = Instant::now();
         let run = plugin.run(msg, &ctx)?;
-        let stats = run.stats.clone();
+        let stats = run.stats;
         drop(run);
         let t2 = Instant::now();
         if i >= warm {

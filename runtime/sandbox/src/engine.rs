@@ -184,6 +184,7 @@ pub struct Plugin {
     epoch_tick: Duration,
     tables: TableAccess,
     pre: Hl7TransformPre<HostState>,
+    component: Component,
     engine: Engine,
 }
 
@@ -251,7 +252,40 @@ impl Plugin {
                 granted: Arc::new(spec.grants.tables.clone()),
             },
             pre,
+            component,
             engine: sandbox.engine.clone(),
+        })
+    }
+
+    /// The same version linked against different grants (a reviewer changed them):
+    /// refused, as a load would be, when it imports a capability the new grants do not
+    /// cover. The compiled code is reused.
+    pub fn regrant(&self, sandbox: &Sandbox, grants: &Grants) -> Result<Plugin> {
+        check_grants(&self.name, &self.inspection, grants)?;
+        let linker =
+            linker(&sandbox.engine, grants).map_err(|e| Error::Engine(format!("{e:#}")))?;
+        let pre = linker
+            .instantiate_pre(&self.component)
+            .and_then(Hl7TransformPre::new)
+            .map_err(|e| Error::WrongWorld {
+                plugin: self.name.clone(),
+                digest: inspect::short(&self.digest).to_owned(),
+                reason: format!("{e:#}"),
+            })?;
+        Ok(Plugin {
+            name: self.name.clone(),
+            digest: self.digest.clone(),
+            inspection: self.inspection.clone(),
+            limits: self.limits.clone(),
+            fuel: self.fuel,
+            epoch_tick: self.epoch_tick,
+            tables: TableAccess {
+                tables: self.tables.tables.clone(),
+                granted: Arc::new(grants.tables.clone()),
+            },
+            pre,
+            component: self.component.clone(),
+            engine: self.engine.clone(),
         })
     }
 
