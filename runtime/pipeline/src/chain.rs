@@ -54,11 +54,14 @@ impl Failure {
 pub(crate) struct ChainRun {
     pub stages: Vec<StageRecord>,
     pub verdict: Verdict,
+    /// How long each stage took, fresh instance included.
+    pub took: Vec<std::time::Duration>,
 }
 
 /// Runs `chain` over `msg`. Never fails: a trap or a plug-in's `fail` is a verdict.
 pub(crate) fn run(chain: &[Arc<Plugin>], mut msg: Message<'static>, ctx: &Context) -> ChainRun {
     let mut stages = Vec::with_capacity(chain.len());
+    let mut took = Vec::with_capacity(chain.len());
     for (index, plugin) in (0_u32..).zip(chain) {
         let mut record = StageRecord {
             message: plexus_journal::MessageId(0),
@@ -70,7 +73,10 @@ pub(crate) fn run(chain: &[Arc<Plugin>], mut msg: Message<'static>, ctx: &Contex
             output: None,
             edits: Vec::new(),
         };
-        let run = match plugin.run(msg, ctx) {
+        let started = std::time::Instant::now();
+        let ran = plugin.run(msg, ctx);
+        took.push(started.elapsed());
+        let run = match ran {
             Ok(run) => run,
             Err(err) => {
                 let kind = match &err {
@@ -89,6 +95,7 @@ pub(crate) fn run(chain: &[Arc<Plugin>], mut msg: Message<'static>, ctx: &Contex
                 stages.push(record);
                 return ChainRun {
                     stages,
+                    took,
                     verdict: Verdict::Failed(Failure {
                         kind,
                         stage: format!("plugin:{}", plugin.name()),
@@ -129,6 +136,7 @@ pub(crate) fn run(chain: &[Arc<Plugin>], mut msg: Message<'static>, ctx: &Contex
                 stages.push(record);
                 return ChainRun {
                     stages,
+                    took,
                     verdict: Verdict::Filtered {
                         plugin: plugin.name().to_owned(),
                         reason,
@@ -146,6 +154,7 @@ pub(crate) fn run(chain: &[Arc<Plugin>], mut msg: Message<'static>, ctx: &Contex
                 stages.push(record);
                 return ChainRun {
                     stages,
+                    took,
                     verdict: Verdict::Failed(Failure {
                         kind: ErrorKind::PluginFail,
                         stage: format!("plugin:{}", plugin.name()),
@@ -164,6 +173,7 @@ pub(crate) fn run(chain: &[Arc<Plugin>], mut msg: Message<'static>, ctx: &Contex
     }
     ChainRun {
         stages,
+        took,
         verdict: Verdict::Forwarded,
     }
 }

@@ -187,12 +187,30 @@ async fn metrics(shared: Arc<Shared>) -> Response {
         Ok::<_, plexus_journal::Error>(figures)
     })
     .await;
-    let figures = match figures {
+    let mut figures = match figures {
         Ok(Ok(figures)) => figures,
         _ => {
             return (StatusCode::SERVICE_UNAVAILABLE, "journal unavailable\n").into_response();
         }
     };
+    for (name, iface) in &shared.interfaces {
+        if let Some(shadow) = iface.shadow.load_full() {
+            figures.shadows.insert(
+                name.to_string(),
+                (
+                    shadow.run,
+                    shadow
+                        .counters
+                        .compared
+                        .load(std::sync::atomic::Ordering::Relaxed),
+                    shadow
+                        .counters
+                        .skipped
+                        .load(std::sync::atomic::Ordering::Relaxed),
+                ),
+            );
+        }
+    }
     let body = crate::metrics::render(
         shared
             .interfaces

@@ -104,6 +104,7 @@ pub(crate) async fn accept(
                 let chain = iface.chain.load_full();
                 let run = chain::run(&chain.plugins, msg, &ctx);
                 iface.note_chain_time(started.elapsed());
+                iface.metrics.stages(&run.stages, &run.took);
                 drop(permit);
                 // A candidate running in the shadow gets the message once it is journaled.
                 if let Some(shadow) = iface.shadow.load_full() {

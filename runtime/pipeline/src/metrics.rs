@@ -7,8 +7,10 @@ use std::fmt::Write as _;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime};
 
+use std::sync::Arc;
+
 use plexus_hl7::ack::AckCode;
-use plexus_journal::ErrorKind;
+use plexus_journal::{ErrorKind, OutcomeKind, StageRecord};
 
 /// Upper bounds (seconds) of the ACK-latency histogram buckets.
 const LATENCY_BUCKETS: [f64; 10] = [
@@ -40,6 +42,29 @@ pub(crate) struct IfaceMetrics {
     latency_sum_us: AtomicU64,
     /// Per destination: delivered, retried, failed.
     destinations: BTreeMap<String, [AtomicU64; 3]>,
+    /// Per plug-in version that has run here: `(name, sha256)`.
+    plugins: std::sync::RwLock<BTreeMap<(String, String), Arc<PluginCounters>>>,
+}
+
+/// Upper bounds (seconds) of the plug-in run-time histogram buckets.
+const RUN_BUCKETS: [f64; 9] = [
+    0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.005, 0.025, 0.1, 1.0,
+];
+
+/// How a stage ended, in [`OutcomeKind::ALL`] order.
+const OUTCOMES: &[OutcomeKind] = OutcomeKind::ALL;
+
+/// Trap kinds, as `plexus_sandbox::RunError::kind` names them.
+const TRAP_KINDS: [&str; 5] = ["timeout", "memory", "fuel", "trap", "instantiate"];
+
+/// One plug-in version's counters on one interface.
+#[derive(Debug, Default)]
+pub(crate) struct PluginCounters {
+    outcomes: [AtomicU64; OutcomeKind::ALL.len()],
+    traps: [AtomicU64; 5],
+    buckets: [AtomicU64; 9],
+    count: AtomicU64,
+    sum_us: AtomicU64,
 }
 
 /// What a delivery attempt came to.
@@ -96,6 +121,51 @@ impl IfaceMetrics {
         );
     }
 
+    /// Counts each stage of a chain run: outcome, trap kind, run time.
+    pub(crate) fn stages(&self, stages: &[StageRecord], took: &[Duration]) {
+        for (stage, took) in stages.iter().zip(took) {
+            let key = (stage.plugin.clone(), stage.plugin_sha256.clone());
+            let known = self
+                .plugins
+                .read()
+                .unwrap_or_else(|e| e.into_inner())
+                .get(&key)
+                .cloned();
+            let counters = match known {
+                Some(c) => c,
+                None => self
+                    .plugins
+                    .write()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .entry(key)
+                    .or_default()
+                    .clone(),
+            };
+            if let Some(i) = OUTCOMES.iter().position(|o| *o == stage.outcome) {
+                counters.outcomes[i].fetch_add(1, Ordering::Relaxed);
+            }
+            if stage.outcome == OutcomeKind::Trap
+                && let Some(i) = stage
+                    .detail
+                    .as_deref()
+                    .and_then(|d| TRAP_KINDS.iter().position(|k| *k == d))
+            {
+                counters.traps[i].fetch_add(1, Ordering::Relaxed);
+            }
+            let secs = took.as_secs_f64();
+            for (bound, bucket) in RUN_BUCKETS.iter().zip(&counters.buckets) {
+                if secs <= *bound {
+                    bucket.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+            counters.count.fetch_add(1, Ordering::Relaxed);
+            counters.sum_us.fetch_add(
+                u64::try_from(took.as_micros()).unwrap_or(u64::MAX),
+                Ordering::Relaxed,
+            );
+        }
+    }
+
     pub(crate) fn delivery(&self, destination: &str, outcome: DeliveryOutcome) {
         if let Some(counters) = self.destinations.get(destination) {
             counters[outcome as usize].fetch_add(1, Ordering::Relaxed);
@@ -110,6 +180,8 @@ pub(crate) struct JournalFigures {
     pub queues: BTreeMap<(String, String), (u64, Option<SystemTime>)>,
     /// interface -> (open errors, oldest open)
     pub errors: BTreeMap<String, (u64, Option<SystemTime>)>,
+    /// interface -> (shadow run, messages compared, messages skipped) of live runs
+    pub shadows: BTreeMap<String, (i64, u64, u64)>,
 }
 
 /// Renders every interface's metrics in the Prometheus text format.
@@ -290,5 +362,106 @@ pub(crate) fn render<'a>(
             age(oldest)
         );
     }
+    render_plugins(&mut out, interfaces);
+    family(
+        &mut out,
+        "plexus_shadow_messages_total",
+        "counter",
+        "Messages of the live shadow run compared with the candidate, or skipped because it fell behind.",
+    );
+    for (i, (run, compared, skipped)) in &figures.shadows {
+        for (result, n) in [("compared", compared), ("skipped", skipped)] {
+            let _ = writeln!(
+                out,
+                "plexus_shadow_messages_total{{interface=\"{i}\",run=\"{run}\",result=\"{result}\"}} {n}"
+            );
+        }
+    }
     out
+}
+
+/// Per plug-in version: runs by outcome, traps by kind, run time.
+fn render_plugins<'a>(
+    out: &mut String,
+    interfaces: impl Iterator<Item = (&'a str, &'a IfaceMetrics)> + Clone,
+) {
+    let v = |c: &AtomicU64| c.load(Ordering::Relaxed);
+    let family = |out: &mut String, name: &str, kind: &str, help: &str| {
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+    };
+    let snapshot: Vec<(&str, Vec<((String, String), Arc<PluginCounters>)>)> = interfaces
+        .map(|(i, m)| {
+            let plugins = m.plugins.read().unwrap_or_else(|e| e.into_inner());
+            (
+                i,
+                plugins
+                    .iter()
+                    .map(|(k, c)| (k.clone(), c.clone()))
+                    .collect(),
+            )
+        })
+        .collect();
+    family(
+        out,
+        "plexus_plugin_runs_total",
+        "counter",
+        "Plug-in stage runs by plug-in version digest and outcome (forward, filter, fail, trap).",
+    );
+    for (i, plugins) in &snapshot {
+        for ((name, sha), c) in plugins {
+            for (outcome, n) in OUTCOMES.iter().zip(&c.outcomes) {
+                let _ = writeln!(
+                    out,
+                    "plexus_plugin_runs_total{{interface=\"{i}\",plugin=\"{name}\",sha256=\"{sha}\",outcome=\"{outcome}\"}} {}",
+                    v(n)
+                );
+            }
+        }
+    }
+    family(
+        out,
+        "plexus_plugin_traps_total",
+        "counter",
+        "Plug-in runs that did not finish, by version digest and kind (timeout, memory, fuel, trap, instantiate).",
+    );
+    for (i, plugins) in &snapshot {
+        for ((name, sha), c) in plugins {
+            for (kind, n) in TRAP_KINDS.iter().zip(&c.traps) {
+                let _ = writeln!(
+                    out,
+                    "plexus_plugin_traps_total{{interface=\"{i}\",plugin=\"{name}\",sha256=\"{sha}\",kind=\"{kind}\"}} {}",
+                    v(n)
+                );
+            }
+        }
+    }
+    family(
+        out,
+        "plexus_plugin_run_seconds",
+        "histogram",
+        "Time of one plug-in stage, fresh instance included, by version digest.",
+    );
+    for (i, plugins) in &snapshot {
+        for ((name, sha), c) in plugins {
+            let labels = format!("interface=\"{i}\",plugin=\"{name}\",sha256=\"{sha}\"");
+            for (bound, bucket) in RUN_BUCKETS.iter().zip(&c.buckets) {
+                let _ = writeln!(
+                    out,
+                    "plexus_plugin_run_seconds_bucket{{{labels},le=\"{bound}\"}} {}",
+                    v(bucket)
+                );
+            }
+            let count = v(&c.count);
+            let _ = writeln!(
+                out,
+                "plexus_plugin_run_seconds_bucket{{{labels},le=\"+Inf\"}} {count}"
+            );
+            let _ = writeln!(
+                out,
+                "plexus_plugin_run_seconds_sum{{{labels}}} {}",
+                v(&c.sum_us) as f64 / 1e6
+            );
+            let _ = writeln!(out, "plexus_plugin_run_seconds_count{{{labels}}} {count}");
+        }
+    }
 }

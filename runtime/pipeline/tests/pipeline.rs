@@ -484,6 +484,25 @@ async fn http_source_answers_with_an_ack_and_status_and_health_endpoints_work() 
         "plexus_ack_latency_seconds_count{interface=\"intake\"} 3",
         "plexus_errors_open{interface=\"intake\"} 2",
     ];
+    let sha = engine.active_chain("intake").expect("chain").digests()[0]
+        .1
+        .clone();
+    let per_version = [
+        format!(
+            "plexus_plugin_runs_total{{interface=\"intake\",plugin=\"visit-status-map\",sha256=\"{sha}\",outcome=\"forward\"}} 1"
+        ),
+        format!(
+            "plexus_plugin_runs_total{{interface=\"intake\",plugin=\"visit-status-map\",sha256=\"{sha}\",outcome=\"fail\"}} 1"
+        ),
+        format!(
+            "plexus_plugin_run_seconds_count{{interface=\"intake\",plugin=\"visit-status-map\",sha256=\"{sha}\"}} 2"
+        ),
+    ];
+    let wanted: Vec<&str> = wanted
+        .iter()
+        .copied()
+        .chain(per_version.iter().map(String::as_str))
+        .collect();
     // The delivery counter moves once its batch is done: poll briefly.
     let mut metrics = String::new();
     for _ in 0..100 {
@@ -618,6 +637,27 @@ destinations = [{{ name = "out", type = "file", dir = "out" }}]
     assert_eq!(kind_of("memory-bomb"), ErrorKind::OutOfMemory);
     assert_eq!(kind_of("unreachable"), ErrorKind::Trap);
     assert_eq!(kind_of("panic"), ErrorKind::Trap);
+    // Traps are counted per plug-in version digest and kind.
+    let sha = engine.active_chain("loop").expect("chain").digests()[0]
+        .1
+        .clone();
+    let (status, body) = http_request(running.http, "GET", "/metrics", b"").await;
+    assert_eq!(status, 200);
+    let metrics = String::from_utf8_lossy(&body);
+    for (interface, kind) in [
+        ("loop", "timeout"),
+        ("memory-bomb", "memory"),
+        ("unreachable", "trap"),
+        ("panic", "trap"),
+    ] {
+        let line = format!(
+            "plexus_plugin_traps_total{{interface=\"{interface}\",plugin=\"hostile\",sha256=\"{sha}\",kind=\"{kind}\"}} 2"
+        );
+        assert!(
+            metrics.lines().any(|l| l == line),
+            "missing `{line}` in:\n{metrics}"
+        );
+    }
     let out = dir.path().join("out");
     eventually("the good messages are delivered", || {
         std::fs::read_dir(&out).map_or(0, |d| d.count()) == 2
