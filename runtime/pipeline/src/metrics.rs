@@ -380,6 +380,9 @@ pub(crate) fn render<'a>(
     out
 }
 
+/// `((plug-in name, sha256), counters)`.
+type VersionCounters = ((String, String), Arc<PluginCounters>);
+
 /// Per plug-in version: runs by outcome, traps by kind, run time.
 fn render_plugins<'a>(
     out: &mut String,
@@ -389,7 +392,7 @@ fn render_plugins<'a>(
     let family = |out: &mut String, name: &str, kind: &str, help: &str| {
         let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
     };
-    let snapshot: Vec<(&str, Vec<((String, String), Arc<PluginCounters>)>)> = interfaces
+    let snapshot: Vec<(&str, Vec<VersionCounters>)> = interfaces
         .map(|(i, m)| {
             let plugins = m.plugins.read().unwrap_or_else(|e| e.into_inner());
             (
