@@ -419,20 +419,25 @@ impl Engine {
         let mut history = iface.history.lock().unwrap_or_else(|e| e.into_inner());
         let chain = Arc::new(ActiveChain { plugins });
         let detail = describe_chain(&chain);
+        // Recorded before it takes effect: no message runs on a version whose
+        // activation is not in the audit log. Messages never wait for this; they keep
+        // taking the current chain until the swap below.
+        self.audit(
+            actor,
+            "activate",
+            &format!("interface:{interface}"),
+            &detail,
+        )?;
+        let swap = std::time::Instant::now();
         let previous = iface.chain.swap(chain);
         history.push(previous);
         if history.len() > HISTORY {
             history.remove(0);
         }
         drop(history);
-        iface.metrics.activated();
+        iface.metrics.swapped(swap.elapsed());
         tracing::info!(interface, chain = %detail, "chain activated");
-        self.audit(
-            actor,
-            "activate",
-            &format!("interface:{interface}"),
-            &detail,
-        )
+        Ok(())
     }
 
     /// Records an operator action in the audit log.
@@ -462,19 +467,31 @@ impl Engine {
         let iface = self.iface(interface)?;
         let mut history = iface.history.lock().unwrap_or_else(|e| e.into_inner());
         let previous = history
-            .pop()
+            .last()
+            .cloned()
             .ok_or_else(|| OpError::NothingToRollBack(interface.to_owned()))?;
         let detail = describe_chain(&previous);
-        iface.chain.store(previous);
-        drop(history);
-        iface.metrics.activated();
-        tracing::info!(interface, chain = %detail, "chain rolled back");
+        // Audited before it takes effect, as an activation is.
         self.audit(
             actor,
             "rollback",
             &format!("interface:{interface}"),
             &detail,
-        )
+        )?;
+        let swap = std::time::Instant::now();
+        history.pop();
+        iface.chain.store(previous);
+        drop(history);
+        iface.metrics.swapped(swap.elapsed());
+        tracing::info!(interface, chain = %detail, "chain rolled back");
+        Ok(())
+    }
+
+    /// How long the last swaps of the interface's chain took (activations, rollbacks;
+    /// up to 1024, oldest first): the window in which the active version changes.
+    /// Messages never wait for it; each takes whichever chain is current when it starts.
+    pub fn swap_times(&self, interface: &str) -> Result<Vec<std::time::Duration>, OpError> {
+        Ok(self.iface(interface)?.metrics.swap_times())
     }
 
     /// The interface's active chain.

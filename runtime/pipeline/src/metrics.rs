@@ -42,9 +42,14 @@ pub(crate) struct IfaceMetrics {
     latency_sum_us: AtomicU64,
     /// Per destination: delivered, retried, failed.
     destinations: BTreeMap<String, [AtomicU64; 3]>,
+    /// The last swaps' durations.
+    swap_times: std::sync::Mutex<std::collections::VecDeque<Duration>>,
     /// Per plug-in version that has run here: `(name, sha256)`.
     plugins: std::sync::RwLock<BTreeMap<(String, String), Arc<PluginCounters>>>,
 }
+
+/// Swap durations kept.
+const SWAP_TIMES: usize = 1024;
 
 /// Upper bounds (seconds) of the plug-in run-time histogram buckets.
 const RUN_BUCKETS: [f64; 9] = [
@@ -99,8 +104,23 @@ impl IfaceMetrics {
         }
     }
 
-    pub(crate) fn activated(&self) {
+    /// A chain swap (activation, rollback) that took `took`.
+    pub(crate) fn swapped(&self, took: Duration) {
         self.activations.fetch_add(1, Ordering::Relaxed);
+        let mut times = self.swap_times.lock().unwrap_or_else(|e| e.into_inner());
+        if times.len() == SWAP_TIMES {
+            times.pop_front();
+        }
+        times.push_back(took);
+    }
+
+    pub(crate) fn swap_times(&self) -> Vec<Duration> {
+        self.swap_times
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .copied()
+            .collect()
     }
 
     /// An answer went out after `took` (receive to ACK).
