@@ -62,7 +62,8 @@ enum Command {
     /// status 1 when the configured version would not load with its grants.
     #[command(after_help = "Examples:\n  \
         plexus review visit-status-map\n  \
-        plexus review visit-status-map new/visit_status_map.wasm --config site.toml")]
+        plexus review visit-status-map new/visit_status_map.wasm --config site.toml\n  \
+        plexus review visit-status-map@a436fddf...   # an uploaded version")]
     Review(review_cmd::ReviewArgs),
     /// Admin API tokens.
     #[command(subcommand)]

@@ -1,6 +1,8 @@
-//! `plexus review PLUGIN [CANDIDATE.wasm]`: the security reviewer's sheet for one plug-in
-//! of a site: what it imports, what it requests against what the site grants, its
-//! limits, and (with a candidate) what a new version would change.
+//! `plexus review PLUGIN[@SHA256] [CANDIDATE.wasm]`: the security reviewer's sheet for one
+//! plug-in of a site: what it imports, what it requests against what the site grants
+//! (the config's grants, or a reviewer's change made through the admin API), its limits,
+//! and (with a candidate file, or `@SHA256` naming an uploaded version) what a new
+//! version would change.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -15,8 +17,9 @@ use crate::site::{BuiltinAssets, SiteArgs};
 pub struct ReviewArgs {
     #[command(flatten)]
     site: SiteArgs,
-    /// The plug-in's name in the site config.
-    #[arg(value_name = "PLUGIN")]
+    /// The plug-in's name in the site config; `NAME@SHA256` reviews that uploaded
+    /// version (from the engine's plug-in store) as the candidate.
+    #[arg(value_name = "PLUGIN[@SHA256]")]
     plugin: String,
     /// A candidate version to compare with the configured one.
     #[arg(value_name = "CANDIDATE")]
@@ -25,21 +28,46 @@ pub struct ReviewArgs {
 
 pub fn review(args: &ReviewArgs) -> anyhow::Result<ExitCode> {
     let config = args.site.load()?;
-    let Some(entry) = config.plugins.get(args.plugin.as_str()) else {
+    let (name, uploaded) = match args.plugin.split_once('@') {
+        Some((name, sha)) => (name, Some(sha.to_ascii_lowercase())),
+        None => (args.plugin.as_str(), None),
+    };
+    let Some(entry) = config.plugins.get(name) else {
         let names: Vec<&str> = config.plugins.keys().map(|k| k.as_str()).collect();
         anyhow::bail!(
-            "no plug-in `{}` in the site config; defined: {}",
-            args.plugin,
+            "no plug-in `{name}` in the site config; defined: {}",
             names.join(", ")
         );
     };
+    let candidate = match (&uploaded, &args.candidate) {
+        (Some(_), Some(_)) => {
+            anyhow::bail!("give the candidate either as NAME@SHA256 or as a file, not both")
+        }
+        (Some(sha), None) => {
+            let path = config
+                .engine
+                .data_dir
+                .join("plugins")
+                .join(format!("{sha}.wasm"));
+            if sha.len() != 64 || !sha.bytes().all(|b| b.is_ascii_hexdigit()) || !path.exists() {
+                anyhow::bail!(
+                    "{name}@{sha}: no such version has been uploaded to this site's store ({})",
+                    path.display()
+                );
+            }
+            Some(path)
+        }
+        (None, file) => file.clone(),
+    };
     let bytes = BuiltinAssets
         .read(&entry.file)
-        .with_context(|| format!("reading plug-in {}", args.plugin))?;
-    let current = inspect::inspect(&bytes).map_err(|e| anyhow::anyhow!("{}: {e}", args.plugin))?;
-    let granted: Vec<String> = grants(&entry.grants);
+        .with_context(|| format!("reading plug-in {name}"))?;
+    let current = inspect::inspect(&bytes).map_err(|e| anyhow::anyhow!("{name}: {e}"))?;
+    let effective = plexus_pipeline::effective_grants(&config)?;
+    let now = effective.get(name).unwrap_or(&entry.grants);
+    let granted: Vec<String> = grants(now);
 
-    println!("plug-in      {}", args.plugin);
+    println!("plug-in      {name}");
     println!("sha256       {}", current.sha256);
     match &entry.sha256 {
         Some(pin) if pin.eq_ignore_ascii_case(&current.sha256) => println!("pin          matches"),
@@ -59,10 +87,17 @@ pub fn review(args: &ReviewArgs) -> anyhow::Result<ExitCode> {
         entry.limits.log_lines,
         entry.limits.log_bytes >> 10
     );
+    if now != &entry.grants {
+        println!(
+            "grants       set through the admin API ({}); the config says [{}]",
+            config.engine.data_dir.join("grants.json").display(),
+            grants(&entry.grants).join(", ")
+        );
+    }
     println!();
     print_imports(&current);
     let problems = print_grants(&current, &granted);
-    if let Some(candidate) = &args.candidate {
+    if let Some(candidate) = &candidate {
         let bytes = crate::read_input(candidate)?;
         let next = inspect::inspect(&bytes)
             .map_err(|e| anyhow::anyhow!("{}: {e}", candidate.display()))?;

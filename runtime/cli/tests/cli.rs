@@ -620,6 +620,26 @@ fn admin_and_shadow_commands_drive_a_running_engine() {
         .to_owned();
     assert!(run(&["admin", "plugins"]).contains(&sha));
 
+    // The reviewer's sheet for the uploaded version, and a grant change through the API
+    // that the sheet then shows.
+    let sheet = run(&["review", &format!("visit-status-map@{sha}")]);
+    assert!(sheet.contains("candidate    "), "{sheet}");
+    assert!(sheet.contains("loads with the current grants"), "{sheet}");
+    let changed = run(&[
+        "admin",
+        "grants",
+        "visit-status-map",
+        "--set",
+        "tables:visit-status,log",
+    ]);
+    assert!(changed.contains("relinked"), "{changed}");
+    let sheet = run(&["review", "visit-status-map"]);
+    assert!(sheet.contains("set through the admin API"), "{sheet}");
+    assert!(
+        sheet.contains("granted      log, tables:visit-status"),
+        "{sheet}"
+    );
+
     // Shadow a chain without the demographics stage: names would stay as sent.
     let started = run(&[
         "shadow",
@@ -662,7 +682,13 @@ PID|1||MRN1^^^CLINIC^MR||testpatient^alpha||19800101|female\r"
     let listed = run(&["admin", "interfaces"]);
     assert!(!listed.contains("demographics-normalize@"), "{listed}");
     let audit = run(&["admin", "audit"]);
-    for action in ["upload", "shadow-start", "activate", "shadow-promote"] {
+    for action in [
+        "upload",
+        "grant-change",
+        "shadow-start",
+        "activate",
+        "shadow-promote",
+    ] {
         assert!(audit.contains(action), "{action} in {audit}");
     }
 

@@ -73,8 +73,9 @@ pub(crate) fn parse(items: &[String], config: &Config) -> Result<Grants, OpError
     Ok(out)
 }
 
-/// Each plug-in's grants: the config's, with the saved changes laid over them.
-pub(crate) fn effective(config: &Config) -> Result<BTreeMap<String, Grants>, BuildError> {
+/// Each plug-in's grants: the config's, with the changes a reviewer made through the
+/// admin API (`<data_dir>/grants.json`) laid over them.
+pub fn effective(config: &Config) -> Result<BTreeMap<String, Grants>, BuildError> {
     let mut grants: BTreeMap<String, Grants> = config
         .plugins
         .iter()

@@ -46,7 +46,7 @@ pub use assets::{Assets, FsAssets, MAX_ASSET_BYTES, read_bounded};
 pub use chain::{Failure, Verdict};
 pub use engine::{ActiveChain, CapabilityChange, Engine, ReplayOutcome, Running, journal_path};
 pub use error::{BuildError, OpError};
-pub use grants::GrantChange;
+pub use grants::{GrantChange, effective as effective_grants};
 pub use http::HL7_MEDIA_TYPE;
 /// sha256 of bytes, lowercase hex: plug-in digests and how admin tokens are stored.
 pub use plexus_sandbox::inspect::sha256_hex;
