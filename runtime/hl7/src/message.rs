@@ -36,7 +36,7 @@ pub struct Message<'a> {
     index: Index,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Index {
     delims: Delimiters,
     charset: Charset,
@@ -45,7 +45,7 @@ pub(crate) struct Index {
     seps: Vec<u32>,
 }
 
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct SegIdx {
     name: [u8; 3],
     start: u32,
@@ -478,6 +478,10 @@ impl<'a> Message<'a> {
 
     /// Replaces `buf[a..b]` with `with` and re-indexes; restores the old bytes on failure.
     fn splice(&mut self, a: usize, b: usize, with: &[u8]) -> Result<(), EditError> {
+        if let Some(seg) = self.segment_holding(a, b, with) {
+            self.splice_in_segment(seg, a, b, with);
+            return Ok(());
+        }
         let mut bytes = Vec::with_capacity(self.buf.len() + with.len());
         bytes.extend_from_slice(&self.buf[..a]);
         bytes.extend_from_slice(with);
@@ -494,6 +498,61 @@ impl<'a> Message<'a> {
         self.buf = Cow::Owned(bytes);
         self.index = index;
         Ok(())
+    }
+
+    /// The segment whose content holds all of `a..b`, when replacing that range with
+    /// `with` can only change that one segment's fields: not a header (delimiters and
+    /// charset live there), not its name, no segment terminator and nothing but ASCII
+    /// in `with` (valid in every supported charset), and offsets still fit the index.
+    /// Such an edit (every `set` of a field in a body segment) re-indexes that segment
+    /// alone instead of the whole message.
+    fn segment_holding(&self, a: usize, b: usize, with: &[u8]) -> Option<usize> {
+        if !with.is_ascii() || with.iter().any(|&c| c == b'\r' || c == b'\n') {
+            return None;
+        }
+        let grown = self.buf.len().checked_sub(b - a)?.checked_add(with.len())?;
+        u32::try_from(grown).ok()?;
+        let seg = self
+            .index
+            .segments
+            .partition_point(|s| (s.end as usize) < b);
+        let s = self.index.segments.get(seg)?;
+        let inside = s.start as usize + 3 <= a && b <= s.end as usize;
+        (inside && !is_header(&s.name)).then_some(seg)
+    }
+
+    /// Replaces `a..b` inside segment `seg` (see [`Message::segment_holding`]) and
+    /// updates the index in place: that segment's separators are found again, and every
+    /// offset after the edit moves by the change in length.
+    fn splice_in_segment(&mut self, seg: usize, a: usize, b: usize, with: &[u8]) {
+        let buf = self.buf.to_mut();
+        buf.splice(a..b, with.iter().copied());
+        // Offsets fit in u32: `segment_holding` checked the new length.
+        let grow = |x: u32| -> u32 { ((x as usize + with.len()) - (b - a)) as u32 };
+        let index = &mut self.index;
+        let s = index.segments[seg];
+        let (from, old_len) = (s.seps_from as usize, s.seps_len as usize);
+        let end = grow(s.end) as usize;
+        let line = &buf[s.start as usize..end];
+        let fresh: Vec<u32> = memchr::memchr_iter(index.delims.field, line)
+            .map(|p| (s.start as usize + p) as u32)
+            .collect();
+        let new_len = fresh.len();
+        index.seps.splice(from..from + old_len, fresh);
+        for sep in &mut index.seps[from + new_len..] {
+            *sep = grow(*sep);
+        }
+        let moved = |x: u32| -> u32 { ((x as usize + new_len) - old_len) as u32 };
+        let current = &mut index.segments[seg];
+        current.end = end as u32;
+        current.term_end = grow(current.term_end);
+        current.seps_len = new_len as u32;
+        for later in &mut index.segments[seg + 1..] {
+            later.start = grow(later.start);
+            later.end = grow(later.end);
+            later.term_end = grow(later.term_end);
+            later.seps_from = moved(later.seps_from);
+        }
     }
 
     fn occurrences<'s>(&'s self, name: &'s [u8; 3]) -> impl Iterator<Item = usize> + 's {
@@ -1057,5 +1116,48 @@ impl std::fmt::Debug for Children<'_> {
         f.debug_struct("Children")
             .field("level", &self.level)
             .finish_non_exhaustive()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// After every edit, the index kept up to date in place equals one built from
+    /// scratch, on every corpus message and edits of every shape: longer, shorter,
+    /// empty, new fields past the end, components, repetitions, later segments.
+    #[test]
+    fn in_place_reindexing_matches_a_full_rebuild() {
+        let dir =
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/corpus/hl7v2");
+        let mut checked = 0;
+        for entry in std::fs::read_dir(&dir).expect("corpus") {
+            let bytes = std::fs::read(entry.expect("entry").path()).expect("read");
+            let Ok(mut msg) = Message::parse_owned(bytes) else {
+                continue;
+            };
+            let names: Vec<String> = msg.segment_names().map(str::to_owned).collect();
+            for (n, name) in names
+                .iter()
+                .enumerate()
+                .filter(|(_, n)| !n.ends_with("HS") && *n != "MSH")
+            {
+                for (path, value) in [
+                    (format!("{name}-1"), "X"),
+                    (format!("{name}-3-2"), "a much longer value than before"),
+                    (format!("{name}-3"), ""),
+                    (format!("{name}-30-4"), "far"),
+                    (format!("{name}-2[2]"), "rep"),
+                    (format!("{name}-5"), "with|field^and~delims&escaped"),
+                ] {
+                    if msg.set(path.as_str(), value).is_ok() {
+                        let rebuilt = Index::build(&msg.buf).expect("still parses");
+                        assert_eq!(msg.index, rebuilt, "after setting {path} (segment {n})");
+                        checked += 1;
+                    }
+                }
+            }
+        }
+        assert!(checked > 1000, "only {checked} edits checked");
     }
 }
