@@ -40,27 +40,63 @@ async fn serve(args: RunArgs, config: plexus_config::Config) -> anyhow::Result<(
         println!("plexus: interface {interface}: MLLP on {addr}");
     }
     println!(
-        "plexus: HTTP on http://{} (/healthz, /readyz, /metrics); Ctrl-C stops",
+        "plexus: HTTP on {}://{} (/healthz, /readyz, /metrics, /admin/v1); Ctrl-C stops, SIGHUP reloads tables and tokens",
+        if engine.config().http.tls.is_some() {
+            "https"
+        } else {
+            "http"
+        },
         running.http
     );
-    wait_for_signal().await;
+    wait_for_signal(&engine, &args.site).await;
     tracing::info!("shutdown requested; finishing in-flight messages");
     shutdown.cancel();
     running.wait().await;
     Ok(())
 }
 
-async fn wait_for_signal() {
+/// Waits for Ctrl-C or SIGTERM; on SIGHUP, re-reads the config and applies what can
+/// change while running (see [`Engine::reload`]).
+async fn wait_for_signal(engine: &Engine, site: &SiteArgs) {
     #[cfg(unix)]
     {
         use tokio::signal::unix::{SignalKind, signal};
-        if let Ok(mut term) = signal(SignalKind::terminate()) {
-            tokio::select! {
-                _ = tokio::signal::ctrl_c() => {}
-                _ = term.recv() => {}
+        if let (Ok(mut term), Ok(mut hup)) = (
+            signal(SignalKind::terminate()),
+            signal(SignalKind::hangup()),
+        ) {
+            loop {
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => return,
+                    _ = term.recv() => return,
+                    _ = hup.recv() => reload(engine, site).await,
+                }
             }
-            return;
         }
     }
     let _ = tokio::signal::ctrl_c().await;
+}
+
+async fn reload(engine: &Engine, site: &SiteArgs) {
+    let config = match site.load() {
+        Ok(config) => config,
+        Err(e) => {
+            tracing::error!("config reload refused, still running the previous one: {e:#}");
+            return;
+        }
+    };
+    let engine = engine.clone();
+    let done = tokio::task::spawn_blocking(move || {
+        engine.reload(&config, &BuiltinAssets, "signal:SIGHUP")
+    })
+    .await;
+    match done {
+        Ok(Ok(report)) => {
+            println!("plexus: config reloaded: {report}");
+        }
+        Ok(Err(e)) => {
+            tracing::error!("config reload refused, still running the previous one: {e}");
+        }
+        Err(e) => tracing::error!("config reload failed: {e}"),
+    }
 }

@@ -707,3 +707,98 @@ PID|1||MRN1^^^CLINIC^MR||testpatient^alpha||19800101|female\r"
     child.kill().expect("kill");
     child.wait().expect("exits");
 }
+
+/// SIGHUP re-reads the config: a changed table applies at once (a status that was
+/// unknown now maps), a changed token takes over, a change that needs a restart is
+/// reported and not applied; the reload is in the audit log.
+#[test]
+fn sighup_reloads_tables_and_tokens_while_running() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = demo_site(dir.path());
+    let csv = dir.path().join("status.csv");
+    std::fs::write(&csv, "key,value\nroomed,Started\n").expect("csv");
+    let token_line = |secret: &str| {
+        format!(
+            "\n[admin]\ntokens = [{{ name = \"ops\", role = \"admin\", sha256 = \"{}\" }}]\n",
+            plexus_pipeline::sha256_hex(secret.as_bytes())
+        )
+    };
+    let base = std::fs::read_to_string(&config).expect("config").replace(
+        "file = \"builtin:visit-status.csv\"",
+        "file = \"status.csv\"",
+    );
+    assert!(base.contains("status.csv"), "the demo's table line changed");
+    std::fs::write(&config, format!("{base}{}", token_line("first-secret"))).expect("write");
+    let (mut child, mllp, http) = start_engine(&config);
+    let mut conn = TcpStream::connect(&mllp).expect("connect");
+    conn.set_read_timeout(Some(Duration::from_secs(20)))
+        .expect("timeout");
+    let mut send = |id: &str, status: &str| {
+        let siu = format!(
+            "MSH|^~\\&|SCHED|CLINIC|EHR|CLINIC|20260105083000||SIU^S12|{id}|P|2.5.1\r\
+SCH|1^S|2^E||||NEW|||20|MIN|^^^202601050900||||||||||||||{status}\r"
+        );
+        conn.write_all(&frame(siu.as_bytes())).expect("send");
+        let ack = plexus_hl7::Message::parse_owned(read_frame(&mut conn)).expect("ACK");
+        ack.get("MSA-1").expect("path").map(|c| c.into_owned())
+    };
+    assert_eq!(
+        send("R-1", "Ready").as_deref(),
+        Some("AE"),
+        "not in the table yet"
+    );
+    let api = |secret: &str| {
+        plexus()
+            .args(["admin", "interfaces"])
+            .env("PLEXUS_URL", format!("http://{http}"))
+            .env("PLEXUS_TOKEN", secret)
+            .output()
+            .expect("runs")
+            .status
+            .success()
+    };
+    assert!(api("first-secret"));
+
+    std::fs::write(&csv, "key,value\nroomed,Started\nready,Started\n").expect("csv");
+    let restart = base.replace("retention = \"30d\"", "retention = \"10d\"");
+    assert_ne!(restart, base, "the demo's retention line changed");
+    std::fs::write(&config, format!("{restart}{}", token_line("second-secret"))).expect("write");
+    Command::new("kill")
+        .args(["-HUP", &child.id().to_string()])
+        .status()
+        .expect("kill");
+    let mut mapped = None;
+    for i in 0..200 {
+        mapped = send(&format!("R-{}", i + 2), "Ready");
+        if mapped.as_deref() == Some("AA") {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(
+        mapped.as_deref(),
+        Some("AA"),
+        "the reloaded table maps Ready"
+    );
+    assert!(api("second-secret"), "the new token works");
+    assert!(!api("first-secret"), "the old one does not");
+
+    Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .expect("kill");
+    child.wait().expect("exits");
+    let audit = plexus()
+        .args(["audit", "list", "--config"])
+        .arg(&config)
+        .output()
+        .expect("runs");
+    let audit = String::from_utf8_lossy(&audit.stdout);
+    let line = audit
+        .lines()
+        .find(|l| l.contains("config-reload"))
+        .unwrap_or_else(|| panic!("reload audited: {audit}"));
+    assert!(line.contains("signal:SIGHUP"), "{line}");
+    assert!(line.contains("tables reloaded: visit-status"), "{line}");
+    assert!(line.contains("needs a restart: [journal]"), "{line}");
+}

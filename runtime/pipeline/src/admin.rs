@@ -145,11 +145,8 @@ fn authorize(admin: &Admin, headers: &HeaderMap, allowed: &[Role]) -> Result<Cal
         .filter(|t| !t.is_empty())
         .ok_or_else(unauthorized)?;
     let digest = sha256_hex(token.as_bytes());
-    let known = admin
-        .engine
-        .config()
-        .admin
-        .tokens
+    let tokens = admin.engine.tokens();
+    let known = tokens
         .iter()
         .find(|t| constant_time_eq(t.sha256.as_bytes(), digest.as_bytes()))
         .ok_or_else(unauthorized)?;

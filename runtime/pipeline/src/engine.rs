@@ -39,8 +39,10 @@ pub(crate) struct Shared {
     pub site: String,
     /// Loads plug-in versions; keeps the epoch ticker (plug-in timeouts) alive.
     sandbox: Sandbox,
-    /// The site's tables, shared by every plug-in version.
-    tables: Arc<TableSet>,
+    /// The site's tables, shared by every plug-in version; replaced by a config reload.
+    tables: ArcSwap<TableSet>,
+    /// The admin API's tokens; replaced by a config reload.
+    pub tokens: ArcSwap<Vec<plexus_config::AdminToken>>,
     /// Each plug-in's grants: the config's, or what a reviewer set through the admin
     /// API (kept in `<data_dir>/grants.json`). The lock also serialises grant changes.
     grants: std::sync::RwLock<BTreeMap<String, plexus_config::Grants>>,
@@ -276,24 +278,7 @@ impl Engine {
                 }
             }
         }
-        let mut tables = TableSet::new();
-        for (name, table) in &config.tables {
-            let bytes = assets
-                .read(&table.file)
-                .map_err(|source| BuildError::Asset {
-                    what: format!("table {name}"),
-                    source_name: describe(&table.file),
-                    source,
-                })?;
-            let text = String::from_utf8_lossy(&bytes);
-            let table =
-                Table::from_csv(name.as_str(), &text).map_err(|source| BuildError::Table {
-                    table: name.to_string(),
-                    source,
-                })?;
-            tables.insert(name.to_string(), Arc::new(table));
-        }
-        let tables = Arc::new(tables);
+        let tables = Arc::new(load_tables(&config, assets)?);
         let sandbox = Sandbox::new(SandboxConfig::default())?;
         let grants = crate::grants::effective(&config)?;
         let mut plugins = HashMap::new();
@@ -351,6 +336,7 @@ impl Engine {
             })
             .collect();
         let permits = std::thread::available_parallelism().map_or(2, |n| n.get()) * 2;
+        let tokens = config.admin.tokens.clone();
         Ok(Engine {
             shared: Arc::new(Shared {
                 config,
@@ -360,7 +346,8 @@ impl Engine {
                 ack_ids: AckIds::new(),
                 site: String::new(),
                 sandbox,
-                tables,
+                tables: ArcSwap::new(tables),
+                tokens: ArcSwap::from_pointee(tokens),
                 grants: std::sync::RwLock::new(grants),
             }),
         })
@@ -400,7 +387,7 @@ impl Engine {
             &self.shared.sandbox,
             &spec,
             bytes,
-            self.shared.tables.clone(),
+            self.shared.tables.load_full(),
         )?))
     }
 
@@ -852,6 +839,121 @@ impl Engine {
         Ok(report)
     }
 
+    /// Applies a re-read config to the running engine (`plexus run` does this on
+    /// SIGHUP): the tables are read again and, when any changed, every running plug-in
+    /// version (and its rollback history) is relinked to the new ones and swapped in
+    /// atomically; the admin tokens are replaced. Other changes (sources, destinations,
+    /// chains, plug-in files, grants, limits, `[engine]`, `[http]`, `[journal]`) need a
+    /// restart: they are reported, not applied. If a table does not load, nothing
+    /// changes. Audited as `config-reload`.
+    pub fn reload(
+        &self,
+        new: &Config,
+        assets: &dyn Assets,
+        actor: &str,
+    ) -> Result<ReloadReport, OpError> {
+        let current = &self.shared.config;
+        let mut report = ReloadReport::default();
+        for (what, changed) in [
+            ("[engine]", new.engine != current.engine),
+            ("[http]", new.http != current.http),
+            ("[journal]", new.journal != current.journal),
+        ] {
+            if changed {
+                report.restart_needed.push(what.to_owned());
+            }
+        }
+        let names = |a: Vec<String>, b: Vec<String>| -> Vec<String> {
+            let mut all: Vec<String> = a.into_iter().chain(b).collect();
+            all.sort();
+            all.dedup();
+            all
+        };
+        for name in names(
+            current.plugins.keys().map(|k| k.to_string()).collect(),
+            new.plugins.keys().map(|k| k.to_string()).collect(),
+        ) {
+            if current.plugins.get(name.as_str()) != new.plugins.get(name.as_str()) {
+                report.restart_needed.push(format!("[plugins.{name}]"));
+            }
+        }
+        for name in names(
+            current.interfaces.keys().map(|k| k.to_string()).collect(),
+            new.interfaces.keys().map(|k| k.to_string()).collect(),
+        ) {
+            if current.interfaces.get(name.as_str()) != new.interfaces.get(name.as_str()) {
+                report.restart_needed.push(format!("[interfaces.{name}]"));
+            }
+        }
+
+        let tables = load_tables(new, assets).map_err(|e| OpError::Gate(e.to_string()))?;
+        let old = self.shared.tables.load_full();
+        for name in names(
+            old.keys().cloned().collect(),
+            tables.keys().cloned().collect(),
+        ) {
+            if old.get(&name).map(|t| &**t) != tables.get(&name).map(|t| &**t) {
+                report.tables_changed.push(name);
+            }
+        }
+        if !report.tables_changed.is_empty() {
+            let tables = Arc::new(tables);
+            let relink = |chain: &ActiveChain| -> Result<ActiveChain, OpError> {
+                let plugins = chain
+                    .plugins
+                    .iter()
+                    .map(|p| {
+                        let grants = self.grants_of(p.name()).unwrap_or_default();
+                        p.relink(
+                            &self.shared.sandbox,
+                            &sandbox_grants(&grants),
+                            tables.clone(),
+                        )
+                        .map(Arc::new)
+                        .map_err(|e| OpError::Gate(e.to_string()))
+                    })
+                    .collect::<Result<Vec<_>, OpError>>()?;
+                Ok(ActiveChain { plugins })
+            };
+            let mut swaps = Vec::new();
+            for iface in self.shared.interfaces.values() {
+                let history = iface.history.lock().unwrap_or_else(|e| e.into_inner());
+                let chain = relink(&iface.chain.load())?;
+                let kept = history
+                    .iter()
+                    .map(|c| relink(c).map(Arc::new))
+                    .collect::<Result<Vec<_>, OpError>>()?;
+                swaps.push((iface.clone(), Arc::new(chain), kept));
+            }
+            self.shared.tables.store(tables);
+            for (iface, chain, kept) in swaps {
+                let mut history = iface.history.lock().unwrap_or_else(|e| e.into_inner());
+                iface.chain.store(chain);
+                *history = kept;
+                // A shadow comparing against the old tables would report their change as
+                // the candidate's.
+                if let Some(shadow) = iface.shadow.swap(None) {
+                    self.shared
+                        .journal
+                        .shadow_end(shadow.run, "tables reloaded")?;
+                    report.shadows_ended.push(shadow.run);
+                }
+            }
+        }
+        if **self.shared.tokens.load() != new.admin.tokens {
+            self.shared.tokens.store(Arc::new(new.admin.tokens.clone()));
+            report.tokens_changed = true;
+        }
+        tracing::info!(
+            tables = ?report.tables_changed,
+            tokens_changed = report.tokens_changed,
+            restart_needed = ?report.restart_needed,
+            "config reloaded"
+        );
+        self.audit(actor, "config-reload", "config", &report.to_string())?;
+        Ok(report)
+    }
+
     /// Restarts the shadow runs that were going when the engine stopped. One whose
     /// versions no longer load (deleted, grants changed) is ended with the reason.
     fn resume_shadows(&self) {
@@ -891,6 +993,11 @@ impl Engine {
                 }
             }
         }
+    }
+
+    /// The admin API's tokens now (the config's, or a reload's).
+    pub fn tokens(&self) -> Arc<Vec<plexus_config::AdminToken>> {
+        self.shared.tokens.load_full()
     }
 
     /// The plug-in's grants now: the config's, or a reviewer's change.
@@ -934,6 +1041,7 @@ impl Engine {
             .cloned()
             .unwrap_or_else(|| configured.grants.clone());
         let sandbox_new = sandbox_grants(&new);
+        let tables = self.shared.tables.load_full();
         let regrant = |chain: &ActiveChain, iface: &str| -> Result<ActiveChain, OpError> {
             let plugins = chain
                 .plugins
@@ -942,7 +1050,7 @@ impl Engine {
                     if p.name() != plugin {
                         return Ok(p.clone());
                     }
-                    p.regrant(&self.shared.sandbox, &sandbox_new)
+                    p.relink(&self.shared.sandbox, &sandbox_new, tables.clone())
                         .map(Arc::new)
                         .map_err(|e| {
                             OpError::Gate(format!(
@@ -1241,6 +1349,63 @@ fn stage_label(name: &str, digest: &str) -> String {
 }
 
 /// The journal file for a config.
+/// Reads and parses every table the config declares.
+fn load_tables(config: &Config, assets: &dyn Assets) -> Result<TableSet, BuildError> {
+    let mut tables = TableSet::new();
+    for (name, table) in &config.tables {
+        let bytes = assets
+            .read(&table.file)
+            .map_err(|source| BuildError::Asset {
+                what: format!("table {name}"),
+                source_name: describe(&table.file),
+                source,
+            })?;
+        let text = String::from_utf8_lossy(&bytes);
+        let table = Table::from_csv(name.as_str(), &text).map_err(|source| BuildError::Table {
+            table: name.to_string(),
+            source,
+        })?;
+        tables.insert(name.to_string(), Arc::new(table));
+    }
+    Ok(tables)
+}
+
+/// What a config reload did.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+pub struct ReloadReport {
+    /// Tables whose content changed (or that were added or removed): applied.
+    pub tables_changed: Vec<String>,
+    /// The admin tokens changed: applied.
+    pub tokens_changed: bool,
+    /// Shadow runs ended because the tables changed under them.
+    pub shadows_ended: Vec<i64>,
+    /// Sections that changed but take effect only after a restart.
+    pub restart_needed: Vec<String>,
+}
+
+impl std::fmt::Display for ReloadReport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let list = |v: &[String]| {
+            if v.is_empty() {
+                "none".to_owned()
+            } else {
+                v.join(", ")
+            }
+        };
+        write!(
+            f,
+            "tables reloaded: {}; tokens {}; needs a restart: {}",
+            list(&self.tables_changed),
+            if self.tokens_changed {
+                "replaced"
+            } else {
+                "unchanged"
+            },
+            list(&self.restart_needed)
+        )
+    }
+}
+
 pub fn journal_path(config: &Config) -> PathBuf {
     config.engine.data_dir.join("journal.db")
 }

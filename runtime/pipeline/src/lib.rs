@@ -44,7 +44,9 @@ pub mod shadow;
 pub use admin::ROUTES as ADMIN_ROUTES;
 pub use assets::{Assets, FsAssets, MAX_ASSET_BYTES, read_bounded};
 pub use chain::{Failure, Verdict};
-pub use engine::{ActiveChain, CapabilityChange, Engine, ReplayOutcome, Running, journal_path};
+pub use engine::{
+    ActiveChain, CapabilityChange, Engine, ReloadReport, ReplayOutcome, Running, journal_path,
+};
 pub use error::{BuildError, OpError};
 pub use grants::{GrantChange, effective as effective_grants};
 pub use http::HL7_MEDIA_TYPE;

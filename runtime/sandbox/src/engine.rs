@@ -261,6 +261,17 @@ impl Plugin {
     /// refused, as a load would be, when it imports a capability the new grants do not
     /// cover. The compiled code is reused.
     pub fn regrant(&self, sandbox: &Sandbox, grants: &Grants) -> Result<Plugin> {
+        self.relink(sandbox, grants, self.tables.tables.clone())
+    }
+
+    /// The same version linked against `grants` and reading `tables` (the site's
+    /// tables were reloaded). The compiled code is reused.
+    pub fn relink(
+        &self,
+        sandbox: &Sandbox,
+        grants: &Grants,
+        tables: Arc<TableSet>,
+    ) -> Result<Plugin> {
         check_grants(&self.name, &self.inspection, grants)?;
         let linker =
             linker(&sandbox.engine, grants).map_err(|e| Error::Engine(format!("{e:#}")))?;
@@ -280,7 +291,7 @@ impl Plugin {
             fuel: self.fuel,
             epoch_tick: self.epoch_tick,
             tables: TableAccess {
-                tables: self.tables.tables.clone(),
+                tables,
                 granted: Arc::new(grants.tables.clone()),
             },
             pre,
