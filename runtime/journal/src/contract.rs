@@ -946,8 +946,19 @@ pub fn shadow_runs_and_results<J: Journal>(open: &dyn Fn() -> J) {
     );
     assert!(all[0].ended.is_none());
 
-    let results = journal.shadow_results(first).expect("results");
+    let results = journal
+        .shadow_results(first, MessageId(0), 100)
+        .expect("results");
     assert_eq!(results.len(), 2);
+    let page = journal
+        .shadow_results(first, MessageId(0), 1)
+        .expect("first page");
+    assert_eq!(page.len(), 1, "at most `limit`");
+    let rest = journal
+        .shadow_results(first, page[0].message, 100)
+        .expect("next page");
+    assert_eq!(rest.len(), 1, "after the last one seen");
+    assert_ne!(rest[0].message, page[0].message);
     assert_eq!(results[0].message, id);
     assert_eq!(results[0].differing, vec!["SCH-25-1", "PID-5-1"]);
     assert_eq!(results[0].candidate, OutcomeKind::Fail);
@@ -958,5 +969,10 @@ pub fn shadow_runs_and_results<J: Journal>(open: &dyn Fn() -> J) {
         Some(b"MSH|^~\\&|candidate".to_vec())
     );
     assert_eq!(journal.shadow_output(other, id).expect("none"), None);
-    assert!(journal.shadow_results(other).expect("empty").is_empty());
+    assert!(
+        journal
+            .shadow_results(other, MessageId(0), 100)
+            .expect("empty")
+            .is_empty()
+    );
 }

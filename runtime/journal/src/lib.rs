@@ -173,9 +173,10 @@ pub trait Journal: Send + Sync {
     /// Shadow runs, newest first; only `interface`'s when given.
     fn shadow_runs(&self, interface: Option<&str>) -> Result<Vec<ShadowRunRecord>>;
 
-    /// A run's results in message order, without their output bytes (see
-    /// [`Journal::shadow_output`]).
-    fn shadow_results(&self, run: i64) -> Result<Vec<ShadowResult>>;
+    /// A run's results for messages after `after`, in message order, at most `limit`,
+    /// without their output bytes (see [`Journal::shadow_output`]).
+    fn shadow_results(&self, run: i64, after: MessageId, limit: usize)
+    -> Result<Vec<ShadowResult>>;
 
     /// The candidate's output for one message of a run.
     fn shadow_output(&self, run: i64, message: MessageId) -> Result<Option<Vec<u8>>>;

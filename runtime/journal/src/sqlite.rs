@@ -1392,15 +1392,22 @@ impl Journal for SqliteJournal {
         .map_err(Error::sql("shadow_runs"))
     }
 
-    fn shadow_results(&self, run: i64) -> Result<Vec<ShadowResult>> {
+    fn shadow_results(
+        &self,
+        run: i64,
+        after: MessageId,
+        limit: usize,
+    ) -> Result<Vec<ShadowResult>> {
         let conn = self.read();
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
         let rows: Vec<(i64, String, String, String, Option<String>)> = conn
             .prepare_cached(
                 "SELECT message_id, active, candidate, differing, detail
-                 FROM shadow_results WHERE run_id = ?1 ORDER BY message_id",
+                 FROM shadow_results WHERE run_id = ?1 AND message_id > ?2
+                 ORDER BY message_id LIMIT ?3",
             )
             .and_then(|mut s| {
-                s.query_map([run], |r| {
+                s.query_map(params![run, after.0, limit], |r| {
                     Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
                 })?
                 .collect()

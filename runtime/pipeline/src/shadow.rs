@@ -372,32 +372,43 @@ pub fn report(
         interface: interface.to_owned(),
         run,
     })?;
-    let results = journal.shadow_results(record.id)?;
     let mut same = 0;
     let mut changed_output = 0;
+    let mut messages = 0_u64;
     let mut outcomes: BTreeMap<(String, String), u64> = BTreeMap::new();
     let mut paths: BTreeMap<String, (u64, MessageId)> = BTreeMap::new();
     let mut failures: BTreeMap<String, u64> = BTreeMap::new();
-    for r in &results {
-        if r.active != r.candidate {
-            *outcomes
-                .entry((
-                    r.active.as_str().to_owned(),
-                    r.candidate.as_str().to_owned(),
-                ))
-                .or_default() += 1;
-        } else if r.differing.is_empty() {
-            same += 1;
-        } else {
-            changed_output += 1;
-        }
-        for p in &r.differing {
-            paths.entry(p.clone()).or_insert((0, r.message)).0 += 1;
-        }
-        if matches!(r.candidate, OutcomeKind::Fail | OutcomeKind::Trap)
-            && let Some(d) = &r.detail
-        {
-            *failures.entry(d.clone()).or_default() += 1;
+    let mut after = MessageId(0);
+    // Page through the results: a long run's rows never sit in memory together, only
+    // the tallies (distinct paths and failure details, each capped).
+    loop {
+        let page = journal.shadow_results(record.id, after, PAGE)?;
+        let Some(last) = page.last() else {
+            break;
+        };
+        after = last.message;
+        messages += page.len() as u64;
+        for r in &page {
+            if r.active != r.candidate {
+                *outcomes
+                    .entry((
+                        r.active.as_str().to_owned(),
+                        r.candidate.as_str().to_owned(),
+                    ))
+                    .or_default() += 1;
+            } else if r.differing.is_empty() {
+                same += 1;
+            } else {
+                changed_output += 1;
+            }
+            for p in &r.differing {
+                paths.entry(capped(&paths, p)).or_insert((0, r.message)).0 += 1;
+            }
+            if matches!(r.candidate, OutcomeKind::Fail | OutcomeKind::Trap)
+                && let Some(d) = &r.detail
+            {
+                *failures.entry(capped(&failures, d)).or_default() += 1;
+            }
         }
     }
     let mut ranked: Vec<(String, u64, MessageId)> =
@@ -427,7 +438,7 @@ pub fn report(
         started_by: record.run.started_by,
         started_at_ms: crate::ingest::millis(record.started_at),
         ended: record.ended.map(|(_, how)| how),
-        messages: results.len() as u64,
+        messages,
         same,
         changed_output,
         changed_outcome: outcomes.into_iter().map(|((a, c), n)| (a, c, n)).collect(),
@@ -437,6 +448,20 @@ pub fn report(
         examples,
         unmasked: options.unmasked,
     })
+}
+
+/// Results read per page when building a report.
+const PAGE: usize = 10_000;
+/// Distinct paths (and failure details) tallied, at most; the rest count as `(other)`.
+const DISTINCT: usize = 10_000;
+
+/// `key` itself while the tally has room for it, `(other)` once it is full.
+fn capped<V>(tally: &BTreeMap<String, V>, key: &str) -> String {
+    if tally.len() < DISTINCT || tally.contains_key(key) {
+        key.to_owned()
+    } else {
+        "(other)".to_owned()
+    }
 }
 
 fn example(
