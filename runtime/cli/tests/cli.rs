@@ -661,17 +661,24 @@ PID|1||MRN1^^^CLINIC^MR||testpatient^alpha||19800101|female\r"
         let ack = plexus_hl7::Message::parse_owned(read_frame(&mut conn)).expect("ACK");
         assert_eq!(ack.get("MSA-1").expect("path").as_deref(), Some("AA"));
     }
+    // No status field: the candidate edits nothing while the live chain still fixes the
+    // name, which is a difference too.
+    let adt = "MSH|^~\\&|REG|CLINIC|EHR|CLINIC|20260105083000||ADT^A04|SH-ADT|P|2.5.1\r\
+PID|1||MRN2^^^CLINIC^MR||testpatient^beta||19800101|female\r";
+    conn.write_all(&frame(adt.as_bytes())).expect("send");
+    let ack = plexus_hl7::Message::parse_owned(read_frame(&mut conn)).expect("ACK");
+    assert_eq!(ack.get("MSA-1").expect("path").as_deref(), Some("AA"));
     let mut report = serde_json::Value::Null;
     for _ in 0..200 {
         report = serde_json::from_str(&run(&["shadow", "report", "scheduling", "--json"]))
             .expect("json report");
-        if report["messages"] == 3 {
+        if report["messages"] == 4 {
             break;
         }
         std::thread::sleep(Duration::from_millis(50));
     }
-    assert_eq!(report["messages"], 3, "{report}");
-    assert_eq!(report["changed_output"], 3, "{report}");
+    assert_eq!(report["messages"], 4, "{report}");
+    assert_eq!(report["changed_output"], 4, "{report}");
     let text = run(&["shadow", "report", "scheduling"]);
     assert!(text.contains("paths that differ"), "{text}");
     assert!(text.contains("PID-5-1"), "{text}");

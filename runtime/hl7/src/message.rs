@@ -517,7 +517,10 @@ impl<'a> Message<'a> {
             .segments
             .partition_point(|s| (s.end as usize) < b);
         let s = self.index.segments.get(seg)?;
-        let inside = s.start as usize + 3 <= a && b <= s.end as usize;
+        // Right after the name only what starts with a field separator keeps it a name.
+        let after_name = s.start as usize + 3 < a
+            || (s.start as usize + 3 == a && with.first() == Some(&self.index.delims.field));
+        let inside = after_name && b <= s.end as usize;
         (inside && !is_header(&s.name)).then_some(seg)
     }
 

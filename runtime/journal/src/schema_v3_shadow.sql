@@ -30,3 +30,6 @@ CREATE TABLE shadow_results (
     detail     TEXT,
     PRIMARY KEY (run_id, message_id)
 ) WITHOUT ROWID;
+
+-- Retention deletes results by age.
+CREATE INDEX shadow_results_at ON shadow_results (at);

@@ -46,6 +46,11 @@ pub(crate) struct Shared {
     /// Each plug-in's grants: the config's, or what a reviewer set through the admin
     /// API (kept in `<data_dir>/grants.json`). The lock also serialises grant changes.
     grants: std::sync::RwLock<BTreeMap<String, plexus_config::Grants>>,
+    /// Serialises everything that changes what runs (activations, rollbacks, shadow
+    /// starts and promotions, grant changes, reloads): each reads grants and chains,
+    /// relinks, and swaps, and none may interleave with another (a grant revoked in
+    /// between could come back; a relinked old chain could overwrite a new one).
+    control: std::sync::Mutex<()>,
 }
 
 impl std::fmt::Debug for Shared {
@@ -349,6 +354,7 @@ impl Engine {
                 tables: ArcSwap::new(tables),
                 tokens: ArcSwap::from_pointee(tokens),
                 grants: std::sync::RwLock::new(grants),
+                control: std::sync::Mutex::new(()),
             }),
         })
     }
@@ -397,6 +403,24 @@ impl Engine {
     ///
     /// The activation is recorded in the audit log under `actor`.
     pub fn activate(
+        &self,
+        interface: &str,
+        plugins: Vec<Arc<Plugin>>,
+        actor: &str,
+    ) -> Result<(), OpError> {
+        let _control = self.control();
+        self.activate_locked(interface, plugins, actor)
+    }
+
+    /// Holds the control lock (see `Shared::control`) for one change to what runs.
+    fn control(&self) -> std::sync::MutexGuard<'_, ()> {
+        self.shared
+            .control
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn activate_locked(
         &self,
         interface: &str,
         plugins: Vec<Arc<Plugin>>,
@@ -451,6 +475,7 @@ impl Engine {
     /// Puts back the chain that was active before the last activation.
     /// Recorded in the audit log under `actor`.
     pub fn rollback(&self, interface: &str, actor: &str) -> Result<(), OpError> {
+        let _control = self.control();
         let iface = self.iface(interface)?;
         let mut history = iface.history.lock().unwrap_or_else(|e| e.into_inner());
         let previous = history
@@ -595,8 +620,9 @@ impl Engine {
         chain: &[(String, String)],
         actor: &str,
     ) -> Result<Vec<CapabilityChange>, OpError> {
+        let _control = self.control();
         let (plugins, changes) = self.load_stored_chain(interface, chain, true)?;
-        self.activate(interface, plugins, actor)?;
+        self.activate_locked(interface, plugins, actor)?;
         Ok(changes)
     }
 
@@ -746,6 +772,7 @@ impl Engine {
         chain: &[(String, String)],
         actor: &str,
     ) -> Result<(i64, Vec<CapabilityChange>), OpError> {
+        let _control = self.control();
         let (plugins, changes) = self.load_stored_chain(interface, chain, false)?;
         let iface = self.iface(interface)?;
         let candidate: Vec<(String, String)> = chain
@@ -777,6 +804,7 @@ impl Engine {
 
     /// Stops the interface's shadow run. Audited. Returns its id.
     pub fn shadow_stop(&self, interface: &str, actor: &str) -> Result<i64, OpError> {
+        let _control = self.control();
         let iface = self.iface(interface)?;
         let shadow = iface.shadow.swap(None).ok_or_else(|| OpError::NoShadow {
             interface: interface.to_owned(),
@@ -801,12 +829,14 @@ impl Engine {
         interface: &str,
         actor: &str,
     ) -> Result<(i64, Vec<CapabilityChange>), OpError> {
+        let _control = self.control();
         let iface = self.iface(interface)?;
         let shadow = iface.shadow.load_full().ok_or_else(|| OpError::NoShadow {
             interface: interface.to_owned(),
             run: None,
         })?;
-        let changes = self.activate_stored(interface, &shadow.candidate, actor)?;
+        let (plugins, changes) = self.load_stored_chain(interface, &shadow.candidate, true)?;
+        self.activate_locked(interface, plugins, actor)?;
         // Only the run that was promoted ends; one started meanwhile keeps going.
         let _ = iface
             .shadow
@@ -852,6 +882,7 @@ impl Engine {
         assets: &dyn Assets,
         actor: &str,
     ) -> Result<ReloadReport, OpError> {
+        let _control = self.control();
         let current = &self.shared.config;
         let mut report = ReloadReport::default();
         for (what, changed) in [
@@ -896,8 +927,11 @@ impl Engine {
                 report.tables_changed.push(name);
             }
         }
+        report.tokens_changed = **self.shared.tokens.load() != new.admin.tokens;
+        // Relink first; nothing changes unless every running version accepts.
+        let tables = Arc::new(tables);
+        let mut swaps = Vec::new();
         if !report.tables_changed.is_empty() {
-            let tables = Arc::new(tables);
             let relink = |chain: &ActiveChain| -> Result<ActiveChain, OpError> {
                 let plugins = chain
                     .plugins
@@ -915,7 +949,6 @@ impl Engine {
                     .collect::<Result<Vec<_>, OpError>>()?;
                 Ok(ActiveChain { plugins })
             };
-            let mut swaps = Vec::new();
             for iface in self.shared.interfaces.values() {
                 let history = iface.history.lock().unwrap_or_else(|e| e.into_inner());
                 let chain = relink(&iface.chain.load())?;
@@ -925,32 +958,40 @@ impl Engine {
                     .collect::<Result<Vec<_>, OpError>>()?;
                 swaps.push((iface.clone(), Arc::new(chain), kept));
             }
+        }
+        // Audited before it takes effect; if the audit log cannot record it, nothing
+        // changes.
+        self.audit(actor, "config-reload", "config", &report.to_string())?;
+        if !swaps.is_empty() {
             self.shared.tables.store(tables);
-            for (iface, chain, kept) in swaps {
-                let mut history = iface.history.lock().unwrap_or_else(|e| e.into_inner());
-                iface.chain.store(chain);
-                *history = kept;
-                // A shadow comparing against the old tables would report their change as
-                // the candidate's.
-                if let Some(shadow) = iface.shadow.swap(None) {
-                    self.shared
-                        .journal
-                        .shadow_end(shadow.run, "tables reloaded")?;
-                    report.shadows_ended.push(shadow.run);
+        }
+        for (iface, chain, kept) in swaps {
+            let mut history = iface.history.lock().unwrap_or_else(|e| e.into_inner());
+            iface.chain.store(chain);
+            *history = kept;
+            // A shadow comparing against the old tables would report their change as
+            // the candidate's.
+            if let Some(shadow) = iface.shadow.swap(None) {
+                if let Err(e) = self
+                    .shared
+                    .journal
+                    .shadow_end(shadow.run, "tables reloaded")
+                {
+                    tracing::warn!(run = shadow.run, "shadow run end not recorded: {e}");
                 }
+                report.shadows_ended.push(shadow.run);
             }
         }
-        if **self.shared.tokens.load() != new.admin.tokens {
+        if report.tokens_changed {
             self.shared.tokens.store(Arc::new(new.admin.tokens.clone()));
-            report.tokens_changed = true;
         }
         tracing::info!(
             tables = ?report.tables_changed,
             tokens_changed = report.tokens_changed,
+            shadows_ended = ?report.shadows_ended,
             restart_needed = ?report.restart_needed,
             "config reloaded"
         );
-        self.audit(actor, "config-reload", "config", &report.to_string())?;
         Ok(report)
     }
 
@@ -1024,6 +1065,7 @@ impl Engine {
         grants: &[String],
         actor: &str,
     ) -> Result<crate::grants::GrantChange, OpError> {
+        let _control = self.control();
         let configured = self
             .shared
             .config
@@ -1031,11 +1073,14 @@ impl Engine {
             .get(plugin)
             .ok_or_else(|| OpError::UnknownPlugin(plugin.to_owned()))?;
         let new = crate::grants::parse(grants, &self.shared.config)?;
-        let mut all = self
+        // The control lock keeps other writers out; readers of the grants wait only for
+        // the final insert below.
+        let all = self
             .shared
             .grants
-            .write()
-            .unwrap_or_else(|e| e.into_inner());
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
         let before = all
             .get(plugin)
             .cloned()
@@ -1061,7 +1106,7 @@ impl Engine {
                 .collect::<Result<Vec<_>, OpError>>()?;
             Ok(ActiveChain { plugins })
         };
-        // Relink everything first; swap only when every running version accepts.
+        // Relink everything first; change nothing unless every running version accepts.
         let mut swaps = Vec::new();
         for iface in self.shared.interfaces.values() {
             let history = iface.history.lock().unwrap_or_else(|e| e.into_inner());
@@ -1082,42 +1127,14 @@ impl Engine {
                 .collect();
             swaps.push((iface.clone(), Arc::new(chain), kept));
         }
-        crate::grants::save(&self.shared.config, plugin, &new, &all)?;
-        all.insert(plugin.to_owned(), new.clone());
-        drop(all);
-        let mut relinked = Vec::new();
-        for (iface, chain, kept) in swaps {
-            let mut history = iface.history.lock().unwrap_or_else(|e| e.into_inner());
-            iface.chain.store(chain);
-            *history = kept;
-            relinked.push(iface.name.clone());
-        }
-        let mut ended = Vec::new();
-        for iface in self.shared.interfaces.values() {
-            let shadow = iface.shadow.load_full();
-            if let Some(shadow) = shadow.filter(|s| s.candidate.iter().any(|(n, _)| n == plugin)) {
-                let _ = iface
-                    .shadow
-                    .compare_and_swap(&Some(shadow.clone()), None::<Arc<Shadow>>);
-                self.shared
-                    .journal
-                    .shadow_end(shadow.run, "grants changed")?;
-                ended.push(shadow.run);
-            }
-        }
-        let change = crate::grants::GrantChange {
+        let mut change = crate::grants::GrantChange {
             plugin: plugin.to_owned(),
             before: crate::grants::list(&before),
             after: crate::grants::list(&new),
-            relinked,
-            shadows_ended: ended,
+            relinked: swaps.iter().map(|(i, _, _)| i.name.clone()).collect(),
+            shadows_ended: Vec::new(),
         };
-        tracing::info!(
-            plugin,
-            before = ?change.before,
-            after = ?change.after,
-            "grants changed"
-        );
+        // Audited, then saved, then in effect: a failure at either step changes nothing.
         self.audit(
             actor,
             "grant-change",
@@ -1129,6 +1146,35 @@ impl Engine {
                 change.relinked.join(", ")
             ),
         )?;
+        crate::grants::save(&self.shared.config, plugin, &new, &all)?;
+        self.shared
+            .grants
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(plugin.to_owned(), new);
+        for (iface, chain, kept) in swaps {
+            let mut history = iface.history.lock().unwrap_or_else(|e| e.into_inner());
+            iface.chain.store(chain);
+            *history = kept;
+        }
+        for iface in self.shared.interfaces.values() {
+            let shadow = iface.shadow.load_full();
+            if let Some(shadow) = shadow.filter(|s| s.candidate.iter().any(|(n, _)| n == plugin)) {
+                let _ = iface
+                    .shadow
+                    .compare_and_swap(&Some(shadow.clone()), None::<Arc<Shadow>>);
+                if let Err(e) = self.shared.journal.shadow_end(shadow.run, "grants changed") {
+                    tracing::warn!(run = shadow.run, "shadow run end not recorded: {e}");
+                }
+                change.shadows_ended.push(shadow.run);
+            }
+        }
+        tracing::info!(
+            plugin,
+            before = ?change.before,
+            after = ?change.after,
+            "grants changed"
+        );
         Ok(change)
     }
 

@@ -109,8 +109,11 @@ pub(crate) async fn start(
     Ok(local)
 }
 
-/// Longest a client may take to finish the TLS handshake.
+/// Longest a client may take to finish the TLS handshake, and then each request's
+/// headers (an idle keep-alive connection is closed after this long, too).
 const TLS_HANDSHAKE: Duration = Duration::from_secs(10);
+/// HTTPS connections served at once.
+const MAX_TLS_CONNECTIONS: usize = 1024;
 
 /// The HTTP server over TLS: each accepted connection does its handshake (bounded in
 /// time) and is then served HTTP/1.1 on its own task. Stops accepting on shutdown.
@@ -121,7 +124,12 @@ async fn serve_tls(
     shutdown: CancellationToken,
 ) {
     let acceptor = tokio_rustls::TlsAcceptor::from(config);
+    let connections = Arc::new(tokio::sync::Semaphore::new(MAX_TLS_CONNECTIONS));
     loop {
+        // At most this many connections at once; the next waits in the listen backlog.
+        let Ok(permit) = connections.clone().acquire_owned().await else {
+            return;
+        };
         let (tcp, peer) = tokio::select! {
             () = shutdown.cancelled() => return,
             accepted = listener.accept() => match accepted {
@@ -138,6 +146,7 @@ async fn serve_tls(
         let service = hyper_util::service::TowerToHyperService::new(router.clone());
         let stop = shutdown.clone();
         tokio::spawn(async move {
+            let _permit = permit;
             let tls = match tokio::time::timeout(TLS_HANDSHAKE, acceptor.accept(tcp)).await {
                 Ok(Ok(tls)) => tls,
                 Ok(Err(e)) => {
@@ -150,6 +159,8 @@ async fn serve_tls(
                 }
             };
             let conn = hyper::server::conn::http1::Builder::new()
+                .timer(hyper_util::rt::TokioTimer::new())
+                .header_read_timeout(TLS_HANDSHAKE)
                 .serve_connection(hyper_util::rt::TokioIo::new(tls), service);
             tokio::pin!(conn);
             tokio::select! {

@@ -108,8 +108,18 @@ pub(crate) async fn accept(
                 drop(permit);
                 // A candidate running in the shadow gets the message once it is journaled.
                 if let Some(shadow) = iface.shadow.load_full() {
-                    let (active, output) = shadow::active_result(&run.stages, &run.verdict, &raw);
-                    shadow_job = Some((shadow, active, output, ctx, raw.clone()));
+                    let active_len = run
+                        .stages
+                        .iter()
+                        .rev()
+                        .find_map(|s| s.output.as_ref().map(Vec::len))
+                        .unwrap_or(raw.len());
+                    // Nothing is copied for a shadow that is too far behind.
+                    if shadow.reserve(raw.len() + active_len) {
+                        let (active, output) =
+                            shadow::active_result(&run.stages, &run.verdict, &raw);
+                        shadow_job = Some((shadow, active, output, ctx, raw.clone()));
+                    }
                 }
                 let processing = processing_for(&iface, run.stages, &run.verdict);
                 (processing, Ok(run.verdict))
@@ -119,16 +129,17 @@ pub(crate) async fn accept(
             inbound,
             processing,
             Box::new(move |appended| {
-                if let (Ok(appended), Some((shadow, active, active_output, ctx, raw))) =
-                    (&appended, shadow_job)
-                {
-                    shadow.offer(shadow::Job {
-                        message: appended.id,
-                        raw: raw.to_vec(),
-                        ctx,
-                        active,
-                        active_output,
-                    });
+                if let Some((shadow, active, active_output, ctx, raw)) = shadow_job {
+                    match &appended {
+                        Ok(appended) => shadow.offer(shadow::Job {
+                            message: appended.id,
+                            raw: raw.to_vec(),
+                            ctx,
+                            active,
+                            active_output,
+                        }),
+                        Err(_) => shadow.release(raw.len() + active_output.len()),
+                    }
                 }
                 let accepted = appended.map(|appended| match outcome {
                     Ok(verdict) => Accepted::Processed {

@@ -24,8 +24,12 @@ use crate::error::OpError;
 
 /// Messages waiting for the shadow worker, at most.
 const QUEUE: usize = 1024;
-/// Results written per journal commit, at most.
+/// Bytes (inbound plus active output) waiting for the shadow worker, at most: a burst of
+/// large messages is skipped for the shadow rather than held in memory.
+const QUEUE_BYTES: usize = 64 << 20;
+/// Results written per journal commit, at most, and their output bytes.
 const BATCH: usize = 256;
+const BATCH_BYTES: usize = 16 << 20;
 
 /// A live shadow run on one interface.
 pub(crate) struct Shadow {
@@ -40,6 +44,8 @@ pub(crate) struct Shadow {
 pub(crate) struct Counters {
     pub compared: AtomicU64,
     pub skipped: AtomicU64,
+    /// Bytes of the jobs queued now.
+    queued_bytes: std::sync::atomic::AtomicUsize,
 }
 
 /// One message for the candidate: what came in and what the active chain made of it.
@@ -50,6 +56,13 @@ pub(crate) struct Job {
     pub active: OutcomeKind,
     /// The active chain's output (the inbound bytes when no stage edited them).
     pub active_output: Vec<u8>,
+}
+
+impl Job {
+    /// What it holds in the queue.
+    pub(crate) fn bytes(&self) -> usize {
+        self.raw.len() + self.active_output.len()
+    }
 }
 
 impl Shadow {
@@ -75,14 +88,44 @@ impl Shadow {
         })
     }
 
-    /// Hands a journaled message to the candidate, unless its queue is full.
+    /// Reserves room for a message of `bytes` (inbound plus active output) in the
+    /// queue; `false` (and the message is counted as skipped) when the candidate is that
+    /// far behind. Checked before anything is copied for the shadow.
+    pub(crate) fn reserve(&self, bytes: usize) -> bool {
+        let queued = self
+            .counters
+            .queued_bytes
+            .fetch_add(bytes, Ordering::Relaxed);
+        if queued + bytes > QUEUE_BYTES {
+            self.counters
+                .queued_bytes
+                .fetch_sub(bytes, Ordering::Relaxed);
+            self.counters.skipped.fetch_add(1, Ordering::Relaxed);
+            return false;
+        }
+        true
+    }
+
+    /// Hands a journaled message, whose room [`Shadow::reserve`] took, to the candidate,
+    /// unless its queue is full.
     pub(crate) fn offer(&self, job: Job) {
+        let bytes = job.bytes();
         match self.tx.try_send(job) {
             Ok(()) => {}
             Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) => {
+                self.counters
+                    .queued_bytes
+                    .fetch_sub(bytes, Ordering::Relaxed);
                 self.counters.skipped.fetch_add(1, Ordering::Relaxed);
             }
         }
+    }
+
+    /// Gives back a reservation whose message never came (it was not journaled).
+    pub(crate) fn release(&self, bytes: usize) {
+        self.counters
+            .queued_bytes
+            .fetch_sub(bytes, Ordering::Relaxed);
     }
 }
 
@@ -118,11 +161,22 @@ fn work(
     journal: &dyn Journal,
     counters: &Counters,
 ) {
+    let take = |job: Job| {
+        counters
+            .queued_bytes
+            .fetch_sub(job.bytes(), Ordering::Relaxed);
+        compare(run, plugins, job)
+    };
     while let Ok(first) = rx.recv() {
-        let mut batch = vec![compare(run, plugins, first)];
-        while batch.len() < BATCH {
+        let mut batch = vec![take(first)];
+        let mut bytes = 0;
+        while batch.len() < BATCH && bytes < BATCH_BYTES {
             match rx.try_recv() {
-                Ok(job) => batch.push(compare(run, plugins, job)),
+                Ok(job) => {
+                    let result = take(job);
+                    bytes += result.output.as_ref().map_or(0, Vec::len);
+                    batch.push(result);
+                }
                 Err(_) => break,
             }
         }
@@ -150,7 +204,7 @@ fn compare(run: i64, plugins: &[Arc<Plugin>], job: Job) -> ShadowResult {
         output: None,
         detail: None,
     };
-    let msg = match Message::parse_owned(job.raw) {
+    let msg = match Message::parse_owned(job.raw.clone()) {
         Ok(msg) => msg,
         Err(e) => {
             // Ingest parsed these same bytes; this cannot happen short of a bug.
@@ -167,7 +221,8 @@ fn compare(run: i64, plugins: &[Arc<Plugin>], job: Job) -> ShadowResult {
                 .iter()
                 .rev()
                 .find_map(|s| s.output.clone())
-                .unwrap_or_else(|| job.active_output.clone());
+                // No stage edited it: the candidate forwards the inbound bytes.
+                .unwrap_or(job.raw);
             if job.active == OutcomeKind::Forward {
                 result.differing = differing_paths(&job.active_output, &output);
             }
@@ -201,6 +256,14 @@ pub fn differing_paths(a: &[u8], b: &[u8]) -> Vec<String> {
         return vec!["(message)".to_owned()];
     };
     let (sa, sb) = (segment_index(&a), segment_index(&b));
+    let in_b: std::collections::HashMap<(&str, u32), &Segment<'_>> = sb
+        .iter()
+        .map(|(name, occ, seg)| ((name.as_str(), *occ), seg))
+        .collect();
+    let in_a: std::collections::HashSet<(&str, u32)> = sa
+        .iter()
+        .map(|(name, occ, _)| (name.as_str(), *occ))
+        .collect();
     let label = |name: &str, occ: u32| {
         if occ == 1 {
             name.to_owned()
@@ -210,7 +273,7 @@ pub fn differing_paths(a: &[u8], b: &[u8]) -> Vec<String> {
     };
     let mut paths = Vec::new();
     for (name, occ, seg) in &sa {
-        let Some((_, _, other)) = sb.iter().find(|(n, o, _)| n == name && o == occ) else {
+        let Some(other) = in_b.get(&(name.as_str(), *occ)) else {
             paths.push(label(name, *occ));
             continue;
         };
@@ -242,7 +305,7 @@ pub fn differing_paths(a: &[u8], b: &[u8]) -> Vec<String> {
         }
     }
     for (name, occ, _) in &sb {
-        if !sa.iter().any(|(n, o, _)| n == name && o == occ) {
+        if !in_a.contains(&(name.as_str(), *occ)) {
             paths.push(label(name, *occ));
         }
     }
