@@ -317,6 +317,9 @@ pub enum DestinationKind {
     Http {
         /// `url`: `http://` or `https://`.
         url: String,
+        /// `tls`, for an `https://` URL: the CA to trust and the name to expect.
+        /// Default: the system's CA bundle and the URL's host.
+        tls: Option<ClientTls>,
     },
     /// `type = "file"`: one file per message, written then renamed into place.
     File {
@@ -325,7 +328,7 @@ pub enum DestinationKind {
     },
 }
 
-/// `tls = { ca, server_name }` on an MLLP destination.
+/// `tls = { ca, server_name }` on an MLLP or HTTP destination.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ClientTls {
     /// `ca`: PEM file of trusted roots.

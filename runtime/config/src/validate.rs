@@ -488,7 +488,7 @@ impl Cx<'_, '_> {
         ];
         let valid: &[&str] = match kind {
             "mllp" => &["connect", "ack_timeout", "tls"],
-            "http" => &["url"],
+            "http" => &["url", "tls"],
             "file" => &["dir"],
             other => {
                 let help = choices_help("destination types", other, TYPES);
@@ -546,7 +546,27 @@ impl Cx<'_, '_> {
                         None,
                     );
                 }
-                Some(DestinationKind::Http { url: u.clone() })
+                if let Some(tls) = d.tls.as_ref().filter(|_| u.starts_with("http://")) {
+                    self.error(
+                        Some(tls.span()),
+                        format!("`tls` is for https:// URLs; `{u}` is plain HTTP"),
+                        Some(format!(
+                            "use `url = \"https://{}\"`",
+                            u.trim_start_matches("http://")
+                        )),
+                    );
+                }
+                Some(DestinationKind::Http {
+                    url: u.clone(),
+                    tls: d.tls.as_ref().map(|t| ClientTls {
+                        ca: self.path(&t.get_ref().ca),
+                        server_name: t
+                            .get_ref()
+                            .server_name
+                            .as_ref()
+                            .map(|s| s.get_ref().clone()),
+                    }),
+                })
             }
             _ => {
                 let Some(dir) = &d.dir else {

@@ -106,7 +106,8 @@ fn every_key_set() {
             Destination {
                 name: ids(&["portal"]).remove(0),
                 kind: DestinationKind::Http {
-                    url: "https://portal.example/hl7".into()
+                    url: "https://portal.example/hl7".into(),
+                    tls: None,
                 },
             },
             Destination {

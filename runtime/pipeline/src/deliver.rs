@@ -344,7 +344,9 @@ impl Connector {
                 Connector::Mllp(Box::new(sender))
             }
             DestinationKind::File { dir } => Connector::File(FileWriter { dir: dir.clone() }),
-            DestinationKind::Http { url } => Connector::Http(crate::http::HttpSender::new(url)?),
+            DestinationKind::Http { url, tls } => {
+                Connector::Http(crate::http::HttpSender::new(url, tls.as_ref())?)
+            }
         })
     }
 

@@ -270,19 +270,6 @@ impl Engine {
         assets: &dyn Assets,
         journal: Arc<dyn Journal>,
     ) -> Result<Engine, BuildError> {
-        for interface in config.interfaces.values() {
-            for dest in &interface.destinations {
-                if let plexus_config::DestinationKind::Http { url } = &dest.kind
-                    && !url.starts_with("http://")
-                {
-                    return Err(BuildError::Unsupported(format!(
-                        "destination {}: only http:// URLs are supported in this build; \
-                         put a TLS proxy in front, or use an MLLP destination with `tls`",
-                        dest.name
-                    )));
-                }
-            }
-        }
         let tables = Arc::new(load_tables(&config, assets)?);
         let sandbox = Sandbox::new(SandboxConfig::default())?;
         let grants = crate::grants::effective(&config)?;

@@ -267,22 +267,165 @@ async fn ingest_route(shared: Arc<Shared>, iface: Arc<Iface>, body: Bytes) -> Re
     (status, [(header::CONTENT_TYPE, HL7_MEDIA_TYPE)], ack).into_response()
 }
 
-/// Posts messages to an HTTP destination.
+/// Posts messages to an HTTP destination: `http://` through hyper's pooled client;
+/// `https://` over one kept-alive rustls connection (a destination's worker sends one
+/// message at a time), made again when it breaks.
 pub(crate) struct HttpSender {
     url: hyper::Uri,
-    client: Client<HttpConnector, Full<Bytes>>,
+    transport: Transport,
+}
+
+enum Transport {
+    Plain(Client<HttpConnector, Full<Bytes>>),
+    Tls {
+        config: Arc<rustls::ClientConfig>,
+        name: rustls::pki_types::ServerName<'static>,
+        addr: String,
+        conn: tokio::sync::Mutex<Option<hyper::client::conn::http1::SendRequest<Full<Bytes>>>>,
+    },
 }
 
 /// Longest a POST may take, response included.
 const HTTP_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// Where the system keeps its CA bundle (Debian and Ubuntu, RHEL and Fedora, Alpine and
+/// others): the trust for an `https://` destination without `tls.ca`.
+const SYSTEM_CA_BUNDLES: [&str; 3] = [
+    "/etc/ssl/certs/ca-certificates.crt",
+    "/etc/pki/tls/certs/ca-bundle.crt",
+    "/etc/ssl/cert.pem",
+];
+
 impl HttpSender {
-    pub(crate) fn new(url: &str) -> Result<HttpSender, String> {
-        let url: hyper::Uri = url.parse().map_err(|e| format!("bad URL {url}: {e}"))?;
-        let mut connector = HttpConnector::new();
-        connector.set_connect_timeout(Some(Duration::from_secs(10)));
-        let client = Client::builder(TokioExecutor::new()).build(connector);
-        Ok(HttpSender { url, client })
+    pub(crate) fn new(
+        url: &str,
+        tls: Option<&plexus_config::ClientTls>,
+    ) -> Result<HttpSender, String> {
+        let uri: hyper::Uri = url.parse().map_err(|e| format!("bad URL {url}: {e}"))?;
+        if uri.scheme_str() != Some("https") {
+            let mut connector = HttpConnector::new();
+            connector.set_connect_timeout(Some(Duration::from_secs(10)));
+            let client = Client::builder(TokioExecutor::new()).build(connector);
+            return Ok(HttpSender {
+                url: uri,
+                transport: Transport::Plain(client),
+            });
+        }
+        let host = uri
+            .host()
+            .ok_or_else(|| format!("{url} names no host"))?
+            .trim_matches(['[', ']'])
+            .to_owned();
+        let port = uri.port_u16().unwrap_or(443);
+        let config = match tls {
+            Some(tls) => plexus_mllp::tls::client_config_from_pem(&tls.ca)
+                .map_err(|e| format!("{url}: {e}"))?,
+            None => {
+                let bundle = SYSTEM_CA_BUNDLES
+                    .iter()
+                    .map(std::path::Path::new)
+                    .find(|p| p.exists())
+                    .ok_or_else(|| {
+                        format!(
+                            "{url}: no system CA bundle found ({}); set `tls = {{ ca = \"ca.pem\" }}` on the destination",
+                            SYSTEM_CA_BUNDLES.join(", ")
+                        )
+                    })?;
+                plexus_mllp::tls::client_config_from_pem(bundle)
+                    .map_err(|e| format!("{url}: {e}"))?
+            }
+        };
+        let expected = tls
+            .and_then(|t| t.server_name.clone())
+            .unwrap_or_else(|| host.clone());
+        let name = plexus_mllp::tls::server_name(&expected).map_err(|e| format!("{url}: {e}"))?;
+        Ok(HttpSender {
+            url: uri,
+            transport: Transport::Tls {
+                config,
+                name,
+                addr: format!("{host}:{port}"),
+                conn: tokio::sync::Mutex::new(None),
+            },
+        })
+    }
+
+    /// Sends one request over the destination's transport.
+    async fn request(
+        &self,
+        mut request: hyper::Request<Full<Bytes>>,
+    ) -> Result<hyper::Response<hyper::body::Incoming>, String> {
+        match &self.transport {
+            Transport::Plain(client) => client
+                .request(request)
+                .await
+                .map_err(|e| format!("POST to {}: {}", self.url, error_chain(&e))),
+            Transport::Tls {
+                config,
+                name,
+                addr,
+                conn,
+            } => {
+                let mut conn = conn.lock().await;
+                let reusable = match conn.as_mut() {
+                    Some(sender) => sender.ready().await.is_ok(),
+                    None => false,
+                };
+                if !reusable {
+                    *conn = None;
+                    let tcp = tokio::time::timeout(
+                        Duration::from_secs(10),
+                        tokio::net::TcpStream::connect(addr.as_str()),
+                    )
+                    .await
+                    .map_err(|_| format!("connecting to {addr} timed out"))?
+                    .map_err(|e| format!("connecting to {addr}: {e}"))?;
+                    let tls = tokio::time::timeout(
+                        TLS_HANDSHAKE,
+                        tokio_rustls::TlsConnector::from(config.clone()).connect(name.clone(), tcp),
+                    )
+                    .await
+                    .map_err(|_| format!("TLS handshake with {addr} timed out"))?
+                    .map_err(|e| format!("TLS handshake with {addr}: {e}"))?;
+                    let (sender, connection) =
+                        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tls))
+                            .await
+                            .map_err(|e| format!("HTTP handshake with {addr}: {e}"))?;
+                    tokio::spawn(async move {
+                        if let Err(e) = connection.await {
+                            tracing::debug!("HTTPS destination connection ended: {e}");
+                        }
+                    });
+                    *conn = Some(sender);
+                }
+                let Some(sender) = conn.as_mut() else {
+                    return Err(format!("no connection to {addr}"));
+                };
+                // On a connection of its own the request names the path, and the host
+                // in a header.
+                let path = self
+                    .url
+                    .path_and_query()
+                    .map_or("/", |p| p.as_str())
+                    .parse()
+                    .map_err(|e| format!("bad URL {}: {e}", self.url))?;
+                *request.uri_mut() = path;
+                let host = self.url.authority().map_or(addr.as_str(), |a| a.as_str());
+                request.headers_mut().insert(
+                    header::HOST,
+                    host.parse()
+                        .map_err(|e| format!("bad host in {}: {e}", self.url))?,
+                );
+                match sender.send_request(request).await {
+                    Ok(response) => Ok(response),
+                    Err(e) => {
+                        // The next message connects again.
+                        *conn = None;
+                        Err(format!("POST to {}: {}", self.url, error_chain(&e)))
+                    }
+                }
+            }
+        }
     }
 
     pub(crate) async fn send(&self, payload: Vec<u8>) -> Result<(), SendFailure> {
@@ -290,7 +433,7 @@ impl HttpSender {
             .header(header::CONTENT_TYPE, HL7_MEDIA_TYPE)
             .body(Full::new(Bytes::from(payload)))
             .map_err(|e| SendFailure::Permanent(format!("cannot build the request: {e}")))?;
-        let response = tokio::time::timeout(HTTP_TIMEOUT, self.client.request(request))
+        let response = tokio::time::timeout(HTTP_TIMEOUT, self.request(request))
             .await
             .map_err(|_| {
                 SendFailure::Retryable(format!(
@@ -298,9 +441,7 @@ impl HttpSender {
                     self.url
                 ))
             })?
-            .map_err(|e| {
-                SendFailure::Retryable(format!("POST to {}: {}", self.url, error_chain(&e)))
-            })?;
+            .map_err(SendFailure::Retryable)?;
         let status = response.status();
         if status.is_success() {
             Ok(())

@@ -762,7 +762,16 @@ async fn a_drop_folder_feeds_the_chain_and_files_move_to_processed() {
 /// An HTTP receiver that answers each POST with the next status from `script` (then
 /// 200), and records the bodies it accepted.
 async fn http_receiver(script: Vec<u16>) -> (SocketAddr, Arc<Mutex<Vec<Vec<u8>>>>) {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    scripted_receiver(script, None).await
+}
+
+/// An HTTP(S) receiver that answers each POST with the next status of `script` (then
+/// 200) and keeps the bodies it accepted (200). Each accepted request's head is checked
+/// for a path and a Host header.
+async fn scripted_receiver(
+    script: Vec<u16>,
+    tls: Option<Arc<rustls::ServerConfig>>,
+) -> (SocketAddr, Arc<Mutex<Vec<Vec<u8>>>>) {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .expect("bind");
@@ -770,53 +779,134 @@ async fn http_receiver(script: Vec<u16>) -> (SocketAddr, Arc<Mutex<Vec<Vec<u8>>>
     let accepted = Arc::new(Mutex::new(Vec::new()));
     let script = Arc::new(Mutex::new(std::collections::VecDeque::from(script)));
     let seen = accepted.clone();
+    let acceptor = tls.map(tokio_rustls::TlsAcceptor::from);
     tokio::spawn(async move {
         loop {
-            let Ok((mut tcp, _)) = listener.accept().await else {
+            let Ok((tcp, _)) = listener.accept().await else {
                 return;
             };
-            let (seen, script) = (seen.clone(), script.clone());
+            let (seen, script, acceptor) = (seen.clone(), script.clone(), acceptor.clone());
             tokio::spawn(async move {
-                let mut buf = Vec::new();
-                let mut chunk = [0u8; 4096];
-                loop {
-                    // One request: headers, then Content-Length bytes of body.
-                    let head_end = loop {
-                        if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
-                            break i + 4;
+                match acceptor {
+                    None => serve_script(tcp, seen, script).await,
+                    Some(acceptor) => {
+                        if let Ok(tls) = acceptor.accept(tcp).await {
+                            serve_script(tls, seen, script).await;
                         }
-                        match tcp.read(&mut chunk).await {
-                            Ok(0) | Err(_) => return,
-                            Ok(n) => buf.extend_from_slice(&chunk[..n]),
-                        }
-                    };
-                    let head = String::from_utf8_lossy(&buf[..head_end]).to_ascii_lowercase();
-                    let len: usize = head
-                        .lines()
-                        .find_map(|l| l.strip_prefix("content-length:"))
-                        .and_then(|v| v.trim().parse().ok())
-                        .unwrap_or(0);
-                    while buf.len() < head_end + len {
-                        match tcp.read(&mut chunk).await {
-                            Ok(0) | Err(_) => return,
-                            Ok(n) => buf.extend_from_slice(&chunk[..n]),
-                        }
-                    }
-                    let body = buf[head_end..head_end + len].to_vec();
-                    buf.drain(..head_end + len);
-                    let status = script.lock().expect("lock").pop_front().unwrap_or(200);
-                    if status == 200 {
-                        seen.lock().expect("lock").push(body);
-                    }
-                    let reply = format!("HTTP/1.1 {status} X\r\nContent-Length: 0\r\n\r\n");
-                    if tcp.write_all(reply.as_bytes()).await.is_err() {
-                        return;
                     }
                 }
             });
         }
     });
     (addr, accepted)
+}
+
+async fn serve_script<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin>(
+    mut tcp: S,
+    seen: Arc<Mutex<Vec<Vec<u8>>>>,
+    script: Arc<Mutex<std::collections::VecDeque<u16>>>,
+) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 4096];
+    loop {
+        // One request: headers, then Content-Length bytes of body.
+        let head_end = loop {
+            if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                break i + 4;
+            }
+            match tcp.read(&mut chunk).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => buf.extend_from_slice(&chunk[..n]),
+            }
+        };
+        let head = String::from_utf8_lossy(&buf[..head_end]).to_ascii_lowercase();
+        assert!(head.starts_with("post /hl7 "), "origin-form path: {head}");
+        assert!(head.contains("\r\nhost: "), "a Host header: {head}");
+        let len: usize = head
+            .lines()
+            .find_map(|l| l.strip_prefix("content-length:"))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or(0);
+        while buf.len() < head_end + len {
+            match tcp.read(&mut chunk).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => buf.extend_from_slice(&chunk[..n]),
+            }
+        }
+        let body = buf[head_end..head_end + len].to_vec();
+        buf.drain(..head_end + len);
+        let status = script.lock().expect("lock").pop_front().unwrap_or(200);
+        if status == 200 {
+            seen.lock().expect("lock").push(body);
+        }
+        let reply = format!("HTTP/1.1 {status} X\r\nContent-Length: 0\r\n\r\n");
+        if tcp.write_all(reply.as_bytes()).await.is_err() {
+            return;
+        }
+    }
+}
+
+/// An `https://` destination with the site's CA: delivered over one kept-alive TLS
+/// connection, a 5xx retried on it, in order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn https_destinations_deliver_over_tls_with_the_sites_ca() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cert = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).expect("cert");
+    let cert_pem = cert.cert.pem();
+    std::fs::write(dir.path().join("ca.pem"), &cert_pem).expect("ca");
+    let server = plexus_mllp::tls::server_config_from_pem_bytes(
+        cert_pem.as_bytes(),
+        cert.signing_key.serialize_pem().as_bytes(),
+    )
+    .expect("server config");
+    let (addr, accepted) = scripted_receiver(vec![200, 503, 200], Some(server)).await;
+    let config = site_with(
+        dir.path(),
+        r#"{ type = "mllp", listen = "127.0.0.1:0" }"#,
+        &format!(
+            "destinations = [{{ name = \"api\", type = \"http\", url = \"https://localhost:{}/hl7\", tls = {{ ca = \"ca.pem\" }} }}]\n\
+             retry = {{ initial_backoff = \"20ms\", max_backoff = \"50ms\" }}",
+            addr.port()
+        ),
+    );
+    let engine = Engine::build(config, &FsAssets).expect("engine builds");
+    let stop = CancellationToken::new();
+    let running = engine.start(stop.clone()).await.expect("engine starts");
+    for id in ["T001", "T002", "T003"] {
+        let (code, _) = send(running.mllp["feed"], &siu(id, "Ready")).await;
+        assert_eq!(code, AckCode::AA);
+    }
+    eventually("three messages delivered over TLS", || {
+        accepted.lock().expect("lock").len() == 3
+    })
+    .await;
+    let ids: Vec<String> = accepted
+        .lock()
+        .expect("lock")
+        .iter()
+        .map(|b| {
+            Message::parse(b)
+                .expect("parses")
+                .control_id()
+                .unwrap_or_default()
+                .into_owned()
+        })
+        .collect();
+    assert_eq!(ids, ["T001", "T002", "T003"]);
+    stop.cancel();
+    running.wait().await;
+
+    // An https:// URL with `tls` on a plain http:// URL is a config error.
+    let bad = plexus_config::Config::from_toml(
+        "[interfaces.a]\nsource = { type = \"mllp\", listen = \"127.0.0.1:0\" }\n\
+         destinations = [{ name = \"x\", type = \"http\", url = \"http://h/p\", tls = { ca = \"ca.pem\" } }]\n",
+        &dir.path().join("bad.toml"),
+    );
+    assert!(
+        bad.is_err_and(|e| e.to_string().contains("`tls` is for https:// URLs")),
+        "plain http with tls is refused"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
