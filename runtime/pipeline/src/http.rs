@@ -287,6 +287,8 @@ enum Transport {
 
 /// Longest a POST may take, response included.
 const HTTP_TIMEOUT: Duration = Duration::from_secs(30);
+/// Largest answer body read from a destination (its content is not used).
+const MAX_ANSWER: usize = 1 << 20;
 
 /// Where the system keeps its CA bundle (Debian and Ubuntu, RHEL and Fedora, Alpine and
 /// others): the trust for an `https://` destination without `tls.ca`.
@@ -443,6 +445,16 @@ impl HttpSender {
             })?
             .map_err(SendFailure::Retryable)?;
         let status = response.status();
+        // Read (and drop) a bounded amount of the answer so the connection can carry the
+        // next message; an answer larger than that, or slow, just closes the connection.
+        let _ = tokio::time::timeout(
+            HTTP_TIMEOUT,
+            http_body_util::BodyExt::collect(http_body_util::Limited::new(
+                response.into_body(),
+                MAX_ANSWER,
+            )),
+        )
+        .await;
         if status.is_success() {
             Ok(())
         } else if status.is_server_error()

@@ -762,16 +762,21 @@ async fn a_drop_folder_feeds_the_chain_and_files_move_to_processed() {
 /// An HTTP receiver that answers each POST with the next status from `script` (then
 /// 200), and records the bodies it accepted.
 async fn http_receiver(script: Vec<u16>) -> (SocketAddr, Arc<Mutex<Vec<Vec<u8>>>>) {
-    scripted_receiver(script, None).await
+    let (addr, accepted, _) = scripted_receiver(script, None).await;
+    (addr, accepted)
 }
 
 /// An HTTP(S) receiver that answers each POST with the next status of `script` (then
 /// 200) and keeps the bodies it accepted (200). Each accepted request's head is checked
-/// for a path and a Host header.
+/// for a path and a Host header. Also counts the connections it accepted.
 async fn scripted_receiver(
     script: Vec<u16>,
     tls: Option<Arc<rustls::ServerConfig>>,
-) -> (SocketAddr, Arc<Mutex<Vec<Vec<u8>>>>) {
+) -> (
+    SocketAddr,
+    Arc<Mutex<Vec<Vec<u8>>>>,
+    Arc<std::sync::atomic::AtomicUsize>,
+) {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .expect("bind");
@@ -780,11 +785,14 @@ async fn scripted_receiver(
     let script = Arc::new(Mutex::new(std::collections::VecDeque::from(script)));
     let seen = accepted.clone();
     let acceptor = tls.map(tokio_rustls::TlsAcceptor::from);
+    let connections = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counted = connections.clone();
     tokio::spawn(async move {
         loop {
             let Ok((tcp, _)) = listener.accept().await else {
                 return;
             };
+            counted.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             let (seen, script, acceptor) = (seen.clone(), script.clone(), acceptor.clone());
             tokio::spawn(async move {
                 match acceptor {
@@ -798,7 +806,7 @@ async fn scripted_receiver(
             });
         }
     });
-    (addr, accepted)
+    (addr, accepted, connections)
 }
 
 async fn serve_script<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin>(
@@ -840,8 +848,14 @@ async fn serve_script<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin>(
         if status == 200 {
             seen.lock().expect("lock").push(body);
         }
-        let reply = format!("HTTP/1.1 {status} X\r\nContent-Length: 0\r\n\r\n");
-        if tcp.write_all(reply.as_bytes()).await.is_err() {
+        // A body larger than one read, as a FHIR server's answer can be: the sender must
+        // read it to reuse the connection.
+        let body = vec![b'x'; 256 * 1024];
+        let reply = format!(
+            "HTTP/1.1 {status} X\r\nContent-Length: {}\r\n\r\n",
+            body.len()
+        );
+        if tcp.write_all(reply.as_bytes()).await.is_err() || tcp.write_all(&body).await.is_err() {
             return;
         }
     }
@@ -860,7 +874,7 @@ async fn https_destinations_deliver_over_tls_with_the_sites_ca() {
         cert.signing_key.serialize_pem().as_bytes(),
     )
     .expect("server config");
-    let (addr, accepted) = scripted_receiver(vec![200, 503, 200], Some(server)).await;
+    let (addr, accepted, connections) = scripted_receiver(vec![200, 503, 200], Some(server)).await;
     let config = site_with(
         dir.path(),
         r#"{ type = "mllp", listen = "127.0.0.1:0" }"#,
@@ -894,6 +908,11 @@ async fn https_destinations_deliver_over_tls_with_the_sites_ca() {
         })
         .collect();
     assert_eq!(ids, ["T001", "T002", "T003"]);
+    assert_eq!(
+        connections.load(std::sync::atomic::Ordering::Relaxed),
+        1,
+        "one kept-alive connection carried every attempt"
+    );
     stop.cancel();
     running.wait().await;
 
