@@ -56,23 +56,6 @@ pub fn inspect(args: &InspectArgs) -> anyhow::Result<ExitCode> {
     let sheet =
         inspect::inspect(&bytes).map_err(|e| anyhow::anyhow!("{}: {e}", args.file.display()))?;
     if args.json {
-        let imports: Vec<_> = sheet
-            .imports
-            .iter()
-            .map(|(name, class)| {
-                let mut entry = json!({ "import": name, "class": class.label() });
-                match class {
-                    Class::Capability { name, grant } => {
-                        entry["capability"] = json!(name);
-                        entry["grant"] = json!(grant);
-                    }
-                    Class::Inert { effect } => entry["effect"] = json!(effect),
-                    Class::Unavailable { why } => entry["refused"] = json!(why),
-                    Class::Contract => {}
-                }
-                entry
-            })
-            .collect();
         let out = json!({
             "file": args.file.display().to_string(),
             "sha256": sheet.sha256,
@@ -80,7 +63,7 @@ pub fn inspect(args: &InspectArgs) -> anyhow::Result<ExitCode> {
             "world": if sheet.implements_contract() { Some("plexus:transform/hl7-transform@0.1.0") } else { None },
             "exports": sheet.exports,
             "capabilities": sheet.capabilities(),
-            "imports": imports,
+            "imports": sheet.imports_json(),
             "producers": sheet.producers,
             "requests_instance_reuse": sheet.requests_reuse,
         });

@@ -65,7 +65,7 @@ pub fn review(args: &ReviewArgs) -> anyhow::Result<ExitCode> {
     let current = inspect::inspect(&bytes).map_err(|e| anyhow::anyhow!("{name}: {e}"))?;
     let effective = plexus_pipeline::effective_grants(&config)?;
     let now = effective.get(name).unwrap_or(&entry.grants);
-    let granted: Vec<String> = grants(now);
+    let granted: Vec<String> = now.to_list();
 
     println!("plug-in      {name}");
     println!("sha256       {}", current.sha256);
@@ -91,7 +91,7 @@ pub fn review(args: &ReviewArgs) -> anyhow::Result<ExitCode> {
         println!(
             "grants       set through the admin API ({}); the config says [{}]",
             config.engine.data_dir.join("grants.json").display(),
-            grants(&entry.grants).join(", ")
+            entry.grants.to_list().join(", ")
         );
     }
     println!();
@@ -129,18 +129,6 @@ pub fn review(args: &ReviewArgs) -> anyhow::Result<ExitCode> {
     } else {
         ExitCode::SUCCESS
     })
-}
-
-fn grants(g: &plexus_config::Grants) -> Vec<String> {
-    let mut out = Vec::new();
-    if g.log {
-        out.push("log".to_owned());
-    }
-    out.extend(g.tables.iter().map(|t| format!("tables:{t}")));
-    if g.reuse_instance {
-        out.push("reuse-instance".to_owned());
-    }
-    out
 }
 
 fn print_imports(i: &Inspection) {

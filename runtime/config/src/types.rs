@@ -196,6 +196,21 @@ pub struct Grants {
     pub reuse_instance: bool,
 }
 
+impl Grants {
+    /// The grants as the config writes them: `log`, `tables:NAME`..., `reuse-instance`.
+    pub fn to_list(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        if self.log {
+            out.push("log".to_owned());
+        }
+        out.extend(self.tables.iter().map(|t| format!("tables:{t}")));
+        if self.reuse_instance {
+            out.push("reuse-instance".to_owned());
+        }
+        out
+    }
+}
+
 /// `[plugins.NAME.limits]`. The defaults are `plexus_sandbox::Limits::default()`'s; this
 /// crate does not depend on the sandbox, so a test in the CLI keeps them equal.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -35,10 +35,7 @@ pub(crate) fn validate(raw: raw::Config, sink: &mut Sink<'_>, base: &Path) -> Co
     };
     let http = Http {
         listen: cx.listen(raw.http.listen.as_ref(), "[http] listen", "127.0.0.1:8480"),
-        tls: raw.http.tls.as_ref().map(|t| ServerTls {
-            cert: cx.path(&t.get_ref().cert),
-            key: cx.path(&t.get_ref().key),
-        }),
+        tls: raw.http.tls.as_ref().map(|t| cx.server_tls(t.get_ref())),
     };
     let journal = cx.journal(&raw.journal);
     let tables = cx.tables(&raw.tables);
@@ -68,6 +65,22 @@ struct Cx<'s, 'a> {
 impl Cx<'_, '_> {
     fn error(&mut self, span: Option<Range<usize>>, message: String, help: Option<String>) {
         self.sink.error(span, message, help);
+    }
+
+    /// `tls = { cert, key }` on an MLLP source or the HTTP server.
+    fn server_tls(&mut self, t: &raw::ServerTls) -> ServerTls {
+        ServerTls {
+            cert: self.path(&t.cert),
+            key: self.path(&t.key),
+        }
+    }
+
+    /// `tls = { ca, server_name }` on an MLLP or HTTP destination.
+    fn client_tls(&mut self, t: &raw::ClientTls) -> ClientTls {
+        ClientTls {
+            ca: self.path(&t.ca),
+            server_name: t.server_name.as_ref().map(|s| s.get_ref().clone()),
+        }
     }
 
     fn admin(&mut self, raw: &raw::Admin) -> Admin {
@@ -394,10 +407,7 @@ impl Cx<'_, '_> {
                         "idle_timeout",
                         Duration::from_secs(300),
                     ),
-                    tls: src.tls.as_ref().map(|t| ServerTls {
-                        cert: self.path(&t.get_ref().cert),
-                        key: self.path(&t.get_ref().key),
-                    }),
+                    tls: src.tls.as_ref().map(|t| self.server_tls(t.get_ref())),
                 })
             }
             "http" => {
@@ -519,14 +529,7 @@ impl Cx<'_, '_> {
                         "ack_timeout",
                         Duration::from_secs(30),
                     ),
-                    tls: d.tls.as_ref().map(|t| ClientTls {
-                        ca: self.path(&t.get_ref().ca),
-                        server_name: t
-                            .get_ref()
-                            .server_name
-                            .as_ref()
-                            .map(|s| s.get_ref().clone()),
-                    }),
+                    tls: d.tls.as_ref().map(|t| self.client_tls(t.get_ref())),
                 })
             }
             "http" => {
@@ -558,14 +561,7 @@ impl Cx<'_, '_> {
                 }
                 Some(DestinationKind::Http {
                     url: u.clone(),
-                    tls: d.tls.as_ref().map(|t| ClientTls {
-                        ca: self.path(&t.get_ref().ca),
-                        server_name: t
-                            .get_ref()
-                            .server_name
-                            .as_ref()
-                            .map(|s| s.get_ref().clone()),
-                    }),
+                    tls: d.tls.as_ref().map(|t| self.client_tls(t.get_ref())),
                 })
             }
             _ => {

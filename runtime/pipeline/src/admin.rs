@@ -456,25 +456,12 @@ async fn upload(State(admin): State<Admin>, headers: HeaderMap, body: Bytes) -> 
 
 /// A plug-in version as the reviewer's sheet shows it.
 fn inspection_json(i: &plexus_sandbox::inspect::Inspection) -> Value {
-    use plexus_sandbox::inspect::Class;
     json!({
         "sha256": i.sha256,
         "size": i.size,
         "capabilities": i.capabilities(),
         "requests_reuse": i.requests_reuse,
-        "imports": i.imports.iter().map(|(name, class)| {
-            let mut entry = json!({"import": name, "class": class.label()});
-            match class {
-                Class::Capability { name, grant } => {
-                    entry["capability"] = json!(name);
-                    entry["grant"] = json!(grant);
-                }
-                Class::Inert { effect } => entry["effect"] = json!(effect),
-                Class::Unavailable { why } => entry["refused"] = json!(why),
-                _ => {}
-            }
-            entry
-        }).collect::<Vec<_>>(),
+        "imports": i.imports_json(),
         "exports": i.exports,
         "producers": i.producers,
     })
@@ -487,8 +474,8 @@ async fn plugins(State(admin): State<Admin>, headers: HeaderMap) -> Response {
         return r;
     }
     let engine = admin.engine.clone();
-    match tokio::task::spawn_blocking(move || engine.plugin_versions()).await {
-        Ok(Ok(versions)) => axum::Json(json!({
+    match op(move || engine.plugin_versions()).await {
+        Ok(versions) => axum::Json(json!({
             "plugins": versions.iter().map(|(i, active_on)| json!({
                 "sha256": i.sha256,
                 "size": i.size,
@@ -497,8 +484,7 @@ async fn plugins(State(admin): State<Admin>, headers: HeaderMap) -> Response {
             })).collect::<Vec<_>>(),
         }))
         .into_response(),
-        Ok(Err(e)) => op_problem(&e),
-        Err(e) => problem(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+        Err(r) => r,
     }
 }
 
@@ -513,8 +499,8 @@ async fn plugin(
     }
     let engine = admin.engine.clone();
     let wanted = sha256.to_ascii_lowercase();
-    match tokio::task::spawn_blocking(move || engine.plugin_versions()).await {
-        Ok(Ok(versions)) => match versions.into_iter().find(|(i, _)| i.sha256 == wanted) {
+    match op(move || engine.plugin_versions()).await {
+        Ok(versions) => match versions.into_iter().find(|(i, _)| i.sha256 == wanted) {
             Some((i, active_on)) => {
                 let mut body = inspection_json(&i);
                 body["active_on"] = json!(active_on);
@@ -525,8 +511,7 @@ async fn plugin(
                 format!("no plug-in version {sha256} is uploaded or running"),
             ),
         },
-        Ok(Err(e)) => op_problem(&e),
-        Err(e) => problem(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+        Err(r) => r,
     }
 }
 
@@ -629,9 +614,7 @@ async fn activate(
     match done {
         Ok(Ok(changes)) => axum::Json(json!({
             "result": "activated",
-            "capability_changes": changes.iter().map(|c| json!({
-                "plugin": c.plugin, "sha256": c.sha256, "added": c.added, "removed": c.removed,
-            })).collect::<Vec<_>>(),
+            "capability_changes": capability_changes(&changes),
         }))
         .into_response(),
         Ok(Err(crate::OpError::NoSuchInterface(n))) => {
@@ -655,6 +638,18 @@ fn op_problem(e: &crate::OpError) -> Response {
         _ => StatusCode::UNPROCESSABLE_ENTITY,
     };
     problem(status, e.to_string())
+}
+
+/// Runs an engine operation off the async threads; its error becomes the answer
+/// ([`op_problem`]).
+async fn op<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, crate::OpError> + Send + 'static,
+) -> Result<T, Response> {
+    match tokio::task::spawn_blocking(f).await {
+        Ok(Ok(v)) => Ok(v),
+        Ok(Err(e)) => Err(op_problem(&e)),
+        Err(e) => Err(problem(StatusCode::INTERNAL_SERVER_ERROR, e.to_string())),
+    }
 }
 
 fn capability_changes(changes: &[crate::CapabilityChange]) -> Vec<Value> {
@@ -692,8 +687,8 @@ async fn shadow_start(
     };
     let engine = admin.engine.clone();
     let actor = caller.actor();
-    match tokio::task::spawn_blocking(move || engine.shadow_start(&name, &chain, &actor)).await {
-        Ok(Ok((run, changes))) => (
+    match op(move || engine.shadow_start(&name, &chain, &actor)).await {
+        Ok((run, changes)) => (
             StatusCode::CREATED,
             axum::Json(json!({
                 "result": "shadowing",
@@ -702,8 +697,7 @@ async fn shadow_start(
             })),
         )
             .into_response(),
-        Ok(Err(e)) => op_problem(&e),
-        Err(e) => problem(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+        Err(r) => r,
     }
 }
 
@@ -733,25 +727,22 @@ async fn shadow_report(
         examples: q.examples.unwrap_or(5).min(100),
     };
     let engine = admin.engine.clone();
-    let interface = name.clone();
-    let report =
-        tokio::task::spawn_blocking(move || engine.shadow_report(&interface, q.run, options)).await;
-    match report {
-        Ok(Ok(report)) => {
-            if unmasked
-                && let Err(e) = admin.engine.audit_action(
-                    &caller.actor(),
-                    "unmasked-view",
-                    &format!("interface:{name}"),
-                    &format!("shadow report, run {}", report.run),
-                )
-            {
-                return problem(StatusCode::INTERNAL_SERVER_ERROR, e.to_string());
-            }
-            axum::Json(report).into_response()
+    let report = op(move || {
+        let report = engine.shadow_report(&name, q.run, options)?;
+        if unmasked {
+            engine.audit_action(
+                &caller.actor(),
+                "unmasked-view",
+                &format!("interface:{name}"),
+                &format!("shadow report, run {}", report.run),
+            )?;
         }
-        Ok(Err(e)) => op_problem(&e),
-        Err(e) => problem(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+        Ok(report)
+    })
+    .await;
+    match report {
+        Ok(report) => axum::Json(report).into_response(),
+        Err(r) => r,
     }
 }
 
@@ -767,10 +758,9 @@ async fn shadow_stop(
     };
     let engine = admin.engine.clone();
     let actor = caller.actor();
-    match tokio::task::spawn_blocking(move || engine.shadow_stop(&name, &actor)).await {
-        Ok(Ok(run)) => axum::Json(json!({ "result": "stopped", "run": run })).into_response(),
-        Ok(Err(e)) => op_problem(&e),
-        Err(e) => problem(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+    match op(move || engine.shadow_stop(&name, &actor)).await {
+        Ok(run) => axum::Json(json!({ "result": "stopped", "run": run })).into_response(),
+        Err(r) => r,
     }
 }
 
@@ -787,15 +777,14 @@ async fn shadow_promote(
     };
     let engine = admin.engine.clone();
     let actor = caller.actor();
-    match tokio::task::spawn_blocking(move || engine.shadow_promote(&name, &actor)).await {
-        Ok(Ok((run, changes))) => axum::Json(json!({
+    match op(move || engine.shadow_promote(&name, &actor)).await {
+        Ok((run, changes)) => axum::Json(json!({
             "result": "promoted",
             "run": run,
             "capability_changes": capability_changes(&changes),
         }))
         .into_response(),
-        Ok(Err(e)) => op_problem(&e),
-        Err(e) => problem(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+        Err(r) => r,
     }
 }
 
@@ -818,8 +807,8 @@ async fn grants(
     match (admin.engine.grants_of(&plugin), configured) {
         (Some(now), Some(config)) => axum::Json(json!({
             "plugin": plugin,
-            "grants": crate::grants::list(&now),
-            "config": crate::grants::list(&config),
+            "grants": now.to_list(),
+            "config": config.to_list(),
             "overridden": now != config,
         }))
         .into_response(),

@@ -58,6 +58,13 @@ pub(crate) struct ChainRun {
     pub took: Vec<std::time::Duration>,
 }
 
+impl ChainRun {
+    /// The message as the last stage that edited it left it; `None` when no stage did.
+    pub fn output(&self) -> Option<&[u8]> {
+        self.stages.iter().rev().find_map(|s| s.output.as_deref())
+    }
+}
+
 /// Runs `chain` over `msg`. Never fails: a trap or a plug-in's `fail` is a verdict.
 pub(crate) fn run(chain: &[Arc<Plugin>], mut msg: Message<'static>, ctx: &Context) -> ChainRun {
     let mut stages = Vec::with_capacity(chain.len());

@@ -1116,8 +1116,8 @@ impl Engine {
         }
         let mut change = crate::grants::GrantChange {
             plugin: plugin.to_owned(),
-            before: crate::grants::list(&before),
-            after: crate::grants::list(&new),
+            before: before.to_list(),
+            after: new.to_list(),
             relinked: swaps.iter().map(|(i, _, _)| i.name.clone()).collect(),
             shadows_ended: Vec::new(),
         };

@@ -30,19 +30,6 @@ fn file(config: &Config) -> PathBuf {
     config.engine.data_dir.join("grants.json")
 }
 
-/// Grants as the config writes them (`log`, `tables:NAME`, `reuse-instance`).
-pub fn list(grants: &Grants) -> Vec<String> {
-    let mut out = Vec::new();
-    if grants.log {
-        out.push("log".to_owned());
-    }
-    out.extend(grants.tables.iter().map(|t| format!("tables:{t}")));
-    if grants.reuse_instance {
-        out.push("reuse-instance".to_owned());
-    }
-    out
-}
-
 /// Parses grants as the config's `grants` list is parsed: tables must be defined.
 pub(crate) fn parse(items: &[String], config: &Config) -> Result<Grants, OpError> {
     let mut out = Grants::default();
@@ -141,7 +128,7 @@ pub(crate) fn save(
     {
         let configured = config.plugins.iter().find(|(n, _)| n.as_str() == name);
         if configured.is_some_and(|(_, p)| p.grants != *grants) {
-            saved.insert(name, list(grants));
+            saved.insert(name, grants.to_list());
         }
     }
     let path = file(config);

@@ -108,17 +108,11 @@ pub(crate) async fn accept(
                 drop(permit);
                 // A candidate running in the shadow gets the message once it is journaled.
                 if let Some(shadow) = iface.shadow.load_full() {
-                    let active_len = run
-                        .stages
-                        .iter()
-                        .rev()
-                        .find_map(|s| s.output.as_ref().map(Vec::len))
-                        .unwrap_or(raw.len());
+                    let output = run.output().unwrap_or(&raw);
                     // Nothing is copied for a shadow that is too far behind.
-                    if shadow.reserve(raw.len() + active_len) {
-                        let (active, output) =
-                            shadow::active_result(&run.stages, &run.verdict, &raw);
-                        shadow_job = Some((shadow, active, output, ctx, raw.clone()));
+                    if shadow.reserve(raw.len() + output.len()) {
+                        let active = shadow::outcome_kind(&run.verdict);
+                        shadow_job = Some((shadow, active, output.to_vec(), ctx, raw.clone()));
                     }
                 }
                 let processing = processing_for(&iface, run.stages, &run.verdict);

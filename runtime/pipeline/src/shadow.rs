@@ -13,9 +13,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{Receiver, SyncSender, TrySendError};
 
 use plexus_hl7::{Message, Segment};
-use plexus_journal::{
-    ErrorKind, Journal, MessageId, OutcomeKind, ShadowResult, ShadowRunRecord, StageRecord,
-};
+use plexus_journal::{ErrorKind, Journal, MessageId, OutcomeKind, ShadowResult, ShadowRunRecord};
 use plexus_sandbox::{Context, Plugin};
 use serde::Serialize;
 
@@ -129,21 +127,8 @@ impl Shadow {
     }
 }
 
-/// The outcome kind and the output of an active-chain run, for a [`Job`].
-pub(crate) fn active_result(
-    stages: &[StageRecord],
-    verdict: &Verdict,
-    raw: &[u8],
-) -> (OutcomeKind, Vec<u8>) {
-    let output = stages
-        .iter()
-        .rev()
-        .find_map(|s| s.output.clone())
-        .unwrap_or_else(|| raw.to_vec());
-    (outcome_kind(verdict), output)
-}
-
-fn outcome_kind(verdict: &Verdict) -> OutcomeKind {
+/// How a chain run ended, as journaled.
+pub(crate) fn outcome_kind(verdict: &Verdict) -> OutcomeKind {
     match verdict {
         Verdict::Forwarded => OutcomeKind::Forward,
         Verdict::Filtered { .. } => OutcomeKind::Filter,
@@ -216,13 +201,8 @@ fn compare(run: i64, plugins: &[Arc<Plugin>], job: Job) -> ShadowResult {
     result.candidate = outcome_kind(&ran.verdict);
     match &ran.verdict {
         Verdict::Forwarded => {
-            let output = ran
-                .stages
-                .iter()
-                .rev()
-                .find_map(|s| s.output.clone())
-                // No stage edited it: the candidate forwards the inbound bytes.
-                .unwrap_or(job.raw);
+            // No stage edited it: the candidate forwards the inbound bytes.
+            let output = ran.output().map_or(job.raw, <[u8]>::to_vec);
             if job.active == OutcomeKind::Forward {
                 result.differing = differing_paths(&job.active_output, &output);
             }

@@ -112,6 +112,29 @@ pub struct Inspection {
 }
 
 impl Inspection {
+    /// Each import as the reviewer's sheet gives it in JSON (`plexus plugin inspect
+    /// --json`, the admin API): `{import, class}` plus `capability` and `grant`, `effect`
+    /// or `refused`.
+    pub fn imports_json(&self) -> Vec<serde_json::Value> {
+        use serde_json::json;
+        self.imports
+            .iter()
+            .map(|(name, class)| {
+                let mut entry = json!({ "import": name, "class": class.label() });
+                match class {
+                    Class::Capability { name, grant } => {
+                        entry["capability"] = json!(name);
+                        entry["grant"] = json!(grant);
+                    }
+                    Class::Inert { effect } => entry["effect"] = json!(effect),
+                    Class::Unavailable { why } => entry["refused"] = json!(why),
+                    Class::Contract => {}
+                }
+                entry
+            })
+            .collect()
+    }
+
     /// Whether the component exports the contract's `transform` function.
     pub fn implements_contract(&self) -> bool {
         self.exports.iter().any(|e| e == "transform")
