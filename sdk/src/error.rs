@@ -1,11 +1,12 @@
 //! Constructors and conversions for the contract's error and outcome types.
 
-use std::fmt;
+use crate::prelude::*;
+use core::fmt;
 
 use crate::{ErrorKind, Outcome, PathError, TransformError};
 
 /// The result of a plug-in step: `Err` becomes an [`Outcome::Fail`].
-pub type Result<T, E = TransformError> = std::result::Result<T, E>;
+pub type Result<T, E = TransformError> = core::result::Result<T, E>;
 
 impl TransformError {
     /// An error of `kind` at `path` (if any) with a sentence for the error queue.
@@ -93,7 +94,7 @@ impl fmt::Display for TransformError {
     }
 }
 
-impl std::error::Error for TransformError {}
+impl core::error::Error for TransformError {}
 
 impl ErrorKind {
     /// The kind as the contract spells it, e.g. `missing-mapping`.

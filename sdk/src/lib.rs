@@ -70,6 +70,22 @@
 //! the logic you want to unit-test in plain functions, as the plug-ins in `plugins/` do.
 
 #![deny(missing_docs)]
+#![no_std]
+
+extern crate alloc;
+#[cfg(test)]
+extern crate std;
+
+/// What the hand-written modules use from `alloc`: the crate is `no_std`, so it serves
+/// `#![no_std]` plug-ins (see [`no_std_runtime!`]) as well as ordinary ones.
+#[allow(unused_imports)]
+mod prelude {
+    pub(crate) use alloc::borrow::ToOwned;
+    pub(crate) use alloc::format;
+    pub(crate) use alloc::string::{String, ToString};
+    pub(crate) use alloc::vec;
+    pub(crate) use alloc::vec::Vec;
+}
 
 /// The bindings `wit-bindgen` generates from `../wit`: generated once, here, and reached by
 /// authors only through the re-exports below and the [`export!`] macro.
@@ -91,9 +107,17 @@ pub mod bindings {
     });
 }
 
+/// What the SDK's macros expand to; not part of the API.
+#[doc(hidden)]
+pub mod __private {
+    #[cfg(all(target_arch = "wasm32", not(target_feature = "atomics")))]
+    pub use crate::no_std::{Heap, cabi_realloc};
+}
+
 mod error;
 pub mod log;
 mod message;
+mod no_std;
 pub mod path;
 mod plugin;
 pub mod tables;

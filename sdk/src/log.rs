@@ -12,7 +12,8 @@
 //! plexus_sdk::log::warn("settings table not granted; using defaults");
 //! ```
 
-use std::fmt::Display;
+use crate::prelude::*;
+use core::fmt::Display;
 
 pub use crate::bindings::plexus::transform::log::Level;
 

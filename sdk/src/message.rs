@@ -1,5 +1,6 @@
 //! Path access that names the path in its errors, and keeps empty apart from null.
 
+use crate::prelude::*;
 use crate::{Message, Result, TransformError, path};
 
 /// What a path holds, with the HL7 explicit null kept apart from an empty field.

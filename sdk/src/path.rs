@@ -4,6 +4,7 @@
 //! may be left out. These builders leave it out, so the paths in errors read the way
 //! people write them: `PV1-7-1` for the first, `PV1-7[2]-1` and `OBR[2]-16-1` after.
 
+use crate::prelude::*;
 /// `PID` for the first occurrence, `PID[2]` for the second.
 pub fn segment(name: &str, occurrence: u32) -> String {
     if occurrence == 1 {

@@ -8,7 +8,8 @@
 //! it up, write the mapped value back, and fail with `missing-mapping` (naming the value
 //! and the path) when the table has no entry.
 
-use std::fmt::Write as _;
+use crate::prelude::*;
+use core::fmt::Write as _;
 
 use crate::bindings::plexus::transform::tables as wit;
 use crate::text::quoted;

@@ -1,6 +1,7 @@
 //! Small text helpers for values and for the errors that name them.
 
-use std::fmt::Write as _;
+use crate::prelude::*;
+use core::fmt::Write as _;
 
 /// Trims `value` and collapses every run of whitespace inside it to one space:
 /// `"  DOE   JANE "` becomes `"DOE JANE"`.

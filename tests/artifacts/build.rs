@@ -9,6 +9,7 @@ const GUESTS: &[(&str, &str)] = &[
     ("provider-id-map", "PROVIDER_ID_MAP"),
     ("plexus-guest-hostile", "HOSTILE"),
     ("plexus-guest-net-probe", "NET_PROBE"),
+    ("plexus-guest-no-std", "NO_STD"),
 ];
 
 fn main() {

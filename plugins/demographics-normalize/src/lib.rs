@@ -13,7 +13,15 @@
 //! it). A value that is only whitespace is no value, and is cleared to empty.
 //!
 //! Grants: none. The plug-in uses no capability.
+//!
+//! It is `no_std` on wasm32 (see `plexus_sdk::no_std_runtime!`): it links no WASI, so a
+//! fresh instance per message is cheap.
 
+#![cfg_attr(target_arch = "wasm32", no_std)]
+extern crate alloc;
+
+use alloc::format;
+use alloc::string::String;
 use plexus_sdk::path::child;
 use plexus_sdk::text::quoted;
 use plexus_sdk::{Context, Message, Outcome, Plugin, Result, TransformError, Value};
@@ -42,6 +50,8 @@ impl Plugin for DemographicsNormalize {
 }
 
 plexus_sdk::export!(DemographicsNormalize);
+
+plexus_sdk::no_std_runtime!();
 
 /// Rewrites `path` when `fix` changes its text; empty and `""` are never touched.
 fn rewrite(msg: &Message, path: &str, fix: impl FnOnce(&str) -> String) -> Result<()> {

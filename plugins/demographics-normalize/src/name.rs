@@ -10,6 +10,7 @@
 //! (`ÿ` → `Ÿ`, `µ` → `Μ`) is kept as it is, so a name read from an ISO 8859-1 message can
 //! always be written back to it.
 
+use alloc::string::String;
 use plexus_sdk::text::collapse_whitespace;
 
 /// `"  o'brien   mary-kate "` → `"O'BRIEN MARY-KATE"`; a value of only whitespace becomes

@@ -10,6 +10,10 @@
 //! numbers without an area code, vanity numbers, e-mail addresses, free text) is not
 //! recognised and is left exactly as it is.
 
+use alloc::borrow::ToOwned;
+use alloc::format;
+use alloc::string::String;
+
 /// A recognised NANP number.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Nanp {

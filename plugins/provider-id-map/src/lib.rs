@@ -29,7 +29,14 @@
 //!
 //! Grants: `tables` with `provider-npi`; `log` (one `info` line with the count of ids
 //! mapped; no ids or names).
+//!
+//! It is `no_std` on wasm32 (see `plexus_sdk::no_std_runtime!`): it links no WASI, so a
+//! fresh instance per message is cheap.
 
+#![cfg_attr(target_arch = "wasm32", no_std)]
+extern crate alloc;
+
+use alloc::format;
 use plexus_sdk::path::child;
 use plexus_sdk::tables::{self, Crosswalk, Keys, Mapped};
 use plexus_sdk::text::quoted;
@@ -67,6 +74,8 @@ impl Plugin for ProviderIdMap {
 }
 
 plexus_sdk::export!(ProviderIdMap);
+
+plexus_sdk::no_std_runtime!();
 
 /// Does MSH-2 declare a subcomponent separator (its fourth character)?
 fn has_subcomponents(msg: &Message) -> Result<bool> {

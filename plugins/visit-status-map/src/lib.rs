@@ -12,7 +12,16 @@
 //! path. An empty field, a missing segment and the explicit null `""` pass unchanged.
 //!
 //! Grants: `tables` with `visit-status` (and `visit-status-settings` if used).
+//!
+//! It is `no_std` on wasm32 (see `plexus_sdk::no_std_runtime!`): it links no WASI, so a
+//! fresh instance per message is cheap.
 
+#![cfg_attr(target_arch = "wasm32", no_std)]
+extern crate alloc;
+
+use alloc::borrow::ToOwned;
+use alloc::format;
+use alloc::string::String;
 use plexus_sdk::tables::{self, Crosswalk, Keys};
 use plexus_sdk::{Context, ErrorKind, Message, Outcome, Plugin, Result};
 
@@ -46,6 +55,8 @@ plexus_sdk::export!(VisitStatusMap);
 // The mapping keeps nothing between messages, so it may run on a reused instance when
 // the site grants `reuse-instance`; without the grant it still gets a fresh one.
 plexus_sdk::request_instance_reuse!();
+
+plexus_sdk::no_std_runtime!();
 
 /// The site's extra status path, unless it is not set or is `SCH-25-1` itself (already
 /// mapped: mapping a code a second time would fail).

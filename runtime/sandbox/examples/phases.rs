@@ -29,7 +29,10 @@ fn main() -> anyhow::Result<()> {
     config.keep_resident_bytes = env("KEEP", config.keep_resident_bytes);
     config.max_instances = env("MAXI", config.max_instances);
     let sandbox = Sandbox::new(config)?;
-    let bytes = std::fs::read(plexus_test_artifacts::VISIT_STATUS_MAP)?;
+    let bytes = std::fs::read(
+        std::env::var("PLUGIN")
+            .unwrap_or_else(|_| plexus_test_artifacts::VISIT_STATUS_MAP.to_owned()),
+    )?;
     let spec = PluginSpec {
         name: "visit-status-map".into(),
         sha256: None,

@@ -1,0 +1,146 @@
+//! `#![no_std]` plug-ins on the SDK's runtime (`plexus_sdk::no_std_runtime!`): they link no
+//! WASI, their heap works (inside the arena and past it), their limits and traps are
+//! reported as for any plug-in, and a kept instance reuses freed memory.
+
+use std::sync::Arc;
+
+use plexus_hl7::Message;
+use plexus_sandbox::{
+    Context, Grants, Limits, Outcome, Plugin, PluginSpec, RunError, Sandbox, SandboxConfig,
+    TableSet, inspect,
+};
+
+fn bytes() -> Vec<u8> {
+    std::fs::read(plexus_test_artifacts::NO_STD).expect("no-std guest built")
+}
+
+fn load(sandbox: &Sandbox, limits: Limits) -> Plugin {
+    let spec = PluginSpec {
+        name: "no-std".to_owned(),
+        sha256: None,
+        grants: Grants::default(),
+        limits,
+    };
+    Plugin::load(sandbox, &spec, &bytes(), Arc::new(TableSet::new())).expect("loads")
+}
+
+fn ctx(behaviour: &str) -> Context {
+    Context {
+        interface: behaviour.to_owned(),
+        site: "test-site".to_owned(),
+        message_id: "m-1".to_owned(),
+        received_at_ms: 1_795_482_123_000,
+    }
+}
+
+fn msg(sizes: &str) -> Message<'static> {
+    let raw = format!(
+        "MSH|^~\\&|SCHED|CLINIC|EHR|CLINIC|20260101120000||SIU^S12|MSG1|P|2.5\rZHP|{sizes}\r"
+    );
+    Message::parse_owned(raw.into_bytes()).expect("parses")
+}
+
+fn zhp2(plugin_run: &plexus_sandbox::Run) -> Option<String> {
+    plugin_run
+        .message
+        .get("ZHP-2")
+        .expect("path")
+        .map(|v| v.into_owned())
+}
+
+#[test]
+fn no_std_plugins_import_no_wasi() {
+    for (name, file) in [
+        ("no-std guest", plexus_test_artifacts::NO_STD),
+        ("visit-status-map", plexus_test_artifacts::VISIT_STATUS_MAP),
+        (
+            "demographics-normalize",
+            plexus_test_artifacts::DEMOGRAPHICS_NORMALIZE,
+        ),
+        ("provider-id-map", plexus_test_artifacts::PROVIDER_ID_MAP),
+    ] {
+        let sheet = inspect::inspect(&std::fs::read(file).expect("built")).expect("inspects");
+        let wasi: Vec<_> = sheet
+            .imports
+            .iter()
+            .filter(|(import, _)| import.starts_with("wasi:"))
+            .map(|(import, _)| import.as_str())
+            .collect();
+        assert!(wasi.is_empty(), "{name} imports {wasi:?}");
+        assert!(sheet.implements_contract(), "{name}");
+    }
+    // The std guest, for contrast, does import WASI: the check above can fail.
+    let hostile = std::fs::read(plexus_test_artifacts::HOSTILE).expect("built");
+    let sheet = inspect::inspect(&hostile).expect("inspects");
+    assert!(sheet.imports.iter().any(|(i, _)| i.starts_with("wasi:")));
+}
+
+#[test]
+fn the_heap_serves_the_arena_and_grows_past_it() {
+    let sandbox = Sandbox::new(SandboxConfig::default()).expect("engine");
+    let plugin = load(&sandbox, Limits::default());
+    // Small blocks fit the 512 KiB arena: memory does not grow past its initial size.
+    let small = plugin.run(msg("1,16,100"), &ctx("heap")).expect("runs");
+    assert_eq!(small.outcome, Outcome::Forward);
+    assert_eq!(zhp2(&small).as_deref(), Some("ok 117"));
+    let initial = small.stats.memory_high_water;
+    // Large ones grow linear memory, and every block keeps its own bytes.
+    let large = plugin
+        .run(msg("1,100,600,4096,3000"), &ctx("heap"))
+        .expect("runs");
+    assert_eq!(zhp2(&large).as_deref(), Some("ok 7797"));
+    assert!(
+        large.stats.memory_high_water >= initial + (7 << 20),
+        "grew from {initial} to {}",
+        large.stats.memory_high_water
+    );
+    // A fresh instance starts again from the initial size.
+    let again = plugin.run(msg("1,16,100"), &ctx("heap")).expect("runs");
+    assert_eq!(again.stats.memory_high_water, initial);
+}
+
+#[test]
+fn a_kept_instance_reuses_what_was_freed() {
+    let sandbox = Sandbox::new(SandboxConfig::default()).expect("engine");
+    let limits = Limits {
+        memory_bytes: 32 << 20,
+        ..Limits::default()
+    };
+    let plugin = load(&sandbox, limits);
+    let grants = Grants::parse(["reuse-instance"]).expect("grants");
+    let mut kept = plugin.reusable_instance(&grants).expect("granted");
+    let mut high_water = Vec::new();
+    // 40 runs of 6 MiB each would need 240 MiB if nothing were freed; the limit is 32.
+    for _ in 0..40 {
+        let run = kept.run(msg("2048,1024,3072"), &ctx("heap")).expect("runs");
+        assert_eq!(zhp2(&run).as_deref(), Some("ok 6144"));
+        high_water.push(run.stats.memory_high_water);
+    }
+    assert!(
+        high_water.iter().all(|&h| h < 16 << 20),
+        "memory stays bounded: {high_water:?}"
+    );
+}
+
+#[test]
+fn limits_and_panics_are_reported_as_for_any_plugin() {
+    let sandbox = Sandbox::new(SandboxConfig::default()).expect("engine");
+    let limits = Limits {
+        memory_bytes: 16 << 20,
+        ..Limits::default()
+    };
+    let plugin = load(&sandbox, limits);
+    let err = plugin
+        .run(msg(""), &ctx("memory-bomb"))
+        .expect_err("must not finish");
+    assert!(
+        matches!(err, RunError::MemoryLimit { limit, .. } if limit == 16 << 20),
+        "{err}"
+    );
+    let err = plugin.run(msg(""), &ctx("panic")).expect_err("panics");
+    assert!(matches!(err, RunError::Trap { .. }), "{err}");
+    assert!(err.to_string().contains("no-std"), "{err}");
+    // And the next message runs.
+    let run = plugin.run(msg(""), &ctx("other")).expect("runs");
+    assert_eq!(zhp2(&run).as_deref(), Some("forwarded"));
+}
