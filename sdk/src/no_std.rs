@@ -14,8 +14,8 @@
 ///
 /// A plug-in that does without `std` links no WASI at all: its component imports only the
 /// contract and the capabilities it uses, and the host instantiates it with one core
-/// instance instead of three (the module, the WASI adapter and its shims). A fresh
-/// instance per message then costs about half as much. Everything in this SDK, and
+/// instance instead of three (the module, the WASI adapter and its shims), which makes
+/// instantiation about a third cheaper (see `sdk/README.md`). Everything in this SDK, and
 /// `alloc` (`String`, `Vec`, `format!`, `BTreeMap`), works without `std`.
 ///
 /// Declare the crate `no_std` for `wasm32` only, so that native `cargo test` and

@@ -4,7 +4,8 @@
 //! `cargo run --release -p plexus-sandbox --example phases`
 //!
 //! `N` sets the measured runs (default 50000), `W` the warm-up runs (default 5000),
-//! `KEEP` the resident bytes kept per memory slot, `MAXI` the pool size. Under
+//! `KEEP` the resident bytes kept per memory slot, `MAXI` the pool size, `PLUGIN` another
+//! build of the plug-in (e.g. a `std` one, to compare). Under
 //! `valgrind --tool=callgrind` use `MAXI=1`: valgrind cannot reserve the full pool.
 
 use std::sync::Arc;
