@@ -384,14 +384,16 @@ impl Plugin {
             .delete(resource)
             .map_err(|e| self.trap(format!("{e}")))?;
         // stdout and stderr join the log as info and warn lines, under the same caps.
-        for (captured, level) in [
-            (state.stdio.stdout.clone(), LogLevel::Info),
-            (state.stdio.stderr.clone(), LogLevel::Warn),
-        ] {
-            let (bytes, lost) = captured.take();
-            state.log.dropped += lost.min(1);
-            for line in String::from_utf8_lossy(&bytes).lines() {
-                state.log.push(level, line);
+        if let Some(stdio) = state.stdio.clone() {
+            for (captured, level) in [
+                (stdio.stdout, LogLevel::Info),
+                (stdio.stderr, LogLevel::Warn),
+            ] {
+                let (bytes, lost) = captured.take();
+                state.log.dropped += lost.min(1);
+                for line in String::from_utf8_lossy(&bytes).lines() {
+                    state.log.push(level, line);
+                }
             }
         }
         Ok(Run {

@@ -24,12 +24,14 @@ pub(crate) struct HostState {
     pub(crate) log: log::LogSink,
     pub(crate) tables: tables::TableAccess,
     pub(crate) max_message_bytes: usize,
-    pub(crate) stdio: wasi::Stdio,
+    /// stdout and stderr, captured; made with the WASI context, so a run that never
+    /// prints (every `no_std` plug-in) allocates nothing for them.
+    pub(crate) stdio: Option<wasi::Stdio>,
+    stdio_cap: usize,
 }
 
 impl HostState {
     pub(crate) fn new(limits: &Limits, tables: tables::TableAccess, received_at_ms: u64) -> Self {
-        let stdio = wasi::Stdio::new(limits.log_bytes);
         HostState {
             table: ResourceTable::new(),
             wasi: None,
@@ -38,7 +40,8 @@ impl HostState {
             log: log::LogSink::new(limits),
             tables,
             max_message_bytes: limits.max_message_bytes,
-            stdio,
+            stdio: None,
+            stdio_cap: limits.log_bytes,
         }
     }
 }
@@ -90,7 +93,8 @@ impl wasmtime::ResourceLimiter for MemoryLimiter {
 
 impl wasmtime_wasi::WasiView for HostState {
     fn ctx(&mut self) -> wasmtime_wasi::WasiCtxView<'_> {
-        let (stdio, at) = (&self.stdio, self.received_at_ms);
+        let (cap, at) = (self.stdio_cap, self.received_at_ms);
+        let stdio = self.stdio.get_or_insert_with(|| wasi::Stdio::new(cap));
         wasmtime_wasi::WasiCtxView {
             ctx: self.wasi.get_or_insert_with(|| wasi::context(stdio, at)),
             table: &mut self.table,
