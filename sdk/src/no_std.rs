@@ -3,14 +3,17 @@
 //! Why it matters: a fresh instance per message is the sandbox's main cost. A plug-in that
 //! links `std` links WASI, and its component then holds three core instances (the module,
 //! the WASI adapter and its shims) where a `no_std` one holds one. The heap is arranged so
-//! that a run does not grow linear memory either: growing costs the host an `mprotect`
-//! (and a TLB shoot-down across cores) on the way up and again when the instance is reset.
-//! The first 512 KiB of the heap are a zeroed static, so they are part of the module's
-//! initial memory: copy-on-write, and reset page by page, like the stack.
+//! that a run whose heap fits in 512 KiB (a mapping of an ordinary message) does not grow
+//! linear memory: growing costs the host an `mprotect` (and a TLB shoot-down across cores)
+//! on the way up and again when the instance is reset. The heap's first 512 KiB are a
+//! zeroed static, part of the module's initial memory: copy-on-write, and reset page by
+//! page, like the stack. Past that it grows with `memory.grow`, as any heap does.
 
 /// Installs what a `#![no_std]` plug-in needs to link on `wasm32`: a global allocator
-/// (dlmalloc, as Rust's std uses on wasm, whose first 512 KiB sit in the module's initial
-/// memory), the canonical ABI's `cabi_realloc`, and a panic handler that traps.
+/// (dlmalloc, as Rust's std uses on `wasm32-unknown-unknown`, starting in a 512 KiB arena
+/// inside the module's initial memory), the canonical ABI's `cabi_realloc`, and a panic
+/// handler that traps. Only for `wasm32-wasip1`/`wasip2` (wasi-libc provides `memcpy` and
+/// friends; they import nothing), and not with the `atomics` target feature.
 ///
 /// A plug-in that does without `std` links no WASI at all: its component imports only the
 /// contract and the capabilities it uses, and the host instantiates it with one core
@@ -44,17 +47,23 @@
 ///
 /// A panic in such a plug-in traps without a message (there is nowhere to print it); the
 /// host reports the trap, naming the plug-in and version. Do not use this macro in a crate
-/// that links `std`: `std` brings its own allocator and panic handler.
+/// that links `std`: `std` has its own panic handler (and, on wasip2, its own
+/// `cabi_realloc`), so the build fails with a duplicate.
 #[macro_export]
 macro_rules! no_std_runtime {
     () => {
+        #[cfg(all(target_arch = "wasm32", target_feature = "atomics"))]
+        compile_error!(
+            "plexus_sdk::no_std_runtime! is single-threaded: build without the `atomics` target feature"
+        );
+
         #[cfg(target_arch = "wasm32")]
         #[global_allocator]
         static __PLEXUS_HEAP: $crate::__private::Heap = $crate::__private::Heap;
 
         // `core` calls `memcmp`, `memcpy` and friends, which on wasm32-wasip2 come from
         // wasi-libc (they import nothing); `std` would link it, so without `std` we do.
-        #[cfg(target_arch = "wasm32")]
+        #[cfg(all(target_arch = "wasm32", target_os = "wasi"))]
         #[allow(unsafe_code)]
         #[link(name = "c")]
         unsafe extern "C" {}
@@ -96,6 +105,9 @@ mod wasm {
 
     const WASM_PAGE: usize = 64 << 10;
 
+    /// dlmalloc's flag for a segment it did not get from the system: never merged.
+    const EXTERN: u32 = 1;
+
     #[repr(C, align(16))]
     struct Arena(UnsafeCell<[u8; ARENA]>);
 
@@ -115,7 +127,9 @@ mod wasm {
     unsafe impl dlmalloc::Allocator for Pages {
         fn alloc(&self, size: usize) -> (*mut u8, usize, u32) {
             if size <= ARENA && !self.arena_taken.swap(true, Ordering::Relaxed) {
-                return (ARENA_BYTES.0.get().cast(), ARENA, 0);
+                // `EXTERN`: a static, not pages from `memory.grow`, so dlmalloc never
+                // merges it with a segment that happens to follow it.
+                return (ARENA_BYTES.0.get().cast(), ARENA, EXTERN);
             }
             let pages = size.div_ceil(WASM_PAGE);
             let previous = core::arch::wasm32::memory_grow(0, pages);
@@ -198,29 +212,34 @@ mod wasm {
     /// # Safety
     ///
     /// `old_ptr` and `old_len` must describe a block this function returned with the same
-    /// `align` (or `old_len` must be 0), and `align` must be a power of two.
+    /// `align` (or `old_len` must be 0). A size or alignment no layout can have traps.
     pub unsafe fn cabi_realloc(
         old_ptr: *mut u8,
         old_len: usize,
         align: usize,
         new_len: usize,
     ) -> *mut u8 {
-        use alloc::alloc::{alloc, realloc};
-        let ptr = if old_len == 0 {
-            if new_len == 0 {
-                // A zero-sized block: any well-aligned non-null pointer will do.
-                return align as *mut u8;
+        use alloc::alloc::{alloc, dealloc, realloc};
+        let layout = |len| match Layout::from_size_align(len, align) {
+            Ok(layout) => layout,
+            Err(_) => core::arch::wasm32::unreachable(),
+        };
+        // A zero-sized block: any well-aligned non-null pointer will do.
+        let empty = align as *mut u8;
+        let ptr = match (old_len, new_len) {
+            (0, 0) => return empty,
+            // SAFETY: a valid layout of non-zero size.
+            (0, _) => unsafe { alloc(layout(new_len)) },
+            (_, 0) => {
+                // SAFETY: the caller passes a block this allocator returned, with its
+                // layout.
+                unsafe { dealloc(old_ptr, layout(old_len)) };
+                return empty;
             }
-            // SAFETY: the caller passes a power-of-two `align`; `new_len` is non-zero.
-            unsafe { alloc(Layout::from_size_align_unchecked(new_len, align)) }
-        } else {
-            // SAFETY: the caller passes a block this allocator returned, with its layout.
-            unsafe {
-                realloc(
-                    old_ptr,
-                    Layout::from_size_align_unchecked(old_len, align),
-                    new_len,
-                )
+            // SAFETY: as above, and the new size is non-zero and valid for `align`.
+            _ => {
+                let new = layout(new_len);
+                unsafe { realloc(old_ptr, layout(old_len), new.size()) }
             }
         };
         if ptr.is_null() {

@@ -2,6 +2,7 @@
 //! did (provenance).
 
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use plexus_hl7::Message;
 use plexus_journal::{Edit, ErrorKind, OutcomeKind, StageRecord};
@@ -56,6 +57,9 @@ pub(crate) struct ChainRun {
     pub verdict: Verdict,
     /// How long each stage took, fresh instance included.
     pub took: Vec<std::time::Duration>,
+    /// The run hit the deadline given to [`run_within`], not a plug-in's own timeout:
+    /// it says nothing about the message, and must be run again with [`run`].
+    pub cut: bool,
 }
 
 impl ChainRun {
@@ -66,7 +70,30 @@ impl ChainRun {
 }
 
 /// Runs `chain` over `msg`. Never fails: a trap or a plug-in's `fail` is a verdict.
-pub(crate) fn run(chain: &[Arc<Plugin>], mut msg: Message<'static>, ctx: &Context) -> ChainRun {
+pub(crate) fn run(chain: &[Arc<Plugin>], msg: Message<'static>, ctx: &Context) -> ChainRun {
+    run_stages(chain, msg, ctx, None)
+}
+
+/// [`run`], but the whole chain gets at most `budget` of wall time (each plug-in still at
+/// most its own timeout). A run that hits the budget comes back [`cut`](ChainRun::cut),
+/// with nothing logged: a plug-in run has no effect outside its own sandbox, so the
+/// caller runs the message again with [`run`], somewhere it may take its full time.
+pub(crate) fn run_within(
+    chain: &[Arc<Plugin>],
+    msg: Message<'static>,
+    ctx: &Context,
+    budget: Duration,
+) -> ChainRun {
+    run_stages(chain, msg, ctx, Some(budget))
+}
+
+fn run_stages(
+    chain: &[Arc<Plugin>],
+    mut msg: Message<'static>,
+    ctx: &Context,
+    budget: Option<Duration>,
+) -> ChainRun {
+    let chain_started = Instant::now();
     let mut stages = Vec::with_capacity(chain.len());
     let mut took = Vec::with_capacity(chain.len());
     for (index, plugin) in (0_u32..).zip(chain) {
@@ -80,11 +107,32 @@ pub(crate) fn run(chain: &[Arc<Plugin>], mut msg: Message<'static>, ctx: &Contex
             output: None,
             edits: Vec::new(),
         };
-        let started = std::time::Instant::now();
-        let ran = plugin.run(msg, ctx);
+        let started = Instant::now();
+        let ran = match budget {
+            None => plugin.run(msg, ctx),
+            Some(budget) => {
+                let left = budget.saturating_sub(chain_started.elapsed());
+                plugin.run_within(msg, ctx, left.max(Duration::from_millis(1)))
+            }
+        };
         took.push(started.elapsed());
         let run = match ran {
             Ok(run) => run,
+            Err(RunError::Timeout { timeout, .. })
+                if budget.is_some() && timeout < plugin.timeout() =>
+            {
+                return ChainRun {
+                    stages,
+                    took,
+                    verdict: Verdict::Failed(Failure {
+                        kind: ErrorKind::Timeout,
+                        stage: format!("plugin:{}", plugin.name()),
+                        reason: format!("cut at {} ms; to be run again", timeout.as_millis()),
+                        path: None,
+                    }),
+                    cut: true,
+                };
+            }
             Err(err) => {
                 let kind = match &err {
                     RunError::Timeout { .. } => ErrorKind::Timeout,
@@ -103,6 +151,7 @@ pub(crate) fn run(chain: &[Arc<Plugin>], mut msg: Message<'static>, ctx: &Contex
                 return ChainRun {
                     stages,
                     took,
+                    cut: false,
                     verdict: Verdict::Failed(Failure {
                         kind,
                         stage: format!("plugin:{}", plugin.name()),
@@ -144,6 +193,7 @@ pub(crate) fn run(chain: &[Arc<Plugin>], mut msg: Message<'static>, ctx: &Contex
                 return ChainRun {
                     stages,
                     took,
+                    cut: false,
                     verdict: Verdict::Filtered {
                         plugin: plugin.name().to_owned(),
                         reason,
@@ -162,6 +212,7 @@ pub(crate) fn run(chain: &[Arc<Plugin>], mut msg: Message<'static>, ctx: &Contex
                 return ChainRun {
                     stages,
                     took,
+                    cut: false,
                     verdict: Verdict::Failed(Failure {
                         kind: ErrorKind::PluginFail,
                         stage: format!("plugin:{}", plugin.name()),
@@ -181,6 +232,7 @@ pub(crate) fn run(chain: &[Arc<Plugin>], mut msg: Message<'static>, ctx: &Contex
     ChainRun {
         stages,
         took,
+        cut: false,
         verdict: Verdict::Forwarded,
     }
 }

@@ -40,6 +40,18 @@ pub(crate) enum NotAccepted {
     Internal(String),
 }
 
+/// The longest a chain runs on an async worker before it is cut and run again on a
+/// thread allowed to block; the same as what counts as a slow chain.
+const INLINE_BUDGET: std::time::Duration = crate::engine::SLOW_CHAIN;
+
+/// Where a message's chain runs; see `accept`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Placement {
+    Inline,
+    BlockInPlace,
+    BlockingPool,
+}
+
 /// Journals and processes one inbound message.
 pub(crate) async fn accept(
     shared: &Arc<Shared>,
@@ -61,15 +73,27 @@ pub(crate) async fn accept(
     let task_shared = shared.clone();
     let task_iface = iface.clone();
     // The journal answers through a oneshot once the group commit is durable, so no
-    // thread waits for the fsync. The chain itself normally runs right here: a mapping
-    // takes tens of microseconds, and a hop to the blocking pool and back cost more than
-    // that (about 40% of throughput in `plexus bench`). An interface whose chain was
-    // recently slow (or timed out) runs it on the blocking pool instead, so a looping
-    // plug-in can hold an async worker for at most one timeout per cool-down period.
-    // `block_in_place` (below) needs the multi-threaded runtime.
+    // thread waits for the fsync. Where the chain runs is chosen per message:
+    // * right here, on the async worker, within `INLINE_BUDGET`: a mapping takes tens
+    //   of microseconds, and a hop to another thread costs more than that (a hop to the
+    //   blocking pool cost 40% of `plexus bench`, `block_in_place` about 20%). A chain
+    //   that runs past the budget is cut and run again in full under `block_in_place`,
+    //   so a looping plug-in holds an async worker for at most the budget;
+    // * under `block_in_place` when a plug-in in the chain imports WASI: its blocking
+    //   host calls (a `std` plug-in printing) must run on a thread allowed to block;
+    // * on the blocking pool when the interface's chain was slow recently (it stays
+    //   there for a cool-down), or on a current-thread runtime.
     let multi_thread = tokio::runtime::Handle::current().runtime_flavor()
         == tokio::runtime::RuntimeFlavor::MultiThread;
-    let offload = iface.chain_is_slow() || !multi_thread;
+    // One load per message: every stage runs on the same chain version.
+    let chain = iface.chain.load_full();
+    let placement = if iface.chain_is_slow() || !multi_thread {
+        Placement::BlockingPool
+    } else if chain.plugins.iter().any(|p| p.uses_wasi()) {
+        Placement::BlockInPlace
+    } else {
+        Placement::Inline
+    };
     let (reply, answer) = tokio::sync::oneshot::channel();
     let work = move || {
         let shared = task_shared;
@@ -100,9 +124,23 @@ pub(crate) async fn accept(
                     received_at_ms: millis(received_at),
                 };
                 let started = std::time::Instant::now();
-                // One load per message: every stage runs on the same chain version.
-                let chain = iface.chain.load_full();
-                let run = chain::run(&chain.plugins, msg, &ctx);
+                let run = match placement {
+                    Placement::Inline => {
+                        let run = chain::run_within(&chain.plugins, msg, &ctx, INLINE_BUDGET);
+                        if run.cut {
+                            // The message parsed a moment ago from the same bytes.
+                            match Message::parse_owned(raw.to_vec()) {
+                                Ok(msg) => tokio::task::block_in_place(|| {
+                                    chain::run(&chain.plugins, msg, &ctx)
+                                }),
+                                Err(_) => run,
+                            }
+                        } else {
+                            run
+                        }
+                    }
+                    _ => chain::run(&chain.plugins, msg, &ctx),
+                };
                 iface.note_chain_time(started.elapsed());
                 iface.metrics.stages(&run.stages, &run.took);
                 drop(permit);
@@ -151,12 +189,12 @@ pub(crate) async fn accept(
             }),
         );
     };
-    if offload {
-        drop(tokio::task::spawn_blocking(work));
-    } else {
+    match placement {
+        Placement::BlockingPool => drop(tokio::task::spawn_blocking(work)),
         // `block_in_place` tells tokio this worker is busy (its other tasks move on), and
         // lets WASI's blocking host calls (a plug-in writing to stdout) enter the runtime.
-        tokio::task::block_in_place(work);
+        Placement::BlockInPlace => tokio::task::block_in_place(work),
+        Placement::Inline => work(),
     }
     let accepted = match answer.await {
         Ok(result) => result.map_err(NotAccepted::from),

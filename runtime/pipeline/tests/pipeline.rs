@@ -567,6 +567,12 @@ file = "visit-status.csv"
 file = "{hostile}"
 grants = ["log"]
 limits = {{ timeout = "300ms", memory = "16MiB" }}
+[plugins.no-std]
+file = "{no_std}"
+limits = {{ timeout = "300ms" }}
+[interfaces.no-std-loop]
+source = {{ type = "mllp", listen = "127.0.0.1:0" }}
+chain = ["no-std"]
 [plugins.visit-status-map]
 file = "{status}"
 grants = ["tables:visit-status"]
@@ -576,9 +582,11 @@ chain = ["visit-status-map"]
 destinations = [{{ name = "out", type = "file", dir = "out" }}]
 "#,
         hostile = plexus_test_artifacts::HOSTILE,
+        no_std = plexus_test_artifacts::NO_STD,
         status = plexus_test_artifacts::VISIT_STATUS_MAP,
     );
     let hostile = ["loop", "memory-bomb", "unreachable", "panic"];
+    let looping = ["loop", "no-std-loop"];
     for name in hostile {
         text.push_str(&format!(
             "[interfaces.{name}]\nsource = {{ type = \"mllp\", listen = \"127.0.0.1:0\" }}\nchain = [\"hostile\"]\n"
@@ -591,7 +599,10 @@ destinations = [{{ name = "out", type = "file", dir = "out" }}]
     let running = engine.start(stop.clone()).await.expect("engine starts");
 
     for round in 0..2 {
-        for name in hostile {
+        // `no-std-loop` imports no WASI, so its chain starts on the async worker: cut
+        // there after a few milliseconds, then run again in full elsewhere.
+        for name in hostile.into_iter().chain(["no-std-loop"]) {
+            let started = std::time::Instant::now();
             let (code, ack) = send(
                 running.mllp[name],
                 &siu(&format!("{name}-{round}"), "Arrived"),
@@ -603,6 +614,12 @@ destinations = [{{ name = "out", type = "file", dir = "out" }}]
                 "{name}: {}",
                 String::from_utf8_lossy(&ack)
             );
+            if looping.contains(&name) {
+                assert!(
+                    started.elapsed() >= std::time::Duration::from_millis(300),
+                    "{name}: the full timeout applies"
+                );
+            }
         }
         let (code, _) = send(
             running.mllp["scheduling"],
@@ -616,6 +633,11 @@ destinations = [{{ name = "out", type = "file", dir = "out" }}]
         );
     }
     let kind_of = |interface: &str| {
+        let plugin = if interface.starts_with("no-std") {
+            "no-std"
+        } else {
+            "hostile"
+        };
         let errors = engine
             .journal()
             .list_errors(
@@ -628,13 +650,17 @@ destinations = [{{ name = "out", type = "file", dir = "out" }}]
             .expect("errors");
         assert_eq!(errors.len(), 2, "{interface}: one entry per message");
         assert!(
-            errors[0].reason.contains("hostile"),
+            errors[0].reason.contains(plugin) && !errors[0].reason.contains("run again"),
             "the reason names the plug-in: {}",
             errors[0].reason
         );
+        if looping.contains(&interface) {
+            assert!(errors[0].reason.contains("300ms"), "{}", errors[0].reason);
+        }
         errors[0].kind
     };
     assert_eq!(kind_of("loop"), ErrorKind::Timeout);
+    assert_eq!(kind_of("no-std-loop"), ErrorKind::Timeout);
     assert_eq!(kind_of("memory-bomb"), ErrorKind::OutOfMemory);
     assert_eq!(kind_of("unreachable"), ErrorKind::Trap);
     assert_eq!(kind_of("panic"), ErrorKind::Trap);
@@ -645,14 +671,19 @@ destinations = [{{ name = "out", type = "file", dir = "out" }}]
     let (status, body) = http_request(running.http, "GET", "/metrics", b"").await;
     assert_eq!(status, 200);
     let metrics = String::from_utf8_lossy(&body);
-    for (interface, kind) in [
-        ("loop", "timeout"),
-        ("memory-bomb", "memory"),
-        ("unreachable", "trap"),
-        ("panic", "trap"),
+    let no_std_sha = engine.active_chain("no-std-loop").expect("chain").digests()[0]
+        .1
+        .clone();
+    for (interface, plugin, sha, kind) in [
+        ("loop", "hostile", &sha, "timeout"),
+        ("memory-bomb", "hostile", &sha, "memory"),
+        ("unreachable", "hostile", &sha, "trap"),
+        ("panic", "hostile", &sha, "trap"),
+        // The runs cut on the async worker are not counted: one timeout per message.
+        ("no-std-loop", "no-std", &no_std_sha, "timeout"),
     ] {
         let line = format!(
-            "plexus_plugin_traps_total{{interface=\"{interface}\",plugin=\"hostile\",sha256=\"{sha}\",kind=\"{kind}\"}} 2"
+            "plexus_plugin_traps_total{{interface=\"{interface}\",plugin=\"{plugin}\",sha256=\"{sha}\",kind=\"{kind}\"}} 2"
         );
         assert!(
             metrics.lines().any(|l| l == line),

@@ -305,6 +305,21 @@ impl Plugin {
         &self.name
     }
 
+    /// The wall-clock deadline for one message (its `timeout_ms`).
+    pub fn timeout(&self) -> Duration {
+        self.limits.timeout
+    }
+
+    /// Whether the component imports any WASI interface: only such a plug-in can make
+    /// the blocking host calls that need a thread allowed to block (`std` guests that
+    /// print). `no_std` plug-ins never do.
+    pub fn uses_wasi(&self) -> bool {
+        self.inspection
+            .imports
+            .iter()
+            .any(|(import, _)| import.starts_with("wasi:"))
+    }
+
     /// Hex sha256 of the component: the version identity.
     pub fn sha256(&self) -> &str {
         &self.digest
@@ -319,28 +334,47 @@ impl Plugin {
     /// returned an outcome (including `fail`); `Err` when it trapped, timed out, ran out
     /// of memory or fuel. Either way the next call starts clean.
     pub fn run(&self, msg: Message<'static>, ctx: &Context) -> Result<Run, RunError> {
+        self.run_within(msg, ctx, self.limits.timeout)
+    }
+
+    /// [`run`](Self::run) with a deadline of `deadline` when that is shorter than the
+    /// plug-in's own timeout. A host that runs plug-ins on an async thread uses it to
+    /// bound how long a looping plug-in can hold that thread, then runs the message again
+    /// elsewhere with the full timeout: a run has no effect outside its own store.
+    pub fn run_within(
+        &self,
+        msg: Message<'static>,
+        ctx: &Context,
+        deadline: Duration,
+    ) -> Result<Run, RunError> {
         let started = Instant::now();
-        let mut store = self.store(ctx.received_at_ms);
+        let deadline = deadline.min(self.limits.timeout);
+        let mut store = self.store(ctx.received_at_ms, deadline);
         let instance = self
             .pre
             .instantiate(&mut store)
-            .map_err(|e| self.classify(e, &store, true))?;
+            .map_err(|e| self.classify(e, &store, true, deadline))?;
         let instantiate = started.elapsed();
-        self.call(&mut store, &instance, msg, ctx, started, instantiate)
+        let call = CallTiming {
+            started,
+            instantiate,
+            deadline,
+        };
+        self.call(&mut store, &instance, msg, ctx, call)
     }
 
-    fn store(&self, received_at_ms: u64) -> Store<HostState> {
+    fn store(&self, received_at_ms: u64, timeout: Duration) -> Store<HostState> {
         let state = HostState::new(&self.limits, self.tables.clone(), received_at_ms);
         let mut store = Store::new(&self.engine, state);
         store.limiter(|s| &mut s.limiter);
         store.epoch_deadline_trap();
-        self.arm(&mut store);
+        self.arm(&mut store, timeout);
         store
     }
 
     /// Sets the deadline and fuel budget for the next call.
-    fn arm(&self, store: &mut Store<HostState>) {
-        let ticks = (self.limits.timeout.as_nanos() / self.epoch_tick.as_nanos().max(1)).max(1);
+    fn arm(&self, store: &mut Store<HostState>, timeout: Duration) {
+        let ticks = (timeout.as_nanos() / self.epoch_tick.as_nanos().max(1)).max(1);
         store.set_epoch_deadline(u64::try_from(ticks).unwrap_or(u64::MAX));
         if let Some(fuel) = self.fuel {
             // Only fails when fuel metering is off, which `fuel: Some` rules out.
@@ -354,9 +388,13 @@ impl Plugin {
         instance: &Hl7Transform,
         msg: Message<'static>,
         ctx: &Context,
-        started: Instant,
-        instantiate: Duration,
+        timing: CallTiming,
     ) -> Result<Run, RunError> {
+        let CallTiming {
+            started,
+            instantiate,
+            deadline,
+        } = timing;
         let resource = store
             .data_mut()
             .table
@@ -374,7 +412,7 @@ impl Plugin {
         };
         let outcome = instance
             .call_transform(&mut *store, borrowed, &wit_ctx)
-            .map_err(|e| self.classify(e, store, false))?;
+            .map_err(|e| self.classify(e, store, false, deadline))?;
         let fuel_used = self
             .fuel
             .map(|budget| budget.saturating_sub(store.get_fuel().unwrap_or(0)));
@@ -431,11 +469,11 @@ impl Plugin {
                 grant: "reuse-instance".to_owned(),
             });
         }
-        let mut store = self.store(0);
+        let mut store = self.store(0, self.limits.timeout);
         let instance = self
             .pre
             .instantiate(&mut store)
-            .map_err(|e| Error::Run(self.classify(e, &store, true)))?;
+            .map_err(|e| Error::Run(self.classify(e, &store, true, self.limits.timeout)))?;
         Ok(ReusedInstance {
             plugin: self,
             store: Some(store),
@@ -456,6 +494,7 @@ impl Plugin {
         err: wasmtime::Error,
         store: &Store<HostState>,
         instantiating: bool,
+        deadline: Duration,
     ) -> RunError {
         let plugin = self.name.clone();
         let digest = inspect::short(&self.digest).to_owned();
@@ -470,7 +509,7 @@ impl Plugin {
             Some(Trap::Interrupt) => RunError::Timeout {
                 plugin,
                 digest,
-                timeout: self.limits.timeout,
+                timeout: deadline,
             },
             Some(Trap::OutOfFuel) => RunError::OutOfFuel {
                 plugin,
@@ -496,6 +535,14 @@ impl Plugin {
     }
 }
 
+/// When a call started, how long instantiation took, and the deadline it runs under.
+#[derive(Clone, Copy)]
+struct CallTiming {
+    started: Instant,
+    instantiate: Duration,
+    deadline: Duration,
+}
+
 /// One instance reused across messages; see [`Plugin::reusable_instance`].
 pub struct ReusedInstance<'p> {
     plugin: &'p Plugin,
@@ -517,28 +564,27 @@ impl ReusedInstance<'_> {
     pub fn run(&mut self, msg: Message<'static>, ctx: &Context) -> Result<Run, RunError> {
         let started = Instant::now();
         let plugin = self.plugin;
+        let deadline = plugin.limits.timeout;
         let mut store = match self.store.take() {
             Some(mut store) => {
-                plugin.arm(&mut store);
+                plugin.arm(&mut store, deadline);
                 store
             }
             None => {
-                let mut store = plugin.store(ctx.received_at_ms);
+                let mut store = plugin.store(ctx.received_at_ms, deadline);
                 self.instance = plugin
                     .pre
                     .instantiate(&mut store)
-                    .map_err(|e| plugin.classify(e, &store, true))?;
+                    .map_err(|e| plugin.classify(e, &store, true, deadline))?;
                 store
             }
         };
-        let run = plugin.call(
-            &mut store,
-            &self.instance,
-            msg,
-            ctx,
+        let timing = CallTiming {
             started,
-            Duration::ZERO,
-        );
+            instantiate: Duration::ZERO,
+            deadline,
+        };
+        let run = plugin.call(&mut store, &self.instance, msg, ctx, timing);
         if run.is_ok() {
             self.store = Some(store);
         }

@@ -79,11 +79,28 @@ fn no_std_plugins_import_no_wasi() {
 fn the_heap_serves_the_arena_and_grows_past_it() {
     let sandbox = Sandbox::new(SandboxConfig::default()).expect("engine");
     let plugin = load(&sandbox, Limits::default());
-    // Small blocks fit the 512 KiB arena: memory does not grow past its initial size.
-    let small = plugin.run(msg("1,16,100"), &ctx("heap")).expect("runs");
-    assert_eq!(small.outcome, Outcome::Forward);
-    assert_eq!(zhp2(&small).as_deref(), Some("ok 117"));
-    let initial = small.stats.memory_high_water;
+    // A run that allocates next to nothing shows the module's initial memory.
+    let idle = plugin.run(msg(""), &ctx("other")).expect("runs");
+    assert_eq!(zhp2(&idle).as_deref(), Some("forwarded"));
+    let initial = idle.stats.memory_high_water;
+    // Blocks that fit the 512 KiB arena together: memory does not grow at all.
+    for sizes in ["1,16,100", "200,200"] {
+        let small = plugin.run(msg(sizes), &ctx("heap")).expect("runs");
+        assert_eq!(small.outcome, Outcome::Forward);
+        assert!(
+            zhp2(&small).is_some_and(|v| v.starts_with("ok ")),
+            "{sizes}"
+        );
+        assert_eq!(
+            small.stats.memory_high_water, initial,
+            "{sizes} grew memory"
+        );
+    }
+    // Blocks that each fit the arena but not all together: the heap grows for the rest,
+    // and no block overlaps another (the guest checks every byte).
+    let mixed = plugin.run(msg("300,300,300"), &ctx("heap")).expect("runs");
+    assert_eq!(zhp2(&mixed).as_deref(), Some("ok 900"));
+    assert!(mixed.stats.memory_high_water > initial);
     // Large ones grow linear memory, and every block keeps its own bytes.
     let large = plugin
         .run(msg("1,100,600,4096,3000"), &ctx("heap"))

@@ -7,6 +7,7 @@
 //!   grow linear memory.
 //! * `memory-bomb`: allocates 1 MiB blocks until the memory limit stops it.
 //! * `panic`: panics (a trap, with no message, without `std`).
+//! * `loop` or `no-std-loop`: loops until the deadline stops it.
 //! * anything else: writes `ZHP-2` = `forwarded` and forwards.
 
 #![cfg_attr(target_arch = "wasm32", no_std)]
@@ -36,6 +37,12 @@ impl Plugin for NoStd {
                 }
             }
             "panic" => panic!("a plug-in bug"),
+            "loop" | "no-std-loop" => {
+                let mut n = 0u64;
+                loop {
+                    n = core::hint::black_box(n.wrapping_add(1));
+                }
+            }
             _ => msg.write("ZHP-2", "forwarded")?,
         }
         Ok(Outcome::Forward)
