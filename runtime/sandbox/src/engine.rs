@@ -179,6 +179,7 @@ pub struct Plugin {
     name: String,
     digest: String,
     inspection: Inspection,
+    uses_wasi: bool,
     limits: Limits,
     fuel: Option<u64>,
     epoch_tick: Duration,
@@ -243,6 +244,7 @@ impl Plugin {
         Ok(Plugin {
             name,
             digest,
+            uses_wasi: inspection.imports_wasi(),
             inspection,
             limits: spec.limits.clone(),
             fuel: sandbox.config.fuel,
@@ -287,6 +289,7 @@ impl Plugin {
             name: self.name.clone(),
             digest: self.digest.clone(),
             inspection: self.inspection.clone(),
+            uses_wasi: self.uses_wasi,
             limits: self.limits.clone(),
             fuel: self.fuel,
             epoch_tick: self.epoch_tick,
@@ -312,12 +315,9 @@ impl Plugin {
 
     /// Whether the component imports any WASI interface: only such a plug-in can make
     /// the blocking host calls that need a thread allowed to block (`std` guests that
-    /// print). `no_std` plug-ins never do.
+    /// print). `no_std` plug-ins never do. Worked out once, at load.
     pub fn uses_wasi(&self) -> bool {
-        self.inspection
-            .imports
-            .iter()
-            .any(|(import, _)| import.starts_with("wasi:"))
+        self.uses_wasi
     }
 
     /// Hex sha256 of the component: the version identity.

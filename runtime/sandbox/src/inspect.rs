@@ -140,6 +140,14 @@ impl Inspection {
         self.exports.iter().any(|e| e == "transform")
     }
 
+    /// Whether the component imports any WASI interface (`std` guests do; `no_std` ones
+    /// built on the SDK's runtime do not).
+    pub fn imports_wasi(&self) -> bool {
+        self.imports
+            .iter()
+            .any(|(import, _)| import.starts_with("wasi:"))
+    }
+
     /// Capabilities the component requests, by name.
     pub fn capabilities(&self) -> Vec<&'static str> {
         let mut caps: Vec<_> = self
