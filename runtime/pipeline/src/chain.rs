@@ -57,9 +57,6 @@ pub(crate) struct ChainRun {
     pub verdict: Verdict,
     /// How long each stage took, fresh instance included.
     pub took: Vec<std::time::Duration>,
-    /// The run hit the deadline given to [`run_within`], not a plug-in's own timeout:
-    /// it says nothing about the message, and must be run again with [`run`].
-    pub cut: bool,
 }
 
 impl ChainRun {
@@ -71,19 +68,23 @@ impl ChainRun {
 
 /// Runs `chain` over `msg`. Never fails: a trap or a plug-in's `fail` is a verdict.
 pub(crate) fn run(chain: &[Arc<Plugin>], msg: Message<'static>, ctx: &Context) -> ChainRun {
-    run_stages(chain, msg, ctx, None)
+    match run_stages(chain, msg, ctx, None) {
+        Some(run) => run,
+        None => unreachable!("a chain run without a budget is never cut"),
+    }
 }
 
 /// [`run`], but the whole chain gets at most `budget` of wall time (each plug-in still at
-/// most its own timeout). A run that hits the budget comes back [`cut`](ChainRun::cut),
-/// with nothing logged: a plug-in run has no effect outside its own sandbox, so the
-/// caller runs the message again with [`run`], somewhere it may take its full time.
+/// most its own timeout). `None` when the chain hit the budget, with nothing logged: it
+/// says nothing about the message, and a plug-in run has no effect outside its own
+/// sandbox, so the caller runs the message again with [`run`], somewhere it may take its
+/// full time.
 pub(crate) fn run_within(
     chain: &[Arc<Plugin>],
     msg: Message<'static>,
     ctx: &Context,
     budget: Duration,
-) -> ChainRun {
+) -> Option<ChainRun> {
     run_stages(chain, msg, ctx, Some(budget))
 }
 
@@ -92,7 +93,7 @@ fn run_stages(
     mut msg: Message<'static>,
     ctx: &Context,
     budget: Option<Duration>,
-) -> ChainRun {
+) -> Option<ChainRun> {
     let chain_started = Instant::now();
     let mut stages = Vec::with_capacity(chain.len());
     let mut took = Vec::with_capacity(chain.len());
@@ -118,20 +119,11 @@ fn run_stages(
         took.push(started.elapsed());
         let run = match ran {
             Ok(run) => run,
+            // The budget's deadline, not the plug-in's own timeout.
             Err(RunError::Timeout { timeout, .. })
                 if budget.is_some() && timeout < plugin.timeout() =>
             {
-                return ChainRun {
-                    stages,
-                    took,
-                    verdict: Verdict::Failed(Failure {
-                        kind: ErrorKind::Timeout,
-                        stage: format!("plugin:{}", plugin.name()),
-                        reason: format!("cut at {} ms; to be run again", timeout.as_millis()),
-                        path: None,
-                    }),
-                    cut: true,
-                };
+                return None;
             }
             Err(err) => {
                 let kind = match &err {
@@ -148,17 +140,16 @@ fn run_stages(
                 record.outcome = OutcomeKind::Trap;
                 record.detail = Some(err.kind().to_owned());
                 stages.push(record);
-                return ChainRun {
+                return Some(ChainRun {
                     stages,
                     took,
-                    cut: false,
                     verdict: Verdict::Failed(Failure {
                         kind,
                         stage: format!("plugin:{}", plugin.name()),
                         reason: err.to_string(),
                         path: None,
                     }),
-                };
+                });
             }
         };
         for line in &run.logs {
@@ -190,15 +181,14 @@ fn run_stages(
                 record.outcome = OutcomeKind::Filter;
                 record.detail = Some(reason.clone());
                 stages.push(record);
-                return ChainRun {
+                return Some(ChainRun {
                     stages,
                     took,
-                    cut: false,
                     verdict: Verdict::Filtered {
                         plugin: plugin.name().to_owned(),
                         reason,
                     },
-                };
+                });
             }
             Outcome::Fail(failure) => {
                 let at = failure
@@ -209,10 +199,9 @@ fn run_stages(
                 record.outcome = OutcomeKind::Fail;
                 record.detail = Some(format!("{}{at}", failure.kind));
                 stages.push(record);
-                return ChainRun {
+                return Some(ChainRun {
                     stages,
                     took,
-                    cut: false,
                     verdict: Verdict::Failed(Failure {
                         kind: ErrorKind::PluginFail,
                         stage: format!("plugin:{}", plugin.name()),
@@ -225,14 +214,13 @@ fn run_stages(
                         ),
                         path: failure.path,
                     }),
-                };
+                });
             }
         }
     }
-    ChainRun {
+    Some(ChainRun {
         stages,
         took,
-        cut: false,
         verdict: Verdict::Forwarded,
-    }
+    })
 }

@@ -126,17 +126,20 @@ pub(crate) async fn accept(
                 let started = std::time::Instant::now();
                 let run = match placement {
                     Placement::Inline => {
-                        let run = chain::run_within(&chain.plugins, msg, &ctx, INLINE_BUDGET);
-                        if run.cut {
-                            // The message parsed a moment ago from the same bytes.
-                            match Message::parse_owned(raw.to_vec()) {
+                        match chain::run_within(&chain.plugins, msg, &ctx, INLINE_BUDGET) {
+                            Some(run) => run,
+                            // Cut: again, in full, on a thread allowed to block. The
+                            // message parsed a moment ago from the same bytes.
+                            None => match Message::parse_owned(raw.to_vec()) {
                                 Ok(msg) => tokio::task::block_in_place(|| {
                                     chain::run(&chain.plugins, msg, &ctx)
                                 }),
-                                Err(_) => run,
-                            }
-                        } else {
-                            run
+                                Err(error) => chain::ChainRun {
+                                    stages: Vec::new(),
+                                    took: Vec::new(),
+                                    verdict: Verdict::Failed(Failure::parse(&error)),
+                                },
+                            },
                         }
                     }
                     _ => chain::run(&chain.plugins, msg, &ctx),
