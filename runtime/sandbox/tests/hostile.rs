@@ -3,10 +3,12 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+mod common;
+
+use common::{ctx, load_guest};
 use plexus_hl7::Message;
 use plexus_sandbox::{
-    Context, Error, Grants, Limits, Outcome, Plugin, PluginSpec, RunError, Sandbox, SandboxConfig,
-    TableSet,
+    Error, Grants, Limits, Outcome, Plugin, PluginSpec, RunError, Sandbox, SandboxConfig, TableSet,
 };
 
 const ADT: &[u8] = b"MSH|^~\\&|ADT|HOSP|EHR|CLINIC|20260101120000||ADT^A01|MSG1|P|2.5\rPID|1||123^^^HOSP^MR||DOE^JANE\r";
@@ -16,22 +18,13 @@ fn hostile_bytes() -> Vec<u8> {
 }
 
 fn load(sandbox: &Sandbox, grants: &[&str], limits: Limits) -> Result<Plugin, Error> {
-    let spec = PluginSpec {
-        name: "hostile".to_owned(),
-        sha256: None,
-        grants: Grants::parse(grants.iter().copied()).expect("grants"),
+    load_guest(
+        sandbox,
+        "hostile",
+        plexus_test_artifacts::HOSTILE,
+        grants,
         limits,
-    };
-    Plugin::load(sandbox, &spec, &hostile_bytes(), Arc::new(TableSet::new()))
-}
-
-fn ctx(behaviour: &str) -> Context {
-    Context {
-        interface: behaviour.to_owned(),
-        site: "test-site".to_owned(),
-        message_id: "m-1".to_owned(),
-        received_at_ms: 1_795_482_123_000,
-    }
+    )
 }
 
 fn msg() -> Message<'static> {

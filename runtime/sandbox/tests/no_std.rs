@@ -2,35 +2,21 @@
 //! WASI, their heap works (inside the arena and past it), their limits and traps are
 //! reported as for any plug-in, and a kept instance reuses freed memory.
 
-use std::sync::Arc;
+mod common;
 
+use common::{ctx, load_guest};
 use plexus_hl7::Message;
-use plexus_sandbox::{
-    Context, Grants, Limits, Outcome, Plugin, PluginSpec, RunError, Sandbox, SandboxConfig,
-    TableSet, inspect,
-};
-
-fn bytes() -> Vec<u8> {
-    std::fs::read(plexus_test_artifacts::NO_STD).expect("no-std guest built")
-}
+use plexus_sandbox::{Grants, Limits, Outcome, Plugin, RunError, Sandbox, SandboxConfig, inspect};
 
 fn load(sandbox: &Sandbox, limits: Limits) -> Plugin {
-    let spec = PluginSpec {
-        name: "no-std".to_owned(),
-        sha256: None,
-        grants: Grants::default(),
+    load_guest(
+        sandbox,
+        "no-std",
+        plexus_test_artifacts::NO_STD,
+        &[],
         limits,
-    };
-    Plugin::load(sandbox, &spec, &bytes(), Arc::new(TableSet::new())).expect("loads")
-}
-
-fn ctx(behaviour: &str) -> Context {
-    Context {
-        interface: behaviour.to_owned(),
-        site: "test-site".to_owned(),
-        message_id: "m-1".to_owned(),
-        received_at_ms: 1_795_482_123_000,
-    }
+    )
+    .expect("loads")
 }
 
 fn msg(sizes: &str) -> Message<'static> {
@@ -60,19 +46,12 @@ fn no_std_plugins_import_no_wasi() {
         ("provider-id-map", plexus_test_artifacts::PROVIDER_ID_MAP),
     ] {
         let sheet = inspect::inspect(&std::fs::read(file).expect("built")).expect("inspects");
-        let wasi: Vec<_> = sheet
-            .imports
-            .iter()
-            .filter(|(import, _)| import.starts_with("wasi:"))
-            .map(|(import, _)| import.as_str())
-            .collect();
-        assert!(wasi.is_empty(), "{name} imports {wasi:?}");
+        assert!(!sheet.imports_wasi(), "{name} imports {:?}", sheet.imports);
         assert!(sheet.implements_contract(), "{name}");
     }
     // The std guest, for contrast, does import WASI: the check above can fail.
     let hostile = std::fs::read(plexus_test_artifacts::HOSTILE).expect("built");
-    let sheet = inspect::inspect(&hostile).expect("inspects");
-    assert!(sheet.imports.iter().any(|(i, _)| i.starts_with("wasi:")));
+    assert!(inspect::inspect(&hostile).expect("inspects").imports_wasi());
 }
 
 #[test]
