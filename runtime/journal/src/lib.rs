@@ -35,6 +35,7 @@
 //! ```
 
 pub mod contract;
+mod dups;
 mod error;
 mod sqlite;
 mod types;

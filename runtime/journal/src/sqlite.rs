@@ -9,13 +9,14 @@
 use std::collections::BTreeMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
-use std::sync::{Mutex, MutexGuard, mpsc};
+use std::sync::{Arc, Mutex, MutexGuard, mpsc};
 use std::thread::JoinHandle;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use rusqlite::{Connection, OptionalExtension, Row, TransactionBehavior, params};
 
 use crate::Journal;
+use crate::dups::DupWindow;
 use crate::error::{Error, Result};
 use crate::types::*;
 
@@ -24,6 +25,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("schema.sql"),
     include_str!("schema_v2_audit.sql"),
     include_str!("schema_v3_shadow.sql"),
+    include_str!("schema_v4_dup_window.sql"),
 ];
 
 /// Tuning for [`SqliteJournal`].
@@ -37,6 +39,9 @@ pub struct JournalOptions {
     pub busy_timeout: Duration,
     /// The most writes committed in one transaction. Default: 1024.
     pub max_batch: usize,
+    /// The most messages the duplicate window remembers (about 60 bytes each, in
+    /// memory); past that the oldest are forgotten first. Default: 1,000,000.
+    pub duplicate_window_entries: usize,
 }
 
 impl Default for JournalOptions {
@@ -45,6 +50,7 @@ impl Default for JournalOptions {
             duplicate_window: Duration::from_secs(24 * 60 * 60),
             busy_timeout: Duration::from_secs(5),
             max_batch: 1024,
+            duplicate_window_entries: 1_000_000,
         }
     }
 }
@@ -62,6 +68,8 @@ pub struct SqliteJournal {
     jobs: Option<mpsc::SyncSender<Job>>,
     writer: Option<JoinHandle<()>>,
     reader: Mutex<Connection>,
+    /// The duplicate window; only the writer thread uses it (see `dups`).
+    dups: Arc<Mutex<DupWindow>>,
     /// Dropping it stops the checkpoint thread.
     checkpoint_stop: Option<mpsc::Sender<()>>,
     checkpointer: Option<JoinHandle<()>>,
@@ -91,6 +99,7 @@ impl SqliteJournal {
         let path = path.as_ref().to_path_buf();
         let mut writer = connect(&path, &options)?;
         migrate(&mut writer)?;
+        let dups = Arc::new(Mutex::new(load_dup_window(&writer, &options)?));
         // Checkpoints run on their own connection and thread, so the writer never stalls
         // a group commit copying the WAL into the database file.
         writer
@@ -118,6 +127,7 @@ impl SqliteJournal {
             jobs: Some(jobs),
             writer: Some(handle),
             reader: Mutex::new(reader),
+            dups,
             checkpoint_stop: Some(checkpoint_stop),
             checkpointer: Some(checkpointer),
         })
@@ -235,8 +245,11 @@ impl SqliteJournal {
             .collect()
     }
 
-    fn window_ms(&self) -> i64 {
-        i64::try_from(self.options.duplicate_window.as_millis()).unwrap_or(i64::MAX)
+    fn dups(&self) -> Dups {
+        Dups {
+            window: self.dups.clone(),
+            width_ms: i64::try_from(self.options.duplicate_window.as_millis()).unwrap_or(i64::MAX),
+        }
     }
 
     fn read(&self) -> MutexGuard<'_, Connection> {
@@ -451,8 +464,92 @@ fn finish_error((kind, mut entry): (String, ErrorEntry)) -> Result<ErrorEntry> {
     Ok(entry)
 }
 
-fn append_in(conn: &Connection, inbound: &Inbound, window: i64) -> Result<Appended> {
-    append_with(conn, inbound, window, false)
+fn append_in(conn: &Connection, inbound: &Inbound, dups: &Dups) -> Result<Appended> {
+    append_with(conn, inbound, dups, false)
+}
+
+/// The duplicate window and its width, as the writer's jobs use them.
+#[derive(Clone)]
+struct Dups {
+    window: Arc<Mutex<DupWindow>>,
+    width_ms: i64,
+}
+
+impl Dups {
+    fn lock(&self) -> MutexGuard<'_, DupWindow> {
+        // Only the writer thread locks it, one job at a time; a panic mid-update leaves
+        // at worst a stale candidate, which `earlier_copy` confirms before use.
+        self.window
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// The earliest message within the window with the same interface and control id:
+    /// candidates from memory, each confirmed against its row.
+    fn earlier_copy(
+        &self,
+        conn: &Connection,
+        interface: &str,
+        control_id: &str,
+        at: i64,
+    ) -> Result<Option<MessageId>> {
+        let window = self.lock();
+        let mut confirm = conn
+            .prepare_cached(
+                "SELECT 1 FROM messages
+                 WHERE id = ?1 AND interface = ?2 AND control_id = ?3
+                   AND received_at BETWEEN ?4 AND ?5",
+            )
+            .map_err(Error::sql("append"))?;
+        for &id in window.candidates(interface, control_id) {
+            let found = confirm
+                .exists(params![
+                    id,
+                    interface,
+                    control_id,
+                    at.saturating_sub(self.width_ms),
+                    at.saturating_add(self.width_ms)
+                ])
+                .map_err(Error::sql("append"))?;
+            if found {
+                return Ok(Some(MessageId(id)));
+            }
+        }
+        Ok(None)
+    }
+}
+
+/// The duplicate window as the `messages` table holds it: the newest messages with a
+/// control id, up to the capacity, received within the window of the newest one.
+fn load_dup_window(conn: &Connection, options: &JournalOptions) -> Result<DupWindow> {
+    let width_ms = i64::try_from(options.duplicate_window.as_millis()).unwrap_or(i64::MAX);
+    let mut window = DupWindow::new(width_ms, options.duplicate_window_entries);
+    let sql = Error::sql("load duplicate window");
+    let mut rows = conn
+        .prepare(
+            "SELECT id, interface, control_id, received_at FROM messages
+             WHERE control_id IS NOT NULL
+               AND received_at >= (SELECT MAX(received_at) FROM messages) - ?1
+             ORDER BY received_at DESC, id DESC
+             LIMIT ?2",
+        )
+        .map_err(sql)?;
+    let limit = i64::try_from(options.duplicate_window_entries).unwrap_or(i64::MAX);
+    let rows = rows
+        .query_map(params![width_ms, limit], |r| {
+            Ok((
+                r.get::<_, i64>(0)?,
+                r.get::<_, String>(1)?,
+                r.get::<_, String>(2)?,
+                r.get::<_, i64>(3)?,
+            ))
+        })
+        .map_err(Error::sql("load duplicate window"))?;
+    for row in rows {
+        let (id, interface, control_id, at) = row.map_err(Error::sql("load duplicate window"))?;
+        window.push_oldest(&interface, &control_id, at, id);
+    }
+    Ok(window)
 }
 
 /// Inserts the message row; `processed` is set at once when the caller also writes the
@@ -460,33 +557,12 @@ fn append_in(conn: &Connection, inbound: &Inbound, window: i64) -> Result<Append
 fn append_with(
     conn: &Connection,
     inbound: &Inbound,
-    window: i64,
+    dups: &Dups,
     processed: bool,
 ) -> Result<Appended> {
-    let sql = Error::sql("append");
     let at = to_ms(inbound.received_at);
     let duplicate_of = match &inbound.control_id {
-        Some(control_id) => conn
-            .prepare_cached(
-                "SELECT id FROM messages
-                 WHERE interface = ?1 AND control_id = ?2
-                   AND received_at BETWEEN ?3 AND ?4
-                 ORDER BY id LIMIT 1",
-            )
-            .and_then(|mut s| {
-                s.query_row(
-                    params![
-                        inbound.interface,
-                        control_id,
-                        at.saturating_sub(window),
-                        at.saturating_add(window)
-                    ],
-                    |r| r.get::<_, i64>(0),
-                )
-                .optional()
-            })
-            .map_err(sql)?
-            .map(MessageId),
+        Some(control_id) => dups.earlier_copy(conn, &inbound.interface, control_id, at)?,
         None => None,
     };
     conn.prepare_cached(
@@ -508,8 +584,14 @@ fn append_with(
         ])
     })
     .map_err(Error::sql("append"))?;
+    let id = conn.last_insert_rowid();
+    if let Some(control_id) = &inbound.control_id {
+        // Should this job or its batch roll back, the id stays behind as a candidate
+        // that `earlier_copy` no longer confirms.
+        dups.lock().insert(&inbound.interface, control_id, at, id);
+    }
     Ok(Appended {
-        id: MessageId(conn.last_insert_rowid()),
+        id: MessageId(id),
         duplicate_of,
     })
 }
@@ -605,10 +687,10 @@ fn mark_attempt_in(
 fn ingest_job(
     inbound: Inbound,
     processing: Processing,
-    window: i64,
+    dups: Dups,
 ) -> impl FnOnce(&Connection) -> Result<Appended> + Send + 'static {
     move |conn| {
-        let appended = append_with(conn, &inbound, window, processing.processed)?;
+        let appended = append_with(conn, &inbound, &dups, processing.processed)?;
         let processing = Processing {
             processed: false,
             ..processing
@@ -866,8 +948,8 @@ impl Journal for SqliteJournal {
     }
 
     fn append(&self, inbound: Inbound) -> Result<Appended> {
-        let window = self.window_ms();
-        self.write("append", move |conn| append_in(conn, &inbound, window))
+        let dups = self.dups();
+        self.write("append", move |conn| append_in(conn, &inbound, &dups))
     }
 
     fn record_stage(&self, stage: StageRecord) -> Result<()> {
@@ -878,7 +960,7 @@ impl Journal for SqliteJournal {
     }
 
     fn ingest(&self, inbound: Inbound, processing: Processing) -> Result<Appended> {
-        self.write("ingest", ingest_job(inbound, processing, self.window_ms()))
+        self.write("ingest", ingest_job(inbound, processing, self.dups()))
     }
 
     fn ingest_detached(
@@ -887,11 +969,7 @@ impl Journal for SqliteJournal {
         processing: Processing,
         done: Box<dyn FnOnce(Result<Appended>) + Send>,
     ) {
-        self.submit(
-            "ingest",
-            ingest_job(inbound, processing, self.window_ms()),
-            done,
-        );
+        self.submit("ingest", ingest_job(inbound, processing, self.dups()), done);
     }
 
     fn process(&self, id: MessageId, processing: Processing) -> Result<()> {

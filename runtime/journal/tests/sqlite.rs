@@ -136,3 +136,77 @@ fn audit_verification_catches_an_edited_or_deleted_row() {
     assert_eq!(id, 5);
     assert!(why.contains("missing"), "{why}");
 }
+
+/// The duplicate window lives in memory (schema 4 dropped the index on control ids):
+/// rebuilt when the journal opens, confirmed against the rows, bounded in size.
+#[test]
+fn duplicate_window_survives_a_restart_and_trusts_only_stored_rows() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("j.db");
+    let journal = SqliteJournal::open(&path).expect("open");
+    let first = journal.append(inbound("D1")).expect("append").id;
+    let doomed = journal.append(inbound("D2")).expect("append").id;
+    drop(journal);
+
+    let conn = rusqlite::Connection::open(&path).expect("sqlite");
+    let index: i64 = conn
+        .query_row(
+            "SELECT count(*) FROM sqlite_master WHERE name = 'messages_by_control_id'",
+            [],
+            |r| r.get(0),
+        )
+        .expect("sqlite_master");
+    assert_eq!(index, 0, "schema 4 drops the control id index");
+
+    // Rebuilt from the table at open: a repeat after the restart is still flagged.
+    let journal = SqliteJournal::open(&path).expect("reopen");
+    let again = journal.append(inbound("D1")).expect("append");
+    assert_eq!(again.duplicate_of, Some(first));
+
+    // A row that goes away while the journal is open (here: another process deletes
+    // it) is still a candidate in memory, but is not confirmed, so not reported.
+    conn.execute("DELETE FROM messages WHERE id = ?1", [doomed.0])
+        .expect("delete");
+    let after = journal.append(inbound("D2")).expect("append");
+    assert_eq!(after.duplicate_of, None);
+    // The new row is now the one a later repeat points at.
+    let third = journal.append(inbound("D2")).expect("append");
+    assert_eq!(third.duplicate_of, Some(after.id));
+}
+
+#[test]
+fn duplicate_window_forgets_the_oldest_past_its_capacity() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let options = plexus_journal::JournalOptions {
+        duplicate_window_entries: 2,
+        ..plexus_journal::JournalOptions::default()
+    };
+    let path = dir.path().join("j.db");
+    let journal = SqliteJournal::open_with(&path, options.clone()).expect("open");
+    for ctl in ["E1", "E2", "E3"] {
+        journal.append(inbound(ctl)).expect("append");
+    }
+    assert_eq!(
+        journal.append(inbound("E1")).expect("append").duplicate_of,
+        None
+    );
+    assert!(
+        journal
+            .append(inbound("E3"))
+            .expect("append")
+            .is_duplicate()
+    );
+    drop(journal);
+    // The rebuild keeps the newest two: E1 (again) and E3 (again).
+    let journal = SqliteJournal::open_with(&path, options).expect("reopen");
+    assert!(
+        journal
+            .append(inbound("E1"))
+            .expect("append")
+            .is_duplicate()
+    );
+    assert_eq!(
+        journal.append(inbound("E2")).expect("append").duplicate_of,
+        None
+    );
+}
