@@ -11,6 +11,7 @@
 //! a send and its record means the message is sent again after the restart: delivery is
 //! at least once, and a receiver sees the same MSH-10.
 
+use std::collections::HashSet;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -83,20 +84,31 @@ impl Worker {
         let name = self.dest.name.to_string();
         let passing = self.passing();
         tracing::debug!(interface = %self.iface.name, destination = %name, passing, "delivery worker started");
+        // A batch that was all delivered is committed while the next one is sent: its
+        // messages are still pending in the journal until then, so the next read skips
+        // them. Anything else (a retry, a failure) is committed before the next read, which
+        // must see its new status and retry time.
+        let mut recording: Option<Recording> = None;
         while !self.shutdown.is_cancelled() {
             let now = SystemTime::now();
             let journal = self.shared.journal.clone();
             let (iface, dest) = (self.iface.name.clone(), name.clone());
+            let in_flight: HashSet<MessageId> = recording
+                .as_ref()
+                .map(|r| r.ids.clone())
+                .unwrap_or_default();
             // The queue and the payloads in one trip to the blocking pool.
             let batch = tokio::task::spawn_blocking(move || {
+                let limit = BATCH + in_flight.len();
                 let pending = if passing {
-                    journal.next_due(&iface, &dest, now, BATCH)
+                    journal.next_due(&iface, &dest, now, limit)
                 } else {
-                    journal.next_pending(&iface, &dest, BATCH)
+                    journal.next_pending(&iface, &dest, limit)
                 }?;
                 Ok::<_, plexus_journal::Error>(
                     pending
                         .into_iter()
+                        .filter(|p| !in_flight.contains(&p.id))
                         .map(|p| {
                             let payload = journal.payload(p.id);
                             (p, payload)
@@ -119,6 +131,11 @@ impl Worker {
                 }
             };
             if batch.is_empty() {
+                if let Some(done) = recording.take() {
+                    // Nothing new behind it: let it land before looking again.
+                    done.finish().await;
+                    continue;
+                }
                 tokio::select! {
                     () = self.wake.notified() => {}
                     () = tokio::time::sleep(POLL) => {}
@@ -145,6 +162,10 @@ impl Worker {
                     break;
                 }
             }
+            // One commit in flight at a time, in order.
+            if let Some(done) = recording.take() {
+                done.finish().await;
+            }
             if !attempts.is_empty() {
                 for attempt in &attempts {
                     let outcome = match attempt.result {
@@ -157,7 +178,15 @@ impl Worker {
                         self.iface.metrics.errored(ErrorKind::Destination);
                     }
                 }
-                self.record(attempts).await;
+                let clean = wait_until.is_none()
+                    && attempts
+                        .iter()
+                        .all(|a| matches!(a.result, DeliveryResult::Delivered));
+                if clean && !self.shutdown.is_cancelled() {
+                    recording = Some(self.record_in_background(attempts));
+                } else {
+                    self.record(attempts).await;
+                }
             }
             if let Some(at) = wait_until {
                 let wait = at.duration_since(SystemTime::now()).unwrap_or_default();
@@ -166,6 +195,9 @@ impl Worker {
                     () = self.shutdown.cancelled() => {}
                 }
             }
+        }
+        if let Some(done) = recording.take() {
+            done.finish().await;
         }
         connector.close().await;
         tracing::debug!(interface = %self.iface.name, destination = %name, "delivery worker stopped");
@@ -263,24 +295,77 @@ impl Worker {
         }
     }
 
+    /// [`record`](Self::record) on a task of its own, so the next batch can be sent
+    /// while the commit's fsync runs.
+    fn record_in_background(&self, attempts: Vec<Attempt>) -> Recording {
+        let ids = attempts.iter().map(|a| a.id).collect();
+        let recorder = Recorder {
+            journal: self.shared.journal.clone(),
+            destination: self.dest.name.to_string(),
+            shutdown: self.shutdown.clone(),
+        };
+        Recording {
+            ids,
+            task: tokio::spawn(async move { recorder.record(attempts).await }),
+        }
+    }
+
+    /// Commits a batch of results, retrying until the journal takes them (or shutdown).
+    async fn record(&self, attempts: Vec<Attempt>) {
+        Recorder {
+            journal: self.shared.journal.clone(),
+            destination: self.dest.name.to_string(),
+            shutdown: self.shutdown.clone(),
+        }
+        .record(attempts)
+        .await;
+    }
+}
+
+/// A batch of results being committed in the background.
+struct Recording {
+    /// The messages it covers: still pending in the journal until it lands.
+    ids: HashSet<MessageId>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Recording {
+    async fn finish(self) {
+        if let Err(err) = self.task.await {
+            tracing::error!("delivery results task failed: {err}");
+        }
+    }
+}
+
+/// What committing delivery results needs, apart from the worker.
+struct Recorder {
+    journal: Arc<dyn plexus_journal::Journal>,
+    destination: String,
+    shutdown: CancellationToken,
+}
+
+impl Recorder {
     /// Commits a batch of results, retrying until the journal takes them (or shutdown):
     /// dropping them would only mean sending the messages again, but retrying keeps
     /// duplicates down.
     async fn record(&self, attempts: Vec<Attempt>) {
         loop {
-            let journal = self.shared.journal.clone();
+            let journal = self.journal.clone();
             let batch = attempts.clone();
             match tokio::task::spawn_blocking(move || journal.record_attempts(batch)).await {
                 Ok(Ok(())) => return,
                 Ok(Err(err)) => {
-                    tracing::error!(destination = %self.dest.name, "cannot record delivery results: {err}")
+                    tracing::error!(destination = %self.destination, "cannot record delivery results: {err}")
                 }
                 Err(err) => tracing::error!("delivery worker task failed: {err}"),
             }
             if self.shutdown.is_cancelled() {
                 return;
             }
-            self.pause(JOURNAL_BACKOFF).await;
+            tokio::select! {
+                () = tokio::time::sleep(JOURNAL_BACKOFF) => {}
+                () = self.shutdown.cancelled() => {}
+            }
         }
     }
 }
