@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use plexus_hl7::Message;
 use plexus_journal::{Edit, ErrorKind, OutcomeKind, StageRecord};
-use plexus_sandbox::{Context, EditOp, Outcome, Plugin, RunError};
+use plexus_sandbox::{Context, EditOp, FailKind, Outcome, Plugin, RunError};
 
 /// How a message came out of its chain.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -36,6 +36,9 @@ pub struct Failure {
     pub reason: String,
     /// The HL7 path involved, if any.
     pub path: Option<String>,
+    /// The plug-in's own error kind, when a plug-in failed the message (not when it
+    /// trapped). What the ACK's error code follows: `reason` holds plug-in text.
+    pub plugin_kind: Option<FailKind>,
 }
 
 impl Failure {
@@ -46,6 +49,7 @@ impl Failure {
             stage: "parse".to_owned(),
             reason: format!("message could not be parsed: {error}"),
             path: error.location().map(|p| p.to_string()),
+            plugin_kind: None,
         }
     }
 }
@@ -148,6 +152,7 @@ fn run_stages(
                         stage: format!("plugin:{}", plugin.name()),
                         reason: err.to_string(),
                         path: None,
+                        plugin_kind: None,
                     }),
                 });
             }
@@ -213,6 +218,7 @@ fn run_stages(
                             failure.detail
                         ),
                         path: failure.path,
+                        plugin_kind: Some(failure.kind),
                     }),
                 });
             }

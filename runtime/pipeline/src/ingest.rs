@@ -9,7 +9,7 @@ use bytes::Bytes;
 use plexus_hl7::Message;
 use plexus_hl7::ack::{self, AckError, ErrorCode, Status};
 use plexus_journal::{ErrorKind, ErrorReport, Inbound, MessageId, Processing, SourceKind};
-use plexus_sandbox::Context;
+use plexus_sandbox::{Context, FailKind};
 
 use crate::chain::{self, Failure, Verdict};
 use crate::engine::{Iface, Shared};
@@ -316,9 +316,9 @@ pub(crate) fn ack_status(accepted: &Result<Accepted, NotAccepted>) -> (Status, O
         Ok(Accepted::Processed { verdict, id, .. }) => match verdict {
             Verdict::Forwarded | Verdict::Filtered { .. } => (Status::Accepted, None),
             Verdict::Failed(failure) => {
-                let code = match failure.reason.as_str() {
-                    r if r.contains("missing-mapping") => ErrorCode::TableValueNotFound,
-                    r if r.contains("invalid-input") => ErrorCode::DataType,
+                let code = match failure.plugin_kind {
+                    Some(FailKind::MissingMapping) => ErrorCode::TableValueNotFound,
+                    Some(FailKind::InvalidInput) => ErrorCode::DataType,
                     _ => ErrorCode::InternalError,
                 };
                 let mut err = AckError::new(

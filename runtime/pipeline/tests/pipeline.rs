@@ -573,6 +573,9 @@ limits = {{ timeout = "300ms" }}
 [interfaces.no-std-loop]
 source = {{ type = "mllp", listen = "127.0.0.1:0" }}
 chain = ["no-std"]
+[interfaces.no-std-grow-then-loop]
+source = {{ type = "mllp", listen = "127.0.0.1:0" }}
+chain = ["no-std"]
 [plugins.visit-status-map]
 file = "{status}"
 grants = ["tables:visit-status"]
@@ -586,7 +589,8 @@ destinations = [{{ name = "out", type = "file", dir = "out" }}]
         status = plexus_test_artifacts::VISIT_STATUS_MAP,
     );
     let hostile = ["loop", "memory-bomb", "unreachable", "panic"];
-    let looping = ["loop", "no-std-loop"];
+    let no_std = ["no-std-loop", "no-std-grow-then-loop"];
+    let looping = ["loop", "no-std-loop", "no-std-grow-then-loop"];
     for name in hostile {
         text.push_str(&format!(
             "[interfaces.{name}]\nsource = {{ type = \"mllp\", listen = \"127.0.0.1:0\" }}\nchain = [\"hostile\"]\n"
@@ -599,9 +603,10 @@ destinations = [{{ name = "out", type = "file", dir = "out" }}]
     let running = engine.start(stop.clone()).await.expect("engine starts");
 
     for round in 0..2 {
-        // `no-std-loop` imports no WASI, so its chain starts on the async worker: cut
-        // there after a few milliseconds, then run again in full elsewhere.
-        for name in hostile.into_iter().chain(["no-std-loop"]) {
+        // `no-std` imports no WASI, so its chain starts on the async worker: cut there
+        // after a few milliseconds, then run again in full elsewhere. A loop after a
+        // refused memory growth is cut (a timeout) all the same.
+        for name in hostile.into_iter().chain(no_std) {
             let started = std::time::Instant::now();
             let (code, ack) = send(
                 running.mllp[name],
@@ -661,6 +666,7 @@ destinations = [{{ name = "out", type = "file", dir = "out" }}]
     };
     assert_eq!(kind_of("loop"), ErrorKind::Timeout);
     assert_eq!(kind_of("no-std-loop"), ErrorKind::Timeout);
+    assert_eq!(kind_of("no-std-grow-then-loop"), ErrorKind::Timeout);
     assert_eq!(kind_of("memory-bomb"), ErrorKind::OutOfMemory);
     assert_eq!(kind_of("unreachable"), ErrorKind::Trap);
     assert_eq!(kind_of("panic"), ErrorKind::Trap);
@@ -681,6 +687,7 @@ destinations = [{{ name = "out", type = "file", dir = "out" }}]
         ("panic", "hostile", &sha, "trap"),
         // The runs cut on the async worker are not counted: one timeout per message.
         ("no-std-loop", "no-std", &no_std_sha, "timeout"),
+        ("no-std-grow-then-loop", "no-std", &no_std_sha, "timeout"),
     ] {
         let line = format!(
             "plexus_plugin_traps_total{{interface=\"{interface}\",plugin=\"{plugin}\",sha256=\"{sha}\",kind=\"{kind}\"}} 2"
@@ -695,6 +702,56 @@ destinations = [{{ name = "out", type = "file", dir = "out" }}]
         std::fs::read_dir(&out).map_or(0, |d| d.count()) == 2
     })
     .await;
+    stop.cancel();
+    running.wait().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn plug_in_text_cannot_steer_the_ack_or_flood_the_error_queue() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let text = format!(
+        r#"
+[engine]
+data_dir = "data"
+[http]
+listen = "127.0.0.1:0"
+[plugins.hostile]
+file = "{hostile}"
+grants = ["log"]
+[interfaces.fail-steer]
+source = {{ type = "mllp", listen = "127.0.0.1:0" }}
+chain = ["hostile"]
+"#,
+        hostile = plexus_test_artifacts::HOSTILE,
+    );
+    let config = plexus_config::Config::from_toml(&text, &dir.path().join("site.toml"))
+        .unwrap_or_else(|e| panic!("config: {e}"));
+    let engine = Engine::build(config, &FsAssets).expect("engine builds");
+    let stop = CancellationToken::new();
+    let running = engine.start(stop.clone()).await.expect("engine starts");
+
+    // An `internal` failure whose detail says "missing-mapping invalid-input", with a
+    // padded path and 8 KB of text.
+    let (code, ack) = send(running.mllp["fail-steer"], &siu("steer-1", "Arrived")).await;
+    assert_eq!(code, AckCode::AE);
+    let ack = Message::parse(&ack).expect("the ACK parses");
+    assert_eq!(
+        ack.get("ERR-3-1").expect("path").as_deref(),
+        Some("207"),
+        "the code follows the plug-in's error kind (internal), not its words"
+    );
+    let errors = engine
+        .journal()
+        .list_errors(&ErrorFilter::default(), 10)
+        .expect("errors");
+    assert_eq!(errors.len(), 1);
+    assert_eq!(errors[0].kind, ErrorKind::PluginFail);
+    assert_eq!(errors[0].path.as_deref(), Some("PID-5-1"), "canonical path");
+    assert!(
+        errors[0].reason.len() <= 2 << 10,
+        "the plug-in's text is bounded: {} bytes",
+        errors[0].reason.len()
+    );
     stop.cancel();
     running.wait().await;
 }

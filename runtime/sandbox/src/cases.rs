@@ -247,7 +247,7 @@ fn outcome_json(outcome: &Outcome) -> String {
         }
         Outcome::Fail(f) => {
             put("outcome", "fail");
-            put("kind", f.kind);
+            put("kind", f.kind.as_str());
             if let Some(path) = &f.path {
                 put("path", path);
             }
@@ -274,7 +274,7 @@ fn check_outcome(expected: &str, outcome: &Outcome) -> Result<(), String> {
             _ => Ok(()),
         },
         (Some("fail"), Outcome::Fail(f)) => {
-            if let Some(kind) = get("kind").filter(|k| *k != f.kind) {
+            if let Some(kind) = get("kind").filter(|k| *k != f.kind.as_str()) {
                 return mismatch(&format!("expected kind {kind}"));
             }
             if let Some(path) = get("path").filter(|p| Some(*p) != f.path.as_deref()) {
@@ -337,12 +337,12 @@ fn diff(expected: &[u8], actual: &[u8]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::engine::Failure;
+    use crate::engine::{FailKind, Failure};
 
     #[test]
     fn outcome_json_round_trips_through_the_checker() {
         let fail = Outcome::Fail(Failure {
-            kind: "missing-mapping",
+            kind: FailKind::MissingMapping,
             path: Some("SCH-25-1".to_owned()),
             detail: "no \"Roomed\"\n".to_owned(),
         });

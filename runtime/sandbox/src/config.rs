@@ -15,7 +15,13 @@ pub struct Limits {
     /// an infinite loop.
     pub timeout: Duration,
     /// Largest the message may grow to through edits (`max_message_bytes`). Default 16 MiB.
+    /// It also bounds the edit history a run records: the old and new values of its
+    /// edits may total at most twice this.
     pub max_message_bytes: usize,
+    /// Edits recorded per message (provenance). Consecutive sets of one path count once
+    /// (first old value, last new value); an edit past the limit is refused with a path
+    /// error. Default 10,000.
+    pub max_edits: usize,
     /// Log lines kept per message (`log_lines`); the rest are counted, not kept. Default 100.
     pub log_lines: usize,
     /// Log bytes kept per message, all lines together (`log_bytes`). Default 16 KiB.
@@ -30,6 +36,7 @@ impl Default for Limits {
             memory_bytes: 64 << 20,
             timeout: Duration::from_secs(1),
             max_message_bytes: 16 << 20,
+            max_edits: 10_000,
             log_lines: 100,
             log_bytes: 16 << 10,
             log_line_bytes: 1 << 10,

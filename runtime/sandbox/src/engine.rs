@@ -18,7 +18,7 @@ use crate::bindings::{Hl7Transform, Hl7TransformPre};
 use crate::config::{Grants, Limits, SandboxConfig};
 use crate::error::{Error, Result, RunError};
 use crate::host::HostState;
-use crate::host::log::{LogLevel, LogLine};
+use crate::host::log::{LogLevel, LogLine, bounded};
 use crate::host::message::{Edit, MessageState};
 use crate::host::tables::{TableAccess, TableSet};
 use crate::inspect::{self, Class, Inspection};
@@ -91,7 +91,10 @@ impl Sandbox {
         }
 
         let mut wasm = Config::new();
+        // No wasm backtraces: they name the guest's functions, which the guest chooses,
+        // and trap text reaches WARN logs and the error queue.
         wasm.epoch_interruption(true)
+            .wasm_backtrace_max_frames(None)
             .consume_fuel(config.fuel.is_some())
             .memory_init_cow(true)
             .allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
@@ -398,10 +401,7 @@ impl Plugin {
         let resource = store
             .data_mut()
             .table
-            .push(MessageState {
-                msg,
-                edits: Vec::new(),
-            })
+            .push(MessageState::new(msg))
             .map_err(|e| self.trap(format!("{e}")))?;
         let borrowed = Resource::<MessageState>::new_borrow(resource.rep());
         let wit_ctx = WitContext {
@@ -498,13 +498,9 @@ impl Plugin {
     ) -> RunError {
         let plugin = self.name.clone();
         let digest = inspect::short(&self.digest).to_owned();
-        if store.data().limiter.hit_limit {
-            return RunError::MemoryLimit {
-                plugin,
-                digest,
-                limit: self.limits.memory_bytes,
-            };
-        }
+        // The deadline and the fuel budget first: a plug-in whose memory growth was
+        // refused and that then loops has timed out, and a run cut by a caller's shorter
+        // deadline must be reported as a timeout to be run again in full.
         match err.downcast_ref::<Trap>() {
             Some(Trap::Interrupt) => RunError::Timeout {
                 plugin,
@@ -516,6 +512,11 @@ impl Plugin {
                 digest,
                 budget: self.fuel.unwrap_or(0),
             },
+            _ if store.data().limiter.hit_limit => RunError::MemoryLimit {
+                plugin,
+                digest,
+                limit: self.limits.memory_bytes,
+            },
             Some(trap) => RunError::Trap {
                 plugin,
                 digest,
@@ -524,15 +525,31 @@ impl Plugin {
             None if instantiating => RunError::Instantiate {
                 plugin,
                 digest,
-                reason: format!("{err:#}"),
+                reason: brief(&err),
             },
             None => RunError::Trap {
                 plugin,
                 digest,
-                trap: format!("{err:#}"),
+                trap: brief(&err),
             },
         }
     }
+}
+
+/// Longest text kept from an error wasmtime raised that is not a plain trap.
+const MAX_ERROR_TEXT: usize = 256;
+
+/// Longest plug-in supplied text kept (a failure's detail, a filter reason): it reaches
+/// the journal and the error queue.
+pub const MAX_PLUGIN_TEXT: usize = 1 << 10;
+
+/// An error's first line, bounded: operators read it in WARN logs and the error queue.
+fn brief(err: &wasmtime::Error) -> String {
+    let text = format!("{err:#}");
+    bounded(
+        text.lines().next().unwrap_or_default().to_owned(),
+        MAX_ERROR_TEXT,
+    )
 }
 
 /// When a call started, how long instantiation took, and the deadline it runs under.
@@ -567,6 +584,7 @@ impl ReusedInstance<'_> {
         let deadline = plugin.limits.timeout;
         let mut store = match self.store.take() {
             Some(mut store) => {
+                store.data_mut().next_message();
                 plugin.arm(&mut store, deadline);
                 store
             }
@@ -664,7 +682,7 @@ pub struct Context {
 pub enum Outcome {
     /// Send on.
     Forward,
-    /// Dropped on purpose, with the reason.
+    /// Dropped on purpose, with the reason (cut to [`MAX_PLUGIN_TEXT`] bytes).
     Filter(String),
     /// Failed: goes to the error queue.
     Fail(Failure),
@@ -673,28 +691,66 @@ pub enum Outcome {
 /// A failure a plug-in reported.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Failure {
-    /// `invalid-input`, `missing-mapping`, `rejected` or `internal`.
-    pub kind: &'static str,
-    /// The path concerned.
+    /// What kind of failure.
+    pub kind: FailKind,
+    /// The path concerned, in canonical form; `None` also when the plug-in named
+    /// something that is not a path.
     pub path: Option<String>,
-    /// The plug-in's explanation.
+    /// The plug-in's explanation, cut to [`MAX_PLUGIN_TEXT`] bytes.
     pub detail: String,
 }
 
+/// The kind of a [`Failure`], as the plug-in chose it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum FailKind {
+    /// `invalid-input`: the message is wrong.
+    InvalidInput,
+    /// `missing-mapping`: a value has no entry in a crosswalk.
+    MissingMapping,
+    /// `rejected`: refused by a business rule.
+    Rejected,
+    /// `internal`: a bug or an unexpected state in the plug-in.
+    Internal,
+}
+
+impl FailKind {
+    /// The name the contract gives it: `invalid-input`, `missing-mapping`, `rejected`
+    /// or `internal`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FailKind::InvalidInput => "invalid-input",
+            FailKind::MissingMapping => "missing-mapping",
+            FailKind::Rejected => "rejected",
+            FailKind::Internal => "internal",
+        }
+    }
+}
+
+impl std::fmt::Display for FailKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+// Plug-in text goes on to WARN logs, the journal and the error queue: a path is kept
+// only when it is one (and then in canonical form), and free text is bounded.
 impl From<WitOutcome> for Outcome {
     fn from(o: WitOutcome) -> Self {
         match o {
             WitOutcome::Forward => Outcome::Forward,
-            WitOutcome::Filter(reason) => Outcome::Filter(reason),
+            WitOutcome::Filter(reason) => Outcome::Filter(bounded(reason, MAX_PLUGIN_TEXT)),
             WitOutcome::Fail(e) => Outcome::Fail(Failure {
                 kind: match e.kind {
-                    ErrorKind::InvalidInput => "invalid-input",
-                    ErrorKind::MissingMapping => "missing-mapping",
-                    ErrorKind::Rejected => "rejected",
-                    ErrorKind::Internal => "internal",
+                    ErrorKind::InvalidInput => FailKind::InvalidInput,
+                    ErrorKind::MissingMapping => FailKind::MissingMapping,
+                    ErrorKind::Rejected => FailKind::Rejected,
+                    ErrorKind::Internal => FailKind::Internal,
                 },
-                path: e.path,
-                detail: e.detail,
+                path: e
+                    .path
+                    .and_then(|p| plexus_hl7::Path::parse(&p).ok())
+                    .map(|p| p.to_string()),
+                detail: bounded(e.detail, MAX_PLUGIN_TEXT),
             }),
         }
     }

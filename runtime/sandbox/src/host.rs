@@ -24,6 +24,7 @@ pub(crate) struct HostState {
     pub(crate) log: log::LogSink,
     pub(crate) tables: tables::TableAccess,
     pub(crate) max_message_bytes: usize,
+    pub(crate) max_edits: usize,
     /// stdout and stderr, captured; made with the WASI context, so a run that never
     /// prints (every `no_std` plug-in) allocates nothing for them.
     pub(crate) stdio: Option<wasi::Stdio>,
@@ -40,9 +41,19 @@ impl HostState {
             log: log::LogSink::new(limits),
             tables,
             max_message_bytes: limits.max_message_bytes,
+            max_edits: limits.max_edits,
             stdio: None,
             stdio_cap: limits.log_bytes,
         }
+    }
+
+    /// Clears what one run left behind before a reused instance takes the next message,
+    /// so each message gets the whole log budget and a refused memory growth is not
+    /// blamed on a later message. The memory high-water mark stays: a reused instance's
+    /// memory never shrinks, so it is still what this run has.
+    pub(crate) fn next_message(&mut self) {
+        self.log.clear();
+        self.limiter.hit_limit = false;
     }
 }
 

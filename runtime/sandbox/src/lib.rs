@@ -24,7 +24,8 @@ pub mod inspect;
 
 pub use config::{Grants, Limits, SandboxConfig};
 pub use engine::{
-    Context, Failure, Outcome, Plugin, PluginSpec, ReusedInstance, Run, Sandbox, Stats,
+    Context, FailKind, Failure, MAX_PLUGIN_TEXT, Outcome, Plugin, PluginSpec, ReusedInstance, Run,
+    Sandbox, Stats,
 };
 pub use error::{Error, Result, RunError};
 pub use host::log::{LogLevel, LogLine};

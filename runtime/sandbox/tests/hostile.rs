@@ -8,7 +8,8 @@ mod common;
 use common::{ctx, load_guest};
 use plexus_hl7::Message;
 use plexus_sandbox::{
-    Error, Grants, Limits, Outcome, Plugin, PluginSpec, RunError, Sandbox, SandboxConfig, TableSet,
+    Error, FailKind, Grants, Limits, MAX_PLUGIN_TEXT, Outcome, Plugin, PluginSpec, RunError,
+    Sandbox, SandboxConfig, TableSet,
 };
 
 const ADT: &[u8] = b"MSH|^~\\&|ADT|HOSP|EHR|CLINIC|20260101120000||ADT^A01|MSG1|P|2.5\rPID|1||123^^^HOSP^MR||DOE^JANE\r";
@@ -326,4 +327,192 @@ fn reuse_needs_the_plugin_to_ask() {
     let grants = Grants::parse(["reuse-instance"]).expect("grants");
     let err = plugin.reusable_instance(&grants).expect_err("did not ask");
     assert!(matches!(err, Error::ReuseNotRequested { .. }), "{err}");
+}
+
+#[test]
+fn the_edit_history_is_capped_in_count() {
+    let sandbox = Sandbox::new(SandboxConfig::default()).expect("engine");
+    let plugin = load(&sandbox, &["log"], Limits::default()).expect("loads");
+    let run = plugin.run(msg(), &ctx("edit-flood")).expect("runs");
+    assert_eq!(run.edits.len(), 10_000, "the first 10,000 edits are kept");
+    // Past the limit, every edit of ZZZ-1 is refused; every edit of ZZZ-2 merges into
+    // the last recorded one (ZZZ-2, nothing recorded since) and goes through.
+    let detail = detail(&run.outcome);
+    assert!(
+        detail.starts_with("5000 refused: ")
+            && detail.contains("edit limit reached")
+            && detail.contains("at most 10000 edits"),
+        "the guest is told the limit: {detail}"
+    );
+    assert_eq!(
+        run.message.get("ZZZ-1").expect("path").as_deref(),
+        Some("9998"),
+        "a refused edit leaves the message as it was"
+    );
+    let last = run.edits.last().expect("edits");
+    assert_eq!(
+        (last.path.as_str(), last.new.as_deref()),
+        ("ZZZ-2", Some("19999"))
+    );
+    still_serves(&plugin);
+}
+
+#[test]
+fn the_edit_history_is_capped_in_bytes() {
+    let sandbox = Sandbox::new(SandboxConfig::default()).expect("engine");
+    let limits = Limits {
+        max_message_bytes: 1 << 20,
+        ..Limits::default()
+    };
+    let plugin = load(&sandbox, &["log"], limits).expect("loads");
+    let run = plugin.run(msg(), &ctx("edit-bytes")).expect("runs");
+    let recorded: usize = run
+        .edits
+        .iter()
+        .map(|e| e.old.as_ref().map_or(0, String::len) + e.new.as_ref().map_or(0, String::len))
+        .sum();
+    assert!(recorded <= 2 << 20, "{recorded} bytes recorded");
+    assert_eq!(run.edits.len(), 5, "five 256 KiB values fit in 2 MiB");
+    // The sixth (ZZZ-2) and every one after it on ZZZ-2 is refused; those on ZZZ-1
+    // merge into the fifth and record nothing more.
+    let detail = detail(&run.outcome);
+    assert!(
+        detail.starts_with("30 refused: ") && detail.contains("at most 2097152 bytes"),
+        "{detail}"
+    );
+    assert!(
+        !detail.contains("xxxx"),
+        "the limit is named, not the value"
+    );
+}
+
+#[test]
+fn edits_of_one_path_in_a_row_are_recorded_once_by_canonical_path() {
+    let sandbox = Sandbox::new(SandboxConfig::default()).expect("engine");
+    let plugin = load(&sandbox, &["log"], Limits::default()).expect("loads");
+    let run = plugin.run(msg(), &ctx("edit-same-path")).expect("runs");
+    assert_eq!(detail(&run.outcome), "0 refused: None");
+    let edits: Vec<_> = run
+        .edits
+        .iter()
+        .map(|e| (e.path.as_str(), e.old.as_deref(), e.new.as_deref()))
+        .collect();
+    assert_eq!(
+        edits,
+        [("PID-5-1", Some("DOE"), Some("49999"))],
+        "first old value, last new value, under the canonical path"
+    );
+}
+
+#[test]
+fn plug_in_text_is_bounded_and_paths_are_kept_only_when_they_are_paths() {
+    let sandbox = Sandbox::new(SandboxConfig::default()).expect("engine");
+    let plugin = load(&sandbox, &["log"], Limits::default()).expect("loads");
+    let run = |b| plugin.run(msg(), &ctx(b)).expect(b).outcome;
+    let Outcome::Fail(steer) = run("fail-steer") else {
+        panic!("a failure");
+    };
+    assert_eq!(steer.kind, FailKind::Internal);
+    assert_eq!(steer.path.as_deref(), Some("PID-5-1"), "canonical form");
+    assert!(
+        steer.detail.len() <= MAX_PLUGIN_TEXT,
+        "{}",
+        steer.detail.len()
+    );
+    assert!(
+        steer.detail.starts_with("missing-mapping invalid-input éé")
+            && steer.detail.ends_with("(cut)"),
+        "cut on a character boundary and marked: {}",
+        steer.detail
+    );
+
+    let Outcome::Fail(bad) = run("fail-bad-path") else {
+        panic!("a failure");
+    };
+    assert_eq!(bad.path, None, "not a path");
+    assert_eq!(bad.detail, "short", "short text is kept whole");
+
+    let Outcome::Filter(reason) = run("filter-long") else {
+        panic!("a filter");
+    };
+    assert!(
+        reason.len() <= MAX_PLUGIN_TEXT && reason.ends_with("(cut)"),
+        "{}",
+        reason.len()
+    );
+}
+
+#[test]
+fn trap_text_is_short_and_names_no_guest_function() {
+    let sandbox = Sandbox::new(SandboxConfig::default()).expect("engine");
+    let plugin = load(&sandbox, &["log"], Limits::default()).expect("loads");
+    let err = plugin
+        .run(msg(), &ctx("bad-handle"))
+        .expect_err("a bogus handle does not run");
+    let RunError::Trap { trap, .. } = &err else {
+        panic!("a trap: {err}");
+    };
+    assert!(trap.len() <= 256, "{trap}");
+    assert!(
+        trap.contains("handle"),
+        "the operator still reads what went wrong: {trap}"
+    );
+    assert!(!trap.contains('\n'), "one line: {trap}");
+    assert!(
+        !trap.contains("doe_jane"),
+        "no guest-chosen function names: {trap}"
+    );
+    still_serves(&plugin);
+}
+
+#[test]
+fn a_loop_after_a_refused_memory_growth_is_a_timeout() {
+    let sandbox = Sandbox::new(SandboxConfig::default()).expect("engine");
+    let limits = Limits {
+        memory_bytes: 16 << 20,
+        timeout: Duration::from_millis(200),
+        ..Limits::default()
+    };
+    let plugin = load(&sandbox, &["log"], limits).expect("loads");
+    let err = plugin
+        .run(msg(), &ctx("grow-then-loop"))
+        .expect_err("must not finish");
+    assert!(matches!(err, RunError::Timeout { .. }), "{err}");
+    // Cut by a caller's shorter deadline: still a timeout, with that deadline.
+    let err = plugin
+        .run_within(msg(), &ctx("grow-then-loop"), Duration::from_millis(20))
+        .expect_err("must not finish");
+    assert!(
+        matches!(err, RunError::Timeout { timeout, .. } if timeout == Duration::from_millis(20)),
+        "{err}"
+    );
+    still_serves(&plugin);
+}
+
+#[test]
+fn a_reused_instance_starts_each_message_with_its_own_budgets() {
+    let sandbox = Sandbox::new(SandboxConfig::default()).expect("engine");
+    let limits = Limits {
+        memory_bytes: 16 << 20,
+        ..Limits::default()
+    };
+    let plugin = load(&sandbox, &["log"], limits).expect("loads");
+    let grants = Grants::parse(["log", "reuse-instance"]).expect("grants");
+    let mut kept = plugin.reusable_instance(&grants).expect("granted");
+    // 10,000 log bytes a message, under the 16 KiB per message.
+    for round in 0..3 {
+        let run = kept.run(msg(), &ctx("log-some")).expect("runs");
+        assert_eq!(
+            (run.logs.len(), run.logs_dropped),
+            (10, 0),
+            "message {round} keeps all its lines"
+        );
+    }
+    let run = kept.run(msg(), &ctx("grow-refused")).expect("runs");
+    assert_eq!(detail(&run.outcome), "grow refused: true");
+    let err = kept.run(msg(), &ctx("unreachable")).expect_err("traps");
+    assert!(
+        matches!(err, RunError::Trap { .. }),
+        "the last message's refused growth is not this one's: {err}"
+    );
 }

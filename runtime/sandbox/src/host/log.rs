@@ -70,6 +70,12 @@ impl LogSink {
         }
     }
 
+    pub(crate) fn clear(&mut self) {
+        self.lines.clear();
+        self.dropped = 0;
+        self.bytes = 0;
+    }
+
     pub(crate) fn push(&mut self, level: LogLevel, line: &str) {
         let line = cut(line, self.max_line);
         if self.lines.len() >= self.max_lines || self.bytes + line.len() > self.max_bytes {
@@ -94,6 +100,19 @@ pub(crate) fn cut(text: &str, max: usize) -> &str {
         end -= 1;
     }
     &text[..end]
+}
+
+/// `text` whole when it fits in `max` bytes; otherwise cut on a character boundary and
+/// marked as cut, the whole still at most `max` bytes.
+pub(crate) fn bounded(mut text: String, max: usize) -> String {
+    const MARK: &str = "… (cut)";
+    if text.len() <= max {
+        return text;
+    }
+    let keep = cut(&text, max.saturating_sub(MARK.len())).len();
+    text.truncate(keep);
+    text.push_str(MARK);
+    text
 }
 
 impl wit::Host for HostState {
@@ -123,5 +142,13 @@ mod tests {
         assert_eq!(kept, ["abcd", "gh", "ijkl"]);
         assert_eq!(sink.dropped, 2);
         assert_eq!(cut("héllo", 2), "h");
+    }
+
+    #[test]
+    fn bounded_text_is_cut_on_a_char_boundary_and_marked() {
+        assert_eq!(bounded("short".to_owned(), 64), "short");
+        let long = bounded("é".repeat(100), 20);
+        assert!(long.len() <= 20, "{long}");
+        assert!(long.starts_with("éé") && long.ends_with("(cut)"), "{long}");
     }
 }

@@ -1,7 +1,8 @@
 //! The `message` resource: the host-owned message the plug-in reads and edits by path.
-//! Always linked (it is the data, not a capability). Every edit is recorded.
+//! Always linked (it is the data, not a capability). Every edit is recorded, up to the
+//! edit limits in [`crate::Limits`].
 
-use plexus_hl7::{EditError, Message, PathError};
+use plexus_hl7::{EditError, Message, Path, PathError};
 use wasmtime::component::Resource;
 
 use crate::bindings::plexus::transform::message::{self as wit, PathError as WitPathError};
@@ -12,7 +13,8 @@ use crate::host::HostState;
 pub struct Edit {
     /// What kind of edit.
     pub op: EditOp,
-    /// The path (or `segment N` for an inserted segment).
+    /// The path in canonical form (`PID-5-1`, however the plug-in spelled it), or
+    /// `segment N` for an inserted segment.
     pub path: String,
     /// The decoded value before (patient data: journal it, never log it).
     pub old: Option<String>,
@@ -45,6 +47,44 @@ impl std::fmt::Debug for Edit {
 pub struct MessageState {
     pub(crate) msg: Message<'static>,
     pub(crate) edits: Vec<Edit>,
+    /// Bytes of old and new values held in `edits`.
+    recorded_bytes: usize,
+}
+
+impl MessageState {
+    pub(crate) fn new(msg: Message<'static>) -> Self {
+        MessageState {
+            msg,
+            edits: Vec::new(),
+            recorded_bytes: 0,
+        }
+    }
+
+    /// Where the history would stand with `edit` recorded: whether it merges into the
+    /// last edit (a set of the path the last edit set: first old value, last new value),
+    /// how many edits there would be and how many value bytes they would hold. Removes
+    /// never merge: removing `OBX[2]` twice removes two segments.
+    fn with(&self, edit: &Edit) -> (bool, usize, usize) {
+        let len = |v: &Option<String>| v.as_ref().map_or(0, String::len);
+        match self.edits.last() {
+            Some(last)
+                if last.op == EditOp::Set && edit.op == EditOp::Set && last.path == edit.path =>
+            {
+                let bytes = self
+                    .recorded_bytes
+                    .saturating_sub(len(&last.new))
+                    .saturating_add(len(&edit.new));
+                (true, self.edits.len(), bytes)
+            }
+            _ => {
+                let bytes = self
+                    .recorded_bytes
+                    .saturating_add(len(&edit.old))
+                    .saturating_add(len(&edit.new));
+                (false, self.edits.len().saturating_add(1), bytes)
+            }
+        }
+    }
 }
 
 fn path_error(e: PathError) -> WitPathError {
@@ -71,35 +111,51 @@ impl HostState {
     }
 
     /// Runs an edit, refusing it (message unchanged) if it would grow the message past
-    /// the limit, and records it when it succeeds.
+    /// the limit or the edit history past its limits, and records it when it succeeds.
     fn edit(
         &mut self,
         r: &Resource<MessageState>,
-        op: EditOp,
-        path: String,
-        old: Option<String>,
+        edit: Edit,
         growth_bound: usize,
-        apply: impl FnOnce(&mut Message<'static>) -> Result<Option<String>, EditError>,
+        apply: impl FnOnce(&mut Message<'static>, &Edit) -> Result<(), EditError>,
     ) -> wasmtime::Result<Result<(), WitPathError>> {
         let max = self.max_message_bytes;
+        // Every edit keeps copies of its old and new values until the run ends: without
+        // a cap, a plug-in looping over `set` holds unbounded host memory and journal rows.
+        let (max_edits, max_recorded) = (self.max_edits, max.saturating_mul(2));
         let state = self.message_mut(r)?;
+        let (merges, count, recorded) = state.with(&edit);
+        if count > max_edits {
+            return Ok(Err(WitPathError::Unsupported(format!(
+                "edit limit reached: a run may record at most {max_edits} edits"
+            ))));
+        }
+        if recorded > max_recorded {
+            return Ok(Err(WitPathError::Unsupported(format!(
+                "edit limit reached: the old and new values of a run's edits may total at most {max_recorded} bytes"
+            ))));
+        }
         // Keep a copy to roll back to only when the edit could cross the limit; normal
         // edits on normal messages never need one.
         let backup = (state.msg.as_bytes().len().saturating_add(growth_bound) > max)
             .then(|| state.msg.clone());
-        let new = match apply(&mut state.msg) {
-            Ok(new) => new,
-            Err(e) => return Ok(Err(edit_error(e))),
-        };
+        if let Err(e) = apply(&mut state.msg, &edit) {
+            return Ok(Err(edit_error(e)));
+        }
         if state.msg.as_bytes().len() > max {
             if let Some(backup) = backup {
                 state.msg = backup;
             }
             return Ok(Err(WitPathError::InvalidValue(format!(
-                "the edit at {path} would make the message larger than its {max} byte limit"
+                "the edit at {} would make the message larger than its {max} byte limit",
+                edit.path
             ))));
         }
-        state.edits.push(Edit { op, path, old, new });
+        state.recorded_bytes = recorded;
+        match state.edits.last_mut() {
+            Some(last) if merges => last.new = edit.new,
+            _ => state.edits.push(edit),
+        }
         Ok(Ok(()))
     }
 }
@@ -125,6 +181,10 @@ impl wit::HostMessage for HostState {
         path: String,
         value: String,
     ) -> wasmtime::Result<Result<(), WitPathError>> {
+        let path = match Path::parse(&path) {
+            Ok(path) => path,
+            Err(e) => return Ok(Err(path_error(e))),
+        };
         if value.len() > self.max_message_bytes {
             return Ok(Err(WitPathError::InvalidValue(format!(
                 "the value for {path} is larger than the message limit ({} bytes)",
@@ -134,20 +194,26 @@ impl wit::HostMessage for HostState {
         let old = self
             .message(&r)?
             .msg
-            .get(path.as_str())
+            .get(path)
             .ok()
             .flatten()
             .map(|c| c.into_owned());
-        let target = path.clone();
         // Escaping writes at most 5 bytes per byte (`\X0D\`); padding for missing
         // structure is at most one delimiter per index at four levels.
         let bound = value
             .len()
             .saturating_mul(5)
             .saturating_add(4 * plexus_hl7::path::MAX_INDEX as usize + 16);
-        self.edit(&r, EditOp::Set, path, old, bound, move |msg| {
-            msg.set(target.as_str(), &value)?;
-            Ok(Some(value))
+        // Recorded in its canonical form, so spellings of one path compare equal and
+        // padding cannot inflate the history.
+        let edit = Edit {
+            op: EditOp::Set,
+            path: path.to_string(),
+            old,
+            new: Some(value),
+        };
+        self.edit(&r, edit, bound, move |msg, edit| {
+            msg.set(path, edit.new.as_deref().unwrap_or_default())
         })
     }
 
@@ -168,17 +234,27 @@ impl wit::HostMessage for HostState {
         r: Resource<MessageState>,
         path: String,
     ) -> wasmtime::Result<Result<bool, WitPathError>> {
-        let msg = &self.message(&r)?.msg;
-        let old = msg
-            .get_raw(path.as_str())
+        let path = match Path::parse(&path) {
+            Ok(path) => path,
+            Err(e) => return Ok(Err(path_error(e))),
+        };
+        let old = self
+            .message(&r)?
+            .msg
+            .get_raw(path)
             .ok()
             .flatten()
             .map(|b| String::from_utf8_lossy(b).into_owned());
+        let edit = Edit {
+            op: EditOp::Remove,
+            path: path.to_string(),
+            old,
+            new: None,
+        };
         let mut existed = false;
-        let target = path.clone();
-        let result = self.edit(&r, EditOp::Remove, path, old, 0, |msg| {
-            existed = msg.remove(target.as_str())?;
-            Ok(None)
+        let result = self.edit(&r, edit, 0, |msg, _| {
+            existed = msg.remove(path)?;
+            Ok(())
         })?;
         Ok(result.map(|()| existed))
     }
@@ -189,11 +265,15 @@ impl wit::HostMessage for HostState {
         position: u32,
         segment: String,
     ) -> wasmtime::Result<Result<(), WitPathError>> {
-        let label = format!("segment {position}");
         let bound = segment.len() + 4;
-        self.edit(&r, EditOp::InsertSegment, label, None, bound, move |msg| {
-            msg.insert_segment(position as usize, &segment)?;
-            Ok(Some(segment))
+        let edit = Edit {
+            op: EditOp::InsertSegment,
+            path: format!("segment {position}"),
+            old: None,
+            new: Some(segment),
+        };
+        self.edit(&r, edit, bound, move |msg, edit| {
+            msg.insert_segment(position as usize, edit.new.as_deref().unwrap_or_default())
         })
     }
 

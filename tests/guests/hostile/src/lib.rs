@@ -13,6 +13,7 @@
 wit_bindgen::generate!({ path: "../../../wit", world: "hl7-transform" });
 
 use plexus::transform::log::{Level, log};
+use plexus::transform::message::PathError;
 use plexus::transform::types::{ErrorKind, TransformError};
 
 struct Hostile;
@@ -99,9 +100,78 @@ impl Guest for Hostile {
                 msg.set("PID-5-1", "EDITED").unwrap();
                 Outcome::Forward
             }
+            // Two paths in turn, so no edit merges into the one before.
+            "edit-flood" => {
+                let results =
+                    (0..20_000).map(|i| msg.set(&format!("ZZZ-{}", i % 2 + 1), &i.to_string()));
+                refusals(results)
+            }
+            "edit-bytes" => {
+                let big = "x".repeat(256 << 10);
+                let results = (0..64).map(|i| msg.set(&format!("ZZZ-{}", i % 2 + 1), &big));
+                refusals(results)
+            }
+            // One path, spelled three ways, padded first.
+            "edit-same-path" => {
+                let spellings = ["  pid.5.1  ", "PID-5-1", "pid-5.1"];
+                let results = (0..50_000).map(|i| msg.set(spellings[i % 3], &i.to_string()));
+                refusals(results)
+            }
+            "fail-steer" => Outcome::Fail(TransformError {
+                kind: ErrorKind::Internal,
+                path: Some("  pid.5.1  ".to_owned()),
+                detail: format!("missing-mapping invalid-input {}", "é".repeat(4_000)),
+            }),
+            "fail-bad-path" => Outcome::Fail(TransformError {
+                kind: ErrorKind::MissingMapping,
+                path: Some(format!("not a path {}", "x".repeat(10_000))),
+                detail: "short".to_owned(),
+            }),
+            "filter-long" => Outcome::Filter("z".repeat(100_000)),
+            "bad-handle" => a_function_named_doe_jane_born_1970(),
+            "grow-refused" => {
+                let refused = Vec::<u8>::new().try_reserve_exact(48 << 20).is_err();
+                fail(&format!("grow refused: {refused}"))
+            }
+            "grow-then-loop" => {
+                let refused = Vec::<u8>::new().try_reserve_exact(48 << 20).is_err();
+                let mut n = u64::from(refused);
+                loop {
+                    n = std::hint::black_box(n.wrapping_add(1));
+                }
+            }
+            "log-some" => {
+                for _ in 0..10 {
+                    log(Level::Info, &"y".repeat(1_000));
+                }
+                Outcome::Forward
+            }
             other => fail(&format!("unknown behaviour {other}")),
         }
     }
+}
+
+/// How many edits were refused, and what the first refusal said.
+fn refusals(results: impl Iterator<Item = Result<(), PathError>>) -> Outcome {
+    let mut refused = 0;
+    let mut first = None;
+    for result in results {
+        if let Err(e) = result {
+            refused += 1;
+            first.get_or_insert(e);
+        }
+    }
+    fail(&format!("{refused} refused: {first:?}"))
+}
+
+/// Hands the host a message handle it never gave out. The name is what a guest could
+/// put in a wasm backtrace.
+#[inline(never)]
+fn a_function_named_doe_jane_born_1970() -> Outcome {
+    let bogus = unsafe { Message::from_handle(0x7ff) };
+    let read = bogus.get("PID-5-1");
+    std::mem::forget(bogus);
+    fail(&format!("read {}", read.is_ok()))
 }
 
 fn fail(detail: &str) -> Outcome {

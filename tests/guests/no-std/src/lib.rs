@@ -8,6 +8,8 @@
 //! * `memory-bomb`: allocates 1 MiB blocks until the memory limit stops it.
 //! * `panic`: panics (a trap, with no message, without `std`).
 //! * `loop` or `no-std-loop`: loops until the deadline stops it.
+//! * `no-std-grow-then-loop`: asks for 128 MiB (refused under the default memory limit),
+//!   then loops until the deadline stops it.
 //! * anything else: writes `ZHP-2` = `forwarded` and forwards.
 
 #![cfg_attr(target_arch = "wasm32", no_std)]
@@ -39,6 +41,13 @@ impl Plugin for NoStd {
             "panic" => panic!("a plug-in bug"),
             "loop" | "no-std-loop" => {
                 let mut n = 0u64;
+                loop {
+                    n = core::hint::black_box(n.wrapping_add(1));
+                }
+            }
+            "no-std-grow-then-loop" => {
+                let refused = Vec::<u8>::new().try_reserve_exact(128 << 20).is_err();
+                let mut n = u64::from(refused);
                 loop {
                     n = core::hint::black_box(n.wrapping_add(1));
                 }
