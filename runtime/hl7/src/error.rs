@@ -58,6 +58,17 @@ pub enum ParseError {
         /// Byte offset of the first invalid byte.
         offset: usize,
     },
+    /// An MLLP frame marker (0x0B or 0x1C) inside the message: no HL7 text holds one, and
+    /// a message holding one could not be sent on over MLLP.
+    #[error(
+        "byte {offset} is 0x{byte:02X}, an MLLP frame marker, which cannot appear in a message (escape it as \\X{byte:02X}\\)"
+    )]
+    FramingByte {
+        /// Byte offset in the input.
+        offset: usize,
+        /// 0x0B or 0x1C.
+        byte: u8,
+    },
     /// The message is larger than this crate indexes (4 GiB).
     #[error("the message is too large to index ({len} bytes)")]
     TooLarge {
@@ -163,9 +174,9 @@ impl ParseError {
             | ParseError::BatchGiven
             | ParseError::BadSegmentName { .. }
             | ParseError::SecondHeader { .. } => ErrorCode::SegmentSequence,
-            ParseError::BadDelimiters { .. } | ParseError::InvalidText { .. } => {
-                ErrorCode::DataType
-            }
+            ParseError::BadDelimiters { .. }
+            | ParseError::InvalidText { .. }
+            | ParseError::FramingByte { .. } => ErrorCode::DataType,
             ParseError::UnsupportedCharset { .. } => ErrorCode::TableValueNotFound,
             ParseError::TooLarge { .. } => ErrorCode::ValueTooLong,
         }

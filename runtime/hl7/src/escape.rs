@@ -8,7 +8,8 @@
 //! | `\Cxxyy\`, `\Mxxyyzz\`, `\Zxxx\` | kept as written (charset switches, local escapes)       |
 //! | anything else   | kept as written: senders often put a bare `\` in free text     |
 //!
-//! Encoding escapes every delimiter and turns CR/LF into `\X0D\`/`\X0A\`, but writes the
+//! Encoding escapes every delimiter and turns control characters other than tab (CR, LF,
+//! NUL, MLLP's 0x0B and 0x1C, ...) into `\Xhh\` (`\X0D\` for CR), but writes the
 //! sequences in the "kept as written" rows back unchanged, so decoding then encoding a
 //! value gives back what the sender wrote.
 
@@ -181,10 +182,10 @@ pub(crate) fn encode_into(
             }
         } else if delims.escape_letter(c).is_some() {
             Some(escaped_delimiter(c, delims))
-        } else if c == b'\r' {
-            Some(Cow::Borrowed(b"X0D"))
-        } else if c == b'\n' {
-            Some(Cow::Borrowed(b"X0A"))
+        } else if (c < 0x20 && c != b'\t') || c == 0x7F {
+            // Control characters as `\Xhh\`: CR and LF would end the segment, and 0x0B and
+            // 0x1C are MLLP's frame markers, so a raw one could never be sent. Tab stays.
+            Some(Cow::Owned(hex_escape(c)))
         } else {
             None
         };
@@ -205,6 +206,12 @@ pub(crate) fn encode_into(
         i += 1;
     }
     push_text(&text[plain_start..], charset, out)
+}
+
+/// `X0D` for CR: the body of a `\Xhh\` escape for one byte.
+fn hex_escape(c: u8) -> Vec<u8> {
+    const HEX: &[u8; 16] = b"0123456789ABCDEF";
+    vec![b'X', HEX[usize::from(c >> 4)], HEX[usize::from(c & 0x0F)]]
 }
 
 fn escaped_delimiter(c: u8, delims: &Delimiters) -> Cow<'static, [u8]> {
@@ -266,6 +273,16 @@ mod tests {
     fn encode_escapes_delimiters_and_line_breaks() {
         assert_eq!(enc("a|b^c~d&e\\f"), r"a\F\b\S\c\R\d\T\e\E\f");
         assert_eq!(enc("x\r\ny"), r"x\X0D\\X0A\y");
+    }
+
+    #[test]
+    fn encode_escapes_control_characters_but_not_tab() {
+        // 0x1C and 0x0B are MLLP's frame markers: raw, the message could not be sent.
+        assert_eq!(enc("a\x1cb\x0bc"), r"a\X1C\b\X0B\c");
+        assert_eq!(enc("nul\0del\x7f"), r"nul\X00\del\X7F\");
+        assert_eq!(enc("col1\tcol2"), "col1\tcol2");
+        // And they decode back to the same bytes.
+        assert_eq!(dec(&enc("a\x1cb\0c")), "a\x1cb\0c");
     }
 
     #[test]

@@ -747,6 +747,12 @@ impl Index {
         if u32::try_from(buf.len()).is_err() {
             return Err(ParseError::TooLarge { len: buf.len() });
         }
+        if let Some(offset) = memchr::memchr2(0x0B, 0x1C, buf) {
+            return Err(ParseError::FramingByte {
+                offset,
+                byte: buf[offset],
+            });
+        }
         let body = if buf.starts_with(BOM) { BOM.len() } else { 0 };
         let first = buf[body..]
             .iter()

@@ -176,10 +176,14 @@ fn unparseable_input_still_gets_an_answer() {
 
 #[test]
 fn echoed_values_cannot_break_the_frame() {
+    // MLLP's own markers never parse (see `reject_unparseable` for their NAK); other
+    // control characters do, and are not echoed either.
     let raw = b"MSH|^~\\&|SCHED|CLINIC|EHR|HOSP|20260101||SIU^S12|ID\x0bX|P|2.5\rSCH|1\r";
+    assert!(Message::parse(raw).is_err());
+    let raw = b"MSH|^~\\&|SCHED|CLINIC|EHR|HOSP|20260101||SIU^S12|ID\x07\x00X|P|2.5\rSCH|1\r";
     let msg = Message::parse(raw).expect("parses");
     let reply = ack::acknowledge(&msg, Status::Accepted, None, "A", TS).expect("answered");
-    assert!(!reply.contains(&0x0b) && !reply.contains(&0x1c));
+    assert!(!reply.contains(&0x07) && !reply.contains(&0x00));
     assert_eq!(get(&parse_ack(&reply), "MSA-2"), None);
 }
 

@@ -455,3 +455,33 @@ fn header_segments_cannot_be_created_or_stripped_by_edits() {
     assert!(msg.remove("MSH-2").is_err());
     assert_eq!(msg.as_bytes(), ADT.as_bytes());
 }
+
+#[test]
+fn mllp_frame_markers_inside_a_message_are_refused_and_set_escapes_them() {
+    // A raw 0x1C (or 0x0B) in a field: refused with its offset, never read as text that
+    // could not be sent on over MLLP.
+    let raw = b"MSH|^~\\&|A|B|C|D|2025||ADT^A01|1|P|2.5\rOBX|1|ED|PDF||abc\x1cdef\r";
+    let err = Message::parse(raw).expect_err("0x1C refused");
+    assert_eq!(
+        err,
+        ParseError::FramingByte {
+            offset: 56,
+            byte: 0x1C
+        }
+    );
+    assert!(err.to_string().contains("0x1C"), "{err}");
+    assert!(matches!(
+        Message::parse(b"\x0bMSH|^~\\&|A|B\r"),
+        Err(ParseError::FramingByte {
+            offset: 0,
+            byte: 0x0B
+        })
+    ));
+
+    // Written through `set`, such a byte is escaped, and the message still parses.
+    let mut msg = Message::parse(b"MSH|^~\\&|A|B\rPID|1\r").expect("parses");
+    msg.set("PID-5-2", "JOHN\x1cSMITH").expect("set");
+    assert!(!msg.as_bytes().contains(&0x1C));
+    assert_eq!(get(&msg, "PID-5-2").as_deref(), Some("JOHN\x1cSMITH"));
+    Message::parse(msg.as_bytes()).expect("re-parses");
+}

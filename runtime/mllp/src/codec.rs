@@ -124,6 +124,9 @@ pub struct MllpCodec {
     state: State,
     /// Junk bytes skipped since the last log line about them.
     junk_pending: u64,
+    /// Whether any of those bytes was more than whitespace: a sender writing HL7 without
+    /// MLLP framing, say, rather than a stray line break between frames.
+    junk_pending_text: bool,
     /// Junk bytes skipped over the codec's lifetime.
     junk_total: u64,
 }
@@ -141,6 +144,7 @@ impl MllpCodec {
             max_frame,
             state: State::Seeking,
             junk_pending: 0,
+            junk_pending_text: false,
             junk_total: 0,
         }
     }
@@ -160,20 +164,30 @@ impl MllpCodec {
         self.junk_total
     }
 
-    fn skip_junk(&mut self, n: usize) {
-        let n = n as u64;
+    fn skip_junk(&mut self, junk: &[u8]) {
+        if !self.junk_pending_text {
+            self.junk_pending_text = junk.iter().any(|c| !c.is_ascii_whitespace());
+        }
+        let n = junk.len() as u64;
         self.junk_pending += n;
         self.junk_total += n;
     }
 
     fn log_junk(&mut self) {
-        if self.junk_pending > 0 {
-            // Count only: junk may be a fragment of a message.
-            tracing::debug!(
-                skipped = self.junk_pending,
-                "skipped bytes outside MLLP frames"
+        let skipped = std::mem::take(&mut self.junk_pending);
+        if skipped == 0 {
+            return;
+        }
+        // Counts only: junk may be a fragment of a message. Text is logged loudly, because
+        // nothing answers it and the operator must learn that a sender is not framing;
+        // stray line breaks between frames are common and harmless.
+        if std::mem::take(&mut self.junk_pending_text) {
+            tracing::warn!(
+                skipped,
+                "skipped bytes outside MLLP frames (is the sender framing with 0x0B ... 0x1C 0x0D?)"
             );
-            self.junk_pending = 0;
+        } else {
+            tracing::debug!(skipped, "skipped whitespace outside MLLP frames");
         }
     }
 }
@@ -194,13 +208,13 @@ impl Decoder for MllpCodec {
             match &mut self.state {
                 State::Seeking => match memchr::memchr(START_BLOCK, buf) {
                     Some(at) => {
-                        self.skip_junk(at);
+                        self.skip_junk(&buf[..at]);
                         self.log_junk();
                         buf.advance(at + 1);
                         self.state = State::InFrame { scanned: 0 };
                     }
                     None => {
-                        self.skip_junk(buf.len());
+                        self.skip_junk(&buf[..]);
                         buf.clear();
                         return Ok(None);
                     }
@@ -216,6 +230,20 @@ impl Decoder for MllpCodec {
                 },
                 State::InFrame { scanned } => {
                     match memchr::memchr(END_BLOCK, &buf[*scanned..]) {
+                        Some(offset)
+                            if buf.get(*scanned + offset + 1).is_some_and(|&next| {
+                                !matches!(next, CARRIAGE_RETURN | b'\n' | START_BLOCK)
+                            }) =>
+                        {
+                            // An end block followed by anything but a trailer or the next
+                            // frame is a stray 0x1C inside the payload (a sender that does not
+                            // escape it): keep reading to the real end, so the message is
+                            // refused whole (the HL7 parser names the byte) rather than cut
+                            // short and the rest skipped as junk. An end block that is the
+                            // last byte read so far still ends the frame at once: senders that
+                            // omit the CR must get their ACK.
+                            *scanned += offset + 1;
+                        }
                         Some(offset) => {
                             let len = *scanned + offset;
                             self.state = State::AfterEnd;
@@ -373,6 +401,29 @@ mod tests {
         let (frames, end) = decode_chunks(&mut MllpCodec::default(), &[&frame(b"MSH|a")]);
         assert_eq!(frames, vec![msg(b"MSH|a")]);
         assert!(end.is_ok());
+    }
+
+    #[test]
+    fn a_stray_end_block_inside_the_payload_does_not_cut_the_frame() {
+        // Read whole, the frame runs to its real end; the HL7 parser then refuses the
+        // 0x1C by offset, and nothing is skipped as junk.
+        let payload = b"MSH|^~\\&|A\rOBX|1|ED|PDF||abc\x1cdef\rNTE|1||tail\r";
+        let mut wire = frame(payload);
+        wire.extend(frame(b"MSH|next"));
+        let mut codec = MllpCodec::default();
+        let (frames, end) = decode_chunks(&mut codec, &[&wire]);
+        assert_eq!(frames, vec![msg(payload), msg(b"MSH|next")]);
+        assert!(end.is_ok());
+        assert_eq!(codec.skipped_bytes(), 0);
+        // A lone end block at the end of what was read still ends the frame (a sender
+        // that omits the CR), and one followed by LF or the next start block does too.
+        for tail in [&[END_BLOCK][..], &[END_BLOCK, b'\n'], &[END_BLOCK, START_BLOCK]] {
+            let mut wire = vec![START_BLOCK];
+            wire.extend_from_slice(b"MSH|x");
+            wire.extend_from_slice(tail);
+            let (frames, _) = decode_chunks(&mut MllpCodec::default(), &[&wire]);
+            assert_eq!(frames.first(), Some(&msg(b"MSH|x")), "{tail:?}");
+        }
     }
 
     #[test]
