@@ -670,6 +670,29 @@ impl<'a> Message<'a> {
     }
 }
 
+/// In a CR-terminated message, where the next segment ends: at the next CR, or at a bare
+/// LF when what follows it is a segment name and the field separator.
+fn next_cr_terminator(rest: &[u8], field: u8) -> Option<usize> {
+    let mut from = 0;
+    while let Some(p) = memchr::memchr2(b'\r', b'\n', &rest[from..]).map(|p| p + from) {
+        if rest[p] == b'\r' || starts_segment(&rest[p + 1..], field) {
+            return Some(p);
+        }
+        from = p + 1;
+    }
+    None
+}
+
+/// Three capitals or digits and the field separator: nothing else in a message looks
+/// like that, since a field separator in text must be escaped.
+fn starts_segment(s: &[u8], field: u8) -> bool {
+    s.len() >= 4
+        && s[..3]
+            .iter()
+            .all(|c| c.is_ascii_uppercase() || c.is_ascii_digit())
+        && s[3] == field
+}
+
 /// The MSH-18 code as it may appear in an error: only if it looks like a charset code.
 fn charset_label(code: String) -> String {
     let looks_like_code = code.len() <= 32
@@ -788,8 +811,10 @@ impl Index {
             seps: Vec::with_capacity((buf.len() / 8).clamp(16, 4096)),
         };
         // CR always ends a segment. A bare LF does too when the header line ends with one
-        // (LF-terminated files); otherwise an LF is text, as in a note with a line break
-        // inside a CR-terminated message, and LFs right after a CR belong to its terminator.
+        // (LF-terminated files). Otherwise an LF is text, as in a note with a line break
+        // inside a CR-terminated message, unless what follows it can only be a segment
+        // (a name, then the field separator: senders that mix terminators); LFs right
+        // after a CR belong to its terminator.
         let lf_mode = memchr::memchr2(b'\r', b'\n', header).is_some_and(|p| header[p] == b'\n');
         let mut pos = first;
         while pos < buf.len() {
@@ -797,7 +822,7 @@ impl Index {
             let found = if lf_mode {
                 memchr::memchr2(b'\r', b'\n', rest)
             } else {
-                memchr::memchr(b'\r', rest)
+                next_cr_terminator(rest, index.delims.field)
             };
             let line_end = found.map_or(buf.len(), |p| p + pos);
             let term_end = match buf.get(line_end) {

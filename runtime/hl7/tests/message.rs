@@ -485,3 +485,18 @@ fn mllp_frame_markers_inside_a_message_are_refused_and_set_escapes_them() {
     assert_eq!(get(&msg, "PID-5-2").as_deref(), Some("JOHN\x1cSMITH"));
     Message::parse(msg.as_bytes()).expect("re-parses");
 }
+
+#[test]
+fn a_bare_lf_before_a_segment_ends_a_segment_even_when_msh_ends_in_crlf() {
+    // Senders that mix terminators: CRLF after MSH, bare LF after the rest.
+    let raw = b"MSH|^~\\&|S|F|R|F|2025||SIU^S12|MIX1|P|2.5\r\nPID|1||1||doe^john|||unknownsex\nSCH|1|2\nNTE|1||first line\nsecond line\r";
+    let msg = Message::parse(raw).expect("parses");
+    assert_eq!(msg.count("PID").expect("path"), 1);
+    assert_eq!(get(&msg, "PID-8").as_deref(), Some("unknownsex"));
+    assert_eq!(get(&msg, "SCH-2").as_deref(), Some("2"));
+    // An LF followed by text is still a line break inside the note.
+    assert_eq!(
+        get(&msg, "NTE-3").as_deref(),
+        Some("first line\nsecond line")
+    );
+}
