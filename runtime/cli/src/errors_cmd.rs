@@ -7,8 +7,10 @@ use std::process::ExitCode;
 use std::time::{Duration, SystemTime};
 
 use anyhow::Context;
-use plexus_journal::{AuditEntry, ErrorEntry, ErrorFilter, ErrorKind, Journal, MessageId};
-use plexus_pipeline::{Engine, ReplayOutcome};
+use plexus_journal::{
+    AuditEntry, ErrorEntry, ErrorFilter, ErrorKind, Journal, MessageId, OutcomeKind,
+};
+use plexus_pipeline::{Engine, ReplayOutcome, masked_reason, masked_stage_detail};
 use serde_json::json;
 
 use crate::site::{BuiltinAssets, SiteArgs, open_journal};
@@ -41,7 +43,8 @@ pub struct ShowArgs {
     /// The message id (first column of `plexus errors list`).
     #[arg(value_name = "ID")]
     id: i64,
-    /// Also print the message bytes and the edits' values (patient data).
+    /// Also print the message bytes, the edits' values and the plug-in's own words about
+    /// a failure (patient data).
     #[arg(long)]
     unmasked: bool,
     /// JSON instead of text.
@@ -97,7 +100,7 @@ pub fn list(args: &ListArgs) -> anyhow::Result<ExitCode> {
     let stats = journal.error_stats(args.interface.as_deref())?;
     if args.json {
         for e in &entries {
-            println!("{}", entry_json(e));
+            println!("{}", entry_json(e, false));
         }
         return Ok(ExitCode::SUCCESS);
     }
@@ -123,7 +126,7 @@ pub fn list(args: &ListArgs) -> anyhow::Result<ExitCode> {
                 e.stage,
                 age(now, e.first_seen),
                 e.occurrences,
-                one_line(&e.reason, 100),
+                one_line(masked_reason(e.kind, &e.reason), 100),
             );
         }
     }
@@ -170,7 +173,7 @@ pub fn show(args: &ShowArgs) -> anyhow::Result<ExitCode> {
                 "plugin": s.record.plugin,
                 "sha256": s.record.plugin_sha256,
                 "outcome": s.record.outcome.as_str(),
-                "detail": s.record.detail,
+                "detail": s.record.detail.as_deref().map(|d| stage_detail(s.record.outcome, d, args.unmasked)),
                 "edits": s.record.edits.iter().map(|e| if args.unmasked {
                     json!({"path": e.path, "old": e.old, "new": e.new})
                 } else {
@@ -183,7 +186,7 @@ pub fn show(args: &ShowArgs) -> anyhow::Result<ExitCode> {
                 "attempts": d.attempts,
                 "last_error": d.last_error,
             })).collect::<Vec<_>>(),
-            "errors": record.errors.iter().map(entry_json).collect::<Vec<_>>(),
+            "errors": record.errors.iter().map(|e| entry_json(e, args.unmasked)).collect::<Vec<_>>(),
         });
         println!("{}", serde_json::to_string_pretty(&value)?);
         return Ok(ExitCode::SUCCESS);
@@ -227,7 +230,7 @@ pub fn show(args: &ShowArgs) -> anyhow::Result<ExitCode> {
         if let Some(path) = &e.path {
             println!("  path         {path}");
         }
-        println!("  reason       {}", e.reason);
+        println!("  reason       {}", reason(e, args.unmasked));
         println!(
             "  first seen   {} ago; seen {} time(s); replayed {} time(s)",
             age(now, e.first_seen),
@@ -247,7 +250,7 @@ pub fn show(args: &ShowArgs) -> anyhow::Result<ExitCode> {
                 r.outcome,
                 r.detail
                     .as_deref()
-                    .map(|d| format!(" ({d})"))
+                    .map(|d| format!(" ({})", stage_detail(r.outcome, d, args.unmasked)))
                     .unwrap_or_default()
             );
             for e in &r.edits {
@@ -287,7 +290,7 @@ pub fn show(args: &ShowArgs) -> anyhow::Result<ExitCode> {
             }
         }
     } else {
-        println!("\n(message content hidden; --unmasked shows it)");
+        println!("\n(message content and plug-in failure details hidden; --unmasked shows them)");
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -357,7 +360,26 @@ pub fn actor() -> String {
     format!("cli:{user}")
 }
 
-fn entry_json(e: &ErrorEntry) -> serde_json::Value {
+/// The error's reason; without `unmasked`, as views without message content show it.
+fn reason(e: &ErrorEntry, unmasked: bool) -> &str {
+    if unmasked {
+        &e.reason
+    } else {
+        masked_reason(e.kind, &e.reason)
+    }
+}
+
+/// A stage's detail; without `unmasked`, a failed stage's kind and path only (the
+/// plug-in's own words may quote field values).
+fn stage_detail(outcome: OutcomeKind, detail: &str, unmasked: bool) -> &str {
+    if unmasked {
+        detail
+    } else {
+        masked_stage_detail(outcome, detail)
+    }
+}
+
+fn entry_json(e: &ErrorEntry, unmasked: bool) -> serde_json::Value {
     json!({
         "id": e.message.0,
         "interface": e.interface,
@@ -366,7 +388,7 @@ fn entry_json(e: &ErrorEntry) -> serde_json::Value {
         "kind": e.kind.as_str(),
         "stage": e.stage,
         "path": e.path,
-        "reason": e.reason,
+        "reason": reason(e, unmasked),
         "first_seen_ms": ms(e.first_seen),
         "last_seen_ms": ms(e.last_seen),
         "occurrences": e.occurrences,

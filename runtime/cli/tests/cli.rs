@@ -366,6 +366,72 @@ PID|1||MRN1^^^CLINIC^MR||testpatient^alpha||19800101|female\r";
     assert!(String::from_utf8_lossy(&verify.stdout).contains("2 entries"));
 }
 
+/// A plug-in's failure detail quotes the value it could not map: `errors list` and
+/// `errors show` leave it out, `errors show --unmasked` shows it.
+#[test]
+fn a_plug_ins_failure_detail_is_shown_only_unmasked() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = demo_site(dir.path());
+    let (mut child, addr, _) = start_engine(&config);
+    let mut conn = TcpStream::connect(&addr).expect("connect");
+    conn.set_read_timeout(Some(Duration::from_secs(20)))
+        .expect("timeout");
+    let siu = b"MSH|^~\\&|SCHED|CLINIC|EHR|CLINIC|20260105083000||SIU^S12|SIU-9|P|2.5.1\r\
+SCH|1^S|2^E||||NEW|||20|MIN|^^^202601050900||||||||||||||Teleported\r\
+PID|1||MRN1^^^CLINIC^MR||testpatient^alpha||19800101|female\r";
+    conn.write_all(&frame(siu)).expect("send");
+    let ack = plexus_hl7::Message::parse_owned(read_frame(&mut conn)).expect("ACK parses");
+    assert_eq!(ack.get("MSA-1").expect("path").as_deref(), Some("AE"));
+    Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .expect("kill");
+    assert!(child.wait().expect("exits").success());
+
+    let errors = |args: &[&str]| {
+        let out = plexus()
+            .arg("errors")
+            .args(args)
+            .arg("--config")
+            .arg(&config)
+            .output()
+            .expect("runs");
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        assert!(
+            out.status.success(),
+            "{text}{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        text
+    };
+    let list = errors(&["list", "--json"]);
+    let entry: serde_json::Value = serde_json::from_str(list.trim()).expect("one entry");
+    let reason = entry["reason"].as_str().expect("reason");
+    assert!(
+        reason.starts_with("plug-in visit-status-map (")
+            && reason.ends_with(") failed the message: missing-mapping at SCH-25-1"),
+        "names the plug-in, its version, the kind and the path: {reason}"
+    );
+    let id = entry["id"].to_string();
+    for args in [&["list"][..], &["show", &id], &["show", &id, "--json"]] {
+        let text = errors(args);
+        assert!(
+            text.contains("missing-mapping at SCH-25-1"),
+            "{args:?}: {text}"
+        );
+        assert!(
+            !text.contains("Tel") && !text.contains("value `"),
+            "no field value in `errors {}`: {text}",
+            args.join(" ")
+        );
+    }
+    let unmasked = errors(&["show", &id, "--unmasked"]);
+    assert!(
+        unmasked.contains("missing-mapping at SCH-25-1: SCH-25-1 value `Teleported` has no entry"),
+        "{unmasked}"
+    );
+}
+
 #[test]
 fn plugin_inspect_is_the_reviewers_sheet() {
     let out = plexus()

@@ -183,7 +183,8 @@ pub struct StageRecord {
     pub plugin_sha256: String,
     /// What it returned.
     pub outcome: OutcomeKind,
-    /// A short detail: the filter reason, or the failure's kind and path.
+    /// A short detail: the filter reason, or the failure's kind and path followed by the
+    /// plug-in's own words (which may quote field values: views mask them by default).
     pub detail: Option<String>,
     /// The message after the stage, if the stage produced one.
     pub output: Option<Vec<u8>>,

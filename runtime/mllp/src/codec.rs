@@ -417,7 +417,11 @@ mod tests {
         assert_eq!(codec.skipped_bytes(), 0);
         // A lone end block at the end of what was read still ends the frame (a sender
         // that omits the CR), and one followed by LF or the next start block does too.
-        for tail in [&[END_BLOCK][..], &[END_BLOCK, b'\n'], &[END_BLOCK, START_BLOCK]] {
+        for tail in [
+            &[END_BLOCK][..],
+            &[END_BLOCK, b'\n'],
+            &[END_BLOCK, START_BLOCK],
+        ] {
             let mut wire = vec![START_BLOCK];
             wire.extend_from_slice(b"MSH|x");
             wire.extend_from_slice(tail);

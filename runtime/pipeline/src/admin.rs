@@ -20,6 +20,7 @@ use plexus_config::Role;
 use plexus_journal::{AuditEntry, ErrorFilter, MessageId};
 use serde_json::{Value, json};
 
+use crate::chain::{masked_reason, masked_stage_detail};
 use crate::engine::{Engine, ReplayOutcome, Shared};
 use crate::sha256_hex;
 
@@ -239,7 +240,8 @@ async fn errors(
                 "kind": e.kind.as_str(),
                 "stage": e.stage,
                 "path": e.path,
-                "reason": e.reason,
+                // No unmasked form: a viewer reads this list.
+                "reason": masked_reason(e.kind, &e.reason),
                 "occurrences": e.occurrences,
                 "resolved": e.resolution.is_some(),
             })).collect::<Vec<_>>()
@@ -297,6 +299,12 @@ async fn message(
             "plugin": s.record.plugin,
             "sha256": s.record.plugin_sha256,
             "outcome": s.record.outcome.as_str(),
+            // A failed stage's detail ends with the plug-in's own words: content.
+            "detail": s.record.detail.as_deref().map(|d| if unmasked {
+                d
+            } else {
+                masked_stage_detail(s.record.outcome, d)
+            }),
             "edits": s.record.edits.iter().map(|e| if unmasked {
                 json!({"path": e.path, "old": e.old, "new": e.new})
             } else {
@@ -308,7 +316,8 @@ async fn message(
             "last_error": d.last_error,
         })).collect::<Vec<_>>(),
         "errors": record.errors.iter().map(|e| json!({
-            "kind": e.kind.as_str(), "stage": e.stage, "path": e.path, "reason": e.reason,
+            "kind": e.kind.as_str(), "stage": e.stage, "path": e.path,
+            "reason": if unmasked { &e.reason } else { masked_reason(e.kind, &e.reason) },
             "resolved": e.resolution.as_ref().map(|r| r.note.clone()),
         })).collect::<Vec<_>>(),
     }))

@@ -31,13 +31,14 @@ pub struct Failure {
     pub kind: ErrorKind,
     /// Where: `parse`, `plugin:<name>`, ...
     pub stage: String,
-    /// The reason an operator reads (names, paths and limits; plug-in details are the
-    /// plug-in's own words).
+    /// The reason an operator reads: names, paths, kinds and limits, never the plug-in's
+    /// own words (they may quote field values; the failing stage's journaled detail
+    /// keeps them, for unmasked views).
     pub reason: String,
     /// The HL7 path involved, if any.
     pub path: Option<String>,
     /// The plug-in's own error kind, when a plug-in failed the message (not when it
-    /// trapped). What the ACK's error code follows: `reason` holds plug-in text.
+    /// trapped). What the ACK's error code follows.
     pub plugin_kind: Option<FailKind>,
 }
 
@@ -51,6 +52,42 @@ impl Failure {
             path: error.location().map(|p| p.to_string()),
             plugin_kind: None,
         }
+    }
+}
+
+/// Where a `fail` stage's journaled detail (`KIND[ at PATH]`) ends and the plug-in's own
+/// words begin. Neither a failure kind nor a canonical path contains it.
+const PLUGIN_WORDS: &str = ": ";
+
+/// What a `plugin-fail` reason says before the failure's kind and path.
+const FAILED: &str = "failed the message: ";
+
+/// A journaled stage detail as views without message content show it: a `fail` stage's
+/// kind and path, without the plug-in's own words (which may quote field values).
+pub fn masked_stage_detail(outcome: OutcomeKind, detail: &str) -> &str {
+    if outcome != OutcomeKind::Fail {
+        return detail;
+    }
+    detail
+        .split_once(PLUGIN_WORDS)
+        .map_or(detail, |(summary, _)| summary)
+}
+
+/// An error-queue reason as views without message content show it. Reasons journaled now
+/// hold no plug-in text and come back unchanged; a `plugin-fail` reason journaled by an
+/// earlier version ends with the plug-in's own words (`...: KIND[ at PATH]: WORDS`), which
+/// this cuts off.
+pub fn masked_reason(kind: ErrorKind, reason: &str) -> &str {
+    if kind != ErrorKind::PluginFail {
+        return reason;
+    }
+    let Some(start) = reason.find(FAILED).map(|i| i + FAILED.len()) else {
+        // Not a shape this engine writes: show none of it.
+        return "a plug-in failed the message (the reason is shown unmasked)";
+    };
+    match reason[start..].find(PLUGIN_WORDS) {
+        Some(end) => &reason[..start + end],
+        None => reason,
     }
 }
 
@@ -201,8 +238,16 @@ fn run_stages(
                     .as_deref()
                     .map(|p| format!(" at {p}"))
                     .unwrap_or_default();
+                let summary = format!("{}{at}", failure.kind);
                 record.outcome = OutcomeKind::Fail;
-                record.detail = Some(format!("{}{at}", failure.kind));
+                // The plug-in's words may quote field values (on purpose: the unmapped
+                // code is what the operator fixes), so they go only where message content
+                // goes: the stage's journaled detail, shown by unmasked views.
+                record.detail = Some(if failure.detail.is_empty() {
+                    summary.clone()
+                } else {
+                    format!("{summary}{PLUGIN_WORDS}{}", failure.detail)
+                });
                 stages.push(record);
                 return Some(ChainRun {
                     stages,
@@ -211,11 +256,9 @@ fn run_stages(
                         kind: ErrorKind::PluginFail,
                         stage: format!("plugin:{}", plugin.name()),
                         reason: format!(
-                            "plug-in {} ({}) failed the message: {}{at}: {}",
+                            "plug-in {} ({}) {FAILED}{summary}",
                             plugin.name(),
                             plexus_sandbox::inspect::short(plugin.sha256()),
-                            failure.kind,
-                            failure.detail
                         ),
                         path: failure.path,
                         plugin_kind: Some(failure.kind),
@@ -229,4 +272,34 @@ fn run_stages(
         took,
         verdict: Verdict::Forwarded,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn masked_views_drop_the_plug_ins_words() {
+        let detail = "missing-mapping at SCH-25-1: SCH-25-1 value `Teleported` has no entry";
+        assert_eq!(
+            masked_stage_detail(OutcomeKind::Fail, detail),
+            "missing-mapping at SCH-25-1"
+        );
+        assert_eq!(
+            masked_stage_detail(OutcomeKind::Fail, "rejected"),
+            "rejected"
+        );
+        assert_eq!(masked_stage_detail(OutcomeKind::Trap, "timeout"), "timeout");
+
+        // As an earlier version journaled it, and as this one does.
+        let old = "plug-in visit-status-map (3f2a9c1b0d4e) failed the message: \
+                   missing-mapping at SCH-25-1: SCH-25-1 value `Teleported` has no entry";
+        let now = "plug-in visit-status-map (3f2a9c1b0d4e) failed the message: \
+                   missing-mapping at SCH-25-1";
+        assert_eq!(masked_reason(ErrorKind::PluginFail, old), now);
+        assert_eq!(masked_reason(ErrorKind::PluginFail, now), now);
+        assert!(!masked_reason(ErrorKind::PluginFail, "value `Teleported`").contains("Teleported"));
+        let parse = "message could not be parsed: segment 2: bad: name";
+        assert_eq!(masked_reason(ErrorKind::Parse, parse), parse);
+    }
 }

@@ -241,8 +241,8 @@ async fn readyz(shared: Arc<Shared>) -> Response {
 }
 
 /// POST of one message: the reply body is the HL7 ACK; the status says the same thing in
-/// HTTP terms (200 accepted, 422 held in the error queue, 400 unparseable, 503 not
-/// stored: send again).
+/// HTTP terms (200 accepted, 422 held in the error queue, 400 unparseable or refused at
+/// intake, 503 not stored: send again).
 async fn ingest_route(shared: Arc<Shared>, iface: Arc<Iface>, body: Bytes) -> Response {
     let started = std::time::Instant::now();
     let accepted = ingest::accept(&shared, &iface, SourceKind::Http, None, body.clone()).await;
@@ -251,7 +251,7 @@ async fn ingest_route(shared: Arc<Shared>, iface: Arc<Iface>, body: Bytes) -> Re
             Verdict::Forwarded | Verdict::Filtered { .. } => StatusCode::OK,
             Verdict::Failed(_) => StatusCode::UNPROCESSABLE_ENTITY,
         },
-        Ok(Accepted::Unparseable { .. }) => StatusCode::BAD_REQUEST,
+        Ok(Accepted::Unparseable { .. } | Accepted::Refused { .. }) => StatusCode::BAD_REQUEST,
         Err(NotAccepted::Journal(_) | NotAccepted::Internal(_)) => StatusCode::SERVICE_UNAVAILABLE,
     };
     // The HTTP status is the answer; an ACK body is sent even when MSH-15 asked for none.

@@ -29,6 +29,52 @@ pub(crate) enum Accepted {
         id: MessageId,
         error: plexus_hl7::ParseError,
     },
+    /// Journaled and put in the error queue without running the chain: it parses but
+    /// cannot be handled (no usable MSH-10). Answered AR/CR.
+    Refused { id: MessageId, failure: Failure },
+}
+
+/// Why a message that parses is refused at intake, if it is.
+///
+/// MSH-10 is required: without a usable one the sender cannot match the answer to the
+/// message (it is echoed in MSA-2 only when it holds no control characters and at most
+/// 512 bytes), and an MLLP destination could never be sent it. Refusing at once, AR and
+/// into the error queue, beats an AA now and a delivery that can only fail later.
+fn intake_refusal(msg: &Message<'_>) -> Option<Failure> {
+    let problem = match msg.control_id() {
+        None => "is empty",
+        Some(id) if id.trim().is_empty() => "is blank",
+        Some(id) if id.len() > 512 => "is longer than 512 bytes",
+        Some(id) if id.chars().any(char::is_control) => "holds control characters",
+        Some(_) => return None,
+    };
+    Some(Failure {
+        kind: ErrorKind::Parse,
+        stage: "intake".to_owned(),
+        reason: format!(
+            "MSH-10 (message control id) {problem}: the sender could not match an answer to \
+             the message, and it could not be sent on; fix the sender, then replay"
+        ),
+        path: Some("MSH-10".to_owned()),
+        plugin_kind: None,
+    })
+}
+
+/// A message that is itself an acknowledgement (MSH-9 `ACK`): journaled, never answered
+/// (that would start an endless exchange) and never forwarded (no receiver acknowledges
+/// an ACK, so it would stall an MLLP destination's queue).
+fn is_acknowledgement(msg: &Message<'_>) -> bool {
+    msg.get("MSH-9-1")
+        .ok()
+        .flatten()
+        .is_some_and(|code| code.trim().eq_ignore_ascii_case("ACK"))
+}
+
+/// What the processing closure hands back besides the journal writes.
+enum Outcome {
+    Ran(Verdict),
+    Unparseable(plexus_hl7::ParseError),
+    Refused(Failure),
 }
 
 /// Why a message could not be accepted. The source must not acknowledge it as accepted.
@@ -95,6 +141,7 @@ pub(crate) async fn accept(
         Placement::Inline
     };
     let (reply, answer) = tokio::sync::oneshot::channel();
+    let raw_for_log = raw.clone();
     let work = move || {
         let shared = task_shared;
         let iface = task_iface;
@@ -108,13 +155,41 @@ pub(crate) async fn accept(
             raw: raw.to_vec(),
         };
         let mut shadow_job = None;
-        let (processing, outcome) = match Message::parse_owned(raw.to_vec()) {
-            Err(error) => {
+        let parsed = Message::parse_owned(raw.to_vec());
+        let refusal = parsed.as_ref().ok().and_then(|msg| intake_refusal(msg));
+        let (processing, outcome) = match (parsed, refusal) {
+            (Err(error), _) => {
                 drop(permit);
                 let verdict = Verdict::Failed(Failure::parse(&error));
-                (processing_for(&iface, Vec::new(), &verdict), Err(error))
+                (
+                    processing_for(&iface, Vec::new(), &verdict),
+                    Outcome::Unparseable(error),
+                )
             }
-            Ok(msg) => {
+            (Ok(msg), _) if is_acknowledgement(&msg) => {
+                drop(permit);
+                inbound.control_id = msg.control_id().map(|c| c.into_owned());
+                inbound.message_type = message_type(&msg);
+                let verdict = Verdict::Filtered {
+                    plugin: "intake".to_owned(),
+                    reason: "an acknowledgement received on a source is journaled, not forwarded"
+                        .to_owned(),
+                };
+                (
+                    processing_for(&iface, Vec::new(), &verdict),
+                    Outcome::Ran(verdict),
+                )
+            }
+            (Ok(msg), Some(failure)) => {
+                drop(permit);
+                inbound.message_type = message_type(&msg);
+                let verdict = Verdict::Failed(failure.clone());
+                (
+                    processing_for(&iface, Vec::new(), &verdict),
+                    Outcome::Refused(failure),
+                )
+            }
+            (Ok(msg), None) => {
                 inbound.control_id = msg.control_id().map(|c| c.into_owned());
                 inbound.message_type = message_type(&msg);
                 let ctx = Context {
@@ -157,7 +232,7 @@ pub(crate) async fn accept(
                     }
                 }
                 let processing = processing_for(&iface, run.stages, &run.verdict);
-                (processing, Ok(run.verdict))
+                (processing, Outcome::Ran(run.verdict))
             }
         };
         shared.journal.ingest_detached(
@@ -177,14 +252,18 @@ pub(crate) async fn accept(
                     }
                 }
                 let accepted = appended.map(|appended| match outcome {
-                    Ok(verdict) => Accepted::Processed {
+                    Outcome::Ran(verdict) => Accepted::Processed {
                         id: appended.id,
                         duplicate_of: appended.duplicate_of,
                         verdict,
                     },
-                    Err(error) => Accepted::Unparseable {
+                    Outcome::Unparseable(error) => Accepted::Unparseable {
                         id: appended.id,
                         error,
+                    },
+                    Outcome::Refused(failure) => Accepted::Refused {
+                        id: appended.id,
+                        failure,
                     },
                 });
                 // The source may have gone away (connection closed); nothing to do then.
@@ -222,10 +301,12 @@ pub(crate) async fn accept(
             verdict: Verdict::Failed(f),
             ..
         }) => iface.metrics.errored(f.kind),
-        Ok(Accepted::Unparseable { .. }) => iface.metrics.errored(ErrorKind::Parse),
+        Ok(Accepted::Unparseable { .. } | Accepted::Refused { .. }) => {
+            iface.metrics.errored(ErrorKind::Parse)
+        }
         _ => {}
     }
-    log_accepted(iface, &accepted);
+    log_accepted(iface, &accepted, &raw_for_log);
     accepted
 }
 
@@ -265,7 +346,7 @@ fn report(failure: &Failure) -> ErrorReport {
     }
 }
 
-fn log_accepted(iface: &Iface, accepted: &Result<Accepted, NotAccepted>) {
+fn log_accepted(iface: &Iface, accepted: &Result<Accepted, NotAccepted>, raw: &[u8]) {
     match accepted {
         Ok(Accepted::Processed {
             id,
@@ -292,7 +373,25 @@ fn log_accepted(iface: &Iface, accepted: &Result<Accepted, NotAccepted>) {
             %id,
             "message held in the error queue: not parseable: {error}"
         ),
-        Err(err) => tracing::error!(interface = %iface.name, "message NOT accepted: {err}"),
+        Ok(Accepted::Refused { id, failure }) => tracing::warn!(
+            interface = %iface.name,
+            %id,
+            "message held in the error queue: refused: {}",
+            failure.reason
+        ),
+        Err(err) => {
+            // MSH-10 (not patient data) tells the operator which message the sender must
+            // send again.
+            let control_id = Message::parse(raw).ok().and_then(|m| {
+                m.control_id()
+                    .map(|c| c.chars().take(64).collect::<String>())
+            });
+            tracing::error!(
+                interface = %iface.name,
+                control_id = control_id.as_deref().unwrap_or("(none)"),
+                "message NOT accepted: {err}"
+            );
+        }
     }
 }
 
@@ -342,6 +441,19 @@ pub(crate) fn ack_status(accepted: &Result<Accepted, NotAccepted>) -> (Status, O
             err.location = error.location();
             (Status::Rejected, Some(err))
         }
+        Ok(Accepted::Refused { id, failure }) => {
+            let mut err = AckError::new(
+                ErrorCode::RequiredFieldMissing,
+                format!(
+                    "held in the error queue as message {id}: {}",
+                    failure.reason
+                ),
+            );
+            if let Some(path) = failure.path.as_deref().and_then(|p| p.parse().ok()) {
+                err = err.at(path);
+            }
+            (Status::Rejected, Some(err))
+        }
         Err(_) => (
             Status::Rejected,
             Some(AckError::new(
@@ -389,21 +501,30 @@ pub(crate) fn acknowledgement(
             application: ack::Condition::Always,
         },
     };
-    let bytes = match mode {
-        plexus_config::AckMode::Auto => {
-            ack::acknowledge(&msg, status, error.as_ref(), &control_id, &ts)
+    let (bytes, code) = match (mode, accepted) {
+        // Not stored: answered whatever MSH-15 asked for, or a sender that wanted no
+        // answer would take the message as delivered. AR in original mode (the receiver
+        // could not take it); CE in enhanced mode (commit error: send it again).
+        (_, Err(_)) => {
+            let code = match ack_mode {
+                ack::AckMode::Original => ack::AckCode::AR,
+                ack::AckMode::Enhanced { .. } => ack::AckCode::CE,
+            };
+            let bytes = ack::build(&msg, code, error.as_ref(), &control_id, &ts);
+            (Some(bytes), code)
         }
-        _ => Some(ack::build(
-            &msg,
+        (plexus_config::AckMode::Auto, Ok(_)) => (
+            ack::acknowledge(&msg, status, error.as_ref(), &control_id, &ts),
             ack_mode.code(status),
-            error.as_ref(),
-            &control_id,
-            &ts,
-        )),
+        ),
+        (_, Ok(_)) => {
+            let code = ack_mode.code(status);
+            let bytes = ack::build(&msg, code, error.as_ref(), &control_id, &ts);
+            (Some(bytes), code)
+        }
     };
-    iface.metrics.acked(
-        bytes.as_ref().map(|_| ack_mode.code(status)),
-        started.elapsed(),
-    );
+    iface
+        .metrics
+        .acked(bytes.as_ref().map(|_| code), started.elapsed());
     bytes.map(Bytes::from)
 }

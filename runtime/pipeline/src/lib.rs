@@ -43,7 +43,7 @@ pub mod shadow;
 
 pub use admin::ROUTES as ADMIN_ROUTES;
 pub use assets::{Assets, FsAssets, MAX_ASSET_BYTES, read_bounded};
-pub use chain::{Failure, Verdict};
+pub use chain::{Failure, Verdict, masked_reason, masked_stage_detail};
 pub use engine::{
     ActiveChain, CapabilityChange, Engine, ReloadReport, ReplayOutcome, Running, journal_path,
 };

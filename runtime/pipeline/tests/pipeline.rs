@@ -1435,6 +1435,90 @@ async fn every_admin_route_rejects_the_wrong_role() {
     running.wait().await;
 }
 
+/// A plug-in's failure detail quotes the value it could not map, on purpose (the
+/// operator fixes the table with it): the journal keeps it, but only unmasked views show
+/// it. The error queue's reason names the plug-in, its version, the kind and the path.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_plug_ins_failure_detail_is_shown_only_unmasked() {
+    let tokens: String = ["viewer", "operator"]
+        .iter()
+        .map(|r| {
+            format!(
+                "{{ name = \"{r}-token\", role = \"{r}\", sha256 = \"{}\" }},",
+                plexus_pipeline::sha256_hex(format!("secret-{r}").as_bytes())
+            )
+        })
+        .collect();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = site_with(
+        dir.path(),
+        r#"{ type = "mllp", listen = "127.0.0.1:0" }"#,
+        &format!("destinations = []\n\n[admin]\ntokens = [{tokens}]"),
+    );
+    let engine = Engine::build(config, &FsAssets).expect("engine builds");
+    let stop = CancellationToken::new();
+    let running = engine.start(stop.clone()).await.expect("engine starts");
+    let (code, ack) = send(running.mllp["feed"], &siu("A001", "Teleported")).await;
+    assert_eq!(code, AckCode::AE);
+    assert!(!String::from_utf8_lossy(&ack).contains("Teleported"));
+
+    // The journal: a reason without the value; the stage's detail keeps it.
+    let errors = engine
+        .journal()
+        .list_errors(&ErrorFilter::default(), 10)
+        .expect("errors");
+    let reason = &errors[0].reason;
+    let sha = engine.active_chain("feed").expect("chain").digests()[0]
+        .1
+        .clone();
+    assert_eq!(
+        reason,
+        &format!(
+            "plug-in visit-status-map ({}) failed the message: missing-mapping at SCH-25-1",
+            &sha[..12]
+        )
+    );
+    let record = engine.journal().show(errors[0].message).expect("show");
+    let detail = record.stages[0].record.detail.as_deref().expect("detail");
+    assert!(
+        detail.starts_with("missing-mapping at SCH-25-1: ") && detail.contains("`Teleported`"),
+        "{detail}"
+    );
+
+    // A viewer's error list and message view: names, kinds and paths, no value.
+    let http = running.http;
+    let get = |path: &'static str, role: &'static str| async move {
+        let (status, body) =
+            http_request_with(http, "GET", path, Some(&format!("secret-{role}")), b"").await;
+        assert_eq!(status, 200, "{path} as {role}");
+        let body = String::from_utf8(body).expect("utf-8");
+        serde_json::from_str::<serde_json::Value>(&body).expect("json");
+        body
+    };
+    let list = get("/admin/v1/errors", "viewer").await;
+    assert!(list.contains("missing-mapping at SCH-25-1"), "{list}");
+    assert!(!list.contains("Teleported"), "{list}");
+    let masked = get("/admin/v1/messages/1", "viewer").await;
+    assert!(masked.contains("missing-mapping at SCH-25-1"), "{masked}");
+    assert!(!masked.contains("Teleported"), "{masked}");
+    let masked = get("/admin/v1/messages/1", "operator").await;
+    assert!(
+        !masked.contains("Teleported"),
+        "masked unless asked: {masked}"
+    );
+
+    // The operator's unmasked view (audited) shows the plug-in's words.
+    let unmasked = get("/admin/v1/messages/1?unmasked=true", "operator").await;
+    let unmasked: serde_json::Value = serde_json::from_str(&unmasked).expect("json");
+    let detail = unmasked["stages"][0]["detail"].as_str().expect("detail");
+    assert!(
+        detail.contains("value `Teleported` has no entry"),
+        "{detail}"
+    );
+    stop.cancel();
+    running.wait().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn uploaded_versions_activate_through_the_gate_or_are_refused_untouched() {
     let dir = tempfile::tempdir().expect("tempdir");
@@ -1989,6 +2073,126 @@ async fn grant_changes_need_a_reviewer_apply_at_once_and_persist() {
         1,
         "refused changes are not recorded as changes"
     );
+    stop.cancel();
+    running.wait().await;
+}
+
+/// Reads `n` MLLP replies from `tcp` (or fewer, when the engine stops answering).
+async fn read_replies(tcp: &mut tokio::net::TcpStream, n: usize) -> Vec<String> {
+    use tokio::io::AsyncReadExt;
+    let mut got = Vec::new();
+    let mut buf = vec![0; 4096];
+    while got.iter().filter(|&&b| b == 0x1c).count() < n {
+        let read = tokio::time::timeout(Duration::from_secs(10), tcp.read(&mut buf))
+            .await
+            .expect("a reply in time")
+            .expect("read");
+        assert!(read > 0, "connection closed early");
+        got.extend_from_slice(&buf[..read]);
+    }
+    String::from_utf8_lossy(&got)
+        .split('\x1c')
+        .filter(|s| s.contains("MSA"))
+        .map(str::to_owned)
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn messages_that_parse_but_cannot_be_handled_are_answered_and_never_forwarded() {
+    use tokio::io::AsyncWriteExt;
+    let site = Site::new();
+    let emr = Receiver::start("127.0.0.1:0".parse().expect("addr")).await;
+    let (engine, running, stop) = start(&site, emr.addr, "").await;
+    let mut tcp = tokio::net::TcpStream::connect(running.mllp["scheduling"])
+        .await
+        .expect("connect");
+    let frame = |payload: &[u8]| [&[0x0b][..], payload, b"\x1c\r"].concat();
+
+    // No MSH-10: refused at once (AR, ERR 101 at MSH-10) and kept in the error queue,
+    // not accepted and then undeliverable.
+    let no_id = siu("", "Checked In");
+    tcp.write_all(&frame(&no_id)).await.expect("write");
+    // An acknowledgement sent to a source: journaled, not answered, not forwarded.
+    let ack_in = b"MSH|^~\\&|EHR|NORTHSIDE|SCHED|NORTHSIDE|20260105083000||ACK^S12|ACK1|P|2.5.1\rMSA|AA|X1\r";
+    tcp.write_all(&frame(ack_in)).await.expect("write");
+    // A raw 0x1C inside a field: the frame runs to its real end and is refused whole.
+    let stray = [&siu("STRAY1", "Checked In")[..], b"NTE|1||abc\x1cdef\r"].concat();
+    tcp.write_all(&frame(&stray)).await.expect("write");
+    tcp.write_all(&frame(&siu("FINE1", "Checked In")))
+        .await
+        .expect("write");
+    let replies = read_replies(&mut tcp, 3).await;
+    assert_eq!(replies.len(), 3, "{replies:?}");
+    assert!(replies[0].contains("MSA|AR|"), "{}", replies[0]);
+    assert!(replies[0].contains("|101"), "ERR-3 101: {}", replies[0]);
+    assert!(
+        replies[0].contains("MSH^1^10"),
+        "ERR-2 at MSH-10: {}",
+        replies[0]
+    );
+    assert!(replies[1].contains("MSA|AR|"), "{}", replies[1]);
+    assert!(replies[1].contains("0x1C"), "{}", replies[1]);
+    assert!(replies[2].contains("MSA|AA|FINE1"), "{}", replies[2]);
+    eventually("FINE1 delivered", || emr.received() == ["FINE1"]).await;
+
+    let journal = engine.journal();
+    let errors = journal
+        .list_errors(&ErrorFilter::default(), 10)
+        .expect("errors");
+    assert_eq!(errors.len(), 2, "{errors:?}");
+    let refused = errors
+        .iter()
+        .find(|e| e.path.as_deref() == Some("MSH-10"))
+        .expect("the refused message is in the error queue");
+    assert_eq!(refused.stage, "intake");
+    assert_eq!(
+        journal.show(refused.message).expect("show").inbound.raw,
+        no_id
+    );
+    let whole = errors
+        .iter()
+        .find(|e| e.path.is_none())
+        .expect("the 0x1C message is in the error queue");
+    assert_eq!(
+        journal.show(whole.message).expect("show").inbound.raw,
+        stray,
+        "kept whole, not cut at the stray byte"
+    );
+    // The ACK: journaled, nothing owed to any destination.
+    let id = (1..=10)
+        .map(MessageId)
+        .find(|id| {
+            journal
+                .show(*id)
+                .is_ok_and(|r| r.inbound.control_id.as_deref() == Some("ACK1"))
+        })
+        .expect("the ACK is journaled");
+    let record = journal.show(id).expect("show");
+    assert!(record.deliveries.is_empty(), "{:?}", record.deliveries);
+    assert!(record.processed);
+
+    // A message the journal cannot store is answered even when MSH-15 asked for no
+    // answer: otherwise the sender would take it as delivered. (A trigger stands in for a
+    // full disk.)
+    let conn =
+        rusqlite::Connection::open(plexus_pipeline::journal_path(&site.config(emr.addr, "")))
+            .expect("open journal");
+    conn.busy_timeout(Duration::from_secs(5))
+        .expect("busy timeout");
+    conn.execute_batch(
+        "CREATE TRIGGER refuse_full BEFORE INSERT ON messages WHEN NEW.control_id = 'FULL1'
+         BEGIN SELECT RAISE(ABORT, 'database or disk is full (test)'); END;",
+    )
+    .expect("trigger");
+    let full = String::from_utf8(siu("FULL1", "Checked In"))
+        .expect("utf-8")
+        .replacen("|P|2.5.1\r", "|P|2.5.1|||NE|NE\r", 1);
+    tcp.write_all(&frame(full.as_bytes())).await.expect("write");
+    let replies = read_replies(&mut tcp, 1).await;
+    // MSH-15 set means enhanced mode: CE, a commit error (send it again).
+    assert!(replies[0].contains("MSA|CE|FULL1"), "{}", replies[0]);
+    assert!(replies[0].contains("send it again"), "{}", replies[0]);
+
     stop.cancel();
     running.wait().await;
 }
