@@ -14,10 +14,11 @@
 //! collision, a candidate whose transaction rolled back, or one that retention pruned is
 //! therefore never reported as a duplicate.
 //!
-//! The window is rebuilt from the `messages` table when the journal opens, so flags
-//! survive a restart. It holds at most [`JournalOptions::duplicate_window_entries`]
-//! messages (about 60 bytes each); past that the oldest are forgotten first, and a
-//! repeat of one of them is no longer flagged.
+//! The window is rebuilt from the `messages` table by the first write that needs it after
+//! the journal opens (a CLI that only reads never loads it), so flags survive a restart.
+//! It holds at most [`JournalOptions::duplicate_window_entries`] messages (about 60 bytes
+//! each); past that the oldest are forgotten first, and a repeat of one of them is no
+//! longer flagged.
 //!
 //! [`JournalOptions::duplicate_window_entries`]: crate::JournalOptions::duplicate_window_entries
 

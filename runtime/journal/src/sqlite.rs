@@ -68,8 +68,9 @@ pub struct SqliteJournal {
     jobs: Option<mpsc::SyncSender<Job>>,
     writer: Option<JoinHandle<()>>,
     reader: Mutex<Connection>,
-    /// The duplicate window; only the writer thread uses it (see `dups`).
-    dups: Arc<Mutex<DupWindow>>,
+    /// The duplicate window, loaded by the first write that needs it (a CLI that only
+    /// reads never pays for it); only the writer thread uses it (see `Dups`).
+    dups: Arc<Mutex<Option<DupWindow>>>,
     /// Dropping it stops the checkpoint thread.
     checkpoint_stop: Option<mpsc::Sender<()>>,
     checkpointer: Option<JoinHandle<()>>,
@@ -99,7 +100,7 @@ impl SqliteJournal {
         let path = path.as_ref().to_path_buf();
         let mut writer = connect(&path, &options)?;
         migrate(&mut writer)?;
-        let dups = Arc::new(Mutex::new(load_dup_window(&writer, &options)?));
+        let dups = Arc::new(Mutex::new(None));
         // Checkpoints run on their own connection and thread, so the writer never stalls
         // a group commit copying the WAL into the database file.
         writer
@@ -249,6 +250,7 @@ impl SqliteJournal {
         Dups {
             window: self.dups.clone(),
             width_ms: i64::try_from(self.options.duplicate_window.as_millis()).unwrap_or(i64::MAX),
+            capacity: self.options.duplicate_window_entries,
         }
     }
 
@@ -468,20 +470,28 @@ fn append_in(conn: &Connection, inbound: &Inbound, dups: &Dups) -> Result<Append
     append_with(conn, inbound, dups, false)
 }
 
-/// The duplicate window and its width, as the writer's jobs use them.
+/// The duplicate window and its settings, as the writer's jobs use them.
 #[derive(Clone)]
 struct Dups {
-    window: Arc<Mutex<DupWindow>>,
+    window: Arc<Mutex<Option<DupWindow>>>,
     width_ms: i64,
+    capacity: usize,
 }
 
 impl Dups {
-    fn lock(&self) -> MutexGuard<'_, DupWindow> {
+    /// Runs `f` on the window, loading it from the table first if this is the first use.
+    fn with<T>(&self, conn: &Connection, f: impl FnOnce(&mut DupWindow) -> Result<T>) -> Result<T> {
         // Only the writer thread locks it, one job at a time; a panic mid-update leaves
         // at worst a stale candidate, which `earlier_copy` confirms before use.
-        self.window
+        let mut window = self
+            .window
             .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let window = match &mut *window {
+            Some(window) => window,
+            empty => empty.insert(load_dup_window(conn, self.width_ms, self.capacity)?),
+        };
+        f(window)
     }
 
     /// The earliest message within the window with the same interface and control id:
@@ -493,37 +503,37 @@ impl Dups {
         control_id: &str,
         at: i64,
     ) -> Result<Option<MessageId>> {
-        let window = self.lock();
-        let mut confirm = conn
-            .prepare_cached(
-                "SELECT 1 FROM messages
-                 WHERE id = ?1 AND interface = ?2 AND control_id = ?3
-                   AND received_at BETWEEN ?4 AND ?5",
-            )
-            .map_err(Error::sql("append"))?;
-        for &id in window.candidates(interface, control_id) {
-            let found = confirm
-                .exists(params![
-                    id,
-                    interface,
-                    control_id,
-                    at.saturating_sub(self.width_ms),
-                    at.saturating_add(self.width_ms)
-                ])
+        self.with(conn, |window| {
+            let mut confirm = conn
+                .prepare_cached(
+                    "SELECT 1 FROM messages
+                     WHERE id = ?1 AND interface = ?2 AND control_id = ?3
+                       AND received_at BETWEEN ?4 AND ?5",
+                )
                 .map_err(Error::sql("append"))?;
-            if found {
-                return Ok(Some(MessageId(id)));
+            for &id in window.candidates(interface, control_id) {
+                let found = confirm
+                    .exists(params![
+                        id,
+                        interface,
+                        control_id,
+                        at.saturating_sub(self.width_ms),
+                        at.saturating_add(self.width_ms)
+                    ])
+                    .map_err(Error::sql("append"))?;
+                if found {
+                    return Ok(Some(MessageId(id)));
+                }
             }
-        }
-        Ok(None)
+            Ok(None)
+        })
     }
 }
 
 /// The duplicate window as the `messages` table holds it: the newest messages with a
 /// control id, up to the capacity, received within the window of the newest one.
-fn load_dup_window(conn: &Connection, options: &JournalOptions) -> Result<DupWindow> {
-    let width_ms = i64::try_from(options.duplicate_window.as_millis()).unwrap_or(i64::MAX);
-    let mut window = DupWindow::new(width_ms, options.duplicate_window_entries);
+fn load_dup_window(conn: &Connection, width_ms: i64, capacity: usize) -> Result<DupWindow> {
+    let mut window = DupWindow::new(width_ms, capacity);
     let sql = Error::sql("load duplicate window");
     let mut rows = conn
         .prepare(
@@ -534,7 +544,7 @@ fn load_dup_window(conn: &Connection, options: &JournalOptions) -> Result<DupWin
              LIMIT ?2",
         )
         .map_err(sql)?;
-    let limit = i64::try_from(options.duplicate_window_entries).unwrap_or(i64::MAX);
+    let limit = i64::try_from(capacity).unwrap_or(i64::MAX);
     let rows = rows
         .query_map(params![width_ms, limit], |r| {
             Ok((
@@ -588,7 +598,10 @@ fn append_with(
     if let Some(control_id) = &inbound.control_id {
         // Should this job or its batch roll back, the id stays behind as a candidate
         // that `earlier_copy` no longer confirms.
-        dups.lock().insert(&inbound.interface, control_id, at, id);
+        dups.with(conn, |window| {
+            window.insert(&inbound.interface, control_id, at, id);
+            Ok(())
+        })?;
     }
     Ok(Appended {
         id: MessageId(id),
