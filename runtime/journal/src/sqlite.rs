@@ -39,8 +39,8 @@ pub struct JournalOptions {
     pub busy_timeout: Duration,
     /// The most writes committed in one transaction. Default: 1024.
     pub max_batch: usize,
-    /// The most messages the duplicate window remembers (about 60 bytes each, in
-    /// memory); past that the oldest are forgotten first. Default: 1,000,000.
+    /// The most messages the duplicate window remembers (about 100 bytes each, in
+    /// memory); past that the oldest are forgotten first. Default: 500,000.
     pub duplicate_window_entries: usize,
 }
 
@@ -50,7 +50,7 @@ impl Default for JournalOptions {
             duplicate_window: Duration::from_secs(24 * 60 * 60),
             busy_timeout: Duration::from_secs(5),
             max_batch: 1024,
-            duplicate_window_entries: 1_000_000,
+            duplicate_window_entries: 500_000,
         }
     }
 }
@@ -511,7 +511,7 @@ impl Dups {
                        AND received_at BETWEEN ?4 AND ?5",
                 )
                 .map_err(Error::sql("append"))?;
-            for &id in window.candidates(interface, control_id) {
+            for id in window.candidates(interface, control_id) {
                 let found = confirm
                     .exists(params![
                         id,
@@ -531,7 +531,8 @@ impl Dups {
 }
 
 /// The duplicate window as the `messages` table holds it: the newest messages with a
-/// control id, up to the capacity, received within the window of the newest one.
+/// control id, up to the capacity, received within the window before the newest one or
+/// the clock, whichever is earlier (see [`DupWindow::insert`]).
 fn load_dup_window(conn: &Connection, width_ms: i64, capacity: usize) -> Result<DupWindow> {
     let mut window = DupWindow::new(width_ms, capacity);
     let sql = Error::sql("load duplicate window");
@@ -539,14 +540,14 @@ fn load_dup_window(conn: &Connection, width_ms: i64, capacity: usize) -> Result<
         .prepare(
             "SELECT id, interface, control_id, received_at FROM messages
              WHERE control_id IS NOT NULL
-               AND received_at >= (SELECT MAX(received_at) FROM messages) - ?1
+               AND received_at >= MIN(?3, (SELECT MAX(received_at) FROM messages)) - ?1
              ORDER BY received_at DESC, id DESC
              LIMIT ?2",
         )
         .map_err(sql)?;
     let limit = i64::try_from(capacity).unwrap_or(i64::MAX);
     let rows = rows
-        .query_map(params![width_ms, limit], |r| {
+        .query_map(params![width_ms, limit, to_ms(SystemTime::now())], |r| {
             Ok((
                 r.get::<_, i64>(0)?,
                 r.get::<_, String>(1)?,
@@ -599,7 +600,13 @@ fn append_with(
         // Should this job or its batch roll back, the id stays behind as a candidate
         // that `earlier_copy` no longer confirms.
         dups.with(conn, |window| {
-            window.insert(&inbound.interface, control_id, at, id);
+            window.insert(
+                &inbound.interface,
+                control_id,
+                at,
+                id,
+                to_ms(SystemTime::now()),
+            );
             Ok(())
         })?;
     }
