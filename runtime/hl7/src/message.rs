@@ -670,8 +670,8 @@ impl<'a> Message<'a> {
     }
 }
 
-/// In a CR-terminated message, where the next segment ends: at the next CR, or at a bare
-/// LF when what follows it is a segment name and the field separator.
+/// In a message whose header ends in CRLF, where the next segment ends: at the next CR,
+/// or at a bare LF when what follows it is a segment name and the field separator.
 fn next_cr_terminator(rest: &[u8], field: u8) -> Option<usize> {
     let mut from = 0;
     while let Some(p) = memchr::memchr2(b'\r', b'\n', &rest[from..]).map(|p| p + from) {
@@ -683,11 +683,12 @@ fn next_cr_terminator(rest: &[u8], field: u8) -> Option<usize> {
     None
 }
 
-/// Three capitals or digits and the field separator: nothing else in a message looks
-/// like that, since a field separator in text must be escaped.
+/// A capital, two capitals or digits, and the field separator (`PID|`, `ZV1|`); a line
+/// of text rarely starts that way, since a field separator in text must be escaped.
 fn starts_segment(s: &[u8], field: u8) -> bool {
     s.len() >= 4
-        && s[..3]
+        && s[0].is_ascii_uppercase()
+        && s[1..3]
             .iter()
             .all(|c| c.is_ascii_uppercase() || c.is_ascii_digit())
         && s[3] == field
@@ -812,17 +813,22 @@ impl Index {
         };
         // CR always ends a segment. A bare LF does too when the header line ends with one
         // (LF-terminated files). Otherwise an LF is text, as in a note with a line break
-        // inside a CR-terminated message, unless what follows it can only be a segment
-        // (a name, then the field separator: senders that mix terminators); LFs right
-        // after a CR belong to its terminator.
-        let lf_mode = memchr::memchr2(b'\r', b'\n', header).is_some_and(|p| header[p] == b'\n');
+        // inside a CR-terminated message; LFs right after a CR belong to its terminator.
+        // One exception, for senders that mix terminators (CRLF after MSH, bare LF after
+        // the rest): when the header line ends in CRLF, a bare LF followed by a segment
+        // name and the field separator ends a segment too.
+        let header_end = memchr::memchr2(b'\r', b'\n', header);
+        let lf_mode = header_end.is_some_and(|p| header[p] == b'\n');
+        let mixed = header_end.is_some_and(|p| header.get(p..p + 2) == Some(b"\r\n"));
         let mut pos = first;
         while pos < buf.len() {
             let rest = &buf[pos..];
             let found = if lf_mode {
                 memchr::memchr2(b'\r', b'\n', rest)
-            } else {
+            } else if mixed {
                 next_cr_terminator(rest, index.delims.field)
+            } else {
+                memchr::memchr(b'\r', rest)
             };
             let line_end = found.map_or(buf.len(), |p| p + pos);
             let term_end = match buf.get(line_end) {

@@ -500,3 +500,14 @@ fn a_bare_lf_before_a_segment_ends_a_segment_even_when_msh_ends_in_crlf() {
         Some("first line\nsecond line")
     );
 }
+
+#[test]
+fn in_a_cr_message_a_bare_lf_is_always_text() {
+    // A multi-line value whose last line looks like a segment name stays one field.
+    let raw = b"MSH|^~\\&|S|F|R|F|2025||ORU^R01|LF1|P|2.5\rOBX|1|TX|BP||Systolic\n120|mmHg|N\rOBX|2|TX|NOTE||see\nPOS|x\r";
+    let msg = Message::parse(raw).expect("parses");
+    assert_eq!(msg.count("OBX").expect("path"), 2);
+    assert_eq!(get(&msg, "OBX[1]-5").as_deref(), Some("Systolic\n120"));
+    assert_eq!(get(&msg, "OBX[1]-6").as_deref(), Some("mmHg"));
+    assert_eq!(get(&msg, "OBX[2]-5").as_deref(), Some("see\nPOS"));
+}
