@@ -20,7 +20,7 @@ use tokio_util::sync::CancellationToken;
 use crate::assets::{Assets, describe};
 use crate::chain::{self, Verdict};
 use crate::error::{BuildError, OpError};
-use crate::ingest::{millis, processing_for};
+use crate::ingest::{self, millis, processing_for};
 use crate::shadow::{ReportOptions, Shadow, ShadowReport};
 
 /// A built engine: plug-ins loaded, journal open, nothing listening yet.
@@ -1308,16 +1308,25 @@ impl Engine {
                     (processing, ReplayOutcome::FailedAgain(failure))
                 }
                 Ok(msg) => {
-                    let ctx = Context {
-                        interface: iface.name.clone(),
-                        site: shared.site.clone(),
-                        message_id: id.to_string(),
-                        received_at_ms: millis(record.inbound.received_at),
+                    // The intake rules hold on replay and resume as on arrival: an ACK is
+                    // never forwarded, and a stored copy without a usable MSH-10 is
+                    // refused again (only the sender can fix it).
+                    let (stages, verdict) = match ingest::intake_verdict(&msg) {
+                        Some(verdict) => (Vec::new(), verdict),
+                        None => {
+                            let ctx = Context {
+                                interface: iface.name.clone(),
+                                site: shared.site.clone(),
+                                message_id: id.to_string(),
+                                received_at_ms: millis(record.inbound.received_at),
+                            };
+                            let run = chain::run(&iface.chain.load().plugins, msg, &ctx);
+                            (run.stages, run.verdict)
+                        }
                     };
-                    let run = chain::run(&iface.chain.load().plugins, msg, &ctx);
-                    let mut processing = processing_for(&iface, run.stages, &run.verdict);
+                    let mut processing = processing_for(&iface, stages, &verdict);
                     processing.requeue = requeue;
-                    let outcome = match run.verdict {
+                    let outcome = match verdict {
                         Verdict::Forwarded => ReplayOutcome::Requeued {
                             destinations: processing.enqueue.clone(),
                         },

@@ -53,7 +53,8 @@ fn intake_refusal(msg: &Message<'_>) -> Option<Failure> {
         stage: "intake".to_owned(),
         reason: format!(
             "MSH-10 (message control id) {problem}: the sender could not match an answer to \
-             the message, and it could not be sent on; fix the sender, then replay"
+             the message, and it could not be sent on; have the sender send it again with a \
+             control id"
         ),
         path: Some("MSH-10".to_owned()),
         plugin_kind: None,
@@ -68,6 +69,23 @@ fn is_acknowledgement(msg: &Message<'_>) -> bool {
         .ok()
         .flatten()
         .is_some_and(|code| code.trim().eq_ignore_ascii_case("ACK"))
+}
+
+/// The verdict for a message that [`is_acknowledgement`].
+fn acknowledgement_filtered() -> Verdict {
+    Verdict::Filtered {
+        plugin: "intake".to_owned(),
+        reason: "an acknowledgement received on a source is journaled, not forwarded".to_owned(),
+    }
+}
+
+/// What intake decides without the chain, for a message read back from the journal
+/// (replay, resume): filtered when it is an ACK, failed when it has no usable MSH-10.
+pub(crate) fn intake_verdict(msg: &Message<'_>) -> Option<Verdict> {
+    if is_acknowledgement(msg) {
+        return Some(acknowledgement_filtered());
+    }
+    intake_refusal(msg).map(Verdict::Failed)
 }
 
 /// What the processing closure hands back besides the journal writes.
@@ -170,11 +188,7 @@ pub(crate) async fn accept(
                 drop(permit);
                 inbound.control_id = msg.control_id().map(|c| c.into_owned());
                 inbound.message_type = message_type(&msg);
-                let verdict = Verdict::Filtered {
-                    plugin: "intake".to_owned(),
-                    reason: "an acknowledgement received on a source is journaled, not forwarded"
-                        .to_owned(),
-                };
+                let verdict = acknowledgement_filtered();
                 (
                     processing_for(&iface, Vec::new(), &verdict),
                     Outcome::Ran(verdict),
@@ -489,7 +503,7 @@ pub(crate) fn acknowledgement(
             &ts,
         )));
     };
-    if msg.get("MSH-9-1").ok().flatten().as_deref() == Some("ACK") {
+    if is_acknowledgement(&msg) {
         iface.metrics.acked(None, started.elapsed());
         return None;
     }

@@ -2149,6 +2149,22 @@ async fn messages_that_parse_but_cannot_be_handled_are_answered_and_never_forwar
         journal.show(refused.message).expect("show").inbound.raw,
         no_id
     );
+    // Replay cannot fix it (only the sender can): refused again, nothing owed.
+    let again = engine
+        .replay(refused.message, "tried again", "ops")
+        .await
+        .expect("replay");
+    assert!(
+        matches!(&again, ReplayOutcome::FailedAgain(f) if f.path.as_deref() == Some("MSH-10")),
+        "{again:?}"
+    );
+    assert!(
+        journal
+            .show(refused.message)
+            .expect("show")
+            .deliveries
+            .is_empty()
+    );
     let whole = errors
         .iter()
         .find(|e| e.path.is_none())
@@ -2170,6 +2186,13 @@ async fn messages_that_parse_but_cannot_be_handled_are_answered_and_never_forwar
     let record = journal.show(id).expect("show");
     assert!(record.deliveries.is_empty(), "{:?}", record.deliveries);
     assert!(record.processed);
+    // Nor does a replay forward it.
+    let again = engine
+        .replay(id, "tried again", "ops")
+        .await
+        .expect("replay");
+    assert!(matches!(again, ReplayOutcome::Filtered { .. }), "{again:?}");
+    assert!(journal.show(id).expect("show").deliveries.is_empty());
 
     // A message the journal cannot store is answered even when MSH-15 asked for no
     // answer: otherwise the sender would take it as delivered. (A trigger stands in for a
