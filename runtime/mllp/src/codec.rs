@@ -109,6 +109,10 @@ enum State {
     AfterEnd,
     /// Inside a frame; the first `scanned` buffered bytes hold no end block.
     InFrame { scanned: usize },
+    /// An end block at `len` was the last byte read, and the codec waits for the next one
+    /// to tell a frame's end from a stray 0x1C in the payload (see
+    /// [`MllpCodec::wait_for_trailer`]).
+    EndHeld { len: usize },
     /// Inside a frame that passed the limit: dropping bytes up to its end block.
     Discarding { len: usize, head: Bytes },
 }
@@ -129,6 +133,8 @@ pub struct MllpCodec {
     junk_pending_text: bool,
     /// Junk bytes skipped over the codec's lifetime.
     junk_total: u64,
+    /// See [`MllpCodec::wait_for_trailer`].
+    wait_for_trailer: bool,
 }
 
 impl Default for MllpCodec {
@@ -146,7 +152,49 @@ impl MllpCodec {
             junk_pending: 0,
             junk_pending_text: false,
             junk_total: 0,
+            wait_for_trailer: false,
         }
+    }
+
+    /// When an end block is the last byte read so far and the payload before it does not
+    /// end a segment (no CR or LF right before it), wait for the next byte before ending
+    /// the frame: a CR, LF or the next start block ends it; anything else means the 0x1C
+    /// was a stray byte inside the payload, and the frame goes on to its real end. So how
+    /// such a stream decodes does not depend on where TCP split it. The frame is also
+    /// ended by end of stream or by [`MllpCodec::release_held`], which a listener calls
+    /// once the sender has been quiet briefly (a sender that omits both the last segment's
+    /// CR and the frame's). Off by default (a sender reading ACKs has no use for it).
+    pub fn wait_for_trailer(mut self, wait: bool) -> Self {
+        self.wait_for_trailer = wait;
+        self
+    }
+
+    /// Whether a frame is complete but for the byte after its end block.
+    pub fn holds_end(&self) -> bool {
+        matches!(self.state, State::EndHeld { .. })
+    }
+
+    /// Ends a held frame at its end block (see [`MllpCodec::wait_for_trailer`]).
+    pub fn release_held(&mut self, buf: &mut BytesMut) -> Option<Frame> {
+        let State::EndHeld { len } = self.state else {
+            return None;
+        };
+        Some(self.end_frame(buf, len))
+    }
+
+    /// Takes the frame whose end block is at `len` out of `buf`.
+    fn end_frame(&mut self, buf: &mut BytesMut, len: usize) -> Frame {
+        self.state = State::AfterEnd;
+        if len > self.max_frame {
+            // The whole oversize frame arrived in one read.
+            let head = head_of(&buf[..len]);
+            buf.advance(len + 1);
+            tracing::debug!(len, limit = self.max_frame, "oversize MLLP frame");
+            return Frame::Oversize(Oversize { len, head });
+        }
+        let payload = buf.split_to(len).freeze();
+        buf.advance(1);
+        Frame::Message(payload)
     }
 
     /// The payload limit.
@@ -156,7 +204,10 @@ impl MllpCodec {
 
     /// True between a start block and its end block, i.e. while a frame is partly received.
     pub fn in_frame(&self) -> bool {
-        matches!(self.state, State::InFrame { .. } | State::Discarding { .. })
+        matches!(
+            self.state,
+            State::InFrame { .. } | State::Discarding { .. } | State::EndHeld { .. }
+        )
     }
 
     /// Bytes skipped outside frames so far (not counting the CR after an end block).
@@ -230,33 +281,32 @@ impl Decoder for MllpCodec {
                 },
                 State::InFrame { scanned } => {
                     match memchr::memchr(END_BLOCK, &buf[*scanned..]) {
-                        Some(offset)
-                            if buf.get(*scanned + offset + 1).is_some_and(|&next| {
-                                !matches!(next, CARRIAGE_RETURN | b'\n' | START_BLOCK)
-                            }) =>
-                        {
-                            // An end block followed by anything but a trailer or the next
-                            // frame is a stray 0x1C inside the payload (a sender that does not
-                            // escape it): keep reading to the real end, so the message is
-                            // refused whole (the HL7 parser names the byte) rather than cut
-                            // short and the rest skipped as junk. An end block that is the
-                            // last byte read so far still ends the frame at once: senders that
-                            // omit the CR must get their ACK.
-                            *scanned += offset + 1;
-                        }
                         Some(offset) => {
                             let len = *scanned + offset;
-                            self.state = State::AfterEnd;
-                            if len > self.max_frame {
-                                // The whole oversize frame arrived in one read.
-                                let head = head_of(&buf[..len]);
-                                buf.advance(len + 1);
-                                tracing::debug!(len, limit = self.max_frame, "oversize MLLP frame");
-                                return Ok(Some(Frame::Oversize(Oversize { len, head })));
+                            match buf.get(len + 1) {
+                                // An end block followed by anything but a trailer or the
+                                // next frame is a stray 0x1C inside the payload (a sender
+                                // that does not escape it): keep reading to the real end, so
+                                // the message is refused whole (the HL7 parser names the
+                                // byte) rather than cut short, the rest skipped as junk.
+                                Some(&next)
+                                    if !matches!(next, CARRIAGE_RETURN | b'\n' | START_BLOCK) =>
+                                {
+                                    *scanned = len + 1;
+                                }
+                                // A payload that ends its last segment (CR or LF before
+                                // the end block) is complete: no need to wait.
+                                None if self.wait_for_trailer
+                                    && !(len > 0
+                                        && matches!(buf[len - 1], CARRIAGE_RETURN | b'\n')) =>
+                                {
+                                    self.state = State::EndHeld { len };
+                                    return Ok(None);
+                                }
+                                // Without waiting, an end block that is the last byte read
+                                // ends the frame at once.
+                                _ => return Ok(Some(self.end_frame(buf, len))),
                             }
-                            let payload = buf.split_to(len).freeze();
-                            buf.advance(1);
-                            return Ok(Some(Frame::Message(payload)));
                         }
                         None if buf.len() > self.max_frame => {
                             // Drop what we hold now rather than at the end block, so memory
@@ -275,6 +325,17 @@ impl Decoder for MllpCodec {
                             *scanned = buf.len();
                             return Ok(None);
                         }
+                    }
+                }
+                State::EndHeld { len } => {
+                    let len = *len;
+                    match buf.get(len + 1) {
+                        None => return Ok(None),
+                        Some(&(CARRIAGE_RETURN | b'\n' | START_BLOCK)) => {
+                            return Ok(Some(self.end_frame(buf, len)));
+                        }
+                        // A stray 0x1C: the frame goes on.
+                        Some(_) => self.state = State::InFrame { scanned: len + 1 },
                     }
                 }
                 State::Discarding { len, head } => match memchr::memchr(END_BLOCK, buf) {
@@ -306,9 +367,13 @@ impl Decoder for MllpCodec {
         if let Some(frame) = self.decode(buf)? {
             return Ok(Some(frame));
         }
+        // The stream ended right after an end block: that was the frame's end.
+        if let Some(frame) = self.release_held(buf) {
+            return Ok(Some(frame));
+        }
         // `decode` consumed everything it could; what is left is a partial frame, if anything.
         let received = match std::mem::replace(&mut self.state, State::Seeking) {
-            State::Seeking | State::AfterEnd => None,
+            State::Seeking | State::AfterEnd | State::EndHeld { .. } => None,
             State::InFrame { .. } => Some(buf.len()),
             State::Discarding { len, .. } => Some(len + buf.len()),
         };
@@ -428,6 +493,43 @@ mod tests {
             let (frames, _) = decode_chunks(&mut MllpCodec::default(), &[&wire]);
             assert_eq!(frames.first(), Some(&msg(b"MSH|x")), "{tail:?}");
         }
+    }
+
+    #[test]
+    fn a_waiting_codec_decodes_the_same_however_the_stream_is_split() {
+        let payload = b"MSH|^~\\&|A\rOBX|1|ED|PDF||abc\x1cdef\rNTE|1||tail\r";
+        let mut wire = frame(payload);
+        wire.extend(frame(b"MSH|next"));
+        for cut in 0..=wire.len() {
+            let mut codec = MllpCodec::default().wait_for_trailer(true);
+            let (frames, end) = decode_chunks(&mut codec, &[&wire[..cut], &wire[cut..]]);
+            assert_eq!(frames, vec![msg(payload), msg(b"MSH|next")], "cut at {cut}");
+            assert!(end.is_ok(), "cut at {cut}");
+            assert_eq!(codec.skipped_bytes(), 0, "cut at {cut}");
+        }
+        // A payload that ends its segment does not wait for the frame's CR.
+        let mut codec = MllpCodec::default().wait_for_trailer(true);
+        let mut buf = BytesMut::from(&b"\x0bMSH|x\r\x1c"[..]);
+        assert_eq!(
+            codec.decode(&mut buf).expect("decode"),
+            Some(msg(b"MSH|x\r"))
+        );
+        // One that does not waits for the next byte, or for `release_held`.
+        let mut codec = MllpCodec::default().wait_for_trailer(true);
+        let mut buf = BytesMut::from(&b"\x0bMSH|x\x1c"[..]);
+        assert_eq!(codec.decode(&mut buf).expect("decode"), None);
+        assert!(codec.holds_end() && codec.in_frame());
+        assert_eq!(codec.release_held(&mut buf), Some(msg(b"MSH|x")));
+        assert!(!codec.holds_end());
+        // The next frame after a released one.
+        buf.extend_from_slice(b"\x0bMSH|abc\x1c");
+        assert_eq!(codec.decode(&mut buf).expect("decode"), None);
+        assert!(codec.holds_end());
+        buf.extend_from_slice(b"def\x1c\r");
+        assert_eq!(
+            codec.decode(&mut buf).expect("decode"),
+            Some(msg(b"MSH|abc\x1cdef"))
+        );
     }
 
     #[test]

@@ -29,6 +29,23 @@ impl<S: AsyncRead + AsyncWrite + Unpin> FrameIo<S> {
         }
     }
 
+    /// For a listener: a frame whose end block is the last byte read waits for the next
+    /// byte (see [`MllpCodec::wait_for_trailer`]).
+    pub(crate) fn waiting_for_trailers(mut self) -> Self {
+        self.codec = MllpCodec::new(self.codec.max_frame()).wait_for_trailer(true);
+        self
+    }
+
+    /// Whether a frame is complete but for the byte after its end block.
+    pub(crate) fn holds_end(&self) -> bool {
+        self.codec.holds_end()
+    }
+
+    /// Ends a held frame at its end block.
+    pub(crate) fn release_held(&mut self) -> Option<Frame> {
+        self.codec.release_held(&mut self.buf)
+    }
+
     /// A frame from what has been read so far, without reading.
     pub(crate) fn decode_buffered(&mut self) -> Result<Option<Frame>, CodecError> {
         self.codec.decode(&mut self.buf)

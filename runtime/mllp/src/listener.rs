@@ -21,6 +21,12 @@ use tracing::Instrument;
 use crate::codec::{CodecError, DEFAULT_MAX_FRAME, Frame, Oversize};
 use crate::conn::FrameIo;
 
+/// How long a frame whose end block was the last byte received, right after text that
+/// does not end a segment, waits for the next byte (its CR, or the proof that the 0x1C was
+/// a stray byte in the payload) before it is taken as ended. Only a sender that omits both
+/// the last segment's CR and the frame's ever waits this long.
+const TRAILER_GRACE: Duration = Duration::from_millis(50);
+
 /// Limits and timeouts of a [`Listener`]. Every field has a safe default.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ListenerConfig {
@@ -393,7 +399,7 @@ where
     S: AsyncRead + AsyncWrite + Unpin,
     H: Handler,
 {
-    let mut conn = FrameIo::new(io, config.max_frame);
+    let mut conn = FrameIo::new(io, config.max_frame).waiting_for_trailers();
     let result = read_loop(&mut conn, peer, handler, config, shutdown).await;
     // Bounded, because a peer that stopped reading could block the TLS close_notify.
     let _ = timeout(config.write_timeout, conn.shutdown()).await;
@@ -432,7 +438,12 @@ where
         }
 
         let in_frame = conn.in_frame();
-        let deadline = if in_frame {
+        let held = conn.holds_end();
+        let deadline = if held {
+            // A complete frame but for its CR: a sender that omits the CR waits for the
+            // ACK, so the frame ends here once the sender has been quiet for a moment.
+            Instant::now() + TRAILER_GRACE
+        } else if in_frame {
             *frame_deadline.get_or_insert_with(|| Instant::now() + config.frame_timeout)
         } else {
             idle_deadline
@@ -442,6 +453,13 @@ where
             // Only between frames: a frame already started is in flight and gets finished.
             () = shutdown.cancelled(), if !in_frame => return Ok(Closed::Shutdown),
             read = tokio::time::timeout_at(deadline, conn.fill()) => match read {
+                Err(_) if held => {
+                    if let Some(frame) = conn.release_held() {
+                        frame_deadline = None;
+                        answer(conn, frame, peer, handler, config).await?;
+                        idle_deadline = Instant::now() + config.idle_timeout;
+                    }
+                }
                 Err(_) if in_frame => return Err(ConnError::FrameTimeout),
                 Err(_) => return Ok(Closed::Idle),
                 Ok(filled) => eof = !filled?,

@@ -420,3 +420,36 @@ async fn tls_config_errors_name_the_file() {
         "{err}"
     );
 }
+
+#[tokio::test]
+async fn a_frame_without_its_cr_is_answered_and_a_stray_end_block_split_off_is_not_a_frame() {
+    use tokio::io::AsyncWriteExt;
+    // Answers with the payload's length and last byte: a reply cannot hold a raw 0x1C.
+    let handler = handler_fn(|payload: Bytes, _| async move {
+        let last = payload.last().copied().unwrap_or(0);
+        Some(Bytes::from(format!("LEN:{}:{last}", payload.len())))
+    });
+    let server = start(ListenerConfig::default(), handler).await;
+    let mut client = connect(server.addr).await;
+    // No Nagle: the test controls when each part leaves.
+    client.get_ref().set_nodelay(true).expect("nodelay");
+
+    // A sender that omits the CR and waits: answered once it has been quiet briefly.
+    client
+        .get_mut()
+        .write_all(b"\x0bMSH|no-cr\x1c")
+        .await
+        .expect("write");
+    assert_eq!(recv(&mut client).await.as_deref(), Some(&b"LEN:9:114"[..]));
+
+    // A stray 0x1C inside a payload, written in two parts split right after it: the frame
+    // runs to its real end. (No pause between the parts: the codec's own tests cover every
+    // split point without depending on timing.)
+    let raw = client.get_mut();
+    raw.write_all(b"\x0bMSH|abc\x1c").await.expect("write");
+    raw.write_all(b"def\x1c\r").await.expect("write");
+    assert_eq!(recv(&mut client).await.as_deref(), Some(&b"LEN:11:102"[..]));
+
+    drop(client);
+    server.stop().await;
+}
