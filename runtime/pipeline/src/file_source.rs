@@ -1,5 +1,6 @@
-//! A drop folder feeding an interface. Each file matching the pattern is one message: it
-//! is journaled and processed, then moved to `processed/` beside it. A file is taken only
+//! A drop folder feeding an interface. Each file matching the pattern is one message, or
+//! a batch of them (`FHS`/`BHS` envelope, or several messages one after another), each
+//! journaled and processed on its own; then the file moves to `processed/` beside it. A file is taken only
 //! once it has not changed for one poll interval, so a producer still writing it is not
 //! read half-way (producers should still write elsewhere and rename in).
 
@@ -13,7 +14,7 @@ use plexus_journal::SourceKind;
 use tokio_util::sync::CancellationToken;
 
 use crate::engine::{Iface, Shared};
-use crate::ingest::{self, NotAccepted};
+use crate::ingest;
 
 /// Largest file taken as a message; larger ones are moved to `rejected/`.
 const MAX_FILE: u64 = plexus_mllp::DEFAULT_MAX_FRAME as u64;
@@ -82,25 +83,56 @@ async fn take(shared: &Arc<Shared>, iface: &Arc<Iface>, dir: &Path, path: PathBu
             return;
         }
     };
-    match ingest::accept(
-        shared,
-        iface,
-        SourceKind::File,
-        Some(name.clone()),
-        Bytes::from(bytes),
-    )
-    .await
-    {
-        // Journaled (processed, or held in the error queue): the file's job is done.
-        Ok(_) => move_to(dir, "processed", &path, &name).await,
-        // Not stored: leave the file for the next poll.
-        Err(NotAccepted::Journal(err)) => {
-            tracing::error!(interface = %iface.name, file = %name, "not accepted, will retry: {err}")
-        }
-        Err(err) => {
-            tracing::error!(interface = %iface.name, file = %name, "not accepted, will retry: {err}")
+    let messages = split(&bytes);
+    let total = messages.len();
+    if total == 0 {
+        tracing::info!(interface = %iface.name, file = %name, "batch file holds no message");
+    }
+    let mut stored = 0;
+    for (n, message) in messages.into_iter().enumerate() {
+        // The file name, and the message's place in a batch file.
+        let peer = if total > 1 {
+            format!("{name}#{}", n + 1)
+        } else {
+            name.clone()
+        };
+        match ingest::accept(shared, iface, SourceKind::File, Some(peer), message).await {
+            // Journaled (processed, or held in the error queue).
+            Ok(_) => stored += 1,
+            Err(err) => {
+                tracing::error!(interface = %iface.name, file = %name, message = n + 1, of = total, "not accepted, will retry: {err}")
+            }
         }
     }
+    if stored == total {
+        move_to(dir, "processed", &path, &name).await;
+    } else {
+        // Not all stored: the file stays for the next poll. What was stored is taken
+        // again then, and flagged as a duplicate by its MSH-10.
+        tracing::error!(interface = %iface.name, file = %name, stored, of = total, "file left in place to be taken again");
+    }
+}
+
+/// The messages a file holds. A batch file (`FHS`/`BHS` envelope, or several messages one
+/// after another) gives one message per `MSH`, envelope left out; a file holding one
+/// message, or one that is not a well-formed batch, is taken whole (a bad one then lands
+/// in the error queue as received). An envelope with no message gives nothing.
+fn split(bytes: &[u8]) -> Vec<Bytes> {
+    match plexus_hl7::Batch::parse(bytes) {
+        Ok(batch) if batch.len() != 1 || !starts_with_msh(bytes) => {
+            batch.raw_messages().map(Bytes::copy_from_slice).collect()
+        }
+        _ => vec![Bytes::copy_from_slice(bytes)],
+    }
+}
+
+/// Whether the first segment (after a byte-order mark or blank lines) is `MSH`.
+fn starts_with_msh(bytes: &[u8]) -> bool {
+    let bytes = bytes.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(bytes);
+    bytes
+        .iter()
+        .position(|c| !c.is_ascii_whitespace())
+        .is_some_and(|at| bytes[at..].starts_with(b"MSH"))
 }
 
 async fn move_to(dir: &Path, sub: &str, path: &Path, name: &str) {

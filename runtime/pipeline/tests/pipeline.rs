@@ -758,6 +758,71 @@ chain = ["hostile"]
 
 /// A site with one interface fed by `source` (TOML inline table) and the destinations
 /// and retry/ordering settings in `rest`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_file_in_the_drop_folder_is_split_into_its_messages() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let inbox = dir.path().join("inbox");
+    std::fs::create_dir_all(&inbox).expect("inbox");
+    let config = site_with(
+        dir.path(),
+        r#"{ type = "file", dir = "inbox", poll = "50ms" }"#,
+        r#"destinations = [{ name = "out", type = "file", dir = "out" }]"#,
+    );
+    let mut batch = b"FHS|^~\\&|SCHED|NORTHSIDE\rBHS|^~\\&|SCHED|NORTHSIDE\r".to_vec();
+    for id in ["B001", "B002", "B003"] {
+        batch.extend(siu(id, "Roomed"));
+    }
+    batch.extend(b"BTS|3\rFTS|1\r");
+    std::fs::write(inbox.join("batch.hl7"), &batch).expect("write");
+    // Several messages with no envelope are a batch too.
+    std::fs::write(
+        inbox.join("pair.hl7"),
+        [siu("P001", "Arrived"), siu("P002", "Ready")].concat(),
+    )
+    .expect("write");
+    let engine = Engine::build(config, &FsAssets).expect("engine builds");
+    let stop = CancellationToken::new();
+    let running = engine.start(stop.clone()).await.expect("engine starts");
+
+    let out = dir.path().join("out");
+    eventually("five messages delivered", || files_in(&out).len() == 5).await;
+    let mut ids: Vec<String> = files_in(&out)
+        .iter()
+        .map(|f| {
+            let msg = Message::parse_owned(std::fs::read(f).expect("read")).expect("parses");
+            assert_eq!(msg.get("SCH-25").expect("path").as_deref(), Some("Started"));
+            msg.control_id().expect("MSH-10").into_owned()
+        })
+        .collect();
+    ids.sort();
+    assert_eq!(ids, ["B001", "B002", "B003", "P001", "P002"]);
+    eventually("both files are moved", || {
+        files_in(&inbox.join("processed")).len() == 2
+    })
+    .await;
+    // Each message is journaled on its own, named by its file and place.
+    let record = engine.journal().show(MessageId(2)).expect("show");
+    assert!(
+        record
+            .inbound
+            .source_peer
+            .as_deref()
+            .is_some_and(|p| p.ends_with("#2")),
+        "{:?}",
+        record.inbound.source_peer
+    );
+    assert!(!record.inbound.raw.starts_with(b"FHS"));
+    assert!(
+        engine
+            .journal()
+            .list_errors(&ErrorFilter::default(), 10)
+            .expect("errors")
+            .is_empty()
+    );
+    stop.cancel();
+    running.wait().await;
+}
+
 fn site_with(dir: &Path, source: &str, rest: &str) -> plexus_config::Config {
     std::fs::write(dir.join("visit-status.csv"), STATUS_CSV).expect("csv");
     let text = format!(
