@@ -161,6 +161,8 @@ pub(crate) struct Interface {
     pub retry: Retry,
     /// `error_ack = "permanent"`
     pub error_ack: Option<Spanned<String>>,
+    /// `charset = "8859/1"`
+    pub charset: Option<Spanned<String>>,
 }
 
 /// `source = { type = ..., ... }`: the keys of every source type; validation checks that

@@ -256,6 +256,24 @@ pub struct Interface {
     pub retry: Retry,
     /// `error_ack`. Default `permanent`.
     pub error_ack: ErrorAck,
+    /// `charset`: what an empty MSH-18 means for this interface's messages. Default
+    /// `ASCII` (read as UTF-8, which ASCII is a subset of).
+    pub charset: Charset,
+}
+
+/// `charset`: the character set of messages that do not name one in MSH-18 (HL7 table
+/// 0211 codes).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Charset {
+    /// `"ASCII"`: read as UTF-8, which ASCII is a subset of.
+    #[default]
+    Ascii,
+    /// `"8859/1"`: Latin-1.
+    Latin1,
+    /// `"8859/15"`: Latin-9.
+    Latin9,
+    /// `"UNICODE UTF-8"`.
+    Utf8,
 }
 
 /// `source = { type = ... }`: where an interface's messages come from.

@@ -313,6 +313,17 @@ impl Cx<'_, '_> {
                     ],
                     ErrorAck::Permanent,
                 ),
+                charset: self.choice(
+                    iface.charset.as_ref(),
+                    "charset",
+                    &[
+                        ("ASCII", Charset::Ascii),
+                        ("8859/1", Charset::Latin1),
+                        ("8859/15", Charset::Latin9),
+                        ("UNICODE UTF-8", Charset::Utf8),
+                    ],
+                    Charset::Ascii,
+                ),
             };
             if let Some(id) = id {
                 out.insert(id, interface);

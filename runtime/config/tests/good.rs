@@ -121,6 +121,7 @@ fn every_key_set() {
     assert_eq!(sched.ack_mode, AckMode::Enhanced);
     assert_eq!(sched.ordering, Ordering::Unordered);
     assert_eq!(sched.error_ack, ErrorAck::Retry);
+    assert_eq!(sched.charset, Charset::Latin1);
     assert_eq!(
         sched.retry,
         Retry {
@@ -184,6 +185,7 @@ fn defaults() {
     assert_eq!(adt.ack_mode, AckMode::Auto);
     assert_eq!(adt.ordering, Ordering::Fifo);
     assert_eq!(adt.error_ack, ErrorAck::Permanent);
+    assert_eq!(adt.charset, Charset::Ascii, "the default");
     assert_eq!(adt.retry, Retry::default());
     assert_eq!(adt.retry.max_attempts, 10);
     assert_eq!(adt.retry.initial_backoff, Duration::from_secs(1));

@@ -69,6 +69,15 @@ impl<'a> Message<'a> {
         })
     }
 
+    /// [`parse`](Self::parse) with `charset` for an empty MSH-18; see
+    /// [`parse_owned_with_charset`](Self::parse_owned_with_charset).
+    pub fn parse_with_charset(bytes: &'a [u8], charset: Charset) -> Result<Self, ParseError> {
+        Ok(Message {
+            index: Index::build_with(bytes, false, charset)?,
+            buf: Cow::Borrowed(bytes),
+        })
+    }
+
     pub(crate) fn from_index(bytes: &'a [u8], index: Index) -> Self {
         Message {
             buf: Cow::Borrowed(bytes),
@@ -86,6 +95,19 @@ impl<'a> Message<'a> {
     pub fn parse_owned(bytes: Vec<u8>) -> Result<Message<'static>, ParseError> {
         Ok(Message {
             index: Index::build(&bytes)?,
+            buf: Cow::Owned(bytes),
+        })
+    }
+
+    /// [`parse_owned`](Self::parse_owned) for a sender whose messages are in `charset`
+    /// when MSH-18 is empty (a legacy system sending Latin-1 without saying so). An
+    /// MSH-18 that names a charset still wins.
+    pub fn parse_owned_with_charset(
+        bytes: Vec<u8>,
+        charset: Charset,
+    ) -> Result<Message<'static>, ParseError> {
+        Ok(Message {
+            index: Index::build_with(&bytes, false, charset)?,
             buf: Cow::Owned(bytes),
         })
     }
@@ -486,7 +508,8 @@ impl<'a> Message<'a> {
         bytes.extend_from_slice(&self.buf[..a]);
         bytes.extend_from_slice(with);
         bytes.extend_from_slice(&self.buf[b..]);
-        let index = Index::build(&bytes)?;
+        // An empty MSH-18 keeps meaning what it meant when the message was parsed.
+        let index = Index::build_with(&bytes, false, self.index.charset)?;
         if index.charset != self.index.charset && !bytes.is_ascii() {
             // The text already there would be re-read in the new charset: refuse rather
             // than silently change every non-ASCII character.
@@ -759,15 +782,16 @@ fn children(buf: &[u8], span: Span, delim: u8) -> Vec<Span> {
 
 impl Index {
     fn build(buf: &[u8]) -> Result<Index, ParseError> {
-        Index::build_with(buf, false)
+        Index::build_with(buf, false, Charset::Ascii)
     }
 
     /// Indexes a batch: several MSH segments allowed, charset from the first MSH.
     pub(crate) fn build_batch(buf: &[u8]) -> Result<Index, ParseError> {
-        Index::build_with(buf, true)
+        Index::build_with(buf, true, Charset::Ascii)
     }
 
-    fn build_with(buf: &[u8], batch: bool) -> Result<Index, ParseError> {
+    /// `unstated`: the charset when MSH-18 is empty.
+    fn build_with(buf: &[u8], batch: bool, unstated: Charset) -> Result<Index, ParseError> {
         if u32::try_from(buf.len()).is_err() {
             return Err(ParseError::TooLarge { len: buf.len() });
         }
@@ -850,10 +874,13 @@ impl Index {
             pos = term_end;
         }
         let code = index.header_charset_code(buf);
-        index.charset =
+        index.charset = if code.trim().is_empty() {
+            unstated
+        } else {
             Charset::from_code(&code).ok_or_else(|| ParseError::UnsupportedCharset {
                 declared: charset_label(code),
-            })?;
+            })?
+        };
         if !batch {
             // A batch's messages may each declare their own charset: Batch checks each
             // message on its own.

@@ -511,3 +511,27 @@ fn in_a_cr_message_a_bare_lf_is_always_text() {
     assert_eq!(get(&msg, "OBX[1]-6").as_deref(), Some("mmHg"));
     assert_eq!(get(&msg, "OBX[2]-5").as_deref(), Some("see\nPOS"));
 }
+
+#[test]
+fn a_sender_known_to_use_latin1_is_read_with_a_default_charset() {
+    use plexus_hl7::Charset;
+    // Latin-1 bytes, MSH-18 empty: refused as UTF-8, read with the site's default.
+    let raw = b"MSH|^~\\&|A|B|C|D|2025||ADT^A08|L1|P|2.5\rPID|1||X||M\xdcLLER^J\xd6RG\r".to_vec();
+    assert!(matches!(
+        Message::parse(&raw),
+        Err(ParseError::InvalidText { .. })
+    ));
+    let mut msg = Message::parse_owned_with_charset(raw.clone(), Charset::Latin1).expect("parses");
+    assert_eq!(msg.charset(), Charset::Latin1);
+    assert_eq!(get(&msg, "PID-5-1").as_deref(), Some("MÜLLER"));
+    // An edit keeps the message in Latin-1, also when it re-indexes the whole message.
+    msg.set("PID-5-2", "Jürgen").expect("set");
+    msg.set("MSH-3", "Zoë").expect("set in the header");
+    assert!(msg.as_bytes().windows(2).any(|w| w == b"\xfcr"));
+    assert_eq!(get(&msg, "MSH-3").as_deref(), Some("Zoë"));
+    // A declared MSH-18 still wins over the default.
+    let declared =
+        b"MSH|^~\\&|A|B|C|D|2025||ADT^A08|L2|P|2.5||||||UNICODE UTF-8\rPID|1||X||M\xc3\x9cLLER\r";
+    let msg = Message::parse_with_charset(declared, Charset::Latin1).expect("parses");
+    assert_eq!(get(&msg, "PID-5-1").as_deref(), Some("MÜLLER"));
+}

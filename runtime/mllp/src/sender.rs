@@ -49,6 +49,9 @@ pub struct SenderConfig {
     pub on_error_ack: ErrorAckPolicy,
     /// Largest payload sent and largest ACK accepted. Default 16 MiB.
     pub max_frame: usize,
+    /// What an empty MSH-18 means in the messages sent and the ACKs received (a legacy
+    /// link in Latin-1 that never says so). Default ASCII, read as UTF-8.
+    pub charset: plexus_hl7::Charset,
 }
 
 impl Default for SenderConfig {
@@ -62,6 +65,7 @@ impl Default for SenderConfig {
             backoff_max: Duration::from_secs(30),
             on_error_ack: ErrorAckPolicy::Permanent,
             max_frame: DEFAULT_MAX_FRAME,
+            charset: plexus_hl7::Charset::Ascii,
         }
     }
 }
@@ -401,8 +405,8 @@ impl Sender {
 
     /// Checks what can be checked before sending; returns MSH-10.
     fn check(&self, payload: &[u8]) -> Result<String, SendError> {
-        let message =
-            plexus_hl7::Message::parse(payload).map_err(|source| SendError::InvalidMessage {
+        let message = plexus_hl7::Message::parse_with_charset(payload, self.config.charset)
+            .map_err(|source| SendError::InvalidMessage {
                 peer: self.peer.clone(),
                 source,
             })?;
@@ -458,7 +462,7 @@ impl Sender {
             }
             Ok(Ok(Some(Frame::Message(ack)))) => ack,
         };
-        let answer = classify(ack, control_id)?;
+        let answer = classify(ack, control_id, self.config.charset)?;
         self.conn = Some(conn);
         Ok(answer)
     }
@@ -509,9 +513,14 @@ fn still_open(mut conn: Conn) -> Option<Conn> {
 }
 
 /// Matches the ACK to the message and reads its code.
-fn classify(ack: Bytes, control_id: &str) -> Result<Answer, AttemptError> {
+fn classify(
+    ack: Bytes,
+    control_id: &str,
+    charset: plexus_hl7::Charset,
+) -> Result<Answer, AttemptError> {
     let code = {
-        let message = plexus_hl7::Message::parse(&ack).map_err(AttemptError::InvalidAck)?;
+        let message = plexus_hl7::Message::parse_with_charset(&ack, charset)
+            .map_err(AttemptError::InvalidAck)?;
         let echoed = message.get("MSA-2").map_err(AttemptError::AckPath)?;
         if echoed.as_deref() != Some(control_id) {
             return Err(AttemptError::ControlIdMismatch {

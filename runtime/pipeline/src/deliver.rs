@@ -410,6 +410,9 @@ impl Connector {
                         ErrorAck::Permanent => ErrorAckPolicy::Permanent,
                         ErrorAck::Retry => ErrorAckPolicy::Retry,
                     },
+                    // Messages go out in the charset they came in: an empty MSH-18 means
+                    // the interface's `charset` on this side too.
+                    charset: crate::engine::hl7_charset(iface.charset),
                     ..SenderConfig::default()
                 };
                 let mut sender = Sender::new(connect.clone(), config);

@@ -156,6 +156,26 @@ pub(crate) const SLOW_CHAIN: std::time::Duration = std::time::Duration::from_mil
 pub(crate) const SLOW_COOL_DOWN: std::time::Duration = std::time::Duration::from_secs(60);
 
 impl Iface {
+    /// Parses a message received on this interface: an empty MSH-18 means the
+    /// interface's `charset`. Every path that reads a stored message back (replay,
+    /// resume, trials, shadow runs) parses through here, as intake does.
+    pub(crate) fn parse(&self, raw: Vec<u8>) -> Result<Message<'static>, plexus_hl7::ParseError> {
+        Message::parse_owned_with_charset(raw, self.unstated_charset())
+    }
+
+    /// [`Iface::parse`] without copying.
+    pub(crate) fn parse_borrowed<'a>(
+        &self,
+        raw: &'a [u8],
+    ) -> Result<Message<'a>, plexus_hl7::ParseError> {
+        Message::parse_with_charset(raw, self.unstated_charset())
+    }
+
+    /// What an empty MSH-18 means on this interface.
+    pub(crate) fn unstated_charset(&self) -> plexus_hl7::Charset {
+        hl7_charset(self.config.charset)
+    }
+
     /// Whether the chain should run on the blocking pool (it was slow recently).
     pub(crate) fn chain_is_slow(&self) -> bool {
         self.slow_until_ms.load(Ordering::Relaxed) > millis(SystemTime::now())
@@ -640,7 +660,7 @@ impl Engine {
                         record.inbound.interface, iface.name
                     )));
                 }
-                let msg = match Message::parse_owned(record.inbound.raw) {
+                let msg = match iface.parse(record.inbound.raw) {
                     Ok(msg) => msg,
                     Err(error) => return Ok(Verdict::Failed(chain::Failure::parse(&error))),
                 };
@@ -1300,7 +1320,7 @@ impl Engine {
         let task_iface = iface.clone();
         let outcome = tokio::task::spawn_blocking(move || -> Result<_, OpError> {
             let iface = task_iface;
-            let (processing, outcome) = match Message::parse_owned(record.inbound.raw.clone()) {
+            let (processing, outcome) = match iface.parse(record.inbound.raw.clone()) {
                 Err(error) => {
                     let failure = chain::Failure::parse(&error);
                     let verdict = Verdict::Failed(failure.clone());
@@ -1445,6 +1465,16 @@ impl std::fmt::Display for ReloadReport {
             },
             list(&self.restart_needed)
         )
+    }
+}
+
+/// The HL7 charset a config `charset` names.
+pub(crate) fn hl7_charset(charset: plexus_config::Charset) -> plexus_hl7::Charset {
+    match charset {
+        plexus_config::Charset::Ascii => plexus_hl7::Charset::Ascii,
+        plexus_config::Charset::Latin1 => plexus_hl7::Charset::Latin1,
+        plexus_config::Charset::Latin9 => plexus_hl7::Charset::Latin9,
+        plexus_config::Charset::Utf8 => plexus_hl7::Charset::Utf8,
     }
 }
 

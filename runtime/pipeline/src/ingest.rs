@@ -173,7 +173,7 @@ pub(crate) async fn accept(
             raw: raw.to_vec(),
         };
         let mut shadow_job = None;
-        let parsed = Message::parse_owned(raw.to_vec());
+        let parsed = iface.parse(raw.to_vec());
         let refusal = parsed.as_ref().ok().and_then(|msg| intake_refusal(msg));
         let (processing, outcome) = match (parsed, refusal) {
             (Err(error), _) => {
@@ -219,7 +219,7 @@ pub(crate) async fn accept(
                             Some(run) => run,
                             // Cut: again, in full, on a thread allowed to block. The
                             // message parsed a moment ago from the same bytes.
-                            None => match Message::parse_owned(raw.to_vec()) {
+                            None => match iface.parse(raw.to_vec()) {
                                 Ok(msg) => tokio::task::block_in_place(|| {
                                     chain::run(&chain.plugins, msg, &ctx)
                                 }),
@@ -249,6 +249,7 @@ pub(crate) async fn accept(
                 (processing, Outcome::Ran(run.verdict))
             }
         };
+        let charset = iface.unstated_charset();
         shared.journal.ingest_detached(
             inbound,
             processing,
@@ -261,6 +262,7 @@ pub(crate) async fn accept(
                             ctx,
                             active,
                             active_output,
+                            charset,
                         }),
                         Err(_) => shadow.release(raw.len() + active_output.len()),
                     }
@@ -396,7 +398,7 @@ fn log_accepted(iface: &Iface, accepted: &Result<Accepted, NotAccepted>, raw: &[
         Err(err) => {
             // MSH-10 (not patient data) tells the operator which message the sender must
             // send again.
-            let control_id = Message::parse(raw).ok().and_then(|m| {
+            let control_id = iface.parse_borrowed(raw).ok().and_then(|m| {
                 m.control_id()
                     .map(|c| c.chars().take(64).collect::<String>())
             });
@@ -491,7 +493,7 @@ pub(crate) fn acknowledgement(
 ) -> Option<Bytes> {
     let (status, error) = ack_status(accepted);
     let (control_id, ts) = shared.ack_ids.next();
-    let Ok(msg) = Message::parse(raw) else {
+    let Ok(msg) = iface.parse_borrowed(raw) else {
         let error = error.unwrap_or_else(|| AckError::new(ErrorCode::InternalError, "unparseable"));
         iface
             .metrics

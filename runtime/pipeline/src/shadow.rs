@@ -54,6 +54,8 @@ pub(crate) struct Job {
     pub active: OutcomeKind,
     /// The active chain's output (the inbound bytes when no stage edited them).
     pub active_output: Vec<u8>,
+    /// What an empty MSH-18 means on the interface (its `charset`).
+    pub charset: plexus_hl7::Charset,
 }
 
 impl Job {
@@ -189,7 +191,7 @@ fn compare(run: i64, plugins: &[Arc<Plugin>], job: Job) -> ShadowResult {
         output: None,
         detail: None,
     };
-    let msg = match Message::parse_owned(job.raw.clone()) {
+    let msg = match Message::parse_owned_with_charset(job.raw.clone(), job.charset) {
         Ok(msg) => msg,
         Err(e) => {
             // Ingest parsed these same bytes; this cannot happen short of a bug.
@@ -204,7 +206,7 @@ fn compare(run: i64, plugins: &[Arc<Plugin>], job: Job) -> ShadowResult {
             // No stage edited it: the candidate forwards the inbound bytes.
             let output = ran.output().map_or(job.raw, <[u8]>::to_vec);
             if job.active == OutcomeKind::Forward {
-                result.differing = differing_paths(&job.active_output, &output);
+                result.differing = differing_paths_in(&job.active_output, &output, job.charset);
             }
             // An output equal to the active one is journaled already.
             if output != job.active_output {
@@ -229,10 +231,18 @@ fn compare(run: i64, plugins: &[Arc<Plugin>], job: Job) -> ShadowResult {
 /// only one of them is named by itself (`OBX[2]`). Bytes that do not parse compare as
 /// one difference, `(message)`.
 pub fn differing_paths(a: &[u8], b: &[u8]) -> Vec<String> {
+    differing_paths_in(a, b, plexus_hl7::Charset::Ascii)
+}
+
+/// [`differing_paths`] for messages whose empty MSH-18 means `charset`.
+fn differing_paths_in(a: &[u8], b: &[u8], charset: plexus_hl7::Charset) -> Vec<String> {
     if a == b {
         return Vec::new();
     }
-    let (Ok(a), Ok(b)) = (Message::parse(a), Message::parse(b)) else {
+    let (Ok(a), Ok(b)) = (
+        Message::parse_with_charset(a, charset),
+        Message::parse_with_charset(b, charset),
+    ) else {
         return vec!["(message)".to_owned()];
     };
     let (sa, sb) = (segment_index(&a), segment_index(&b));

@@ -110,7 +110,10 @@ impl Receiver {
         let handler = handler_fn(move |payload: Bytes, _peer| {
             let seen = seen.clone();
             async move {
-                let msg = Message::parse(&payload).ok()?;
+                // Latin-1 without MSH-18 too, as a legacy receiver reads it.
+                let msg = Message::parse(&payload)
+                    .or_else(|_| Message::parse_with_charset(&payload, plexus_hl7::Charset::Latin1))
+                    .ok()?;
                 seen.lock()
                     .expect("lock")
                     .push(msg.control_id().unwrap_or_default().into_owned());
@@ -2281,6 +2284,56 @@ async fn messages_that_parse_but_cannot_be_handled_are_answered_and_never_forwar
     assert!(replies[0].contains("MSA|CE|FULL1"), "{}", replies[0]);
     assert!(replies[0].contains("send it again"), "{}", replies[0]);
 
+    stop.cancel();
+    running.wait().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_interface_charset_reads_latin1_from_a_sender_that_does_not_say_so() {
+    let site = Site::new();
+    let emr = Receiver::start("127.0.0.1:0".parse().expect("addr")).await;
+    let (engine, running, stop) = start(&site, emr.addr, r#"charset = "8859/1""#).await;
+    // Latin-1 bytes, MSH-18 empty: refused on an interface left at the default, read
+    // here.
+    let latin1 = String::from_utf8(siu("L001", "Checked In"))
+        .expect("utf-8")
+        .replacen("^alpha", "^\u{1}lpha", 1)
+        .into_bytes()
+        .into_iter()
+        .map(|b| if b == 1 { 0xE4 } else { b })
+        .collect::<Vec<u8>>();
+    assert!(Message::parse(&latin1).is_err(), "not UTF-8");
+    use tokio::io::AsyncWriteExt;
+    let mut tcp = tokio::net::TcpStream::connect(running.mllp["scheduling"])
+        .await
+        .expect("connect");
+    tcp.write_all(&[&[0x0b][..], &latin1, b"\x1c\r"].concat())
+        .await
+        .expect("write");
+    let replies = read_replies(&mut tcp, 1).await;
+    assert!(replies[0].contains("MSA|AA|L001"), "{}", replies[0]);
+    eventually("delivered", || emr.received() == ["L001"]).await;
+    let out = std::fs::read(&files_in(&site.outbox())[0]).expect("archive");
+    let msg = Message::parse_with_charset(&out, plexus_hl7::Charset::Latin1).expect("parses");
+    assert_eq!(msg.get("SCH-25").expect("path").as_deref(), Some("Started"));
+    assert_eq!(
+        msg.get("PID-5-2")
+            .expect("path")
+            .map(|n| n.to_lowercase())
+            .as_deref(),
+        Some("älpha")
+    );
+    assert!(
+        std::str::from_utf8(&out).is_err(),
+        "still Latin-1 on the way out"
+    );
+    assert!(
+        engine
+            .journal()
+            .list_errors(&ErrorFilter::default(), 10)
+            .expect("errors")
+            .is_empty()
+    );
     stop.cancel();
     running.wait().await;
 }
