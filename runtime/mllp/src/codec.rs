@@ -163,7 +163,9 @@ impl MllpCodec {
     /// such a stream decodes does not depend on where TCP split it. The frame is also
     /// ended by end of stream or by [`MllpCodec::release_held`], which a listener calls
     /// once the sender has been quiet briefly (a sender that omits both the last segment's
-    /// CR and the frame's). Off by default (a sender reading ACKs has no use for it).
+    /// CR and the frame's). A frame over the limit is never held. Off by default (a
+    /// sender reading ACKs has no use for it); with a `Framed`, which has no timer, a held
+    /// frame waits for the next byte or the end of the stream.
     pub fn wait_for_trailer(mut self, wait: bool) -> Self {
         self.wait_for_trailer = wait;
         self
@@ -297,6 +299,7 @@ impl Decoder for MllpCodec {
                                 // A payload that ends its last segment (CR or LF before
                                 // the end block) is complete: no need to wait.
                                 None if self.wait_for_trailer
+                                    && len <= self.max_frame
                                     && !(len > 0
                                         && matches!(buf[len - 1], CARRIAGE_RETURN | b'\n')) =>
                                 {
@@ -529,6 +532,26 @@ mod tests {
         assert_eq!(
             codec.decode(&mut buf).expect("decode"),
             Some(msg(b"MSH|abc\x1cdef"))
+        );
+    }
+
+    #[test]
+    fn a_waiting_codec_still_bounds_what_it_holds() {
+        // Chunks that each end in a stray 0x1C: held, then continued, but never past the
+        // limit.
+        let mut codec = MllpCodec::new(100).wait_for_trailer(true);
+        let mut buf = BytesMut::from(&b"\x0b"[..]);
+        let mut frames = Vec::new();
+        for _ in 0..100 {
+            buf.extend_from_slice(b"bbbbbbbbbbbbbbbbbbbb\x1c");
+            while let Some(frame) = codec.decode(&mut buf).expect("decode") {
+                frames.push(frame);
+            }
+            assert!(buf.len() <= 100 + 21, "{}", buf.len());
+        }
+        assert!(
+            matches!(frames.first(), Some(Frame::Oversize(_))),
+            "{frames:?}"
         );
     }
 

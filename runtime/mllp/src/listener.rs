@@ -439,12 +439,17 @@ where
 
         let in_frame = conn.in_frame();
         let held = conn.holds_end();
-        let deadline = if held {
-            // A complete frame but for its CR: a sender that omits the CR waits for the
-            // ACK, so the frame ends here once the sender has been quiet for a moment.
-            Instant::now() + TRAILER_GRACE
-        } else if in_frame {
-            *frame_deadline.get_or_insert_with(|| Instant::now() + config.frame_timeout)
+        let deadline = if in_frame {
+            let frame_end =
+                *frame_deadline.get_or_insert_with(|| Instant::now() + config.frame_timeout);
+            if held {
+                // A complete frame but for its CR: a sender that omits the CR waits for
+                // the ACK, so the frame ends once the sender has been quiet for a moment,
+                // or at the frame deadline (bytes trickled in to keep it held).
+                (Instant::now() + TRAILER_GRACE).min(frame_end)
+            } else {
+                frame_end
+            }
         } else {
             idle_deadline
         };

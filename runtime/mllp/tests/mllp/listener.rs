@@ -453,3 +453,47 @@ async fn a_frame_without_its_cr_is_answered_and_a_stray_end_block_split_off_is_n
     drop(client);
     server.stop().await;
 }
+
+#[tokio::test]
+async fn a_frame_kept_held_by_trickled_bytes_still_ends_at_the_frame_timeout() {
+    use tokio::io::AsyncWriteExt;
+    let handler = handler_fn(|payload: Bytes, _| async move {
+        Some(Bytes::from(format!("LEN:{}", payload.len())))
+    });
+    let config = ListenerConfig {
+        frame_timeout: Duration::from_millis(300),
+        ..ListenerConfig::default()
+    };
+    let server = start(config, handler).await;
+    let mut client = connect(server.addr).await;
+    client.get_ref().set_nodelay(true).expect("nodelay");
+    client
+        .get_mut()
+        .write_all(b"\x0bMSH|a\x1c")
+        .await
+        .expect("write");
+    // Every 20 ms one more byte and a stray 0x1C: without the frame deadline the frame
+    // would stay held for as long as this goes on (here, past the test's patience).
+    let (mut read, mut write) = client.into_inner().into_split();
+    let trickle = tokio::spawn(async move {
+        for _ in 0..1_000 {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            if write.write_all(b"b\x1c").await.is_err() {
+                break;
+            }
+        }
+    });
+    let mut got = Vec::new();
+    let mut buf = [0u8; 256];
+    while !got.contains(&0x1c) {
+        let n = tokio::time::timeout(PATIENCE, read.read(&mut buf))
+            .await
+            .expect("answered at the frame deadline, not held while bytes trickle in")
+            .expect("read");
+        assert!(n > 0, "closed");
+        got.extend_from_slice(&buf[..n]);
+    }
+    assert!(got.starts_with(b"\x0bLEN:"), "{got:?}");
+    trickle.abort();
+    server.stop().await;
+}
