@@ -40,6 +40,8 @@ pub struct Message<'a> {
 pub(crate) struct Index {
     delims: Delimiters,
     charset: Charset,
+    /// What an empty MSH-18 meant when the message was parsed (the caller's default).
+    unstated: Charset,
     segments: Vec<SegIdx>,
     /// Positions of every field separator, segment after segment.
     seps: Vec<u32>,
@@ -508,8 +510,9 @@ impl<'a> Message<'a> {
         bytes.extend_from_slice(&self.buf[..a]);
         bytes.extend_from_slice(with);
         bytes.extend_from_slice(&self.buf[b..]);
-        // An empty MSH-18 keeps meaning what it meant when the message was parsed.
-        let index = Index::build_with(&bytes, false, self.index.charset)?;
+        // An empty MSH-18 keeps meaning what it meant when the message was parsed; an
+        // edit that empties a declared one is a charset change like any other.
+        let index = Index::build_with(&bytes, false, self.index.unstated)?;
         if index.charset != self.index.charset && !bytes.is_ascii() {
             // The text already there would be re-read in the new charset: refuse rather
             // than silently change every non-ASCII character.
@@ -830,6 +833,7 @@ impl Index {
         let mut index = Index {
             delims,
             charset: Charset::Ascii,
+            unstated,
             // Sized for typical messages; a huge one (an embedded PDF) grows as needed
             // instead of reserving in proportion to its size.
             segments: Vec::with_capacity((buf.len() / 64).clamp(4, 256)),

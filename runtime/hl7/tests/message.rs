@@ -535,3 +535,19 @@ fn a_sender_known_to_use_latin1_is_read_with_a_default_charset() {
     let msg = Message::parse_with_charset(declared, Charset::Latin1).expect("parses");
     assert_eq!(get(&msg, "PID-5-1").as_deref(), Some("MÜLLER"));
 }
+
+#[test]
+fn emptying_a_declared_charset_is_refused_like_any_charset_change() {
+    use plexus_hl7::{Charset, EditError};
+    let raw =
+        b"MSH|^~\\&|A|B|C|D|2025||ADT^A08|L3|P|2.5||||||8859/1\rPID|1||X||M\xdcLLER\r".to_vec();
+    // Parsed with the default (an empty MSH-18 would mean UTF-8): emptying MSH-18 would
+    // re-read the Latin-1 text as UTF-8.
+    let mut msg = Message::parse_owned(raw.clone()).expect("parses");
+    assert!(msg.set("MSH-18", "").is_err());
+    assert_eq!(msg.as_bytes(), &raw[..], "a refused edit changes nothing");
+    // Parsed where an empty MSH-18 means Latin-1: the same edit changes nothing.
+    let mut msg = Message::parse_owned_with_charset(raw, Charset::Latin1).expect("parses");
+    msg.set("MSH-18", "").expect("still Latin-1");
+    assert_eq!(msg.charset(), Charset::Latin1);
+}

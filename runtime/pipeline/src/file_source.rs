@@ -26,6 +26,7 @@ pub(crate) async fn run(
     shutdown: CancellationToken,
 ) {
     tracing::info!(interface = %iface.name, dir = %source.dir.display(), pattern = %source.pattern, "file source watching");
+    let mut progress = Progress::new();
     while !shutdown.is_cancelled() {
         let dir = source.dir.clone();
         let pattern = source.pattern.clone();
@@ -37,7 +38,7 @@ pub(crate) async fn run(
                     if shutdown.is_cancelled() {
                         break;
                     }
-                    take(&shared, &iface, &source.dir, path).await;
+                    take(&shared, &iface, &source.dir, path, &mut progress).await;
                 }
             }
             Ok(Err(err)) => {
@@ -52,7 +53,20 @@ pub(crate) async fn run(
     }
 }
 
-async fn take(shared: &Arc<Shared>, iface: &Arc<Iface>, dir: &Path, path: PathBuf) {
+/// Batch files only partly stored: how many of their messages are in the journal, for the
+/// file as it was then (length and modification time). The next try starts after them, so
+/// a journal that fails half-way through a batch does not get its first messages twice.
+/// (Kept in memory: after a restart such a file starts over, and what was stored already
+/// is flagged as a duplicate by its MSH-10.)
+type Progress = std::collections::HashMap<PathBuf, (u64, Option<SystemTime>, usize)>;
+
+async fn take(
+    shared: &Arc<Shared>,
+    iface: &Arc<Iface>,
+    dir: &Path,
+    path: PathBuf,
+    progress: &mut Progress,
+) {
     let name = path
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
@@ -83,13 +97,19 @@ async fn take(shared: &Arc<Shared>, iface: &Arc<Iface>, dir: &Path, path: PathBu
             return;
         }
     };
+    let version = std::fs::metadata(&path)
+        .map(|m| (m.len(), m.modified().ok()))
+        .unwrap_or((0, None));
     let messages = split(&bytes);
     let total = messages.len();
     if total == 0 {
         tracing::info!(interface = %iface.name, file = %name, "batch file holds no message");
     }
-    let mut stored = 0;
-    for (n, message) in messages.into_iter().enumerate() {
+    let mut stored = match progress.get(&path) {
+        Some(&(len, modified, stored)) if (len, modified) == version => stored,
+        _ => 0,
+    };
+    for (n, message) in messages.into_iter().enumerate().skip(stored) {
         // The file name, and the message's place in a batch file.
         let peer = if total > 1 {
             format!("{name}#{}", n + 1)
@@ -100,16 +120,18 @@ async fn take(shared: &Arc<Shared>, iface: &Arc<Iface>, dir: &Path, path: PathBu
             // Journaled (processed, or held in the error queue).
             Ok(_) => stored += 1,
             Err(err) => {
-                tracing::error!(interface = %iface.name, file = %name, message = n + 1, of = total, "not accepted, will retry: {err}")
+                // Stop here: the rest waits for the next poll, in order.
+                tracing::error!(interface = %iface.name, file = %name, message = n + 1, of = total, "not accepted, will retry: {err}");
+                break;
             }
         }
     }
     if stored == total {
+        progress.remove(&path);
         move_to(dir, "processed", &path, &name).await;
     } else {
-        // Not all stored: the file stays for the next poll. What was stored is taken
-        // again then, and flagged as a duplicate by its MSH-10.
-        tracing::error!(interface = %iface.name, file = %name, stored, of = total, "file left in place to be taken again");
+        progress.insert(path, (version.0, version.1, stored));
+        tracing::error!(interface = %iface.name, file = %name, stored, of = total, "file left in place; the rest is taken at the next poll");
     }
 }
 
@@ -119,11 +141,23 @@ async fn take(shared: &Arc<Shared>, iface: &Arc<Iface>, dir: &Path, path: PathBu
 /// in the error queue as received). An envelope with no message gives nothing.
 fn split(bytes: &[u8]) -> Vec<Bytes> {
     match plexus_hl7::Batch::parse(bytes) {
-        Ok(batch) if batch.len() != 1 || !starts_with_msh(bytes) => {
-            batch.raw_messages().map(Bytes::copy_from_slice).collect()
+        Ok(batch) if batch.len() == 1 && starts_with_msh(bytes) && is_all(&batch, bytes) => {
+            vec![Bytes::copy_from_slice(bytes)]
         }
-        _ => vec![Bytes::copy_from_slice(bytes)],
+        Ok(batch) => batch.raw_messages().map(Bytes::copy_from_slice).collect(),
+        Err(_) => vec![Bytes::copy_from_slice(bytes)],
     }
+}
+
+/// Whether the batch's one message runs to the end of the file (but for blank lines):
+/// not followed by BTS/FTS trailers, which would otherwise go downstream inside it.
+fn is_all(batch: &plexus_hl7::Batch<'_>, bytes: &[u8]) -> bool {
+    batch.raw_messages().next().is_some_and(|raw| {
+        let end = raw.as_ptr().addr() - bytes.as_ptr().addr() + raw.len();
+        bytes
+            .get(end..)
+            .is_some_and(|rest| rest.iter().all(u8::is_ascii_whitespace))
+    })
 }
 
 /// Whether the first segment (after a byte-order mark or blank lines) is `MSH`.

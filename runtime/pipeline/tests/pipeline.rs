@@ -759,8 +759,6 @@ chain = ["hostile"]
     running.wait().await;
 }
 
-/// A site with one interface fed by `source` (TOML inline table) and the destinations
-/// and retry/ordering settings in `rest`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_batch_file_in_the_drop_folder_is_split_into_its_messages() {
     let dir = tempfile::tempdir().expect("tempdir");
@@ -777,6 +775,12 @@ async fn a_batch_file_in_the_drop_folder_is_split_into_its_messages() {
     }
     batch.extend(b"BTS|3\rFTS|1\r");
     std::fs::write(inbox.join("batch.hl7"), &batch).expect("write");
+    // One message with trailers but no headers: the trailers do not go downstream.
+    std::fs::write(
+        inbox.join("trailer.hl7"),
+        [siu("T001", "Ready"), b"BTS|1\rFTS|1\r".to_vec()].concat(),
+    )
+    .expect("write");
     // Several messages with no envelope are a batch too.
     std::fs::write(
         inbox.join("pair.hl7"),
@@ -788,19 +792,20 @@ async fn a_batch_file_in_the_drop_folder_is_split_into_its_messages() {
     let running = engine.start(stop.clone()).await.expect("engine starts");
 
     let out = dir.path().join("out");
-    eventually("five messages delivered", || files_in(&out).len() == 5).await;
+    eventually("six messages delivered", || files_in(&out).len() == 6).await;
     let mut ids: Vec<String> = files_in(&out)
         .iter()
         .map(|f| {
             let msg = Message::parse_owned(std::fs::read(f).expect("read")).expect("parses");
             assert_eq!(msg.get("SCH-25").expect("path").as_deref(), Some("Started"));
+            assert_eq!(msg.count("BTS").expect("path"), 0, "no trailer inside");
             msg.control_id().expect("MSH-10").into_owned()
         })
         .collect();
     ids.sort();
-    assert_eq!(ids, ["B001", "B002", "B003", "P001", "P002"]);
-    eventually("both files are moved", || {
-        files_in(&inbox.join("processed")).len() == 2
+    assert_eq!(ids, ["B001", "B002", "B003", "P001", "P002", "T001"]);
+    eventually("the three files are moved", || {
+        files_in(&inbox.join("processed")).len() == 3
     })
     .await;
     // Each message is journaled on its own, named by its file and place.
@@ -826,6 +831,8 @@ async fn a_batch_file_in_the_drop_folder_is_split_into_its_messages() {
     running.wait().await;
 }
 
+/// A site with one interface fed by `source` (TOML inline table) and the destinations
+/// and retry/ordering settings in `rest`.
 fn site_with(dir: &Path, source: &str, rest: &str) -> plexus_config::Config {
     std::fs::write(dir.join("visit-status.csv"), STATUS_CSV).expect("csv");
     let text = format!(
@@ -2334,6 +2341,58 @@ async fn an_interface_charset_reads_latin1_from_a_sender_that_does_not_say_so() 
             .expect("errors")
             .is_empty()
     );
+    stop.cancel();
+    running.wait().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_file_stored_in_part_goes_on_where_it_stopped() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let inbox = dir.path().join("inbox");
+    std::fs::create_dir_all(&inbox).expect("inbox");
+    let config = site_with(
+        dir.path(),
+        r#"{ type = "file", dir = "inbox", poll = "50ms" }"#,
+        r#"destinations = [{ name = "out", type = "file", dir = "out" }]"#,
+    );
+    let journal_file = plexus_pipeline::journal_path(&config);
+    let engine = Engine::build(config, &FsAssets).expect("engine builds");
+    // The journal refuses the second message (a trigger stands in for a full disk).
+    let conn = rusqlite::Connection::open(&journal_file).expect("open journal");
+    conn.busy_timeout(Duration::from_secs(5))
+        .expect("busy timeout");
+    conn.execute_batch(
+        "CREATE TRIGGER refuse_b002 BEFORE INSERT ON messages WHEN NEW.control_id = 'B002'
+         BEGIN SELECT RAISE(ABORT, 'database or disk is full (test)'); END;",
+    )
+    .expect("trigger");
+    let stop = CancellationToken::new();
+    let running = engine.start(stop.clone()).await.expect("engine starts");
+    let batch: Vec<u8> = ["B001", "B002", "B003"]
+        .iter()
+        .flat_map(|id| siu(id, "Roomed"))
+        .collect();
+    std::fs::write(inbox.join("batch.hl7"), &batch).expect("write");
+
+    let out = dir.path().join("out");
+    eventually("the first message is delivered", || {
+        files_in(&out).len() == 1
+    })
+    .await;
+    // A few polls later it is still waiting for the second, not storing the first again.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(inbox.join("batch.hl7").exists(), "left in place");
+    conn.execute_batch("DROP TRIGGER refuse_b002")
+        .expect("drop trigger");
+    eventually("all three are delivered", || files_in(&out).len() == 3).await;
+    eventually("the file is moved", || {
+        files_in(&inbox.join("processed")).len() == 1
+    })
+    .await;
+    let stored: i64 = conn
+        .query_row("SELECT count(*) FROM messages", [], |r| r.get(0))
+        .expect("count");
+    assert_eq!(stored, 3, "each message stored once");
     stop.cancel();
     running.wait().await;
 }
