@@ -538,7 +538,7 @@ fn a_sender_known_to_use_latin1_is_read_with_a_default_charset() {
 
 #[test]
 fn emptying_a_declared_charset_is_refused_like_any_charset_change() {
-    use plexus_hl7::{Charset, EditError};
+    use plexus_hl7::Charset;
     let raw =
         b"MSH|^~\\&|A|B|C|D|2025||ADT^A08|L3|P|2.5||||||8859/1\rPID|1||X||M\xdcLLER\r".to_vec();
     // Parsed with the default (an empty MSH-18 would mean UTF-8): emptying MSH-18 would
