@@ -359,6 +359,15 @@ pub fn build(
     )
 }
 
+/// The code [`reject_unparseable`] answers `raw` with: AR, or CR when what can be read of
+/// its MSH asks for enhanced mode.
+pub fn unparseable_code(raw: &[u8]) -> AckCode {
+    match Recovered::mode(&Recovered::scan(raw)) {
+        AckMode::Original => AckCode::AR,
+        AckMode::Enhanced { .. } => AckCode::CR,
+    }
+}
+
 /// A negative acknowledgement for bytes that could not be parsed at all.
 ///
 /// Whatever can be recovered from an MSH line (delimiters, sender, receiver, MSH-10,
@@ -387,10 +396,7 @@ pub fn reject_unparseable(
         charset: b"",
         ..header
     };
-    let code = match Recovered::mode(&recovered) {
-        AckMode::Original => AckCode::AR,
-        AckMode::Enhanced { .. } => AckCode::CR,
-    };
+    let code = unparseable_code(raw);
     header.write(
         recovered.delims,
         Charset::Ascii,

@@ -282,3 +282,15 @@ fn the_charset_code_survives_delimiters_that_appear_in_it() {
         plexus_hl7::Charset::Latin1
     );
 }
+
+#[test]
+fn the_code_for_an_unparseable_message_follows_what_its_msh_asks_for() {
+    use plexus_hl7::ack::AckCode;
+    let original = b"MSH|^~\\&|A|B|C|D|2026||ADT^A01|N5|P|2.5\rPID|1\r\x00";
+    let enhanced = b"MSH|^~\\&|A|B|C|D|2026||ADT^A01|N6|P|2.5|||AL|NE\r\x00";
+    assert_eq!(ack::unparseable_code(original), AckCode::AR);
+    assert_eq!(ack::unparseable_code(enhanced), AckCode::CR);
+    let err = AckError::new(ErrorCode::SegmentSequence, "bad");
+    let reply = parse_ack(&ack::reject_unparseable(enhanced, &err, "N", TS));
+    assert_eq!(get(&reply, "MSA-1").as_deref(), Some("CR"));
+}

@@ -497,7 +497,7 @@ pub(crate) fn acknowledgement(
         let error = error.unwrap_or_else(|| AckError::new(ErrorCode::InternalError, "unparseable"));
         iface
             .metrics
-            .acked(Some(ack::AckCode::AR), started.elapsed());
+            .acked(Some(ack::unparseable_code(raw)), started.elapsed());
         return Some(Bytes::from(ack::reject_unparseable(
             raw,
             &error,

@@ -132,9 +132,10 @@ impl Handler for MllpHandler {
         }
         self.iface.metrics.received();
         self.iface.metrics.errored(ErrorKind::Parse);
-        self.iface
-            .metrics
-            .acked(Some(ack::AckCode::AR), std::time::Duration::ZERO);
+        self.iface.metrics.acked(
+            Some(ack::unparseable_code(&frame.head)),
+            std::time::Duration::ZERO,
+        );
         let (id, ts) = self.shared.ack_ids.next();
         let nak = AckError::new(ErrorCode::ValueTooLong, reason);
         Some(Bytes::from(ack::reject_unparseable(
