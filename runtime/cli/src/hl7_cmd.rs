@@ -21,6 +21,10 @@ pub struct ParseArgs {
     /// (e.g. the whole field with its components and repetitions).
     #[arg(long, requires = "path")]
     raw: bool,
+    /// What an empty MSH-18 means, as an interface's `charset` does: e.g. `8859/1` for a
+    /// sender that sends Latin-1 without saying so. A declared MSH-18 still wins.
+    #[arg(long, value_name = "CODE", value_parser = crate::parse_charset)]
+    charset: Option<plexus_hl7::Charset>,
 }
 
 pub fn parse(args: &ParseArgs) -> anyhow::Result<ExitCode> {
@@ -28,8 +32,10 @@ pub fn parse(args: &ParseArgs) -> anyhow::Result<ExitCode> {
     let label = crate::input_label(&args.file);
     let batch =
         Batch::parse(&bytes).with_context(|| format!("{label}: not a valid HL7 v2 message"))?;
+    let charset = args.charset.unwrap_or(plexus_hl7::Charset::Ascii);
     let messages = batch
-        .messages()
+        .raw_messages()
+        .map(|raw| Message::parse_with_charset(raw, charset))
         .enumerate()
         .map(|(i, m)| {
             m.with_context(|| {

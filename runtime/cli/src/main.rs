@@ -208,6 +208,15 @@ fn input_label(path: &std::path::Path) -> String {
 /// Largest input file the commands read (a message is rarely over a few MiB).
 const MAX_INPUT: u64 = 64 * 1024 * 1024;
 
+/// `--charset CODE`: an HL7 table 0211 code (or a common alias such as `latin1`).
+fn parse_charset(code: &str) -> Result<plexus_hl7::Charset, String> {
+    plexus_hl7::Charset::from_code(code).ok_or_else(|| {
+        format!(
+            "`{code}` is not a character set Plexus reads (ASCII, 8859/1, 8859/15, UNICODE UTF-8)"
+        )
+    })
+}
+
 fn read_input(path: &PathBuf) -> anyhow::Result<Vec<u8>> {
     use std::io::Read;
     let label = input_label(path);

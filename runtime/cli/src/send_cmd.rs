@@ -21,6 +21,10 @@ pub struct SendArgs {
     /// Seconds to wait for each ACK.
     #[arg(long, value_name = "SECS", default_value_t = 30)]
     ack_timeout: u64,
+    /// What an empty MSH-18 means in the files and the ACKs, as an interface's `charset`
+    /// does: e.g. `8859/1` to send Latin-1 files that do not say so.
+    #[arg(long, value_name = "CODE", value_parser = crate::parse_charset)]
+    charset: Option<plexus_hl7::Charset>,
 }
 
 pub fn send(args: &SendArgs) -> anyhow::Result<ExitCode> {
@@ -33,6 +37,7 @@ pub fn send(args: &SendArgs) -> anyhow::Result<ExitCode> {
         SenderConfig {
             attempts: 1,
             ack_timeout: std::time::Duration::from_secs(args.ack_timeout),
+            charset: args.charset.unwrap_or(plexus_hl7::Charset::Ascii),
             ..SenderConfig::default()
         },
     );
@@ -52,7 +57,11 @@ pub fn send(args: &SendArgs) -> anyhow::Result<ExitCode> {
                 continue;
             }
         };
-        let msg = Message::parse(ack.bytes()).ok();
+        let msg = Message::parse_with_charset(
+            ack.bytes(),
+            args.charset.unwrap_or(plexus_hl7::Charset::Ascii),
+        )
+        .ok();
         let get = |path: &str| {
             msg.as_ref()
                 .and_then(|m| m.get(path).ok().flatten())

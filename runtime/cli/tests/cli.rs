@@ -875,3 +875,62 @@ SCH|1^S|2^E||||NEW|||20|MIN|^^^202601050900||||||||||||||{status}\r"
     assert!(line.contains("tables reloaded: visit-status"), "{line}");
     assert!(line.contains("needs a restart: [journal]"), "{line}");
 }
+
+#[test]
+fn send_and_parse_take_a_charset_for_senders_that_leave_msh_18_empty() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = dir.path().join("latin1.hl7");
+    std::fs::write(
+        &file,
+        b"MSH|^~\\&|A|B|C|D|2026||ADT^A08|LAT1|P|2.5\rPID|1||X||M\xdcLLER\r",
+    )
+    .expect("write");
+
+    // `plexus hl7 parse`: refused as UTF-8, read with --charset.
+    let plain = plexus()
+        .args(["hl7", "parse", "--path", "PID-5-1"])
+        .arg(&file)
+        .output()
+        .expect("runs");
+    assert!(!plain.status.success());
+    let latin1 = plexus()
+        .args(["hl7", "parse", "--path", "PID-5-1", "--charset", "8859/1"])
+        .arg(&file)
+        .output()
+        .expect("runs");
+    assert!(latin1.status.success(), "{latin1:?}");
+    assert_eq!(String::from_utf8_lossy(&latin1.stdout).trim(), "MÜLLER");
+    let bad = plexus()
+        .args(["hl7", "parse", "--charset", "KOI8-R"])
+        .arg(&file)
+        .output()
+        .expect("runs");
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("8859/1"));
+
+    // `plexus send`: a receiver that answers AA to whatever it gets.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let receiver = std::thread::spawn(move || {
+        let (mut conn, _) = listener.accept().expect("accept");
+        let got = read_frame(&mut conn);
+        let ack = b"MSH|^~\\&|C|D|A|B|2026||ACK^A08|R1|P|2.5\rMSA|AA|LAT1\r";
+        conn.write_all(&frame(ack)).expect("ack");
+        got
+    });
+    let refused = plexus()
+        .args(["send", "--to", &addr.to_string()])
+        .arg(&file)
+        .output()
+        .expect("runs");
+    assert!(!refused.status.success());
+    assert!(String::from_utf8_lossy(&refused.stdout).contains("not sent"));
+    let sent = plexus()
+        .args(["send", "--charset", "latin1", "--to", &addr.to_string()])
+        .arg(&file)
+        .output()
+        .expect("runs");
+    assert!(sent.status.success(), "{sent:?}");
+    assert!(String::from_utf8_lossy(&sent.stdout).contains("AA for LAT1"));
+    let got = receiver.join().expect("receiver");
+    assert!(got.contains(&0xdc), "sent as it is, in Latin-1");
+}
