@@ -245,6 +245,12 @@ impl MllpCodec {
     }
 }
 
+/// Whether `byte`, right after an end block, shows that the end block ended the frame:
+/// its trailer (CR, or LF from senders that use one) or the next frame's start block.
+fn ends_frame(byte: u8) -> bool {
+    matches!(byte, CARRIAGE_RETURN | b'\n' | START_BLOCK)
+}
+
 /// The kept start of an oversize payload: up to its first CR, at most [`OVERSIZE_HEAD_LIMIT`].
 fn head_of(payload: &[u8]) -> Bytes {
     let window = &payload[..payload.len().min(OVERSIZE_HEAD_LIMIT)];
@@ -291,9 +297,7 @@ impl Decoder for MllpCodec {
                                 // that does not escape it): keep reading to the real end, so
                                 // the message is refused whole (the HL7 parser names the
                                 // byte) rather than cut short, the rest skipped as junk.
-                                Some(&next)
-                                    if !matches!(next, CARRIAGE_RETURN | b'\n' | START_BLOCK) =>
-                                {
+                                Some(&next) if !ends_frame(next) => {
                                     *scanned = len + 1;
                                 }
                                 // A payload that ends its last segment (CR or LF before
@@ -334,7 +338,7 @@ impl Decoder for MllpCodec {
                     let len = *len;
                     match buf.get(len + 1) {
                         None => return Ok(None),
-                        Some(&(CARRIAGE_RETURN | b'\n' | START_BLOCK)) => {
+                        Some(&next) if ends_frame(next) => {
                             return Ok(Some(self.end_frame(buf, len)));
                         }
                         // A stray 0x1C: the frame goes on.

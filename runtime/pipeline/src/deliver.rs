@@ -299,11 +299,7 @@ impl Worker {
     /// while the commit's fsync runs.
     fn record_in_background(&self, attempts: Vec<Attempt>) -> Recording {
         let ids = attempts.iter().map(|a| a.id).collect();
-        let recorder = Recorder {
-            journal: self.shared.journal.clone(),
-            destination: self.dest.name.to_string(),
-            shutdown: self.shutdown.clone(),
-        };
+        let recorder = self.recorder();
         Recording {
             ids,
             task: tokio::spawn(async move { recorder.record(attempts).await }),
@@ -312,13 +308,15 @@ impl Worker {
 
     /// Commits a batch of results, retrying until the journal takes them (or shutdown).
     async fn record(&self, attempts: Vec<Attempt>) {
+        self.recorder().record(attempts).await;
+    }
+
+    fn recorder(&self) -> Recorder {
         Recorder {
             journal: self.shared.journal.clone(),
             destination: self.dest.name.to_string(),
             shutdown: self.shutdown.clone(),
         }
-        .record(attempts)
-        .await;
     }
 }
 

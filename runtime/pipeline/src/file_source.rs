@@ -58,7 +58,10 @@ pub(crate) async fn run(
 /// a journal that fails half-way through a batch does not get its first messages twice.
 /// (Kept in memory: after a restart such a file starts over, and what was stored already
 /// is flagged as a duplicate by its MSH-10.)
-type Progress = std::collections::HashMap<PathBuf, (u64, Option<SystemTime>, usize)>;
+type Progress = std::collections::HashMap<PathBuf, (Version, usize)>;
+
+/// A file's length and modification time, as read.
+type Version = (u64, Option<SystemTime>);
 
 async fn take(
     shared: &Arc<Shared>,
@@ -73,16 +76,18 @@ async fn take(
         .unwrap_or_default();
     let read = {
         let path = path.clone();
-        tokio::task::spawn_blocking(move || -> std::io::Result<Option<Vec<u8>>> {
-            if std::fs::metadata(&path)?.len() > MAX_FILE {
+        tokio::task::spawn_blocking(move || -> std::io::Result<Option<(Vec<u8>, Version)>> {
+            let meta = std::fs::metadata(&path)?;
+            if meta.len() > MAX_FILE {
                 return Ok(None);
             }
-            crate::assets::read_bounded(&path).map(Some)
+            let version = (meta.len(), meta.modified().ok());
+            crate::assets::read_bounded(&path).map(|bytes| Some((bytes, version)))
         })
         .await
     };
-    let bytes = match read {
-        Ok(Ok(Some(bytes))) => bytes,
+    let (bytes, version) = match read {
+        Ok(Ok(Some(read))) => read,
         Ok(Ok(None)) => {
             tracing::warn!(interface = %iface.name, file = %name, limit = MAX_FILE, "file too large; moved to rejected/");
             move_to(dir, "rejected", &path, &name).await;
@@ -97,16 +102,13 @@ async fn take(
             return;
         }
     };
-    let version = std::fs::metadata(&path)
-        .map(|m| (m.len(), m.modified().ok()))
-        .unwrap_or((0, None));
     let messages = split(&bytes);
     let total = messages.len();
     if total == 0 {
         tracing::info!(interface = %iface.name, file = %name, "batch file holds no message");
     }
     let mut stored = match progress.get(&path) {
-        Some(&(len, modified, stored)) if (len, modified) == version => stored,
+        Some(&(seen, stored)) if seen == version => stored,
         _ => 0,
     };
     for (n, message) in messages.into_iter().enumerate().skip(stored) {
@@ -130,7 +132,7 @@ async fn take(
         progress.remove(&path);
         move_to(dir, "processed", &path, &name).await;
     } else {
-        progress.insert(path, (version.0, version.1, stored));
+        progress.insert(path, (version, stored));
         tracing::error!(interface = %iface.name, file = %name, stored, of = total, "file left in place; the rest is taken at the next poll");
     }
 }

@@ -517,27 +517,20 @@ pub(crate) fn acknowledgement(
             application: ack::Condition::Always,
         },
     };
-    let (bytes, code) = match (mode, accepted) {
-        // Not stored: answered whatever MSH-15 asked for, or a sender that wanted no
-        // answer would take the message as delivered. AR in original mode (the receiver
-        // could not take it); CE in enhanced mode (commit error: send it again).
-        (_, Err(_)) => {
-            let code = match ack_mode {
-                ack::AckMode::Original => ack::AckCode::AR,
-                ack::AckMode::Enhanced { .. } => ack::AckCode::CE,
-            };
-            let bytes = ack::build(&msg, code, error.as_ref(), &control_id, &ts);
-            (Some(bytes), code)
+    let code = match (accepted, ack_mode) {
+        // Not stored: AR in original mode (the receiver could not take it); CE in
+        // enhanced mode (commit error: send it again).
+        (Err(_), ack::AckMode::Original) => ack::AckCode::AR,
+        (Err(_), ack::AckMode::Enhanced { .. }) => ack::AckCode::CE,
+        (Ok(_), _) => ack_mode.code(status),
+    };
+    let bytes = match (mode, accepted) {
+        // Only a stored message follows MSH-15: a sender that wanted no answer would take
+        // one that was not stored as delivered.
+        (plexus_config::AckMode::Auto, Ok(_)) => {
+            ack::acknowledge(&msg, status, error.as_ref(), &control_id, &ts)
         }
-        (plexus_config::AckMode::Auto, Ok(_)) => (
-            ack::acknowledge(&msg, status, error.as_ref(), &control_id, &ts),
-            ack_mode.code(status),
-        ),
-        (_, Ok(_)) => {
-            let code = ack_mode.code(status);
-            let bytes = ack::build(&msg, code, error.as_ref(), &control_id, &ts);
-            (Some(bytes), code)
-        }
+        _ => Some(ack::build(&msg, code, error.as_ref(), &control_id, &ts)),
     };
     iface
         .metrics
