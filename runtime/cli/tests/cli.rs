@@ -10,6 +10,19 @@ fn plexus() -> Command {
     Command::new(env!("CARGO_BIN_EXE_plexus"))
 }
 
+/// Runs `cmd`, asserts it succeeded (showing its command line, stdout and stderr if not)
+/// and returns its stdout.
+fn stdout_of_success(cmd: &mut Command) -> String {
+    let out = cmd.output().expect("runs");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "{cmd:?}: {text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    text
+}
+
 fn sample(name: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
         .join("../../../shared/corpus/hl7v2")
@@ -389,20 +402,13 @@ PID|1||MRN1^^^CLINIC^MR||testpatient^alpha||19800101|female\r";
     assert!(child.wait().expect("exits").success());
 
     let errors = |args: &[&str]| {
-        let out = plexus()
-            .arg("errors")
-            .args(args)
-            .arg("--config")
-            .arg(&config)
-            .output()
-            .expect("runs");
-        let text = String::from_utf8_lossy(&out.stdout).into_owned();
-        assert!(
-            out.status.success(),
-            "{text}{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        text
+        stdout_of_success(
+            plexus()
+                .arg("errors")
+                .args(args)
+                .arg("--config")
+                .arg(&config),
+        )
     };
     let list = errors(&["list", "--json"]);
     let entry: serde_json::Value = serde_json::from_str(list.trim()).expect("one entry");
@@ -657,20 +663,13 @@ fn admin_and_shadow_commands_drive_a_running_engine() {
     let (mut child, mllp, http) = start_engine(&config);
     let url = format!("http://{http}");
     let run = |args: &[&str]| {
-        let out = plexus()
-            .args(args)
-            .env("PLEXUS_URL", &url)
-            .env("PLEXUS_TOKEN", token)
-            .env("PLEXUS_CONFIG", &config)
-            .output()
-            .expect("runs");
-        let text = String::from_utf8_lossy(&out.stdout).into_owned();
-        assert!(
-            out.status.success(),
-            "plexus {args:?}: {text}{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        text
+        stdout_of_success(
+            plexus()
+                .args(args)
+                .env("PLEXUS_URL", &url)
+                .env("PLEXUS_TOKEN", token)
+                .env("PLEXUS_CONFIG", &config),
+        )
     };
 
     let listed = run(&["admin", "interfaces"]);

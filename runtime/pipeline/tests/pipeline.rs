@@ -1428,9 +1428,11 @@ async fn http_request_with(
     (status, response[split + 4..].to_vec())
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn every_admin_route_rejects_the_wrong_role() {
-    let roles = ["viewer", "operator", "deployer", "reviewer", "admin"];
+/// An MLLP site with no destinations and one admin token per role (`secret-ROLE`),
+/// started.
+async fn start_admin_site(
+    roles: &[&str],
+) -> (tempfile::TempDir, Engine, Running, CancellationToken) {
     let tokens: String = roles
         .iter()
         .map(|r| {
@@ -1449,6 +1451,13 @@ async fn every_admin_route_rejects_the_wrong_role() {
     let engine = Engine::build(config, &FsAssets).expect("engine builds");
     let stop = CancellationToken::new();
     let running = engine.start(stop.clone()).await.expect("engine starts");
+    (dir, engine, running, stop)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_admin_route_rejects_the_wrong_role() {
+    let roles = ["viewer", "operator", "deployer", "reviewer", "admin"];
+    let (_dir, engine, running, stop) = start_admin_site(&roles).await;
     let (code, _) = send(running.mllp["feed"], &siu("A001", "Teleported")).await;
     assert_eq!(code, AckCode::AE, "message 1 is in the error queue");
     let http = running.http;
@@ -1515,24 +1524,7 @@ async fn every_admin_route_rejects_the_wrong_role() {
 /// it. The error queue's reason names the plug-in, its version, the kind and the path.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_plug_ins_failure_detail_is_shown_only_unmasked() {
-    let tokens: String = ["viewer", "operator"]
-        .iter()
-        .map(|r| {
-            format!(
-                "{{ name = \"{r}-token\", role = \"{r}\", sha256 = \"{}\" }},",
-                plexus_pipeline::sha256_hex(format!("secret-{r}").as_bytes())
-            )
-        })
-        .collect();
-    let dir = tempfile::tempdir().expect("tempdir");
-    let config = site_with(
-        dir.path(),
-        r#"{ type = "mllp", listen = "127.0.0.1:0" }"#,
-        &format!("destinations = []\n\n[admin]\ntokens = [{tokens}]"),
-    );
-    let engine = Engine::build(config, &FsAssets).expect("engine builds");
-    let stop = CancellationToken::new();
-    let running = engine.start(stop.clone()).await.expect("engine starts");
+    let (_dir, engine, running, stop) = start_admin_site(&["viewer", "operator"]).await;
     let (code, ack) = send(running.mllp["feed"], &siu("A001", "Teleported")).await;
     assert_eq!(code, AckCode::AE);
     assert!(!String::from_utf8_lossy(&ack).contains("Teleported"));
