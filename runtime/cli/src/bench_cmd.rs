@@ -60,6 +60,12 @@ pub struct BenchArgs {
     /// ACK rate and latency only.
     #[arg(long, value_name = "HOST:PORT")]
     target: Option<String>,
+    /// Connections from the engine to the sink (the destination's `connections`). Above 1
+    /// the bench interface sets `order_by = "PID-3-1"`: each patient's messages keep their
+    /// order (the sink checks it) while different patients' messages go out side by side.
+    #[arg(long, value_name = "N", default_value_t = 1, conflicts_with = "target",
+          value_parser = clap::value_parser!(u32).range(1..=i64::from(plexus_config::MAX_DESTINATION_CONNECTIONS)))]
+    destination_connections: u32,
     /// Print one JSON object on stdout instead of text.
     #[arg(long)]
     json: bool,
@@ -73,6 +79,7 @@ pub fn bench(args: &BenchArgs) -> anyhow::Result<ExitCode> {
     let plan = Arc::new(Plan {
         messages: args.messages as usize,
         connections: args.connections as usize,
+        destination_connections: args.destination_connections as usize,
     });
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -101,6 +108,8 @@ pub fn bench(args: &BenchArgs) -> anyhow::Result<ExitCode> {
 struct Plan {
     messages: usize,
     connections: usize,
+    /// The destination's `connections`.
+    destination_connections: usize,
 }
 
 impl Plan {
@@ -119,21 +128,36 @@ impl Plan {
         format!("B{conn}-{n}")
     }
 
+    /// The patient of message `n` of connection `conn`: each connection cycles through
+    /// its own [`PATIENTS`], so one patient's messages arrive in a known order.
+    fn patient(&self, conn: usize, n: usize) -> usize {
+        conn * PATIENTS + n % PATIENTS
+    }
+
     /// The index among all messages of a control id from [`Plan::control_id`].
     fn index_of(&self, control_id: &str) -> Option<usize> {
-        let (conn, n) = control_id.strip_prefix('B')?.split_once('-')?;
-        let (conn, n) = (conn.parse::<usize>().ok()?, n.parse::<usize>().ok()?);
+        let (conn, n) = Plan::parts(control_id)?;
         (conn < self.connections && n < self.share(conn)).then(|| self.offset(conn) + n)
+    }
+
+    /// `(conn, n)` of a control id from [`Plan::control_id`].
+    fn parts(control_id: &str) -> Option<(usize, usize)> {
+        let (conn, n) = control_id.strip_prefix('B')?.split_once('-')?;
+        Some((conn.parse::<usize>().ok()?, n.parse::<usize>().ok()?))
     }
 }
 
-/// A synthetic SIU^S12 whose SCH-25 holds a local status word the chain maps.
-fn siu(control_id: &str, n: usize) -> String {
+/// Patients per generator connection.
+const PATIENTS: usize = 50;
+
+/// A synthetic SIU^S12 for patient `patient` whose SCH-25 holds a local status word the
+/// chain maps.
+fn siu(control_id: &str, n: usize, patient: usize) -> String {
     let status = STATUSES[n % STATUSES.len()];
     format!(
         "MSH|^~\\&|BENCH|NORTHSIDE|EHR|NORTHSIDE|20260105083000||SIU^S12^SIU_S12|{control_id}|P|2.5.1\r\
          SCH|{n}^BENCH|{n}^EHR||||NEW|FOLLOWUP^Follow-up visit|ROUTINE|20|MIN|^^^202601050900^202601050920||||||||||||||{status}\r\
-         PID|1||MRN{n}^^^NORTHSIDE^MR||testpatient^bench||19800101|F\r"
+         PID|1||MRN{patient}^^^NORTHSIDE^MR||testpatient^bench||19800101|F\r"
     )
 }
 
@@ -171,12 +195,21 @@ struct Sink {
     unexpected: AtomicU64,
     /// Deliveries whose SCH-25 was not mapped (proof that the chain ran).
     unmapped: AtomicU64,
+    /// Per patient, 1 + the highest message number delivered so far.
+    patient_high: Vec<AtomicU64>,
+    /// First deliveries that arrived after a later message of the same patient.
+    out_of_order: AtomicU64,
 }
 
 impl Sink {
     fn new(plan: Arc<Plan>, clock: Clock) -> Sink {
         let arrived = (0..plan.messages).map(|_| AtomicU64::new(0)).collect();
+        let patient_high = (0..plan.connections * PATIENTS)
+            .map(|_| AtomicU64::new(0))
+            .collect();
         Sink {
+            patient_high,
+            out_of_order: AtomicU64::new(0),
             plan,
             clock,
             arrived,
@@ -197,17 +230,23 @@ impl Sink {
         if msg.get("SCH-25").ok().flatten().as_deref() != Some(MAPPED) {
             self.unmapped.fetch_add(1, Ordering::Relaxed);
         }
-        let index = msg.control_id().and_then(|id| self.plan.index_of(&id));
+        let index = msg
+            .control_id()
+            .and_then(|id| Some((self.plan.index_of(&id)?, Plan::parts(&id)?)));
         match index {
             None => {
                 self.unexpected.fetch_add(1, Ordering::Relaxed);
             }
             // At-least-once delivery may repeat a message; its first arrival counts.
-            Some(i) => {
+            Some((i, (conn, n))) => {
                 match self.arrived[i].compare_exchange(0, at, Ordering::Relaxed, Ordering::Relaxed)
                 {
                     Ok(_) => {
                         self.delivered.fetch_add(1, Ordering::Relaxed);
+                        let high = &self.patient_high[self.plan.patient(conn, n)];
+                        if high.fetch_max(n as u64 + 1, Ordering::Relaxed) > n as u64 + 1 {
+                            self.out_of_order.fetch_add(1, Ordering::Relaxed);
+                        }
                     }
                     Err(_) => {
                         self.duplicates.fetch_add(1, Ordering::Relaxed);
@@ -261,7 +300,7 @@ async fn connection(
         let id = Plan::control_id(conn, n);
         out.clear();
         codec
-            .encode(siu(&id, n).as_bytes(), &mut out)
+            .encode(siu(&id, n, plan.patient(conn, n)).as_bytes(), &mut out)
             .context("framing a message")?;
         let sent = clock.now();
         stream
@@ -396,7 +435,7 @@ async fn against_engine(plan: &Arc<Plan>, keep: Option<&Path>) -> anyhow::Result
     let sink = Arc::new(Sink::new(plan.clone(), clock));
     let (sink_addr, sink_stop, sink_task) = start_sink(&sink).await?;
 
-    let config = folder.write_config(sink_addr, plan.connections)?;
+    let config = folder.write_config(sink_addr, plan)?;
     let engine = Engine::build(config, &BuiltinAssets).context("cannot build the bench engine")?;
     let shutdown = CancellationToken::new();
     let running = engine
@@ -539,9 +578,9 @@ impl BenchFolder {
     fn write_config(
         &self,
         sink: std::net::SocketAddr,
-        connections: usize,
+        plan: &Plan,
     ) -> anyhow::Result<plexus_config::Config> {
-        let text = bench_config(sink, connections);
+        let text = bench_config(sink, plan);
         let path = self.path().join("bench.toml");
         std::fs::write(&path, &text).with_context(|| format!("writing {}", path.display()))?;
         plexus_config::Config::from_toml(&text, &path)
@@ -562,9 +601,17 @@ impl BenchFolder {
 }
 
 /// The bench site: one MLLP interface, a one-field mapping, one MLLP destination (the sink).
-fn bench_config(sink: std::net::SocketAddr, connections: usize) -> String {
+fn bench_config(sink: std::net::SocketAddr, plan: &Plan) -> String {
     // The engine closes connections over its cap at once; leave room for all of ours.
-    let max_connections = connections.max(128);
+    let max_connections = plan.connections.max(128);
+    // Several connections to the sink need a field to keep order by: the patient.
+    let (order_by, lanes) = match plan.destination_connections {
+        0 | 1 => (String::new(), String::new()),
+        n => (
+            "order_by = \"PID-3-1\"\n".to_owned(),
+            format!("connections = {n}\n"),
+        ),
+    };
     format!(
         r#"# Written by `plexus bench`. Ports are chosen at run time, so this file documents the
 # run (and serves `plexus errors --config`) rather than being runnable as is.
@@ -585,12 +632,12 @@ grants = ["tables:visit-status"]
 [interfaces.bench]
 source = {{ type = "mllp", listen = "127.0.0.1:0", max_connections = {max_connections} }}
 chain = ["visit-status-map"]
-
+{order_by}
 [[interfaces.bench.destinations]]
 name = "sink"
 type = "mllp"
 connect = "{sink}"
-"#
+{lanes}"#
     )
 }
 
@@ -677,6 +724,7 @@ struct Delivery {
     duplicates: u64,
     unexpected: u64,
     unmapped: u64,
+    out_of_order: u64,
     /// From the start until the last first arrival.
     elapsed: u64,
     end_to_end: Option<Latency>,
@@ -687,6 +735,7 @@ struct Report {
     mode: Mode,
     messages: usize,
     connections: usize,
+    destination_connections: usize,
     cores: usize,
     wall: u64,
     /// Messages answered with any ACK.
@@ -732,6 +781,7 @@ impl Report {
                 duplicates: sink.duplicates.load(Ordering::Relaxed),
                 unexpected: sink.unexpected.load(Ordering::Relaxed),
                 unmapped: sink.unmapped.load(Ordering::Relaxed),
+                out_of_order: sink.out_of_order.load(Ordering::Relaxed),
                 elapsed: span.until(last),
                 end_to_end: Latency::of(end_to_end),
             }
@@ -740,6 +790,7 @@ impl Report {
             mode,
             messages: plan.messages,
             connections: plan.connections,
+            destination_connections: plan.destination_connections,
             cores: std::thread::available_parallelism().map_or(0, |n| n.get()),
             wall: span.until(span.end),
             acked: logs.iter().map(|l| l.sent.len() as u64).sum(),
@@ -761,7 +812,7 @@ impl Report {
             && self
                 .delivery
                 .as_ref()
-                .is_none_or(|d| d.missing == 0 && d.unmapped == 0)
+                .is_none_or(|d| d.missing == 0 && d.unmapped == 0 && d.out_of_order == 0)
     }
 
     fn to_json(&self) -> serde_json::Value {
@@ -781,6 +832,7 @@ impl Report {
             Mode::Engine { kept } => {
                 out["journal"] = json!(JOURNAL);
                 out["chain"] = json!(["visit-status-map"]);
+                out["destination_connections"] = json!(self.destination_connections);
                 out["kept"] = json!(kept.as_ref().map(|p| p.display().to_string()));
             }
         }
@@ -790,6 +842,7 @@ impl Report {
             out["duplicates"] = json!(d.duplicates);
             out["unexpected"] = json!(d.unexpected);
             out["unmapped"] = json!(d.unmapped);
+            out["out_of_order"] = json!(d.out_of_order);
             out["delivered_per_second"] = json!(per_second(d.delivered, d.elapsed));
             out["end_to_end_ms"] = json!(d.end_to_end.map(Latency::to_json));
         }
@@ -814,6 +867,11 @@ impl Report {
                 out,
                 "  chain                visit-status-map (SCH-25); journal {JOURNAL}"
             );
+            let lanes = match self.destination_connections {
+                1 => "1 connection, arrival order".to_owned(),
+                n => format!("{n} connections, each patient's messages in order (order_by PID-3-1)"),
+            };
+            let _ = writeln!(out, "  to the sink          {lanes}");
         }
         let _ = writeln!(out, "  wall time            {:.2} s", secs(self.wall));
         let _ = writeln!(
@@ -842,6 +900,7 @@ impl Report {
         if let Some(d) = &self.delivery {
             let _ = writeln!(out, "  missing deliveries   {}", d.missing);
             let _ = writeln!(out, "  SCH-25 not mapped    {}", d.unmapped);
+            let _ = writeln!(out, "  patient order broken {}", d.out_of_order);
             if d.duplicates > 0 || d.unexpected > 0 {
                 let _ = writeln!(
                     out,
@@ -856,7 +915,7 @@ impl Report {
         if !self.passed() {
             let _ = writeln!(
                 out,
-                "FAILED: not every message was accepted, mapped and delivered"
+                "FAILED: not every message was accepted, mapped and delivered in each patient's order"
             );
         }
         out
@@ -879,6 +938,7 @@ mod tests {
         let plan = Plan {
             messages: 10,
             connections: 4,
+            destination_connections: 1,
         };
         let shares: Vec<_> = (0..4).map(|c| plan.share(c)).collect();
         assert_eq!(shares, [3, 3, 2, 2]);
@@ -891,6 +951,32 @@ mod tests {
         for stranger in ["B4-0", "B0-3", "B3-2", "X0-0", "B0", "B-1-0", ""] {
             assert_eq!(plan.index_of(stranger), None, "{stranger}");
         }
+    }
+
+    #[test]
+    fn the_bench_site_loads_with_one_or_several_sink_connections() {
+        let sink: std::net::SocketAddr = "127.0.0.1:9".parse().expect("addr");
+        for lanes in [1, 4] {
+            let plan = Plan {
+                messages: 10,
+                connections: 2,
+                destination_connections: lanes,
+            };
+            let config =
+                plexus_config::Config::from_toml(&bench_config(sink, &plan), Path::new("b.toml"))
+                    .unwrap_or_else(|e| panic!("{lanes} connection(s): {e}"));
+            let iface = &config.interfaces["bench"];
+            assert_eq!(iface.destinations[0].connections, lanes as u32);
+            assert_eq!(iface.order_by.is_some(), lanes > 1);
+        }
+        let plan = Plan {
+            messages: 200,
+            connections: 3,
+            destination_connections: 1,
+        };
+        // Each patient belongs to one generator connection and recurs every PATIENTS.
+        assert_eq!(plan.patient(2, 7), plan.patient(2, 7 + PATIENTS));
+        assert_ne!(plan.patient(1, 7), plan.patient(2, 7));
     }
 
     #[test]

@@ -156,6 +156,8 @@ pub(crate) struct Interface {
     pub ack_mode: Option<Spanned<String>>,
     /// `ordering = "fifo"`
     pub ordering: Option<Spanned<String>>,
+    /// `order_by = "PID-3-1"`
+    pub order_by: Option<Spanned<String>>,
     /// `[interfaces.NAME.retry]`
     #[serde(default)]
     pub retry: Retry,
@@ -222,6 +224,8 @@ pub(crate) struct Destination {
     pub url: Option<Spanned<String>>,
     /// `dir = "outbox"` (file)
     pub dir: Option<Spanned<String>>,
+    /// `connections = 4` (mllp, http)
+    pub connections: Option<Spanned<i64>>,
 }
 
 /// `tls = { ca = ..., server_name = ... }` on an MLLP destination.

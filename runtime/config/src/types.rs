@@ -252,6 +252,11 @@ pub struct Interface {
     pub ack_mode: AckMode,
     /// `ordering`. Default `fifo`.
     pub ordering: Ordering,
+    /// `order_by`: the field (an HL7 path, e.g. `PID-3-1`) whose value keeps messages in
+    /// order when a destination has more than one connection: messages with the same
+    /// value go out in arrival order, others may pass them. Read from the message as it
+    /// arrived. Default none.
+    pub order_by: Option<String>,
     /// `[interfaces.NAME.retry]`
     pub retry: Retry,
     /// `error_ack`. Default `permanent`.
@@ -325,6 +330,9 @@ pub struct FileSource {
     pub poll: Duration,
 }
 
+/// The most `connections` a destination may have.
+pub const MAX_DESTINATION_CONNECTIONS: u32 = 64;
+
 /// `[[interfaces.NAME.destinations]]`
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Destination {
@@ -332,6 +340,9 @@ pub struct Destination {
     pub name: Id,
     /// `type` and its keys.
     pub kind: DestinationKind,
+    /// `connections` (mllp and http): how many messages may be on their way to this
+    /// destination at once, each connection taking one at a time. Default 1.
+    pub connections: u32,
 }
 
 /// `type = ...` of a destination.

@@ -324,7 +324,9 @@ impl Cx<'_, '_> {
                     ],
                     Charset::Ascii,
                 ),
+                order_by: iface.order_by.as_ref().and_then(|p| self.hl7_path(p)),
             };
+            self.ordering_fits_connections(iface, &interface, name.get_ref());
             if let Some(id) = id {
                 out.insert(id, interface);
             }
@@ -490,8 +492,29 @@ impl Cx<'_, '_> {
                     Some("give each destination of an interface its own name".to_owned()),
                 );
             }
+            let connections = match (&kind, &dest.get_ref().connections) {
+                // Reported by the key check; a file destination writes one at a time.
+                (Some(DestinationKind::File { .. }), _) | (_, None) => 1,
+                (_, Some(raw)) => match u32::try_from(*raw.get_ref()) {
+                    Ok(n) if (1..=MAX_DESTINATION_CONNECTIONS).contains(&n) => n,
+                    _ => {
+                        self.error(
+                            Some(raw.span()),
+                            format!(
+                                "`connections` must be between 1 and {MAX_DESTINATION_CONNECTIONS}"
+                            ),
+                            None,
+                        );
+                        1
+                    }
+                },
+            };
             if let (Some(name), Some(kind)) = (name, kind) {
-                out.push(Destination { name, kind });
+                out.push(Destination {
+                    name,
+                    kind,
+                    connections,
+                });
             }
         }
         out
@@ -500,16 +523,17 @@ impl Cx<'_, '_> {
     fn destination(&mut self, raw: &Spanned<raw::Destination>) -> Option<DestinationKind> {
         let d = raw.get_ref();
         let kind = d.kind.get_ref().as_str();
-        let keys: [(&str, Option<Range<usize>>); 5] = [
+        let keys: [(&str, Option<Range<usize>>); 6] = [
             ("connect", d.connect.as_ref().map(Spanned::span)),
             ("ack_timeout", d.ack_timeout.as_ref().map(Spanned::span)),
             ("tls", d.tls.as_ref().map(Spanned::span)),
             ("url", d.url.as_ref().map(Spanned::span)),
             ("dir", d.dir.as_ref().map(Spanned::span)),
+            ("connections", d.connections.as_ref().map(Spanned::span)),
         ];
         let valid: &[&str] = match kind {
-            "mllp" => &["connect", "ack_timeout", "tls"],
-            "http" => &["url", "tls"],
+            "mllp" => &["connect", "ack_timeout", "tls", "connections"],
+            "http" => &["url", "tls", "connections"],
             "file" => &["dir"],
             other => {
                 let help = choices_help("destination types", other, TYPES);
@@ -772,6 +796,68 @@ impl Cx<'_, '_> {
                 );
                 default
             }
+        }
+    }
+
+    /// An HL7 path such as `PID-3-1`.
+    fn hl7_path(&mut self, raw: &Spanned<String>) -> Option<String> {
+        let text = raw.get_ref().trim();
+        match plexus_hl7::Path::parse(text) {
+            Ok(path) => Some(path.to_string()),
+            Err(err) => {
+                self.error(
+                    Some(raw.span()),
+                    format!("`{text}` is not a field path: {err}"),
+                    Some("write a path like `PID-3-1` (segment, field, component)".to_owned()),
+                );
+                None
+            }
+        }
+    }
+
+    /// Several connections to one destination send several messages at once, so a FIFO
+    /// interface needs `order_by` to say what must stay in order; an unordered one has
+    /// nothing to keep in order.
+    fn ordering_fits_connections(
+        &mut self,
+        raw: &raw::Interface,
+        iface: &Interface,
+        name: &str,
+    ) {
+        match iface.ordering {
+            Ordering::Fifo if iface.order_by.is_none() => {
+                for (dest, parsed) in raw.destinations.iter().zip(&iface.destinations) {
+                    if parsed.connections > 1 {
+                        let span = dest.get_ref().connections.as_ref().map(Spanned::span);
+                        self.error(
+                            span,
+                            format!(
+                                "destination `{}` of interface `{name}` has `connections = {}`, which sends several messages at once and breaks arrival order",
+                                parsed.name.as_str(),
+                                parsed.connections
+                            ),
+                            Some(format!(
+                                "set `order_by` on interface `{name}` to keep the messages of each patient (or order, or visit) in order, e.g. `order_by = \"PID-3-1\"`; or set `ordering = \"unordered\"`; or remove `connections`"
+                            )),
+                        );
+                    }
+                }
+            }
+            Ordering::Unordered => {
+                if let Some(order_by) = &raw.order_by {
+                    self.error(
+                        Some(order_by.span()),
+                        format!(
+                            "interface `{name}` has `ordering = \"unordered\"`, so `order_by` keeps nothing in order"
+                        ),
+                        Some(
+                            "remove `order_by`, or remove `ordering = \"unordered\"` to keep order by that field"
+                                .to_owned(),
+                        ),
+                    );
+                }
+            }
+            Ordering::Fifo => {}
         }
     }
 

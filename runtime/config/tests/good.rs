@@ -102,6 +102,7 @@ fn every_key_set() {
                         server_name: Some("emr.clinic.example".into()),
                     }),
                 },
+                connections: 4,
             },
             Destination {
                 name: ids(&["portal"]).remove(0),
@@ -109,12 +110,14 @@ fn every_key_set() {
                     url: "https://portal.example/hl7".into(),
                     tls: None,
                 },
+                connections: 1,
             },
             Destination {
                 name: ids(&["archive"]).remove(0),
                 kind: DestinationKind::File {
                     dir: base.join("archive")
                 },
+                connections: 1,
             },
         ]
     );
@@ -151,6 +154,20 @@ fn every_key_set() {
 }
 
 #[test]
+fn order_by_is_a_canonical_path_and_allows_several_connections() {
+    let config = Config::from_toml(
+        "[interfaces.adt]\nsource = { type = \"mllp\", listen = \"127.0.0.1:2575\" }\n\
+         order_by = \" PID.3.1 \"\n\
+         destinations = [{ name = \"out\", type = \"mllp\", connect = \"127.0.0.1:2576\", connections = 8 }]\n",
+        Path::new("site/plexus.toml"),
+    )
+    .expect("fifo with order_by and 8 connections loads");
+    let adt = &config.interfaces["adt"];
+    assert_eq!(adt.order_by.as_deref(), Some("PID-3-1"));
+    assert_eq!(adt.destinations[0].connections, 8);
+}
+
+#[test]
 fn defaults() {
     let config = Config::from_toml(
         "[interfaces.adt]\nsource = { type = \"mllp\", listen = \"127.0.0.1:2575\" }\n\
@@ -184,6 +201,8 @@ fn defaults() {
     );
     assert_eq!(adt.ack_mode, AckMode::Auto);
     assert_eq!(adt.ordering, Ordering::Fifo);
+    assert_eq!(adt.order_by, None);
+    assert_eq!(adt.destinations[0].connections, 1, "one message at a time");
     assert_eq!(adt.error_ack, ErrorAck::Permanent);
     assert_eq!(adt.charset, Charset::Ascii, "the default");
     assert_eq!(adt.retry, Retry::default());

@@ -15,7 +15,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use crate::{
     Attempt, AuditEntry, DeliveryResult, DeliveryStatus, Edit, Error, ErrorFilter, ErrorKind,
-    ErrorReport, Inbound, Journal, MessageId, OutcomeKind, Processing, Resume, ShadowResult,
+    ErrorReport, Inbound, Journal, Lane, LaneKey, MessageId, OutcomeKind, Processing, Resume, ShadowResult,
     ShadowRun, SourceKind, StageRecord, Unfinished,
 };
 
@@ -41,6 +41,7 @@ pub fn all<J: Journal>() -> Vec<(&'static str, ContractTest<J>)> {
         ("unfinished_after_crash", unfinished_after_crash::<J>),
         ("ingest_is_one_unit", ingest_is_one_unit::<J>),
         ("batched_attempts_and_due", batched_attempts_and_due::<J>),
+        ("lanes_split_the_queue", lanes_split_the_queue::<J>),
         ("audit_log_is_a_hash_chain", audit_log_is_a_hash_chain::<J>),
         ("shadow_runs_and_results", shadow_runs_and_results::<J>),
     ]
@@ -641,6 +642,7 @@ pub fn ingest_is_one_unit<J: Journal>(open: &dyn Fn() -> J) {
                 error: None,
                 processed: true,
                 requeue: false,
+                order_key: None,
             },
         )
         .expect("ingest");
@@ -653,6 +655,7 @@ pub fn ingest_is_one_unit<J: Journal>(open: &dyn Fn() -> J) {
                 error: Some(report(placeholder, ErrorKind::PluginFail, "plugin:map")),
                 processed: true,
                 requeue: false,
+                order_key: None,
             },
         )
         .expect("ingest");
@@ -719,6 +722,7 @@ pub fn ingest_is_one_unit<J: Journal>(open: &dyn Fn() -> J) {
             error: None,
             processed: true,
             requeue: false,
+            order_key: None,
         },
     )
     .expect("process");
@@ -733,6 +737,104 @@ pub fn ingest_is_one_unit<J: Journal>(open: &dyn Fn() -> J) {
 
 /// `record_attempts` applies several results at once and files their errors;
 /// `next_due` leaves out retries that are not due yet but keeps arrival order.
+/// Order keys are stored by `ingest` and `process` and come back with each pending
+/// delivery; a lane read returns exactly that lane's deliveries (by order key or by
+/// message id), in arrival order, with `due` applied as in `next_due`.
+pub fn lanes_split_the_queue<J: Journal>(open: &dyn Fn() -> J) {
+    let j = open();
+    // Keys 0..8, a large key, a negative one (never written by the engine, still placed)
+    // and a message with no key (lane 0).
+    let keys: Vec<Option<i64>> = (0..8)
+        .map(Some)
+        .chain([Some(i64::MAX), Some(-3), None])
+        .collect();
+    let mut ids = Vec::new();
+    for (i, key) in keys.iter().enumerate() {
+        let appended = j
+            .ingest(
+                inbound("scheduling", Some(&format!("L{i}")), at(i as u64)),
+                Processing {
+                    enqueue: vec!["emr".to_owned()],
+                    processed: true,
+                    order_key: *key,
+                    ..Processing::default()
+                },
+            )
+            .expect("ingest");
+        ids.push(appended.id);
+    }
+    let pending = j.next_pending("scheduling", "emr", 20).expect("pending");
+    let got: Vec<Option<i64>> = pending.iter().map(|p| p.order_key).collect();
+    assert_eq!(got, keys, "keys come back with the deliveries, in arrival order");
+
+    let read = |lane: Lane, due: Option<SystemTime>| -> Vec<MessageId> {
+        j.next_in_lane("scheduling", "emr", due, lane, 20)
+            .expect("lane read")
+            .iter()
+            .map(|p| p.id)
+            .collect()
+    };
+    assert_eq!(read(Lane::ALL, None), ids, "one lane: the whole queue");
+    for key in [LaneKey::OrderKey, LaneKey::MessageId] {
+        let mut seen = Vec::new();
+        for index in 0..3 {
+            let lane = Lane {
+                index,
+                count: 3,
+                key,
+            };
+            let want: Vec<MessageId> = pending
+                .iter()
+                .filter(|p| lane.of(p) == index)
+                .map(|p| p.id)
+                .collect();
+            let got = read(lane, None);
+            assert_eq!(got, want, "{key:?} lane {index} of 3");
+            seen.extend(got);
+        }
+        seen.sort();
+        assert_eq!(seen, ids, "{key:?}: every delivery in exactly one lane");
+    }
+    let by_key = |index| Lane {
+        index,
+        count: 4,
+        key: LaneKey::OrderKey,
+    };
+    assert_eq!(read(by_key(1), None), [ids[1], ids[5], ids[9]], "-3 is lane 1 of 4");
+    assert_eq!(
+        read(by_key(3), None),
+        [ids[3], ids[7], ids[8]],
+        "i64::MAX is lane 3 of 4"
+    );
+    assert_eq!(read(by_key(0), None), [ids[0], ids[4], ids[10]], "no key: lane 0");
+
+    // A retry not yet due is read by a plain lane read but not by a due one.
+    j.record_attempts(vec![Attempt {
+        id: ids[0],
+        destination: "emr".to_owned(),
+        result: DeliveryResult::Retry {
+            error: "AE".to_owned(),
+            next_at: at(10_000),
+        },
+        error: None,
+    }])
+    .expect("record");
+    assert_eq!(read(by_key(0), None)[0], ids[0]);
+    assert_eq!(read(by_key(0), Some(at(100))), [ids[4], ids[10]]);
+
+    // `process` sets a key on a message stored without one; `None` keeps it.
+    j.process(
+        ids[10],
+        Processing {
+            order_key: Some(6),
+            ..Processing::default()
+        },
+    )
+    .expect("process");
+    j.process(ids[10], Processing::default()).expect("process");
+    assert_eq!(read(by_key(2), None), [ids[2], ids[6], ids[10]], "now key 6");
+}
+
 pub fn batched_attempts_and_due<J: Journal>(open: &dyn Fn() -> J) {
     let j = open();
     let ids: Vec<MessageId> = (0..4)

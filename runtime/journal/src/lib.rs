@@ -99,6 +99,18 @@ pub trait Journal: Send + Sync {
         limit: usize,
     ) -> Result<Vec<PendingDelivery>>;
 
+    /// [`Journal::next_pending`] (or, with `due`, [`Journal::next_due`]) for one lane of
+    /// a destination with several connections: the oldest `limit` deliveries of that
+    /// lane, in arrival order.
+    fn next_in_lane(
+        &self,
+        interface: &str,
+        destination: &str,
+        due: Option<SystemTime>,
+        lane: Lane,
+        limit: usize,
+    ) -> Result<Vec<PendingDelivery>>;
+
     /// Marks the plug-in chain as finished for this message: its deliveries (if any) have
     /// been enqueued. Until then [`Journal::unfinished`] reports it for re-processing.
     fn mark_processed(&self, id: MessageId) -> Result<()>;

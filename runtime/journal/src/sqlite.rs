@@ -26,6 +26,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("schema_v2_audit.sql"),
     include_str!("schema_v3_shadow.sql"),
     include_str!("schema_v4_dup_window.sql"),
+    include_str!("schema_v5_order_key.sql"),
 ];
 
 /// Tuning for [`SqliteJournal`].
@@ -200,17 +201,23 @@ impl SqliteJournal {
         interface: &str,
         destination: &str,
         due: Option<SystemTime>,
+        lane: Lane,
         limit: usize,
     ) -> Result<Vec<PendingDelivery>> {
         let sql = Error::sql("next_pending");
         let conn = self.read();
+        // The lane as `Lane::of` computes it: the key modulo `count`, taken non-negative.
         let mut stmt = conn
             .prepare_cached(
-                "SELECT d.message_id, m.received_at, d.status, d.attempts, d.next_at, d.last_error
+                "SELECT d.message_id, m.received_at, d.status, d.attempts, d.next_at,
+                        d.last_error, m.order_key
                  FROM deliveries d JOIN messages m ON m.id = d.message_id
                  WHERE d.destination = ?1 AND d.status IN ('pending', 'retry')
                    AND m.interface = ?2
                    AND (?4 IS NULL OR d.next_at IS NULL OR d.next_at <= ?4)
+                   AND (?5 = 1 OR
+                        (((CASE WHEN ?7 THEN d.message_id ELSE COALESCE(m.order_key, 0) END)
+                          % ?5 + ?5) % ?5) = ?6)
                  ORDER BY d.message_id
                  LIMIT ?3",
             )
@@ -218,31 +225,45 @@ impl SqliteJournal {
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
         let rows = stmt
             .query_map(
-                params![destination, interface, limit, due.map(to_ms)],
+                params![
+                    destination,
+                    interface,
+                    limit,
+                    due.map(to_ms),
+                    i64::from(lane.count.max(1)),
+                    i64::from(lane.index),
+                    lane.key == LaneKey::MessageId,
+                ],
                 |r| {
                     Ok((
-                        r.get::<_, i64>(0)?,
-                        r.get::<_, i64>(1)?,
-                        r.get::<_, String>(2)?,
-                        r.get::<_, i64>(3)?,
+                        (
+                            r.get::<_, i64>(0)?,
+                            r.get::<_, i64>(1)?,
+                            r.get::<_, String>(2)?,
+                            r.get::<_, i64>(3)?,
+                        ),
                         r.get::<_, Option<i64>>(4)?,
                         r.get::<_, Option<String>>(5)?,
+                        r.get::<_, Option<i64>>(6)?,
                     ))
                 },
             )
             .and_then(|rows| rows.collect::<rusqlite::Result<Vec<_>>>())
             .map_err(sql)?;
         rows.into_iter()
-            .map(|(id, received_at, status, attempts, next_at, last_error)| {
-                Ok(PendingDelivery {
-                    id: MessageId(id),
-                    received_at: from_ms(received_at),
-                    status: parse_text("deliveries.status", DeliveryStatus::parse, &status)?,
-                    attempts: count(attempts),
-                    next_at: next_at.map(from_ms),
-                    last_error,
-                })
-            })
+            .map(
+                |((id, received_at, status, attempts), next_at, last_error, order_key)| {
+                    Ok(PendingDelivery {
+                        id: MessageId(id),
+                        received_at: from_ms(received_at),
+                        status: parse_text("deliveries.status", DeliveryStatus::parse, &status)?,
+                        attempts: count(attempts),
+                        next_at: next_at.map(from_ms),
+                        last_error,
+                        order_key,
+                    })
+                },
+            )
             .collect()
     }
 
@@ -467,7 +488,7 @@ fn finish_error((kind, mut entry): (String, ErrorEntry)) -> Result<ErrorEntry> {
 }
 
 fn append_in(conn: &Connection, inbound: &Inbound, dups: &Dups) -> Result<Appended> {
-    append_with(conn, inbound, dups, false)
+    append_with(conn, inbound, dups, false, None)
 }
 
 /// The duplicate window and its settings, as the writer's jobs use them.
@@ -570,6 +591,7 @@ fn append_with(
     inbound: &Inbound,
     dups: &Dups,
     processed: bool,
+    order_key: Option<i64>,
 ) -> Result<Appended> {
     let at = to_ms(inbound.received_at);
     let duplicate_of = match &inbound.control_id {
@@ -578,8 +600,9 @@ fn append_with(
     };
     conn.prepare_cached(
         "INSERT INTO messages (interface, source_kind, source_peer, received_at,
-                               control_id, message_type, duplicate_of, raw, processed)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+                               control_id, message_type, duplicate_of, raw, processed,
+                               order_key)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
     )
     .and_then(|mut s| {
         s.execute(params![
@@ -592,6 +615,7 @@ fn append_with(
             duplicate_of.map(|d| d.0),
             inbound.raw,
             processed,
+            order_key,
         ])
     })
     .map_err(Error::sql("append"))?;
@@ -710,9 +734,16 @@ fn ingest_job(
     dups: Dups,
 ) -> impl FnOnce(&Connection) -> Result<Appended> + Send + 'static {
     move |conn| {
-        let appended = append_with(conn, &inbound, &dups, processing.processed)?;
+        let appended = append_with(
+            conn,
+            &inbound,
+            &dups,
+            processing.processed,
+            processing.order_key,
+        )?;
         let processing = Processing {
             processed: false,
+            order_key: None,
             ..processing
         };
         process_in(conn, appended.id, processing)?;
@@ -744,6 +775,11 @@ fn process_in(conn: &Connection, id: MessageId, processing: Processing) -> Resul
     if let Some(mut report) = processing.error {
         report.message = id;
         error_in(conn, &report)?;
+    }
+    if let Some(key) = processing.order_key {
+        conn.prepare_cached("UPDATE messages SET order_key = ?2 WHERE id = ?1")
+            .and_then(|mut s| s.execute(params![id.0, key]))
+            .map_err(Error::sql("process"))?;
     }
     if processing.processed {
         conn.prepare_cached("UPDATE messages SET processed = 1 WHERE id = ?1")
@@ -1019,7 +1055,7 @@ impl Journal for SqliteJournal {
         now: SystemTime,
         limit: usize,
     ) -> Result<Vec<PendingDelivery>> {
-        self.pending_query(interface, destination, Some(now), limit)
+        self.pending_query(interface, destination, Some(now), Lane::ALL, limit)
     }
 
     fn mark_processed(&self, id: MessageId) -> Result<()> {
@@ -1050,7 +1086,18 @@ impl Journal for SqliteJournal {
         destination: &str,
         limit: usize,
     ) -> Result<Vec<PendingDelivery>> {
-        self.pending_query(interface, destination, None, limit)
+        self.pending_query(interface, destination, None, Lane::ALL, limit)
+    }
+
+    fn next_in_lane(
+        &self,
+        interface: &str,
+        destination: &str,
+        due: Option<SystemTime>,
+        lane: Lane,
+        limit: usize,
+    ) -> Result<Vec<PendingDelivery>> {
+        self.pending_query(interface, destination, due, lane, limit)
     }
 
     fn mark_attempt(&self, id: MessageId, destination: &str, result: DeliveryResult) -> Result<()> {

@@ -240,6 +240,51 @@ pub struct PendingDelivery {
     pub next_at: Option<SystemTime>,
     /// The last attempt's error.
     pub last_error: Option<String>,
+    /// A non-negative hash of the value that orders the message (the interface's
+    /// `order_by` field): deliveries with equal keys go out in arrival order. `None` when
+    /// the message has none (it then counts as key 0).
+    pub order_key: Option<i64>,
+}
+
+/// One lane of a destination with several connections: a queue read for a lane returns
+/// only its deliveries, so each connection serves its own FIFO. A delivery's lane is its
+/// message's [order key](PendingDelivery::order_key) (or, for [`LaneKey::MessageId`],
+/// its message id) modulo `count`, taken non-negative.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Lane {
+    /// This lane, `0..count`.
+    pub index: u32,
+    /// How many lanes the destination has (at least 1).
+    pub count: u32,
+    /// What a delivery's lane is computed from.
+    pub key: LaneKey,
+}
+
+/// What [`Lane`] spreads deliveries by.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LaneKey {
+    /// The order key: equal keys share a lane and keep their arrival order.
+    OrderKey,
+    /// The message id: an even spread for queues that keep no order.
+    MessageId,
+}
+
+impl Lane {
+    /// The only lane of a one-connection destination: the whole queue.
+    pub const ALL: Lane = Lane {
+        index: 0,
+        count: 1,
+        key: LaneKey::OrderKey,
+    };
+
+    /// The lane (`0..count`) of a delivery.
+    pub fn of(&self, delivery: &PendingDelivery) -> u32 {
+        let key = match self.key {
+            LaneKey::OrderKey => delivery.order_key.unwrap_or(0),
+            LaneKey::MessageId => delivery.id.0,
+        };
+        u32::try_from(key.rem_euclid(i64::from(self.count.max(1)))).unwrap_or(0)
+    }
 }
 
 /// A report for the error queue.
@@ -424,6 +469,9 @@ pub struct Processing {
     /// Put deliveries that exist but were not delivered (failed or retrying) back to
     /// pending with a fresh attempt count (a replay); delivered ones are left alone.
     pub requeue: bool,
+    /// The message's [order key](PendingDelivery::order_key), when the interface keeps
+    /// order by a field. `None` leaves a stored key as it is.
+    pub order_key: Option<i64>,
 }
 
 /// One delivery attempt for [`crate::Journal::record_attempts`].

@@ -7,6 +7,11 @@
 //! * **FIFO, skip** and **unordered**: a failing message waits for its retry on its own;
 //!   messages behind it keep flowing.
 //!
+//! A destination with `connections = N` gets N workers, one per connection, each serving
+//! its lane of the queue as above. With `order_by` a message's lane is its order key
+//! modulo N, so the messages of one key (one patient) keep their order and a failing head
+//! holds back its own lane only; an unordered interface spreads messages by id.
+//!
 //! Every attempt is recorded; results of a batch are committed together. A crash between
 //! a send and its record means the message is sent again after the restart: delivery is
 //! at least once, and a receiver sees the same MSH-10.
@@ -16,8 +21,13 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use plexus_config::{Destination, DestinationKind, ErrorAck, HeadFailure, Ordering, Retry};
-use plexus_journal::{Attempt, DeliveryResult, ErrorKind, ErrorReport, MessageId, PendingDelivery};
+use plexus_config::{
+    Destination, DestinationKind, ErrorAck, HeadFailure, Interface, MAX_DESTINATION_CONNECTIONS,
+    Ordering, Retry,
+};
+use plexus_journal::{
+    Attempt, DeliveryResult, ErrorKind, ErrorReport, Lane, LaneKey, MessageId, PendingDelivery,
+};
 use plexus_mllp::{ErrorAckPolicy, Sender, SenderConfig};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
@@ -42,10 +52,32 @@ pub(crate) enum SendFailure {
     Permanent(String),
 }
 
+/// How many connections (lanes) a destination is served with. A file destination
+/// writes one message at a time.
+pub(crate) fn lane_count(dest: &Destination) -> u32 {
+    match dest.kind {
+        DestinationKind::File { .. } => 1,
+        _ => dest.connections.clamp(1, MAX_DESTINATION_CONNECTIONS),
+    }
+}
+
+/// The lanes of a destination's queue, one per connection.
+pub(crate) fn lanes(iface: &Interface, dest: &Destination) -> impl Iterator<Item = Lane> {
+    let count = lane_count(dest);
+    // The config refuses several connections on a FIFO interface without `order_by`; a
+    // message without the field has no key and goes to lane 0.
+    let key = match iface.ordering {
+        Ordering::Unordered => LaneKey::MessageId,
+        Ordering::Fifo => LaneKey::OrderKey,
+    };
+    (0..count).map(move |index| Lane { index, count, key })
+}
+
 pub(crate) struct Worker {
     shared: Arc<Shared>,
     iface: Arc<Iface>,
     dest: Destination,
+    lane: Lane,
     wake: Arc<Notify>,
     shutdown: CancellationToken,
 }
@@ -55,13 +87,15 @@ impl Worker {
         shared: Arc<Shared>,
         iface: Arc<Iface>,
         dest: Destination,
+        lane: Lane,
         shutdown: CancellationToken,
     ) -> Self {
-        let wake = iface.wake[dest.name.as_str()].clone();
+        let wake = iface.wake[dest.name.as_str()][lane.index as usize].clone();
         Worker {
             shared,
             iface,
             dest,
+            lane,
             wake,
             shutdown,
         }
@@ -83,7 +117,8 @@ impl Worker {
         };
         let name = self.dest.name.to_string();
         let passing = self.passing();
-        tracing::debug!(interface = %self.iface.name, destination = %name, passing, "delivery worker started");
+        let lane = self.lane;
+        tracing::debug!(interface = %self.iface.name, destination = %name, passing, lane = lane.index, lanes = lane.count, "delivery worker started");
         // A batch that was all delivered is committed while the next one is sent: its
         // messages are still pending in the journal until then, so the next read skips
         // them. Anything else (a retry, a failure) is committed before the next read, which
@@ -100,11 +135,8 @@ impl Worker {
             // The queue and the payloads in one trip to the blocking pool.
             let batch = tokio::task::spawn_blocking(move || {
                 let limit = BATCH + in_flight.len();
-                let pending = if passing {
-                    journal.next_due(&iface, &dest, now, limit)
-                } else {
-                    journal.next_pending(&iface, &dest, limit)
-                }?;
+                let due = passing.then_some(now);
+                let pending = journal.next_in_lane(&iface, &dest, due, lane, limit)?;
                 Ok::<_, plexus_journal::Error>(
                     pending
                         .into_iter()

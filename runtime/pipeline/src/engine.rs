@@ -71,8 +71,8 @@ pub(crate) struct Iface {
     /// Earlier chains, newest last, for rollback (at most [`HISTORY`]). The lock also
     /// serialises activations.
     history: std::sync::Mutex<Vec<Arc<ActiveChain>>>,
-    /// Wakes each destination's worker when work is enqueued.
-    pub wake: HashMap<String, Arc<Notify>>,
+    /// Wakes each destination's workers (one per connection) when work is enqueued.
+    pub wake: HashMap<String, Vec<Arc<Notify>>>,
     /// Counters for `/metrics`.
     pub metrics: crate::metrics::IfaceMetrics,
     /// Until when (ms since the epoch) the chain runs on the blocking pool because a
@@ -80,6 +80,8 @@ pub(crate) struct Iface {
     pub slow_until_ms: AtomicU64,
     /// The candidate chain running beside the active one, if any.
     pub shadow: ArcSwapOption<Shadow>,
+    /// `order_by`, parsed (the config checked it).
+    pub order_by: Option<plexus_hl7::Path>,
 }
 
 /// Chains kept for rollback per interface.
@@ -152,6 +154,18 @@ pub struct CapabilityChange {
 /// runs go to the blocking
 /// pool for [`SLOW_COOL_DOWN`].
 pub(crate) const SLOW_CHAIN: std::time::Duration = std::time::Duration::from_millis(20);
+/// A stable, non-negative hash of an order value (64-bit FNV-1a, top bit dropped): the
+/// same value gets the same key in every process and version, so lanes computed from a
+/// journal written earlier still group a patient's messages together.
+pub(crate) fn order_key(value: &str) -> i64 {
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for byte in value.bytes() {
+        hash ^= u64::from(byte);
+        hash = hash.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    (hash >> 1).cast_signed()
+}
+
 /// How long an interface's chain stays on the blocking pool after a slow run.
 pub(crate) const SLOW_COOL_DOWN: std::time::Duration = std::time::Duration::from_secs(60);
 
@@ -169,6 +183,15 @@ impl Iface {
         raw: &'a [u8],
     ) -> Result<Message<'a>, plexus_hl7::ParseError> {
         Message::parse_with_charset(raw, self.unstated_charset())
+    }
+
+    /// The message's order key: a hash of its value at `order_by`, when the interface
+    /// has one. Deliveries with equal keys share a lane (a connection) and keep their
+    /// arrival order. A message without the field gets none (lane 0).
+    pub(crate) fn order_key(&self, msg: &Message<'_>) -> Option<i64> {
+        let path = self.order_by.as_ref()?;
+        let value = msg.get(path).ok().flatten()?;
+        Some(order_key(value.trim()))
     }
 
     /// What an empty MSH-18 means on this interface.
@@ -197,7 +220,7 @@ impl Iface {
     }
 
     pub(crate) fn wake_destinations(&self) {
-        for notify in self.wake.values() {
+        for notify in self.wake.values().flatten() {
             notify.notify_one();
         }
     }
@@ -330,7 +353,12 @@ impl Engine {
                 let wake = interface
                     .destinations
                     .iter()
-                    .map(|d| (d.name.to_string(), Arc::new(Notify::new())))
+                    .map(|d| {
+                        let lanes = (0..crate::deliver::lane_count(d))
+                            .map(|_| Arc::new(Notify::new()))
+                            .collect();
+                        (d.name.to_string(), lanes)
+                    })
                     .collect();
                 let iface = Iface {
                     name: name.to_string(),
@@ -340,6 +368,10 @@ impl Engine {
                     wake,
                     slow_until_ms: AtomicU64::new(0),
                     shadow: ArcSwapOption::empty(),
+                    order_by: interface
+                        .order_by
+                        .as_deref()
+                        .and_then(|p| plexus_hl7::Path::parse(p).ok()),
                     metrics: crate::metrics::IfaceMetrics::new(
                         interface.destinations.iter().map(|d| d.name.as_str()),
                     ),
@@ -1222,13 +1254,17 @@ impl Engine {
                 Inbound::Http { .. } => {}
             }
             for dest in &iface.config.destinations {
-                let worker = crate::deliver::Worker::new(
-                    self.shared.clone(),
-                    iface.clone(),
-                    dest.clone(),
-                    shutdown.clone(),
-                );
-                tasks.spawn(worker.run());
+                // One worker per connection, each serving its lane of the queue.
+                for lane in crate::deliver::lanes(&iface.config, dest) {
+                    let worker = crate::deliver::Worker::new(
+                        self.shared.clone(),
+                        iface.clone(),
+                        dest.clone(),
+                        lane,
+                        shutdown.clone(),
+                    );
+                    tasks.spawn(worker.run());
+                }
             }
         }
         let http = crate::http::start(&self.shared, shutdown.clone(), &mut tasks).await?;
@@ -1328,6 +1364,7 @@ impl Engine {
                     (processing, ReplayOutcome::FailedAgain(failure))
                 }
                 Ok(msg) => {
+                    let order_key = iface.order_key(&msg);
                     // The intake rules hold on replay and resume as on arrival: an ACK is
                     // never forwarded, and a stored copy without a usable MSH-10 is
                     // refused again (only the sender can fix it).
@@ -1346,6 +1383,7 @@ impl Engine {
                     };
                     let mut processing = processing_for(&iface, stages, &verdict);
                     processing.requeue = requeue;
+                    processing.order_key = order_key;
                     let outcome = match verdict {
                         Verdict::Forwarded => ReplayOutcome::Requeued {
                             destinations: processing.enqueue.clone(),

@@ -206,6 +206,7 @@ pub(crate) async fn accept(
             (Ok(msg), None) => {
                 inbound.control_id = msg.control_id().map(|c| c.into_owned());
                 inbound.message_type = message_type(&msg);
+                let order_key = iface.order_key(&msg);
                 let ctx = Context {
                     interface: iface.name.clone(),
                     site: shared.site.clone(),
@@ -245,7 +246,8 @@ pub(crate) async fn accept(
                         shadow_job = Some((shadow, active, output.to_vec(), ctx, raw.clone()));
                     }
                 }
-                let processing = processing_for(&iface, run.stages, &run.verdict);
+                let mut processing = processing_for(&iface, run.stages, &run.verdict);
+                processing.order_key = order_key;
                 (processing, Outcome::Ran(run.verdict))
             }
         };

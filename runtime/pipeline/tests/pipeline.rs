@@ -2388,3 +2388,124 @@ async fn a_batch_file_stored_in_part_goes_on_where_it_stopped() {
     stop.cancel();
     running.wait().await;
 }
+
+/// A receiver that records `(MSH-10, connection)` and answers AE to `bad` the first
+/// `fails` times.
+async fn lane_receiver(
+    bad: &'static str,
+    fails: usize,
+) -> (Receiver, Arc<Mutex<Vec<(String, u64)>>>) {
+    let listener = Listener::bind(
+        "127.0.0.1:0".parse().expect("addr"),
+        ListenerConfig::default(),
+    )
+    .await
+    .expect("bind receiver");
+    let addr = listener.local_addr();
+    let received = Arc::new(Mutex::new(Vec::new()));
+    let log = Arc::new(Mutex::new(Vec::new()));
+    let (seen, by_conn) = (received.clone(), log.clone());
+    let refusals = Arc::new(Mutex::new(0_usize));
+    let stop = CancellationToken::new();
+    let handler = handler_fn(move |payload: Bytes, peer: plexus_mllp::PeerInfo| {
+        let (seen, by_conn, refusals) = (seen.clone(), by_conn.clone(), refusals.clone());
+        async move {
+            let msg = Message::parse(&payload).ok()?;
+            let id = msg.control_id().unwrap_or_default().into_owned();
+            let status = {
+                let mut refused = refusals.lock().expect("lock");
+                if id == bad && *refused < fails {
+                    *refused += 1;
+                    Status::Error
+                } else {
+                    seen.lock().expect("lock").push(id.clone());
+                    by_conn.lock().expect("lock").push((id, peer.conn_id));
+                    Status::Accepted
+                }
+            };
+            ack::acknowledge(&msg, status, None, "RCV", "20260101000000").map(Bytes::from)
+        }
+    });
+    tokio::spawn(listener.serve(Arc::new(handler), stop.clone()));
+    (
+        Receiver {
+            addr,
+            received,
+            stop,
+        },
+        log,
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_keep_each_patients_order_and_a_failing_head_holds_only_its_lane() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    // Patient 1's first message is refused (AE, retried) three times, 150 ms apart.
+    let (emr, by_conn) = lane_receiver("P1-1", 3).await;
+    let config = site_with(
+        dir.path(),
+        r#"{ type = "mllp", listen = "127.0.0.1:0" }"#,
+        &format!(
+            "error_ack = \"retry\"\n\
+             order_by = \"PID-3-1\"\n\
+             destinations = [{{ name = \"emr\", type = \"mllp\", connect = \"{}\", connections = 4 }}]\n\
+             retry = {{ initial_backoff = \"150ms\", max_backoff = \"150ms\", jitter = false }}",
+            emr.addr
+        ),
+    );
+    let engine = Engine::build(config, &FsAssets).expect("engine builds");
+    let stop = CancellationToken::new();
+    let running = engine.start(stop.clone()).await.expect("engine starts");
+    let (patients, per_patient) = (6, 4);
+    for n in 1..=per_patient {
+        for p in 1..=patients {
+            let msg = String::from_utf8(siu(&format!("P{p}-{n}"), "Ready"))
+                .expect("utf-8")
+                .replace("MRN10001", &format!("MRN{p:05}"));
+            let (code, _) = send(running.mllp["feed"], msg.as_bytes()).await;
+            assert_eq!(code, AckCode::AA);
+        }
+    }
+    eventually("every message delivered", || {
+        emr.received().len() == patients * per_patient
+    })
+    .await;
+    stop.cancel();
+    running.wait().await;
+    emr.stop.cancel();
+
+    let received = emr.received();
+    let position = |id: &str| received.iter().position(|r| r == id).expect("received");
+    for p in 1..=patients {
+        let order: Vec<usize> = (1..=per_patient)
+            .map(|n| position(&format!("P{p}-{n}")))
+            .collect();
+        assert!(
+            order.windows(2).all(|w| w[0] < w[1]),
+            "patient {p} out of order: {received:?}"
+        );
+    }
+    // With six patients on four lanes, at least three lanes hold no message of patient
+    // 1: their patients went through while patient 1's head was being retried.
+    let held = position("P1-1");
+    let passed = (2..=patients)
+        .filter(|p| (1..=per_patient).all(|n| position(&format!("P{p}-{n}")) < held))
+        .count();
+    assert!(
+        passed >= 1,
+        "no other patient passed the failing head: {received:?}"
+    );
+    let connections: std::collections::HashSet<u64> = by_conn
+        .lock()
+        .expect("lock")
+        .iter()
+        .map(|(_, conn)| *conn)
+        .collect();
+    assert!(
+        connections.len() >= 2,
+        "the messages used {} connection(s)",
+        connections.len()
+    );
+    let first = engine.journal().show(MessageId(1)).expect("show");
+    assert_eq!(first.deliveries[0].attempts, 4, "three AEs, then delivered");
+}
