@@ -833,6 +833,31 @@ pub fn lanes_split_the_queue<J: Journal>(open: &dyn Fn() -> J) {
     .expect("process");
     j.process(ids[10], Processing::default()).expect("process");
     assert_eq!(read(by_key(2), None), [ids[2], ids[6], ids[10]], "now key 6");
+
+    // A batch's payloads come back in the order asked, each as `payload` reads it; an
+    // unknown id fails on its own.
+    j.process(
+        ids[2],
+        Processing {
+            stages: vec![stage(ids[2], 0, Some(b"MSH|mapped"))],
+            ..Processing::default()
+        },
+    )
+    .expect("process");
+    let ask = [ids[3], ids[2], MessageId(999_999), ids[3]];
+    let got = j.payloads(&ask).expect("payloads");
+    assert_eq!(got.len(), ask.len());
+    for (id, payload) in ask.iter().zip(&got) {
+        match (j.payload(*id), payload) {
+            (Ok(one), Ok(batch)) => assert_eq!(&one, batch, "{id}"),
+            (Err(Error::NotFound(_)), Err(Error::NotFound(missing))) => {
+                assert_eq!(missing, id)
+            }
+            (one, batch) => panic!("{id}: payload {one:?} but payloads {batch:?}"),
+        }
+    }
+    assert_eq!(got[1].as_deref().ok(), Some(&b"MSH|mapped"[..]));
+    assert!(j.payloads(&[]).expect("empty").is_empty());
 }
 
 pub fn batched_attempts_and_due<J: Journal>(open: &dyn Fn() -> J) {

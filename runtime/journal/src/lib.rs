@@ -136,6 +136,14 @@ pub trait Journal: Send + Sync {
     /// or the raw inbound bytes when no stage did.
     fn payload(&self, id: MessageId) -> Result<Vec<u8>>;
 
+    /// [`Journal::payload`] of each of `ids`, in the same order, read together: a delivery
+    /// worker reads a batch's bytes in one trip. The outer error is a failed read; an id
+    /// that is not stored is an inner [`Error::NotFound`]. The default reads them one by
+    /// one.
+    fn payloads(&self, ids: &[MessageId]) -> Result<Vec<Result<Vec<u8>>>> {
+        Ok(ids.iter().map(|id| self.payload(*id)).collect())
+    }
+
     /// Puts the message in the error queue. A message has at most one open error: a new
     /// report for a message with an open error updates it and counts an occurrence.
     fn error(&self, report: ErrorReport) -> Result<()>;

@@ -6,7 +6,7 @@
 //! others, commits once (one fsync under `synchronous=FULL`), and only then answers each
 //! caller. Under concurrency, appends therefore share fsyncs; alone, an append costs one.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard, mpsc};
@@ -1119,6 +1119,52 @@ impl Journal for SqliteJournal {
         .and_then(|mut s| s.query_row([id.0], |r| r.get(0)).optional())
         .map_err(Error::sql("payload"))?
         .ok_or(Error::NotFound(id))
+    }
+
+    fn payloads(&self, ids: &[MessageId]) -> Result<Vec<Result<Vec<u8>>>> {
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        // One statement for the batch: the ids go in as a JSON array.
+        let list = format!(
+            "[{}]",
+            ids.iter()
+                .map(|id| id.0.to_string())
+                .collect::<Vec<_>>()
+                .join(",")
+        );
+        let mut found = {
+            let conn = self.read();
+            conn.prepare_cached(
+                "SELECT m.id, COALESCE(
+                     (SELECT output FROM stages
+                      WHERE message_id = m.id AND output IS NOT NULL ORDER BY id DESC LIMIT 1),
+                     m.raw)
+                 FROM json_each(?1) AS j JOIN messages m ON m.id = j.value",
+            )
+            .and_then(|mut s| {
+                s.query_map([&list], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, Vec<u8>>(1)?)))?
+                    .collect::<rusqlite::Result<HashMap<i64, Vec<u8>>>>()
+            })
+            .map_err(Error::sql("payloads"))?
+        };
+        // Each row moves into its first place; an id asked twice gets a copy.
+        let mut out: Vec<Result<Vec<u8>>> = Vec::with_capacity(ids.len());
+        let mut first_at: HashMap<i64, usize> = HashMap::new();
+        for id in ids {
+            let entry = match found.remove(&id.0) {
+                Some(bytes) => {
+                    first_at.insert(id.0, out.len());
+                    Ok(bytes)
+                }
+                None => match first_at.get(&id.0).and_then(|&at| out[at].as_ref().ok()) {
+                    Some(bytes) => Ok(bytes.clone()),
+                    None => Err(Error::NotFound(*id)),
+                },
+            };
+            out.push(entry);
+        }
+        Ok(out)
     }
 
     fn error(&self, report: ErrorReport) -> Result<()> {

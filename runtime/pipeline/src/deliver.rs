@@ -136,17 +136,14 @@ impl Worker {
             let batch = tokio::task::spawn_blocking(move || {
                 let limit = BATCH + in_flight.len();
                 let due = passing.then_some(now);
-                let pending = journal.next_in_lane(&iface, &dest, due, lane, limit)?;
-                Ok::<_, plexus_journal::Error>(
-                    pending
-                        .into_iter()
-                        .filter(|p| !in_flight.contains(&p.id))
-                        .map(|p| {
-                            let payload = journal.payload(p.id);
-                            (p, payload)
-                        })
-                        .collect::<Vec<_>>(),
-                )
+                let pending: Vec<PendingDelivery> = journal
+                    .next_in_lane(&iface, &dest, due, lane, limit)?
+                    .into_iter()
+                    .filter(|p| !in_flight.contains(&p.id))
+                    .collect();
+                let ids: Vec<MessageId> = pending.iter().map(|p| p.id).collect();
+                let payloads = journal.payloads(&ids)?;
+                Ok::<_, plexus_journal::Error>(pending.into_iter().zip(payloads).collect::<Vec<_>>())
             })
             .await;
             let batch = match batch {
