@@ -15,7 +15,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use crate::{
     Attempt, AuditEntry, DeliveryResult, DeliveryStatus, Edit, Error, ErrorFilter, ErrorKind,
-    ErrorReport, Inbound, Journal, Lane, LaneKey, MessageId, OutcomeKind, Processing, Resume, ShadowResult,
+    ErrorReport, Inbound, Journal, LaneKey, Lanes, MessageId, OutcomeKind, Processing, Resume, ShadowResult,
     ShadowRun, SourceKind, StageRecord, Unfinished,
 };
 
@@ -738,8 +738,9 @@ pub fn ingest_is_one_unit<J: Journal>(open: &dyn Fn() -> J) {
 /// `record_attempts` applies several results at once and files their errors;
 /// `next_due` leaves out retries that are not due yet but keeps arrival order.
 /// Order keys are stored by `ingest` and `process` and come back with each pending
-/// delivery; a lane read returns exactly that lane's deliveries (by order key or by
-/// message id), in arrival order, with `due` applied as in `next_due`.
+/// delivery; `set_lanes` splits a destination's queue (moving what is owed), a lane read
+/// returns exactly that lane's deliveries in arrival order, leaving out `skip`, with `due`
+/// applied as in `next_due`.
 pub fn lanes_split_the_queue<J: Journal>(open: &dyn Fn() -> J) {
     let j = open();
     // Keys 0..8, a large key, a negative one (never written by the engine, still placed)
@@ -748,65 +749,54 @@ pub fn lanes_split_the_queue<J: Journal>(open: &dyn Fn() -> J) {
         .map(Some)
         .chain([Some(i64::MAX), Some(-3), None])
         .collect();
-    let mut ids = Vec::new();
-    for (i, key) in keys.iter().enumerate() {
-        let appended = j
-            .ingest(
-                inbound("scheduling", Some(&format!("L{i}")), at(i as u64)),
-                Processing {
-                    enqueue: vec!["emr".to_owned()],
-                    processed: true,
-                    order_key: *key,
-                    ..Processing::default()
-                },
-            )
-            .expect("ingest");
-        ids.push(appended.id);
-    }
+    let ingest = |i: usize, key: Option<i64>| {
+        j.ingest(
+            inbound("scheduling", Some(&format!("L{i}")), at(i as u64)),
+            Processing {
+                enqueue: vec!["emr".to_owned()],
+                processed: true,
+                order_key: key,
+                ..Processing::default()
+            },
+        )
+        .expect("ingest")
+        .id
+    };
+    // The first half is queued before the split, the rest after.
+    let mut ids: Vec<MessageId> = keys[..5].iter().enumerate().map(|(i, k)| ingest(i, *k)).collect();
+    let pending = j.next_pending("scheduling", "emr", 20).expect("pending");
+    assert!(pending.iter().all(|p| p.lane == 0), "one lane until split");
+    let four = Lanes {
+        count: 4,
+        key: LaneKey::OrderKey,
+    };
+    let moved = j.set_lanes("scheduling", "emr", four).expect("set lanes");
+    assert_eq!(moved, 3, "keys 1, 2 and 3 move; 0 and 4 stay in lane 0");
+    ids.extend(keys[5..].iter().enumerate().map(|(i, k)| ingest(i + 5, *k)));
+
     let pending = j.next_pending("scheduling", "emr", 20).expect("pending");
     let got: Vec<Option<i64>> = pending.iter().map(|p| p.order_key).collect();
     assert_eq!(got, keys, "keys come back with the deliveries, in arrival order");
-
-    let read = |lane: Lane, due: Option<SystemTime>| -> Vec<MessageId> {
-        j.next_in_lane("scheduling", "emr", due, lane, 20)
+    for p in &pending {
+        assert_eq!(p.lane, four.of(p.id, p.order_key), "{}", p.id);
+    }
+    let read = |lane: u32, due: Option<SystemTime>, skip: &[MessageId]| -> Vec<MessageId> {
+        j.next_in_lane("scheduling", "emr", lane, due, skip, 20)
             .expect("lane read")
             .iter()
             .map(|p| p.id)
             .collect()
     };
-    assert_eq!(read(Lane::ALL, None), ids, "one lane: the whole queue");
-    for key in [LaneKey::OrderKey, LaneKey::MessageId] {
-        let mut seen = Vec::new();
-        for index in 0..3 {
-            let lane = Lane {
-                index,
-                count: 3,
-                key,
-            };
-            let want: Vec<MessageId> = pending
-                .iter()
-                .filter(|p| lane.of(p) == index)
-                .map(|p| p.id)
-                .collect();
-            let got = read(lane, None);
-            assert_eq!(got, want, "{key:?} lane {index} of 3");
-            seen.extend(got);
-        }
-        seen.sort();
-        assert_eq!(seen, ids, "{key:?}: every delivery in exactly one lane");
-    }
-    let by_key = |index| Lane {
-        index,
-        count: 4,
-        key: LaneKey::OrderKey,
-    };
-    assert_eq!(read(by_key(1), None), [ids[1], ids[5], ids[9]], "-3 is lane 1 of 4");
-    assert_eq!(
-        read(by_key(3), None),
-        [ids[3], ids[7], ids[8]],
-        "i64::MAX is lane 3 of 4"
-    );
-    assert_eq!(read(by_key(0), None), [ids[0], ids[4], ids[10]], "no key: lane 0");
+    assert_eq!(read(0, None, &[]), [ids[0], ids[4], ids[10]], "no key: lane 0");
+    assert_eq!(read(1, None, &[]), [ids[1], ids[5], ids[9]], "-3 is lane 1 of 4");
+    assert_eq!(read(2, None, &[]), [ids[2], ids[6]]);
+    assert_eq!(read(3, None, &[]), [ids[3], ids[7], ids[8]], "i64::MAX is lane 3");
+    assert_eq!(read(3, None, &[ids[7], ids[0]]), [ids[3], ids[8]], "skip");
+    assert!(read(4, None, &[]).is_empty(), "no lane 4 of 4");
+    let other = j
+        .next_in_lane("elsewhere", "emr", 0, None, &[], 20)
+        .expect("read");
+    assert!(other.is_empty(), "another interface's destination of the same name");
 
     // A retry not yet due is read by a plain lane read but not by a due one.
     j.record_attempts(vec![Attempt {
@@ -819,20 +809,35 @@ pub fn lanes_split_the_queue<J: Journal>(open: &dyn Fn() -> J) {
         error: None,
     }])
     .expect("record");
-    assert_eq!(read(by_key(0), None)[0], ids[0]);
-    assert_eq!(read(by_key(0), Some(at(100))), [ids[4], ids[10]]);
+    assert_eq!(read(0, None, &[])[0], ids[0]);
+    assert_eq!(read(0, Some(at(100)), &[]), [ids[4], ids[10]]);
 
-    // `process` sets a key on a message stored without one; `None` keeps it.
+    // A replay with a key re-lanes the message: key 6 is lane 2.
     j.process(
         ids[10],
         Processing {
             order_key: Some(6),
+            enqueue: vec!["emr".to_owned()],
+            requeue: true,
             ..Processing::default()
         },
     )
     .expect("process");
     j.process(ids[10], Processing::default()).expect("process");
-    assert_eq!(read(by_key(2), None), [ids[2], ids[6], ids[10]], "now key 6");
+    assert_eq!(read(2, None, &[]), [ids[2], ids[6], ids[10]], "now key 6");
+
+    // Two lanes by message id: every owed delivery in exactly one, none lost.
+    let by_id = Lanes {
+        count: 2,
+        key: LaneKey::MessageId,
+    };
+    j.set_lanes("scheduling", "emr", by_id).expect("set lanes");
+    let mut seen: Vec<MessageId> = (0..2).flat_map(|lane| read(lane, None, &[])).collect();
+    for lane in 0..2 {
+        assert!(read(lane, None, &[]).iter().all(|id| by_id.of(*id, None) == lane));
+    }
+    seen.sort();
+    assert_eq!(seen, ids);
 
     // A batch's payloads come back in the order asked, each as `payload` reads it; an
     // unknown id fails on its own.

@@ -100,16 +100,24 @@ pub trait Journal: Send + Sync {
     ) -> Result<Vec<PendingDelivery>>;
 
     /// [`Journal::next_pending`] (or, with `due`, [`Journal::next_due`]) for one lane of
-    /// a destination with several connections: the oldest `limit` deliveries of that
-    /// lane, in arrival order.
+    /// a destination with several connections: the oldest `limit` deliveries queued in
+    /// lane `lane`, in arrival order, leaving out the messages in `skip` (a batch whose
+    /// results are still being committed).
     fn next_in_lane(
         &self,
         interface: &str,
         destination: &str,
+        lane: u32,
         due: Option<SystemTime>,
-        lane: Lane,
+        skip: &[MessageId],
         limit: usize,
     ) -> Result<Vec<PendingDelivery>>;
+
+    /// Splits the queue of `destination` on `interface` into `lanes` from now on:
+    /// deliveries enqueued later go to their lane, and those still owed (pending or
+    /// retrying) are moved to the lane they belong in now, keeping each key's deliveries
+    /// together. Returns how many were moved. Call it before any worker reads the lanes.
+    fn set_lanes(&self, interface: &str, destination: &str, lanes: Lanes) -> Result<u64>;
 
     /// Marks the plug-in chain as finished for this message: its deliveries (if any) have
     /// been enqueued. Until then [`Journal::unfinished`] reports it for re-processing.

@@ -72,9 +72,30 @@ pub struct SqliteJournal {
     /// The duplicate window, loaded by the first write that needs it (a CLI that only
     /// reads never pays for it); only the writer thread uses it (see `Dups`).
     dups: Arc<Mutex<Option<DupWindow>>>,
+    /// How each destination's queue is split into lanes ([`Journal::set_lanes`]); only
+    /// the writer thread reads it.
+    lanes: LaneMap,
     /// Dropping it stops the checkpoint thread.
     checkpoint_stop: Option<mpsc::Sender<()>>,
     checkpointer: Option<JoinHandle<()>>,
+}
+
+/// `(interface, destination)` to its lanes; a destination not in it has one.
+#[derive(Debug, Clone, Default)]
+struct LaneMap(Arc<Mutex<HashMap<(String, String), Lanes>>>);
+
+impl LaneMap {
+    fn get(&self, interface: &str, destination: &str) -> Lanes {
+        let map = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        map.get(&(interface.to_owned(), destination.to_owned()))
+            .copied()
+            .unwrap_or(Lanes::ONE)
+    }
+
+    fn set(&self, interface: &str, destination: &str, lanes: Lanes) {
+        let mut map = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        map.insert((interface.to_owned(), destination.to_owned()), lanes);
+    }
 }
 
 /// How often the background thread folds the WAL back into the database file.
@@ -130,6 +151,7 @@ impl SqliteJournal {
             writer: Some(handle),
             reader: Mutex::new(reader),
             dups,
+            lanes: LaneMap::default(),
             checkpoint_stop: Some(checkpoint_stop),
             checkpointer: Some(checkpointer),
         })
@@ -201,28 +223,40 @@ impl SqliteJournal {
         interface: &str,
         destination: &str,
         due: Option<SystemTime>,
-        lane: Lane,
+        lane: Option<u32>,
+        skip: &[MessageId],
         limit: usize,
     ) -> Result<Vec<PendingDelivery>> {
         let sql = Error::sql("next_pending");
         let conn = self.read();
-        // The lane as `Lane::of` computes it: the key modulo `count`, taken non-negative.
+        // A lane is read straight off the index (destination, lane, message_id); the ids
+        // to skip go in as a JSON array.
         let mut stmt = conn
-            .prepare_cached(
+            .prepare_cached(if lane.is_some() {
                 "SELECT d.message_id, m.received_at, d.status, d.attempts, d.next_at,
-                        d.last_error, m.order_key
+                        d.last_error, m.order_key, d.lane
                  FROM deliveries d JOIN messages m ON m.id = d.message_id
-                 WHERE d.destination = ?1 AND d.status IN ('pending', 'retry')
+                 WHERE d.destination = ?1 AND d.lane = ?5 AND d.status IN ('pending', 'retry')
+                   AND d.message_id NOT IN (SELECT value FROM json_each(?6))
                    AND m.interface = ?2
                    AND (?4 IS NULL OR d.next_at IS NULL OR d.next_at <= ?4)
-                   AND (?5 = 1 OR
-                        (((CASE WHEN ?7 THEN d.message_id ELSE COALESCE(m.order_key, 0) END)
-                          % ?5 + ?5) % ?5) = ?6)
                  ORDER BY d.message_id
-                 LIMIT ?3",
-            )
+                 LIMIT ?3"
+            } else {
+                "SELECT d.message_id, m.received_at, d.status, d.attempts, d.next_at,
+                        d.last_error, m.order_key, d.lane
+                 FROM deliveries d JOIN messages m ON m.id = d.message_id
+                 WHERE d.destination = ?1 AND d.status IN ('pending', 'retry')
+                   AND (?5 IS NULL OR d.lane = ?5)
+                   AND d.message_id NOT IN (SELECT value FROM json_each(?6))
+                   AND m.interface = ?2
+                   AND (?4 IS NULL OR d.next_at IS NULL OR d.next_at <= ?4)
+                 ORDER BY d.message_id
+                 LIMIT ?3"
+            })
             .map_err(Error::sql("next_pending"))?;
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let skip = id_list(skip);
         let rows = stmt
             .query_map(
                 params![
@@ -230,9 +264,8 @@ impl SqliteJournal {
                     interface,
                     limit,
                     due.map(to_ms),
-                    i64::from(lane.count.max(1)),
-                    i64::from(lane.index),
-                    lane.key == LaneKey::MessageId,
+                    lane.map(i64::from),
+                    skip,
                 ],
                 |r| {
                     Ok((
@@ -244,7 +277,7 @@ impl SqliteJournal {
                         ),
                         r.get::<_, Option<i64>>(4)?,
                         r.get::<_, Option<String>>(5)?,
-                        r.get::<_, Option<i64>>(6)?,
+                        (r.get::<_, Option<i64>>(6)?, r.get::<_, i64>(7)?),
                     ))
                 },
             )
@@ -252,7 +285,7 @@ impl SqliteJournal {
             .map_err(sql)?;
         rows.into_iter()
             .map(
-                |((id, received_at, status, attempts), next_at, last_error, order_key)| {
+                |((id, received_at, status, attempts), next_at, last_error, (order_key, lane))| {
                     Ok(PendingDelivery {
                         id: MessageId(id),
                         received_at: from_ms(received_at),
@@ -261,6 +294,7 @@ impl SqliteJournal {
                         next_at: next_at.map(from_ms),
                         last_error,
                         order_key,
+                        lane: u32::try_from(lane).unwrap_or(0),
                     })
                 },
             )
@@ -674,15 +708,69 @@ fn record_stage_in(conn: &Connection, stage: &StageRecord) -> Result<()> {
     Ok(())
 }
 
-fn enqueue_in(conn: &Connection, id: MessageId, destination: &str) -> Result<()> {
-    conn.prepare_cached(
-        "INSERT INTO deliveries (message_id, destination, status, updated_at)
-         VALUES (?1, ?2, 'pending', ?3)
-         ON CONFLICT (message_id, destination) DO NOTHING",
-    )
-    .and_then(|mut s| s.execute(params![id.0, destination, to_ms(SystemTime::now())]))
-    .map_err(Error::sql("enqueue"))?;
+/// What enqueueing a message needs to know about it: its interface and order key.
+struct Owner<'a> {
+    interface: &'a str,
+    order_key: Option<i64>,
+}
+
+fn owner_of(conn: &Connection, id: MessageId, op: &'static str) -> Result<(String, Option<i64>)> {
+    conn.prepare_cached("SELECT interface, order_key FROM messages WHERE id = ?1")
+        .and_then(|mut s| s.query_row([id.0], |r| Ok((r.get(0)?, r.get(1)?))).optional())
+        .map_err(Error::sql(op))?
+        .ok_or(Error::NotFound(id))
+}
+
+/// Queues message `id` for `destination` in its lane. With `requeue`, a delivery that
+/// exists and was not delivered goes back to pending with a fresh attempt count (and to
+/// its lane now); otherwise an existing delivery is left as it is.
+fn enqueue_in(
+    conn: &Connection,
+    id: MessageId,
+    destination: &str,
+    owner: &Owner<'_>,
+    lanes: &LaneMap,
+    requeue: bool,
+) -> Result<()> {
+    let lane = lanes
+        .get(owner.interface, destination)
+        .of(id, owner.order_key);
+    let sql = if requeue {
+        "INSERT INTO deliveries (message_id, destination, status, updated_at, lane)
+         VALUES (?1, ?2, 'pending', ?3, ?4)
+         ON CONFLICT (message_id, destination) DO UPDATE
+         SET status = 'pending', attempts = 0, next_at = NULL, updated_at = ?3, lane = ?4
+         WHERE status <> 'delivered'"
+    } else {
+        "INSERT INTO deliveries (message_id, destination, status, updated_at, lane)
+         VALUES (?1, ?2, 'pending', ?3, ?4)
+         ON CONFLICT (message_id, destination) DO NOTHING"
+    };
+    conn.prepare_cached(sql)
+        .and_then(|mut s| {
+            s.execute(params![
+                id.0,
+                destination,
+                to_ms(SystemTime::now()),
+                i64::from(lane)
+            ])
+        })
+        .map_err(Error::sql("enqueue"))?;
     Ok(())
+}
+
+/// The ids as a JSON array, for `json_each`.
+fn id_list(ids: &[MessageId]) -> String {
+    let mut out = String::with_capacity(ids.len() * 8 + 2);
+    out.push('[');
+    for (i, id) in ids.iter().enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        out.push_str(&id.0.to_string());
+    }
+    out.push(']');
+    out
 }
 
 fn mark_attempt_in(
@@ -732,6 +820,7 @@ fn ingest_job(
     inbound: Inbound,
     processing: Processing,
     dups: Dups,
+    lanes: LaneMap,
 ) -> impl FnOnce(&Connection) -> Result<Appended> + Send + 'static {
     move |conn| {
         let appended = append_with(
@@ -741,45 +830,57 @@ fn ingest_job(
             processing.processed,
             processing.order_key,
         )?;
+        let owner = Owner {
+            interface: &inbound.interface,
+            order_key: processing.order_key,
+        };
         let processing = Processing {
             processed: false,
             order_key: None,
             ..processing
         };
-        process_in(conn, appended.id, processing)?;
+        process_in(conn, appended.id, processing, Some(&owner), &lanes)?;
         Ok(appended)
     }
 }
 
-/// Writes everything processing produced for message `id`.
-fn process_in(conn: &Connection, id: MessageId, processing: Processing) -> Result<()> {
+/// Writes everything processing produced for message `id`; `owner` when the caller
+/// knows it (it is read from the message otherwise, if anything is enqueued).
+fn process_in(
+    conn: &Connection,
+    id: MessageId,
+    processing: Processing,
+    owner: Option<&Owner<'_>>,
+    lanes: &LaneMap,
+) -> Result<()> {
     for mut stage in processing.stages {
         stage.message = id;
         record_stage_in(conn, &stage)?;
-    }
-    for destination in &processing.enqueue {
-        if processing.requeue {
-            conn.prepare_cached(
-                "INSERT INTO deliveries (message_id, destination, status, updated_at)
-                 VALUES (?1, ?2, 'pending', ?3)
-                 ON CONFLICT (message_id, destination) DO UPDATE
-                 SET status = 'pending', attempts = 0, next_at = NULL, updated_at = ?3
-                 WHERE status <> 'delivered'",
-            )
-            .and_then(|mut s| s.execute(params![id.0, destination, to_ms(SystemTime::now())]))
-            .map_err(Error::sql("process"))?;
-        } else {
-            enqueue_in(conn, id, destination)?;
-        }
-    }
-    if let Some(mut report) = processing.error {
-        report.message = id;
-        error_in(conn, &report)?;
     }
     if let Some(key) = processing.order_key {
         conn.prepare_cached("UPDATE messages SET order_key = ?2 WHERE id = ?1")
             .and_then(|mut s| s.execute(params![id.0, key]))
             .map_err(Error::sql("process"))?;
+    }
+    if !processing.enqueue.is_empty() {
+        let stored;
+        let owner = match owner {
+            Some(owner) => owner,
+            None => {
+                stored = owner_of(conn, id, "process")?;
+                &Owner {
+                    interface: &stored.0,
+                    order_key: stored.1,
+                }
+            }
+        };
+        for destination in &processing.enqueue {
+            enqueue_in(conn, id, destination, owner, lanes, processing.requeue)?;
+        }
+    }
+    if let Some(mut report) = processing.error {
+        report.message = id;
+        error_in(conn, &report)?;
     }
     if processing.processed {
         conn.prepare_cached("UPDATE messages SET processed = 1 WHERE id = ?1")
@@ -1016,7 +1117,10 @@ impl Journal for SqliteJournal {
     }
 
     fn ingest(&self, inbound: Inbound, processing: Processing) -> Result<Appended> {
-        self.write("ingest", ingest_job(inbound, processing, self.dups()))
+        self.write(
+            "ingest",
+            ingest_job(inbound, processing, self.dups(), self.lanes.clone()),
+        )
     }
 
     fn ingest_detached(
@@ -1025,13 +1129,18 @@ impl Journal for SqliteJournal {
         processing: Processing,
         done: Box<dyn FnOnce(Result<Appended>) + Send>,
     ) {
-        self.submit("ingest", ingest_job(inbound, processing, self.dups()), done);
+        self.submit(
+            "ingest",
+            ingest_job(inbound, processing, self.dups(), self.lanes.clone()),
+            done,
+        );
     }
 
     fn process(&self, id: MessageId, processing: Processing) -> Result<()> {
+        let lanes = self.lanes.clone();
         self.write("process", move |conn| {
             message_exists(conn, id, "process")?;
-            process_in(conn, id, processing)
+            process_in(conn, id, processing, None, &lanes)
         })
     }
 
@@ -1055,7 +1164,7 @@ impl Journal for SqliteJournal {
         now: SystemTime,
         limit: usize,
     ) -> Result<Vec<PendingDelivery>> {
-        self.pending_query(interface, destination, Some(now), Lane::ALL, limit)
+        self.pending_query(interface, destination, Some(now), None, &[], limit)
     }
 
     fn mark_processed(&self, id: MessageId) -> Result<()> {
@@ -1074,9 +1183,14 @@ impl Journal for SqliteJournal {
 
     fn enqueue(&self, id: MessageId, destination: &str) -> Result<()> {
         let destination = destination.to_owned();
+        let lanes = self.lanes.clone();
         self.write("enqueue", move |conn| {
-            message_exists(conn, id, "enqueue")?;
-            enqueue_in(conn, id, &destination)
+            let (interface, order_key) = owner_of(conn, id, "enqueue")?;
+            let owner = Owner {
+                interface: &interface,
+                order_key,
+            };
+            enqueue_in(conn, id, &destination, &owner, &lanes, false)
         })
     }
 
@@ -1086,18 +1200,53 @@ impl Journal for SqliteJournal {
         destination: &str,
         limit: usize,
     ) -> Result<Vec<PendingDelivery>> {
-        self.pending_query(interface, destination, None, Lane::ALL, limit)
+        self.pending_query(interface, destination, None, None, &[], limit)
     }
 
     fn next_in_lane(
         &self,
         interface: &str,
         destination: &str,
+        lane: u32,
         due: Option<SystemTime>,
-        lane: Lane,
+        skip: &[MessageId],
         limit: usize,
     ) -> Result<Vec<PendingDelivery>> {
-        self.pending_query(interface, destination, due, lane, limit)
+        self.pending_query(interface, destination, due, Some(lane), skip, limit)
+    }
+
+    fn set_lanes(&self, interface: &str, destination: &str, lanes: Lanes) -> Result<u64> {
+        let (interface, destination) = (interface.to_owned(), destination.to_owned());
+        let map = self.lanes.clone();
+        // On the writer thread, so no enqueue runs between the new split and the move.
+        self.write("set_lanes", move |conn| {
+            map.set(&interface, &destination, lanes);
+            let count = i64::from(lanes.count.max(1));
+            let moved = conn
+                .prepare_cached(
+                    "WITH owed AS (
+                         SELECT d.message_id AS id,
+                                ((CASE WHEN ?4 THEN m.id ELSE COALESCE(m.order_key, 0) END)
+                                  % ?3 + ?3) % ?3 AS lane
+                         FROM deliveries d JOIN messages m ON m.id = d.message_id
+                         WHERE d.destination = ?2 AND d.status IN ('pending', 'retry')
+                           AND m.interface = ?1)
+                     UPDATE deliveries SET lane = owed.lane
+                     FROM owed
+                     WHERE deliveries.message_id = owed.id AND deliveries.destination = ?2
+                       AND deliveries.lane <> owed.lane",
+                )
+                .and_then(|mut s| {
+                    s.execute(params![
+                        interface,
+                        destination,
+                        count,
+                        lanes.key == LaneKey::MessageId
+                    ])
+                })
+                .map_err(Error::sql("set_lanes"))?;
+            Ok(moved as u64)
+        })
     }
 
     fn mark_attempt(&self, id: MessageId, destination: &str, result: DeliveryResult) -> Result<()> {

@@ -244,44 +244,44 @@ pub struct PendingDelivery {
     /// `order_by` field): deliveries with equal keys go out in arrival order. `None` when
     /// the message has none (it then counts as key 0).
     pub order_key: Option<i64>,
+    /// The lane the delivery is queued in (see [`Lanes`]).
+    pub lane: u32,
 }
 
-/// One lane of a destination with several connections: a queue read for a lane returns
-/// only its deliveries, so each connection serves its own FIFO. A delivery's lane is its
-/// message's [order key](PendingDelivery::order_key) (or, for [`LaneKey::MessageId`],
-/// its message id) modulo `count`, taken non-negative.
+/// How a destination's queue is split over its connections ("lanes"): each connection
+/// reads only its lane, in arrival order. Set per destination with
+/// [`crate::Journal::set_lanes`]; a destination never set has one lane.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Lane {
-    /// This lane, `0..count`.
-    pub index: u32,
-    /// How many lanes the destination has (at least 1).
+pub struct Lanes {
+    /// How many lanes (at least 1).
     pub count: u32,
     /// What a delivery's lane is computed from.
     pub key: LaneKey,
 }
 
-/// What [`Lane`] spreads deliveries by.
+/// What [`Lanes`] spreads deliveries by.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LaneKey {
-    /// The order key: equal keys share a lane and keep their arrival order.
+    /// The message's [order key](PendingDelivery::order_key): equal keys share a lane and
+    /// keep their arrival order. No key counts as 0.
     OrderKey,
-    /// The message id: an even spread for queues that keep no order.
+    /// The message id: an even spread, for queues that keep no order.
     MessageId,
 }
 
-impl Lane {
-    /// The only lane of a one-connection destination: the whole queue.
-    pub const ALL: Lane = Lane {
-        index: 0,
+impl Lanes {
+    /// One lane: the whole queue in arrival order.
+    pub const ONE: Lanes = Lanes {
         count: 1,
         key: LaneKey::OrderKey,
     };
 
-    /// The lane (`0..count`) of a delivery.
-    pub fn of(&self, delivery: &PendingDelivery) -> u32 {
+    /// The lane (`0..count`) of message `id` with order key `order_key`: the key modulo
+    /// `count`, taken non-negative.
+    pub fn of(&self, id: MessageId, order_key: Option<i64>) -> u32 {
         let key = match self.key {
-            LaneKey::OrderKey => delivery.order_key.unwrap_or(0),
-            LaneKey::MessageId => delivery.id.0,
+            LaneKey::OrderKey => order_key.unwrap_or(0),
+            LaneKey::MessageId => id.0,
         };
         u32::try_from(key.rem_euclid(i64::from(self.count.max(1)))).unwrap_or(0)
     }

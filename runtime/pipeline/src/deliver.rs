@@ -26,7 +26,7 @@ use plexus_config::{
     Ordering, Retry,
 };
 use plexus_journal::{
-    Attempt, DeliveryResult, ErrorKind, ErrorReport, Lane, LaneKey, MessageId, PendingDelivery,
+    Attempt, DeliveryResult, ErrorKind, ErrorReport, LaneKey, Lanes, MessageId, PendingDelivery,
 };
 use plexus_mllp::{ErrorAckPolicy, Sender, SenderConfig};
 use tokio::sync::Notify;
@@ -61,23 +61,26 @@ pub(crate) fn lane_count(dest: &Destination) -> u32 {
     }
 }
 
-/// The lanes of a destination's queue, one per connection.
-pub(crate) fn lanes(iface: &Interface, dest: &Destination) -> impl Iterator<Item = Lane> {
-    let count = lane_count(dest);
+/// How a destination's queue is split, one lane per connection.
+pub(crate) fn lanes(iface: &Interface, dest: &Destination) -> Lanes {
     // The config refuses several connections on a FIFO interface without `order_by`; a
     // message without the field has no key and goes to lane 0.
     let key = match iface.ordering {
         Ordering::Unordered => LaneKey::MessageId,
         Ordering::Fifo => LaneKey::OrderKey,
     };
-    (0..count).map(move |index| Lane { index, count, key })
+    Lanes {
+        count: lane_count(dest),
+        key,
+    }
 }
 
 pub(crate) struct Worker {
     shared: Arc<Shared>,
     iface: Arc<Iface>,
     dest: Destination,
-    lane: Lane,
+    /// The lane of the destination's queue this worker serves.
+    lane: u32,
     wake: Arc<Notify>,
     shutdown: CancellationToken,
 }
@@ -87,10 +90,10 @@ impl Worker {
         shared: Arc<Shared>,
         iface: Arc<Iface>,
         dest: Destination,
-        lane: Lane,
+        lane: u32,
         shutdown: CancellationToken,
     ) -> Self {
-        let wake = iface.wake[dest.name.as_str()][lane.index as usize].clone();
+        let wake = iface.wake[dest.name.as_str()][lane as usize].clone();
         Worker {
             shared,
             iface,
@@ -118,7 +121,7 @@ impl Worker {
         let name = self.dest.name.to_string();
         let passing = self.passing();
         let lane = self.lane;
-        tracing::debug!(interface = %self.iface.name, destination = %name, passing, lane = lane.index, lanes = lane.count, "delivery worker started");
+        tracing::debug!(interface = %self.iface.name, destination = %name, passing, lane, "delivery worker started");
         // A batch that was all delivered is committed while the next one is sent: its
         // messages are still pending in the journal until then, so the next read skips
         // them. Anything else (a retry, a failure) is committed before the next read, which
@@ -128,19 +131,15 @@ impl Worker {
             let now = SystemTime::now();
             let journal = self.shared.journal.clone();
             let (iface, dest) = (self.iface.name.clone(), name.clone());
-            let in_flight: HashSet<MessageId> = recording
+            // Still pending in the journal until its commit lands.
+            let in_flight: Vec<MessageId> = recording
                 .as_ref()
-                .map(|r| r.ids.clone())
+                .map(|r| r.ids.iter().copied().collect())
                 .unwrap_or_default();
             // The queue and the payloads in one trip to the blocking pool.
             let batch = tokio::task::spawn_blocking(move || {
-                let limit = BATCH + in_flight.len();
                 let due = passing.then_some(now);
-                let pending: Vec<PendingDelivery> = journal
-                    .next_in_lane(&iface, &dest, due, lane, limit)?
-                    .into_iter()
-                    .filter(|p| !in_flight.contains(&p.id))
-                    .collect();
+                let pending = journal.next_in_lane(&iface, &dest, lane, due, &in_flight, BATCH)?;
                 let ids: Vec<MessageId> = pending.iter().map(|p| p.id).collect();
                 let payloads = journal.payloads(&ids)?;
                 Ok::<_, plexus_journal::Error>(pending.into_iter().zip(payloads).collect::<Vec<_>>())

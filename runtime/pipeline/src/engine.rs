@@ -339,7 +339,7 @@ impl Engine {
             );
             plugins.insert(name.to_string(), Arc::new(loaded));
         }
-        let interfaces = config
+        let interfaces: BTreeMap<String, Arc<Iface>> = config
             .interfaces
             .iter()
             .map(|(name, interface)| {
@@ -379,6 +379,18 @@ impl Engine {
                 (name.to_string(), Arc::new(iface))
             })
             .collect();
+        // Tell the journal how each destination's queue is split over its connections
+        // before anything is enqueued: what is owed moves to its lane, should
+        // `connections` or `order_by` have changed since the last run.
+        for iface in interfaces.values() {
+            for dest in &iface.config.destinations {
+                let lanes = crate::deliver::lanes(&iface.config, dest);
+                let moved = journal.set_lanes(&iface.name, dest.name.as_str(), lanes)?;
+                if moved > 0 {
+                    tracing::info!(interface = %iface.name, destination = %dest.name, moved, lanes = lanes.count, "queued deliveries moved to their lanes");
+                }
+            }
+        }
         let permits = std::thread::available_parallelism().map_or(2, |n| n.get()) * 2;
         let tokens = config.admin.tokens.clone();
         Ok(Engine {
@@ -1255,7 +1267,7 @@ impl Engine {
             }
             for dest in &iface.config.destinations {
                 // One worker per connection, each serving its lane of the queue.
-                for lane in crate::deliver::lanes(&iface.config, dest) {
+                for lane in 0..crate::deliver::lane_count(dest) {
                     let worker = crate::deliver::Worker::new(
                         self.shared.clone(),
                         iface.clone(),

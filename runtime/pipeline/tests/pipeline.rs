@@ -2395,12 +2395,22 @@ async fn lane_receiver(
     bad: &'static str,
     fails: usize,
 ) -> (Receiver, Arc<Mutex<Vec<(String, u64)>>>) {
-    let listener = Listener::bind(
-        "127.0.0.1:0".parse().expect("addr"),
-        ListenerConfig::default(),
-    )
-    .await
-    .expect("bind receiver");
+    lane_receiver_on("127.0.0.1:0".parse().expect("addr"), bad, fails).await
+}
+
+/// [`lane_receiver`] on `addr`, refusing nothing.
+async fn lane_receiver_at(addr: SocketAddr) -> (Receiver, Arc<Mutex<Vec<(String, u64)>>>) {
+    lane_receiver_on(addr, "", 0).await
+}
+
+async fn lane_receiver_on(
+    addr: SocketAddr,
+    bad: &'static str,
+    fails: usize,
+) -> (Receiver, Arc<Mutex<Vec<(String, u64)>>>) {
+    let listener = Listener::bind(addr, ListenerConfig::default())
+        .await
+        .expect("bind receiver");
     let addr = listener.local_addr();
     let received = Arc::new(Mutex::new(Vec::new()));
     let log = Arc::new(Mutex::new(Vec::new()));
@@ -2508,4 +2518,67 @@ async fn connections_keep_each_patients_order_and_a_failing_head_holds_only_its_
     );
     let first = engine.journal().show(MessageId(1)).expect("show");
     assert_eq!(first.deliveries[0].attempts, 4, "three AEs, then delivered");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_queue_built_on_one_connection_is_spread_over_four_after_a_restart() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let emr_addr = free_port();
+    let config = |connections: u32| {
+        site_with(
+            dir.path(),
+            r#"{ type = "mllp", listen = "127.0.0.1:0" }"#,
+            &format!(
+                "order_by = \"PID-3-1\"\n\
+                 destinations = [{{ name = \"emr\", type = \"mllp\", connect = \"{emr_addr}\", connections = {connections} }}]\n\
+                 retry = {{ initial_backoff = \"50ms\", max_backoff = \"100ms\", max_attempts = 1000 }}"
+            ),
+        )
+    };
+    // First run: the receiver is down, so everything waits in lane 0 of 1.
+    let engine = Engine::build(config(1), &FsAssets).expect("engine builds");
+    let stop = CancellationToken::new();
+    let running = engine.start(stop.clone()).await.expect("engine starts");
+    let (patients, per_patient) = (5, 4);
+    for n in 1..=per_patient {
+        for p in 1..=patients {
+            let msg = String::from_utf8(siu(&format!("P{p}-{n}"), "Ready"))
+                .expect("utf-8")
+                .replace("MRN10001", &format!("MRN{p:05}"));
+            let (code, _) = send(running.mllp["feed"], msg.as_bytes()).await;
+            assert_eq!(code, AckCode::AA);
+        }
+    }
+    stop.cancel();
+    running.wait().await;
+    drop(engine);
+
+    // Second run, four connections: the queue is re-laned by patient and delivered.
+    let (emr, by_conn) = lane_receiver_at(emr_addr).await;
+    let engine = Engine::build(config(4), &FsAssets).expect("engine builds again");
+    let stop = CancellationToken::new();
+    let running = engine.start(stop.clone()).await.expect("engine starts again");
+    eventually("every queued message delivered", || {
+        emr.received().len() == patients * per_patient
+    })
+    .await;
+    stop.cancel();
+    running.wait().await;
+    emr.stop.cancel();
+    let received = emr.received();
+    for p in 1..=patients {
+        let mine: Vec<&String> = received
+            .iter()
+            .filter(|id| id.starts_with(&format!("P{p}-")))
+            .collect();
+        let want: Vec<String> = (1..=per_patient).map(|n| format!("P{p}-{n}")).collect();
+        assert_eq!(mine, want.iter().collect::<Vec<_>>(), "patient {p}");
+    }
+    let connections: std::collections::HashSet<u64> = by_conn
+        .lock()
+        .expect("lock")
+        .iter()
+        .map(|(_, conn)| *conn)
+        .collect();
+    assert!(connections.len() >= 2, "{} connection(s)", connections.len());
 }
