@@ -10,6 +10,10 @@ use std::hint::black_box;
 use std::sync::Arc;
 
 use criterion::{Criterion, criterion_group, criterion_main};
+
+/// The allocator the `plexus` binary runs with.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 use plexus_hl7::Message;
 use plexus_sandbox::cases::load_tables;
 use plexus_sandbox::{Context, Grants, Limits, Plugin, PluginSpec, Sandbox, SandboxConfig};

@@ -11,6 +11,10 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+/// The allocator the `plexus` binary runs with.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use plexus_hl7::Message;
 use plexus_sandbox::cases::load_tables;
 use plexus_sandbox::{Context, Grants, Limits, Plugin, PluginSpec, Sandbox, SandboxConfig};
