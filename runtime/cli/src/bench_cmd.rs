@@ -869,7 +869,9 @@ impl Report {
             );
             let lanes = match self.destination_connections {
                 1 => "1 connection, arrival order".to_owned(),
-                n => format!("{n} connections, each patient's messages in order (order_by PID-3-1)"),
+                n => {
+                    format!("{n} connections, each patient's messages in order (order_by PID-3-1)")
+                }
             };
             let _ = writeln!(out, "  to the sink          {lanes}");
         }

@@ -501,7 +501,8 @@ impl Cx<'_, '_> {
                         self.error(
                             Some(raw.span()),
                             format!(
-                                "`connections` must be between 1 and {MAX_DESTINATION_CONNECTIONS}"
+                                "`connections` must be between 1 and {MAX_DESTINATION_CONNECTIONS}, not {}",
+                                raw.get_ref()
                             ),
                             None,
                         );
@@ -807,7 +808,7 @@ impl Cx<'_, '_> {
             Err(err) => {
                 self.error(
                     Some(raw.span()),
-                    format!("`{text}` is not a field path: {err}"),
+                    format!("`order_by` is not a field path: {err}"),
                     Some("write a path like `PID-3-1` (segment, field, component)".to_owned()),
                 );
                 None
@@ -817,24 +818,27 @@ impl Cx<'_, '_> {
 
     /// Several connections to one destination send several messages at once, so a FIFO
     /// interface needs `order_by` to say what must stay in order; an unordered one has
-    /// nothing to keep in order.
-    fn ordering_fits_connections(
-        &mut self,
-        raw: &raw::Interface,
-        iface: &Interface,
-        name: &str,
-    ) {
+    /// nothing to keep in order. Reads the raw destinations, so a destination that failed
+    /// to parse is still named right (and a bad `order_by` is reported once, as itself).
+    fn ordering_fits_connections(&mut self, raw: &raw::Interface, iface: &Interface, name: &str) {
         match iface.ordering {
-            Ordering::Fifo if iface.order_by.is_none() => {
-                for (dest, parsed) in raw.destinations.iter().zip(&iface.destinations) {
-                    if parsed.connections > 1 {
-                        let span = dest.get_ref().connections.as_ref().map(Spanned::span);
+            Ordering::Fifo if raw.order_by.is_none() => {
+                for dest in &raw.destinations {
+                    let d = dest.get_ref();
+                    let Some(connections) = &d.connections else {
+                        continue;
+                    };
+                    // A file destination's `connections` is reported as an unknown key.
+                    // One out of range is reported as such.
+                    let several = (2..=i64::from(MAX_DESTINATION_CONNECTIONS))
+                        .contains(connections.get_ref());
+                    if several && d.kind.get_ref() != "file" {
                         self.error(
-                            span,
+                            Some(connections.span()),
                             format!(
                                 "destination `{}` of interface `{name}` has `connections = {}`, which sends several messages at once and breaks arrival order",
-                                parsed.name.as_str(),
-                                parsed.connections
+                                d.name.get_ref(),
+                                connections.get_ref()
                             ),
                             Some(format!(
                                 "set `order_by` on interface `{name}` to keep the messages of each patient (or order, or visit) in order, e.g. `order_by = \"PID-3-1\"`; or set `ordering = \"unordered\"`; or remove `connections`"

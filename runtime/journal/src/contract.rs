@@ -15,8 +15,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use crate::{
     Attempt, AuditEntry, DeliveryResult, DeliveryStatus, Edit, Error, ErrorFilter, ErrorKind,
-    ErrorReport, Inbound, Journal, LaneKey, Lanes, MessageId, OutcomeKind, Processing, Resume, ShadowResult,
-    ShadowRun, SourceKind, StageRecord, Unfinished,
+    ErrorReport, Inbound, Journal, LaneKey, Lanes, MessageId, OutcomeKind, Processing, Resume,
+    ShadowResult, ShadowRun, SourceKind, StageRecord, Unfinished,
 };
 
 /// The duplicate window the store under test must be opened with.
@@ -763,7 +763,11 @@ pub fn lanes_split_the_queue<J: Journal>(open: &dyn Fn() -> J) {
         .id
     };
     // The first half is queued before the split, the rest after.
-    let mut ids: Vec<MessageId> = keys[..5].iter().enumerate().map(|(i, k)| ingest(i, *k)).collect();
+    let mut ids: Vec<MessageId> = keys[..5]
+        .iter()
+        .enumerate()
+        .map(|(i, k)| ingest(i, *k))
+        .collect();
     let pending = j.next_pending("scheduling", "emr", 20).expect("pending");
     assert!(pending.iter().all(|p| p.lane == 0), "one lane until split");
     let four = Lanes {
@@ -776,7 +780,10 @@ pub fn lanes_split_the_queue<J: Journal>(open: &dyn Fn() -> J) {
 
     let pending = j.next_pending("scheduling", "emr", 20).expect("pending");
     let got: Vec<Option<i64>> = pending.iter().map(|p| p.order_key).collect();
-    assert_eq!(got, keys, "keys come back with the deliveries, in arrival order");
+    assert_eq!(
+        got, keys,
+        "keys come back with the deliveries, in arrival order"
+    );
     for p in &pending {
         assert_eq!(p.lane, four.of(p.id, p.order_key), "{}", p.id);
     }
@@ -787,16 +794,31 @@ pub fn lanes_split_the_queue<J: Journal>(open: &dyn Fn() -> J) {
             .map(|p| p.id)
             .collect()
     };
-    assert_eq!(read(0, None, &[]), [ids[0], ids[4], ids[10]], "no key: lane 0");
-    assert_eq!(read(1, None, &[]), [ids[1], ids[5], ids[9]], "-3 is lane 1 of 4");
+    assert_eq!(
+        read(0, None, &[]),
+        [ids[0], ids[4], ids[10]],
+        "no key: lane 0"
+    );
+    assert_eq!(
+        read(1, None, &[]),
+        [ids[1], ids[5], ids[9]],
+        "-3 is lane 1 of 4"
+    );
     assert_eq!(read(2, None, &[]), [ids[2], ids[6]]);
-    assert_eq!(read(3, None, &[]), [ids[3], ids[7], ids[8]], "i64::MAX is lane 3");
+    assert_eq!(
+        read(3, None, &[]),
+        [ids[3], ids[7], ids[8]],
+        "i64::MAX is lane 3"
+    );
     assert_eq!(read(3, None, &[ids[7], ids[0]]), [ids[3], ids[8]], "skip");
     assert!(read(4, None, &[]).is_empty(), "no lane 4 of 4");
     let other = j
         .next_in_lane("elsewhere", "emr", 0, None, &[], 20)
         .expect("read");
-    assert!(other.is_empty(), "another interface's destination of the same name");
+    assert!(
+        other.is_empty(),
+        "another interface's destination of the same name"
+    );
 
     // A retry not yet due is read by a plain lane read but not by a due one.
     j.record_attempts(vec![Attempt {
@@ -812,19 +834,108 @@ pub fn lanes_split_the_queue<J: Journal>(open: &dyn Fn() -> J) {
     assert_eq!(read(0, None, &[])[0], ids[0]);
     assert_eq!(read(0, Some(at(100)), &[]), [ids[4], ids[10]]);
 
-    // A replay with a key re-lanes the message: key 6 is lane 2.
+    // Messages without a key are found with their bytes; keys set for them stay, and a
+    // later `process` without a key keeps them.
+    let unkeyed = j
+        .owed_without_order_key("scheduling", MessageId(0), 10)
+        .expect("unkeyed");
+    assert_eq!(
+        unkeyed.iter().map(|(id, _)| *id).collect::<Vec<_>>(),
+        [ids[10]]
+    );
+    assert_eq!(unkeyed[0].1, j.show(ids[10]).expect("show").inbound.raw);
+    assert!(
+        j.owed_without_order_key("scheduling", ids[10], 10)
+            .expect("after")
+            .is_empty()
+    );
+    j.set_order_keys(vec![(ids[10], 6)]).expect("set keys");
+    j.process(ids[10], Processing::default()).expect("process");
+    let key_of = |id: MessageId| {
+        j.next_pending("scheduling", "emr", 20)
+            .expect("pending")
+            .into_iter()
+            .find(|p| p.id == id)
+            .and_then(|p| p.order_key)
+    };
+    assert_eq!(key_of(ids[10]), Some(6), "kept");
+    assert_eq!(
+        read(0, None, &[]),
+        [ids[0], ids[4], ids[10]],
+        "still lane 0 until split"
+    );
+    // A requeue keeps an owed delivery where it is (a worker may be sending it)...
     j.process(
         ids[10],
         Processing {
-            order_key: Some(6),
             enqueue: vec!["emr".to_owned()],
             requeue: true,
             ..Processing::default()
         },
     )
-    .expect("process");
-    j.process(ids[10], Processing::default()).expect("process");
+    .expect("requeue");
+    assert!(read(0, None, &[]).contains(&ids[10]));
+    // ...and the next split puts it in its lane: key 6 is lane 2 of 4.
+    j.set_lanes("scheduling", "emr", four).expect("split again");
     assert_eq!(read(2, None, &[]), [ids[2], ids[6], ids[10]], "now key 6");
+
+    // A split moves only what is owed, on its own interface.
+    let other = j
+        .ingest(
+            inbound("elsewhere", Some("E1"), at(50)),
+            Processing {
+                enqueue: vec!["emr".to_owned()],
+                processed: true,
+                order_key: Some(3),
+                ..Processing::default()
+            },
+        )
+        .expect("ingest elsewhere")
+        .id;
+    j.record_attempts(vec![Attempt {
+        id: ids[3],
+        destination: "emr".to_owned(),
+        result: DeliveryResult::Delivered,
+        error: None,
+    }])
+    .expect("deliver one");
+    let lane_of = |interface: &str, id: MessageId| {
+        (0..4).find(|&lane| {
+            j.next_in_lane(interface, "emr", lane, None, &[], 50)
+                .expect("read")
+                .iter()
+                .any(|p| p.id == id)
+        })
+    };
+    assert_eq!(lane_of("elsewhere", other), Some(0), "never split: lane 0");
+    j.set_lanes("scheduling", "emr", Lanes::ONE)
+        .expect("one lane");
+    assert_eq!(lane_of("elsewhere", other), Some(0));
+    assert_eq!(
+        read(0, None, &[]).len(),
+        ids.len() - 1,
+        "all owed in lane 0"
+    );
+
+    // Another journal on the same file that never split the queue (a CLI process beside
+    // the engine) queues to lane 0.
+    j.set_lanes("scheduling", "emr", four).expect("split");
+    let beside = open();
+    let late = beside
+        .ingest(
+            inbound("scheduling", Some("LATE"), at(60)),
+            Processing {
+                enqueue: vec!["emr".to_owned()],
+                processed: true,
+                order_key: Some(3),
+                ..Processing::default()
+            },
+        )
+        .expect("ingest beside");
+    assert!(read(0, None, &[]).contains(&late.id));
+    drop(beside);
+    let mut owed: Vec<MessageId> = ids.iter().copied().filter(|id| *id != ids[3]).collect();
+    owed.push(late.id);
 
     // Two lanes by message id: every owed delivery in exactly one, none lost.
     let by_id = Lanes {
@@ -834,10 +945,14 @@ pub fn lanes_split_the_queue<J: Journal>(open: &dyn Fn() -> J) {
     j.set_lanes("scheduling", "emr", by_id).expect("set lanes");
     let mut seen: Vec<MessageId> = (0..2).flat_map(|lane| read(lane, None, &[])).collect();
     for lane in 0..2 {
-        assert!(read(lane, None, &[]).iter().all(|id| by_id.of(*id, None) == lane));
+        assert!(
+            read(lane, None, &[])
+                .iter()
+                .all(|id| by_id.of(*id, None) == lane)
+        );
     }
     seen.sort();
-    assert_eq!(seen, ids);
+    assert_eq!(seen, owed);
 
     // A batch's payloads come back in the order asked, each as `payload` reads it; an
     // unknown id fails on its own.

@@ -113,10 +113,27 @@ pub trait Journal: Send + Sync {
         limit: usize,
     ) -> Result<Vec<PendingDelivery>>;
 
+    /// Up to `limit` messages of `interface`, after `after`, that are still owed to some
+    /// destination and have no order key, with their raw bytes, in id order: messages
+    /// queued before the interface had `order_by`, whose keys the engine fills in (with
+    /// [`Journal::set_order_keys`]) before it splits the queue.
+    fn owed_without_order_key(
+        &self,
+        interface: &str,
+        after: MessageId,
+        limit: usize,
+    ) -> Result<Vec<(MessageId, Vec<u8>)>>;
+
+    /// Stores the order keys of several messages in one transaction.
+    fn set_order_keys(&self, keys: Vec<(MessageId, i64)>) -> Result<()>;
+
     /// Splits the queue of `destination` on `interface` into `lanes` from now on:
     /// deliveries enqueued later go to their lane, and those still owed (pending or
     /// retrying) are moved to the lane they belong in now, keeping each key's deliveries
-    /// together. Returns how many were moved. Call it before any worker reads the lanes.
+    /// together. Returns how many were moved. Call it before any worker reads the lanes:
+    /// a delivery being sent must not change lanes. A journal whose destination was
+    /// never split (a CLI process beside the engine) queues to lane 0, which every split
+    /// has.
     fn set_lanes(&self, interface: &str, destination: &str, lanes: Lanes) -> Result<u64>;
 
     /// Marks the plug-in chain as finished for this message: its deliveries (if any) have

@@ -247,7 +247,7 @@ impl SqliteJournal {
                         d.last_error, m.order_key, d.lane
                  FROM deliveries d JOIN messages m ON m.id = d.message_id
                  WHERE d.destination = ?1 AND d.status IN ('pending', 'retry')
-                   AND (?5 IS NULL OR d.lane = ?5)
+                   AND ?5 IS NULL
                    AND d.message_id NOT IN (SELECT value FROM json_each(?6))
                    AND m.interface = ?2
                    AND (?4 IS NULL OR d.next_at IS NULL OR d.next_at <= ?4)
@@ -716,14 +716,18 @@ struct Owner<'a> {
 
 fn owner_of(conn: &Connection, id: MessageId, op: &'static str) -> Result<(String, Option<i64>)> {
     conn.prepare_cached("SELECT interface, order_key FROM messages WHERE id = ?1")
-        .and_then(|mut s| s.query_row([id.0], |r| Ok((r.get(0)?, r.get(1)?))).optional())
+        .and_then(|mut s| {
+            s.query_row([id.0], |r| Ok((r.get(0)?, r.get(1)?)))
+                .optional()
+        })
         .map_err(Error::sql(op))?
         .ok_or(Error::NotFound(id))
 }
 
 /// Queues message `id` for `destination` in its lane. With `requeue`, a delivery that
-/// exists and was not delivered goes back to pending with a fresh attempt count (and to
-/// its lane now); otherwise an existing delivery is left as it is.
+/// exists and was not delivered goes back to pending with a fresh attempt count (a
+/// failed one to its lane now; one still owed keeps its lane, as a worker may be sending
+/// it); otherwise an existing delivery is left as it is.
 fn enqueue_in(
     conn: &Connection,
     id: MessageId,
@@ -739,7 +743,8 @@ fn enqueue_in(
         "INSERT INTO deliveries (message_id, destination, status, updated_at, lane)
          VALUES (?1, ?2, 'pending', ?3, ?4)
          ON CONFLICT (message_id, destination) DO UPDATE
-         SET status = 'pending', attempts = 0, next_at = NULL, updated_at = ?3, lane = ?4
+         SET lane = CASE WHEN status IN ('pending', 'retry') THEN lane ELSE ?4 END,
+             status = 'pending', attempts = 0, next_at = NULL, updated_at = ?3
          WHERE status <> 'delivered'"
     } else {
         "INSERT INTO deliveries (message_id, destination, status, updated_at, lane)
@@ -1215,6 +1220,44 @@ impl Journal for SqliteJournal {
         self.pending_query(interface, destination, due, Some(lane), skip, limit)
     }
 
+    fn owed_without_order_key(
+        &self,
+        interface: &str,
+        after: MessageId,
+        limit: usize,
+    ) -> Result<Vec<(MessageId, Vec<u8>)>> {
+        let conn = self.read();
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        conn.prepare_cached(
+            "SELECT m.id, m.raw FROM messages m
+             WHERE m.interface = ?1 AND m.id > ?2 AND m.order_key IS NULL
+               AND EXISTS (SELECT 1 FROM deliveries d
+                           WHERE d.message_id = m.id AND d.status IN ('pending', 'retry'))
+             ORDER BY m.id
+             LIMIT ?3",
+        )
+        .and_then(|mut s| {
+            s.query_map(params![interface, after.0, limit], |r| {
+                Ok((MessageId(r.get(0)?), r.get(1)?))
+            })?
+            .collect()
+        })
+        .map_err(Error::sql("owed_without_order_key"))
+    }
+
+    fn set_order_keys(&self, keys: Vec<(MessageId, i64)>) -> Result<()> {
+        self.write("set_order_keys", move |conn| {
+            let mut stmt = conn
+                .prepare_cached("UPDATE messages SET order_key = ?2 WHERE id = ?1")
+                .map_err(Error::sql("set_order_keys"))?;
+            for (id, key) in keys {
+                stmt.execute(params![id.0, key])
+                    .map_err(Error::sql("set_order_keys"))?;
+            }
+            Ok(())
+        })
+    }
+
     fn set_lanes(&self, interface: &str, destination: &str, lanes: Lanes) -> Result<u64> {
         let (interface, destination) = (interface.to_owned(), destination.to_owned());
         let map = self.lanes.clone();
@@ -1292,8 +1335,10 @@ impl Journal for SqliteJournal {
                  FROM json_each(?1) AS j JOIN messages m ON m.id = j.value",
             )
             .and_then(|mut s| {
-                s.query_map([&list], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, Vec<u8>>(1)?)))?
-                    .collect::<rusqlite::Result<HashMap<i64, Vec<u8>>>>()
+                s.query_map([&list], |r| {
+                    Ok((r.get::<_, i64>(0)?, r.get::<_, Vec<u8>>(1)?))
+                })?
+                .collect::<rusqlite::Result<HashMap<i64, Vec<u8>>>>()
             })
             .map_err(Error::sql("payloads"))?
         };

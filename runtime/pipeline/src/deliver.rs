@@ -142,7 +142,9 @@ impl Worker {
                 let pending = journal.next_in_lane(&iface, &dest, lane, due, &in_flight, BATCH)?;
                 let ids: Vec<MessageId> = pending.iter().map(|p| p.id).collect();
                 let payloads = journal.payloads(&ids)?;
-                Ok::<_, plexus_journal::Error>(pending.into_iter().zip(payloads).collect::<Vec<_>>())
+                Ok::<_, plexus_journal::Error>(
+                    pending.into_iter().zip(payloads).collect::<Vec<_>>(),
+                )
             })
             .await;
             let batch = match batch {

@@ -154,10 +154,64 @@ pub struct CapabilityChange {
 /// runs go to the blocking
 /// pool for [`SLOW_COOL_DOWN`].
 pub(crate) const SLOW_CHAIN: std::time::Duration = std::time::Duration::from_millis(20);
-/// A stable, non-negative hash of an order value (64-bit FNV-1a, top bit dropped): the
-/// same value gets the same key in every process and version, so lanes computed from a
-/// journal written earlier still group a patient's messages together.
-pub(crate) fn order_key(value: &str) -> i64 {
+/// Before any delivery worker runs: fills in the order keys of owed messages queued
+/// before their interface had `order_by` (so they keep their place ahead of the same
+/// patient's later messages), then tells the journal how each destination's queue is
+/// split over its connections, which moves owed deliveries to their lanes should
+/// `connections` or `order_by` have changed since the last run. Only the running engine
+/// does this: a CLI process beside it leaves the split alone and queues to lane 0.
+fn set_up_lanes(shared: &Shared) -> Result<(), BuildError> {
+    const PAGE: usize = 1000;
+    for iface in shared.interfaces.values() {
+        if iface.order_by.is_some() {
+            let mut after = MessageId(0);
+            let mut filled = 0_usize;
+            loop {
+                let page = shared
+                    .journal
+                    .owed_without_order_key(&iface.name, after, PAGE)?;
+                let Some(last) = page.last().map(|(id, _)| *id) else {
+                    break;
+                };
+                let keys: Vec<(MessageId, i64)> = page
+                    .into_iter()
+                    .map(|(id, raw)| {
+                        // One that no longer parses is ordered with those lacking the field.
+                        let key = iface
+                            .parse(raw)
+                            .ok()
+                            .and_then(|msg| iface.order_key(&msg))
+                            .unwrap_or_else(|| order_key(""));
+                        (id, key)
+                    })
+                    .collect();
+                filled += keys.len();
+                shared.journal.set_order_keys(keys)?;
+                after = last;
+            }
+            if filled > 0 {
+                tracing::info!(interface = %iface.name, messages = filled, "order keys filled in for queued messages");
+            }
+        }
+        for dest in &iface.config.destinations {
+            let lanes = crate::deliver::lanes(&iface.config, dest);
+            let moved = shared
+                .journal
+                .set_lanes(&iface.name, dest.name.as_str(), lanes)?;
+            if moved > 0 {
+                tracing::info!(interface = %iface.name, destination = %dest.name, moved, lanes = lanes.count, "queued deliveries moved to their lanes");
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The order key of an `order_by` value: a stable, non-negative hash (64-bit FNV-1a of
+/// the trimmed value, top bit dropped). The same value gets the same key in every process
+/// and version, so a journal written earlier still groups a patient's messages together;
+/// at a destination with `connections = N` the message goes on lane `key % N`.
+pub fn order_key(value: &str) -> i64 {
+    let value = value.trim();
     let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
     for byte in value.bytes() {
         hash ^= u64::from(byte);
@@ -187,11 +241,25 @@ impl Iface {
 
     /// The message's order key: a hash of its value at `order_by`, when the interface
     /// has one. Deliveries with equal keys share a lane (a connection) and keep their
-    /// arrival order. A message without the field gets none (lane 0).
+    /// arrival order. A message without the field counts as an empty value.
     pub(crate) fn order_key(&self, msg: &Message<'_>) -> Option<i64> {
         let path = self.order_by.as_ref()?;
-        let value = msg.get(path).ok().flatten()?;
-        Some(order_key(value.trim()))
+        let value = msg.get(path).ok().flatten().unwrap_or_default();
+        Some(order_key(&value))
+    }
+
+    /// Wakes the worker of the lane message `id` is queued in, at every destination.
+    pub(crate) fn wake_lanes(&self, id: MessageId, order_key: Option<i64>) {
+        for dest in &self.config.destinations {
+            let lane = crate::deliver::lanes(&self.config, dest).of(id, order_key);
+            if let Some(notify) = self
+                .wake
+                .get(dest.name.as_str())
+                .and_then(|lanes| lanes.get(lane as usize))
+            {
+                notify.notify_one();
+            }
+        }
     }
 
     /// What an empty MSH-18 means on this interface.
@@ -219,6 +287,8 @@ impl Iface {
         }
     }
 
+    /// Wakes every worker of every destination (a replay: a requeued delivery may still
+    /// sit in the lane it had).
     pub(crate) fn wake_destinations(&self) {
         for notify in self.wake.values().flatten() {
             notify.notify_one();
@@ -339,7 +409,7 @@ impl Engine {
             );
             plugins.insert(name.to_string(), Arc::new(loaded));
         }
-        let interfaces: BTreeMap<String, Arc<Iface>> = config
+        let interfaces = config
             .interfaces
             .iter()
             .map(|(name, interface)| {
@@ -379,18 +449,6 @@ impl Engine {
                 (name.to_string(), Arc::new(iface))
             })
             .collect();
-        // Tell the journal how each destination's queue is split over its connections
-        // before anything is enqueued: what is owed moves to its lane, should
-        // `connections` or `order_by` have changed since the last run.
-        for iface in interfaces.values() {
-            for dest in &iface.config.destinations {
-                let lanes = crate::deliver::lanes(&iface.config, dest);
-                let moved = journal.set_lanes(&iface.name, dest.name.as_str(), lanes)?;
-                if moved > 0 {
-                    tracing::info!(interface = %iface.name, destination = %dest.name, moved, lanes = lanes.count, "queued deliveries moved to their lanes");
-                }
-            }
-        }
         let permits = std::thread::available_parallelism().map_or(2, |n| n.get()) * 2;
         let tokens = config.admin.tokens.clone();
         Ok(Engine {
@@ -1239,6 +1297,10 @@ impl Engine {
     /// Resumes unfinished work, binds every source and starts the delivery workers.
     /// Everything stops when `shutdown` is cancelled; [`Running::wait`] waits for that.
     pub async fn start(&self, shutdown: CancellationToken) -> Result<Running, BuildError> {
+        let shared = self.shared.clone();
+        tokio::task::spawn_blocking(move || set_up_lanes(&shared))
+            .await
+            .map_err(|e| BuildError::Unsupported(format!("setting up delivery lanes: {e}")))??;
         self.resume().await?;
         let mut tasks = JoinSet::new();
         let mut mllp = BTreeMap::new();

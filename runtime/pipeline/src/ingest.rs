@@ -252,6 +252,7 @@ pub(crate) async fn accept(
             }
         };
         let charset = iface.unstated_charset();
+        let order_key = processing.order_key;
         shared.journal.ingest_detached(
             inbound,
             processing,
@@ -285,7 +286,7 @@ pub(crate) async fn accept(
                     },
                 });
                 // The source may have gone away (connection closed); nothing to do then.
-                let _ = reply.send(accepted);
+                let _ = reply.send((accepted, order_key));
             }),
         );
     };
@@ -296,19 +297,23 @@ pub(crate) async fn accept(
         Placement::BlockInPlace => tokio::task::block_in_place(work),
         Placement::Inline => work(),
     }
-    let accepted = match answer.await {
-        Ok(result) => result.map_err(NotAccepted::from),
+    let (accepted, order_key) = match answer.await {
+        Ok((result, order_key)) => (result.map_err(NotAccepted::from), order_key),
         // The task panicked before answering.
-        Err(_) => Err(NotAccepted::Internal(
-            "processing the message failed unexpectedly".to_owned(),
-        )),
+        Err(_) => (
+            Err(NotAccepted::Internal(
+                "processing the message failed unexpectedly".to_owned(),
+            )),
+            None,
+        ),
     };
     if let Ok(Accepted::Processed {
+        id,
         verdict: Verdict::Forwarded,
         ..
     }) = &accepted
     {
-        iface.wake_destinations();
+        iface.wake_lanes(*id, order_key);
     }
     match &accepted {
         Ok(Accepted::Processed {

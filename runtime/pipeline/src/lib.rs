@@ -46,6 +46,7 @@ pub use assets::{Assets, FsAssets, MAX_ASSET_BYTES, read_bounded};
 pub use chain::{Failure, Verdict, masked_reason, masked_stage_detail};
 pub use engine::{
     ActiveChain, CapabilityChange, Engine, ReloadReport, ReplayOutcome, Running, journal_path,
+    order_key,
 };
 pub use error::{BuildError, OpError};
 pub use grants::{GrantChange, effective as effective_grants};

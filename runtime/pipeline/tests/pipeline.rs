@@ -2495,15 +2495,33 @@ async fn connections_keep_each_patients_order_and_a_failing_head_holds_only_its_
             "patient {p} out of order: {received:?}"
         );
     }
-    // With six patients on four lanes, at least three lanes hold no message of patient
-    // 1: their patients went through while patient 1's head was being retried.
+    // Patients on other lanes than patient 1 went through while patient 1's head was
+    // being retried; every message on its lane waited behind it.
+    let lane = |p: usize| plexus_pipeline::order_key(&format!("MRN{p:05}")) % 4;
     let held = position("P1-1");
-    let passed = (2..=patients)
-        .filter(|p| (1..=per_patient).all(|n| position(&format!("P{p}-{n}")) < held))
-        .count();
+    let (mut passed, mut waited) = (0, 0);
+    for p in 2..=patients {
+        let at: Vec<usize> = (1..=per_patient)
+            .map(|n| position(&format!("P{p}-{n}")))
+            .collect();
+        if lane(p) == lane(1) {
+            assert!(
+                at.iter().all(|&i| i > held),
+                "patient {p} passed patient 1's head on its lane: {received:?}"
+            );
+            waited += 1;
+        } else {
+            // Sent right after P1-1, which is refused for at least 450 ms.
+            assert!(
+                at[0] < held,
+                "patient {p} waited for another lane: {received:?}"
+            );
+            passed += 1;
+        }
+    }
     assert!(
-        passed >= 1,
-        "no other patient passed the failing head: {received:?}"
+        passed > 0 && waited > 0,
+        "the patients cover both cases: {passed} passed, {waited} waited"
     );
     let connections: std::collections::HashSet<u64> = by_conn
         .lock()
@@ -2521,45 +2539,64 @@ async fn connections_keep_each_patients_order_and_a_failing_head_holds_only_its_
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_queue_built_on_one_connection_is_spread_over_four_after_a_restart() {
+async fn a_queue_built_without_order_by_keeps_each_patients_order_when_spread_over_four() {
     let dir = tempfile::tempdir().expect("tempdir");
     let emr_addr = free_port();
-    let config = |connections: u32| {
+    let config = |lanes: &str| {
         site_with(
             dir.path(),
             r#"{ type = "mllp", listen = "127.0.0.1:0" }"#,
             &format!(
-                "order_by = \"PID-3-1\"\n\
-                 destinations = [{{ name = \"emr\", type = \"mllp\", connect = \"{emr_addr}\", connections = {connections} }}]\n\
-                 retry = {{ initial_backoff = \"50ms\", max_backoff = \"100ms\", max_attempts = 1000 }}"
+                "{lanes}\n\
+                 destinations = [{{ name = \"emr\", type = \"mllp\", connect = \"{emr_addr}\"{} }}]\n\
+                 retry = {{ initial_backoff = \"50ms\", max_backoff = \"100ms\", max_attempts = 1000 }}",
+                if lanes.is_empty() {
+                    ""
+                } else {
+                    ", connections = 4"
+                }
             ),
         )
     };
-    // First run: the receiver is down, so everything waits in lane 0 of 1.
-    let engine = Engine::build(config(1), &FsAssets).expect("engine builds");
+    let (patients, before, after) = (5, 3, 2);
+    let send_round = |running: &Running, n: usize| {
+        let to = running.mllp["feed"];
+        async move {
+            for p in 1..=patients {
+                let msg = String::from_utf8(siu(&format!("P{p}-{n}"), "Ready"))
+                    .expect("utf-8")
+                    .replace("MRN10001", &format!("MRN{p:05}"));
+                let (code, _) = send(to, msg.as_bytes()).await;
+                assert_eq!(code, AckCode::AA);
+            }
+        }
+    };
+    // First run: one connection, no `order_by`, the receiver down: a queue without keys.
+    let engine = Engine::build(config(""), &FsAssets).expect("engine builds");
     let stop = CancellationToken::new();
     let running = engine.start(stop.clone()).await.expect("engine starts");
-    let (patients, per_patient) = (5, 4);
-    for n in 1..=per_patient {
-        for p in 1..=patients {
-            let msg = String::from_utf8(siu(&format!("P{p}-{n}"), "Ready"))
-                .expect("utf-8")
-                .replace("MRN10001", &format!("MRN{p:05}"));
-            let (code, _) = send(running.mllp["feed"], msg.as_bytes()).await;
-            assert_eq!(code, AckCode::AA);
-        }
+    for n in 1..=before {
+        send_round(&running, n).await;
     }
     stop.cancel();
     running.wait().await;
     drop(engine);
 
-    // Second run, four connections: the queue is re-laned by patient and delivered.
-    let (emr, by_conn) = lane_receiver_at(emr_addr).await;
-    let engine = Engine::build(config(4), &FsAssets).expect("engine builds again");
+    // Second run: `order_by` and four connections; more messages for the same patients
+    // arrive before the receiver is back. The old ones must still go first.
+    let engine =
+        Engine::build(config("order_by = \"PID-3-1\""), &FsAssets).expect("engine builds again");
     let stop = CancellationToken::new();
-    let running = engine.start(stop.clone()).await.expect("engine starts again");
-    eventually("every queued message delivered", || {
-        emr.received().len() == patients * per_patient
+    let running = engine
+        .start(stop.clone())
+        .await
+        .expect("engine starts again");
+    for n in before + 1..=before + after {
+        send_round(&running, n).await;
+    }
+    let (emr, by_conn) = lane_receiver_at(emr_addr).await;
+    eventually("every message delivered", || {
+        emr.received().len() == patients * (before + after)
     })
     .await;
     stop.cancel();
@@ -2571,8 +2608,12 @@ async fn a_queue_built_on_one_connection_is_spread_over_four_after_a_restart() {
             .iter()
             .filter(|id| id.starts_with(&format!("P{p}-")))
             .collect();
-        let want: Vec<String> = (1..=per_patient).map(|n| format!("P{p}-{n}")).collect();
-        assert_eq!(mine, want.iter().collect::<Vec<_>>(), "patient {p}");
+        let want: Vec<String> = (1..=before + after).map(|n| format!("P{p}-{n}")).collect();
+        assert_eq!(
+            mine,
+            want.iter().collect::<Vec<_>>(),
+            "patient {p}: {received:?}"
+        );
     }
     let connections: std::collections::HashSet<u64> = by_conn
         .lock()
@@ -2580,5 +2621,9 @@ async fn a_queue_built_on_one_connection_is_spread_over_four_after_a_restart() {
         .iter()
         .map(|(_, conn)| *conn)
         .collect();
-    assert!(connections.len() >= 2, "{} connection(s)", connections.len());
+    assert!(
+        connections.len() >= 2,
+        "{} connection(s)",
+        connections.len()
+    );
 }
