@@ -84,11 +84,14 @@ def main():
     ap.add_argument("--plexus", default=str(REPO / "target" / "release" / "plexus"))
     ap.add_argument("--messages", type=int, default=50000)
     ap.add_argument("--connections", type=int, default=8)
+    ap.add_argument("--destination-connections", type=int, default=1,
+                    help="the engine's connections to its sink (order_by PID-3-1 when above 1)")
     args = ap.parse_args()
     if not Path(args.plexus).exists():
         sys.exit(f"{args.plexus} not found: cargo build --release -p plexus")
 
-    plexus = run_bench(args.plexus, [], args.messages, args.connections)
+    plexus = run_bench(args.plexus, ["--destination-connections", str(args.destination_connections)],
+                       args.messages, args.connections)
 
     port = free_port()
     server = start_python_server(port)
