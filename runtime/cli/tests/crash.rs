@@ -3,7 +3,8 @@
 //! acknowledged reaches the destination, in order. Delivery is at least once: a message
 //! the engine sent but had not yet recorded as delivered when it died is sent again after
 //! the restart, with the same MSH-10, and a sender that resends a message whose ACK it
-//! never got produces a journal entry flagged as a duplicate.
+//! never got produces a journal entry flagged as a duplicate. The same holds with four
+//! connections to the destination and `order_by = "PID-3-1"`, per patient.
 
 use std::collections::{HashMap, HashSet};
 use std::io::{BufRead, BufReader, Read, Write};
@@ -70,7 +71,23 @@ fn start_receiver() -> (String, Arc<Mutex<Vec<String>>>) {
     (addr, received)
 }
 
-fn site(dir: &Path, receiver: &str) -> std::path::PathBuf {
+/// Patients the messages cycle through (`MRN{n % PATIENTS}`).
+const PATIENTS: usize = 7;
+
+/// How the engine delivers to the receiver.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Lanes {
+    /// One connection: strict arrival order.
+    One,
+    /// Four connections with `order_by = "PID-3-1"`: arrival order per patient.
+    FourByPatient,
+}
+
+fn site(dir: &Path, receiver: &str, lanes: Lanes) -> std::path::PathBuf {
+    let (order_by, connections) = match lanes {
+        Lanes::One => ("", ""),
+        Lanes::FourByPatient => ("order_by = \"PID-3-1\"", ", connections = 4"),
+    };
     let toml = format!(
         r#"
 [engine]
@@ -89,7 +106,8 @@ grants = ["tables:visit-status"]
 [interfaces.scheduling]
 source = {{ type = "mllp", listen = "127.0.0.1:0" }}
 chain = ["visit-status-map"]
-destinations = [{{ name = "emr", type = "mllp", connect = "{receiver}", ack_timeout = "5s" }}]
+{order_by}
+destinations = [{{ name = "emr", type = "mllp", connect = "{receiver}", ack_timeout = "5s"{connections} }}]
 retry = {{ max_attempts = 1000, initial_backoff = "20ms", max_backoff = "200ms" }}
 "#
     );
@@ -140,14 +158,24 @@ fn message(n: usize) -> Vec<u8> {
     format!(
         "MSH|^~\\&|SCHED|CLINIC|EHR|CLINIC|20260105083000||SIU^S12|C{n:05}|P|2.5.1\r\
          SCH|{n}^S|{n}^E||||NEW|||20|MIN|^^^202601050900||||||||||||||{}\r\
-         PID|1||MRN{n}^^^CLINIC^MR||TESTPATIENT^SYNTHETIC||19800101|F\r",
-        statuses[n % statuses.len()]
+         PID|1||MRN{}^^^CLINIC^MR||TESTPATIENT^SYNTHETIC||19800101|F\r",
+        statuses[n % statuses.len()],
+        n % PATIENTS
     )
     .into_bytes()
 }
 
 #[test]
 fn kill_9_at_random_moments_loses_no_acknowledged_message() {
+    crash_run(Lanes::One);
+}
+
+#[test]
+fn kill_9_with_four_connections_keeps_each_patients_order() {
+    crash_run(Lanes::FourByPatient);
+}
+
+fn crash_run(lanes: Lanes) {
     let seed = std::env::var("PLEXUS_CRASH_SEED")
         .ok()
         .and_then(|s| s.parse().ok())
@@ -161,7 +189,7 @@ fn kill_9_at_random_moments_loses_no_acknowledged_message() {
 
     let dir = tempfile::tempdir().expect("tempdir");
     let (receiver, received) = start_receiver();
-    let config = site(dir.path(), &receiver);
+    let config = site(dir.path(), &receiver, lanes);
     let (child, addr) = start_engine(&config);
     let engine = Arc::new(Mutex::new((child, addr)));
 
@@ -252,10 +280,25 @@ fn kill_9_at_random_moments_loses_no_acknowledged_message() {
         }
         *count += 1;
     }
-    assert_eq!(
-        first, acked,
-        "delivered in order, nothing lost, nothing invented"
-    );
+    match lanes {
+        Lanes::One => assert_eq!(
+            first, acked,
+            "delivered in order, nothing lost, nothing invented"
+        ),
+        Lanes::FourByPatient => {
+            let patient = |id: &String| {
+                id[1..]
+                    .parse::<usize>()
+                    .map_or(usize::MAX, |n| n % PATIENTS)
+            };
+            for p in 0..PATIENTS {
+                let got: Vec<&String> = first.iter().filter(|id| patient(id) == p).collect();
+                let want: Vec<&String> = acked.iter().filter(|id| patient(id) == p).collect();
+                assert_eq!(got, want, "patient {p}: in order, nothing lost");
+            }
+            assert_eq!(first.len(), acked.len(), "nothing invented");
+        }
+    }
     let redelivered = counts.values().filter(|&&c| c > 1).count();
     eprintln!(
         "{} messages, {KILLS} kills, {resends} resent by the sender, {redelivered} delivered more than once",
