@@ -1074,11 +1074,35 @@ pub fn batched_attempts_and_due<J: Journal>(open: &dyn Fn() -> J) {
         (
             depths[0].interface.as_str(),
             depths[0].destination.as_str(),
+            depths[0].lane,
             depths[0].depth
         ),
-        ("scheduling", "emr", 3)
+        ("scheduling", "emr", 0, 3)
     );
     assert_eq!(depths[0].oldest, Some(at(0)));
+    // Split in two lanes by id, the queue is counted per lane.
+    j.set_lanes(
+        "scheduling",
+        "emr",
+        Lanes {
+            count: 2,
+            key: LaneKey::MessageId,
+        },
+    )
+    .expect("split");
+    let depths = j.queue_depths().expect("depths");
+    let per_lane: Vec<(u32, u64)> = depths.iter().map(|d| (d.lane, d.depth)).collect();
+    let want = |lane: u32| {
+        owed.iter()
+            .filter(|p| p.id.0.rem_euclid(2) == i64::from(lane))
+            .count() as u64
+    };
+    let mut expected: Vec<(u32, u64)> = (0..2)
+        .map(|l| (l, want(l)))
+        .filter(|(_, n)| *n > 0)
+        .collect();
+    expected.sort();
+    assert_eq!(per_lane, expected);
 }
 
 /// Audit entries come back in order, each linked to the one before by its hash, and

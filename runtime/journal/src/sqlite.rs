@@ -1028,19 +1028,20 @@ impl Journal for SqliteJournal {
     fn queue_depths(&self) -> Result<Vec<QueueDepth>> {
         let conn = self.read();
         conn.prepare_cached(
-            "SELECT m.interface, d.destination, COUNT(*), MIN(m.received_at)
+            "SELECT m.interface, d.destination, d.lane, COUNT(*), MIN(m.received_at)
              FROM deliveries d JOIN messages m ON m.id = d.message_id
              WHERE d.status IN ('pending', 'retry')
-             GROUP BY m.interface, d.destination
-             ORDER BY m.interface, d.destination",
+             GROUP BY m.interface, d.destination, d.lane
+             ORDER BY m.interface, d.destination, d.lane",
         )
         .and_then(|mut s| {
             s.query_map([], |r| {
                 Ok(QueueDepth {
                     interface: r.get(0)?,
                     destination: r.get(1)?,
-                    depth: u64::try_from(r.get::<_, i64>(2)?).unwrap_or(0),
-                    oldest: r.get::<_, Option<i64>>(3)?.map(from_ms),
+                    lane: u32::try_from(r.get::<_, i64>(2)?).unwrap_or(0),
+                    depth: u64::try_from(r.get::<_, i64>(3)?).unwrap_or(0),
+                    oldest: r.get::<_, Option<i64>>(4)?.map(from_ms),
                 })
             })?
             .collect()

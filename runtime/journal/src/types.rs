@@ -531,6 +531,8 @@ pub struct QueueDepth {
     pub interface: String,
     /// The destination.
     pub destination: String,
+    /// The lane (one per connection; 0 for a destination with one).
+    pub lane: u32,
     /// Deliveries pending or waiting for a retry.
     pub depth: u64,
     /// When the oldest of them arrived.

@@ -189,7 +189,7 @@ async fn metrics(shared: Arc<Shared>) -> Response {
         for q in journal.queue_depths()? {
             figures
                 .queues
-                .insert((q.interface, q.destination), (q.depth, q.oldest));
+                .insert((q.interface, q.destination, q.lane), (q.depth, q.oldest));
         }
         for name in names {
             let stats = journal.error_stats(Some(&name))?;

@@ -196,8 +196,8 @@ impl IfaceMetrics {
 /// Figures read from the journal at scrape time.
 #[derive(Debug, Default)]
 pub(crate) struct JournalFigures {
-    /// (interface, destination) -> (owed, oldest received_at)
-    pub queues: BTreeMap<(String, String), (u64, Option<SystemTime>)>,
+    /// (interface, destination, lane) -> (owed, oldest received_at)
+    pub queues: BTreeMap<(String, String, u32), (u64, Option<SystemTime>)>,
     /// interface -> (open errors, oldest open)
     pub errors: BTreeMap<String, (u64, Option<SystemTime>)>,
     /// interface -> (shadow run, messages compared, messages skipped) of live runs
@@ -341,7 +341,17 @@ pub(crate) fn render<'a>(
         "gauge",
         "Deliveries owed, per destination.",
     );
-    for ((i, d), (depth, _)) in &figures.queues {
+    // Per destination: the lanes added up.
+    let mut destinations: BTreeMap<(&str, &str), (u64, Option<SystemTime>)> = BTreeMap::new();
+    for ((i, d, _), (depth, oldest)) in &figures.queues {
+        let entry = destinations.entry((i, d)).or_default();
+        entry.0 += depth;
+        entry.1 = match (entry.1, *oldest) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+    }
+    for ((i, d), (depth, _)) in &destinations {
         let _ = writeln!(
             out,
             "plexus_queue_depth{{interface=\"{i}\",destination=\"{d}\"}} {depth}"
@@ -353,10 +363,35 @@ pub(crate) fn render<'a>(
         "gauge",
         "Age of the oldest delivery owed.",
     );
-    for ((i, d), (_, oldest)) in &figures.queues {
+    for ((i, d), (_, oldest)) in &destinations {
         let _ = writeln!(
             out,
             "plexus_queue_oldest_seconds{{interface=\"{i}\",destination=\"{d}\"}} {}",
+            age(oldest)
+        );
+    }
+    family(
+        &mut out,
+        "plexus_lane_depth",
+        "gauge",
+        "Deliveries owed, per connection (lane) of a destination: one lane growing while the others drain is a head waiting for a retry.",
+    );
+    for ((i, d, lane), (depth, _)) in &figures.queues {
+        let _ = writeln!(
+            out,
+            "plexus_lane_depth{{interface=\"{i}\",destination=\"{d}\",lane=\"{lane}\"}} {depth}"
+        );
+    }
+    family(
+        &mut out,
+        "plexus_lane_oldest_seconds",
+        "gauge",
+        "Age of the oldest delivery owed, per lane.",
+    );
+    for ((i, d, lane), (_, oldest)) in &figures.queues {
+        let _ = writeln!(
+            out,
+            "plexus_lane_oldest_seconds{{interface=\"{i}\",destination=\"{d}\",lane=\"{lane}\"}} {}",
             age(oldest)
         );
     }

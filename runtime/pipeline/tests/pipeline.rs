@@ -2594,6 +2594,23 @@ async fn a_queue_built_without_order_by_keeps_each_patients_order_when_spread_ov
     for n in before + 1..=before + after {
         send_round(&running, n).await;
     }
+    // While the receiver is down, /metrics shows the queue per lane and in all.
+    let total = patients * (before + after);
+    let (status, body) = http_request(running.http, "GET", "/metrics", b"").await;
+    assert_eq!(status, 200);
+    let metrics = String::from_utf8_lossy(&body).into_owned();
+    let lanes: Vec<usize> = metrics
+        .lines()
+        .filter(|l| l.starts_with("plexus_lane_depth{interface=\"feed\",destination=\"emr\""))
+        .filter_map(|l| l.rsplit(' ').next()?.parse().ok())
+        .collect();
+    assert!(lanes.len() >= 2, "lanes in:\n{metrics}");
+    assert_eq!(lanes.iter().sum::<usize>(), total, "{metrics}");
+    assert!(
+        metrics.lines().any(|l| l
+            == format!("plexus_queue_depth{{interface=\"feed\",destination=\"emr\"}} {total}")),
+        "{metrics}"
+    );
     let (emr, by_conn) = lane_receiver_at(emr_addr).await;
     eventually("every message delivered", || {
         emr.received().len() == patients * (before + after)
