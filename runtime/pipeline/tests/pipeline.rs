@@ -2312,6 +2312,8 @@ async fn an_interface_charset_reads_latin1_from_a_sender_that_does_not_say_so() 
     let replies = read_replies(&mut tcp, 1).await;
     assert!(replies[0].contains("MSA|AA|L001"), "{}", replies[0]);
     eventually("delivered", || emr.received() == ["L001"]).await;
+    // The archive is a destination of its own, with its own worker (and an fsync).
+    eventually("archived", || !files_in(&site.outbox()).is_empty()).await;
     let out = std::fs::read(&files_in(&site.outbox())[0]).expect("archive");
     let msg = Message::parse_with_charset(&out, plexus_hl7::Charset::Latin1).expect("parses");
     assert_eq!(msg.get("SCH-25").expect("path").as_deref(), Some("Started"));
