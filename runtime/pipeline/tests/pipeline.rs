@@ -2452,8 +2452,8 @@ async fn lane_receiver_on(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn connections_keep_each_patients_order_and_a_failing_head_holds_only_its_lane() {
     let dir = tempfile::tempdir().expect("tempdir");
-    // Patient 1's first message is refused (AE, retried) three times, 150 ms apart.
-    let (emr, by_conn) = lane_receiver("P1-1", 3).await;
+    // Patient 1's first message is refused (AE, retried) five times, 150 ms apart.
+    let (emr, by_conn) = lane_receiver("P1-1", 5).await;
     let config = site_with(
         dir.path(),
         r#"{ type = "mllp", listen = "127.0.0.1:0" }"#,
@@ -2513,7 +2513,7 @@ async fn connections_keep_each_patients_order_and_a_failing_head_holds_only_its_
             );
             waited += 1;
         } else {
-            // Sent right after P1-1, which is refused for at least 450 ms.
+            // Sent right after P1-1, which is refused for at least 750 ms.
             assert!(
                 at[0] < held,
                 "patient {p} waited for another lane: {received:?}"
@@ -2537,7 +2537,7 @@ async fn connections_keep_each_patients_order_and_a_failing_head_holds_only_its_
         connections.len()
     );
     let first = engine.journal().show(MessageId(1)).expect("show");
-    assert_eq!(first.deliveries[0].attempts, 4, "three AEs, then delivered");
+    assert_eq!(first.deliveries[0].attempts, 6, "five AEs, then delivered");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
