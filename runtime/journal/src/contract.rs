@@ -811,6 +811,14 @@ pub fn lanes_split_the_queue<J: Journal>(open: &dyn Fn() -> J) {
         "i64::MAX is lane 3"
     );
     assert_eq!(read(3, None, &[ids[7], ids[0]]), [ids[3], ids[8]], "skip");
+    let lane_rows = j
+        .next_in_lane("scheduling", "emr", 3, None, &[], 20)
+        .expect("lane read");
+    assert!(
+        lane_rows
+            .iter()
+            .all(|p| p.lane == 3 && p.order_key.is_none())
+    );
     assert!(read(4, None, &[]).is_empty(), "no lane 4 of 4");
     let other = j
         .next_in_lane("elsewhere", "emr", 0, None, &[], 20)

@@ -233,8 +233,10 @@ impl SqliteJournal {
         // to skip go in as a JSON array.
         let mut stmt = conn
             .prepare_cached(if lane.is_some() {
+                // No `order_key` here: it is stored after `raw`, so reading it would walk a
+                // large message's overflow pages, and a lane's reader knows its lane.
                 "SELECT d.message_id, m.received_at, d.status, d.attempts, d.next_at,
-                        d.last_error, m.order_key, d.lane
+                        d.last_error, NULL, d.lane
                  FROM deliveries d JOIN messages m ON m.id = d.message_id
                  WHERE d.destination = ?1 AND d.lane = ?5 AND d.status IN ('pending', 'retry')
                    AND d.message_id NOT IN (SELECT value FROM json_each(?6))
@@ -1230,10 +1232,11 @@ impl Journal for SqliteJournal {
         let conn = self.read();
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
         conn.prepare_cached(
+            // From the index of owed deliveries: what is owed, not the whole history kept.
             "SELECT m.id, m.raw FROM messages m
-             WHERE m.interface = ?1 AND m.id > ?2 AND m.order_key IS NULL
-               AND EXISTS (SELECT 1 FROM deliveries d
-                           WHERE d.message_id = m.id AND d.status IN ('pending', 'retry'))
+             WHERE m.id IN (SELECT message_id FROM deliveries INDEXED BY deliveries_owed
+                            WHERE status IN ('pending', 'retry') AND message_id > ?2)
+               AND m.interface = ?1 AND m.order_key IS NULL
              ORDER BY m.id
              LIMIT ?3",
         )
@@ -1264,7 +1267,6 @@ impl Journal for SqliteJournal {
         let map = self.lanes.clone();
         // On the writer thread, so no enqueue runs between the new split and the move.
         self.write("set_lanes", move |conn| {
-            map.set(&interface, &destination, lanes);
             let count = i64::from(lanes.count.max(1));
             let moved = conn
                 .prepare_cached(
@@ -1289,6 +1291,8 @@ impl Journal for SqliteJournal {
                     ])
                 })
                 .map_err(Error::sql("set_lanes"))?;
+            // Only once the move is done: a failed write leaves the old split in force.
+            map.set(&interface, &destination, lanes);
             Ok(moved as u64)
         })
     }

@@ -242,7 +242,8 @@ pub struct PendingDelivery {
     pub last_error: Option<String>,
     /// A non-negative hash of the value that orders the message (the interface's
     /// `order_by` field): deliveries with equal keys go out in arrival order. `None` when
-    /// the message has none (it then counts as key 0).
+    /// the message has none (it then counts as key 0). Not read by
+    /// [`crate::Journal::next_in_lane`], whose caller knows the lane: always `None` there.
     pub order_key: Option<i64>,
     /// The lane the delivery is queued in (see [`Lanes`]).
     pub lane: u32,

@@ -184,12 +184,37 @@ async fn serve_tls(
 async fn metrics(shared: Arc<Shared>) -> Response {
     let journal = shared.journal.clone();
     let names: Vec<String> = shared.interfaces.keys().cloned().collect();
+    // interface -> [(destination, lanes)]
+    let lanes: Vec<(String, Vec<(String, u32)>)> = shared
+        .interfaces
+        .iter()
+        .map(|(name, iface)| {
+            let dests = iface
+                .config
+                .destinations
+                .iter()
+                .map(|d| (d.name.to_string(), crate::deliver::lane_count(d)))
+                .collect();
+            (name.clone(), dests)
+        })
+        .collect();
     let figures = tokio::task::spawn_blocking(move || {
         let mut figures = crate::metrics::JournalFigures::default();
         for q in journal.queue_depths()? {
             figures
                 .queues
                 .insert((q.interface, q.destination, q.lane), (q.depth, q.oldest));
+        }
+        // Every configured lane, owed or not: an empty one reads 0 rather than vanishing.
+        for (name, iface) in &lanes {
+            for (dest, count) in iface {
+                for lane in 0..*count {
+                    figures
+                        .queues
+                        .entry((name.clone(), dest.clone(), lane))
+                        .or_insert((0, None));
+                }
+            }
         }
         for name in names {
             let stats = journal.error_stats(Some(&name))?;

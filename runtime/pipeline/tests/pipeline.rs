@@ -2606,7 +2606,7 @@ async fn a_queue_built_without_order_by_keeps_each_patients_order_when_spread_ov
         .filter(|l| l.starts_with("plexus_lane_depth{interface=\"feed\",destination=\"emr\""))
         .filter_map(|l| l.rsplit(' ').next()?.parse().ok())
         .collect();
-    assert!(lanes.len() >= 2, "lanes in:\n{metrics}");
+    assert_eq!(lanes.len(), 4, "every lane, empty or not, in:\n{metrics}");
     assert_eq!(lanes.iter().sum::<usize>(), total, "{metrics}");
     assert!(
         metrics.lines().any(|l| l
