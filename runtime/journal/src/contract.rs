@@ -749,15 +749,17 @@ pub fn lanes_split_the_queue<J: Journal>(open: &dyn Fn() -> J) {
         .map(Some)
         .chain([Some(i64::MAX), Some(-3), None])
         .collect();
+    // A processed message queued for `emr`, with order key `key`.
+    let for_emr = |key: Option<i64>| Processing {
+        enqueue: vec!["emr".to_owned()],
+        processed: true,
+        order_key: key,
+        ..Processing::default()
+    };
     let ingest = |i: usize, key: Option<i64>| {
         j.ingest(
             inbound("scheduling", Some(&format!("L{i}")), at(i as u64)),
-            Processing {
-                enqueue: vec!["emr".to_owned()],
-                processed: true,
-                order_key: key,
-                ..Processing::default()
-            },
+            for_emr(key),
         )
         .expect("ingest")
         .id
@@ -889,15 +891,7 @@ pub fn lanes_split_the_queue<J: Journal>(open: &dyn Fn() -> J) {
 
     // A split moves only what is owed, on its own interface.
     let other = j
-        .ingest(
-            inbound("elsewhere", Some("E1"), at(50)),
-            Processing {
-                enqueue: vec!["emr".to_owned()],
-                processed: true,
-                order_key: Some(3),
-                ..Processing::default()
-            },
-        )
+        .ingest(inbound("elsewhere", Some("E1"), at(50)), for_emr(Some(3)))
         .expect("ingest elsewhere")
         .id;
     j.record_attempts(vec![Attempt {
@@ -932,12 +926,7 @@ pub fn lanes_split_the_queue<J: Journal>(open: &dyn Fn() -> J) {
     let late = beside
         .ingest(
             inbound("scheduling", Some("LATE"), at(60)),
-            Processing {
-                enqueue: vec!["emr".to_owned()],
-                processed: true,
-                order_key: Some(3),
-                ..Processing::default()
-            },
+            for_emr(Some(3)),
         )
         .expect("ingest beside");
     assert!(read(0, None, &[]).contains(&late.id));

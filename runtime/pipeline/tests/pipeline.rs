@@ -1155,19 +1155,27 @@ async fn http_destinations_retry_5xx_and_send_4xx_to_the_error_queue() {
 
 /// The receiver answers AE to `bad` the first `fails` times it sees it.
 async fn flaky_receiver(bad: &'static str, fails: usize) -> Receiver {
-    let listener = Listener::bind(
-        "127.0.0.1:0".parse().expect("addr"),
-        ListenerConfig::default(),
-    )
-    .await
-    .expect("bind receiver");
+    flaky_receiver_on(any_port(), bad, fails).await.0
+}
+
+/// [`flaky_receiver`] on `addr`; it also records `(MSH-10, connection)` of each message
+/// it accepts.
+async fn flaky_receiver_on(
+    addr: SocketAddr,
+    bad: &'static str,
+    fails: usize,
+) -> (Receiver, Arc<Mutex<Vec<(String, u64)>>>) {
+    let listener = Listener::bind(addr, ListenerConfig::default())
+        .await
+        .expect("bind receiver");
     let addr = listener.local_addr();
     let received = Arc::new(Mutex::new(Vec::new()));
-    let seen = received.clone();
+    let log = Arc::new(Mutex::new(Vec::new()));
+    let (seen, by_conn) = (received.clone(), log.clone());
     let refusals = Arc::new(Mutex::new(0_usize));
     let stop = CancellationToken::new();
-    let handler = handler_fn(move |payload: Bytes, _peer| {
-        let (seen, refusals) = (seen.clone(), refusals.clone());
+    let handler = handler_fn(move |payload: Bytes, peer: plexus_mllp::PeerInfo| {
+        let (seen, by_conn, refusals) = (seen.clone(), by_conn.clone(), refusals.clone());
         async move {
             let msg = Message::parse(&payload).ok()?;
             let id = msg.control_id().unwrap_or_default().into_owned();
@@ -1177,7 +1185,8 @@ async fn flaky_receiver(bad: &'static str, fails: usize) -> Receiver {
                     *refused += 1;
                     Status::Error
                 } else {
-                    seen.lock().expect("lock").push(id);
+                    seen.lock().expect("lock").push(id.clone());
+                    by_conn.lock().expect("lock").push((id, peer.conn_id));
                     Status::Accepted
                 }
             };
@@ -1185,11 +1194,35 @@ async fn flaky_receiver(bad: &'static str, fails: usize) -> Receiver {
         }
     });
     tokio::spawn(listener.serve(Arc::new(handler), stop.clone()));
-    Receiver {
-        addr,
-        received,
-        stop,
-    }
+    (
+        Receiver {
+            addr,
+            received,
+            stop,
+        },
+        log,
+    )
+}
+
+fn any_port() -> SocketAddr {
+    "127.0.0.1:0".parse().expect("addr")
+}
+
+/// How many connections the messages in a [`flaky_receiver_on`] log came over.
+fn connections_used(log: &Mutex<Vec<(String, u64)>>) -> usize {
+    let log = log.lock().expect("lock");
+    log.iter()
+        .map(|(_, conn)| *conn)
+        .collect::<std::collections::HashSet<u64>>()
+        .len()
+}
+
+/// [`siu`] for patient `MRN{patient:05}`.
+fn siu_for(control_id: &str, patient: usize) -> Vec<u8> {
+    String::from_utf8(siu(control_id, "Ready"))
+        .expect("utf-8")
+        .replace("MRN10001", &format!("MRN{patient:05}"))
+        .into_bytes()
 }
 
 async fn ordering_run(policy: &str) -> Vec<String> {
@@ -2391,69 +2424,11 @@ async fn a_batch_file_stored_in_part_goes_on_where_it_stopped() {
     running.wait().await;
 }
 
-/// A receiver that records `(MSH-10, connection)` and answers AE to `bad` the first
-/// `fails` times.
-async fn lane_receiver(
-    bad: &'static str,
-    fails: usize,
-) -> (Receiver, Arc<Mutex<Vec<(String, u64)>>>) {
-    lane_receiver_on("127.0.0.1:0".parse().expect("addr"), bad, fails).await
-}
-
-/// [`lane_receiver`] on `addr`, refusing nothing.
-async fn lane_receiver_at(addr: SocketAddr) -> (Receiver, Arc<Mutex<Vec<(String, u64)>>>) {
-    lane_receiver_on(addr, "", 0).await
-}
-
-async fn lane_receiver_on(
-    addr: SocketAddr,
-    bad: &'static str,
-    fails: usize,
-) -> (Receiver, Arc<Mutex<Vec<(String, u64)>>>) {
-    let listener = Listener::bind(addr, ListenerConfig::default())
-        .await
-        .expect("bind receiver");
-    let addr = listener.local_addr();
-    let received = Arc::new(Mutex::new(Vec::new()));
-    let log = Arc::new(Mutex::new(Vec::new()));
-    let (seen, by_conn) = (received.clone(), log.clone());
-    let refusals = Arc::new(Mutex::new(0_usize));
-    let stop = CancellationToken::new();
-    let handler = handler_fn(move |payload: Bytes, peer: plexus_mllp::PeerInfo| {
-        let (seen, by_conn, refusals) = (seen.clone(), by_conn.clone(), refusals.clone());
-        async move {
-            let msg = Message::parse(&payload).ok()?;
-            let id = msg.control_id().unwrap_or_default().into_owned();
-            let status = {
-                let mut refused = refusals.lock().expect("lock");
-                if id == bad && *refused < fails {
-                    *refused += 1;
-                    Status::Error
-                } else {
-                    seen.lock().expect("lock").push(id.clone());
-                    by_conn.lock().expect("lock").push((id, peer.conn_id));
-                    Status::Accepted
-                }
-            };
-            ack::acknowledge(&msg, status, None, "RCV", "20260101000000").map(Bytes::from)
-        }
-    });
-    tokio::spawn(listener.serve(Arc::new(handler), stop.clone()));
-    (
-        Receiver {
-            addr,
-            received,
-            stop,
-        },
-        log,
-    )
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn connections_keep_each_patients_order_and_a_failing_head_holds_only_its_lane() {
     let dir = tempfile::tempdir().expect("tempdir");
     // Patient 1's first message is refused (AE, retried) five times, 150 ms apart.
-    let (emr, by_conn) = lane_receiver("P1-1", 5).await;
+    let (emr, by_conn) = flaky_receiver_on(any_port(), "P1-1", 5).await;
     let config = site_with(
         dir.path(),
         r#"{ type = "mllp", listen = "127.0.0.1:0" }"#,
@@ -2471,10 +2446,8 @@ async fn connections_keep_each_patients_order_and_a_failing_head_holds_only_its_
     let (patients, per_patient) = (6, 4);
     for n in 1..=per_patient {
         for p in 1..=patients {
-            let msg = String::from_utf8(siu(&format!("P{p}-{n}"), "Ready"))
-                .expect("utf-8")
-                .replace("MRN10001", &format!("MRN{p:05}"));
-            let (code, _) = send(running.mllp["feed"], msg.as_bytes()).await;
+            let msg = siu_for(&format!("P{p}-{n}"), p);
+            let (code, _) = send(running.mllp["feed"], &msg).await;
             assert_eq!(code, AckCode::AA);
         }
     }
@@ -2525,16 +2498,10 @@ async fn connections_keep_each_patients_order_and_a_failing_head_holds_only_its_
         passed > 0 && waited > 0,
         "the patients cover both cases: {passed} passed, {waited} waited"
     );
-    let connections: std::collections::HashSet<u64> = by_conn
-        .lock()
-        .expect("lock")
-        .iter()
-        .map(|(_, conn)| *conn)
-        .collect();
+    let connections = connections_used(&by_conn);
     assert!(
-        connections.len() >= 2,
-        "the messages used {} connection(s)",
-        connections.len()
+        connections >= 2,
+        "the messages used {connections} connection(s)"
     );
     let first = engine.journal().show(MessageId(1)).expect("show");
     assert_eq!(first.deliveries[0].attempts, 6, "five AEs, then delivered");
@@ -2565,10 +2532,8 @@ async fn a_queue_built_without_order_by_keeps_each_patients_order_when_spread_ov
         let to = running.mllp["feed"];
         async move {
             for p in 1..=patients {
-                let msg = String::from_utf8(siu(&format!("P{p}-{n}"), "Ready"))
-                    .expect("utf-8")
-                    .replace("MRN10001", &format!("MRN{p:05}"));
-                let (code, _) = send(to, msg.as_bytes()).await;
+                let msg = siu_for(&format!("P{p}-{n}"), p);
+                let (code, _) = send(to, &msg).await;
                 assert_eq!(code, AckCode::AA);
             }
         }
@@ -2613,7 +2578,7 @@ async fn a_queue_built_without_order_by_keeps_each_patients_order_when_spread_ov
             == format!("plexus_queue_depth{{interface=\"feed\",destination=\"emr\"}} {total}")),
         "{metrics}"
     );
-    let (emr, by_conn) = lane_receiver_at(emr_addr).await;
+    let (emr, by_conn) = flaky_receiver_on(emr_addr, "", 0).await;
     eventually("every message delivered", || {
         emr.received().len() == patients * (before + after)
     })
@@ -2634,15 +2599,6 @@ async fn a_queue_built_without_order_by_keeps_each_patients_order_when_spread_ov
             "patient {p}: {received:?}"
         );
     }
-    let connections: std::collections::HashSet<u64> = by_conn
-        .lock()
-        .expect("lock")
-        .iter()
-        .map(|(_, conn)| *conn)
-        .collect();
-    assert!(
-        connections.len() >= 2,
-        "{} connection(s)",
-        connections.len()
-    );
+    let connections = connections_used(&by_conn);
+    assert!(connections >= 2, "{connections} connection(s)");
 }
