@@ -10,7 +10,9 @@ use anyhow::Context;
 use plexus_journal::{
     AuditEntry, ErrorEntry, ErrorFilter, ErrorKind, Journal, MessageId, OutcomeKind,
 };
-use plexus_pipeline::{Engine, ReplayOutcome, masked_reason, masked_stage_detail};
+use plexus_pipeline::{
+    Engine, ReplayOutcome, masked_delivery_error, masked_reason, masked_stage_detail,
+};
 use serde_json::json;
 
 use crate::site::{BuiltinAssets, SiteArgs, open_journal};
@@ -184,7 +186,7 @@ pub fn show(args: &ShowArgs) -> anyhow::Result<ExitCode> {
                 "destination": d.destination,
                 "status": d.status.as_str(),
                 "attempts": d.attempts,
-                "last_error": d.last_error,
+                "last_error": d.last_error.as_deref().map(|t| if args.unmasked { t } else { masked_delivery_error(t) }),
             })).collect::<Vec<_>>(),
             "errors": record.errors.iter().map(|e| entry_json(e, args.unmasked)).collect::<Vec<_>>(),
         });
@@ -277,7 +279,14 @@ pub fn show(args: &ShowArgs) -> anyhow::Result<ExitCode> {
                 d.attempts,
                 d.last_error
                     .as_deref()
-                    .map(|e| format!("; last error: {e}"))
+                    .map(|e| format!(
+                        "; last error: {}",
+                        if args.unmasked {
+                            e
+                        } else {
+                            masked_delivery_error(e)
+                        }
+                    ))
                     .unwrap_or_default()
             );
         }
@@ -310,14 +319,28 @@ pub fn replay(args: &ReplayArgs) -> anyhow::Result<ExitCode> {
     let mut failed = 0;
     for id in &args.ids {
         match runtime.block_on(engine.replay(MessageId(*id), &args.note, &actor())) {
-            Ok(ReplayOutcome::Requeued { destinations }) => println!(
-                "message {id}: passed the chain; queued for {}; error resolved",
-                if destinations.is_empty() {
-                    "no destination".to_owned()
-                } else {
-                    destinations.join(", ")
+            Ok(ReplayOutcome::Requeued {
+                destinations,
+                already_delivered,
+            }) => {
+                let mut done = Vec::new();
+                if !destinations.is_empty() {
+                    done.push(format!("queued for {}", destinations.join(", ")));
                 }
-            ),
+                if !already_delivered.is_empty() {
+                    done.push(format!(
+                        "already delivered to {} (not sent again)",
+                        already_delivered.join(", ")
+                    ));
+                }
+                if done.is_empty() {
+                    done.push("the interface has no destination".to_owned());
+                }
+                println!(
+                    "message {id}: passed the chain; {}; error resolved",
+                    done.join("; ")
+                );
+            }
             Ok(ReplayOutcome::Filtered { reason }) => {
                 println!("message {id}: filtered by the chain ({reason}); error resolved")
             }

@@ -22,6 +22,7 @@ mod bench_cmd;
 mod check_cmd;
 mod errors_cmd;
 mod hl7_cmd;
+mod init_cmd;
 mod plugin_cmd;
 mod review_cmd;
 mod run;
@@ -34,7 +35,8 @@ mod token_cmd;
 #[derive(Debug, Parser)]
 #[command(name = "plexus", version, propagate_version = true)]
 struct Cli {
-    /// Log filter (e.g. `info`, `plexus=debug`); `RUST_LOG` also works.
+    /// Log filter (e.g. `info`, `plexus=debug`); `RUST_LOG` also works. Default: `info`
+    /// for `run` and `bench`, `warn` for the other commands.
     #[arg(long, global = true, value_name = "FILTER")]
     log: Option<String>,
     #[command(subcommand)]
@@ -51,8 +53,14 @@ enum Command {
         plexus run --config site.toml")]
     Run(run::RunArgs),
     /// Validate a site config (TOML) without running it: every problem with file:line:col
-    /// and the fix. Exit status 1 when there are problems.
+    /// and the fix, then load the tables and plug-ins it names as `run` would. Exit
+    /// status 1 when there are problems.
     Check(check_cmd::CheckArgs),
+    /// Write the bundled demo site out as a site of your own: its config, crosswalk table
+    /// and plug-ins (pinned by sha256), ready to edit, check and run.
+    #[command(after_help = "Example:\n  \
+        plexus init my-site && plexus run --config my-site/site.toml")]
+    Init(init_cmd::InitArgs),
     /// Send message files over MLLP and print each ACK (code, MSA-2, ERR reason).
     /// Exit status 1 when any was not accepted.
     #[command(after_help = "Example:\n  \
@@ -162,10 +170,20 @@ enum Hl7Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_tracing(cli.log.as_deref());
+    // The engine and the bench report progress at info; a one-shot command's output is
+    // its answer, so it logs only warnings unless asked.
+    if !matches!(cli.command, Command::Run(_) | Command::Bench(_)) {
+        default_sigpipe();
+    }
+    let default_level = match cli.command {
+        Command::Run(_) | Command::Bench(_) => "info",
+        _ => "warn",
+    };
+    init_tracing(cli.log.as_deref(), default_level);
     let result = match cli.command {
         Command::Run(args) => run::run(args),
         Command::Check(args) => check_cmd::check(&args),
+        Command::Init(args) => init_cmd::init(&args),
         Command::Send(args) => send_cmd::send(&args),
         Command::Review(args) => review_cmd::review(&args),
         Command::Audit(AuditCommand::List(args)) => audit_cmd::list(&args),
@@ -191,15 +209,36 @@ fn main() -> ExitCode {
     }
 }
 
-fn init_tracing(filter: Option<&str>) {
+/// A one-shot command whose output goes into a pipe that closes early
+/// (`plexus errors list | head`) ends quietly, as other Unix tools do, instead of
+/// panicking in `println!`. Rust starts programs with SIGPIPE ignored. Sockets never
+/// raise it (the standard library writes them with `MSG_NOSIGNAL`), so this concerns
+/// only stdout and stderr. The engine and the bench keep it ignored.
+#[cfg(unix)]
+#[allow(unsafe_code)]
+fn default_sigpipe() {
+    // SAFETY: `signal` with `SIG_DFL` only restores the default disposition of one
+    // signal; it runs before this process starts any thread or installs any handler.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
+}
+
+#[cfg(not(unix))]
+fn default_sigpipe() {}
+
+fn init_tracing(filter: Option<&str>, default_level: &str) {
+    use std::io::IsTerminal;
     use tracing_subscriber::EnvFilter;
     let filter = filter
         .map(EnvFilter::new)
         .or_else(|| EnvFilter::try_from_default_env().ok())
-        .unwrap_or_else(|| EnvFilter::new("info"));
+        .unwrap_or_else(|| EnvFilter::new(default_level));
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        // Colour only for a person at a terminal, not in a log file or a journal.
+        .with_ansi(std::io::stderr().is_terminal())
         .init();
 }
 

@@ -64,7 +64,8 @@ impl Assets for BuiltinAssets {
     }
 }
 
-fn builtin(name: &str) -> Option<&'static [u8]> {
+/// A file shipped inside the binary, by its `builtin:` name.
+pub(crate) fn builtin(name: &str) -> Option<&'static [u8]> {
     match name {
         "visit-status-map" => Some(builtin::VISIT_STATUS_MAP),
         "demographics-normalize" => Some(builtin::DEMOGRAPHICS_NORMALIZE),

@@ -45,6 +45,33 @@ fn help_names_the_commands() {
 }
 
 #[test]
+fn output_into_a_pipe_that_closes_early_ends_quietly() {
+    // Big enough that the writes outlast the pipe's buffer after the reader has gone.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut msg = String::from("MSH|^~\\&|LAB|CLINIC|EMR|CLINIC|20260101||ORU^R01|PIPE1|P|2.5\r");
+    msg.push_str("PID|1||P1^^^CLINIC^MR||TEST^PIPE\r");
+    for i in 1..=4000 {
+        msg.push_str(&format!("OBX|{i}|NM|GLU^Glucose||{i}|mg/dL\r"));
+    }
+    let file = dir.path().join("big.hl7");
+    std::fs::write(&file, msg).expect("write");
+    let mut child = plexus()
+        .args(["hl7", "parse"])
+        .arg(&file)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawns");
+    let mut first = [0u8; 16];
+    std::io::Read::read_exact(child.stdout.as_mut().expect("stdout"), &mut first).expect("reads");
+    drop(child.stdout.take());
+    let out = child.wait_with_output().expect("waits");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!err.contains("panicked"), "{err}");
+    assert_ne!(out.status.code(), Some(101), "a panic's exit status: {err}");
+}
+
+#[test]
 fn parse_prints_a_decoded_tree() {
     let out = plexus()
         .args(["hl7", "parse"])
@@ -550,6 +577,33 @@ fn plugin_test_runs_golden_cases() {
 }
 
 #[test]
+fn init_writes_the_demo_as_an_editable_pinned_site_that_checks() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let site = dir.path().join("my-site");
+    let text = stdout_of_success(plexus().arg("init").arg(&site));
+    assert!(text.contains("plexus run --config"), "{text}");
+    let config = std::fs::read_to_string(site.join("site.toml")).expect("site.toml");
+    assert!(!config.contains("builtin:"), "{config}");
+    assert_eq!(config.matches("sha256 = \"").count(), 2, "{config}");
+    let csv = std::fs::read_to_string(site.join("visit-status.csv")).expect("csv");
+    assert!(csv.starts_with("key,value"), "{csv}");
+    let checked = stdout_of_success(plexus().arg("check").arg(site.join("site.toml")));
+    assert!(checked.contains("2 plug-in(s) loaded"), "{checked}");
+    // An edited plug-in no longer matches its pin.
+    std::fs::write(site.join("visit-status-map.wasm"), b"\0asm changed").expect("write");
+    let out = plexus()
+        .arg("check")
+        .arg(site.join("site.toml"))
+        .output()
+        .expect("runs");
+    assert_eq!(out.status.code(), Some(1));
+    // A folder with files in it is left alone.
+    let out = plexus().arg("init").arg(&site).output().expect("runs");
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("not empty"));
+}
+
+#[test]
 fn check_reports_every_config_problem_with_its_location() {
     let dir = tempfile::tempdir().expect("tempdir");
     let good = dir.path().join("good.toml");
@@ -576,6 +630,49 @@ fn check_reports_every_config_problem_with_its_location() {
     assert!(
         err.contains("bad.toml:") && err.contains("did you mean `visit-status-map`"),
         "{err}"
+    );
+
+    // A valid config whose files do not load fails check as it would fail `run`.
+    let tables = dir.path().join("tables.toml");
+    let missing =
+        plexus_config::DEMO_TOML.replacen("builtin:visit-status.csv", "no-such-table.csv", 1);
+    assert_ne!(
+        missing,
+        plexus_config::DEMO_TOML,
+        "the demo has a built-in table"
+    );
+    std::fs::write(&tables, &missing).expect("write");
+    let out = plexus().arg("check").arg(&tables).output().expect("runs");
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("table visit-status") && err.contains("no-such-table.csv"),
+        "{err}"
+    );
+    // A table saved without its header is refused, not read one row short.
+    std::fs::write(dir.path().join("no-such-table.csv"), "arrived,Started\n").expect("csv");
+    let out = plexus().arg("check").arg(&tables).output().expect("runs");
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("line 1") && err.contains("header `key,value`"),
+        "{err}"
+    );
+    std::fs::write(
+        dir.path().join("no-such-table.csv"),
+        "key,value\narrived,Started\n",
+    )
+    .expect("csv");
+    let out = plexus().arg("check").arg(&tables).output().expect("runs");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("plug-in(s) loaded") && text.contains("1 row(s)"),
+        "{text}"
     );
 }
 

@@ -253,12 +253,12 @@ impl Condition {
 impl AckMode {
     /// Reads the mode from MSH-15 and MSH-16.
     pub fn of(msg: &Message<'_>) -> AckMode {
-        // The explicit null `""` asks for nothing, same as empty.
+        // The explicit null `""` and a blank value ask for nothing, same as empty.
         let read = |n| {
             msg.get(Path::fixed(*b"MSH", n))
                 .ok()
                 .flatten()
-                .filter(|v| v != "\"\"")
+                .filter(|v| !v.trim().is_empty() && v.trim() != "\"\"")
         };
         let accept = read(15);
         let application = read(16);
@@ -366,6 +366,16 @@ pub fn unparseable_code(raw: &[u8]) -> AckCode {
         AckMode::Original => AckCode::AR,
         AckMode::Enhanced { .. } => AckCode::CR,
     }
+}
+
+/// MSH-10 as [`reject_unparseable`] echoes it from bytes that did not parse: what the
+/// sender will match the answer with, and what an operator looks the message up by.
+/// `None` when no MSH line can be read or its MSH-10 is empty. Not unescaped; bytes that
+/// are not UTF-8 are replaced.
+pub fn recovered_control_id(raw: &[u8]) -> Option<String> {
+    let recovered = Recovered::scan(raw);
+    let id = recovered.fields.get(10).copied().unwrap_or_default();
+    (!id.trim_ascii().is_empty()).then(|| String::from_utf8_lossy(id).into_owned())
 }
 
 /// A negative acknowledgement for bytes that could not be parsed at all.
@@ -666,7 +676,7 @@ impl<'a> Recovered<'a> {
         let get = |n: usize| {
             self.fields
                 .get(n)
-                .filter(|v| !v.is_empty() && **v != b"\"\"")
+                .filter(|v| !v.trim_ascii().is_empty() && v.trim_ascii() != b"\"\"")
                 .map(|v| String::from_utf8_lossy(v))
         };
         match (get(15), get(16)) {

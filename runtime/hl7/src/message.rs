@@ -14,6 +14,31 @@ use crate::path::{AsPath, Path};
 
 const BOM: &[u8] = b"\xEF\xBB\xBF";
 
+/// `bytes` as a strict receiver expects a message: no byte order mark or whitespace
+/// before `MSH`, each segment ended by one CR, no blank lines. `None` when they are in
+/// that form already (the usual case, found without parsing), or do not parse as a
+/// message. The segments are the parser's own, so an LF that is text inside a
+/// CR-terminated segment stays where it is, and nothing within a segment changes.
+///
+/// The parser accepts LF and CRLF terminators, blank lines and a BOM on the way in; an
+/// engine that forwards such a message should send it in this form.
+pub fn wire_form(bytes: &[u8]) -> Option<Vec<u8>> {
+    let canonical = !bytes.starts_with(BOM)
+        && bytes.first().is_some_and(|c| !c.is_ascii_whitespace())
+        && memchr::memchr(b'\n', bytes).is_none()
+        && memchr::memmem::find(bytes, b"\r\r").is_none();
+    if canonical {
+        return None;
+    }
+    let msg = Message::parse(bytes).ok()?;
+    let mut out = Vec::with_capacity(bytes.len());
+    for segment in msg.segments() {
+        out.extend_from_slice(segment.raw());
+        out.push(b'\r');
+    }
+    (out != bytes).then_some(out)
+}
+
 /// A parsed HL7 v2 message.
 ///
 /// ```

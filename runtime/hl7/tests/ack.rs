@@ -48,6 +48,22 @@ fn original_mode_accept_swaps_parties_and_echoes() {
 }
 
 #[test]
+fn blank_msh15_and_msh16_mean_original_mode() {
+    // A sender that pads MSH-15/16 with spaces (seen in the public corpus) asked for
+    // nothing: it gets AA, not CA.
+    for fields in ["||| | ", "||| ", "|||\"\"|  "] {
+        let raw = msg_with(fields, "2.5.1");
+        let msg = Message::parse(&raw).expect("parses");
+        let reply = ack::acknowledge(&msg, Status::Accepted, None, "A1", TS).expect("answered");
+        assert_eq!(
+            get(&parse_ack(&reply), "MSA-1").as_deref(),
+            Some("AA"),
+            "{fields:?}"
+        );
+    }
+}
+
+#[test]
 fn error_carries_err_segment_with_location_code_and_reason() {
     let raw = msg_with("", "2.5.1");
     let msg = Message::parse(&raw).expect("parses");

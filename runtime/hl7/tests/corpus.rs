@@ -140,3 +140,45 @@ fn msh10_offset(bytes: &[u8]) -> usize {
     }
     panic!("no MSH-10")
 }
+
+/// Every corpus message (LF-terminated files, some with a byte order mark) has a wire
+/// form a strict receiver takes: CR-terminated segments, nothing before MSH, no blank
+/// lines. It holds the same segments with the same bytes, and is its own wire form.
+#[test]
+fn every_message_has_a_strict_wire_form_with_the_same_segments() {
+    let mut changed = 0;
+    for (name, bytes) in corpus() {
+        let original = Message::parse(&bytes).unwrap_or_else(|e| panic!("{name}: {e}"));
+        let Some(wire) = plexus_hl7::wire_form(&bytes) else {
+            continue;
+        };
+        changed += 1;
+        assert!(wire.starts_with(b"MSH"), "{name}");
+        assert!(wire.ends_with(b"\r") && !wire.contains(&b'\n'), "{name}");
+        assert!(!wire.windows(2).any(|w| w == b"\r\r"), "{name}");
+        let again = Message::parse(&wire).unwrap_or_else(|e| panic!("{name}: {e}"));
+        let raws = |m: &Message<'_>| m.segments().map(|s| s.raw().to_vec()).collect::<Vec<_>>();
+        assert_eq!(raws(&original), raws(&again), "{name}");
+        assert_eq!(plexus_hl7::wire_form(&wire), None, "{name}: stable");
+    }
+    assert!(
+        changed >= 100,
+        "the corpus files end lines with LF: {changed} changed"
+    );
+}
+
+#[test]
+fn wire_form_leaves_a_strict_message_alone_and_keeps_text_lfs() {
+    let strict = b"MSH|^~\\&|A|B|C|D|20260101||ADT^A01|W1|P|2.5\rPID|1||X\r";
+    assert_eq!(plexus_hl7::wire_form(strict), None);
+    // A CR-terminated message with a line break inside a note: the LF is text.
+    let note = b"MSH|^~\\&|A|B|C|D|20260101||ORU^R01|W2|P|2.5\rNTE|1||line one\nline two\r";
+    assert_eq!(plexus_hl7::wire_form(note), None);
+    // BOM, CRLF and trailing blank lines go; nothing else changes.
+    let sloppy = b"\xEF\xBB\xBFMSH|^~\\&|A|B|C|D|20260101||ADT^A01|W3|P|2.5\r\nPID|1||X\r\n\r\n";
+    assert_eq!(
+        plexus_hl7::wire_form(sloppy).as_deref(),
+        Some(&b"MSH|^~\\&|A|B|C|D|20260101||ADT^A01|W3|P|2.5\rPID|1||X\r"[..])
+    );
+    assert_eq!(plexus_hl7::wire_form(b"not hl7\n"), None);
+}

@@ -88,7 +88,49 @@ impl Ack {
     pub fn bytes(&self) -> &Bytes {
         &self.bytes
     }
+
+    /// What the peer said about an error or a rejection, for the person who has to act on
+    /// it: each ERR's code and text (ERR-3) and user message (ERR-8), then MSA-3 (the
+    /// older text message), as present, joined with `; ` and cut to
+    /// [`MAX_REASON_CHARS`] characters. `None` when the ACK says nothing more than its
+    /// code. Like the ACK itself it may quote the message's values: keep it out of logs.
+    pub fn reason(&self) -> Option<String> {
+        let message = plexus_hl7::Message::parse(&self.bytes).ok()?;
+        let text = |path: &str| {
+            message
+                .get(path)
+                .ok()
+                .flatten()
+                .map(|v| v.trim().to_owned())
+                .filter(|v| !v.is_empty())
+        };
+        let mut parts = Vec::new();
+        let errs = message.count("ERR").unwrap_or(0).min(8);
+        for i in 1..=errs {
+            let code = [format!("ERR[{i}]-3-1"), format!("ERR[{i}]-3-2")]
+                .iter()
+                .filter_map(|p| text(p))
+                .collect::<Vec<_>>()
+                .join(" ");
+            if !code.is_empty() {
+                parts.push(code);
+            }
+            parts.extend(text(&format!("ERR[{i}]-8")));
+        }
+        parts.extend(text("MSA-3"));
+        if parts.is_empty() {
+            return None;
+        }
+        let joined = parts.join("; ");
+        Some(match joined.char_indices().nth(MAX_REASON_CHARS) {
+            Some((at, _)) => format!("{}...", &joined[..at]),
+            None => joined,
+        })
+    }
 }
+
+/// Longest [`Ack::reason`] kept, in characters.
+pub const MAX_REASON_CHARS: usize = 300;
 
 // Debug shows the code only: an ACK can quote the message it answers.
 impl fmt::Debug for Ack {
@@ -177,6 +219,14 @@ pub enum SendError {
 }
 
 impl SendError {
+    /// The peer's answer when it rejected the message or returned an error for it.
+    pub fn ack(&self) -> Option<&Ack> {
+        match self {
+            SendError::Rejected { ack, .. } | SendError::ApplicationError { ack, .. } => Some(ack),
+            _ => None,
+        }
+    }
+
     /// Whether sending the same message again later may succeed ([`SendError::Exhausted`]).
     /// The others need the message, or the peer's view of it, to change first.
     pub fn is_retryable(&self) -> bool {
@@ -522,7 +572,11 @@ fn classify(
         let message = plexus_hl7::Message::parse_with_charset(&ack, charset)
             .map_err(AttemptError::InvalidAck)?;
         let echoed = message.get("MSA-2").map_err(AttemptError::AckPath)?;
-        if echoed.as_deref() != Some(control_id) {
+        // An empty MSA-2 answers the one message outstanding on this connection (a
+        // connection is dropped after any failed exchange, so no earlier attempt's ACK
+        // can arrive on it). Receivers that cannot parse a message often cannot echo its
+        // id: their AR must count as a rejection, not as a stale ACK retried forever.
+        if echoed.as_deref().is_some_and(|e| e != control_id) {
             return Err(AttemptError::ControlIdMismatch {
                 echoed: echoed.map(|id| shorten(&id)),
             });

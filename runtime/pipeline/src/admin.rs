@@ -20,7 +20,7 @@ use plexus_config::Role;
 use plexus_journal::{AuditEntry, ErrorFilter, MessageId};
 use serde_json::{Value, json};
 
-use crate::chain::{masked_reason, masked_stage_detail};
+use crate::chain::{masked_delivery_error, masked_reason, masked_stage_detail};
 use crate::engine::{Engine, ReplayOutcome, Shared};
 use crate::sha256_hex;
 
@@ -313,7 +313,7 @@ async fn message(
         })).collect::<Vec<_>>(),
         "deliveries": record.deliveries.iter().map(|d| json!({
             "destination": d.destination, "status": d.status.as_str(), "attempts": d.attempts,
-            "last_error": d.last_error,
+            "last_error": d.last_error.as_deref().map(|t| if unmasked { t } else { masked_delivery_error(t) }),
         })).collect::<Vec<_>>(),
         "errors": record.errors.iter().map(|e| json!({
             "kind": e.kind.as_str(), "stage": e.stage, "path": e.path,
@@ -358,8 +358,11 @@ async fn replay(
         .await
     {
         Ok(outcome) => axum::Json(match outcome {
-            ReplayOutcome::Requeued { destinations } => {
-                json!({"result": "requeued", "destinations": destinations})
+            ReplayOutcome::Requeued {
+                destinations,
+                already_delivered,
+            } => {
+                json!({"result": "requeued", "destinations": destinations, "already_delivered": already_delivered})
             }
             ReplayOutcome::Filtered { reason } => json!({"result": "filtered", "reason": reason}),
             ReplayOutcome::FailedAgain(f) => json!({

@@ -78,6 +78,9 @@ pub fn masked_stage_detail(outcome: OutcomeKind, detail: &str) -> &str {
 /// earlier version ends with the plug-in's own words (`...: KIND[ at PATH]: WORDS`), which
 /// this cuts off.
 pub fn masked_reason(kind: ErrorKind, reason: &str) -> &str {
+    if kind == ErrorKind::Destination {
+        return masked_delivery_error(reason);
+    }
     if kind != ErrorKind::PluginFail {
         return reason;
     }
@@ -88,6 +91,19 @@ pub fn masked_reason(kind: ErrorKind, reason: &str) -> &str {
     match reason[start..].find(PLUGIN_WORDS) {
         Some(end) => &reason[..start + end],
         None => reason,
+    }
+}
+
+/// What a destination failure's text says before the receiver's own words (its ERR and
+/// MSA-3 text, which may quote field values).
+pub(crate) const RECEIVER_WORDS: &str = "; the receiver said: ";
+
+/// A delivery error (a destination's error-queue reason, or a delivery's last error) as
+/// views without message content show it: without the receiver's own words.
+pub fn masked_delivery_error(text: &str) -> &str {
+    match text.find(RECEIVER_WORDS) {
+        Some(end) => &text[..end],
+        None => text,
     }
 }
 
@@ -301,5 +317,12 @@ mod tests {
         assert!(!masked_reason(ErrorKind::PluginFail, "value `Teleported`").contains("Teleported"));
         let parse = "message could not be parsed: segment 2: bad: name";
         assert_eq!(masked_reason(ErrorKind::Parse, parse), parse);
+
+        // A receiver's own words about a rejection are content too.
+        let refused = "127.0.0.1:2576 rejected message P1 (AR)";
+        let full = format!("{refused}{RECEIVER_WORDS}207 Application error; patient DOE not found");
+        assert_eq!(masked_reason(ErrorKind::Destination, &full), refused);
+        assert_eq!(masked_delivery_error(&full), refused);
+        assert_eq!(masked_delivery_error(refused), refused);
     }
 }

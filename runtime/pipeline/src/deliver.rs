@@ -250,7 +250,9 @@ impl Worker {
     ) -> Option<Attempt> {
         let id = pending.id;
         let payload = match payload {
-            Ok(payload) => payload,
+            // Sent as a strict receiver expects it, whatever terminators, byte order mark
+            // or blank lines the sender used (the journal keeps the bytes as received).
+            Ok(payload) => plexus_hl7::wire_form(&payload).unwrap_or(payload),
             Err(err) => {
                 return Some(self.failed(
                     id,
@@ -284,7 +286,8 @@ impl Worker {
                         %id,
                         attempt = attempt_no,
                         retry_in_ms = u64::try_from(wait.as_millis()).unwrap_or(u64::MAX),
-                        "delivery failed, will retry: {reason}"
+                        "delivery failed, will retry: {}",
+                        crate::chain::masked_delivery_error(&reason)
                     );
                     return Some(Attempt {
                         id,
@@ -307,7 +310,8 @@ impl Worker {
             interface = %self.iface.name,
             destination = %self.dest.name,
             %id,
-            "delivery failed; message held in the error queue: {reason}"
+            "delivery failed; message held in the error queue: {}",
+            crate::chain::masked_delivery_error(&reason)
         );
         Attempt {
             id,
@@ -473,7 +477,13 @@ impl Connector {
     ) -> Result<(), SendFailure> {
         match self {
             Connector::Mllp(sender) => sender.send(&payload).await.map(|_| ()).map_err(|e| {
-                let reason = error_chain(&e);
+                let mut reason = error_chain(&e);
+                // What the receiver said about it, for the operator (masked in views and
+                // kept out of logs: it may quote the message).
+                if let Some(words) = e.ack().and_then(plexus_mllp::Ack::reason) {
+                    reason.push_str(crate::chain::RECEIVER_WORDS);
+                    reason.push_str(&words);
+                }
                 if e.is_retryable() {
                     SendFailure::Retryable(reason)
                 } else {

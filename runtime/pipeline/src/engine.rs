@@ -346,8 +346,11 @@ impl Running {
 pub enum ReplayOutcome {
     /// The chain passed: deliveries are queued again and the error is resolved.
     Requeued {
-        /// Destinations queued.
+        /// Destinations queued again.
         destinations: Vec<String>,
+        /// Destinations that already have it: a replay never sends a message twice to
+        /// the same destination.
+        already_delivered: Vec<String>,
     },
     /// The chain filtered it: nothing to deliver; the error is resolved.
     Filtered {
@@ -386,29 +389,7 @@ impl Engine {
         let tables = Arc::new(load_tables(&config, assets)?);
         let sandbox = Sandbox::new(SandboxConfig::default())?;
         let grants = crate::grants::effective(&config)?;
-        let mut plugins = HashMap::new();
-        for (name, plugin) in &config.plugins {
-            let bytes = assets
-                .read(&plugin.file)
-                .map_err(|source| BuildError::Asset {
-                    what: format!("plug-in {name}"),
-                    source_name: describe(&plugin.file),
-                    source,
-                })?;
-            let spec = PluginSpec {
-                name: name.to_string(),
-                sha256: plugin.sha256.clone(),
-                grants: sandbox_grants(grants.get(name.as_str()).unwrap_or(&plugin.grants)),
-                limits: limits(&plugin.limits),
-            };
-            let loaded = Plugin::load(&sandbox, &spec, &bytes, tables.clone())?;
-            tracing::info!(
-                plugin = %name,
-                sha256 = loaded.sha256(),
-                "plug-in loaded"
-            );
-            plugins.insert(name.to_string(), Arc::new(loaded));
-        }
+        let plugins = load_plugins(&config, assets, &sandbox, &grants, &tables)?;
         let interfaces = config
             .interfaces
             .iter()
@@ -1385,6 +1366,16 @@ impl Engine {
         note: &str,
         actor: &str,
     ) -> Result<ReplayOutcome, OpError> {
+        // Replay works the error queue: a message with no open error has nothing to
+        // replay, and running it again would only add stages to its history.
+        let journal = self.shared.journal.clone();
+        let record = blocking(move || journal.show(id)).await?;
+        if !record.errors.iter().any(|e| e.resolution.is_none()) {
+            return Err(OpError::NothingToReplay {
+                id,
+                state: replay_state(&record),
+            });
+        }
         let outcome = self.reprocess(id, true).await?;
         let result = match &outcome {
             ReplayOutcome::Requeued { .. } => "requeued".to_owned(),
@@ -1458,10 +1449,21 @@ impl Engine {
                     let mut processing = processing_for(&iface, stages, &verdict);
                     processing.requeue = requeue;
                     processing.order_key = order_key;
+                    let delivered = |d: &String| {
+                        record.deliveries.iter().any(|x| {
+                            x.destination == *d
+                                && x.status == plexus_journal::DeliveryStatus::Delivered
+                        })
+                    };
                     let outcome = match verdict {
-                        Verdict::Forwarded => ReplayOutcome::Requeued {
-                            destinations: processing.enqueue.clone(),
-                        },
+                        Verdict::Forwarded => {
+                            let (already_delivered, destinations) =
+                                processing.enqueue.iter().cloned().partition(delivered);
+                            ReplayOutcome::Requeued {
+                                destinations,
+                                already_delivered,
+                            }
+                        }
                         Verdict::Filtered { reason, .. } => ReplayOutcome::Filtered { reason },
                         Verdict::Failed(failure) => ReplayOutcome::FailedAgain(failure),
                     };
@@ -1478,6 +1480,23 @@ impl Engine {
         }
         Ok(outcome)
     }
+}
+
+/// Where a message with no open error stands, for the refusal to replay it.
+fn replay_state(record: &plexus_journal::MessageRecord) -> String {
+    if record.deliveries.is_empty() {
+        return if record.errors.is_empty() {
+            "it was never in the error queue and is owed to no destination".to_owned()
+        } else {
+            "its error was resolved and it is owed to no destination".to_owned()
+        };
+    }
+    let each: Vec<String> = record
+        .deliveries
+        .iter()
+        .map(|d| format!("{} {}", d.destination, d.status.as_str()))
+        .collect();
+    format!("its deliveries: {}", each.join(", "))
 }
 
 /// How often delivered messages past the retention period are pruned.
@@ -1524,6 +1543,72 @@ fn stage_label(name: &str, digest: &str) -> String {
 
 /// The journal file for a config.
 /// Reads and parses every table the config declares.
+/// Loads every plug-in of the site (pin, world and grants checked, compiled), by name.
+fn load_plugins(
+    config: &Config,
+    assets: &dyn Assets,
+    sandbox: &Sandbox,
+    grants: &std::collections::BTreeMap<String, plexus_config::Grants>,
+    tables: &Arc<TableSet>,
+) -> Result<HashMap<String, Arc<Plugin>>, BuildError> {
+    let mut plugins = HashMap::new();
+    for (name, plugin) in &config.plugins {
+        let bytes = assets
+            .read(&plugin.file)
+            .map_err(|source| BuildError::Asset {
+                what: format!("plug-in {name}"),
+                source_name: describe(&plugin.file),
+                source,
+            })?;
+        let spec = PluginSpec {
+            name: name.to_string(),
+            sha256: plugin.sha256.clone(),
+            grants: sandbox_grants(grants.get(name.as_str()).unwrap_or(&plugin.grants)),
+            limits: limits(&plugin.limits),
+        };
+        let loaded = Plugin::load(sandbox, &spec, &bytes, tables.clone())?;
+        tracing::info!(
+            plugin = %name,
+            sha256 = loaded.sha256(),
+            "plug-in loaded"
+        );
+        plugins.insert(name.to_string(), Arc::new(loaded));
+    }
+    Ok(plugins)
+}
+
+/// What [`verify`] loaded.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Verified {
+    /// Each plug-in's name and hex sha256, by name.
+    pub plugins: Vec<(String, String)>,
+    /// Each table's name and row count, by name.
+    pub tables: Vec<(String, usize)>,
+}
+
+/// Everything [`Engine::build`] checks except the journal, with nothing started or
+/// written: every table file read and parsed, every plug-in read, its pin, world and
+/// grants checked (including grants changed through the admin API) and compiled.
+/// `plexus check` runs it after the config itself validates, so a site that passes
+/// check does not fail at start for a missing or malformed file.
+pub fn verify(config: &Config, assets: &dyn Assets) -> Result<Verified, BuildError> {
+    let tables = Arc::new(load_tables(config, assets)?);
+    let sandbox = Sandbox::new(SandboxConfig {
+        max_instances: 1,
+        ..SandboxConfig::default()
+    })?;
+    let grants = crate::grants::effective(config)?;
+    let plugins = load_plugins(config, assets, &sandbox, &grants, &tables)?;
+    let mut plugins: Vec<_> = plugins
+        .iter()
+        .map(|(name, p)| (name.clone(), p.sha256().to_owned()))
+        .collect();
+    plugins.sort();
+    let mut tables: Vec<_> = tables.iter().map(|(n, t)| (n.clone(), t.len())).collect();
+    tables.sort();
+    Ok(Verified { plugins, tables })
+}
+
 fn load_tables(config: &Config, assets: &dyn Assets) -> Result<TableSet, BuildError> {
     let mut tables = TableSet::new();
     for (name, table) in &config.tables {

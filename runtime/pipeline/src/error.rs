@@ -78,6 +78,16 @@ pub enum OpError {
         /// Its interface.
         interface: String,
     },
+    /// A replay of a message that has no open error.
+    #[error(
+        "message {id} has no open error, so there is nothing to replay ({state}); a replay never sends a message again to a destination that has it"
+    )]
+    NothingToReplay {
+        /// The message.
+        id: plexus_journal::MessageId,
+        /// Where it stands (its deliveries).
+        state: String,
+    },
     /// No interface by that name.
     #[error("no interface named {0} in this config")]
     NoSuchInterface(String),

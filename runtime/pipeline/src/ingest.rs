@@ -41,6 +41,20 @@ pub(crate) enum Accepted {
 /// 512 bytes), and an MLLP destination could never be sent it. Refusing at once, AR and
 /// into the error queue, beats an AA now and a delivery that can only fail later.
 fn intake_refusal(msg: &Message<'_>) -> Option<Failure> {
+    let code = msg.get("MSH-9-1").ok().flatten();
+    if code.as_deref().is_none_or(|c| c.trim().is_empty()) {
+        // No message type: no receiver can tell what it is, and no plug-in or route can
+        // act on it.
+        return Some(Failure {
+            kind: ErrorKind::Parse,
+            stage: "intake".to_owned(),
+            reason: "MSH-9 (message type) is empty: no receiver can tell what the message \
+                     is; have the sender send it again with a message type such as ADT^A01"
+                .to_owned(),
+            path: Some("MSH-9".to_owned()),
+            plugin_kind: None,
+        });
+    }
     let problem = match msg.control_id() {
         None => "is empty",
         Some(id) if id.trim().is_empty() => "is blank",
@@ -178,6 +192,8 @@ pub(crate) async fn accept(
         let (processing, outcome) = match (parsed, refusal) {
             (Err(error), _) => {
                 drop(permit);
+                // The id the NAK echoes, so the operator can find the message by it.
+                inbound.control_id = plexus_hl7::ack::recovered_control_id(&raw);
                 let verdict = Verdict::Failed(Failure::parse(&error));
                 (
                     processing_for(&iface, Vec::new(), &verdict),
@@ -196,6 +212,16 @@ pub(crate) async fn accept(
             }
             (Ok(msg), Some(failure)) => {
                 drop(permit);
+                // Kept when usable (the refusal may be about MSH-9), so the operator can
+                // find the message by the id the sender knows.
+                inbound.control_id = msg
+                    .control_id()
+                    .filter(|id| {
+                        !id.trim().is_empty()
+                            && id.len() <= 512
+                            && !id.chars().any(char::is_control)
+                    })
+                    .map(|c| c.into_owned());
                 inbound.message_type = message_type(&msg);
                 let verdict = Verdict::Failed(failure.clone());
                 (

@@ -375,7 +375,8 @@ async fn poison_messages_go_to_the_error_queue_while_the_rest_flow_and_replay_fi
     assert_eq!(
         outcome,
         ReplayOutcome::Requeued {
-            destinations: vec!["archive".into(), "emr".into()]
+            destinations: vec!["archive".into(), "emr".into()],
+            already_delivered: vec![],
         }
     );
     eventually("the replayed message is delivered", || {
@@ -385,6 +386,27 @@ async fn poison_messages_go_to_the_error_queue_while_the_rest_flow_and_replay_fi
     assert_eq!(emr.received()[2], "P002");
     let stats = engine.journal().error_stats(None).expect("stats");
     assert_eq!((stats.open, stats.resolved, stats.corrected), (0, 1, 1));
+    // Its error is resolved: a second replay is refused, says where the message stands
+    // and neither re-runs the chain nor sends it again.
+    let stages = engine
+        .journal()
+        .show(poison.message)
+        .expect("show")
+        .stages
+        .len();
+    let again = engine
+        .replay(poison.message, "once more", "ops")
+        .await
+        .expect_err("nothing to replay");
+    let text = again.to_string();
+    assert!(
+        text.contains("no open error") && text.contains("emr delivered"),
+        "{text}"
+    );
+    let record = engine.journal().show(poison.message).expect("show");
+    assert_eq!(record.stages.len(), stages);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(emr.received().len(), 3);
     stop.cancel();
     running.wait().await;
 }
@@ -404,16 +426,21 @@ async fn unparseable_frames_are_rejected_with_ar_and_kept_in_the_error_queue() {
     tcp.write_all(b"\x0bnot hl7 at all\x1c\r")
         .await
         .expect("write");
+    // Unparseable (a lowercase segment name), but its MSH-10 can be read.
+    tcp.write_all(b"\x0bMSH|^~\\&|A|B|C|D|2026||ADT^A01|LOW1|P|2.5\rpid|1|\x1c\r")
+        .await
+        .expect("write");
     let mut buf = vec![0; 4096];
     let mut got = Vec::new();
-    while got.iter().filter(|&&b| b == 0x1c).count() < 2 {
+    while got.iter().filter(|&&b| b == 0x1c).count() < 3 {
         let n = tcp.read(&mut buf).await.expect("read");
         assert!(n > 0, "connection closed early");
         got.extend_from_slice(&buf[..n]);
     }
     let text = String::from_utf8_lossy(&got);
     let acks: Vec<&str> = text.split('\x1c').filter(|s| s.contains("MSA")).collect();
-    assert_eq!(acks.len(), 2);
+    assert_eq!(acks.len(), 3);
+    assert!(acks[2].contains("MSA|AR|LOW1"), "{}", acks[2]);
     assert!(
         acks[0].contains("MSA|AA|BAD1"),
         "a short but valid message is fine: {}",
@@ -430,12 +457,16 @@ async fn unparseable_frames_are_rejected_with_ar_and_kept_in_the_error_queue() {
             10,
         )
         .expect("errors");
-    assert_eq!(errors.len(), 1);
+    assert_eq!(errors.len(), 2);
     let record = engine.journal().show(errors[0].message).expect("show");
     assert_eq!(
         record.inbound.raw, b"not hl7 at all",
         "the bytes are kept as received"
     );
+    assert_eq!(record.inbound.control_id, None);
+    // The id the AR echoed is journaled, so the operator can find the message by it.
+    let record = engine.journal().show(errors[1].message).expect("show");
+    assert_eq!(record.inbound.control_id.as_deref(), Some("LOW1"));
     stop.cancel();
     running.wait().await;
 }
@@ -2221,8 +2252,21 @@ async fn messages_that_parse_but_cannot_be_handled_are_answered_and_never_forwar
     tcp.write_all(&frame(&siu("FINE1", "Checked In")))
         .await
         .expect("write");
-    let replies = read_replies(&mut tcp, 3).await;
-    assert_eq!(replies.len(), 3, "{replies:?}");
+    // No message type: refused as no MSH-10 is.
+    let no_type = String::from_utf8(siu("NOTYPE1", "Checked In"))
+        .expect("utf-8")
+        .replacen("SIU^S12^SIU_S12", "", 1);
+    tcp.write_all(&frame(no_type.as_bytes()))
+        .await
+        .expect("write");
+    let replies = read_replies(&mut tcp, 4).await;
+    assert_eq!(replies.len(), 4, "{replies:?}");
+    assert!(replies[3].contains("MSA|AR|NOTYPE1"), "{}", replies[3]);
+    assert!(
+        replies[3].contains("|101") && replies[3].contains("MSH^1^9"),
+        "ERR 101 at MSH-9: {}",
+        replies[3]
+    );
     assert!(replies[0].contains("MSA|AR|"), "{}", replies[0]);
     assert!(replies[0].contains("|101"), "ERR-3 101: {}", replies[0]);
     assert!(
@@ -2239,7 +2283,11 @@ async fn messages_that_parse_but_cannot_be_handled_are_answered_and_never_forwar
     let errors = journal
         .list_errors(&ErrorFilter::default(), 10)
         .expect("errors");
-    assert_eq!(errors.len(), 2, "{errors:?}");
+    assert_eq!(errors.len(), 3, "{errors:?}");
+    assert!(
+        errors.iter().any(|e| e.path.as_deref() == Some("MSH-9")),
+        "{errors:?}"
+    );
     let refused = errors
         .iter()
         .find(|e| e.path.as_deref() == Some("MSH-10"))
@@ -2286,12 +2334,12 @@ async fn messages_that_parse_but_cannot_be_handled_are_answered_and_never_forwar
     let record = journal.show(id).expect("show");
     assert!(record.deliveries.is_empty(), "{:?}", record.deliveries);
     assert!(record.processed);
-    // Nor does a replay forward it.
+    // Nor does a replay forward it: it was never in the error queue.
     let again = engine
         .replay(id, "tried again", "ops")
         .await
-        .expect("replay");
-    assert!(matches!(again, ReplayOutcome::Filtered { .. }), "{again:?}");
+        .expect_err("no open error");
+    assert!(again.to_string().contains("no open error"), "{again}");
     assert!(journal.show(id).expect("show").deliveries.is_empty());
 
     // A message the journal cannot store is answered even when MSH-15 asked for no
@@ -2316,6 +2364,42 @@ async fn messages_that_parse_but_cannot_be_handled_are_answered_and_never_forwar
     assert!(replies[0].contains("MSA|CE|FULL1"), "{}", replies[0]);
     assert!(replies[0].contains("send it again"), "{}", replies[0]);
 
+    stop.cancel();
+    running.wait().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sloppy_terminators_a_bom_and_blank_lines_are_accepted_and_sent_on_strictly() {
+    let site = Site::new();
+    let emr = Receiver::start("127.0.0.1:0".parse().expect("addr")).await;
+    let (engine, running, stop) = start(&site, emr.addr, "").await;
+    // As many real senders write files: a byte order mark, LF line ends, blank lines.
+    let strict = siu("LF001", "Checked In");
+    let sloppy = [
+        b"\xEF\xBB\xBF".as_slice(),
+        &strict
+            .iter()
+            .map(|&b| if b == b'\r' { b'\n' } else { b })
+            .collect::<Vec<u8>>(),
+        b"\n\n",
+    ]
+    .concat();
+    let (code, _) = send(running.mllp["scheduling"], &sloppy).await;
+    assert_eq!(code, AckCode::AA);
+    eventually("delivered", || emr.received() == ["LF001"]).await;
+    eventually("archived", || !files_in(&site.outbox()).is_empty()).await;
+    let out = std::fs::read(&files_in(&site.outbox())[0]).expect("archive");
+    assert!(out.starts_with(b"MSH|"), "no BOM on the way out");
+    assert!(
+        !out.contains(&b'\n') && out.ends_with(b"\r"),
+        "CR-terminated"
+    );
+    assert!(!out.windows(2).any(|w| w == b"\r\r"), "no blank lines");
+    let msg = Message::parse(&out).expect("parses");
+    assert_eq!(msg.get("SCH-25").expect("path").as_deref(), Some("Started"));
+    // The journal keeps what the sender sent, byte for byte.
+    let id = MessageId(1);
+    assert_eq!(engine.journal().show(id).expect("show").inbound.raw, sloppy);
     stop.cancel();
     running.wait().await;
 }

@@ -195,6 +195,45 @@ async fn stale_ack_drops_connection_and_retries() {
 }
 
 #[tokio::test]
+async fn an_error_ack_without_msa2_answers_this_message_and_keeps_the_receivers_words() {
+    // A receiver that cannot parse a message often cannot echo its id: its AR is a
+    // rejection of the one message outstanding, not a stale ACK to retry.
+    let server = ScriptServer::start(|_, _, _: &[u8]| {
+        Act::Reply(Bytes::from_static(
+            b"MSH|^~\\&|RCV|FAC|SND|FAC|20260101||ACK|A1|P|2.5\rMSA|AR||cannot parse\rERR|||102^Data type error^HL70357|E||||PV1-3 unknown location\r",
+        ))
+    })
+    .await;
+    let mut sender = Sender::new(server.addr.to_string(), fast());
+    let err = sender.send(&message("NOID1")).await.expect_err("rejected");
+    assert!(matches!(err, SendError::Rejected { .. }), "{err:?}");
+    assert_eq!(server.messages.load(Ordering::SeqCst), 1, "not retried");
+    let reason = err
+        .ack()
+        .and_then(|a| a.reason())
+        .expect("the receiver said why");
+    assert_eq!(
+        reason,
+        "102 Data type error; PV1-3 unknown location; cannot parse"
+    );
+    assert_no_phi(&err);
+    server.stop().await;
+
+    // An AA without MSA-2 is delivery; only a different id is a stale ACK.
+    let server = ScriptServer::start(|_, _, _: &[u8]| {
+        Act::Reply(Bytes::from_static(
+            b"MSH|^~\\&|RCV|FAC|SND|FAC|20260101||ACK|A2|P|2.5\rMSA|AA\r",
+        ))
+    })
+    .await;
+    let mut sender = Sender::new(server.addr.to_string(), fast());
+    let delivery = sender.send(&message("NOID2")).await.expect("accepted");
+    assert_eq!((delivery.ack.code(), delivery.attempts), (AckCode::AA, 1));
+    assert_eq!(delivery.ack.reason(), None);
+    server.stop().await;
+}
+
+#[tokio::test]
 async fn no_ack_at_all_exhausts_attempts() {
     let server = ScriptServer::start(|_, _, _: &[u8]| Act::Ignore).await;
     let config = SenderConfig {

@@ -26,20 +26,31 @@ pub struct CsvError {
 }
 
 impl Table {
-    /// Parses CSV text with a header line and two columns (key, value). Fields may be
-    /// quoted (`"a, b"`, with `""` for a quote). Later duplicates are refused, so a table
-    /// never maps one key two ways.
+    /// Parses CSV text whose first line is the header `key,value`, then two columns per
+    /// row. Fields may be quoted (`"a, b"`, with `""` for a quote). A UTF-8 byte order
+    /// mark (spreadsheets write one) is skipped. The header is required, so a file saved
+    /// without it is refused rather than losing its first row. Later duplicates are
+    /// refused, so a table never maps one key two ways.
     pub fn from_csv(name: &str, text: &str) -> Result<Table, CsvError> {
         let err = |line, reason| CsvError {
             table: name.to_owned(),
             line,
             reason,
         };
+        let text = text.strip_prefix('\u{feff}').unwrap_or(text);
+        let header = text
+            .lines()
+            .next()
+            .map(|l| split_csv(l.trim_end_matches('\r')));
+        let is_header = |fields: &[String]| matches!(fields, [k, v] if k.eq_ignore_ascii_case("key") && v.eq_ignore_ascii_case("value"));
+        if !header.flatten().is_some_and(|fields| is_header(&fields)) {
+            return Err(err(1, "the first line must be the header `key,value`"));
+        }
         let mut rows = HashMap::new();
-        for (i, line) in text.lines().enumerate() {
+        for (i, line) in text.lines().enumerate().skip(1) {
             let line = line.trim_end_matches('\r');
-            if i == 0 || line.trim().is_empty() {
-                continue; // the header, or a blank line
+            if line.trim().is_empty() {
+                continue;
             }
             let fields = split_csv(line).ok_or_else(|| err(i + 1, "unbalanced quotes"))?;
             let [key, value] = <[String; 2]>::try_from(fields)
@@ -141,9 +152,28 @@ mod tests {
 
     #[test]
     fn bad_csv_names_table_and_line() {
-        let e = Table::from_csv("s", "k,v\na,b,c\n").expect_err("three columns");
+        let e = Table::from_csv("s", "key,value\na,b,c\n").expect_err("three columns");
         assert_eq!((e.line, e.table.as_str()), (2, "s"));
-        assert!(Table::from_csv("s", "k,v\na,1\na,2\n").is_err());
-        assert!(Table::from_csv("s", "k,v\n\"a,1\n").is_err());
+        assert!(Table::from_csv("s", "key,value\na,1\na,2\n").is_err());
+        assert!(Table::from_csv("s", "key,value\n\"a,1\n").is_err());
+    }
+
+    #[test]
+    fn a_file_without_the_header_is_refused_not_shortened() {
+        // Saved without its header, the first mapping would otherwise be read as one.
+        for text in [
+            "nokey\n",
+            "arrived,Started\nroomed,Started\n",
+            "",
+            "\n",
+            "k,v\n",
+        ] {
+            let e = Table::from_csv("visit-status", text).expect_err(text);
+            assert_eq!(e.line, 1, "{text:?}");
+            assert!(e.to_string().contains("header `key,value`"), "{e}");
+        }
+        // A spreadsheet's byte order mark, CRLF and a capitalised header are fine.
+        let t = Table::from_csv("s", "\u{feff}Key, Value\r\narrived,Started\r\n").expect("bom");
+        assert_eq!((t.get("arrived"), t.len()), (Some("Started"), 1));
     }
 }
