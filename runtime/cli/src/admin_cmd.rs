@@ -356,8 +356,9 @@ pub fn run(command: &AdminCommand) -> anyhow::Result<ExitCode> {
             expect(status, &v, &[200], "reading the audit log")?;
             for e in v["entries"].as_array().into_iter().flatten() {
                 println!(
-                    "{:>6}  {:<16} {:<14} {:<24} {}",
+                    "{:>6}  {}  {:<16} {:<14} {:<24} {}",
                     e["id"],
+                    e["at"].as_str().unwrap_or("?"),
                     e["actor"].as_str().unwrap_or("?"),
                     e["action"].as_str().unwrap_or("?"),
                     e["subject"].as_str().unwrap_or("?"),

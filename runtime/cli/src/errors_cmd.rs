@@ -379,8 +379,30 @@ pub fn resolve(args: &ResolveArgs) -> anyhow::Result<ExitCode> {
 pub fn actor() -> String {
     let user = std::env::var("USER")
         .or_else(|_| std::env::var("LOGNAME"))
-        .unwrap_or_else(|_| "unknown".to_owned());
+        .ok()
+        .filter(|u| !u.trim().is_empty())
+        .or_else(login_of_this_process)
+        .unwrap_or_else(|| "unknown".to_owned());
     format!("cli:{user}")
+}
+
+/// The login name of this process's real user, from `/proc` and `/etc/passwd` (for
+/// shells, cron and services that set no `USER`); `uid N` when it has none.
+fn login_of_this_process() -> Option<String> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let uid = status
+        .lines()
+        .find_map(|l| l.strip_prefix("Uid:"))?
+        .split_whitespace()
+        .next()?
+        .to_owned();
+    let passwd = std::fs::read_to_string("/etc/passwd").unwrap_or_default();
+    let name = passwd.lines().find_map(|line| {
+        let mut parts = line.split(':');
+        let name = parts.next()?;
+        (parts.nth(1)? == uid).then(|| name.to_owned())
+    });
+    Some(name.unwrap_or_else(|| format!("uid {uid}")))
 }
 
 /// The error's reason; without `unmasked`, as views without message content show it.

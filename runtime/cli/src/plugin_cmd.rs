@@ -98,10 +98,7 @@ pub fn inspect(args: &InspectArgs) -> anyhow::Result<ExitCode> {
     for (name, class) in &sheet.imports {
         let note = match class {
             Class::Contract => "contract: always provided".to_owned(),
-            Class::Capability { grant, .. } => format!(
-                "CAPABILITY: needs grant \"{grant}{}\"",
-                if grant.ends_with(':') { "NAME" } else { "" }
-            ),
+            Class::Capability { grant, .. } => format!("CAPABILITY: needs grant \"{grant}\""),
             Class::Inert { effect } => format!("inert: {effect}"),
             Class::Unavailable { why } => format!("REFUSED: {why}"),
         };

@@ -78,7 +78,7 @@ async fn wait_for_signal(engine: &Engine, site: &SiteArgs) {
 }
 
 async fn reload(engine: &Engine, site: &SiteArgs) {
-    let config = match site.load() {
+    let config = match site.load_for("nothing was changed") {
         Ok(config) => config,
         Err(e) => {
             tracing::error!("config reload refused, still running the previous one: {e:#}");

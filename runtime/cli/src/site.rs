@@ -23,6 +23,12 @@ pub struct SiteArgs {
 impl SiteArgs {
     /// Loads and validates the config; problems are printed as `plexus check` prints them.
     pub fn load(&self) -> anyhow::Result<Config> {
+        self.load_for("nothing was started")
+    }
+
+    /// [`load`](Self::load), ending the summary of problems with `outcome` (what the
+    /// caller did not do because of them).
+    pub fn load_for(&self, outcome: &str) -> anyhow::Result<Config> {
         match &self.config {
             None => Ok(Config::demo()),
             Some(path) => match Config::load(path) {
@@ -32,7 +38,7 @@ impl SiteArgs {
                         eprintln!("{d}");
                     }
                     anyhow::bail!(
-                        "{}: {} problem(s) in the config; nothing was started",
+                        "{}: {} problem(s) in the config; {outcome}",
                         path.display(),
                         diagnostics.len()
                     )

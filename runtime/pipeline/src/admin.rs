@@ -127,10 +127,17 @@ fn problem(status: StatusCode, detail: impl Into<String>) -> Response {
 /// Checks the bearer token and the role: 401 without a known token, 403 with one whose
 /// role is not in `allowed`.
 fn authorize(admin: &Admin, headers: &HeaderMap, allowed: &[Role]) -> Result<Caller, Response> {
+    let tokens = admin.engine.tokens();
     let unauthorized = || {
         let mut r = problem(
             StatusCode::UNAUTHORIZED,
-            "a valid bearer token is required (Authorization: Bearer TOKEN)",
+            if tokens.is_empty() {
+                "this site has no admin tokens, so no request is allowed: make one with \
+                 `plexus token new NAME --role ROLE`, add the [admin] line it prints to the \
+                 site config and reload it (SIGHUP)"
+            } else {
+                "a valid bearer token is required (Authorization: Bearer TOKEN)"
+            },
         );
         r.headers_mut().insert(
             header::WWW_AUTHENTICATE,
@@ -146,7 +153,6 @@ fn authorize(admin: &Admin, headers: &HeaderMap, allowed: &[Role]) -> Result<Cal
         .filter(|t| !t.is_empty())
         .ok_or_else(unauthorized)?;
     let digest = sha256_hex(token.as_bytes());
-    let tokens = admin.engine.tokens();
     let known = tokens
         .iter()
         .find(|t| constant_time_eq(t.sha256.as_bytes(), digest.as_bytes()))
@@ -884,7 +890,10 @@ async fn audit(
     match blocking(move || journal.audit_log(after, limit)).await {
         Ok(entries) => axum::Json(json!({
             "entries": entries.iter().map(|r| json!({
-                "id": r.id, "actor": r.entry.actor, "action": r.entry.action,
+                "id": r.id,
+                "at_ms": r.at.duration_since(std::time::UNIX_EPOCH).map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX)),
+                "at": plexus_hl7::ack::timestamp(r.at),
+                "actor": r.entry.actor, "action": r.entry.action,
                 "subject": r.entry.subject, "detail": r.entry.detail,
                 "prev_hash": r.prev_hash, "hash": r.hash,
             })).collect::<Vec<_>>()

@@ -1188,9 +1188,24 @@ impl Engine {
                     p.relink(&self.shared.sandbox, &sandbox_new, tables.clone())
                         .map(Arc::new)
                         .map_err(|e| {
-                            OpError::Gate(format!(
-                                "the version running on interface {iface} would not load: {e}"
-                            ))
+                            OpError::GrantsRefused(match e {
+                                plexus_sandbox::Error::NotGranted {
+                                    digest,
+                                    import,
+                                    capability,
+                                    grant,
+                                    ..
+                                } => format!(
+                                    "the version of {plugin} ({digest}) running on interface \
+                                     {iface} imports {capability} ({import}); keep \"{grant}\" \
+                                     in the new grants, or first activate a version that does \
+                                     not import it"
+                                ),
+                                other => format!(
+                                    "the version running on interface {iface} would not load \
+                                     with them: {other}"
+                                ),
+                            })
                         })
                 })
                 .collect::<Result<Vec<_>, OpError>>()?;

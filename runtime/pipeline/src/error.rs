@@ -78,6 +78,9 @@ pub enum OpError {
         /// Its interface.
         interface: String,
     },
+    /// A grant change that a running version could not load with; nothing changed.
+    #[error("grant change refused, nothing changed: {0}")]
+    GrantsRefused(String),
     /// A replay of a message that has no open error.
     #[error(
         "message {id} has no open error, so there is nothing to replay ({state}); a replay never sends a message again to a destination that has it"

@@ -517,6 +517,30 @@ fn capped<V>(tally: &BTreeMap<String, V>, key: &str) -> String {
     }
 }
 
+/// The value at a path [`differing_paths`] names, whole: a component path's component, but
+/// a field path's entire field (every component and repetition, as encoded) and a segment
+/// path's entire segment, so the example shows what differs, not just the first part.
+fn whole_value(msg: &Message<'_>, path: &str) -> Option<String> {
+    let (segment, field) = match path.split_once('-') {
+        Some((segment, rest)) if !rest.contains('-') => (segment, rest.parse::<u32>().ok()),
+        Some(_) => return Some(msg.get(path).ok()??.into_owned()),
+        None => (path, None),
+    };
+    let (name, occurrence) = match segment.split_once('[') {
+        Some((name, n)) => (name, n.trim_end_matches(']').parse::<usize>().ok()?),
+        None => (segment, 1),
+    };
+    let seg = msg
+        .segments()
+        .filter(|s| s.name() == name)
+        .nth(occurrence.checked_sub(1)?)?;
+    let raw = match field {
+        Some(n) => seg.field(n).map(|f| f.raw()).unwrap_or_default(),
+        None => seg.raw(),
+    };
+    Some(String::from_utf8_lossy(raw).into_owned())
+}
+
 fn example(
     journal: &dyn Journal,
     run: i64,
@@ -526,7 +550,7 @@ fn example(
 ) -> Result<Example, OpError> {
     let value = |bytes: &[u8]| -> Option<String> {
         let msg = Message::parse(bytes).ok()?;
-        let v = msg.get(path).ok()??.into_owned();
+        let v = whole_value(&msg, path)?;
         Some(if unmasked { v } else { mask(&v) })
     };
     // The message may have been pruned since; the example then has no values.
@@ -576,6 +600,21 @@ mod tests {
         assert_eq!(differing_paths(A, c.as_bytes()), vec!["PID-3"]);
         let d = String::from_utf8_lossy(A).replace("PID|1||123", "PID|1|X|123");
         assert_eq!(differing_paths(A, d.as_bytes()), vec!["PID-2"]);
+    }
+
+    #[test]
+    fn an_example_shows_the_whole_field_or_segment_that_differs() {
+        let msg = Message::parse(b"MSH|^~\\&|A|B|C|D|2024||ADT^A01|1|P|2.5\rPID|1||123~456||EVERYMAN^Adam^A\rOBX|1|x\rOBX|2|y\r")
+            .expect("parses");
+        assert_eq!(
+            whole_value(&msg, "PID-5").as_deref(),
+            Some("EVERYMAN^Adam^A")
+        );
+        assert_eq!(whole_value(&msg, "PID-3").as_deref(), Some("123~456"));
+        assert_eq!(whole_value(&msg, "PID-5-2").as_deref(), Some("Adam"));
+        assert_eq!(whole_value(&msg, "OBX[2]").as_deref(), Some("OBX|2|y"));
+        assert_eq!(whole_value(&msg, "OBX[3]"), None);
+        assert_eq!(whole_value(&msg, "PID-9").as_deref(), Some(""));
     }
 
     #[test]

@@ -2144,6 +2144,10 @@ async fn grant_changes_need_a_reviewer_apply_at_once_and_persist() {
     assert_eq!(status, 422);
     let reason = String::from_utf8_lossy(&body);
     assert!(reason.contains("tables"), "names the capability: {reason}");
+    assert!(
+        reason.contains("grant change refused") && reason.contains("keep \\\"tables:"),
+        "says what to keep, not to edit the config the grants override: {reason}"
+    );
     for bad in [r#"["tables:nope"]"#, r#"["network"]"#] {
         let (status, body) = put("review-secret", bad).await;
         assert_eq!(status, 422, "{}", String::from_utf8_lossy(&body));

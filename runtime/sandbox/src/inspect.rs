@@ -19,12 +19,12 @@ pub fn short(digest: &str) -> &str {
 pub enum Class {
     /// Part of the contract (the message, shared types): always provided.
     Contract,
-    /// A capability the site must grant; `grant` is the config string (`tables:` needs a
-    /// table name after it).
+    /// A capability the site must grant; `grant` is the config string as a person writes
+    /// it (`tables:<table-name>` stands for one grant per table).
     Capability {
         /// The capability's name.
         name: &'static str,
-        /// The grant string, or its prefix.
+        /// The grant string, with `<table-name>` where a name goes.
         grant: &'static str,
     },
     /// WASI, linked with an empty or deterministic context; `effect` says what the plug-in
@@ -52,7 +52,7 @@ impl Class {
             },
             "plexus:transform/tables" => Class::Capability {
                 name: "tables",
-                grant: "tables:",
+                grant: "tables:<table-name>",
             },
             n if n.starts_with("wasi:cli/") => Class::Inert {
                 effect: "no environment, arguments or stdin; stdout/stderr captured into the plug-in log under its caps",
@@ -176,6 +176,13 @@ pub fn inspect(bytes: &[u8]) -> Result<Inspection, String> {
     let mut requests_reuse = false;
     let mut depth = 0usize;
     let mut saw_component = false;
+    if !bytes.starts_with(b"\0asm") {
+        return Err(
+            "not a WebAssembly file (it does not start with the `\\0asm` magic bytes); a plug-in \
+             is the .wasm component a wasm32-wasip2 build writes"
+                .to_owned(),
+        );
+    }
     for payload in Parser::new(0).parse_all(bytes) {
         let payload = payload.map_err(|e| e.to_string())?;
         match payload {
