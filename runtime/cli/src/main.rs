@@ -172,7 +172,18 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     // The engine and the bench report progress at info; a one-shot command's output is
     // its answer, so it logs only warnings unless asked.
-    if !matches!(cli.command, Command::Run(_) | Command::Bench(_)) {
+    // Only for commands that read and print: a vectored socket write (`writev`) raises
+    // SIGPIPE too, so a client must keep it ignored to report a closed connection, and a
+    // command that changes the journal must never stop half way for a closed stderr.
+    if matches!(
+        cli.command,
+        Command::Hl7(_)
+            | Command::Plugin(_)
+            | Command::Check(_)
+            | Command::Review(_)
+            | Command::Audit(_)
+            | Command::Errors(ErrorsCommand::List(_) | ErrorsCommand::Show(_))
+    ) {
         default_sigpipe();
     }
     let default_level = match cli.command {
@@ -209,11 +220,11 @@ fn main() -> ExitCode {
     }
 }
 
-/// A one-shot command whose output goes into a pipe that closes early
-/// (`plexus errors list | head`) ends quietly, as other Unix tools do, instead of
-/// panicking in `println!`. Rust starts programs with SIGPIPE ignored. Sockets never
-/// raise it (the standard library writes them with `MSG_NOSIGNAL`), so this concerns
-/// only stdout and stderr. The engine and the bench keep it ignored.
+/// A command that only reads and prints (`plexus errors list | head`) ends quietly when
+/// its output pipe closes early, as other Unix tools do, instead of panicking in
+/// `println!`. Rust starts programs with SIGPIPE ignored; every other command keeps it
+/// so: those that open sockets (a vectored socket write raises it too) and those that
+/// change the journal.
 #[cfg(unix)]
 #[allow(unsafe_code)]
 fn default_sigpipe() {

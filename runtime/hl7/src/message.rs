@@ -23,14 +23,23 @@ const BOM: &[u8] = b"\xEF\xBB\xBF";
 /// The parser accepts LF and CRLF terminators, blank lines and a BOM on the way in; an
 /// engine that forwards such a message should send it in this form.
 pub fn wire_form(bytes: &[u8]) -> Option<Vec<u8>> {
+    // When the header line ends with a bare CR, the parser ends segments only at CRs and
+    // takes every other LF as text; then CRLF, CR CR (a blank line) and a missing last
+    // CR are all that could differ from the strict form.
+    let header_end = memchr::memchr2(b'\r', b'\n', bytes);
     let canonical = !bytes.starts_with(BOM)
         && bytes.first().is_some_and(|c| !c.is_ascii_whitespace())
-        && memchr::memchr(b'\n', bytes).is_none()
+        && header_end.is_some_and(|p| bytes[p] == b'\r')
+        && bytes.ends_with(b"\r")
+        && memchr::memmem::find(bytes, b"\r\n").is_none()
         && memchr::memmem::find(bytes, b"\r\r").is_none();
     if canonical {
         return None;
     }
-    let msg = Message::parse(bytes).ok()?;
+    // Where segments end does not depend on the character set; Latin-1 reads any bytes,
+    // so a message without MSH-18 in a legacy 8-bit set is normalised too (a declared
+    // MSH-18 still rules).
+    let msg = Message::parse_with_charset(bytes, Charset::Latin1).ok()?;
     let mut out = Vec::with_capacity(bytes.len());
     for segment in msg.segments() {
         out.extend_from_slice(segment.raw());

@@ -181,4 +181,15 @@ fn wire_form_leaves_a_strict_message_alone_and_keeps_text_lfs() {
         Some(&b"MSH|^~\\&|A|B|C|D|20260101||ADT^A01|W3|P|2.5\rPID|1||X\r"[..])
     );
     assert_eq!(plexus_hl7::wire_form(b"not hl7\n"), None);
+    // A last segment without its CR gets one.
+    assert_eq!(
+        plexus_hl7::wire_form(b"MSH|^~\\&|A|B|C|D|20260101||ADT^A01|W4|P|2.5\rPID|1||X").as_deref(),
+        Some(&b"MSH|^~\\&|A|B|C|D|20260101||ADT^A01|W4|P|2.5\rPID|1||X\r"[..])
+    );
+    // Latin-1 without MSH-18 (not UTF-8) is normalised too, its bytes untouched.
+    let latin1 = b"MSH|^~\\&|A|B|C|D|20260101||ADT^A01|W5|P|2.5\nPID|1||X||M\xfcller\n";
+    assert_eq!(
+        plexus_hl7::wire_form(latin1).as_deref(),
+        Some(&b"MSH|^~\\&|A|B|C|D|20260101||ADT^A01|W5|P|2.5\rPID|1||X||M\xfcller\r"[..])
+    );
 }

@@ -90,12 +90,17 @@ impl Ack {
     }
 
     /// What the peer said about an error or a rejection, for the person who has to act on
-    /// it: each ERR's code and text (ERR-3) and user message (ERR-8), then MSA-3 (the
-    /// older text message), as present, joined with `; ` and cut to
+    /// it: each ERR's code and text (ERR-3, or ERR-1-4 before v2.5) and user message
+    /// (ERR-8), then MSA-3 (the older text message), as present, joined with `; ` and cut to
     /// [`MAX_REASON_CHARS`] characters. `None` when the ACK says nothing more than its
     /// code. Like the ACK itself it may quote the message's values: keep it out of logs.
     pub fn reason(&self) -> Option<String> {
-        let message = plexus_hl7::Message::parse(&self.bytes).ok()?;
+        // Latin-1 reads any bytes: a legacy receiver's ACK without MSH-18 still says why.
+        let message = plexus_hl7::Message::parse(&self.bytes)
+            .or_else(|_| {
+                plexus_hl7::Message::parse_with_charset(&self.bytes, plexus_hl7::Charset::Latin1)
+            })
+            .ok()?;
         let text = |path: &str| {
             message
                 .get(path)
@@ -107,11 +112,17 @@ impl Ack {
         let mut parts = Vec::new();
         let errs = message.count("ERR").unwrap_or(0).min(8);
         for i in 1..=errs {
-            let code = [format!("ERR[{i}]-3-1"), format!("ERR[{i}]-3-2")]
-                .iter()
-                .filter_map(|p| text(p))
-                .collect::<Vec<_>>()
-                .join(" ");
+            // ERR-3 (v2.5 on); before that the code sat in ERR-1-4, as subcomponents.
+            let code = [
+                format!("ERR[{i}]-3-1"),
+                format!("ERR[{i}]-3-2"),
+                format!("ERR[{i}]-1-4-1"),
+                format!("ERR[{i}]-1-4-2"),
+            ]
+            .iter()
+            .filter_map(|p| text(p))
+            .collect::<Vec<_>>()
+            .join(" ");
             if !code.is_empty() {
                 parts.push(code);
             }
@@ -286,6 +297,12 @@ pub enum AttemptError {
         /// MSA-2 as received (shortened), if present.
         echoed: Option<String>,
     },
+    /// An ACK with an empty MSA-2 on a connection used before: it may be a late answer to
+    /// the previous message, so the message is sent again on a fresh connection.
+    #[error(
+        "the ACK names no message (MSA-2 is empty) and came on a connection used before; sending again on a new connection"
+    )]
+    UnechoedOnReusedConnection,
     /// An error ACK under [`ErrorAckPolicy::Retry`].
     #[error("the peer returned {code}")]
     ErrorAck {
@@ -494,9 +511,9 @@ impl Sender {
     /// One try: (re)connect if needed, write, read and check the ACK. The connection is kept only
     /// if the exchange completed cleanly.
     async fn attempt(&mut self, payload: &[u8], control_id: &str) -> Result<Answer, AttemptError> {
-        let mut conn = match self.conn.take().and_then(still_open) {
-            Some(conn) => conn,
-            None => self.connect().await?,
+        let (mut conn, fresh) = match self.conn.take().and_then(still_open) {
+            Some(conn) => (conn, false),
+            None => (self.connect().await?, true),
         };
         timeout(self.config.write_timeout, conn.write_frame(payload))
             .await
@@ -512,7 +529,18 @@ impl Sender {
             }
             Ok(Ok(Some(Frame::Message(ack)))) => ack,
         };
-        let answer = classify(ack, control_id, self.config.charset)?;
+        let (answer, echoed) = classify(ack, control_id, self.config.charset)?;
+        if !echoed {
+            // An ACK without MSA-2 names no message. On a connection opened for this
+            // attempt it can only answer this one; on a reused one it could be a late
+            // second answer to the previous message (an accept ACK, then an application
+            // ACK), so the message goes again on a fresh connection. Either way the
+            // connection is not kept: the next message starts fresh, where the same holds.
+            if !fresh {
+                return Err(AttemptError::UnechoedOnReusedConnection);
+            }
+            return Ok(answer);
+        }
         self.conn = Some(conn);
         Ok(answer)
     }
@@ -562,20 +590,23 @@ fn still_open(mut conn: Conn) -> Option<Conn> {
     }
 }
 
-/// Matches the ACK to the message and reads its code.
+/// Matches the ACK to the message and reads its code; also says whether MSA-2 echoed the
+/// control id (`false`: it was empty).
 fn classify(
     ack: Bytes,
     control_id: &str,
     charset: plexus_hl7::Charset,
-) -> Result<Answer, AttemptError> {
-    let code = {
+) -> Result<(Answer, bool), AttemptError> {
+    let (code, echoed) = {
         let message = plexus_hl7::Message::parse_with_charset(&ack, charset)
             .map_err(AttemptError::InvalidAck)?;
-        let echoed = message.get("MSA-2").map_err(AttemptError::AckPath)?;
-        // An empty MSA-2 answers the one message outstanding on this connection (a
-        // connection is dropped after any failed exchange, so no earlier attempt's ACK
-        // can arrive on it). Receivers that cannot parse a message often cannot echo its
-        // id: their AR must count as a rejection, not as a stale ACK retried forever.
+        let echoed = message
+            .get("MSA-2")
+            .map_err(AttemptError::AckPath)?
+            .filter(|e| !e.trim().is_empty());
+        // Receivers that cannot parse a message often cannot echo its id: an empty MSA-2
+        // is left to the caller, who knows whether it can only answer this message. A
+        // different id is another message's ACK.
         if echoed.as_deref().is_some_and(|e| e != control_id) {
             return Err(AttemptError::ControlIdMismatch {
                 echoed: echoed.map(|id| shorten(&id)),
@@ -585,14 +616,18 @@ fn classify(
             .get("MSA-1")
             .map_err(AttemptError::AckPath)?
             .ok_or(AttemptError::MissingAckCode)?;
-        AckCode::parse(&code).ok_or(AttemptError::UnknownAckCode)?
+        (
+            AckCode::parse(&code).ok_or(AttemptError::UnknownAckCode)?,
+            echoed.is_some(),
+        )
     };
     let ack = Ack { code, bytes: ack };
-    Ok(match code.status() {
+    let answer = match code.status() {
         Status::Accepted => Answer::Accepted(ack),
         Status::Rejected => Answer::Rejected(ack),
         Status::Error => Answer::Error(ack),
-    })
+    };
+    Ok((answer, echoed))
 }
 
 /// Pause before retry number `retry` (1-based): base, 2×base, 4×base, … capped at the maximum.
@@ -620,6 +655,36 @@ mod tests {
         let pauses: Vec<u128> = (1..=6).map(|r| backoff(&config, r).as_millis()).collect();
         assert_eq!(pauses, vec![100, 200, 400, 800, 1000, 1000]);
         assert_eq!(backoff(&config, 200), Duration::from_secs(1));
+    }
+
+    #[test]
+    fn an_acks_reason_reads_v23_err_and_latin1() {
+        let ack = |bytes: &'static [u8]| Ack {
+            code: AckCode::AE,
+            bytes: Bytes::from_static(bytes),
+        };
+        // v2.3: the code in ERR-1-4 (subcomponents), the text in MSA-3.
+        let v23 = ack(b"MSH|^~\\&|R|F|S|F|2026||ACK|1|P|2.3\rMSA|AE|M1|M\xfcller unknown\rERR|PID^1^5^204&Unknown key identifier\r");
+        assert_eq!(
+            v23.reason().as_deref(),
+            Some("204 Unknown key identifier; M\u{fc}ller unknown")
+        );
+        assert_eq!(
+            ack(b"MSH|^~\\&|R|F|S|F|2026||ACK|1|P|2.5\rMSA|AE|M1\r").reason(),
+            None
+        );
+        let long = format!(
+            "MSH|^~\\&|R|F|S|F|2026||ACK|1|P|2.5\rMSA|AE|M1|{}\r",
+            "x".repeat(1000)
+        );
+        let long = Ack {
+            code: AckCode::AE,
+            bytes: Bytes::from(long),
+        };
+        assert_eq!(
+            long.reason().map(|r| r.chars().count()),
+            Some(MAX_REASON_CHARS + 3)
+        );
     }
 
     #[test]

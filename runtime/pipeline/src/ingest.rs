@@ -42,16 +42,20 @@ pub(crate) enum Accepted {
 /// into the error queue, beats an AA now and a delivery that can only fail later.
 fn intake_refusal(msg: &Message<'_>) -> Option<Failure> {
     let code = msg.get("MSH-9-1").ok().flatten();
-    if code.as_deref().is_none_or(|c| c.trim().is_empty()) {
+    if code
+        .as_deref()
+        .is_none_or(|c| c.trim().is_empty() || c.trim() == "\"\"")
+    {
         // No message type: no receiver can tell what it is, and no plug-in or route can
         // act on it.
         return Some(Failure {
             kind: ErrorKind::Parse,
             stage: "intake".to_owned(),
-            reason: "MSH-9 (message type) is empty: no receiver can tell what the message \
-                     is; have the sender send it again with a message type such as ADT^A01"
+            reason: "MSH-9-1 (the message code of the message type) is empty: no receiver \
+                     can tell what the message is; have the sender send it again with a \
+                     message type such as ADT^A01"
                 .to_owned(),
-            path: Some("MSH-9".to_owned()),
+            path: Some("MSH-9-1".to_owned()),
             plugin_kind: None,
         });
     }

@@ -2267,7 +2267,7 @@ async fn messages_that_parse_but_cannot_be_handled_are_answered_and_never_forwar
     assert_eq!(replies.len(), 4, "{replies:?}");
     assert!(replies[3].contains("MSA|AR|NOTYPE1"), "{}", replies[3]);
     assert!(
-        replies[3].contains("|101") && replies[3].contains("MSH^1^9"),
+        replies[3].contains("|101") && replies[3].contains("MSH^1^9^1"),
         "ERR 101 at MSH-9: {}",
         replies[3]
     );
@@ -2289,7 +2289,7 @@ async fn messages_that_parse_but_cannot_be_handled_are_answered_and_never_forwar
         .expect("errors");
     assert_eq!(errors.len(), 3, "{errors:?}");
     assert!(
-        errors.iter().any(|e| e.path.as_deref() == Some("MSH-9")),
+        errors.iter().any(|e| e.path.as_deref() == Some("MSH-9-1")),
         "{errors:?}"
     );
     let refused = errors

@@ -219,7 +219,9 @@ async fn an_error_ack_without_msa2_answers_this_message_and_keeps_the_receivers_
     assert_no_phi(&err);
     server.stop().await;
 
-    // An AA without MSA-2 is delivery; only a different id is a stale ACK.
+    // An AA without MSA-2 on a connection opened for the message is its answer; the
+    // connection is not reused (a later stray answer there could name no message), so
+    // each message gets a connection of its own and one attempt.
     let server = ScriptServer::start(|_, _, _: &[u8]| {
         Act::Reply(Bytes::from_static(
             b"MSH|^~\\&|RCV|FAC|SND|FAC|20260101||ACK|A2|P|2.5\rMSA|AA\r",
@@ -227,9 +229,45 @@ async fn an_error_ack_without_msa2_answers_this_message_and_keeps_the_receivers_
     })
     .await;
     let mut sender = Sender::new(server.addr.to_string(), fast());
-    let delivery = sender.send(&message("NOID2")).await.expect("accepted");
-    assert_eq!((delivery.ack.code(), delivery.attempts), (AckCode::AA, 1));
-    assert_eq!(delivery.ack.reason(), None);
+    for id in ["NOID2", "NOID3"] {
+        let delivery = sender.send(&message(id)).await.expect("accepted");
+        assert_eq!((delivery.ack.code(), delivery.attempts), (AckCode::AA, 1));
+        assert_eq!(delivery.ack.reason(), None);
+        assert!(
+            !sender.is_connected(),
+            "not kept after an answer naming no message"
+        );
+    }
+    assert_eq!(server.connections.load(Ordering::SeqCst), 2);
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn an_unechoed_ack_on_a_reused_connection_is_not_credited_to_the_next_message() {
+    // A receiver that answers the first message twice (an accept ACK, then an
+    // application ACK without MSA-2): the second frame must not count as the answer to
+    // the next message sent on that connection.
+    let stray = Bytes::from_static(b"MSH|^~\\&|RCV|FAC|SND|FAC|20260101||ACK|A3|P|2.5\rMSA|AA\r");
+    let server = ScriptServer::start(move |conn, n, payload: &[u8]| {
+        let id = control_id(payload);
+        match (conn, n) {
+            // The late second answer to FIRST lands just ahead of SECOND's own, after
+            // the pooled connection's check passed.
+            (0, 1) => Act::Replies(vec![stray.clone(), ack("AA", &id)]),
+            _ => Act::Reply(ack("AA", &id)),
+        }
+    })
+    .await;
+    let mut sender = Sender::new(server.addr.to_string(), fast());
+    sender.send(&message("FIRST")).await.expect("accepted");
+    let delivery = sender.send(&message("SECOND")).await.expect("accepted");
+    assert_eq!(
+        control_id(delivery.ack.bytes()),
+        "ACKSECOND",
+        "its own answer"
+    );
+    assert_eq!(delivery.attempts, 2, "sent again on a fresh connection");
+    assert_eq!(server.connections.load(Ordering::SeqCst), 2);
     server.stop().await;
 }
 

@@ -64,6 +64,8 @@ pub async fn send(client: &mut Client, payload: &[u8]) {
 #[derive(Debug, Clone)]
 pub enum Act {
     Reply(Bytes),
+    /// Several frames in a row (a receiver that answers twice).
+    Replies(Vec<Bytes>),
     /// Reply, then close the connection (like a server's idle timeout right after).
     ReplyAndClose(Bytes),
     /// Keep the connection open and answer nothing.
@@ -116,6 +118,13 @@ impl ScriptServer {
                                 Act::Reply(reply) => {
                                     if framed.send(reply).await.is_err() {
                                         return;
+                                    }
+                                }
+                                Act::Replies(replies) => {
+                                    for reply in replies {
+                                        if framed.send(reply).await.is_err() {
+                                            return;
+                                        }
                                     }
                                 }
                                 Act::ReplyAndClose(reply) => {
