@@ -47,6 +47,8 @@
 //! }
 //!
 //! plexus_sdk::export!(StatusMap);
+//! // The tables it reads, for the reviewer's sheet and the site's grant check.
+//! plexus_sdk::reads_tables!("visit-status");
 //! # fn main() {}
 //! ```
 //!

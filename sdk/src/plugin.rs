@@ -54,6 +54,42 @@ macro_rules! export {
     };
 }
 
+/// Names the site tables this plug-in reads, so the reviewer's sheet and the site's
+/// grant check can name them: `plexus plugin inspect` lists them, and a site that does
+/// not grant one of them is told the exact line to add (`"tables:visit-status"`) instead of
+/// a generic `tables:<table-name>`. List the tables every message may need; leave out one
+/// the plug-in only uses when a site grants it (an optional settings table).
+///
+/// The names are a custom section (`plexus:tables`), one per line; the macro may be used
+/// more than once. Granting stays the site's decision: this only says what to ask for.
+///
+/// ```
+/// plexus_sdk::reads_tables!("visit-status");
+/// # fn main() {}
+/// ```
+#[macro_export]
+macro_rules! reads_tables {
+    ($($table:literal),+ $(,)?) => {
+        const _: () = {
+            const TEXT: &str = concat!($($table, "\n"),+);
+            const LEN: usize = TEXT.len();
+            const fn bytes() -> [u8; LEN] {
+                let text = TEXT.as_bytes();
+                let mut out = [0u8; LEN];
+                let mut i = 0;
+                while i < LEN {
+                    out[i] = text[i];
+                    i += 1;
+                }
+                out
+            }
+            #[used]
+            #[unsafe(link_section = "plexus:tables")]
+            static TABLES: [u8; LEN] = bytes();
+        };
+    };
+}
+
 /// Asks the host to keep one instance of this plug-in across messages instead of a fresh
 /// one per message, which is faster.
 ///

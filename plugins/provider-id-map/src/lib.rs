@@ -74,6 +74,7 @@ impl Plugin for ProviderIdMap {
 }
 
 plexus_sdk::export!(ProviderIdMap);
+plexus_sdk::reads_tables!("provider-npi");
 
 plexus_sdk::no_std_runtime!();
 

@@ -51,6 +51,8 @@ impl Plugin for VisitStatusMap {
 }
 
 plexus_sdk::export!(VisitStatusMap);
+// `visit-status-settings` is optional: a site that does not grant it gets no extra path.
+plexus_sdk::reads_tables!("visit-status");
 
 // The mapping keeps nothing between messages, so it may run on a reused instance when
 // the site grants `reuse-instance`; without the grant it still gets a fresh one.

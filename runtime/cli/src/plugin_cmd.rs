@@ -66,6 +66,7 @@ pub fn inspect(args: &InspectArgs) -> anyhow::Result<ExitCode> {
             "imports": sheet.imports_json(),
             "producers": sheet.producers,
             "requests_instance_reuse": sheet.requests_reuse,
+            "reads_tables": sheet.reads_tables,
         });
         println!("{}", serde_json::to_string_pretty(&out)?);
         return Ok(ExitCode::SUCCESS);
@@ -94,6 +95,19 @@ pub fn inspect(args: &InspectArgs) -> anyhow::Result<ExitCode> {
         "no (a fresh instance per message)"
     };
     println!("reuse         {reuse}");
+    if sheet.capabilities().contains(&"tables") {
+        let tables = if sheet.reads_tables.is_empty() {
+            "not declared (plexus_sdk::reads_tables! names them)".to_owned()
+        } else {
+            sheet
+                .reads_tables
+                .iter()
+                .map(|t| format!("{t} (grant \"tables:{t}\")"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        println!("tables        {tables}");
+    }
     println!("\nimports");
     for (name, class) in &sheet.imports {
         let note = match class {
@@ -146,8 +160,9 @@ pub fn test(args: &TestArgs) -> anyhow::Result<ExitCode> {
     }
     let verb = if args.bless { "recorded" } else { "passed" };
     println!(
-        "\n{} cases: {} {verb}, {failed} failed ({})",
+        "\n{} case{}: {} {verb}, {failed} failed ({})",
         results.len(),
+        if results.len() == 1 { "" } else { "s" },
         results.len() - failed,
         name
     );

@@ -156,6 +156,9 @@ fn print_grants(i: &Inspection, granted: &[String]) -> bool {
         "  granted      {}",
         list(&granted.iter().collect::<Vec<_>>())
     );
+    if !i.reads_tables.is_empty() {
+        println!("  reads tables {}", list(&i.reads_tables));
+    }
     let missing = missing_grants(i, granted);
     if !missing.is_empty() {
         println!(
@@ -191,17 +194,29 @@ fn print_grants(i: &Inspection, granted: &[String]) -> bool {
 }
 
 fn missing_grants(i: &Inspection, granted: &[String]) -> Vec<String> {
-    i.capabilities()
+    let mut missing: Vec<String> = i
+        .capabilities()
         .into_iter()
         .filter(|cap| !granted.iter().any(|g| g.split(':').next() == Some(cap)))
         .map(|cap| {
             if cap == "tables" {
-                "tables:NAME".to_owned()
+                "tables:<table-name>".to_owned()
             } else {
                 cap.to_owned()
             }
         })
-        .collect()
+        .collect();
+    // The tables it names and the site does not grant, by name.
+    if i.capabilities().contains(&"tables") && !i.reads_tables.is_empty() {
+        missing.retain(|m| m != "tables:<table-name>");
+        missing.extend(
+            i.reads_tables
+                .iter()
+                .map(|t| format!("tables:{t}"))
+                .filter(|g| !granted.contains(g)),
+        );
+    }
+    missing
 }
 
 fn list<T: std::fmt::Display>(items: &[T]) -> String {

@@ -263,6 +263,20 @@ fn outcome_json(outcome: &Outcome) -> String {
 /// Checks an outcome against the expected JSON (a flat object of strings).
 fn check_outcome(expected: &str, outcome: &Outcome) -> Result<(), String> {
     let want = parse_flat_json(expected).map_err(|e| format!("expected.json: {e}"))?;
+    // A misspelt key would silently drop its check and let the case pass.
+    const KEYS: [&str; 5] = [
+        "outcome",
+        "reason_contains",
+        "kind",
+        "path",
+        "detail_contains",
+    ];
+    if let Some(unknown) = want.keys().find(|k| !KEYS.contains(&k.as_str())) {
+        return Err(format!(
+            "expected.json: unknown key {unknown:?}; the keys are {}",
+            KEYS.join(", ")
+        ));
+    }
     let get = |k: &str| want.get(k).map(String::as_str);
     let mismatch = |what: &str| Err(format!("{what}; got {}", describe(outcome)));
     match (get("outcome"), outcome) {
@@ -275,7 +289,10 @@ fn check_outcome(expected: &str, outcome: &Outcome) -> Result<(), String> {
         },
         (Some("fail"), Outcome::Fail(f)) => {
             if let Some(kind) = get("kind").filter(|k| *k != f.kind.as_str()) {
-                return mismatch(&format!("expected kind {kind}"));
+                return mismatch(&format!(
+                    "expected kind {kind} (the kinds: invalid-input, missing-mapping, \
+                     rejected, internal)"
+                ));
             }
             if let Some(path) = get("path").filter(|p| Some(*p) != f.path.as_deref()) {
                 return mismatch(&format!("expected path {path}"));

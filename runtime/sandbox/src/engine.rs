@@ -625,14 +625,24 @@ fn check_grants(name: &str, inspection: &Inspection, grants: &Grants) -> Result<
                     grant: (*grant).to_owned(),
                 });
             }
-            Class::Capability { name: "tables", .. } if grants.tables.is_empty() => {
-                return Err(Error::NotGranted {
-                    plugin: name.to_owned(),
-                    digest,
-                    import: import.clone(),
-                    capability: "tables",
-                    grant: "tables:<table-name>".to_owned(),
-                });
+            Class::Capability { name: "tables", .. } => {
+                // A plug-in that names its tables gets the exact grant it lacks.
+                let missing = match inspection.reads_tables.as_slice() {
+                    [] if grants.tables.is_empty() => Some("<table-name>"),
+                    declared => declared
+                        .iter()
+                        .find(|t| !grants.tables.contains(t.as_str()))
+                        .map(String::as_str),
+                };
+                if let Some(table) = missing {
+                    return Err(Error::NotGranted {
+                        plugin: name.to_owned(),
+                        digest,
+                        import: import.clone(),
+                        capability: "tables",
+                        grant: format!("tables:{table}"),
+                    });
+                }
             }
             Class::Capability { .. } => {}
             Class::Unavailable { why } => {

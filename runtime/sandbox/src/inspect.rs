@@ -109,6 +109,9 @@ pub struct Inspection {
     /// custom section, from `plexus_sdk::request_instance_reuse!`). The site must also
     /// grant `reuse-instance`.
     pub requests_reuse: bool,
+    /// The site tables the plug-in says it reads (a `plexus:tables` custom section, from
+    /// `plexus_sdk::reads_tables!`), sorted; empty when it does not say.
+    pub reads_tables: Vec<String>,
 }
 
 impl Inspection {
@@ -166,6 +169,13 @@ impl Inspection {
 /// The custom section a plug-in carries to ask for instance reuse.
 pub const REUSE_SECTION: &str = "plexus:reuse-instance";
 
+/// The custom section in which a plug-in names the tables it reads, one per line.
+pub const TABLES_SECTION: &str = "plexus:tables";
+
+/// At most this many declared table names are read (a table name has at most 64
+/// characters, like every config name).
+const MAX_DECLARED_TABLES: usize = 64;
+
 /// Reads a component's imports, exports and producers.
 pub fn inspect(bytes: &[u8]) -> Result<Inspection, String> {
     use wasmparser::{KnownCustom, Parser, Payload};
@@ -174,6 +184,7 @@ pub fn inspect(bytes: &[u8]) -> Result<Inspection, String> {
     let mut exports = Vec::new();
     let mut producers = Vec::new();
     let mut requests_reuse = false;
+    let mut reads_tables: Vec<String> = Vec::new();
     let mut depth = 0usize;
     let mut saw_component = false;
     if !bytes.starts_with(b"\0asm") {
@@ -219,6 +230,31 @@ pub fn inspect(bytes: &[u8]) -> Result<Inspection, String> {
             Payload::CustomSection(custom) if custom.name() == REUSE_SECTION => {
                 requests_reuse = true
             }
+            Payload::CustomSection(custom) if custom.name() == TABLES_SECTION => {
+                let text = std::str::from_utf8(custom.data())
+                    .map_err(|_| format!("the {TABLES_SECTION} section is not text"))?;
+                for name in text
+                    .split(['\n', '\0'])
+                    .map(str::trim)
+                    .filter(|n| !n.is_empty())
+                {
+                    if !valid_table_name(name) {
+                        return Err(format!(
+                            "the {TABLES_SECTION} section names {:?}, which is not a table name \
+                             ([a-z0-9][a-z0-9-]*, at most 64 characters)",
+                            name.chars().take(80).collect::<String>()
+                        ));
+                    }
+                    if !reads_tables.iter().any(|t| t == name) {
+                        reads_tables.push(name.to_owned());
+                    }
+                    if reads_tables.len() > MAX_DECLARED_TABLES {
+                        return Err(format!(
+                            "the {TABLES_SECTION} section names more than {MAX_DECLARED_TABLES} tables"
+                        ));
+                    }
+                }
+            }
             Payload::CustomSection(custom) => {
                 if let KnownCustom::Producers(reader) = custom.as_known() {
                     for field in reader.into_iter().flatten() {
@@ -237,6 +273,7 @@ pub fn inspect(bytes: &[u8]) -> Result<Inspection, String> {
     if !saw_component {
         return Err("empty input".to_owned());
     }
+    reads_tables.sort();
     Ok(Inspection {
         sha256: sha256_hex(bytes),
         size: bytes.len(),
@@ -244,7 +281,20 @@ pub fn inspect(bytes: &[u8]) -> Result<Inspection, String> {
         exports,
         producers,
         requests_reuse,
+        reads_tables,
     })
+}
+
+/// A config name: `[a-z0-9][a-z0-9-]*`, at most 64 characters.
+fn valid_table_name(name: &str) -> bool {
+    name.len() <= 64
+        && name
+            .bytes()
+            .next()
+            .is_some_and(|c| c.is_ascii_lowercase() || c.is_ascii_digit())
+        && name
+            .bytes()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == b'-')
 }
 
 #[cfg(test)]

@@ -77,3 +77,53 @@ fn a_wrong_expectation_fails_with_a_diff() {
     );
     std::fs::remove_dir_all(&dir).ok();
 }
+
+/// A plug-in that names the tables it reads is told the exact grant it lacks, and its
+/// sheet lists them.
+#[test]
+fn a_plug_in_that_names_its_tables_is_told_the_exact_grant() {
+    use std::sync::Arc;
+
+    use plexus_sandbox::{Error, Grants, Plugin, PluginSpec, Sandbox, SandboxConfig, TableSet};
+
+    let bytes = std::fs::read(plexus_test_artifacts::VISIT_STATUS_MAP).expect("built");
+    let sheet = plexus_sandbox::inspect::inspect(&bytes).expect("inspects");
+    assert_eq!(sheet.reads_tables, ["visit-status"]);
+    let sandbox = Sandbox::new(SandboxConfig::default()).expect("engine");
+    let spec = |grants: &[&str]| PluginSpec {
+        name: "visit-status-map".to_owned(),
+        sha256: None,
+        grants: Grants::parse(grants.iter().copied()).expect("grants"),
+        limits: Limits::default(),
+    };
+    // Another table granted, the one it reads not: refused at load, not at the first
+    // message, with the line to add.
+    let err = Plugin::load(
+        &sandbox,
+        &spec(&["tables:visit-status-settings"]),
+        &bytes,
+        Arc::new(TableSet::new()),
+    )
+    .expect_err("visit-status not granted");
+    assert!(
+        matches!(&err, Error::NotGranted { grant, .. } if grant == "tables:visit-status"),
+        "{err}"
+    );
+    assert!(err.to_string().contains("\"tables:visit-status\""), "{err}");
+    // Its optional settings table need not be granted.
+    Plugin::load(
+        &sandbox,
+        &spec(&["tables:visit-status"]),
+        &bytes,
+        Arc::new(TableSet::new()),
+    )
+    .expect("loads");
+    // A plug-in that names none keeps the generic request.
+    let demo = std::fs::read(plexus_test_artifacts::DEMOGRAPHICS_NORMALIZE).expect("built");
+    assert!(
+        plexus_sandbox::inspect::inspect(&demo)
+            .expect("inspects")
+            .reads_tables
+            .is_empty()
+    );
+}
