@@ -115,6 +115,10 @@ enum State {
     EndHeld { len: usize },
     /// Inside a frame that passed the limit: dropping bytes up to its end block.
     Discarding { len: usize, head: Bytes },
+    /// Between frames, the buffer starts with `MSH`: a frame whose start block was lost,
+    /// if an end block comes before any start block. The first `scanned` bytes hold
+    /// neither.
+    Unframed { scanned: usize },
 }
 
 /// The MLLP codec. Decodes to [`Frame`]s and encodes payloads (`&[u8]` or [`Bytes`]).
@@ -135,6 +139,8 @@ pub struct MllpCodec {
     junk_total: u64,
     /// See [`MllpCodec::wait_for_trailer`].
     wait_for_trailer: bool,
+    /// Frames taken without their start block (see [`MllpCodec::unframed_frames`]).
+    unframed: u64,
 }
 
 impl Default for MllpCodec {
@@ -153,6 +159,7 @@ impl MllpCodec {
             junk_pending_text: false,
             junk_total: 0,
             wait_for_trailer: false,
+            unframed: 0,
         }
     }
 
@@ -208,8 +215,20 @@ impl MllpCodec {
     pub fn in_frame(&self) -> bool {
         matches!(
             self.state,
-            State::InFrame { .. } | State::Discarding { .. } | State::EndHeld { .. }
+            State::InFrame { .. }
+                | State::Discarding { .. }
+                | State::EndHeld { .. }
+                | State::Unframed { .. }
         )
+    }
+
+    /// Messages that arrived without their start block (`MSH...` then `0x1C 0x0D`, with no
+    /// `0x0B` before it) and were taken as frames anyway: a sender that loses or omits the
+    /// start block would otherwise wait for an answer that never comes. Only bytes that
+    /// begin with `MSH` after the previous frame (or whitespace) and reach an end block
+    /// before any start block count; anything else outside frames is still skipped.
+    pub fn unframed_frames(&self) -> u64 {
+        self.unframed
     }
 
     /// Bytes skipped outside frames so far (not counting the CR after an end block).
@@ -224,6 +243,31 @@ impl MllpCodec {
         let n = junk.len() as u64;
         self.junk_pending += n;
         self.junk_total += n;
+    }
+
+    /// Between frames: whether `buf` (after whitespace) starts with `MSH`, or with the
+    /// start of it, before any start block. If so the whitespace is skipped and the codec
+    /// either moves to [`State::Unframed`] or waits for more bytes; the caller goes on.
+    fn unframed_ahead(&mut self, buf: &mut BytesMut) -> bool {
+        let start = memchr::memchr(START_BLOCK, buf).unwrap_or(buf.len());
+        let Some(lead) = buf[..start].iter().position(|c| !c.is_ascii_whitespace()) else {
+            return false;
+        };
+        let rest = &buf[lead..start];
+        let complete = rest.starts_with(b"MSH");
+        // With a start block ahead, only a message already ended before it counts.
+        if start < buf.len() && !(complete && memchr::memchr(END_BLOCK, rest).is_some()) {
+            return false;
+        }
+        if !complete && !b"MSH".starts_with(rest) {
+            return false;
+        }
+        self.skip_junk(&buf[..lead]);
+        buf.advance(lead);
+        if complete {
+            self.state = State::Unframed { scanned: 0 };
+        }
+        true
     }
 
     fn log_junk(&mut self) {
@@ -264,6 +308,13 @@ impl Decoder for MllpCodec {
 
     fn decode(&mut self, buf: &mut BytesMut) -> Result<Option<Frame>, CodecError> {
         loop {
+            if matches!(self.state, State::Seeking) && self.unframed_ahead(buf) {
+                if matches!(self.state, State::Seeking) {
+                    // Only the start of `MSH` so far: wait for the rest.
+                    return Ok(None);
+                }
+                continue;
+            }
             match &mut self.state {
                 State::Seeking => match memchr::memchr(START_BLOCK, buf) {
                     Some(at) => {
@@ -345,6 +396,42 @@ impl Decoder for MllpCodec {
                         Some(_) => self.state = State::InFrame { scanned: len + 1 },
                     }
                 }
+                State::Unframed { scanned } => {
+                    match memchr::memchr2(START_BLOCK, END_BLOCK, &buf[*scanned..]) {
+                        Some(offset) if buf[*scanned + offset] == END_BLOCK => {
+                            // The frame's end: take it as a frame that lost its start.
+                            self.unframed += 1;
+                            if self.unframed == 1 {
+                                tracing::warn!(
+                                    "an MLLP frame arrived without its start block (0x0B) and was \
+                                     taken as a message; the sender should frame with 0x0B ... 0x1C 0x0D"
+                                );
+                            }
+                            self.state = State::InFrame {
+                                scanned: *scanned + offset,
+                            };
+                        }
+                        Some(offset) => {
+                            // A start block first: what came before it was junk.
+                            let at = *scanned + offset;
+                            self.skip_junk(&buf[..at]);
+                            self.log_junk();
+                            buf.advance(at + 1);
+                            self.state = State::InFrame { scanned: 0 };
+                        }
+                        None if buf.len() > self.max_frame => {
+                            // Too long to be a frame: junk, and memory stays bounded.
+                            self.skip_junk(&buf[..]);
+                            buf.clear();
+                            self.state = State::Seeking;
+                            return Ok(None);
+                        }
+                        None => {
+                            *scanned = buf.len();
+                            return Ok(None);
+                        }
+                    }
+                }
                 State::Discarding { len, head } => match memchr::memchr(END_BLOCK, buf) {
                     Some(offset) => {
                         let oversize = Oversize {
@@ -379,8 +466,15 @@ impl Decoder for MllpCodec {
             return Ok(Some(frame));
         }
         // `decode` consumed everything it could; what is left is a partial frame, if anything.
-        let received = match std::mem::replace(&mut self.state, State::Seeking) {
-            State::Seeking | State::AfterEnd | State::EndHeld { .. } => None,
+        let state = std::mem::replace(&mut self.state, State::Seeking);
+        if matches!(state, State::Unframed { .. } | State::Seeking) {
+            // An unended `MSH...` (or the start of one) outside frames is junk.
+            self.skip_junk(&buf[..]);
+        }
+        let received = match state {
+            State::Seeking | State::AfterEnd | State::EndHeld { .. } | State::Unframed { .. } => {
+                None
+            }
             State::InFrame { .. } => Some(buf.len()),
             State::Discarding { len, .. } => Some(len + buf.len()),
         };
@@ -614,6 +708,58 @@ mod tests {
         assert_eq!(frames, vec![msg(b"MSH|x"), msg(b"MSH|y")]);
         assert!(end.is_ok());
         assert_eq!(codec.skipped_bytes(), 9 + 2);
+    }
+
+    #[test]
+    fn a_message_that_lost_its_start_block_is_taken_as_a_frame_wherever_tcp_splits() {
+        // After a frame (and a stray line break), `MSH...` then 0x1C 0x0D with no 0x0B.
+        let mut wire = frame(b"MSH|a");
+        wire.extend(b"\r\nMSH|b\rPID|1");
+        wire.extend([END_BLOCK, CARRIAGE_RETURN]);
+        wire.extend(frame(b"MSH|c"));
+        for cut in 0..=wire.len() {
+            let mut codec = MllpCodec::default();
+            let (frames, end) = decode_chunks(&mut codec, &[&wire[..cut], &wire[cut..]]);
+            assert_eq!(
+                frames,
+                vec![msg(b"MSH|a"), msg(b"MSH|b\rPID|1"), msg(b"MSH|c")],
+                "cut at {cut}"
+            );
+            assert!(end.is_ok());
+            assert_eq!(codec.unframed_frames(), 1, "cut at {cut}");
+        }
+        // Byte by byte, as a slow sender writes.
+        let mut codec = MllpCodec::default();
+        let chunks: Vec<&[u8]> = wire.chunks(1).collect();
+        let (frames, _) = decode_chunks(&mut codec, &chunks);
+        assert_eq!(frames.len(), 3);
+    }
+
+    #[test]
+    fn only_msh_text_ended_before_any_start_block_counts_as_unframed() {
+        // Text that is not MSH stays junk; so does MSH text a start block cuts short.
+        let mut wire = b"GARBAGE".to_vec();
+        wire.extend([END_BLOCK, CARRIAGE_RETURN]);
+        wire.extend(b"MSH|half");
+        wire.extend(frame(b"MSH|d"));
+        let mut codec = MllpCodec::default();
+        let (frames, end) = decode_chunks(&mut codec, &[&wire]);
+        assert_eq!(frames, vec![msg(b"MSH|d")]);
+        assert!(end.is_ok());
+        assert_eq!(codec.unframed_frames(), 0);
+        assert_eq!(codec.skipped_bytes(), 9 + 8);
+        // An unended MSH text is junk at the end of the stream, not a truncated frame.
+        let mut codec = MllpCodec::default();
+        let (frames, end) = decode_chunks(&mut codec, &[b"MSH|never ends"]);
+        assert!(frames.is_empty() && end.is_ok());
+        assert_eq!(codec.skipped_bytes(), 14);
+        // And one longer than the limit is dropped as it arrives: memory stays bounded.
+        let mut codec = MllpCodec::new(16);
+        let long = [&b"MSH|"[..], &[b'x'; 64], &[END_BLOCK, CARRIAGE_RETURN]].concat();
+        let chunks: Vec<&[u8]> = long.chunks(8).collect();
+        let (frames, end) = decode_chunks(&mut codec, &chunks);
+        assert!(frames.is_empty(), "{frames:?}");
+        assert!(end.is_ok());
     }
 
     #[test]
