@@ -589,6 +589,48 @@ fn init_writes_the_demo_as_an_editable_pinned_site_that_checks() {
     assert!(csv.starts_with("key,value"), "{csv}");
     let checked = stdout_of_success(plexus().arg("check").arg(site.join("site.toml")));
     assert!(checked.contains("2 plug-in(s) loaded"), "{checked}");
+    // Golden cases the config names run too: a failing one fails check.
+    let cases = site.join("cases");
+    std::fs::create_dir_all(cases.join("tables")).expect("cases dir");
+    std::fs::copy(
+        site.join("visit-status.csv"),
+        cases.join("tables/visit-status.csv"),
+    )
+    .expect("table");
+    std::fs::write(
+        cases.join("roomed.hl7"),
+        "MSH|^~\\&|A|B|C|D|20260101||SIU^S12|C1|P|2.5\rSCH|1||||||||||||||||||||||||Roomed\r",
+    )
+    .expect("case");
+    std::fs::write(
+        cases.join("roomed.expected.json"),
+        r#"{"outcome": "filter"}"#,
+    )
+    .expect("case");
+    let with_cases = config.replacen(
+        "file = \"visit-status-map.wasm\"\n",
+        "file = \"visit-status-map.wasm\"\ncases = \"cases\"\n",
+        1,
+    );
+    assert_ne!(with_cases, config);
+    std::fs::write(site.join("cases.toml"), &with_cases).expect("write");
+    let out = plexus()
+        .arg("check")
+        .arg(site.join("cases.toml"))
+        .output()
+        .expect("runs");
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("golden case") && err.contains("roomed"),
+        "{err}"
+    );
+    std::fs::write(
+        cases.join("roomed.expected.json"),
+        r#"{"outcome": "forward"}"#,
+    )
+    .expect("case");
+    stdout_of_success(plexus().arg("check").arg(site.join("cases.toml")));
     // An edited plug-in no longer matches its pin.
     std::fs::write(site.join("visit-status-map.wasm"), b"\0asm changed").expect("write");
     let out = plexus()

@@ -1603,7 +1603,8 @@ pub struct Verified {
 
 /// Everything [`Engine::build`] checks except the journal, with nothing started or
 /// written: every table file read and parsed, every plug-in read, its pin, world and
-/// grants checked (including grants changed through the admin API) and compiled.
+/// grants checked (including grants changed through the admin API) and compiled, and
+/// the golden cases a plug-in's config names run as the activation gate runs them.
 /// `plexus check` runs it after the config itself validates, so a site that passes
 /// check does not fail at start for a missing or malformed file.
 pub fn verify(config: &Config, assets: &dyn Assets) -> Result<Verified, BuildError> {
@@ -1614,6 +1615,24 @@ pub fn verify(config: &Config, assets: &dyn Assets) -> Result<Verified, BuildErr
     })?;
     let grants = crate::grants::effective(config)?;
     let plugins = load_plugins(config, assets, &sandbox, &grants, &tables)?;
+    for (name, plugin) in &config.plugins {
+        let Some(dir) = plugin.cases.as_ref() else {
+            continue;
+        };
+        let bytes = assets
+            .read(&plugin.file)
+            .map_err(|source| BuildError::Asset {
+                what: format!("plug-in {name}"),
+                source_name: describe(&plugin.file),
+                source,
+            })?;
+        golden_cases(name.as_str(), &bytes, dir, &plugin.limits).map_err(|e| {
+            BuildError::GoldenCases(match e {
+                OpError::Gate(why) => why,
+                other => other.to_string(),
+            })
+        })?;
+    }
     let mut plugins: Vec<_> = plugins
         .iter()
         .map(|(name, p)| (name.clone(), p.sha256().to_owned()))

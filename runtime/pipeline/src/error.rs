@@ -61,6 +61,9 @@ pub enum BuildError {
     /// The config asks for something this build cannot do.
     #[error("{0}")]
     Unsupported(String),
+    /// A plug-in's configured golden cases failed or could not run (`plexus check`).
+    #[error("{0}")]
+    GoldenCases(String),
 }
 
 /// Why a replay or other operator action failed.
