@@ -70,9 +70,9 @@ pub struct ReplayArgs {
 pub struct ResolveArgs {
     #[command(flatten)]
     site: SiteArgs,
-    /// The message id.
-    #[arg(value_name = "ID")]
-    id: i64,
+    /// Message ids whose open errors to resolve, all with the same note.
+    #[arg(value_name = "ID", required = true)]
+    ids: Vec<i64>,
     /// What was done about it (required: the next person reads it).
     #[arg(long, value_name = "TEXT")]
     note: String,
@@ -337,8 +337,13 @@ pub fn replay(args: &ReplayArgs) -> anyhow::Result<ExitCode> {
                     done.push("the interface has no destination".to_owned());
                 }
                 println!(
-                    "message {id}: passed the chain; {}; error resolved",
-                    done.join("; ")
+                    "message {id}: passed the chain; {}; error resolved{}",
+                    done.join("; "),
+                    if destinations.is_empty() {
+                        ""
+                    } else {
+                        " (it reopens, with its age, if the delivery fails again)"
+                    }
                 );
             }
             Ok(ReplayOutcome::Filtered { reason }) => {
@@ -364,15 +369,29 @@ pub fn replay(args: &ReplayArgs) -> anyhow::Result<ExitCode> {
 pub fn resolve(args: &ResolveArgs) -> anyhow::Result<ExitCode> {
     let config = args.site.load()?;
     let journal = open_journal(&config)?;
-    journal.resolve(MessageId(args.id), &args.note)?;
-    journal.audit(AuditEntry {
-        actor: actor(),
-        action: "resolve".to_owned(),
-        subject: format!("message:{}", args.id),
-        detail: format!("note: {}", args.note),
-    })?;
-    println!("message {}: error resolved", args.id);
-    Ok(ExitCode::SUCCESS)
+    let mut failed = 0;
+    for &id in &args.ids {
+        match journal.resolve(MessageId(id), &args.note) {
+            Ok(()) => {
+                journal.audit(AuditEntry {
+                    actor: actor(),
+                    action: "resolve".to_owned(),
+                    subject: format!("message:{id}"),
+                    detail: format!("note: {}", args.note),
+                })?;
+                println!("message {id}: error resolved");
+            }
+            Err(e) => {
+                failed += 1;
+                println!("message {id}: not resolved: {e}");
+            }
+        }
+    }
+    Ok(if failed == 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
 }
 
 /// Who is acting, for the audit log: the operating-system user running the command.

@@ -55,9 +55,13 @@ pub fn inspect(args: &InspectArgs) -> anyhow::Result<ExitCode> {
     let bytes = read_component(&args.file)?;
     let sheet =
         inspect::inspect(&bytes).map_err(|e| anyhow::anyhow!("{}: {e}", args.file.display()))?;
+    let refused = sheet.refused_imports();
+    let loadable = sheet.loadable();
     if args.json {
         let out = json!({
             "file": args.file.display().to_string(),
+            "loadable": loadable,
+            "refused_imports": refused,
             "sha256": sheet.sha256,
             "size": sheet.size,
             "world": if sheet.implements_contract() { Some("plexus:transform/hl7-transform@0.1.0") } else { None },
@@ -69,7 +73,11 @@ pub fn inspect(args: &InspectArgs) -> anyhow::Result<ExitCode> {
             "reads_tables": sheet.reads_tables,
         });
         println!("{}", serde_json::to_string_pretty(&out)?);
-        return Ok(ExitCode::SUCCESS);
+        return Ok(if loadable {
+            ExitCode::SUCCESS
+        } else {
+            ExitCode::from(1)
+        });
     }
     println!("file          {}", args.file.display());
     println!("sha256        {}", sheet.sha256);
@@ -83,7 +91,12 @@ pub fn inspect(args: &InspectArgs) -> anyhow::Result<ExitCode> {
     let caps = sheet.capabilities();
     println!(
         "capabilities  {}",
-        if caps.is_empty() {
+        if !refused.is_empty() {
+            format!(
+                "REFUSED: imports what no site can grant ({}); it cannot load",
+                refused.join(", ")
+            )
+        } else if caps.is_empty() {
             "none (reads and edits the message only)".to_owned()
         } else {
             caps.join(", ")
@@ -128,14 +141,10 @@ pub fn inspect(args: &InspectArgs) -> anyhow::Result<ExitCode> {
             println!("  {p}");
         }
     }
-    let refused = sheet
-        .imports
-        .iter()
-        .any(|(_, c)| matches!(c, Class::Unavailable { .. }));
-    Ok(if refused || !sheet.implements_contract() {
-        ExitCode::from(1)
-    } else {
+    Ok(if loadable {
         ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
     })
 }
 

@@ -69,10 +69,12 @@ pub fn review(args: &ReviewArgs) -> anyhow::Result<ExitCode> {
 
     println!("plug-in      {name}");
     println!("sha256       {}", current.sha256);
+    let mut refused = Vec::new();
     match &entry.sha256 {
         Some(pin) if pin.eq_ignore_ascii_case(&current.sha256) => println!("pin          matches"),
         Some(pin) => {
-            println!("pin          MISMATCH: config pins {pin}; the engine will refuse to load it")
+            println!("pin          MISMATCH: config pins {pin}; the engine will refuse to load it");
+            refused.push("its sha256 does not match the pin".to_owned());
         }
         None => println!(
             "pin          none (add sha256 = \"{}\" to pin this version)",
@@ -96,7 +98,38 @@ pub fn review(args: &ReviewArgs) -> anyhow::Result<ExitCode> {
     }
     println!();
     print_imports(&current);
-    let problems = print_grants(&current, &granted);
+    let missing = print_grants(&current, &granted);
+    if missing {
+        refused.push("it imports a capability the site does not grant".to_owned());
+    }
+    let unavailable: Vec<&str> = current
+        .imports
+        .iter()
+        .filter(|(_, c)| matches!(c, Class::Unavailable { .. }))
+        .map(|(n, _)| n.as_str())
+        .collect();
+    if !unavailable.is_empty() {
+        refused.push(format!(
+            "it imports what no site can grant: {}",
+            unavailable.join(", ")
+        ));
+    }
+    if !current.implements_contract() {
+        refused.push("it does not export `transform`".to_owned());
+    }
+    if refused.is_empty() {
+        println!(
+            "
+verdict      loads with the current grants"
+        );
+    } else {
+        println!(
+            "
+verdict      WILL NOT LOAD: {}",
+            refused.join("; ")
+        );
+    }
+    let problems = !refused.is_empty();
     if let Some(candidate) = &candidate {
         let bytes = crate::read_input(candidate)?;
         let next = inspect::inspect(&bytes)
@@ -170,7 +203,13 @@ fn print_grants(i: &Inspection, granted: &[String]) -> bool {
         .iter()
         .filter(|g| {
             let cap = g.split(':').next().unwrap_or(g);
-            cap != "reuse-instance" && !requested.contains(&cap)
+            if cap == "reuse-instance" {
+                return !i.requests_reuse;
+            }
+            !requested.contains(&cap)
+                || (cap == "tables"
+                    && !i.reads_tables.is_empty()
+                    && !i.reads_tables.iter().any(|t| format!("tables:{t}") == **g))
         })
         .collect();
     if !unused.is_empty() {

@@ -774,6 +774,49 @@ fn review_shows_requested_against_granted_and_a_candidates_changes() {
         text.contains("REFUSED with the current grants: needs log"),
         "{text}"
     );
+    assert!(
+        text.contains("verdict      loads with the current grants"),
+        "{text}"
+    );
+    // A configured version that will not load fails the review, and says why.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let site = dir.path().join("site");
+    stdout_of_success(plexus().arg("init").arg(&site));
+    let config = std::fs::read_to_string(site.join("site.toml")).expect("site.toml");
+    std::fs::copy(
+        plexus_test_artifacts::NET_PROBE,
+        site.join("visit-status-map.wasm"),
+    )
+    .expect("copy");
+    let unpinned: String = config
+        .lines()
+        .filter(|l| !l.starts_with("sha256"))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    std::fs::write(site.join("site.toml"), unpinned).expect("write");
+    let out = plexus()
+        .args(["review", "visit-status-map", "--config"])
+        .arg(site.join("site.toml"))
+        .output()
+        .expect("runs");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{text}");
+    assert!(
+        text.contains("WILL NOT LOAD") && text.contains("wasi:sockets"),
+        "{text}"
+    );
+    let out = plexus()
+        .args([
+            "plugin",
+            "inspect",
+            "--json",
+            plexus_test_artifacts::NET_PROBE,
+        ])
+        .output()
+        .expect("runs");
+    assert_eq!(out.status.code(), Some(1));
+    let sheet: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON");
+    assert_eq!(sheet["loadable"], false);
     let out = plexus()
         .args(["review", "no-such-plugin"])
         .output()

@@ -467,6 +467,27 @@ pub fn error_queue<J: Journal>(open: &dyn Fn() -> J) {
     ))
     .expect("error");
     assert_eq!(j.error_stats(Some("scheduling")).expect("stats").open, 1);
+    // One after a replay's resolution keeps the first failure's age and the replay
+    // count, and the correction no longer counts until it holds.
+    let first_seen = all
+        .iter()
+        .find(|e| e.message == plugin_fail)
+        .expect("resolved")
+        .first_seen;
+    j.error(report(
+        plugin_fail,
+        ErrorKind::Destination,
+        "destination:mllp-out",
+    ))
+    .expect("error");
+    let reopened = j
+        .list_errors(&ErrorFilter::default(), 10)
+        .expect("list")
+        .into_iter()
+        .find(|e| e.message == plugin_fail)
+        .expect("open again");
+    assert_eq!((reopened.first_seen, reopened.replays), (first_seen, 1));
+    assert_eq!(j.error_stats(None).expect("stats").corrected, 0);
 }
 
 /// Pruning deletes old messages with nothing left to do, and nothing else: never an open

@@ -919,9 +919,16 @@ fn error_in(conn: &Connection, report: &ErrorReport) -> Result<()> {
         })
         .map_err(sql)?;
     if updated == 0 {
+        // A message that fails again after its error was resolved (a replay that failed
+        // at delivery) keeps its age and replay count: the queue shows how long it has
+        // really been a problem, not since the last attempt to fix it.
         conn.prepare_cached(
-            "INSERT INTO errors (message_id, stage, kind, reason, path, first_seen, last_seen)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?6)",
+            "INSERT INTO errors (message_id, stage, kind, reason, path, first_seen, last_seen,
+                                 replays)
+             VALUES (?1, ?2, ?3, ?4, ?5,
+                     COALESCE((SELECT MIN(first_seen) FROM errors WHERE message_id = ?1), ?6),
+                     ?6,
+                     COALESCE((SELECT MAX(replays) FROM errors WHERE message_id = ?1), 0))",
         )
         .and_then(|mut s| {
             s.execute(params![
@@ -983,9 +990,43 @@ fn audit_row(r: &Row<'_>) -> rusqlite::Result<AuditRecord> {
     })
 }
 
+/// The file beside the journal that records the newest audit entry (`ID HASH`): without
+/// it, deleting the newest entries would leave a chain that still verifies.
+fn audit_head_path(journal: &Path) -> PathBuf {
+    let mut name = journal.as_os_str().to_owned();
+    name.push("-audit-head");
+    PathBuf::from(name)
+}
+
+/// The recorded head, if there is one that reads.
+fn read_audit_head(path: &Path) -> Option<(i64, String)> {
+    let text = std::fs::read_to_string(path).ok()?;
+    let (id, hash) = text.trim().split_once(' ')?;
+    Some((id.parse().ok()?, hash.to_owned()))
+}
+
+/// Records `record` as the head unless a newer one is recorded (the engine and a CLI may
+/// both append; the head only moves forward). Written to a temporary file and renamed,
+/// so it is never half written. A failure is logged, not returned: the entry itself is
+/// committed, and an older head only checks less.
+fn write_audit_head(path: &Path, record: &AuditRecord) {
+    if read_audit_head(path).is_some_and(|(id, _)| id >= record.id) {
+        return;
+    }
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(".tmp");
+    let tmp = PathBuf::from(tmp);
+    let written = std::fs::write(&tmp, format!("{} {}\n", record.id, record.hash))
+        .and_then(|()| std::fs::rename(&tmp, path));
+    if let Err(e) = written {
+        tracing::warn!(path = %path.display(), error = %e, "could not record the audit head");
+    }
+}
+
 impl Journal for SqliteJournal {
     fn audit(&self, entry: AuditEntry) -> Result<AuditRecord> {
-        self.write("audit", move |conn| {
+        let head = audit_head_path(&self.path);
+        let record = self.write("audit", move |conn| {
             let prev: String = conn
                 .prepare_cached("SELECT hash FROM audit ORDER BY id DESC LIMIT 1")
                 .and_then(|mut s| s.query_row([], |r| r.get(0)).optional())
@@ -1024,7 +1065,9 @@ impl Journal for SqliteJournal {
                 prev_hash: prev,
                 hash,
             })
-        })
+        })?;
+        write_audit_head(&head, &record);
+        Ok(record)
     }
 
     fn queue_depths(&self) -> Result<Vec<QueueDepth>> {
@@ -1105,6 +1148,30 @@ impl Journal for SqliteJournal {
             expected_prev = record.hash.clone();
             last_id = record.id;
             checked += 1;
+        }
+        // The chain cannot show that its newest entries were cut off: the head recorded
+        // beside the journal can.
+        if let Some((id, hash)) = read_audit_head(&audit_head_path(&self.path)) {
+            let kept: Option<String> = conn
+                .prepare_cached("SELECT hash FROM audit WHERE id = ?1")
+                .and_then(|mut s| s.query_row([id], |r| r.get(0)).optional())
+                .map_err(Error::sql("verify_audit"))?;
+            let reason = match kept {
+                None => Some(format!(
+                    "entries up to {id} were recorded, but the log ends at {last_id}: its newest entries were deleted"
+                )),
+                Some(h) if h != hash => Some(
+                    "it does not match the hash recorded for it when it was written (rewritten)"
+                        .to_owned(),
+                ),
+                Some(_) => None,
+            };
+            if let Some(reason) = reason {
+                return Ok(AuditVerification {
+                    entries: checked,
+                    first_broken: Some((id, reason)),
+                });
+            }
         }
         Ok(AuditVerification {
             entries: checked,
@@ -1600,7 +1667,12 @@ impl Journal for SqliteJournal {
             "SELECT COALESCE(SUM(e.resolved_at IS NULL), 0),
                     MIN(CASE WHEN e.resolved_at IS NULL THEN e.first_seen END),
                     COALESCE(SUM(e.resolved_at IS NOT NULL), 0),
-                    COALESCE(SUM(e.resolved_at IS NOT NULL AND e.replays > 0), 0)
+                    COUNT(DISTINCT CASE
+                        WHEN e.resolved_at IS NOT NULL AND e.replays > 0
+                             AND NOT EXISTS (SELECT 1 FROM errors o
+                                             WHERE o.message_id = e.message_id
+                                               AND o.resolved_at IS NULL)
+                        THEN e.message_id END)
              FROM errors e JOIN messages m ON m.id = e.message_id
              WHERE (?1 IS NULL OR m.interface = ?1)",
         )

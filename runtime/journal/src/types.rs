@@ -431,7 +431,8 @@ pub struct ErrorStats {
     pub oldest_open: Option<SystemTime>,
     /// Resolved errors.
     pub resolved: u64,
-    /// Resolved errors whose message was replayed before resolution (corrections).
+    /// Messages whose error was resolved after a replay and that have no open error since
+    /// (corrections that held).
     pub corrected: u64,
 }
 

@@ -137,6 +137,60 @@ fn audit_verification_catches_an_edited_or_deleted_row() {
     assert!(why.contains("missing"), "{why}");
 }
 
+/// The newest entries cut off leave a chain that still links: the head recorded beside
+/// the journal catches that, and a log rebuilt from the start to hide an edit.
+#[test]
+fn audit_verification_catches_deleted_newest_entries() {
+    use plexus_journal::AuditEntry;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("j.db");
+    let journal = SqliteJournal::open(&path).expect("open");
+    for n in 1..=5 {
+        journal
+            .audit(AuditEntry {
+                actor: "deployer".into(),
+                action: "activate".into(),
+                subject: "interface:scheduling".into(),
+                detail: format!("version {n}"),
+            })
+            .expect("audit");
+    }
+    assert!(dir.path().join("j.db-audit-head").exists());
+    assert_eq!(journal.verify_audit().expect("verify").first_broken, None);
+    let conn = rusqlite::Connection::open(&path).expect("sqlite");
+    let hash5: String = conn
+        .query_row("SELECT hash FROM audit WHERE id = 5", [], |r| r.get(0))
+        .expect("row");
+    conn.execute("DELETE FROM audit WHERE id >= 4", [])
+        .expect("delete the newest");
+    let verified = journal.verify_audit().expect("verify");
+    assert_eq!(verified.entries, 3, "what is left links");
+    let (id, why) = verified.first_broken.expect("caught");
+    assert_eq!(id, 5);
+    assert!(why.contains("newest entries were deleted"), "{why}");
+    // An entry whose hash was replaced by one recomputed to fit is caught too.
+    conn.execute(
+        "INSERT INTO audit (id, at, actor, action, subject, detail, prev_hash, hash)
+         SELECT 4, at, actor, action, subject, detail, hash, 'x' FROM audit WHERE id = 3",
+        [],
+    )
+    .expect("forge");
+    conn.execute(
+        "INSERT INTO audit (id, at, actor, action, subject, detail, prev_hash, hash)
+         VALUES (5, 0, 'a', 'b', 'c', 'd', 'x', 'y')",
+        [],
+    )
+    .expect("forge");
+    assert_ne!(hash5, "y");
+    assert!(
+        journal
+            .verify_audit()
+            .expect("verify")
+            .first_broken
+            .is_some()
+    );
+}
+
 /// The duplicate window lives in memory (schema 4 dropped the index on control ids):
 /// rebuilt when the journal opens, confirmed against the rows, bounded in size.
 #[test]

@@ -109,6 +109,17 @@ impl Ack {
                 .map(|v| v.trim().to_owned())
                 .filter(|v| !v.is_empty())
         };
+        // Free text (ERR-8, MSA-3) whole: receivers often leave a `^` in it unescaped, and
+        // what follows it is usually the useful part.
+        let whole = |segment: &str, occurrence: usize, field: u32| {
+            message
+                .segments()
+                .filter(|s| s.name() == segment)
+                .nth(occurrence)
+                .and_then(|s| s.field(field))
+                .map(|f| f.text().trim().to_owned())
+                .filter(|v| !v.is_empty())
+        };
         let mut parts = Vec::new();
         let errs = message.count("ERR").unwrap_or(0).min(8);
         for i in 1..=errs {
@@ -126,9 +137,9 @@ impl Ack {
             if !code.is_empty() {
                 parts.push(code);
             }
-            parts.extend(text(&format!("ERR[{i}]-8")));
+            parts.extend(whole("ERR", i - 1, 8));
         }
-        parts.extend(text("MSA-3"));
+        parts.extend(whole("MSA", 0, 3));
         if parts.is_empty() {
             return None;
         }
@@ -664,10 +675,10 @@ mod tests {
             bytes: Bytes::from_static(bytes),
         };
         // v2.3: the code in ERR-1-4 (subcomponents), the text in MSA-3.
-        let v23 = ack(b"MSH|^~\\&|R|F|S|F|2026||ACK|1|P|2.3\rMSA|AE|M1|M\xfcller unknown\rERR|PID^1^5^204&Unknown key identifier\r");
+        let v23 = ack(b"MSH|^~\\&|R|F|S|F|2026||ACK|1|P|2.3\rMSA|AE|M1|M\xfcller^unknown\rERR|PID^1^5^204&Unknown key identifier\r");
         assert_eq!(
             v23.reason().as_deref(),
-            Some("204 Unknown key identifier; M\u{fc}ller unknown")
+            Some("204 Unknown key identifier; M\u{fc}ller^unknown")
         );
         assert_eq!(
             ack(b"MSH|^~\\&|R|F|S|F|2026||ACK|1|P|2.5\rMSA|AE|M1\r").reason(),

@@ -457,9 +457,15 @@ async fn upload(State(admin): State<Admin>, headers: HeaderMap, body: Bytes) -> 
             "upload",
             &format!("plugin:{}", inspection.sha256),
             &format!(
-                "{} bytes; capabilities {:?}",
+                "{} bytes; capabilities {:?}; tables {:?}{}",
                 inspection.size,
-                inspection.capabilities()
+                inspection.capabilities(),
+                inspection.reads_tables,
+                if inspection.loadable() {
+                    String::new()
+                } else {
+                    format!("; CANNOT LOAD (imports {:?})", inspection.refused_imports())
+                }
             ),
         )?;
         Ok::<_, crate::OpError>(inspection)
@@ -478,6 +484,9 @@ fn inspection_json(i: &plexus_sandbox::inspect::Inspection) -> Value {
         "sha256": i.sha256,
         "size": i.size,
         "capabilities": i.capabilities(),
+        "loadable": i.loadable(),
+        "refused_imports": i.refused_imports(),
+        "reads_tables": i.reads_tables,
         "requests_reuse": i.requests_reuse,
         "imports": i.imports_json(),
         "exports": i.exports,

@@ -477,7 +477,17 @@ impl Connector {
     ) -> Result<(), SendFailure> {
         match self {
             Connector::Mllp(sender) => sender.send(&payload).await.map(|_| ()).map_err(|e| {
-                let mut reason = error_chain(&e);
+                // The engine retries itself (one attempt per send): name the cause first,
+                // not an attempt count that reads against the engine's own.
+                let mut reason = match &e {
+                    plexus_mllp::SendError::Exhausted {
+                        peer,
+                        attempts: 1,
+                        last,
+                        ..
+                    } => format!("{peer}: {}", error_chain(last)),
+                    _ => error_chain(&e),
+                };
                 // What the receiver said about it, for the operator (masked in views and
                 // kept out of logs: it may quote the message).
                 if let Some(words) = e.ack().and_then(plexus_mllp::Ack::reason) {

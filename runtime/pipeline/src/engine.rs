@@ -1007,7 +1007,9 @@ impl Engine {
             }
         }
 
-        let tables = load_tables(new, assets).map_err(|e| OpError::Gate(e.to_string()))?;
+        // The whole cause (`table visit-status: line 22: duplicate key`), not its summary.
+        let tables = load_tables(new, assets)
+            .map_err(|e| OpError::ReloadRefused(crate::deliver::error_chain(&e)))?;
         let old = self.shared.tables.load_full();
         for name in names(
             old.keys().cloned().collect(),
@@ -1034,7 +1036,7 @@ impl Engine {
                             tables.clone(),
                         )
                         .map(Arc::new)
-                        .map_err(|e| OpError::Gate(e.to_string()))
+                        .map_err(|e| OpError::ReloadRefused(crate::deliver::error_chain(&e)))
                     })
                     .collect::<Result<Vec<_>, OpError>>()?;
                 Ok(ActiveChain { plugins })

@@ -81,6 +81,9 @@ pub enum OpError {
         /// Its interface.
         interface: String,
     },
+    /// A config reload that could not load what the new config names; nothing changed.
+    #[error("{0}")]
+    ReloadRefused(String),
     /// A grant change that a running version could not load with; nothing changed.
     #[error("grant change refused, nothing changed: {0}")]
     GrantsRefused(String),

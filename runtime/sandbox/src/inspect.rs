@@ -138,6 +138,22 @@ impl Inspection {
             .collect()
     }
 
+    /// Imports no site can grant (sockets, HTTP, unknown interfaces): a component with any
+    /// of these never loads.
+    pub fn refused_imports(&self) -> Vec<&str> {
+        self.imports
+            .iter()
+            .filter(|(_, c)| matches!(c, Class::Unavailable { .. }))
+            .map(|(n, _)| n.as_str())
+            .collect()
+    }
+
+    /// Whether any site could load it: it exports `transform` and imports nothing that no
+    /// site can grant.
+    pub fn loadable(&self) -> bool {
+        self.implements_contract() && self.refused_imports().is_empty()
+    }
+
     /// Whether the component exports the contract's `transform` function.
     pub fn implements_contract(&self) -> bool {
         self.exports.iter().any(|e| e == "transform")
