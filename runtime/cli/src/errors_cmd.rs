@@ -98,7 +98,21 @@ pub fn list(args: &ListArgs) -> anyhow::Result<ExitCode> {
         kind: args.kind,
         include_resolved: args.all,
     };
-    let entries = journal.list_errors(&filter, args.limit)?;
+    // One more than asked, to say whether the list was cut.
+    let mut entries = journal.list_errors(&filter, args.limit.saturating_add(1))?;
+    let cut = entries.len() > args.limit;
+    entries.truncate(args.limit);
+    if let Some(name) = args.interface.as_deref() {
+        // A typo would otherwise read as an empty queue. An interface since removed from
+        // the config still lists the errors it left.
+        if entries.is_empty() && !config.interfaces.keys().any(|k| k.as_str() == name) {
+            let names: Vec<&str> = config.interfaces.keys().map(|k| k.as_str()).collect();
+            anyhow::bail!(
+                "no interface `{name}` in this config and no errors from one; interfaces: {}",
+                names.join(", ")
+            );
+        }
+    }
     let stats = journal.error_stats(args.interface.as_deref())?;
     if args.json {
         for e in &entries {
@@ -132,12 +146,34 @@ pub fn list(args: &ListArgs) -> anyhow::Result<ExitCode> {
             );
         }
     }
+    if cut {
+        println!(
+            "\nthe first {} shown; more match (raise --limit, or filter by --interface or --kind)",
+            args.limit
+        );
+    } else if entries.len() > 1 {
+        // What to work first: the listed errors by kind, most first.
+        let mut kinds: Vec<(&str, usize)> = Vec::new();
+        for e in &entries {
+            match kinds.iter_mut().find(|(k, _)| *k == e.kind.as_str()) {
+                Some((_, n)) => *n += 1,
+                None => kinds.push((e.kind.as_str(), 1)),
+            }
+        }
+        kinds.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(b.0)));
+        let by_kind: Vec<String> = kinds.iter().map(|(k, n)| format!("{k} {n}")).collect();
+        println!("\nlisted by kind: {}", by_kind.join(", "));
+    }
     let oldest = stats
         .oldest_open
         .map(|t| format!(", oldest {} old", age(SystemTime::now(), t)))
         .unwrap_or_default();
+    let scope = match (&args.interface, args.kind) {
+        (_, Some(_)) => " (all kinds)",
+        _ => "",
+    };
     println!(
-        "\n{} open{oldest}; {} resolved ({} corrected by replay)",
+        "\n{} open{oldest}; {} resolved ({} corrected by replay){scope}",
         stats.open, stats.resolved, stats.corrected
     );
     Ok(ExitCode::SUCCESS)

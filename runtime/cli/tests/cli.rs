@@ -341,6 +341,26 @@ PID|1||MRN1^^^CLINIC^MR||testpatient^alpha||19800101|female\r";
     assert!(list.contains("2 open"), "{list}");
     assert!(list.contains("parse"), "{list}");
     assert!(!list.contains("testpatient"), "no patient data in the list");
+    assert!(list.contains("listed by kind: parse 2"), "{list}");
+    // A cut list says so; a mistyped interface is an error, not an empty queue.
+    let out = plexus()
+        .args(["errors", "list", "--limit", "1", "--config"])
+        .arg(&config)
+        .output()
+        .expect("runs");
+    let cut = String::from_utf8_lossy(&out.stdout);
+    assert!(cut.contains("the first 1 shown; more match"), "{cut}");
+    let out = plexus()
+        .args(["errors", "list", "--interface", "schedulin", "--config"])
+        .arg(&config)
+        .output()
+        .expect("runs");
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("no interface `schedulin`"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 
     // Resolve one with a note and look at another unmasked: both are audited.
     let out = plexus()
