@@ -105,6 +105,10 @@ pub struct Errors {
     /// Only this interface's.
     #[arg(long)]
     interface: Option<String>,
+    /// Only this kind (`parse`, `plugin-fail`, `trap`, `timeout`, `out-of-memory`,
+    /// `destination`, ...).
+    #[arg(long)]
+    kind: Option<String>,
     /// Resolved ones too.
     #[arg(long)]
     all: bool,
@@ -276,22 +280,38 @@ pub fn run(command: &AdminCommand) -> anyhow::Result<ExitCode> {
             if let Some(i) = &a.interface {
                 path.push_str(&format!("&interface={i}"));
             }
+            if let Some(k) = &a.kind {
+                path.push_str(&format!("&kind={k}"));
+            }
             let (status, v) = a.api.call("GET", &path, Body::None)?;
             expect(status, &v, &[200], "listing errors")?;
             let errors = v["errors"].as_array().cloned().unwrap_or_default();
             if errors.is_empty() {
-                println!("no open errors");
+                println!("no {}errors", if a.all { "" } else { "open " });
+            } else {
+                println!(
+                    "{:>8}  {:<16} {:<14} {:<30} {:>7}  REASON",
+                    "ID", "INTERFACE", "KIND", "STAGE", "AGE"
+                );
             }
             for e in errors {
                 println!(
-                    "{:>8}  {:<16} {:<14} {:<22} {}",
+                    "{:>8}  {:<16} {:<14} {:<30} {:>7}  {}",
                     e["id"],
                     e["interface"].as_str().unwrap_or("?"),
                     e["kind"].as_str().unwrap_or("?"),
                     e["stage"].as_str().unwrap_or("?"),
+                    crate::errors_cmd::age_text(e["age_s"].as_u64().unwrap_or(0)),
                     e["reason"].as_str().unwrap_or("")
                 );
             }
+            println!(
+                "\n{} open; {} resolved ({} corrected by replay){}",
+                v["open"],
+                v["resolved"],
+                v["corrected"],
+                if a.kind.is_some() { " (all kinds)" } else { "" }
+            );
         }
         AdminCommand::Show(a) => {
             let (status, v) = a.api.call(

@@ -124,7 +124,7 @@ pub fn list(args: &ListArgs) -> anyhow::Result<ExitCode> {
         println!("no {}errors", if args.all { "" } else { "open " });
     } else {
         println!(
-            "{:>8}  {:<16}  {:<13}  {:<22}  {:>7}  {:>5}  REASON",
+            "{:>8}  {:<16}  {:<13}  {:<30}  {:>7}  {:>5}  REASON",
             "ID", "INTERFACE", "KIND", "STAGE", "AGE", "SEEN"
         );
         let now = SystemTime::now();
@@ -135,7 +135,7 @@ pub fn list(args: &ListArgs) -> anyhow::Result<ExitCode> {
                 ""
             };
             println!(
-                "{:>8}  {:<16}  {:<13}  {:<22}  {:>7}  {:>5}  {}{state}",
+                "{:>8}  {:<16}  {:<13}  {:<30}  {:>7}  {:>5}  {}{state}",
                 e.message.0,
                 e.interface,
                 e.kind.as_str(),
@@ -504,7 +504,11 @@ fn ms(t: SystemTime) -> u64 {
 
 /// `42s`, `7m`, `3h`, `2d`.
 fn age(now: SystemTime, then: SystemTime) -> String {
-    let secs = now.duration_since(then).unwrap_or(Duration::ZERO).as_secs();
+    age_text(now.duration_since(then).unwrap_or(Duration::ZERO).as_secs())
+}
+
+/// An age in seconds as the error lists show it: `42s`, `5m`, `3h`, `2d`.
+pub fn age_text(secs: u64) -> String {
     match secs {
         0..60 => format!("{secs}s"),
         60..3600 => format!("{}m", secs / 60),

@@ -295,6 +295,8 @@ PID|1||MRN1^^^CLINIC^MR||testpatient^alpha||19800101|female\r";
     for _ in 0..200 {
         mapped = std::fs::read_dir(&outbox).ok().and_then(|d| {
             d.filter_map(|e| e.ok())
+                // Not a `.NAME.tmp` still being written.
+                .filter(|e| !e.file_name().to_string_lossy().starts_with('.'))
                 .map(|e| std::fs::read(e.path()).unwrap_or_default())
                 .find(|b| b.windows(5).any(|w| w == b"SIU-1"))
         });

@@ -218,6 +218,7 @@ async fn interfaces(State(admin): State<Admin>, headers: HeaderMap) -> Response 
 #[derive(Debug, serde::Deserialize)]
 struct ErrorsQuery {
     interface: Option<String>,
+    kind: Option<String>,
     all: Option<bool>,
     limit: Option<usize>,
 }
@@ -230,15 +231,51 @@ async fn errors(
     if let Err(r) = authorize(&admin, &headers, READERS) {
         return r;
     }
+    let kind = match q.kind.as_deref() {
+        None => None,
+        Some(name) => match plexus_journal::ErrorKind::ALL
+            .iter()
+            .copied()
+            .find(|k| k.as_str() == name)
+        {
+            Some(kind) => Some(kind),
+            None => {
+                let names: Vec<&str> = plexus_journal::ErrorKind::ALL
+                    .iter()
+                    .map(|k| k.as_str())
+                    .collect();
+                return problem(
+                    StatusCode::BAD_REQUEST,
+                    format!("unknown kind {name:?}; one of {}", names.join(", ")),
+                );
+            }
+        },
+    };
     let journal = admin.engine.journal().clone();
+    let interface = q.interface.clone();
     let filter = ErrorFilter {
         interface: q.interface,
-        kind: None,
+        kind,
         include_resolved: q.all.unwrap_or(false),
     };
     let limit = q.limit.unwrap_or(100).min(10_000);
-    match blocking(move || journal.list_errors(&filter, limit)).await {
-        Ok(list) => axum::Json(json!({
+    let ms = |t: std::time::SystemTime| {
+        t.duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+    };
+    let now = std::time::SystemTime::now();
+    match blocking(move || {
+        let list = journal.list_errors(&filter, limit)?;
+        let stats = journal.error_stats(interface.as_deref())?;
+        Ok::<_, plexus_journal::Error>((list, stats))
+    })
+    .await
+    {
+        Ok((list, stats)) => axum::Json(json!({
+            "open": stats.open,
+            "oldest_open_ms": stats.oldest_open.map(ms),
+            "resolved": stats.resolved,
+            "corrected": stats.corrected,
             "errors": list.iter().map(|e| json!({
                 "id": e.message.0,
                 "interface": e.interface,
@@ -249,6 +286,10 @@ async fn errors(
                 // No unmasked form: a viewer reads this list.
                 "reason": masked_reason(e.kind, &e.reason),
                 "occurrences": e.occurrences,
+                "replays": e.replays,
+                "first_seen_ms": ms(e.first_seen),
+                "last_seen_ms": ms(e.last_seen),
+                "age_s": now.duration_since(e.first_seen).map_or(0, |d| d.as_secs()),
                 "resolved": e.resolution.is_some(),
             })).collect::<Vec<_>>()
         }))

@@ -890,12 +890,18 @@ chain = ["visit-status-map"]
         .unwrap_or_else(|e| panic!("config: {e}"))
 }
 
+/// The files a destination has finished writing: not its `.NAME.tmp` files, which are
+/// renamed into place once synced.
 fn files_in(dir: &Path) -> Vec<PathBuf> {
     let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
         .map(|d| {
             d.filter_map(|e| e.ok())
                 .map(|e| e.path())
                 .filter(|p| p.is_file())
+                .filter(|p| {
+                    !p.file_name()
+                        .is_some_and(|n| n.to_string_lossy().starts_with('.'))
+                })
                 .collect()
         })
         .unwrap_or_default();
@@ -1629,6 +1635,19 @@ async fn a_plug_ins_failure_detail_is_shown_only_unmasked() {
     let list = get("/admin/v1/errors", "viewer").await;
     assert!(list.contains("missing-mapping at SCH-25-1"), "{list}");
     assert!(!list.contains("Teleported"), "{list}");
+    let queue: serde_json::Value = serde_json::from_str(&list).expect("json");
+    assert_eq!(queue["open"], 1, "{list}");
+    assert!(
+        queue["errors"][0]["first_seen_ms"]
+            .as_u64()
+            .is_some_and(|t| t > 0),
+        "{list}"
+    );
+    assert!(queue["errors"][0]["age_s"].is_u64(), "{list}");
+    let by_kind = get("/admin/v1/errors?kind=plugin-fail", "viewer").await;
+    assert!(by_kind.contains("missing-mapping at SCH-25-1"), "{by_kind}");
+    let none = get("/admin/v1/errors?kind=parse", "viewer").await;
+    assert!(none.contains("\"errors\":[]"), "{none}");
     let masked = get("/admin/v1/messages/1", "viewer").await;
     assert!(masked.contains("missing-mapping at SCH-25-1"), "{masked}");
     assert!(!masked.contains("Teleported"), "{masked}");
