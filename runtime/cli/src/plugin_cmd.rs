@@ -108,7 +108,7 @@ pub fn inspect(args: &InspectArgs) -> anyhow::Result<ExitCode> {
         "no (a fresh instance per message)"
     };
     println!("reuse         {reuse}");
-    if sheet.capabilities().contains(&"tables") {
+    if caps.contains(&"tables") {
         let tables = if sheet.reads_tables.is_empty() {
             "not declared (plexus_sdk::reads_tables! names them)".to_owned()
         } else {

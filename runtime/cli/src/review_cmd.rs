@@ -102,12 +102,7 @@ pub fn review(args: &ReviewArgs) -> anyhow::Result<ExitCode> {
     if missing {
         refused.push("it imports a capability the site does not grant".to_owned());
     }
-    let unavailable: Vec<&str> = current
-        .imports
-        .iter()
-        .filter(|(_, c)| matches!(c, Class::Unavailable { .. }))
-        .map(|(n, _)| n.as_str())
-        .collect();
+    let unavailable = current.refused_imports();
     if !unavailable.is_empty() {
         refused.push(format!(
             "it imports what no site can grant: {}",

@@ -93,17 +93,12 @@ fn documented_query_unresolved_errors_by_interface_runs() {
     assert_eq!(rows, [("scheduling".to_owned(), id.0)]);
 }
 
-/// Someone with write access to the file edits or deletes an audit row: verification
-/// names the first broken entry.
-#[test]
-fn audit_verification_catches_an_edited_or_deleted_row() {
-    use plexus_journal::AuditEntry;
-    let dir = tempfile::tempdir().expect("tempdir");
-    let path = dir.path().join("j.db");
-    let journal = SqliteJournal::open(&path).expect("open");
+/// A journal at `path` whose audit log holds five activations.
+fn journal_with_five_activations(path: &std::path::Path) -> SqliteJournal {
+    let journal = SqliteJournal::open(path).expect("open");
     for n in 1..=5 {
         journal
-            .audit(AuditEntry {
+            .audit(plexus_journal::AuditEntry {
                 actor: "deployer".into(),
                 action: "activate".into(),
                 subject: "interface:scheduling".into(),
@@ -111,6 +106,16 @@ fn audit_verification_catches_an_edited_or_deleted_row() {
             })
             .expect("audit");
     }
+    journal
+}
+
+/// Someone with write access to the file edits or deletes an audit row: verification
+/// names the first broken entry.
+#[test]
+fn audit_verification_catches_an_edited_or_deleted_row() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("j.db");
+    let journal = journal_with_five_activations(&path);
     assert_eq!(journal.verify_audit().expect("verify").first_broken, None);
 
     let conn = rusqlite::Connection::open(&path).expect("sqlite");
@@ -141,20 +146,9 @@ fn audit_verification_catches_an_edited_or_deleted_row() {
 /// the journal catches that, and a log rebuilt from the start to hide an edit.
 #[test]
 fn audit_verification_catches_deleted_newest_entries() {
-    use plexus_journal::AuditEntry;
     let dir = tempfile::tempdir().expect("tempdir");
     let path = dir.path().join("j.db");
-    let journal = SqliteJournal::open(&path).expect("open");
-    for n in 1..=5 {
-        journal
-            .audit(AuditEntry {
-                actor: "deployer".into(),
-                action: "activate".into(),
-                subject: "interface:scheduling".into(),
-                detail: format!("version {n}"),
-            })
-            .expect("audit");
-    }
+    let journal = journal_with_five_activations(&path);
     assert!(dir.path().join("j.db-audit-head").exists());
     assert_eq!(journal.verify_audit().expect("verify").first_broken, None);
     let conn = rusqlite::Connection::open(&path).expect("sqlite");

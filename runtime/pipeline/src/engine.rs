@@ -1558,8 +1558,6 @@ fn stage_label(name: &str, digest: &str) -> String {
     format!("{name}@{}", plexus_sandbox::inspect::short(digest))
 }
 
-/// The journal file for a config.
-/// Reads and parses every table the config declares.
 /// Loads every plug-in of the site (pin, world and grants checked, compiled), by name.
 fn load_plugins(
     config: &Config,
@@ -1570,28 +1568,50 @@ fn load_plugins(
 ) -> Result<HashMap<String, Arc<Plugin>>, BuildError> {
     let mut plugins = HashMap::new();
     for (name, plugin) in &config.plugins {
-        let bytes = assets
-            .read(&plugin.file)
-            .map_err(|source| BuildError::Asset {
-                what: format!("plug-in {name}"),
-                source_name: describe(&plugin.file),
-                source,
-            })?;
-        let spec = PluginSpec {
-            name: name.to_string(),
-            sha256: plugin.sha256.clone(),
-            grants: sandbox_grants(grants.get(name.as_str()).unwrap_or(&plugin.grants)),
-            limits: limits(&plugin.limits),
-        };
-        let loaded = Plugin::load(sandbox, &spec, &bytes, tables.clone())?;
-        tracing::info!(
-            plugin = %name,
-            sha256 = loaded.sha256(),
-            "plug-in loaded"
-        );
+        let bytes = read_plugin(assets, name.as_str(), plugin)?;
+        let loaded = load_plugin(sandbox, grants, tables, name.as_str(), plugin, &bytes)?;
         plugins.insert(name.to_string(), Arc::new(loaded));
     }
     Ok(plugins)
+}
+
+/// The bytes of a configured plug-in.
+fn read_plugin(
+    assets: &dyn Assets,
+    name: &str,
+    plugin: &plexus_config::Plugin,
+) -> Result<Vec<u8>, BuildError> {
+    assets
+        .read(&plugin.file)
+        .map_err(|source| BuildError::Asset {
+            what: format!("plug-in {name}"),
+            source_name: describe(&plugin.file),
+            source,
+        })
+}
+
+/// Loads one configured plug-in from its bytes with its effective grants.
+fn load_plugin(
+    sandbox: &Sandbox,
+    grants: &std::collections::BTreeMap<String, plexus_config::Grants>,
+    tables: &Arc<TableSet>,
+    name: &str,
+    plugin: &plexus_config::Plugin,
+    bytes: &[u8],
+) -> Result<Plugin, BuildError> {
+    let spec = PluginSpec {
+        name: name.to_owned(),
+        sha256: plugin.sha256.clone(),
+        grants: sandbox_grants(grants.get(name).unwrap_or(&plugin.grants)),
+        limits: limits(&plugin.limits),
+    };
+    let loaded = Plugin::load(sandbox, &spec, bytes, tables.clone())?;
+    tracing::info!(
+        plugin = %name,
+        sha256 = loaded.sha256(),
+        "plug-in loaded"
+    );
+    Ok(loaded)
 }
 
 /// What [`verify`] loaded.
@@ -1616,35 +1636,27 @@ pub fn verify(config: &Config, assets: &dyn Assets) -> Result<Verified, BuildErr
         ..SandboxConfig::default()
     })?;
     let grants = crate::grants::effective(config)?;
-    let plugins = load_plugins(config, assets, &sandbox, &grants, &tables)?;
+    let mut plugins = Vec::new();
     for (name, plugin) in &config.plugins {
-        let Some(dir) = plugin.cases.as_ref() else {
-            continue;
-        };
-        let bytes = assets
-            .read(&plugin.file)
-            .map_err(|source| BuildError::Asset {
-                what: format!("plug-in {name}"),
-                source_name: describe(&plugin.file),
-                source,
+        let bytes = read_plugin(assets, name.as_str(), plugin)?;
+        let loaded = load_plugin(&sandbox, &grants, &tables, name.as_str(), plugin, &bytes)?;
+        if let Some(dir) = plugin.cases.as_ref() {
+            golden_cases(name.as_str(), &bytes, dir, &plugin.limits).map_err(|e| {
+                BuildError::GoldenCases(match e {
+                    OpError::Gate(why) => why,
+                    other => other.to_string(),
+                })
             })?;
-        golden_cases(name.as_str(), &bytes, dir, &plugin.limits).map_err(|e| {
-            BuildError::GoldenCases(match e {
-                OpError::Gate(why) => why,
-                other => other.to_string(),
-            })
-        })?;
+        }
+        plugins.push((name.to_string(), loaded.sha256().to_owned()));
     }
-    let mut plugins: Vec<_> = plugins
-        .iter()
-        .map(|(name, p)| (name.clone(), p.sha256().to_owned()))
-        .collect();
     plugins.sort();
     let mut tables: Vec<_> = tables.iter().map(|(n, t)| (n.clone(), t.len())).collect();
     tables.sort();
     Ok(Verified { plugins, tables })
 }
 
+/// Reads and parses every table the config declares.
 fn load_tables(config: &Config, assets: &dyn Assets) -> Result<TableSet, BuildError> {
     let mut tables = TableSet::new();
     for (name, table) in &config.tables {
@@ -1711,6 +1723,7 @@ pub(crate) fn hl7_charset(charset: plexus_config::Charset) -> plexus_hl7::Charse
     }
 }
 
+/// The journal file for a config.
 pub fn journal_path(config: &Config) -> PathBuf {
     config.engine.data_dir.join("journal.db")
 }

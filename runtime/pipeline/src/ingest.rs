@@ -40,6 +40,17 @@ pub(crate) enum Accepted {
 /// message (it is echoed in MSA-2 only when it holds no control characters and at most
 /// 512 bytes), and an MLLP destination could never be sent it. Refusing at once, AR and
 /// into the error queue, beats an AA now and a delivery that can only fail later.
+/// What makes an MSH-10 unusable as the id a sender matches its answer by, if anything.
+fn control_id_problem(id: Option<&str>) -> Option<&'static str> {
+    match id {
+        None => Some("is empty"),
+        Some(id) if id.trim().is_empty() => Some("is blank"),
+        Some(id) if id.len() > 512 => Some("is longer than 512 bytes"),
+        Some(id) if id.chars().any(char::is_control) => Some("holds control characters"),
+        Some(_) => None,
+    }
+}
+
 fn intake_refusal(msg: &Message<'_>) -> Option<Failure> {
     let code = msg.get("MSH-9-1").ok().flatten();
     if code
@@ -59,13 +70,7 @@ fn intake_refusal(msg: &Message<'_>) -> Option<Failure> {
             plugin_kind: None,
         });
     }
-    let problem = match msg.control_id() {
-        None => "is empty",
-        Some(id) if id.trim().is_empty() => "is blank",
-        Some(id) if id.len() > 512 => "is longer than 512 bytes",
-        Some(id) if id.chars().any(char::is_control) => "holds control characters",
-        Some(_) => return None,
-    };
+    let problem = control_id_problem(msg.control_id().as_deref())?;
     Some(Failure {
         kind: ErrorKind::Parse,
         stage: "intake".to_owned(),
@@ -220,11 +225,7 @@ pub(crate) async fn accept(
                 // find the message by the id the sender knows.
                 inbound.control_id = msg
                     .control_id()
-                    .filter(|id| {
-                        !id.trim().is_empty()
-                            && id.len() <= 512
-                            && !id.chars().any(char::is_control)
-                    })
+                    .filter(|id| control_id_problem(Some(id)).is_none())
                     .map(|c| c.into_owned());
                 inbound.message_type = message_type(&msg);
                 let verdict = Verdict::Failed(failure.clone());
