@@ -52,8 +52,9 @@
 //! # fn main() {}
 //! ```
 //!
-//! Build it with `cargo build --target wasm32-wasip2 --release -p my-plugin`; the
-//! `.wasm` file in `target/wasm32-wasip2/release/` is the component. `sdk/README.md` covers
+//! Build it with `cargo build --target wasm32-wasip2 --profile guest -p my-plugin` (in
+//! this workspace; elsewhere `--release`, see `sdk/README.md`): the `.wasm` file in
+//! `target/wasm32-wasip2/guest/` is the component. `sdk/README.md` covers
 //! golden cases and grants.
 //!
 //! # Capabilities

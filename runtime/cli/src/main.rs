@@ -89,7 +89,7 @@ enum Command {
     #[command(after_help = "Examples:\n  \
         export PLEXUS_TOKEN=...   # from `plexus token new`\n  \
         plexus admin interfaces\n  \
-        plexus admin upload target/wasm32-wasip2/release/visit_status_map.wasm\n  \
+        plexus admin upload target/wasm32-wasip2/guest/visit_status_map.wasm\n  \
         plexus admin activate scheduling visit-status-map@a436fddf...")]
     Admin(admin_cmd::AdminCommand),
     /// Shadow runs: a candidate chain beside an interface's active one on live traffic,
@@ -120,7 +120,7 @@ enum PluginCommand {
     /// Run a plug-in's golden cases on the production engine settings, with fuel, time
     /// and memory per case and a diff on failure. Exit status 1 when any case fails.
     #[command(after_help = "Example:\n  \
-        plexus plugin test target/wasm32-wasip2/release/visit_status_map.wasm --cases plugins/visit-status-map/cases")]
+        plexus plugin test target/wasm32-wasip2/guest/visit_status_map.wasm --cases plugins/visit-status-map/cases")]
     Test(plugin_cmd::TestArgs),
 }
 

@@ -2,7 +2,7 @@
 //! components from a build script, so `cargo build` and `cargo test` need no manual step.
 //!
 //! Guests are workspace members (one `Cargo.lock`) built by a nested `cargo build
-//! --release --target wasm32-wasip2` into their own target directory
+//! --profile guest --target wasm32-wasip2` into their own target directory
 //! (`<target>/wasm-guests`): that avoids waiting on the outer build's lock and keeps the
 //! guests incremental between runs. Used by the `plexus` binary (which embeds the demo
 //! plug-ins) and by the test artifacts crate.
@@ -62,7 +62,8 @@ pub fn build(manifest_dir_to_root: &str, crates: &[&str]) -> Vec<PathBuf> {
     cmd.current_dir(&root)
         .args([
             "build",
-            "--release",
+            "--profile",
+            PROFILE,
             "--locked",
             "--target",
             "wasm32-wasip2",
@@ -108,6 +109,8 @@ pub fn build(manifest_dir_to_root: &str, crates: &[&str]) -> Vec<PathBuf> {
 
 /// The guests' target triple.
 const TARGET: &str = "wasm32-wasip2";
+/// The workspace profile guests are built with (LTO, one codegen unit, no debug info).
+const PROFILE: &str = "guest";
 
 /// Adds the `wasm32-wasip2` standard library with rustup when the toolchain lacks it.
 /// `rust-toolchain.toml` lists the target, but rustup only installs listed targets with
@@ -138,6 +141,7 @@ fn ensure_target() {
 
 fn artifact(target: &Path, name: &str) -> PathBuf {
     target
-        .join("wasm32-wasip2/release")
+        .join(TARGET)
+        .join(PROFILE)
         .join(format!("{}.wasm", name.replace('-', "_")))
 }
