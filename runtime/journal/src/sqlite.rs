@@ -1,4 +1,4 @@
-//! The SQLite backend: one writer thread that group-commits, one reader connection.
+//! The SQLite backend: one writer thread that group-commits, a few reader connections.
 //!
 //! Every write goes through the writer thread. It takes the first waiting job, then every
 //! job already queued behind it (up to `max_batch`), runs them in one `BEGIN IMMEDIATE`
@@ -9,7 +9,8 @@
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, MutexGuard, mpsc};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, TryLockError, mpsc};
 use std::thread::JoinHandle;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -68,7 +69,12 @@ pub struct SqliteJournal {
     options: JournalOptions,
     jobs: Option<mpsc::SyncSender<Job>>,
     writer: Option<JoinHandle<()>>,
-    reader: Mutex<Connection>,
+    /// Reads run side by side on these (in WAL mode readers never block each other or
+    /// the writer): a destination's lanes read their queues at the same time, and with
+    /// one connection they queued on its lock.
+    readers: Vec<Mutex<Connection>>,
+    /// Where a read that finds every connection busy waits.
+    next_reader: AtomicUsize,
     /// The duplicate window, loaded by the first write that needs it (a CLI that only
     /// reads never pays for it); only the writer thread uses it (see `Dups`).
     dups: Arc<Mutex<Option<DupWindow>>>,
@@ -97,6 +103,9 @@ impl LaneMap {
         map.insert((interface.to_owned(), destination.to_owned()), lanes);
     }
 }
+
+/// Read connections per journal.
+const READERS: usize = 4;
 
 /// How often the background thread folds the WAL back into the database file.
 const CHECKPOINT_EVERY: Duration = Duration::from_millis(250);
@@ -137,7 +146,9 @@ impl SqliteJournal {
             .name("plexus-journal-checkpoint".into())
             .spawn(move || checkpoint_loop(&checkpoint_conn, &stop_rx))
             .map_err(|_| Error::WriterStopped)?;
-        let reader = connect(&path, &options)?;
+        let readers = (0..READERS)
+            .map(|_| connect(&path, &options).map(Mutex::new))
+            .collect::<Result<Vec<_>>>()?;
         let (jobs, rx) = mpsc::sync_channel::<Job>(options.max_batch.max(1) * 4);
         let max_batch = options.max_batch.max(1);
         let handle = std::thread::Builder::new()
@@ -149,7 +160,8 @@ impl SqliteJournal {
             options,
             jobs: Some(jobs),
             writer: Some(handle),
-            reader: Mutex::new(reader),
+            readers,
+            next_reader: AtomicUsize::new(0),
             dups,
             lanes: LaneMap::default(),
             checkpoint_stop: Some(checkpoint_stop),
@@ -313,7 +325,16 @@ impl SqliteJournal {
 
     fn read(&self) -> MutexGuard<'_, Connection> {
         // A panic while holding the lock leaves no half-done state on a read connection.
-        self.reader.lock().unwrap_or_else(|e| e.into_inner())
+        // The first free connection, so a quiet journal keeps using one warm page cache.
+        for reader in &self.readers {
+            match reader.try_lock() {
+                Ok(conn) => return conn,
+                Err(TryLockError::Poisoned(e)) => return e.into_inner(),
+                Err(TryLockError::WouldBlock) => {}
+            }
+        }
+        let at = self.next_reader.fetch_add(1, Ordering::Relaxed) % self.readers.len();
+        self.readers[at].lock().unwrap_or_else(|e| e.into_inner())
     }
 }
 

@@ -75,9 +75,8 @@ pub(crate) struct Iface {
     pub wake: HashMap<String, Vec<Arc<Notify>>>,
     /// Counters for `/metrics`.
     pub metrics: crate::metrics::IfaceMetrics,
-    /// Until when (ms since the epoch) the chain runs on the blocking pool because a
-    /// recent run was slow.
-    pub slow_until_ms: AtomicU64,
+    /// Whether the chain runs on the blocking pool because it was slow recently.
+    pub slow: SlowChain,
     /// The candidate chain running beside the active one, if any.
     pub shadow: ArcSwapOption<Shadow>,
     /// `order_by`, parsed (the config checked it).
@@ -220,8 +219,72 @@ pub fn order_key(value: &str) -> i64 {
     (hash >> 1).cast_signed()
 }
 
-/// How long an interface's chain stays on the blocking pool after a slow run.
+/// How long an interface's chain stays on the blocking pool once it proved slow.
 pub(crate) const SLOW_COOL_DOWN: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// Slow runs in a row that prove a chain slow. One slow run proves little: on a busy
+/// two-core machine the scheduler can leave a thread off the CPU for longer than
+/// [`SLOW_CHAIN`] in the middle of a 10 µs mapping. And a fast chain sent to the
+/// blocking pool pays dearly: with many connections, dozens of pool threads take turns
+/// on two cores, and `plexus bench` measured half its usual throughput in runs where a
+/// single preempted run had done that.
+pub(crate) const SLOW_STRIKES: u32 = 3;
+
+/// When an interface's chain runs on the blocking pool instead of the async threads.
+#[derive(Debug, Default)]
+pub(crate) struct SlowChain {
+    /// Until when (ms since the epoch) the chain runs on the blocking pool.
+    until_ms: AtomicU64,
+    /// Slow runs since the last fast one.
+    strikes: std::sync::atomic::AtomicU32,
+}
+
+impl SlowChain {
+    /// Whether the chain should run on the blocking pool now.
+    pub(crate) fn active(&self) -> bool {
+        self.until_ms.load(Ordering::Relaxed) > millis(SystemTime::now())
+    }
+
+    /// Records how long a run took. [`SLOW_STRIKES`] slow runs in a row start the
+    /// cool-down, and while the runs stay slow they extend it. True when this run
+    /// started it.
+    pub(crate) fn note(&self, took: std::time::Duration) -> bool {
+        if took <= SLOW_CHAIN {
+            // Read first: the common case writes nothing to a line both cores share.
+            if self.strikes.load(Ordering::Relaxed) != 0 {
+                self.strikes.store(0, Ordering::Relaxed);
+            }
+            return false;
+        }
+        if self
+            .strikes
+            .fetch_add(1, Ordering::Relaxed)
+            .saturating_add(1)
+            < SLOW_STRIKES
+        {
+            return false;
+        }
+        self.start()
+    }
+
+    /// A run that was cut at the inline budget and then ran again in full: the second
+    /// run is the evidence. Slow again, and the chain is slow (cutting it every time
+    /// would waste the budget on each message); fast, and the first run was unlucky.
+    pub(crate) fn note_rerun(&self, took: std::time::Duration) -> bool {
+        if took > SLOW_CHAIN {
+            self.strikes.store(SLOW_STRIKES, Ordering::Relaxed);
+            return self.start();
+        }
+        self.note(took)
+    }
+
+    /// Starts or extends the cool-down; true when it was not running.
+    fn start(&self) -> bool {
+        let now = millis(SystemTime::now());
+        let until = millis(SystemTime::now() + SLOW_COOL_DOWN);
+        self.until_ms.swap(until, Ordering::Relaxed) <= now
+    }
+}
 
 impl Iface {
     /// Parses a message received on this interface: an empty MSH-18 means the
@@ -269,21 +332,24 @@ impl Iface {
 
     /// Whether the chain should run on the blocking pool (it was slow recently).
     pub(crate) fn chain_is_slow(&self) -> bool {
-        self.slow_until_ms.load(Ordering::Relaxed) > millis(SystemTime::now())
+        self.slow.active()
     }
 
-    /// Records how long a chain run took; a slow one starts (or extends) the cool-down.
-    pub(crate) fn note_chain_time(&self, took: std::time::Duration) {
-        if took > SLOW_CHAIN {
-            let until = millis(SystemTime::now() + SLOW_COOL_DOWN);
-            if self.slow_until_ms.swap(until, Ordering::Relaxed) < millis(SystemTime::now()) {
-                tracing::info!(
-                    interface = %self.name,
-                    took_ms = u64::try_from(took.as_millis()).unwrap_or(u64::MAX),
-                    "plug-in chain was slow; running it off the async threads for {}s",
-                    SLOW_COOL_DOWN.as_secs()
-                );
-            }
+    /// Records how long a chain run took (see [`SlowChain::note`]); `rerun` when it ran
+    /// again in full after being cut at the inline budget.
+    pub(crate) fn note_chain_time(&self, took: std::time::Duration, rerun: bool) {
+        let started = if rerun {
+            self.slow.note_rerun(took)
+        } else {
+            self.slow.note(took)
+        };
+        if started {
+            tracing::info!(
+                interface = %self.name,
+                took_ms = u64::try_from(took.as_millis()).unwrap_or(u64::MAX),
+                "plug-in chain was slow; running it off the async threads for {}s",
+                SLOW_COOL_DOWN.as_secs()
+            );
         }
     }
 
@@ -417,7 +483,7 @@ impl Engine {
                     chain: ArcSwap::from_pointee(chain),
                     history: std::sync::Mutex::new(Vec::new()),
                     wake,
-                    slow_until_ms: AtomicU64::new(0),
+                    slow: SlowChain::default(),
                     shadow: ArcSwapOption::empty(),
                     order_by: interface
                         .order_by
@@ -1768,5 +1834,46 @@ mod tests {
             super::limits(&plexus_config::Limits::default()),
             plexus_sandbox::Limits::default()
         );
+    }
+
+    #[test]
+    fn one_slow_run_is_bad_luck_and_three_in_a_row_are_a_slow_chain() {
+        use super::{SLOW_CHAIN, SLOW_STRIKES, SlowChain};
+        let (fast, slow) = (SLOW_CHAIN / 1000, SLOW_CHAIN * 2);
+        let chain = SlowChain::default();
+        // A preempted run now and then, between fast ones, never moves the chain.
+        for _ in 0..10 {
+            for _ in 1..SLOW_STRIKES {
+                assert!(!chain.note(slow));
+            }
+            assert!(!chain.note(fast));
+        }
+        assert!(!chain.active());
+        for _ in 1..SLOW_STRIKES {
+            assert!(!chain.note(slow));
+        }
+        assert!(
+            chain.note(slow),
+            "the third slow run in a row starts the cool-down"
+        );
+        assert!(chain.active());
+        assert!(
+            !chain.note(slow),
+            "a further slow run extends it without a new start"
+        );
+        assert!(chain.active());
+    }
+
+    #[test]
+    fn a_cut_run_is_judged_by_its_rerun() {
+        use super::{SLOW_CHAIN, SlowChain};
+        let chain = SlowChain::default();
+        assert!(!chain.note_rerun(SLOW_CHAIN / 1000), "fast again: bad luck");
+        assert!(!chain.active());
+        assert!(
+            chain.note_rerun(SLOW_CHAIN * 2),
+            "slow again: the chain is slow"
+        );
+        assert!(chain.active());
     }
 }

@@ -244,28 +244,32 @@ pub(crate) async fn accept(
                     message_id: inbound.control_id.clone().unwrap_or_default(),
                     received_at_ms: millis(received_at),
                 };
-                let started = std::time::Instant::now();
+                let mut started = std::time::Instant::now();
+                let mut rerun = false;
                 let run = match placement {
                     Placement::Inline => {
                         match chain::run_within(&chain.plugins, msg, &ctx, INLINE_BUDGET) {
                             Some(run) => run,
                             // Cut: again, in full, on a thread allowed to block. The
                             // message parsed a moment ago from the same bytes.
-                            None => match iface.parse(raw.to_vec()) {
-                                Ok(msg) => tokio::task::block_in_place(|| {
-                                    chain::run(&chain.plugins, msg, &ctx)
-                                }),
-                                Err(error) => chain::ChainRun {
-                                    stages: Vec::new(),
-                                    took: Vec::new(),
-                                    verdict: Verdict::Failed(Failure::parse(&error)),
-                                },
-                            },
+                            None => {
+                                (started, rerun) = (std::time::Instant::now(), true);
+                                match iface.parse(raw.to_vec()) {
+                                    Ok(msg) => tokio::task::block_in_place(|| {
+                                        chain::run(&chain.plugins, msg, &ctx)
+                                    }),
+                                    Err(error) => chain::ChainRun {
+                                        stages: Vec::new(),
+                                        took: Vec::new(),
+                                        verdict: Verdict::Failed(Failure::parse(&error)),
+                                    },
+                                }
+                            }
                         }
                     }
                     _ => chain::run(&chain.plugins, msg, &ctx),
                 };
-                iface.note_chain_time(started.elapsed());
+                iface.note_chain_time(started.elapsed(), rerun);
                 iface.metrics.stages(&run.stages, &run.took);
                 drop(permit);
                 // A candidate running in the shadow gets the message once it is journaled.
