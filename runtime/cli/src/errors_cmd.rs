@@ -3,12 +3,13 @@
 //! These open the site's journal directly, so they work whether or not the engine is
 //! running; a running engine picks up replayed deliveries within a second.
 
+use std::collections::HashMap;
 use std::process::ExitCode;
 use std::time::{Duration, SystemTime};
 
 use anyhow::Context;
 use plexus_journal::{
-    AuditEntry, ErrorEntry, ErrorFilter, ErrorKind, Journal, MessageId, OutcomeKind,
+    AuditEntry, ErrorEntry, ErrorFilter, ErrorKind, ErrorStats, Journal, MessageId, OutcomeKind,
 };
 use plexus_pipeline::{
     Engine, ReplayOutcome, masked_delivery_error, masked_reason, masked_stage_detail,
@@ -30,13 +31,24 @@ pub struct ListArgs {
     /// Include resolved errors.
     #[arg(long)]
     all: bool,
-    /// Most entries shown, oldest first.
+    /// Most entries shown, oldest first (with --group: most groups).
     #[arg(long, value_name = "N", default_value_t = 100)]
     limit: usize,
+    /// One line per distinct problem instead of per message: errors with the same
+    /// interface, kind, stage and reason (as shown without message content), largest
+    /// group first, with their message ids for `plexus errors replay`.
+    #[arg(long)]
+    group: bool,
     /// One JSON object per line instead of a table.
     #[arg(long)]
     json: bool,
 }
+
+/// Most errors `errors list --group` reads to build its groups.
+const GROUP_SCAN: usize = 100_000;
+/// Message ids printed per group in the table (JSON has up to [`GROUP_IDS_JSON`]).
+const GROUP_IDS_SHOWN: usize = 12;
+const GROUP_IDS_JSON: usize = 1000;
 
 #[derive(Debug, clap::Args)]
 pub struct ShowArgs {
@@ -98,21 +110,18 @@ pub fn list(args: &ListArgs) -> anyhow::Result<ExitCode> {
         kind: args.kind,
         include_resolved: args.all,
     };
+    if args.group {
+        let entries = journal.list_errors(&filter, GROUP_SCAN.saturating_add(1))?;
+        check_interface(&config, args.interface.as_deref(), entries.is_empty())?;
+        let stats = journal.error_stats(args.interface.as_deref())?;
+        print_groups(args, &entries, &stats);
+        return Ok(ExitCode::SUCCESS);
+    }
     // One more than asked, to say whether the list was cut.
     let mut entries = journal.list_errors(&filter, args.limit.saturating_add(1))?;
     let cut = entries.len() > args.limit;
     entries.truncate(args.limit);
-    if let Some(name) = args.interface.as_deref() {
-        // A typo would otherwise read as an empty queue. An interface since removed from
-        // the config still lists the errors it left.
-        if entries.is_empty() && !config.interfaces.keys().any(|k| k.as_str() == name) {
-            let names: Vec<&str> = config.interfaces.keys().map(|k| k.as_str()).collect();
-            anyhow::bail!(
-                "no interface `{name}` in this config and no errors from one; interfaces: {}",
-                names.join(", ")
-            );
-        }
-    }
+    check_interface(&config, args.interface.as_deref(), entries.is_empty())?;
     let stats = journal.error_stats(args.interface.as_deref())?;
     if args.json {
         for e in &entries {
@@ -164,6 +173,32 @@ pub fn list(args: &ListArgs) -> anyhow::Result<ExitCode> {
         let by_kind: Vec<String> = kinds.iter().map(|(k, n)| format!("{k} {n}")).collect();
         println!("\nlisted by kind: {}", by_kind.join(", "));
     }
+    print_totals(args, &stats);
+    Ok(ExitCode::SUCCESS)
+}
+
+/// A typo in `--interface` would otherwise read as an empty queue. An interface since
+/// removed from the config still lists the errors it left.
+fn check_interface(
+    config: &plexus_config::Config,
+    interface: Option<&str>,
+    none_found: bool,
+) -> anyhow::Result<()> {
+    if let Some(name) = interface
+        && none_found
+        && !config.interfaces.keys().any(|k| k.as_str() == name)
+    {
+        let names: Vec<&str> = config.interfaces.keys().map(|k| k.as_str()).collect();
+        anyhow::bail!(
+            "no interface `{name}` in this config and no errors from one; interfaces: {}",
+            names.join(", ")
+        );
+    }
+    Ok(())
+}
+
+/// The queue's totals, under every list.
+fn print_totals(args: &ListArgs, stats: &ErrorStats) {
     let oldest = stats
         .oldest_open
         .map(|t| format!(", oldest {} old", age(SystemTime::now(), t)))
@@ -176,7 +211,115 @@ pub fn list(args: &ListArgs) -> anyhow::Result<ExitCode> {
         "\n{} open{oldest}; {} resolved ({} corrected by replay){scope}",
         stats.open, stats.resolved, stats.corrected
     );
-    Ok(ExitCode::SUCCESS)
+}
+
+/// Errors that are the same problem: one interface, kind, stage and masked reason.
+struct Group<'a> {
+    interface: &'a str,
+    kind: ErrorKind,
+    stage: &'a str,
+    reason: String,
+    oldest: SystemTime,
+    ids: Vec<i64>,
+}
+
+/// Groups `entries` (oldest first, as the journal lists them): largest group first, then
+/// the one with the oldest error.
+fn group(entries: &[ErrorEntry]) -> Vec<Group<'_>> {
+    let mut groups: Vec<Group<'_>> = Vec::new();
+    let mut index: HashMap<(&str, ErrorKind, &str, String), usize> = HashMap::new();
+    for e in entries {
+        let reason = one_line(masked_reason(e.kind, &e.reason), 100);
+        let key = (e.interface.as_str(), e.kind, e.stage.as_str(), reason);
+        match index.get(&key) {
+            Some(&at) => {
+                let g = &mut groups[at];
+                g.ids.push(e.message.0);
+                g.oldest = g.oldest.min(e.first_seen);
+            }
+            None => {
+                index.insert(key.clone(), groups.len());
+                groups.push(Group {
+                    interface: key.0,
+                    kind: key.1,
+                    stage: key.2,
+                    reason: key.3,
+                    oldest: e.first_seen,
+                    ids: vec![e.message.0],
+                });
+            }
+        }
+    }
+    groups.sort_by(|a, b| b.ids.len().cmp(&a.ids.len()).then(a.oldest.cmp(&b.oldest)));
+    groups
+}
+
+fn print_groups(args: &ListArgs, entries: &[ErrorEntry], stats: &ErrorStats) {
+    let scanned = entries.len().min(GROUP_SCAN);
+    let groups = group(&entries[..scanned]);
+    if args.json {
+        for g in groups.iter().take(args.limit) {
+            println!(
+                "{}",
+                json!({
+                    "count": g.ids.len(),
+                    "interface": g.interface,
+                    "kind": g.kind.as_str(),
+                    "stage": g.stage,
+                    "reason": g.reason,
+                    "oldest_first_seen_ms": ms(g.oldest),
+                    "ids": &g.ids[..g.ids.len().min(GROUP_IDS_JSON)],
+                })
+            );
+        }
+        return;
+    }
+    if groups.is_empty() {
+        println!("no {}errors", if args.all { "" } else { "open " });
+    } else {
+        println!(
+            "{:>6}  {:<16}  {:<13}  {:<30}  {:>7}  REASON",
+            "COUNT", "INTERFACE", "KIND", "STAGE", "OLDEST"
+        );
+        let now = SystemTime::now();
+        for g in groups.iter().take(args.limit) {
+            println!(
+                "{:>6}  {:<16}  {:<13}  {:<30}  {:>7}  {}",
+                g.ids.len(),
+                g.interface,
+                g.kind.as_str(),
+                g.stage,
+                age(now, g.oldest),
+                g.reason,
+            );
+            let shown: Vec<String> = g
+                .ids
+                .iter()
+                .take(GROUP_IDS_SHOWN)
+                .map(i64::to_string)
+                .collect();
+            let more = g.ids.len().saturating_sub(GROUP_IDS_SHOWN);
+            let more = if more > 0 {
+                format!(" (and {more} more: --json lists them)")
+            } else {
+                String::new()
+            };
+            println!("{:>8}ids {}{more}", "", shown.join(" "));
+        }
+    }
+    if groups.len() > args.limit {
+        println!(
+            "\nthe largest {} of {} groups shown (raise --limit)",
+            args.limit,
+            groups.len()
+        );
+    }
+    if entries.len() > GROUP_SCAN {
+        println!(
+            "\ngrouped the oldest {GROUP_SCAN} errors; more match (filter by --interface or --kind)"
+        );
+    }
+    print_totals(args, stats);
 }
 
 pub fn show(args: &ShowArgs) -> anyhow::Result<ExitCode> {

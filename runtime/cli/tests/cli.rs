@@ -488,6 +488,95 @@ PID|1||MRN1^^^CLINIC^MR||testpatient^alpha||19800101|female\r";
 }
 
 #[test]
+fn errors_list_group_shows_each_problem_once_with_its_ids() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = demo_site(dir.path());
+    let (mut child, addr, _) = start_engine(&config);
+    let mut conn = TcpStream::connect(&addr).expect("connect");
+    conn.set_read_timeout(Some(Duration::from_secs(20)))
+        .expect("timeout");
+    let siu = |id: &str, status: &str| {
+        format!(
+            "MSH|^~\\&|SCHED|CLINIC|EHR|CLINIC|20260105083000||SIU^S12|{id}|P|2.5.1\r\
+             SCH|1^S|2^E||||NEW|||20|MIN|^^^202601050900||||||||||||||{status}\r\
+             PID|1||MRN1^^^CLINIC^MR||testpatient^alpha||19800101|F\r"
+        )
+    };
+    // Three statuses the table lacks (one problem), and a message without MSH-10.
+    for (id, status, code) in [
+        ("G-1", "Teleported", "AE"),
+        ("G-2", "Beamed Up", "AE"),
+        ("G-3", "Teleported", "AE"),
+        ("", "Arrived", "AR"),
+    ] {
+        conn.write_all(&frame(siu(id, status).as_bytes()))
+            .expect("send");
+        let ack = plexus_hl7::Message::parse_owned(read_frame(&mut conn)).expect("ACK parses");
+        assert_eq!(
+            ack.get("MSA-1").expect("path").as_deref(),
+            Some(code),
+            "{id}"
+        );
+    }
+    Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .expect("kill");
+    assert!(child.wait().expect("exits").success());
+
+    let errors = |args: &[&str]| {
+        stdout_of_success(
+            plexus()
+                .args(["errors", "list", "--group"])
+                .args(args)
+                .arg("--config")
+                .arg(&config),
+        )
+    };
+    let text = errors(&[]);
+    let lines: Vec<&str> = text.lines().collect();
+    assert!(lines[0].starts_with(" COUNT  INTERFACE"), "{text}");
+    // The largest group first, then its ids, ready for `plexus errors replay`.
+    assert!(
+        lines[1].trim_start().starts_with("3  scheduling")
+            && lines[1].contains("plugin-fail")
+            && lines[1].ends_with("missing-mapping at SCH-25-1"),
+        "{text}"
+    );
+    let ids: Vec<i64> = lines[2]
+        .trim()
+        .strip_prefix("ids ")
+        .expect("ids line")
+        .split(' ')
+        .map(|n| n.parse().expect("id"))
+        .collect();
+    assert_eq!(ids.len(), 3, "{text}");
+    assert!(
+        lines[3].trim_start().starts_with("1  scheduling") && lines[3].contains("MSH-10"),
+        "{text}"
+    );
+    assert!(text.contains("4 open"), "{text}");
+    for value in ["Teleported", "Beamed", "testpatient"] {
+        assert!(!text.contains(value), "no field values: {text}");
+    }
+
+    let json = errors(&["--json", "--kind", "plugin-fail"]);
+    let groups: Vec<serde_json::Value> = json
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("json"))
+        .collect();
+    assert_eq!(groups.len(), 1, "{json}");
+    assert_eq!(groups[0]["count"], 3);
+    let json_ids: Vec<i64> = groups[0]["ids"]
+        .as_array()
+        .expect("ids")
+        .iter()
+        .map(|v| v.as_i64().expect("id"))
+        .collect();
+    assert_eq!(json_ids, ids);
+}
+
+#[test]
 fn plugin_inspect_is_the_reviewers_sheet() {
     let out = plexus()
         .args(["plugin", "inspect", plexus_test_artifacts::VISIT_STATUS_MAP])
