@@ -71,8 +71,16 @@ pub struct ReplayArgs {
     #[command(flatten)]
     site: SiteArgs,
     /// Message ids to replay through their interface's current chain.
-    #[arg(value_name = "ID", required = true)]
+    #[arg(
+        value_name = "ID",
+        required_unless_present = "like",
+        conflicts_with = "like"
+    )]
     ids: Vec<i64>,
+    /// Every open error like this message's: same interface, kind, stage and reason
+    /// (one line of `plexus errors list --group`), oldest first.
+    #[arg(long, value_name = "ID")]
+    like: Option<i64>,
     /// Note recorded when a replay succeeds and closes the error.
     #[arg(long, value_name = "TEXT", default_value = "replayed after a fix")]
     note: String,
@@ -83,8 +91,16 @@ pub struct ResolveArgs {
     #[command(flatten)]
     site: SiteArgs,
     /// Message ids whose open errors to resolve, all with the same note.
-    #[arg(value_name = "ID", required = true)]
+    #[arg(
+        value_name = "ID",
+        required_unless_present = "like",
+        conflicts_with = "like"
+    )]
     ids: Vec<i64>,
+    /// Every open error like this message's: same interface, kind, stage and reason
+    /// (one line of `plexus errors list --group`).
+    #[arg(long, value_name = "ID")]
+    like: Option<i64>,
     /// What was done about it (required: the next person reads it).
     #[arg(long, value_name = "TEXT")]
     note: String,
@@ -223,14 +239,52 @@ struct Group<'a> {
     ids: Vec<i64>,
 }
 
+/// What makes two errors the same problem.
+type GroupKey<'a> = (&'a str, ErrorKind, &'a str, String);
+
+fn group_key(e: &ErrorEntry) -> GroupKey<'_> {
+    let reason = one_line(masked_reason(e.kind, &e.reason), 100);
+    (e.interface.as_str(), e.kind, e.stage.as_str(), reason)
+}
+
+/// The open errors in the same group as message `like`'s, oldest first; says what it
+/// matched on stderr.
+fn ids_like(journal: &dyn Journal, like: i64) -> anyhow::Result<Vec<i64>> {
+    let filter = ErrorFilter {
+        interface: None,
+        kind: None,
+        include_resolved: false,
+    };
+    let entries = journal.list_errors(&filter, GROUP_SCAN)?;
+    let Some(model) = entries.iter().find(|e| e.message.0 == like) else {
+        anyhow::bail!(
+            "message {like} has no open error (`plexus errors list` shows the open ones)"
+        );
+    };
+    let key = group_key(model);
+    let ids: Vec<i64> = entries
+        .iter()
+        .filter(|e| group_key(e) == key)
+        .map(|e| e.message.0)
+        .collect();
+    eprintln!(
+        "{} open error(s) like message {like}: {}, {}, {}: {}",
+        ids.len(),
+        key.0,
+        key.1.as_str(),
+        key.2,
+        key.3
+    );
+    Ok(ids)
+}
+
 /// Groups `entries` (oldest first, as the journal lists them): largest group first, then
 /// the one with the oldest error.
 fn group(entries: &[ErrorEntry]) -> Vec<Group<'_>> {
     let mut groups: Vec<Group<'_>> = Vec::new();
-    let mut index: HashMap<(&str, ErrorKind, &str, String), usize> = HashMap::new();
+    let mut index: HashMap<GroupKey<'_>, usize> = HashMap::new();
     for e in entries {
-        let reason = one_line(masked_reason(e.kind, &e.reason), 100);
-        let key = (e.interface.as_str(), e.kind, e.stage.as_str(), reason);
+        let key = group_key(e);
         match index.get(&key) {
             Some(&at) => {
                 let g = &mut groups[at];
@@ -306,6 +360,12 @@ fn print_groups(args: &ListArgs, entries: &[ErrorEntry], stats: &ErrorStats) {
             };
             println!("{:>8}ids {}{more}", "", shown.join(" "));
         }
+    }
+    if groups.iter().any(|g| g.ids.len() > 1) {
+        println!(
+            "\nreplay or resolve a whole group with `plexus errors replay --like ID` or \
+             `plexus errors resolve --like ID --note TEXT` (ID: any id of the group)"
+        );
     }
     if groups.len() > args.limit {
         println!(
@@ -490,13 +550,17 @@ pub fn replay(args: &ReplayArgs) -> anyhow::Result<ExitCode> {
         "no journal at {} (has the engine run with this config, from this folder?)",
         plexus_pipeline::journal_path(&config).display()
     );
+    let ids = match args.like {
+        Some(like) => ids_like(&open_journal(&config)?, like)?,
+        None => args.ids.clone(),
+    };
     let engine = Engine::build(config, &BuiltinAssets).context("loading the site's plug-ins")?;
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .context("starting the async runtime")?;
     let mut failed = 0;
-    for id in &args.ids {
+    for id in &ids {
         match runtime.block_on(engine.replay(MessageId(*id), &args.note, &actor())) {
             Ok(ReplayOutcome::Requeued {
                 destinations,
@@ -548,8 +612,12 @@ pub fn replay(args: &ReplayArgs) -> anyhow::Result<ExitCode> {
 pub fn resolve(args: &ResolveArgs) -> anyhow::Result<ExitCode> {
     let config = args.site.load()?;
     let journal = open_journal(&config)?;
+    let ids = match args.like {
+        Some(like) => ids_like(&journal, like)?,
+        None => args.ids.clone(),
+    };
     let mut failed = 0;
-    for &id in &args.ids {
+    for &id in &ids {
         match journal.resolve(MessageId(id), &args.note) {
             Ok(()) => {
                 journal.audit(AuditEntry {

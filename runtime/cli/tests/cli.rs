@@ -574,6 +574,54 @@ fn errors_list_group_shows_each_problem_once_with_its_ids() {
         .map(|v| v.as_i64().expect("id"))
         .collect();
     assert_eq!(json_ids, ids);
+    assert!(
+        text.contains("--like ID"),
+        "says how to act on a group: {text}"
+    );
+
+    // A whole group at once: replayed (the table still lacks the values, so each fails
+    // again and the exit status says so), then resolved with one note.
+    let run = |args: &[&str]| {
+        plexus()
+            .arg("errors")
+            .args(args)
+            .arg("--config")
+            .arg(&config)
+            .output()
+            .expect("runs")
+    };
+    let like = ids[1].to_string();
+    let replay = run(&["replay", "--like", &like]);
+    let out = String::from_utf8_lossy(&replay.stdout);
+    assert_eq!(replay.status.code(), Some(1), "{out}");
+    assert_eq!(out.matches("failed again").count(), 3, "{out}");
+    assert!(
+        String::from_utf8_lossy(&replay.stderr).contains("3 open error(s) like message"),
+        "{}",
+        String::from_utf8_lossy(&replay.stderr)
+    );
+    let resolve = run(&[
+        "resolve",
+        "--like",
+        &like,
+        "--note",
+        "statuses added upstream",
+    ]);
+    assert!(resolve.status.success());
+    assert_eq!(
+        String::from_utf8_lossy(&resolve.stdout)
+            .matches("error resolved")
+            .count(),
+        3
+    );
+    let left = errors(&["--json"]);
+    assert_eq!(
+        left.lines().count(),
+        1,
+        "only the MSH-10 problem is left: {left}"
+    );
+    let none = run(&["resolve", "--like", &like, "--note", "again"]);
+    assert!(!none.status.success(), "no open error to be like any more");
 }
 
 #[test]
