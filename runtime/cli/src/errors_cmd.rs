@@ -32,12 +32,12 @@ pub struct ListArgs {
     #[arg(long)]
     all: bool,
     /// Most entries shown, oldest first (with --group: most groups).
-    #[arg(long, value_name = "N", default_value_t = 100)]
+    #[arg(long, value_name = "N", default_value_t = 100, value_parser = positive)]
     limit: usize,
     /// One line per distinct problem instead of per message: errors with the same
     /// interface, kind, stage and reason (as shown without message content), largest
-    /// group first, with their message ids for `plexus errors replay`.
-    #[arg(long)]
+    /// group first, with their message ids for `plexus errors replay`. Open errors only.
+    #[arg(long, conflicts_with = "all")]
     group: bool,
     /// One JSON object per line instead of a table.
     #[arg(long)]
@@ -70,7 +70,30 @@ pub struct ShowArgs {
 pub struct ReplayArgs {
     #[command(flatten)]
     site: SiteArgs,
-    /// Message ids to replay through their interface's current chain.
+    /// The messages to replay through their interface's current chain.
+    #[command(flatten)]
+    which: Selection,
+    /// Note recorded when a replay succeeds and closes the error.
+    #[arg(long, value_name = "TEXT", default_value = "replayed after a fix")]
+    note: String,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct ResolveArgs {
+    #[command(flatten)]
+    site: SiteArgs,
+    /// The messages whose open errors to resolve, all with the same note.
+    #[command(flatten)]
+    which: Selection,
+    /// What was done about it (required: the next person reads it).
+    #[arg(long, value_name = "TEXT")]
+    note: String,
+}
+
+/// The messages a replay or resolve acts on: ids, or every open error like one.
+#[derive(Debug, clap::Args)]
+pub struct Selection {
+    /// Message ids (first column of `plexus errors list`).
     #[arg(
         value_name = "ID",
         required_unless_present = "like",
@@ -81,29 +104,24 @@ pub struct ReplayArgs {
     /// (one line of `plexus errors list --group`), oldest first.
     #[arg(long, value_name = "ID")]
     like: Option<i64>,
-    /// Note recorded when a replay succeeds and closes the error.
-    #[arg(long, value_name = "TEXT", default_value = "replayed after a fix")]
-    note: String,
 }
 
-#[derive(Debug, clap::Args)]
-pub struct ResolveArgs {
-    #[command(flatten)]
-    site: SiteArgs,
-    /// Message ids whose open errors to resolve, all with the same note.
-    #[arg(
-        value_name = "ID",
-        required_unless_present = "like",
-        conflicts_with = "like"
-    )]
-    ids: Vec<i64>,
-    /// Every open error like this message's: same interface, kind, stage and reason
-    /// (one line of `plexus errors list --group`).
-    #[arg(long, value_name = "ID")]
-    like: Option<i64>,
-    /// What was done about it (required: the next person reads it).
-    #[arg(long, value_name = "TEXT")]
-    note: String,
+impl Selection {
+    fn ids(&self, journal: &dyn Journal) -> anyhow::Result<Vec<i64>> {
+        match self.like {
+            Some(like) => ids_like(journal, like),
+            None => Ok(self.ids.clone()),
+        }
+    }
+}
+
+/// `--limit`: at least 1.
+fn positive(s: &str) -> Result<usize, String> {
+    match s.parse::<usize>() {
+        Ok(0) => Err("must be at least 1".to_owned()),
+        Ok(n) => Ok(n),
+        Err(e) => Err(e.to_string()),
+    }
 }
 
 fn parse_kind(s: &str) -> Result<ErrorKind, String> {
@@ -243,25 +261,35 @@ struct Group<'a> {
 type GroupKey<'a> = (&'a str, ErrorKind, &'a str, String);
 
 fn group_key(e: &ErrorEntry) -> GroupKey<'_> {
-    let reason = one_line(masked_reason(e.kind, &e.reason), 100);
+    let reason = one_line(masked_reason(e.kind, &e.reason), usize::MAX);
     (e.interface.as_str(), e.kind, e.stage.as_str(), reason)
 }
 
 /// The open errors in the same group as message `like`'s, oldest first; says what it
 /// matched on stderr.
 fn ids_like(journal: &dyn Journal, like: i64) -> anyhow::Result<Vec<i64>> {
+    let model = match journal.show(MessageId(like)) {
+        Ok(record) => record.errors.into_iter().find(|e| e.resolution.is_none()),
+        Err(plexus_journal::Error::NotFound(_)) => None,
+        Err(e) => return Err(e.into()),
+    }
+    .with_context(|| {
+        format!("message {like} has no open error (`plexus errors list` shows the open ones)")
+    })?;
     let filter = ErrorFilter {
-        interface: None,
-        kind: None,
+        interface: Some(model.interface.clone()),
+        kind: Some(model.kind),
         include_resolved: false,
     };
-    let entries = journal.list_errors(&filter, GROUP_SCAN)?;
-    let Some(model) = entries.iter().find(|e| e.message.0 == like) else {
-        anyhow::bail!(
-            "message {like} has no open error (`plexus errors list` shows the open ones)"
-        );
-    };
-    let key = group_key(model);
+    let entries = journal.list_errors(&filter, GROUP_SCAN.saturating_add(1))?;
+    anyhow::ensure!(
+        entries.len() <= GROUP_SCAN,
+        "more than {GROUP_SCAN} open {} errors on interface {}: too many to act on at once; \
+         resolve or replay by id",
+        model.kind.as_str(),
+        model.interface
+    );
+    let key = group_key(&model);
     let ids: Vec<i64> = entries
         .iter()
         .filter(|e| group_key(e) == key)
@@ -273,7 +301,7 @@ fn ids_like(journal: &dyn Journal, like: i64) -> anyhow::Result<Vec<i64>> {
         key.0,
         key.1.as_str(),
         key.2,
-        key.3
+        one_line(&key.3, 100)
     );
     Ok(ids)
 }
@@ -323,6 +351,7 @@ fn print_groups(args: &ListArgs, entries: &[ErrorEntry], stats: &ErrorStats) {
                     "reason": g.reason,
                     "oldest_first_seen_ms": ms(g.oldest),
                     "ids": &g.ids[..g.ids.len().min(GROUP_IDS_JSON)],
+                    "ids_truncated": g.ids.len() > GROUP_IDS_JSON,
                 })
             );
         }
@@ -344,7 +373,7 @@ fn print_groups(args: &ListArgs, entries: &[ErrorEntry], stats: &ErrorStats) {
                 g.kind.as_str(),
                 g.stage,
                 age(now, g.oldest),
-                g.reason,
+                one_line(&g.reason, 100),
             );
             let shown: Vec<String> = g
                 .ids
@@ -354,7 +383,7 @@ fn print_groups(args: &ListArgs, entries: &[ErrorEntry], stats: &ErrorStats) {
                 .collect();
             let more = g.ids.len().saturating_sub(GROUP_IDS_SHOWN);
             let more = if more > 0 {
-                format!(" (and {more} more: --json lists them)")
+                format!(" (and {more} more: --json lists up to {GROUP_IDS_JSON})")
             } else {
                 String::new()
             };
@@ -550,10 +579,7 @@ pub fn replay(args: &ReplayArgs) -> anyhow::Result<ExitCode> {
         "no journal at {} (has the engine run with this config, from this folder?)",
         plexus_pipeline::journal_path(&config).display()
     );
-    let ids = match args.like {
-        Some(like) => ids_like(&open_journal(&config)?, like)?,
-        None => args.ids.clone(),
-    };
+    let ids = args.which.ids(&open_journal(&config)?)?;
     let engine = Engine::build(config, &BuiltinAssets).context("loading the site's plug-ins")?;
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -612,10 +638,7 @@ pub fn replay(args: &ReplayArgs) -> anyhow::Result<ExitCode> {
 pub fn resolve(args: &ResolveArgs) -> anyhow::Result<ExitCode> {
     let config = args.site.load()?;
     let journal = open_journal(&config)?;
-    let ids = match args.like {
-        Some(like) => ids_like(&journal, like)?,
-        None => args.ids.clone(),
-    };
+    let ids = args.which.ids(&journal)?;
     let mut failed = 0;
     for &id in &ids {
         match journal.resolve(MessageId(id), &args.note) {

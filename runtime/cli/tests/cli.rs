@@ -622,6 +622,11 @@ fn errors_list_group_shows_each_problem_once_with_its_ids() {
     );
     let none = run(&["resolve", "--like", &like, "--note", "again"]);
     assert!(!none.status.success(), "no open error to be like any more");
+    let none = String::from_utf8_lossy(&none.stderr).into_owned();
+    assert!(none.contains("has no open error"), "{none}");
+    // Groups are of open errors; a list of nothing is refused, not printed.
+    assert!(!run(&["list", "--group", "--all"]).status.success());
+    assert!(!run(&["list", "--limit", "0"]).status.success());
 }
 
 #[test]

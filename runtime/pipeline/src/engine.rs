@@ -148,10 +148,10 @@ pub struct CapabilityChange {
     pub removed: Vec<String>,
 }
 
-/// A chain run longer than this is "slow" (a mapping takes tens of microseconds; this
-/// leaves room for the scheduler preempting one on a busy machine): the interface's next
-/// runs go to the blocking
-/// pool for [`SLOW_COOL_DOWN`].
+/// A chain run longer than this is "slow" (a mapping takes tens of microseconds). It is
+/// also the inline budget a run on an async worker gets before it is cut. When runs prove
+/// slow (see [`SlowChain`]) the interface's chain moves to the blocking pool for
+/// [`SLOW_COOL_DOWN`].
 pub(crate) const SLOW_CHAIN: std::time::Duration = std::time::Duration::from_millis(20);
 /// Before any delivery worker runs: fills in the order keys of owed messages queued
 /// before their interface had `order_by` (so they keep their place ahead of the same
@@ -246,8 +246,9 @@ impl SlowChain {
     }
 
     /// Records how long a run took. [`SLOW_STRIKES`] slow runs in a row start the
-    /// cool-down, and while the runs stay slow they extend it. True when this run
-    /// started it.
+    /// cool-down (or extend it, if it is running) and count again from zero, so strikes
+    /// left over from before a quiet spell cannot combine with one unlucky run later.
+    /// True when this run started it.
     pub(crate) fn note(&self, took: std::time::Duration) -> bool {
         if took <= SLOW_CHAIN {
             // Read first: the common case writes nothing to a line both cores share.
@@ -280,6 +281,7 @@ impl SlowChain {
 
     /// Starts or extends the cool-down; true when it was not running.
     fn start(&self) -> bool {
+        self.strikes.store(0, Ordering::Relaxed);
         let now = millis(SystemTime::now());
         let until = millis(SystemTime::now() + SLOW_COOL_DOWN);
         self.until_ms.swap(until, Ordering::Relaxed) <= now
@@ -1857,11 +1859,14 @@ mod tests {
             "the third slow run in a row starts the cool-down"
         );
         assert!(chain.active());
-        assert!(
-            !chain.note(slow),
-            "a further slow run extends it without a new start"
-        );
+        // The count starts again: the next slow runs keep it going without a new start,
+        // and no old strike is left to join a single unlucky run later.
+        for _ in 0..SLOW_STRIKES {
+            assert!(!chain.note(slow));
+        }
         assert!(chain.active());
+        assert!(!chain.note(fast));
+        assert_eq!(chain.strikes.load(std::sync::atomic::Ordering::Relaxed), 0);
     }
 
     #[test]
