@@ -41,6 +41,10 @@ pub fn all<J: Journal>() -> Vec<(&'static str, ContractTest<J>)> {
         ("unfinished_after_crash", unfinished_after_crash::<J>),
         ("ingest_is_one_unit", ingest_is_one_unit::<J>),
         ("batched_attempts_and_due", batched_attempts_and_due::<J>),
+        (
+            "detached_writes_answer_once_durable",
+            detached_writes_answer_once_durable::<J>,
+        ),
         ("lanes_split_the_queue", lanes_split_the_queue::<J>),
         ("audit_log_is_a_hash_chain", audit_log_is_a_hash_chain::<J>),
         ("shadow_runs_and_results", shadow_runs_and_results::<J>),
@@ -996,6 +1000,72 @@ pub fn lanes_split_the_queue<J: Journal>(open: &dyn Fn() -> J) {
     }
     assert_eq!(got[1].as_deref().ok(), Some(&b"MSH|mapped"[..]));
     assert!(j.payloads(&[]).expect("empty").is_empty());
+}
+
+/// `ingest_detached` and `record_attempts_detached` answer through their callback, once,
+/// and what they wrote is there for the next read (on any connection) by then; a failing
+/// write answers with its error.
+pub fn detached_writes_answer_once_durable<J: Journal>(open: &dyn Fn() -> J) {
+    let j = open();
+    let (tx, rx) = std::sync::mpsc::channel();
+    let sent = tx.clone();
+    j.ingest_detached(
+        inbound("scheduling", Some("D1"), at(1)),
+        Processing {
+            enqueue: vec!["emr".to_owned()],
+            processed: true,
+            ..Processing::default()
+        },
+        Box::new(move |r| sent.send(r.map(|a| a.id)).expect("send")),
+    );
+    let id = rx
+        .recv_timeout(Duration::from_secs(10))
+        .expect("answered")
+        .expect("ingested");
+    let owed: Vec<MessageId> = j
+        .next_pending("scheduling", "emr", 10)
+        .expect("pending")
+        .iter()
+        .map(|p| p.id)
+        .collect();
+    assert_eq!(owed, [id]);
+
+    let (tx, rx) = std::sync::mpsc::channel();
+    let sent = tx.clone();
+    j.record_attempts_detached(
+        vec![Attempt {
+            id,
+            destination: "emr".to_owned(),
+            result: DeliveryResult::Delivered,
+            error: None,
+        }],
+        Box::new(move |r| sent.send(r).expect("send")),
+    );
+    rx.recv_timeout(Duration::from_secs(10))
+        .expect("answered")
+        .expect("recorded");
+    assert!(
+        j.next_pending("scheduling", "emr", 10)
+            .expect("pending")
+            .is_empty(),
+        "delivered by the time the answer came"
+    );
+
+    // A message the journal does not have: the whole batch is refused, and said so.
+    let sent = tx.clone();
+    j.record_attempts_detached(
+        vec![Attempt {
+            id: MessageId(id.0 + 1000),
+            destination: "emr".to_owned(),
+            result: DeliveryResult::Delivered,
+            error: None,
+        }],
+        Box::new(move |r| sent.send(r).expect("send")),
+    );
+    let refused = rx.recv_timeout(Duration::from_secs(10)).expect("answered");
+    assert!(refused.is_err(), "{refused:?}");
+    drop(tx);
+    assert!(rx.recv().is_err(), "each write answers once");
 }
 
 pub fn batched_attempts_and_due<J: Journal>(open: &dyn Fn() -> J) {

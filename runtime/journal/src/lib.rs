@@ -88,6 +88,18 @@ pub trait Journal: Send + Sync {
     /// Records several delivery attempts (and the errors they raise) in one transaction.
     fn record_attempts(&self, attempts: Vec<Attempt>) -> Result<()>;
 
+    /// [`Journal::record_attempts`] without waiting, as [`Journal::ingest_detached`] is
+    /// to `ingest`: `done` gets the result once the commit is durable (or has failed),
+    /// possibly on another thread, and must be quick. The default records and calls
+    /// `done` before returning.
+    fn record_attempts_detached(
+        &self,
+        attempts: Vec<Attempt>,
+        done: Box<dyn FnOnce(Result<()>) + Send>,
+    ) {
+        done(self.record_attempts(attempts));
+    }
+
     /// Like [`Journal::next_pending`], but only deliveries that may be tried at `now`:
     /// pending ones and retries whose `next_at` has come. For queues that let later
     /// messages pass a failing one.

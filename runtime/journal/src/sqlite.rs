@@ -872,6 +872,21 @@ fn ingest_job(
     }
 }
 
+/// The write behind `record_attempts`: each attempt's delivery status, and the error it
+/// raises, if any.
+fn attempts_job(attempts: Vec<Attempt>) -> impl FnOnce(&Connection) -> Result<()> + Send + 'static {
+    move |conn| {
+        for attempt in attempts {
+            mark_attempt_in(conn, attempt.id, &attempt.destination, attempt.result)?;
+            if let Some(mut report) = attempt.error {
+                report.message = attempt.id;
+                error_in(conn, &report)?;
+            }
+        }
+        Ok(())
+    }
+}
+
 /// Writes everything processing produced for message `id`; `owner` when the caller
 /// knows it (it is read from the message otherwise, if anything is enqueued).
 fn process_in(
@@ -1241,16 +1256,15 @@ impl Journal for SqliteJournal {
     }
 
     fn record_attempts(&self, attempts: Vec<Attempt>) -> Result<()> {
-        self.write("record_attempts", move |conn| {
-            for attempt in attempts {
-                mark_attempt_in(conn, attempt.id, &attempt.destination, attempt.result)?;
-                if let Some(mut report) = attempt.error {
-                    report.message = attempt.id;
-                    error_in(conn, &report)?;
-                }
-            }
-            Ok(())
-        })
+        self.write("record_attempts", attempts_job(attempts))
+    }
+
+    fn record_attempts_detached(
+        &self,
+        attempts: Vec<Attempt>,
+        done: Box<dyn FnOnce(Result<()>) + Send>,
+    ) {
+        self.submit("record_attempts", attempts_job(attempts), done);
     }
 
     fn next_due(

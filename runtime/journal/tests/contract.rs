@@ -40,6 +40,7 @@ contract_tests!(
     unfinished_after_crash,
     ingest_is_one_unit,
     batched_attempts_and_due,
+    detached_writes_answer_once_durable,
     lanes_split_the_queue,
     audit_log_is_a_hash_chain,
     shadow_runs_and_results,

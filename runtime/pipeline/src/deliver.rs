@@ -382,14 +382,23 @@ impl Recorder {
     /// duplicates down.
     async fn record(&self, attempts: Vec<Attempt>) {
         loop {
-            let journal = self.journal.clone();
-            let batch = attempts.clone();
-            match tokio::task::spawn_blocking(move || journal.record_attempts(batch)).await {
+            // Answered once the group commit is durable; no thread waits for the fsync.
+            let (reply, answer) = tokio::sync::oneshot::channel();
+            self.journal.record_attempts_detached(
+                attempts.clone(),
+                Box::new(move |result| {
+                    // The worker may have stopped; nothing to do then.
+                    let _ = reply.send(result);
+                }),
+            );
+            match answer.await {
                 Ok(Ok(())) => return,
                 Ok(Err(err)) => {
                     tracing::error!(destination = %self.destination, "cannot record delivery results: {err}")
                 }
-                Err(err) => tracing::error!("delivery worker task failed: {err}"),
+                Err(_) => {
+                    tracing::error!(destination = %self.destination, "the journal dropped a batch of delivery results")
+                }
             }
             if self.shutdown.is_cancelled() {
                 return;
