@@ -144,19 +144,17 @@ pub fn list(args: &ListArgs) -> anyhow::Result<ExitCode> {
         kind: args.kind,
         include_resolved: args.all,
     };
+    // One more than asked, to say whether the list (or the groups' scan) was cut.
+    let wanted = if args.group { GROUP_SCAN } else { args.limit };
+    let mut entries = journal.list_errors(&filter, wanted.saturating_add(1))?;
+    check_interface(&config, args.interface.as_deref(), entries.is_empty())?;
+    let stats = journal.error_stats(args.interface.as_deref())?;
     if args.group {
-        let entries = journal.list_errors(&filter, GROUP_SCAN.saturating_add(1))?;
-        check_interface(&config, args.interface.as_deref(), entries.is_empty())?;
-        let stats = journal.error_stats(args.interface.as_deref())?;
         print_groups(args, &entries, &stats);
         return Ok(ExitCode::SUCCESS);
     }
-    // One more than asked, to say whether the list was cut.
-    let mut entries = journal.list_errors(&filter, args.limit.saturating_add(1))?;
     let cut = entries.len() > args.limit;
     entries.truncate(args.limit);
-    check_interface(&config, args.interface.as_deref(), entries.is_empty())?;
-    let stats = journal.error_stats(args.interface.as_deref())?;
     if args.json {
         for e in &entries {
             println!("{}", entry_json(e, false));

@@ -207,6 +207,15 @@ fn demo_site(dir: &std::path::Path) -> PathBuf {
     path
 }
 
+/// Stops an engine from `start_engine` with SIGTERM and waits for it to exit.
+fn stop_engine(child: &mut std::process::Child) -> std::process::ExitStatus {
+    Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .expect("kill");
+    child.wait().expect("exits")
+}
+
 /// Starts `plexus run --config FILE` and reads its banner: (child, MLLP address, HTTP address).
 fn start_engine(config: &std::path::Path) -> (std::process::Child, String, String) {
     let mut child = plexus()
@@ -320,11 +329,7 @@ PID|1||MRN1^^^CLINIC^MR||testpatient^alpha||19800101|female\r";
     health.read_to_string(&mut text).expect("read");
     assert!(text.starts_with("HTTP/1.1 200"), "{text}");
 
-    Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .expect("kill");
-    let status = child.wait().expect("exits");
+    let status = stop_engine(&mut child);
     assert!(status.success(), "graceful stop on SIGTERM: {status}");
 
     // The operator's view: the unparseable and oversize messages are in the error queue.
@@ -444,11 +449,7 @@ PID|1||MRN1^^^CLINIC^MR||testpatient^alpha||19800101|female\r";
     conn.write_all(&frame(siu)).expect("send");
     let ack = plexus_hl7::Message::parse_owned(read_frame(&mut conn)).expect("ACK parses");
     assert_eq!(ack.get("MSA-1").expect("path").as_deref(), Some("AE"));
-    Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .expect("kill");
-    assert!(child.wait().expect("exits").success());
+    assert!(stop_engine(&mut child).success());
 
     let errors = |args: &[&str]| {
         stdout_of_success(
@@ -518,11 +519,7 @@ fn errors_list_group_shows_each_problem_once_with_its_ids() {
             "{id}"
         );
     }
-    Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .expect("kill");
-    assert!(child.wait().expect("exits").success());
+    assert!(stop_engine(&mut child).success());
 
     let errors = |args: &[&str]| {
         stdout_of_success(
@@ -1201,11 +1198,7 @@ SCH|1^S|2^E||||NEW|||20|MIN|^^^202601050900||||||||||||||{status}\r"
     assert!(api("second-secret"), "the new token works");
     assert!(!api("first-secret"), "the old one does not");
 
-    Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .expect("kill");
-    child.wait().expect("exits");
+    stop_engine(&mut child);
     let audit = plexus()
         .args(["audit", "list", "--config"])
         .arg(&config)

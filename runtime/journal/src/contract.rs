@@ -1007,6 +1007,12 @@ pub fn lanes_split_the_queue<J: Journal>(open: &dyn Fn() -> J) {
 /// write answers with its error.
 pub fn detached_writes_answer_once_durable<J: Journal>(open: &dyn Fn() -> J) {
     let j = open();
+    let delivered = |id: MessageId| Attempt {
+        id,
+        destination: "emr".to_owned(),
+        result: DeliveryResult::Delivered,
+        error: None,
+    };
     let (tx, rx) = std::sync::mpsc::channel();
     let sent = tx.clone();
     j.ingest_detached(
@@ -1033,12 +1039,7 @@ pub fn detached_writes_answer_once_durable<J: Journal>(open: &dyn Fn() -> J) {
     let (tx, rx) = std::sync::mpsc::channel();
     let sent = tx.clone();
     j.record_attempts_detached(
-        vec![Attempt {
-            id,
-            destination: "emr".to_owned(),
-            result: DeliveryResult::Delivered,
-            error: None,
-        }],
+        vec![delivered(id)],
         Box::new(move |r| sent.send(r).expect("send")),
     );
     rx.recv_timeout(Duration::from_secs(10))
@@ -1054,12 +1055,7 @@ pub fn detached_writes_answer_once_durable<J: Journal>(open: &dyn Fn() -> J) {
     // A message the journal does not have: the whole batch is refused, and said so.
     let sent = tx.clone();
     j.record_attempts_detached(
-        vec![Attempt {
-            id: MessageId(id.0 + 1000),
-            destination: "emr".to_owned(),
-            result: DeliveryResult::Delivered,
-            error: None,
-        }],
+        vec![delivered(MessageId(id.0 + 1000))],
         Box::new(move |r| sent.send(r).expect("send")),
     );
     let refused = rx.recv_timeout(Duration::from_secs(10)).expect("answered");

@@ -5,7 +5,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::time::SystemTime;
 
 use arc_swap::{ArcSwap, ArcSwapOption};
@@ -236,7 +236,7 @@ pub(crate) struct SlowChain {
     /// Until when (ms since the epoch) the chain runs on the blocking pool.
     until_ms: AtomicU64,
     /// Slow runs since the last fast one.
-    strikes: std::sync::atomic::AtomicU32,
+    strikes: AtomicU32,
 }
 
 impl SlowChain {
@@ -282,9 +282,10 @@ impl SlowChain {
     /// Starts or extends the cool-down; true when it was not running.
     fn start(&self) -> bool {
         self.strikes.store(0, Ordering::Relaxed);
-        let now = millis(SystemTime::now());
-        let until = millis(SystemTime::now() + SLOW_COOL_DOWN);
-        self.until_ms.swap(until, Ordering::Relaxed) <= now
+        let now = SystemTime::now();
+        self.until_ms
+            .swap(millis(now + SLOW_COOL_DOWN), Ordering::Relaxed)
+            <= millis(now)
     }
 }
 
