@@ -80,6 +80,16 @@ pub trait Journal: Send + Sync {
         done(self.ingest(inbound, processing));
     }
 
+    /// Whether [`Journal::ingest_detached`] calls `done` in commit order, one call at a
+    /// time, and only once what it answers is visible to reads: when `done` runs for a
+    /// message, every ingest committed before it has been answered. A single writer that
+    /// answers each group commit's jobs in order after the commit can promise it; the
+    /// default cannot (concurrent callers answer themselves). With it, the pipeline hands
+    /// freshly committed messages to delivery from memory instead of reading them back.
+    fn answers_in_commit_order(&self) -> bool {
+        false
+    }
+
     /// Records what (re-)processing an existing message produced, in one transaction
     /// (resume after a crash, replay). The `message` fields inside `processing` are
     /// ignored; `id` is used.

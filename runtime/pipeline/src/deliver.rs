@@ -33,6 +33,7 @@ use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 use crate::engine::{Iface, Shared};
+use crate::feed::Feed;
 use crate::metrics::DeliveryOutcome;
 
 /// Deliveries read from the journal at a time.
@@ -75,13 +76,31 @@ pub(crate) fn lanes(iface: &Interface, dest: &Destination) -> Lanes {
     }
 }
 
+/// One lane of a destination's queue, as its worker sees it: woken when work is
+/// enqueued, and fed what was just committed (see `feed`).
+#[derive(Debug)]
+pub(crate) struct Lane {
+    pub wake: Notify,
+    pub feed: Feed,
+}
+
+impl Lane {
+    /// `feeding`: whether the journal answers ingests in commit order.
+    pub(crate) fn new(feeding: bool) -> Lane {
+        Lane {
+            wake: Notify::new(),
+            feed: Feed::new(feeding),
+        }
+    }
+}
+
 pub(crate) struct Worker {
     shared: Arc<Shared>,
     iface: Arc<Iface>,
     dest: Destination,
     /// The lane of the destination's queue this worker serves.
     lane: u32,
-    wake: Arc<Notify>,
+    signals: Arc<Lane>,
     shutdown: CancellationToken,
 }
 
@@ -93,13 +112,13 @@ impl Worker {
         lane: u32,
         shutdown: CancellationToken,
     ) -> Self {
-        let wake = iface.wake[dest.name.as_str()][lane as usize].clone();
+        let signals = iface.lanes[dest.name.as_str()][lane as usize].clone();
         Worker {
             shared,
             iface,
             dest,
             lane,
-            wake,
+            signals,
             shutdown,
         }
     }
@@ -136,28 +155,44 @@ impl Worker {
                 .as_ref()
                 .map(|r| r.ids.iter().copied().collect())
                 .unwrap_or_default();
-            // The queue and the payloads in one trip to the blocking pool.
-            let batch = tokio::task::spawn_blocking(move || {
-                let due = passing.then_some(now);
-                let pending = journal.next_in_lane(&iface, &dest, lane, due, &in_flight, BATCH)?;
-                let ids: Vec<MessageId> = pending.iter().map(|p| p.id).collect();
-                let payloads = journal.payloads(&ids)?;
-                Ok::<_, plexus_journal::Error>(
-                    pending.into_iter().zip(payloads).collect::<Vec<_>>(),
-                )
-            })
-            .await;
-            let batch = match batch {
-                Ok(Ok(batch)) => batch,
-                Ok(Err(err)) => {
-                    tracing::error!(interface = %self.iface.name, destination = %name, "cannot read the delivery queue: {err}");
-                    self.pause(JOURNAL_BACKOFF).await;
-                    continue;
-                }
-                Err(err) => {
-                    tracing::error!("delivery worker task failed: {err}");
-                    self.pause(JOURNAL_BACKOFF).await;
-                    continue;
+            let batch = if let Some(fed) = self.signals.feed.take(BATCH) {
+                fed.into_iter()
+                    .map(|f| (f.pending, Ok(f.payload)))
+                    .collect::<Vec<_>>()
+            } else {
+                // The queue and the payloads in one trip to the blocking pool.
+                let read = tokio::task::spawn_blocking(move || {
+                    let due = passing.then_some(now);
+                    let pending =
+                        journal.next_in_lane(&iface, &dest, lane, due, &in_flight, BATCH)?;
+                    let ids: Vec<MessageId> = pending.iter().map(|p| p.id).collect();
+                    let payloads = journal.payloads(&ids)?;
+                    Ok::<_, plexus_journal::Error>((
+                        pending.into_iter().zip(payloads).collect::<Vec<_>>(),
+                        in_flight,
+                    ))
+                })
+                .await;
+                match read {
+                    Ok(Ok((batch, skipped))) => {
+                        let read: Vec<&PendingDelivery> = batch.iter().map(|(p, _)| p).collect();
+                        self.signals
+                            .feed
+                            .synced(&read, &skipped, batch.len() < BATCH);
+                        batch
+                    }
+                    Ok(Err(err)) => {
+                        self.signals.feed.stop();
+                        tracing::error!(interface = %self.iface.name, destination = %name, "cannot read the delivery queue: {err}");
+                        self.pause(JOURNAL_BACKOFF).await;
+                        continue;
+                    }
+                    Err(err) => {
+                        self.signals.feed.stop();
+                        tracing::error!("delivery worker task failed: {err}");
+                        self.pause(JOURNAL_BACKOFF).await;
+                        continue;
+                    }
                 }
             };
             if batch.is_empty() {
@@ -167,7 +202,7 @@ impl Worker {
                     continue;
                 }
                 tokio::select! {
-                    () = self.wake.notified() => {}
+                    () = self.signals.wake.notified() => {}
                     () = tokio::time::sleep(POLL) => {}
                     () = self.shutdown.cancelled() => {}
                 }
@@ -175,6 +210,7 @@ impl Worker {
             }
             let mut attempts = Vec::new();
             let mut wait_until = None;
+            let batch_len = batch.len();
             for (pending, payload) in batch {
                 if let Some(next_at) = pending.next_at
                     && next_at > now
@@ -196,6 +232,16 @@ impl Worker {
             if let Some(done) = recording.take() {
                 done.finish().await;
             }
+            let clean = wait_until.is_none()
+                && attempts.len() == batch_len
+                && attempts
+                    .iter()
+                    .all(|a| matches!(a.result, DeliveryResult::Delivered));
+            if !clean {
+                // What is still owed is the journal's to say (a retry, a batch cut short);
+                // the feed knows only what was committed since.
+                self.signals.feed.stop();
+            }
             if !attempts.is_empty() {
                 for attempt in &attempts {
                     let outcome = match attempt.result {
@@ -208,10 +254,6 @@ impl Worker {
                         self.iface.metrics.errored(ErrorKind::Destination);
                     }
                 }
-                let clean = wait_until.is_none()
-                    && attempts
-                        .iter()
-                        .all(|a| matches!(a.result, DeliveryResult::Delivered));
                 if clean && !self.shutdown.is_cancelled() {
                     recording = Some(self.record_in_background(attempts));
                 } else {

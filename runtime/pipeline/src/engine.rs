@@ -13,7 +13,7 @@ use plexus_config::{Config, Inbound};
 use plexus_hl7::Message;
 use plexus_journal::{Journal, JournalOptions, MessageId, Resume, SqliteJournal};
 use plexus_sandbox::{Context, Plugin, PluginSpec, Sandbox, SandboxConfig, Table, TableSet};
-use tokio::sync::{Notify, Semaphore};
+use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
@@ -71,8 +71,11 @@ pub(crate) struct Iface {
     /// Earlier chains, newest last, for rollback (at most [`HISTORY`]). The lock also
     /// serialises activations.
     history: std::sync::Mutex<Vec<Arc<ActiveChain>>>,
-    /// Wakes each destination's workers (one per connection) when work is enqueued.
-    pub wake: HashMap<String, Vec<Arc<Notify>>>,
+    /// Each destination's lanes (one per connection): the worker's wake-up and feed.
+    pub lanes: HashMap<String, Vec<Arc<crate::deliver::Lane>>>,
+    /// Whether the journal answers ingests in commit order, so that delivery can be
+    /// fed from memory (see `feed`).
+    feeding: bool,
     /// Counters for `/metrics`.
     pub metrics: crate::metrics::IfaceMetrics,
     /// Whether the chain runs on the blocking pool because it was slow recently.
@@ -314,17 +317,55 @@ impl Iface {
         Some(order_key(&value))
     }
 
-    /// Wakes the worker of the lane message `id` is queued in, at every destination.
-    pub(crate) fn wake_lanes(&self, id: MessageId, order_key: Option<i64>) {
-        for dest in &self.config.destinations {
+    /// The lane message `id` is queued in at each destination.
+    fn lanes_of(
+        &self,
+        id: MessageId,
+        order_key: Option<i64>,
+    ) -> impl Iterator<Item = (u32, &Arc<crate::deliver::Lane>)> {
+        self.config.destinations.iter().filter_map(move |dest| {
             let lane = crate::deliver::lanes(&self.config, dest).of(id, order_key);
-            if let Some(notify) = self
-                .wake
+            self.lanes
                 .get(dest.name.as_str())
                 .and_then(|lanes| lanes.get(lane as usize))
-            {
-                notify.notify_one();
-            }
+                .map(|l| (lane, l))
+        })
+    }
+
+    /// Wakes the worker of the lane message `id` is queued in, at every destination.
+    pub(crate) fn wake_lanes(&self, id: MessageId, order_key: Option<i64>) {
+        for (_, lane) in self.lanes_of(id, order_key) {
+            lane.wake.notify_one();
+        }
+    }
+
+    /// Whether delivery gets freshly committed messages from memory (see `feed`).
+    pub(crate) fn feeds_deliveries(&self) -> bool {
+        self.feeding && !self.config.destinations.is_empty()
+    }
+
+    /// Hands message `id`, just committed for every destination with `payload` as the
+    /// bytes to send, to the feeds of its lanes. Called in commit order (see `feed`).
+    pub(crate) fn feed_lanes(
+        &self,
+        id: MessageId,
+        order_key: Option<i64>,
+        received_at: std::time::SystemTime,
+        payload: Vec<u8>,
+    ) {
+        let mut payload = Some(payload);
+        let mut lanes = self.lanes_of(id, order_key).peekable();
+        while let Some((n, lane)) = lanes.next() {
+            // The last destination takes the bytes themselves.
+            let bytes = if lanes.peek().is_some() {
+                payload.clone()
+            } else {
+                payload.take()
+            };
+            lane.feed.push(crate::feed::Fed {
+                pending: crate::feed::fresh(id, received_at, n),
+                payload: bytes.unwrap_or_default(),
+            });
         }
     }
 
@@ -356,11 +397,13 @@ impl Iface {
         }
     }
 
-    /// Wakes every worker of every destination (a replay: a requeued delivery may still
-    /// sit in the lane it had).
+    /// Wakes every worker of every destination, each to read its lane from the journal
+    /// (a replay: a requeued delivery may still sit in the lane it had, and its feed
+    /// never saw it).
     pub(crate) fn wake_destinations(&self) {
-        for notify in self.wake.values().flatten() {
-            notify.notify_one();
+        for lane in self.lanes.values().flatten() {
+            lane.feed.stop();
+            lane.wake.notify_one();
         }
     }
 }
@@ -459,6 +502,7 @@ impl Engine {
         let sandbox = Sandbox::new(SandboxConfig::default())?;
         let grants = crate::grants::effective(&config)?;
         let plugins = load_plugins(&config, assets, &sandbox, &grants, &tables)?;
+        let feeding = journal.answers_in_commit_order();
         let interfaces = config
             .interfaces
             .iter()
@@ -470,12 +514,12 @@ impl Engine {
                         .map(|p| plugins[p.as_str()].clone())
                         .collect(),
                 };
-                let wake = interface
+                let lanes = interface
                     .destinations
                     .iter()
                     .map(|d| {
                         let lanes = (0..crate::deliver::lane_count(d))
-                            .map(|_| Arc::new(Notify::new()))
+                            .map(|_| Arc::new(crate::deliver::Lane::new(feeding)))
                             .collect();
                         (d.name.to_string(), lanes)
                     })
@@ -485,7 +529,8 @@ impl Engine {
                     config: interface.clone(),
                     chain: ArcSwap::from_pointee(chain),
                     history: std::sync::Mutex::new(Vec::new()),
-                    wake,
+                    lanes,
+                    feeding,
                     slow: SlowChain::default(),
                     shadow: ArcSwapOption::empty(),
                     order_by: interface

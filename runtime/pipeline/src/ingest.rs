@@ -288,10 +288,26 @@ pub(crate) async fn accept(
         };
         let charset = iface.unstated_charset();
         let order_key = processing.order_key;
+        // What delivery will send, as the journal would return it: the last stage's
+        // output, or the message as received.
+        let fed = (iface.feeds_deliveries() && !processing.enqueue.is_empty()).then(|| {
+            processing
+                .stages
+                .iter()
+                .rev()
+                .find_map(|s| s.output.clone())
+                .unwrap_or_else(|| inbound.raw.clone())
+        });
+        let feed_iface = iface.clone();
         shared.journal.ingest_detached(
             inbound,
             processing,
             Box::new(move |appended| {
+                // Runs once the commit is durable, in commit order: the lanes' feeds get
+                // the message before anything else can see it.
+                if let (Some(payload), Ok(appended)) = (fed, &appended) {
+                    feed_iface.feed_lanes(appended.id, order_key, received_at, payload);
+                }
                 if let Some((shadow, active, active_output, ctx, raw)) = shadow_job {
                     match &appended {
                         Ok(appended) => shadow.offer(shadow::Job {

@@ -33,6 +33,7 @@ mod chain;
 mod deliver;
 mod engine;
 mod error;
+mod feed;
 mod file_source;
 mod grants;
 mod http;
