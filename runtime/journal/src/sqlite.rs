@@ -9,7 +9,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, TryLockError, mpsc};
 use std::thread::JoinHandle;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -44,6 +44,10 @@ pub struct JournalOptions {
     /// The most messages the duplicate window remembers (about 100 bytes each, in
     /// memory); past that the oldest are forgotten first. Default: 500,000.
     pub duplicate_window_entries: usize,
+    /// WAL frames (pages) past which the writer starts the WAL over, pausing between two
+    /// group commits to copy the rest of it into the database file. Bounds the WAL under
+    /// a load the background checkpoint cannot keep up with. Default: 65,536 (256 MiB).
+    pub wal_restart_frames: i64,
 }
 
 impl Default for JournalOptions {
@@ -53,6 +57,7 @@ impl Default for JournalOptions {
             busy_timeout: Duration::from_secs(5),
             max_batch: 1024,
             duplicate_window_entries: 500_000,
+            wal_restart_frames: WAL_RESTART_FRAMES,
         }
     }
 }
@@ -110,6 +115,19 @@ const READERS: usize = 4;
 /// How often the background thread folds the WAL back into the database file.
 const CHECKPOINT_EVERY: Duration = Duration::from_millis(250);
 
+/// WAL frames (pages) past which the writer starts the WAL over. Under a steady load the
+/// background checkpoint never quite catches up with the writer, and SQLite starts the
+/// WAL over only when a write finds it wholly copied: without help the WAL grew by about
+/// 50 MB a second under `plexus bench` and shrank only at idle. Starting over costs the
+/// writer a pause of 20-30 ms (copying what was committed while the last checkpoint ran,
+/// and syncing the database file), so it is kept rare: 65536 frames are 256 MiB with
+/// 4 KiB pages, a pause every five seconds or so at full speed and never at a clinic's
+/// usual pace, where the checkpoints keep up by themselves.
+const WAL_RESTART_FRAMES: i64 = 65536;
+
+/// The size the WAL file is cut back to when it starts over after growing past it.
+const WAL_SIZE_LIMIT: i64 = 64 << 20;
+
 impl fmt::Debug for SqliteJournal {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("SqliteJournal")
@@ -142,10 +160,15 @@ impl SqliteJournal {
             })?;
         let checkpoint_conn = connect(&path, &options)?;
         let (checkpoint_stop, stop_rx) = mpsc::channel::<()>();
-        let checkpointer = std::thread::Builder::new()
-            .name("plexus-journal-checkpoint".into())
-            .spawn(move || checkpoint_loop(&checkpoint_conn, &stop_rx))
-            .map_err(|_| Error::WriterStopped)?;
+        let wal_full = Arc::new(AtomicBool::new(false));
+        let restart_at = options.wal_restart_frames.max(1);
+        let checkpointer = {
+            let wal_full = wal_full.clone();
+            std::thread::Builder::new()
+                .name("plexus-journal-checkpoint".into())
+                .spawn(move || checkpoint_loop(&checkpoint_conn, &stop_rx, &wal_full, restart_at))
+                .map_err(|_| Error::WriterStopped)?
+        };
         let readers = (0..READERS)
             .map(|_| connect(&path, &options).map(Mutex::new))
             .collect::<Result<Vec<_>>>()?;
@@ -153,7 +176,7 @@ impl SqliteJournal {
         let max_batch = options.max_batch.max(1);
         let handle = std::thread::Builder::new()
             .name("plexus-journal-writer".into())
-            .spawn(move || write_loop(&writer, &rx, max_batch))
+            .spawn(move || write_loop(&writer, &rx, max_batch, &wal_full))
             .map_err(|_| Error::WriterStopped)?;
         Ok(Self {
             path,
@@ -342,6 +365,13 @@ fn connect(path: &Path, options: &JournalOptions) -> Result<Connection> {
     }
     conn.execute_batch("PRAGMA synchronous = FULL; PRAGMA foreign_keys = ON;")
         .map_err(open_err)?;
+    // A WAL that grew during a burst is cut back when it starts over.
+    conn.query_row(
+        &format!("PRAGMA journal_size_limit = {WAL_SIZE_LIMIT}"),
+        [],
+        |_| Ok(()),
+    )
+    .map_err(open_err)?;
     // Every statement the journal runs stays prepared (rusqlite keeps 16 by default,
     // fewer than the writer uses, and a miss means parsing the SQL again).
     conn.set_prepared_statement_cache_capacity(128);
@@ -382,7 +412,12 @@ fn migrate(conn: &mut Connection) -> Result<()> {
     tx.commit().map_err(sql)
 }
 
-fn write_loop(conn: &Connection, rx: &mpsc::Receiver<Job>, max_batch: usize) {
+fn write_loop(
+    conn: &Connection,
+    rx: &mpsc::Receiver<Job>,
+    max_batch: usize,
+    wal_full: &AtomicBool,
+) {
     while let Ok(first) = rx.recv() {
         if let Err(e) = conn.execute_batch("BEGIN IMMEDIATE") {
             let detail = e.to_string();
@@ -403,20 +438,38 @@ fn write_loop(conn: &Connection, rx: &mpsc::Receiver<Job>, max_batch: usize) {
         for reply in replies {
             reply(committed.as_ref().map(|_| ()).map_err(String::as_str));
         }
+        if wal_full.swap(false, Ordering::Relaxed) {
+            // The background checkpoint has just copied nearly all of a large WAL; copy
+            // the rest (what was committed while it ran) before the next write, which
+            // then starts the WAL over. It waits for no one: should a reader still use
+            // the WAL, the next round tries again.
+            let _ = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()));
+        }
     }
 }
 
 /// Runs a passive checkpoint (it never blocks the writer or readers) every
-/// [`CHECKPOINT_EVERY`] until told to stop, then a last one.
-fn checkpoint_loop(conn: &Connection, stop: &mpsc::Receiver<()>) {
+/// [`CHECKPOINT_EVERY`] until told to stop, then a last one. When the WAL has grown past
+/// `restart_at` frames, asks the writer to copy the rest itself between two commits
+/// (see `write_loop`), after which the WAL starts over.
+fn checkpoint_loop(
+    conn: &Connection,
+    stop: &mpsc::Receiver<()>,
+    wal_full: &AtomicBool,
+    restart_at: i64,
+) {
+    // Failure is harmless: the WAL keeps the data and the next round tries again. The
+    // answer: busy, frames in the WAL, frames copied to the database file.
     let checkpoint = || {
-        // Failure is harmless: the WAL keeps the data and the next round tries again.
-        let _ = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()));
+        conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| r.get::<_, i64>(1))
+            .ok()
     };
     while let Err(mpsc::RecvTimeoutError::Timeout) = stop.recv_timeout(CHECKPOINT_EVERY) {
-        checkpoint();
+        if checkpoint().is_some_and(|frames| frames >= restart_at) {
+            wal_full.store(true, Ordering::Relaxed);
+        }
     }
-    checkpoint();
+    let _ = checkpoint();
 }
 
 fn in_savepoint<T>(

@@ -258,3 +258,62 @@ fn duplicate_window_forgets_the_oldest_past_its_capacity() {
         None
     );
 }
+
+#[test]
+fn the_wal_starts_over_under_a_steady_load() {
+    use plexus_journal::Processing;
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("j.db");
+    // 256 frames: 1 MiB with 4 KiB pages.
+    let options = plexus_journal::JournalOptions {
+        wal_restart_frames: 256,
+        ..plexus_journal::JournalOptions::default()
+    };
+    let journal = Arc::new(SqliteJournal::open_with(&path, options).expect("open"));
+    let wal = dir.path().join("j.db-wal");
+    let stop = Arc::new(AtomicBool::new(false));
+    let written = Arc::new(AtomicU64::new(0));
+    // Writers that never pause, so the background checkpoint never finds the WAL copied.
+    let writers: Vec<_> = (0..4)
+        .map(|w| {
+            let (journal, stop, written) = (journal.clone(), stop.clone(), written.clone());
+            std::thread::spawn(move || {
+                let mut n = 0;
+                while !stop.load(Ordering::Relaxed) {
+                    let mut message = inbound(&format!("W{w}-{n}"));
+                    message.raw = vec![b'x'; 8192];
+                    let processing = Processing {
+                        enqueue: vec!["emr".into()],
+                        processed: true,
+                        ..Processing::default()
+                    };
+                    journal.ingest(message, processing).expect("ingest");
+                    written.fetch_add(8192, Ordering::Relaxed);
+                    n += 1;
+                }
+            })
+        })
+        .collect();
+    let mut largest = 0;
+    let started = std::time::Instant::now();
+    while started.elapsed() < std::time::Duration::from_secs(3) {
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        largest = largest.max(std::fs::metadata(&wal).map_or(0, |m| m.len()));
+    }
+    stop.store(true, Ordering::Relaxed);
+    for writer in writers {
+        writer.join().expect("writer");
+    }
+    let written = written.load(Ordering::Relaxed);
+    assert!(
+        written > 24 << 20,
+        "too little written to tell ({written} bytes)"
+    );
+    assert!(
+        largest < written / 3,
+        "the WAL grew to {largest} bytes for {written} bytes of messages"
+    );
+}

@@ -29,8 +29,10 @@ use std::time::{Duration, Instant};
 
 use plexus_journal::{DeliveryStatus, MessageId, PendingDelivery};
 
-/// The longest a feed is trusted without a journal read.
-pub(crate) const REFRESH: Duration = Duration::from_millis(250);
+/// The longest a feed is trusted without a journal read. A read then drops what the feed
+/// held and reads it back, up to a batch (128 messages) at a time: behind a backlog that
+/// costs a millisecond or two, so it is not done more often than this.
+const REFRESH: Duration = Duration::from_secs(1);
 /// Most messages a feed holds; past it the lane is read from the journal (a backlog).
 const MAX_ENTRIES: usize = 512;
 /// Most payload bytes a feed holds.
@@ -205,7 +207,11 @@ impl State {
 }
 
 /// A fresh delivery, as the journal lists one that has not been tried.
-pub(crate) fn fresh(id: MessageId, received_at: std::time::SystemTime, lane: u32) -> PendingDelivery {
+pub(crate) fn fresh(
+    id: MessageId,
+    received_at: std::time::SystemTime,
+    lane: u32,
+) -> PendingDelivery {
     // The journal keeps whole milliseconds; a file destination names its file by them,
     // and a resend after a restart must land on the same name.
     let ms = received_at
@@ -256,7 +262,10 @@ mod tests {
     fn out_of_sync_until_a_whole_read_and_pushes_are_dropped_meanwhile() {
         let feed = Feed::new(true);
         feed.push(fed(1));
-        assert!(feed.take(10).is_none(), "a new feed is read from the journal");
+        assert!(
+            feed.take(10).is_none(),
+            "a new feed is read from the journal"
+        );
         sync(&feed, &[1], &[], true);
         assert_eq!(ids(&feed.take(10).unwrap()), Vec::<i64>::new());
         feed.push(fed(2));
@@ -356,6 +365,9 @@ mod tests {
             p.received_at,
             std::time::UNIX_EPOCH + Duration::from_millis(1_700_000_000_123)
         );
-        assert_eq!((p.lane, p.attempts, p.status), (3, 0, DeliveryStatus::Pending));
+        assert_eq!(
+            (p.lane, p.attempts, p.status),
+            (3, 0, DeliveryStatus::Pending)
+        );
     }
 }
