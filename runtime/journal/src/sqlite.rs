@@ -2049,8 +2049,8 @@ mod tests {
 
     #[test]
     fn reading_a_lane_reuses_its_compiled_statement() {
-        let dir = tempfile::tempdir().unwrap();
-        let journal = SqliteJournal::open(dir.path().join("journal.db")).unwrap();
+        let dir = tempfile::tempdir().expect("tempdir");
+        let journal = SqliteJournal::open(dir.path().join("journal.db")).expect("open");
         for n in 0..3 {
             let inbound = Inbound {
                 interface: "scheduling".into(),
@@ -2066,18 +2066,20 @@ mod tests {
                 processed: true,
                 ..Processing::default()
             };
-            journal.ingest(inbound, processing).unwrap();
+            journal.ingest(inbound, processing).expect("ingest");
         }
         // Each call binds new values (the time, the ids to skip), as a delivery worker's do.
         for n in 0..5_i64 {
             let skip: Vec<MessageId> = (1..=n % 3).map(MessageId).collect();
             let owed = journal
                 .next_in_lane("scheduling", "emr", 0, Some(SystemTime::now()), &skip, 128)
-                .unwrap();
+                .expect("read the lane");
             assert_eq!(owed.len(), 3 - skip.len());
         }
-        let conn = journal.readers[0].lock().unwrap();
-        let stmt = conn.prepare_cached(&pending_sql(true, 128)).unwrap();
+        let conn = journal.readers[0].lock().expect("reader");
+        let stmt = conn
+            .prepare_cached(&pending_sql(true, 128))
+            .expect("the cached statement");
         assert_eq!(
             stmt.get_status(rusqlite::StatementStatus::RePrepare),
             0,

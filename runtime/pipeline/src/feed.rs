@@ -267,11 +267,11 @@ mod tests {
             "a new feed is read from the journal"
         );
         sync(&feed, &[1], &[], true);
-        assert_eq!(ids(&feed.take(10).unwrap()), Vec::<i64>::new());
+        assert_eq!(ids(&feed.take(10).expect("in sync")), Vec::<i64>::new());
         feed.push(fed(2));
         feed.push(fed(3));
-        assert_eq!(ids(&feed.take(1).unwrap()), [2]);
-        assert_eq!(ids(&feed.take(10).unwrap()), [3]);
+        assert_eq!(ids(&feed.take(1).expect("in sync")), [2]);
+        assert_eq!(ids(&feed.take(10).expect("in sync")), [3]);
     }
 
     #[test]
@@ -288,7 +288,7 @@ mod tests {
         feed.push(fed(3));
         feed.push(fed(5));
         feed.push(fed(7));
-        assert_eq!(ids(&feed.take(10).unwrap()), [6, 7]);
+        assert_eq!(ids(&feed.take(10).expect("in sync")), [6, 7]);
     }
 
     #[test]
