@@ -296,6 +296,57 @@ async fn a_destination_that_is_down_gets_everything_in_order_when_it_comes_back(
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn work_another_process_queues_beside_the_running_engine_is_delivered() {
+    // The engine hands what it commits to delivery from memory. What another process
+    // queues in the same journal (the CLI's `errors replay`) it never sees committed,
+    // and must still find and deliver, once.
+    let site = Site::new();
+    let emr = Receiver::start("127.0.0.1:0".parse().expect("addr")).await;
+    let config = site.config(emr.addr, "");
+    let (engine, running, stop) = start(&site, emr.addr, "").await;
+    let src = running.mllp["scheduling"];
+    assert_eq!(send(src, &siu("F1", "Arrived")).await.0, AckCode::AA);
+    // Unknown status: the plug-in fails it into the error queue, nothing is owed.
+    assert_eq!(send(src, &siu("F2", "Teleported")).await.0, AckCode::AE);
+    assert_eq!(send(src, &siu("F3", "Arrived")).await.0, AckCode::AA);
+    eventually("the engine's own messages delivered", || {
+        emr.received().len() == 2
+    })
+    .await;
+    let poison = engine
+        .journal()
+        .list_errors(&ErrorFilter::default(), 10)
+        .expect("errors")[0]
+        .message;
+
+    // What `plexus errors replay` does from its own process: queue the message again.
+    let other = plexus_journal::SqliteJournal::open(plexus_pipeline::journal_path(&config))
+        .expect("a second process");
+    let requeue = plexus_journal::Processing {
+        enqueue: vec!["emr".into()],
+        requeue: true,
+        processed: true,
+        ..plexus_journal::Processing::default()
+    };
+    plexus_journal::Journal::process(&other, poison, requeue).expect("queued by the other");
+    drop(other);
+    assert_eq!(send(src, &siu("F4", "Arrived")).await.0, AckCode::AA);
+    eventually("the other process's delivery made too", || {
+        emr.received().len() >= 4
+    })
+    .await;
+    // Give a second copy, were one coming, the time to arrive.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let mut received = emr.received();
+    assert_eq!(received[..2], ["F1", "F3"]);
+    received.sort();
+    assert_eq!(received, ["F1", "F2", "F3", "F4"], "each once");
+    stop.cancel();
+    running.wait().await;
+    emr.stop.cancel();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn poison_messages_go_to_the_error_queue_while_the_rest_flow_and_replay_fixes_them() {
     let site = Site::new();
     let emr = Receiver::start("127.0.0.1:0".parse().expect("addr")).await;
