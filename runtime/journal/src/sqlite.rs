@@ -125,6 +125,10 @@ const CHECKPOINT_EVERY: Duration = Duration::from_millis(250);
 /// usual pace, where the checkpoints keep up by themselves.
 const WAL_RESTART_FRAMES: i64 = 65536;
 
+/// The most WAL frames (16 MiB) a checkpoint round may leave uncopied for the writer to
+/// finish; with more, the writer's pause would be long, and the next round tries again.
+const WAL_REST_FRAMES: i64 = 4096;
+
 /// The size the WAL file is cut back to when it starts over after growing past it.
 const WAL_SIZE_LIMIT: i64 = 64 << 20;
 
@@ -450,8 +454,9 @@ fn write_loop(
 
 /// Runs a passive checkpoint (it never blocks the writer or readers) every
 /// [`CHECKPOINT_EVERY`] until told to stop, then a last one. When the WAL has grown past
-/// `restart_at` frames, asks the writer to copy the rest itself between two commits
-/// (see `write_loop`), after which the WAL starts over.
+/// `restart_at` frames and this round left at most [`WAL_REST_FRAMES`] uncopied (a long
+/// reader can hold part of the WAL back), asks the writer to copy the rest between two
+/// commits (see `write_loop`), after which the WAL starts over.
 fn checkpoint_loop(
     conn: &Connection,
     stop: &mpsc::Receiver<()>,
@@ -461,11 +466,20 @@ fn checkpoint_loop(
     // Failure is harmless: the WAL keeps the data and the next round tries again. The
     // answer: busy, frames in the WAL, frames copied to the database file.
     let checkpoint = || {
-        conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| r.get::<_, i64>(1))
-            .ok()
+        conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| {
+            Ok((
+                r.get::<_, i64>(0)?,
+                r.get::<_, i64>(1)?,
+                r.get::<_, i64>(2)?,
+            ))
+        })
+        .ok()
     };
     while let Err(mpsc::RecvTimeoutError::Timeout) = stop.recv_timeout(CHECKPOINT_EVERY) {
-        if checkpoint().is_some_and(|frames| frames >= restart_at) {
+        if let Some((_, frames, copied)) = checkpoint()
+            && frames >= restart_at
+            && frames - copied <= WAL_REST_FRAMES
+        {
             wal_full.store(true, Ordering::Relaxed);
         }
     }

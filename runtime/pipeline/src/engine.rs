@@ -353,8 +353,13 @@ impl Iface {
         received_at: std::time::SystemTime,
         payload: Vec<u8>,
     ) {
+        // No copy for a lane whose feed would drop it (a backlog is read from the journal).
+        let size = payload.len();
         let mut payload = Some(payload);
-        let mut lanes = self.lanes_of(id, order_key).peekable();
+        let mut lanes = self
+            .lanes_of(id, order_key)
+            .filter(|(_, lane)| lane.feed.wants(size))
+            .peekable();
         while let Some((n, lane)) = lanes.next() {
             // The last destination takes the bytes themselves.
             let bytes = if lanes.peek().is_some() {
@@ -404,6 +409,25 @@ impl Iface {
         for lane in self.lanes.values().flatten() {
             lane.feed.stop();
             lane.wake.notify_one();
+        }
+    }
+
+    /// Holds every lane's feed out of sync (see `Feed::hold`) until the guard drops.
+    pub(crate) fn hold_feeds(&self) -> FeedHold<'_> {
+        for lane in self.lanes.values().flatten() {
+            lane.feed.hold();
+        }
+        FeedHold(self)
+    }
+}
+
+/// Releases an interface's feeds when dropped (see [`Iface::hold_feeds`]).
+pub(crate) struct FeedHold<'a>(&'a Iface);
+
+impl Drop for FeedHold<'_> {
+    fn drop(&mut self) {
+        for lane in self.0.lanes.values().flatten() {
+            lane.feed.release();
         }
     }
 }
@@ -1601,6 +1625,9 @@ impl Engine {
                     (processing, outcome)
                 }
             };
+            // A requeue is announced by no push: no lane may come into sync before it
+            // commits without seeing it, or newer messages could go out ahead of it.
+            let _hold = iface.hold_feeds();
             shared.journal.process(id, processing)?;
             Ok(outcome)
         })

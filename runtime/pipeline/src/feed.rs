@@ -25,18 +25,21 @@
 
 use std::collections::{HashSet, VecDeque};
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use plexus_journal::{DeliveryStatus, MessageId, PendingDelivery};
 
 /// The longest a feed is trusted without a journal read. A read then drops what the feed
 /// held and reads it back, up to a batch (128 messages) at a time: behind a backlog that
-/// costs a millisecond or two, so it is not done more often than this.
-const REFRESH: Duration = Duration::from_secs(1);
+/// costs a millisecond or two, so it is not done more often than this. With the idle
+/// worker's 250 ms poll on top, work another process queues is found within a second.
+const REFRESH: Duration = Duration::from_millis(750);
 /// Most messages a feed holds; past it the lane is read from the journal (a backlog).
 const MAX_ENTRIES: usize = 512;
-/// Most payload bytes a feed holds.
-const MAX_BYTES: usize = 2 << 20;
+/// Most payload bytes a feed holds (so at most this much memory per connection of a
+/// destination); a larger message is always read from the journal.
+pub(crate) const MAX_BYTES: usize = 2 << 20;
 
 /// One message for the lane: its delivery as the journal would list it, and the bytes
 /// the journal would return for it.
@@ -51,6 +54,8 @@ pub(crate) struct Feed {
     /// Whether the journal answers in commit order; without that the feed stays off.
     enabled: bool,
     state: Mutex<State>,
+    /// Holds in force (see [`Feed::hold`]): while any is, the feed stays out of sync.
+    holds: AtomicUsize,
 }
 
 #[derive(Debug)]
@@ -84,7 +89,17 @@ impl Feed {
                 bytes: 0,
                 seen: HashSet::new(),
             }),
+            holds: AtomicUsize::new(0),
         }
+    }
+
+    /// Whether a push of `size` bytes would be kept now, so that no copy is made for a
+    /// feed that would drop it. It may be dropped by the time it is made; that is safe.
+    /// Not a push skipped on a `false`: it comes after its commit, and the read that
+    /// brings this feed out of `Off` comes after this check (the lock orders the two), so
+    /// that read sees the commit.
+    pub(crate) fn wants(&self, size: usize) -> bool {
+        self.enabled && size <= MAX_BYTES && !matches!(self.state().mode, Mode::Off)
     }
 
     fn state(&self) -> std::sync::MutexGuard<'_, State> {
@@ -165,8 +180,12 @@ impl Feed {
             // Dropped out of sync while the read ran (a replay, an overflow).
             return;
         };
-        // A retry is owed at a time of its own: the journal keeps track of it.
-        if !whole || read.iter().any(|p| p.status != DeliveryStatus::Pending) {
+        // A retry is owed at a time of its own: the journal keeps track of it. A hold
+        // means something is being queued that no push will announce.
+        if !whole
+            || read.iter().any(|p| p.status != DeliveryStatus::Pending)
+            || self.holds.load(Ordering::SeqCst) > 0
+        {
             return;
         }
         let seen: HashSet<MessageId> = read
@@ -195,6 +214,20 @@ impl Feed {
     pub(crate) fn stop(&self) {
         self.state().off();
     }
+
+    /// Out of sync until [`Feed::release`]: for a write that queues deliveries without a
+    /// push (a replay requeues old messages), from before it commits until after, so no
+    /// read can bring the feed into sync without seeing it.
+    pub(crate) fn hold(&self) {
+        self.holds.fetch_add(1, Ordering::SeqCst);
+        self.stop();
+    }
+
+    /// Ends a [`Feed::hold`]; the feed comes into sync with the next read after it.
+    pub(crate) fn release(&self) {
+        self.holds.fetch_sub(1, Ordering::SeqCst);
+        self.stop();
+    }
 }
 
 impl State {
@@ -214,12 +247,15 @@ pub(crate) fn fresh(
 ) -> PendingDelivery {
     // The journal keeps whole milliseconds; a file destination names its file by them,
     // and a resend after a restart must land on the same name.
-    let ms = received_at
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
+    let whole_ms =
+        |d: Duration| Duration::from_millis(u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
+    let received_at = match received_at.duration_since(std::time::UNIX_EPOCH) {
+        Ok(after) => std::time::UNIX_EPOCH + whole_ms(after),
+        Err(before) => std::time::UNIX_EPOCH - whole_ms(before.duration()),
+    };
     PendingDelivery {
         id,
-        received_at: std::time::UNIX_EPOCH + Duration::from_millis(ms),
+        received_at,
         status: DeliveryStatus::Pending,
         attempts: 0,
         next_at: None,
@@ -346,6 +382,37 @@ mod tests {
         feed.push(fed(1));
         feed.state().mode = Mode::On(Instant::now() - REFRESH);
         assert!(feed.take(10).is_none(), "work the feed never saw is found");
+    }
+
+    #[test]
+    fn a_hold_keeps_the_feed_out_of_sync_until_released() {
+        let feed = Feed::new(true);
+        assert!(feed.take(10).is_none());
+        feed.hold(); // a replay is about to queue old messages
+        sync(&feed, &[], &[], true);
+        assert!(
+            feed.take(10).is_none(),
+            "held: the read may predate the requeue"
+        );
+        feed.release();
+        assert!(feed.take(10).is_none(), "read again after the requeue");
+        sync(&feed, &[3], &[], true);
+        feed.push(fed(7));
+        assert_eq!(ids(&feed.take(10).expect("in sync")), [7]);
+    }
+
+    #[test]
+    fn only_a_feed_that_would_keep_a_push_wants_its_bytes() {
+        let feed = Feed::new(true);
+        assert!(!feed.wants(10), "out of sync");
+        assert!(feed.take(10).is_none());
+        assert!(feed.wants(10), "syncing keeps pushes");
+        assert!(!feed.wants(MAX_BYTES + 1), "too large for any feed");
+        sync(&feed, &[], &[], true);
+        assert!(feed.wants(10));
+        feed.stop();
+        assert!(!feed.wants(10));
+        assert!(!Feed::new(false).wants(10));
     }
 
     #[test]

@@ -290,14 +290,17 @@ pub(crate) async fn accept(
         let order_key = processing.order_key;
         // What delivery will send, as the journal would return it: the last stage's
         // output, or the message as received.
-        let fed = (iface.feeds_deliveries() && !processing.enqueue.is_empty()).then(|| {
-            processing
+        let fed = if iface.feeds_deliveries() && !processing.enqueue.is_empty() {
+            let bytes = processing
                 .stages
                 .iter()
                 .rev()
-                .find_map(|s| s.output.clone())
-                .unwrap_or_else(|| inbound.raw.clone())
-        });
+                .find_map(|s| s.output.as_deref())
+                .unwrap_or(&inbound.raw);
+            (bytes.len() <= crate::feed::MAX_BYTES).then(|| bytes.to_vec())
+        } else {
+            None
+        };
         let feed_iface = iface.clone();
         shared.journal.ingest_detached(
             inbound,
