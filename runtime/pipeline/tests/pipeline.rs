@@ -2760,3 +2760,269 @@ async fn a_queue_built_without_order_by_keeps_each_patients_order_when_spread_ov
     let connections = connections_used(&by_conn);
     assert!(connections >= 2, "{connections} connection(s)");
 }
+
+/// A journal whose lane reads are slow, so that commits, and the pushes to the lanes'
+/// feeds that follow them, land while a worker reads: before its snapshot and after it.
+/// Its commit answers come a little late too, so that some arrive after a read that
+/// already returned their rows has brought the feed into sync. That is the moment a
+/// feed comes into sync from; everything else is the real journal.
+struct SlowLaneReads {
+    inner: plexus_journal::SqliteJournal,
+    reads: std::sync::atomic::AtomicUsize,
+}
+
+mod slow_lane_reads {
+    use super::SlowLaneReads;
+    use plexus_journal::*;
+    use std::time::{Duration, SystemTime};
+
+    const PAUSE: Duration = Duration::from_millis(5);
+    const LATE_ANSWER: Duration = Duration::from_micros(300);
+
+    impl Journal for SlowLaneReads {
+        fn next_in_lane(
+            &self,
+            interface: &str,
+            destination: &str,
+            lane: u32,
+            due: Option<SystemTime>,
+            skip: &[MessageId],
+            limit: usize,
+        ) -> Result<Vec<PendingDelivery>> {
+            std::thread::sleep(PAUSE);
+            let read = self
+                .inner
+                .next_in_lane(interface, destination, lane, due, skip, limit);
+            // Every other read returns at once: answers still on their way then arrive
+            // after the feed is in sync.
+            let n = self
+                .reads
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            if n % 2 == 0 {
+                std::thread::sleep(PAUSE);
+            }
+            read
+        }
+        fn ingest_detached(
+            &self,
+            inbound: Inbound,
+            processing: Processing,
+            done: Box<dyn FnOnce(Result<Appended>) + Send>,
+        ) {
+            let late = Box::new(move |appended| {
+                std::thread::sleep(LATE_ANSWER);
+                done(appended)
+            });
+            self.inner.ingest_detached(inbound, processing, late)
+        }
+        fn answers_in_commit_order(&self) -> bool {
+            self.inner.answers_in_commit_order()
+        }
+        fn record_attempts_detached(
+            &self,
+            attempts: Vec<Attempt>,
+            done: Box<dyn FnOnce(Result<()>) + Send>,
+        ) {
+            self.inner.record_attempts_detached(attempts, done)
+        }
+        fn payloads(&self, ids: &[MessageId]) -> Result<Vec<Result<Vec<u8>>>> {
+            self.inner.payloads(ids)
+        }
+        fn append(&self, inbound: Inbound) -> Result<Appended> {
+            self.inner.append(inbound)
+        }
+        fn record_stage(&self, stage: StageRecord) -> Result<()> {
+            self.inner.record_stage(stage)
+        }
+        fn ingest(&self, inbound: Inbound, processing: Processing) -> Result<Appended> {
+            self.inner.ingest(inbound, processing)
+        }
+        fn process(&self, id: MessageId, processing: Processing) -> Result<()> {
+            self.inner.process(id, processing)
+        }
+        fn record_attempts(&self, attempts: Vec<Attempt>) -> Result<()> {
+            self.inner.record_attempts(attempts)
+        }
+        fn next_due(
+            &self,
+            interface: &str,
+            destination: &str,
+            now: SystemTime,
+            limit: usize,
+        ) -> Result<Vec<PendingDelivery>> {
+            self.inner.next_due(interface, destination, now, limit)
+        }
+        fn owed_without_order_key(
+            &self,
+            interface: &str,
+            after: MessageId,
+            limit: usize,
+        ) -> Result<Vec<(MessageId, Vec<u8>)>> {
+            self.inner.owed_without_order_key(interface, after, limit)
+        }
+        fn set_order_keys(&self, keys: Vec<(MessageId, i64)>) -> Result<()> {
+            self.inner.set_order_keys(keys)
+        }
+        fn set_lanes(&self, interface: &str, destination: &str, lanes: Lanes) -> Result<u64> {
+            self.inner.set_lanes(interface, destination, lanes)
+        }
+        fn mark_processed(&self, id: MessageId) -> Result<()> {
+            self.inner.mark_processed(id)
+        }
+        fn enqueue(&self, id: MessageId, destination: &str) -> Result<()> {
+            self.inner.enqueue(id, destination)
+        }
+        fn next_pending(
+            &self,
+            interface: &str,
+            destination: &str,
+            limit: usize,
+        ) -> Result<Vec<PendingDelivery>> {
+            self.inner.next_pending(interface, destination, limit)
+        }
+        fn mark_attempt(
+            &self,
+            id: MessageId,
+            destination: &str,
+            result: DeliveryResult,
+        ) -> Result<()> {
+            self.inner.mark_attempt(id, destination, result)
+        }
+        fn payload(&self, id: MessageId) -> Result<Vec<u8>> {
+            self.inner.payload(id)
+        }
+        fn error(&self, report: ErrorReport) -> Result<()> {
+            self.inner.error(report)
+        }
+        fn list_errors(&self, filter: &ErrorFilter, limit: usize) -> Result<Vec<ErrorEntry>> {
+            self.inner.list_errors(filter, limit)
+        }
+        fn show(&self, id: MessageId) -> Result<MessageRecord> {
+            self.inner.show(id)
+        }
+        fn resolve(&self, id: MessageId, note: &str) -> Result<()> {
+            self.inner.resolve(id, note)
+        }
+        fn mark_replayed(&self, id: MessageId) -> Result<()> {
+            self.inner.mark_replayed(id)
+        }
+        fn queue_depths(&self) -> Result<Vec<QueueDepth>> {
+            self.inner.queue_depths()
+        }
+        fn error_stats(&self, interface: Option<&str>) -> Result<ErrorStats> {
+            self.inner.error_stats(interface)
+        }
+        fn unfinished(&self) -> Result<Vec<Unfinished>> {
+            self.inner.unfinished()
+        }
+        fn audit(&self, entry: AuditEntry) -> Result<AuditRecord> {
+            self.inner.audit(entry)
+        }
+        fn audit_log(&self, after: i64, limit: usize) -> Result<Vec<AuditRecord>> {
+            self.inner.audit_log(after, limit)
+        }
+        fn verify_audit(&self) -> Result<AuditVerification> {
+            self.inner.verify_audit()
+        }
+        fn shadow_start(&self, run: ShadowRun) -> Result<i64> {
+            self.inner.shadow_start(run)
+        }
+        fn shadow_end(&self, run: i64, how: &str) -> Result<()> {
+            self.inner.shadow_end(run, how)
+        }
+        fn shadow_record(&self, results: Vec<ShadowResult>) -> Result<()> {
+            self.inner.shadow_record(results)
+        }
+        fn shadow_runs(&self, interface: Option<&str>) -> Result<Vec<ShadowRunRecord>> {
+            self.inner.shadow_runs(interface)
+        }
+        fn shadow_results(
+            &self,
+            run: i64,
+            after: MessageId,
+            limit: usize,
+        ) -> Result<Vec<ShadowResult>> {
+            self.inner.shadow_results(run, after, limit)
+        }
+        fn shadow_output(&self, run: i64, message: MessageId) -> Result<Option<Vec<u8>>> {
+            self.inner.shadow_output(run, message)
+        }
+        fn prune_delivered(&self, older_than: SystemTime) -> Result<u64> {
+            self.inner.prune_delivered(older_than)
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lanes_fed_while_they_read_deliver_each_message_once_in_each_patients_order() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let emr = Receiver::start(any_port()).await;
+    let config = site_with(
+        dir.path(),
+        r#"{ type = "mllp", listen = "127.0.0.1:0" }"#,
+        &format!(
+            "order_by = \"PID-3-1\"\n\
+             destinations = [{{ name = \"emr\", type = \"mllp\", connect = \"{}\", connections = 4 }}]",
+            emr.addr
+        ),
+    );
+    let path = plexus_pipeline::journal_path(&config);
+    std::fs::create_dir_all(path.parent().expect("data dir")).expect("data dir");
+    let journal = SlowLaneReads {
+        inner: plexus_journal::SqliteJournal::open(&path).expect("journal"),
+        reads: std::sync::atomic::AtomicUsize::new(0),
+    };
+    let engine = Engine::with_journal(config, &FsAssets, Arc::new(journal)).expect("engine builds");
+    let stop = CancellationToken::new();
+    let running = engine.start(stop.clone()).await.expect("engine starts");
+    let src = running.mllp["feed"];
+    // Eight senders side by side, three patients each, sixty messages each.
+    let (senders, per_sender) = (8, 60);
+    let tasks: Vec<_> = (0..senders)
+        .map(|s| {
+            tokio::spawn(async move {
+                for n in 0..per_sender {
+                    let patient = s * 3 + n % 3;
+                    let (code, _) = send(src, &siu_for(&format!("T{s}-{n}"), patient)).await;
+                    assert_eq!(code, AckCode::AA);
+                }
+            })
+        })
+        .collect();
+    for task in tasks {
+        task.await.expect("sender");
+    }
+    let total = senders * per_sender;
+    eventually("every message delivered", || emr.received().len() >= total).await;
+    // Time for a second copy to show up, were one coming (a feed refresh included).
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    stop.cancel();
+    running.wait().await;
+    emr.stop.cancel();
+
+    let received = emr.received();
+    let unique: std::collections::HashSet<&String> = received.iter().collect();
+    assert_eq!(
+        (received.len(), unique.len()),
+        (total, total),
+        "each message exactly once"
+    );
+    let position: std::collections::HashMap<&str, usize> = received
+        .iter()
+        .enumerate()
+        .map(|(i, id)| (id.as_str(), i))
+        .collect();
+    for s in 0..senders {
+        for first in 0..3 {
+            let order: Vec<usize> = (first..per_sender)
+                .step_by(3)
+                .map(|n| position[format!("T{s}-{n}").as_str()])
+                .collect();
+            assert!(
+                order.windows(2).all(|w| w[0] < w[1]),
+                "patient {} out of order: {received:?}",
+                s * 3 + first
+            );
+        }
+    }
+}
