@@ -2798,7 +2798,7 @@ mod slow_lane_reads {
             let n = self
                 .reads
                 .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            if n % 2 == 0 {
+            if n.is_multiple_of(2) {
                 std::thread::sleep(PAUSE);
             }
             read
