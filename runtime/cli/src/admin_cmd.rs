@@ -112,6 +112,10 @@ pub struct Errors {
     /// Resolved ones too.
     #[arg(long)]
     all: bool,
+    /// One line per problem (interface, kind, stage and reason), largest first, with
+    /// its message ids; open errors only.
+    #[arg(long, conflicts_with = "all")]
+    group: bool,
     #[command(flatten)]
     api: ApiArgs,
 }
@@ -276,7 +280,7 @@ pub fn run(command: &AdminCommand) -> anyhow::Result<ExitCode> {
             print(&v)?;
         }
         AdminCommand::Errors(a) => {
-            let mut path = format!("/admin/v1/errors?all={}", a.all);
+            let mut path = format!("/admin/v1/errors?all={}&group={}", a.all, a.group);
             if let Some(i) = &a.interface {
                 path.push_str(&format!("&interface={i}"));
             }
@@ -285,6 +289,10 @@ pub fn run(command: &AdminCommand) -> anyhow::Result<ExitCode> {
             }
             let (status, v) = a.api.call("GET", &path, Body::None)?;
             expect(status, &v, &[200], "listing errors")?;
+            if a.group {
+                print_groups(&v);
+                return Ok(ExitCode::SUCCESS);
+            }
             let errors = v["errors"].as_array().cloned().unwrap_or_default();
             if errors.is_empty() {
                 println!("no {}errors", if a.all { "" } else { "open " });
@@ -411,4 +419,59 @@ pub fn print_changes(changes: &Value) {
             c["plugin"].as_str().unwrap_or("?")
         );
     }
+}
+
+/// The groups of `GET /admin/v1/errors?group=true`, as `plexus errors list --group`
+/// prints them.
+fn print_groups(v: &Value) {
+    let groups = v["groups"].as_array().cloned().unwrap_or_default();
+    if groups.is_empty() {
+        println!("no open errors");
+    } else {
+        println!(
+            "{:>6}  {:<16}  {:<13}  {:<30}  {:>7}  REASON",
+            "COUNT", "INTERFACE", "KIND", "STAGE", "OLDEST"
+        );
+    }
+    for g in &groups {
+        println!(
+            "{:>6}  {:<16}  {:<13}  {:<30}  {:>7}  {}",
+            g["count"],
+            g["interface"].as_str().unwrap_or("?"),
+            g["kind"].as_str().unwrap_or("?"),
+            g["stage"].as_str().unwrap_or("?"),
+            crate::errors_cmd::age_text(g["age_s"].as_u64().unwrap_or(0)),
+            g["reason"].as_str().unwrap_or("")
+        );
+        let ids: Vec<String> = g["ids"]
+            .as_array()
+            .map(|ids| ids.iter().map(Value::to_string).collect())
+            .unwrap_or_default();
+        let more = if g["ids_truncated"].as_bool().unwrap_or(false) {
+            " (and more)"
+        } else {
+            ""
+        };
+        println!("{:>8}ids {}{more}", "", ids.join(" "));
+    }
+    let total = v["groups_total"].as_u64().unwrap_or(0);
+    if total > groups.len() as u64 {
+        println!(
+            "
+the largest {} of {total} groups shown",
+            groups.len()
+        );
+    }
+    if v["all_grouped"].as_bool() == Some(false) {
+        println!(
+            "
+grouped the oldest {} errors; more match (filter by --interface or --kind)",
+            v["errors_grouped"]
+        );
+    }
+    println!(
+        "
+{} open; {} resolved ({} corrected by replay)",
+        v["open"], v["resolved"], v["corrected"]
+    );
 }

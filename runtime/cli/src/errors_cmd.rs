@@ -3,7 +3,6 @@
 //! These open the site's journal directly, so they work whether or not the engine is
 //! running; a running engine picks up replayed deliveries within a second.
 
-use std::collections::HashMap;
 use std::process::ExitCode;
 use std::time::{Duration, SystemTime};
 
@@ -11,6 +10,7 @@ use anyhow::Context;
 use plexus_journal::{
     AuditEntry, ErrorEntry, ErrorFilter, ErrorKind, ErrorStats, Journal, MessageId, OutcomeKind,
 };
+use plexus_pipeline::error_groups::{GROUP_SCAN, group_errors, same_problem};
 use plexus_pipeline::{
     Engine, ReplayOutcome, masked_delivery_error, masked_reason, masked_stage_detail,
 };
@@ -44,8 +44,6 @@ pub struct ListArgs {
     json: bool,
 }
 
-/// Most errors `errors list --group` reads to build its groups.
-const GROUP_SCAN: usize = 100_000;
 /// Message ids printed per group in the table (JSON has up to [`GROUP_IDS_JSON`]).
 const GROUP_IDS_SHOWN: usize = 12;
 const GROUP_IDS_JSON: usize = 1000;
@@ -245,24 +243,6 @@ fn print_totals(args: &ListArgs, stats: &ErrorStats) {
     );
 }
 
-/// Errors that are the same problem: one interface, kind, stage and masked reason.
-struct Group<'a> {
-    interface: &'a str,
-    kind: ErrorKind,
-    stage: &'a str,
-    reason: String,
-    oldest: SystemTime,
-    ids: Vec<i64>,
-}
-
-/// What makes two errors the same problem.
-type GroupKey<'a> = (&'a str, ErrorKind, &'a str, String);
-
-fn group_key(e: &ErrorEntry) -> GroupKey<'_> {
-    let reason = one_line(masked_reason(e.kind, &e.reason), usize::MAX);
-    (e.interface.as_str(), e.kind, e.stage.as_str(), reason)
-}
-
 /// The open errors in the same group as message `like`'s, oldest first; says what it
 /// matched on stderr.
 fn ids_like(journal: &dyn Journal, like: i64) -> anyhow::Result<Vec<i64>> {
@@ -287,56 +267,25 @@ fn ids_like(journal: &dyn Journal, like: i64) -> anyhow::Result<Vec<i64>> {
         model.kind.as_str(),
         model.interface
     );
-    let key = group_key(&model);
     let ids: Vec<i64> = entries
         .iter()
-        .filter(|e| group_key(e) == key)
+        .filter(|e| same_problem(e, &model))
         .map(|e| e.message.0)
         .collect();
+    let reason = one_line(masked_reason(model.kind, &model.reason), 100);
     eprintln!(
-        "{} open error(s) like message {like}: {}, {}, {}: {}",
+        "{} open error(s) like message {like}: {}, {}, {}: {reason}",
         ids.len(),
-        key.0,
-        key.1.as_str(),
-        key.2,
-        one_line(&key.3, 100)
+        model.interface,
+        model.kind.as_str(),
+        model.stage,
     );
     Ok(ids)
 }
 
-/// Groups `entries` (oldest first, as the journal lists them): largest group first, then
-/// the one with the oldest error.
-fn group(entries: &[ErrorEntry]) -> Vec<Group<'_>> {
-    let mut groups: Vec<Group<'_>> = Vec::new();
-    let mut index: HashMap<GroupKey<'_>, usize> = HashMap::new();
-    for e in entries {
-        let key = group_key(e);
-        match index.get(&key) {
-            Some(&at) => {
-                let g = &mut groups[at];
-                g.ids.push(e.message.0);
-                g.oldest = g.oldest.min(e.first_seen);
-            }
-            None => {
-                index.insert(key.clone(), groups.len());
-                groups.push(Group {
-                    interface: key.0,
-                    kind: key.1,
-                    stage: key.2,
-                    reason: key.3,
-                    oldest: e.first_seen,
-                    ids: vec![e.message.0],
-                });
-            }
-        }
-    }
-    groups.sort_by(|a, b| b.ids.len().cmp(&a.ids.len()).then(a.oldest.cmp(&b.oldest)));
-    groups
-}
-
 fn print_groups(args: &ListArgs, entries: &[ErrorEntry], stats: &ErrorStats) {
     let scanned = entries.len().min(GROUP_SCAN);
-    let groups = group(&entries[..scanned]);
+    let groups = group_errors(&entries[..scanned]);
     if args.json {
         for g in groups.iter().take(args.limit) {
             println!(

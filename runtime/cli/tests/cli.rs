@@ -1020,6 +1020,11 @@ fn admin_and_shadow_commands_drive_a_running_engine() {
         listed.contains("scheduling") && listed.contains("demographics-normalize@"),
         "{listed}"
     );
+    let groups = run(&["admin", "errors", "--group"]);
+    assert!(
+        groups.contains("no open errors") && groups.contains("0 open; 0 resolved"),
+        "{groups}"
+    );
     let uploaded = run(&["admin", "upload", plexus_test_artifacts::VISIT_STATUS_MAP]);
     let sha = uploaded
         .split_whitespace()

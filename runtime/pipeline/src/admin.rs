@@ -22,6 +22,7 @@ use serde_json::{Value, json};
 
 use crate::chain::{masked_delivery_error, masked_reason, masked_stage_detail};
 use crate::engine::{Engine, ReplayOutcome, Shared};
+use crate::error_groups::{GROUP_SCAN, group_errors};
 use crate::sha256_hex;
 
 /// Roles that may read interfaces, errors and (masked) messages.
@@ -221,7 +222,11 @@ struct ErrorsQuery {
     kind: Option<String>,
     all: Option<bool>,
     limit: Option<usize>,
+    group: Option<bool>,
 }
+
+/// Message ids listed per group by `GET /admin/v1/errors?group=true`.
+const GROUP_IDS: usize = 1000;
 
 async fn errors(
     State(admin): State<Admin>,
@@ -251,6 +256,13 @@ async fn errors(
             }
         },
     };
+    let group = q.group.unwrap_or(false);
+    if group && q.all.unwrap_or(false) {
+        return problem(
+            StatusCode::BAD_REQUEST,
+            "group covers open errors only; leave out all=true".to_owned(),
+        );
+    }
     let journal = admin.engine.journal().clone();
     let interface = q.interface.clone();
     let filter = ErrorFilter {
@@ -259,18 +271,49 @@ async fn errors(
         include_resolved: q.all.unwrap_or(false),
     };
     let limit = q.limit.unwrap_or(100).min(10_000);
+    // Grouping reads every open error (up to GROUP_SCAN); `limit` counts groups then.
+    let read = if group {
+        GROUP_SCAN.saturating_add(1)
+    } else {
+        limit
+    };
     let ms = |t: std::time::SystemTime| {
         t.duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
     };
     let now = std::time::SystemTime::now();
     match blocking(move || {
-        let list = journal.list_errors(&filter, limit)?;
+        let list = journal.list_errors(&filter, read)?;
         let stats = journal.error_stats(interface.as_deref())?;
         Ok::<_, plexus_journal::Error>((list, stats))
     })
     .await
     {
+        Ok((list, stats)) if group => {
+            let scanned = list.len().min(GROUP_SCAN);
+            let groups = group_errors(&list[..scanned]);
+            axum::Json(json!({
+                "open": stats.open,
+                "oldest_open_ms": stats.oldest_open.map(ms),
+                "resolved": stats.resolved,
+                "corrected": stats.corrected,
+                "groups_total": groups.len(),
+                "errors_grouped": scanned,
+                "all_grouped": list.len() <= GROUP_SCAN,
+                "groups": groups.iter().take(limit).map(|g| json!({
+                    "count": g.ids.len(),
+                    "interface": g.interface,
+                    "kind": g.kind.as_str(),
+                    "stage": g.stage,
+                    "reason": g.reason,
+                    "oldest_first_seen_ms": ms(g.oldest),
+                    "age_s": now.duration_since(g.oldest).map_or(0, |d| d.as_secs()),
+                    "ids": &g.ids[..g.ids.len().min(GROUP_IDS)],
+                    "ids_truncated": g.ids.len() > GROUP_IDS,
+                })).collect::<Vec<_>>(),
+            }))
+            .into_response()
+        }
         Ok((list, stats)) => axum::Json(json!({
             "open": stats.open,
             "oldest_open_ms": stats.oldest_open.map(ms),

@@ -33,6 +33,7 @@ mod chain;
 mod deliver;
 mod engine;
 mod error;
+pub mod error_groups;
 mod feed;
 mod file_source;
 mod grants;

@@ -1640,6 +1640,59 @@ async fn every_admin_route_rejects_the_wrong_role() {
     running.wait().await;
 }
 
+/// The admin API groups the open errors by problem, as `plexus errors list --group`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_admin_api_groups_open_errors_by_problem() {
+    let (_dir, _engine, running, stop) = start_admin_site(&["viewer"]).await;
+    let src = running.mllp["feed"];
+    for (id, status) in [("G1", "Teleported"), ("G2", "Beamed"), ("G3", "Warped")] {
+        assert_eq!(send(src, &siu(id, status)).await.0, AckCode::AE);
+    }
+    // No message type: refused at intake, a problem of its own.
+    let untyped = String::from_utf8(siu("G4", "Arrived"))
+        .expect("utf-8")
+        .replace("SIU^S12^SIU_S12", "");
+    assert_eq!(send(src, untyped.as_bytes()).await.0, AckCode::AR);
+    let http = running.http;
+    let get = |path: &'static str| async move {
+        let (status, body) = http_request_with(http, "GET", path, Some("secret-viewer"), b"").await;
+        let body = String::from_utf8(body).expect("utf-8");
+        let json: serde_json::Value = serde_json::from_str(&body).expect("json");
+        (status, body, json)
+    };
+    let (status, body, v) = get("/admin/v1/errors?group=true").await;
+    assert_eq!(status, 200, "{body}");
+    for value in ["Teleported", "Beamed", "Warped"] {
+        assert!(!body.contains(value), "no field values: {body}");
+    }
+    assert_eq!(v["groups_total"], 2, "{body}");
+    assert_eq!(v["all_grouped"], true, "{body}");
+    let first = &v["groups"][0];
+    assert_eq!(first["count"], 3, "{body}");
+    assert_eq!(first["ids"], serde_json::json!([1, 2, 3]), "{body}");
+    assert_eq!(first["kind"], "plugin-fail", "{body}");
+    assert_eq!(first["stage"], "plugin:visit-status-map", "{body}");
+    assert!(
+        first["reason"]
+            .as_str()
+            .is_some_and(|r| r.contains("missing-mapping at SCH-25-1")),
+        "{body}"
+    );
+    assert_eq!(first["ids_truncated"], false, "{body}");
+    assert_eq!(v["groups"][1]["count"], 1, "{body}");
+    assert_eq!(v["groups"][1]["kind"], "parse", "{body}");
+    assert_eq!(v["open"], 4, "{body}");
+
+    let (_, body, v) = get("/admin/v1/errors?group=true&limit=1").await;
+    assert_eq!(v["groups"].as_array().map(Vec::len), Some(1), "{body}");
+    assert_eq!(v["groups_total"], 2, "{body}");
+    let (status, body, _) = get("/admin/v1/errors?group=true&all=true").await;
+    assert_eq!(status, 400, "{body}");
+    assert!(body.contains("open errors only"), "{body}");
+    stop.cancel();
+    running.wait().await;
+}
+
 /// A plug-in's failure detail quotes the value it could not map, on purpose (the
 /// operator fixes the table with it): the journal keeps it, but only unmasked views show
 /// it. The error queue's reason names the plug-in, its version, the kind and the path.

@@ -1,0 +1,76 @@
+//! Open errors that are the same problem: one interface, kind, stage and masked reason.
+//! A destination that was down, or a status code a plug-in does not know, puts hundreds
+//! of messages in the error queue for one cause; grouped, the queue reads as a few
+//! problems, each with its message ids. `plexus errors list --group` and the admin API's
+//! `GET /admin/v1/errors?group=true` both show these groups.
+
+use std::collections::HashMap;
+use std::time::SystemTime;
+
+use plexus_journal::{ErrorEntry, ErrorKind};
+
+use crate::chain::masked_reason;
+
+/// The most errors grouped at once (oldest first); past it a caller narrows by interface
+/// or kind.
+pub const GROUP_SCAN: usize = 100_000;
+
+/// Errors that are the same problem.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ErrorGroup {
+    pub interface: String,
+    pub kind: ErrorKind,
+    pub stage: String,
+    /// The masked reason (no message content), on one line.
+    pub reason: String,
+    /// When the oldest error of the group was first seen.
+    pub oldest: SystemTime,
+    /// The messages, oldest error first.
+    pub ids: Vec<i64>,
+}
+
+/// What makes two errors the same problem.
+type Key<'a> = (&'a str, ErrorKind, &'a str, String);
+
+fn key(e: &ErrorEntry) -> Key<'_> {
+    let reason: String = masked_reason(e.kind, &e.reason)
+        .chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .collect();
+    (e.interface.as_str(), e.kind, e.stage.as_str(), reason)
+}
+
+/// Whether `a` and `b` are the same problem (they would share a group).
+pub fn same_problem(a: &ErrorEntry, b: &ErrorEntry) -> bool {
+    key(a) == key(b)
+}
+
+/// Groups `entries` (oldest first, as the journal lists them): the largest group first,
+/// then the one with the oldest error.
+pub fn group_errors(entries: &[ErrorEntry]) -> Vec<ErrorGroup> {
+    let mut groups: Vec<ErrorGroup> = Vec::new();
+    let mut index: HashMap<Key<'_>, usize> = HashMap::new();
+    for e in entries {
+        let key = key(e);
+        match index.get(&key) {
+            Some(&at) => {
+                let g = &mut groups[at];
+                g.ids.push(e.message.0);
+                g.oldest = g.oldest.min(e.first_seen);
+            }
+            None => {
+                groups.push(ErrorGroup {
+                    interface: key.0.to_owned(),
+                    kind: key.1,
+                    stage: key.2.to_owned(),
+                    reason: key.3.clone(),
+                    oldest: e.first_seen,
+                    ids: vec![e.message.0],
+                });
+                index.insert(key, groups.len() - 1);
+            }
+        }
+    }
+    groups.sort_by(|a, b| b.ids.len().cmp(&a.ids.len()).then(a.oldest.cmp(&b.oldest)));
+    groups
+}
