@@ -290,7 +290,7 @@ pub fn run(command: &AdminCommand) -> anyhow::Result<ExitCode> {
             let (status, v) = a.api.call("GET", &path, Body::None)?;
             expect(status, &v, &[200], "listing errors")?;
             if a.group {
-                print_groups(&v);
+                print_groups(&v)?;
                 return Ok(ExitCode::SUCCESS);
             }
             let errors = v["errors"].as_array().cloned().unwrap_or_default();
@@ -305,7 +305,7 @@ pub fn run(command: &AdminCommand) -> anyhow::Result<ExitCode> {
             for e in errors {
                 println!(
                     "{:>8}  {:<16} {:<14} {:<30} {:>7}  {}",
-                    e["id"],
+                    e["id"].as_i64().unwrap_or(0),
                     e["interface"].as_str().unwrap_or("?"),
                     e["kind"].as_str().unwrap_or("?"),
                     e["stage"].as_str().unwrap_or("?"),
@@ -385,7 +385,7 @@ pub fn run(command: &AdminCommand) -> anyhow::Result<ExitCode> {
             for e in v["entries"].as_array().into_iter().flatten() {
                 println!(
                     "{:>6}  {}  {:<16} {:<14} {:<24} {}",
-                    e["id"],
+                    e["id"].as_i64().unwrap_or(0),
                     e["at"].as_str().unwrap_or("?"),
                     e["actor"].as_str().unwrap_or("?"),
                     e["action"].as_str().unwrap_or("?"),
@@ -421,10 +421,15 @@ pub fn print_changes(changes: &Value) {
     }
 }
 
-/// The groups of `GET /admin/v1/errors?group=true`, as `plexus errors list --group`
-/// prints them.
-fn print_groups(v: &Value) {
-    let groups = v["groups"].as_array().cloned().unwrap_or_default();
+/// The groups of `GET /admin/v1/errors?group=true`, in the table `plexus errors list
+/// --group` prints.
+fn print_groups(v: &Value) -> anyhow::Result<()> {
+    use crate::errors_cmd::{GROUP_IDS_SHOWN, age_text, one_line};
+    use anyhow::Context;
+    // An engine older than `group=true` ignores it and lists the errors instead.
+    let groups = v["groups"]
+        .as_array()
+        .context("the engine did not group the errors (it may be older than this CLI)")?;
     if groups.is_empty() {
         println!("no open errors");
     } else {
@@ -433,45 +438,49 @@ fn print_groups(v: &Value) {
             "COUNT", "INTERFACE", "KIND", "STAGE", "OLDEST"
         );
     }
-    for g in &groups {
+    for g in groups {
         println!(
             "{:>6}  {:<16}  {:<13}  {:<30}  {:>7}  {}",
-            g["count"],
+            g["count"].as_u64().unwrap_or(0),
             g["interface"].as_str().unwrap_or("?"),
             g["kind"].as_str().unwrap_or("?"),
             g["stage"].as_str().unwrap_or("?"),
-            crate::errors_cmd::age_text(g["age_s"].as_u64().unwrap_or(0)),
-            g["reason"].as_str().unwrap_or("")
+            age_text(g["age_s"].as_u64().unwrap_or(0)),
+            one_line(g["reason"].as_str().unwrap_or(""), 100)
         );
         let ids: Vec<String> = g["ids"]
             .as_array()
-            .map(|ids| ids.iter().map(Value::to_string).collect())
+            .map(|ids| {
+                ids.iter()
+                    .take(GROUP_IDS_SHOWN)
+                    .map(Value::to_string)
+                    .collect()
+            })
             .unwrap_or_default();
-        let more = if g["ids_truncated"].as_bool().unwrap_or(false) {
-            " (and more)"
+        let more = g["count"]
+            .as_u64()
+            .unwrap_or(0)
+            .saturating_sub(ids.len() as u64);
+        let more = if more > 0 {
+            format!(" (and {more} more)")
         } else {
-            ""
+            String::new()
         };
         println!("{:>8}ids {}{more}", "", ids.join(" "));
     }
     let total = v["groups_total"].as_u64().unwrap_or(0);
     if total > groups.len() as u64 {
-        println!(
-            "
-the largest {} of {total} groups shown",
-            groups.len()
-        );
+        println!("\nthe largest {} of {total} groups shown", groups.len());
     }
     if v["all_grouped"].as_bool() == Some(false) {
         println!(
-            "
-grouped the oldest {} errors; more match (filter by --interface or --kind)",
+            "\ngrouped the oldest {} errors; more match (filter by --interface or --kind)",
             v["errors_grouped"]
         );
     }
     println!(
-        "
-{} open; {} resolved ({} corrected by replay)",
+        "\n{} open; {} resolved ({} corrected by replay)",
         v["open"], v["resolved"], v["corrected"]
     );
+    Ok(())
 }

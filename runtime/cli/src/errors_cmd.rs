@@ -10,7 +10,7 @@ use anyhow::Context;
 use plexus_journal::{
     AuditEntry, ErrorEntry, ErrorFilter, ErrorKind, ErrorStats, Journal, MessageId, OutcomeKind,
 };
-use plexus_pipeline::error_groups::{GROUP_SCAN, group_errors, same_problem};
+use plexus_pipeline::error_groups::{GROUP_IDS, GROUP_SCAN, group_errors, same_problem};
 use plexus_pipeline::{
     Engine, ReplayOutcome, masked_delivery_error, masked_reason, masked_stage_detail,
 };
@@ -44,9 +44,8 @@ pub struct ListArgs {
     json: bool,
 }
 
-/// Message ids printed per group in the table (JSON has up to [`GROUP_IDS_JSON`]).
-const GROUP_IDS_SHOWN: usize = 12;
-const GROUP_IDS_JSON: usize = 1000;
+/// Message ids printed per group in the table (JSON has up to [`GROUP_IDS`]).
+pub(crate) const GROUP_IDS_SHOWN: usize = 12;
 
 #[derive(Debug, clap::Args)]
 pub struct ShowArgs {
@@ -288,19 +287,7 @@ fn print_groups(args: &ListArgs, entries: &[ErrorEntry], stats: &ErrorStats) {
     let groups = group_errors(&entries[..scanned]);
     if args.json {
         for g in groups.iter().take(args.limit) {
-            println!(
-                "{}",
-                json!({
-                    "count": g.ids.len(),
-                    "interface": g.interface,
-                    "kind": g.kind.as_str(),
-                    "stage": g.stage,
-                    "reason": g.reason,
-                    "oldest_first_seen_ms": ms(g.oldest),
-                    "ids": &g.ids[..g.ids.len().min(GROUP_IDS_JSON)],
-                    "ids_truncated": g.ids.len() > GROUP_IDS_JSON,
-                })
-            );
+            println!("{}", g.to_json());
         }
         return;
     }
@@ -330,7 +317,7 @@ fn print_groups(args: &ListArgs, entries: &[ErrorEntry], stats: &ErrorStats) {
                 .collect();
             let more = g.ids.len().saturating_sub(GROUP_IDS_SHOWN);
             let more = if more > 0 {
-                format!(" (and {more} more: --json lists up to {GROUP_IDS_JSON})")
+                format!(" (and {more} more: --json lists up to {GROUP_IDS})")
             } else {
                 String::new()
             };
@@ -698,7 +685,7 @@ pub fn age_text(secs: u64) -> String {
     }
 }
 
-fn one_line(text: &str, max: usize) -> String {
+pub(crate) fn one_line(text: &str, max: usize) -> String {
     let flat: String = text
         .chars()
         .map(|c| if c.is_control() { ' ' } else { c })

@@ -1112,6 +1112,30 @@ PID|1||MRN2^^^CLINIC^MR||testpatient^beta||19800101|female\r";
         assert!(audit.contains(action), "{action} in {audit}");
     }
 
+    // Two messages with statuses nobody maps: one problem, two ids.
+    for (i, status) in ["Teleported", "Beamed"].iter().enumerate() {
+        let siu = format!(
+            "MSH|^~\\&|SCHED|CLINIC|EHR|CLINIC|20260105083000||SIU^S12|BAD-{i}|P|2.5.1\r\
+SCH|1^S|2^E||||NEW|||20|MIN|^^^202601050900||||||||||||||{status}\r\
+PID|1||MRN1^^^CLINIC^MR||testpatient^alpha||19800101|female\r"
+        );
+        conn.write_all(&frame(siu.as_bytes())).expect("send");
+        let ack = plexus_hl7::Message::parse_owned(read_frame(&mut conn)).expect("ACK");
+        assert_eq!(ack.get("MSA-1").expect("path").as_deref(), Some("AE"));
+    }
+    let groups = run(&["admin", "errors", "--group"]);
+    let row = groups
+        .lines()
+        .find(|l| l.contains("plugin-fail"))
+        .unwrap_or_else(|| panic!("a plugin-fail group: {groups}"));
+    assert!(row.trim_start().starts_with("2 "), "{groups}");
+    assert!(row.contains("missing-mapping at SCH-25-1"), "{groups}");
+    assert!(groups.contains("2 open;"), "{groups}");
+    assert!(
+        !groups.contains("Teleported") && !groups.contains("testpatient"),
+        "{groups}"
+    );
+
     let refused = plexus()
         .args(["admin", "interfaces"])
         .env("PLEXUS_URL", &url)

@@ -225,8 +225,8 @@ struct ErrorsQuery {
     group: Option<bool>,
 }
 
-/// Message ids listed per group by `GET /admin/v1/errors?group=true`.
-const GROUP_IDS: usize = 1000;
+/// One grouping at a time: it reads up to `GROUP_SCAN` error rows.
+static GROUPING: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(1);
 
 async fn errors(
     State(admin): State<Admin>,
@@ -282,6 +282,38 @@ async fn errors(
             .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
     };
     let now = std::time::SystemTime::now();
+    if group {
+        let Ok(_one_at_a_time) = GROUPING.acquire().await else {
+            return problem(StatusCode::SERVICE_UNAVAILABLE, "shutting down".to_owned());
+        };
+        // Read and grouped off the async threads; only the groups come back.
+        return match blocking(move || {
+            let list = journal.list_errors(&filter, read)?;
+            let stats = journal.error_stats(interface.as_deref())?;
+            let scanned = list.len().min(GROUP_SCAN);
+            let groups = group_errors(&list[..scanned]);
+            Ok::<_, plexus_journal::Error>((groups, scanned, list.len() <= GROUP_SCAN, stats))
+        })
+        .await
+        {
+            Ok((groups, scanned, all_grouped, stats)) => axum::Json(json!({
+                "open": stats.open,
+                "oldest_open_ms": stats.oldest_open.map(ms),
+                "resolved": stats.resolved,
+                "corrected": stats.corrected,
+                "groups_total": groups.len(),
+                "errors_grouped": scanned,
+                "all_grouped": all_grouped,
+                "groups": groups.iter().take(limit).map(|g| {
+                    let mut v = g.to_json();
+                    v["age_s"] = json!(now.duration_since(g.oldest).map_or(0, |d| d.as_secs()));
+                    v
+                }).collect::<Vec<_>>(),
+            }))
+            .into_response(),
+            Err(r) => r,
+        };
+    }
     match blocking(move || {
         let list = journal.list_errors(&filter, read)?;
         let stats = journal.error_stats(interface.as_deref())?;
@@ -289,31 +321,6 @@ async fn errors(
     })
     .await
     {
-        Ok((list, stats)) if group => {
-            let scanned = list.len().min(GROUP_SCAN);
-            let groups = group_errors(&list[..scanned]);
-            axum::Json(json!({
-                "open": stats.open,
-                "oldest_open_ms": stats.oldest_open.map(ms),
-                "resolved": stats.resolved,
-                "corrected": stats.corrected,
-                "groups_total": groups.len(),
-                "errors_grouped": scanned,
-                "all_grouped": list.len() <= GROUP_SCAN,
-                "groups": groups.iter().take(limit).map(|g| json!({
-                    "count": g.ids.len(),
-                    "interface": g.interface,
-                    "kind": g.kind.as_str(),
-                    "stage": g.stage,
-                    "reason": g.reason,
-                    "oldest_first_seen_ms": ms(g.oldest),
-                    "age_s": now.duration_since(g.oldest).map_or(0, |d| d.as_secs()),
-                    "ids": &g.ids[..g.ids.len().min(GROUP_IDS)],
-                    "ids_truncated": g.ids.len() > GROUP_IDS,
-                })).collect::<Vec<_>>(),
-            }))
-            .into_response()
-        }
         Ok((list, stats)) => axum::Json(json!({
             "open": stats.open,
             "oldest_open_ms": stats.oldest_open.map(ms),

@@ -38,8 +38,9 @@ use crate::metrics::DeliveryOutcome;
 
 /// Deliveries read from the journal at a time.
 const BATCH: usize = 128;
-/// How often an idle worker looks at the journal anyway (work enqueued by another
-/// process, e.g. `plexus errors replay`, and retries coming due).
+/// How often an idle worker wakes without being woken, to look for work enqueued by
+/// another process (`plexus errors replay`) and retries coming due: in the journal when
+/// its feed is out of sync or older than the feed's refresh interval.
 const POLL: Duration = Duration::from_millis(250);
 /// Pause after a journal failure before trying again.
 const JOURNAL_BACKOFF: Duration = Duration::from_secs(1);

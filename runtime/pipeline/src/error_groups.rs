@@ -14,6 +14,8 @@ use crate::chain::masked_reason;
 /// The most errors grouped at once (oldest first); past it a caller narrows by interface
 /// or kind.
 pub const GROUP_SCAN: usize = 100_000;
+/// The most message ids a group's JSON lists.
+pub const GROUP_IDS: usize = 1000;
 
 /// Errors that are the same problem.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -27,6 +29,27 @@ pub struct ErrorGroup {
     pub oldest: SystemTime,
     /// The messages, oldest error first.
     pub ids: Vec<i64>,
+}
+
+impl ErrorGroup {
+    /// The group as JSON: `count, interface, kind, stage, reason, oldest_first_seen_ms,
+    /// ids` (at most [`GROUP_IDS`]) `, ids_truncated`.
+    pub fn to_json(&self) -> serde_json::Value {
+        let oldest_ms = self
+            .oldest
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
+        serde_json::json!({
+            "count": self.ids.len(),
+            "interface": self.interface,
+            "kind": self.kind.as_str(),
+            "stage": self.stage,
+            "reason": self.reason,
+            "oldest_first_seen_ms": oldest_ms,
+            "ids": &self.ids[..self.ids.len().min(GROUP_IDS)],
+            "ids_truncated": self.ids.len() > GROUP_IDS,
+        })
+    }
 }
 
 /// What makes two errors the same problem.
