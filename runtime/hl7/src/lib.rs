@@ -46,5 +46,5 @@ pub use batch::Batch;
 pub use charset::Charset;
 pub use delim::Delimiters;
 pub use error::{BatchError, EditError, ParseError, PathError};
-pub use message::{Children, Element, Level, Message, Segment, wire_form};
+pub use message::{Children, Element, Level, Message, Segment, header_line, wire_form};
 pub use path::{AsPath, Path};

@@ -14,6 +14,26 @@ use crate::path::{AsPath, Path};
 
 const BOM: &[u8] = b"\xEF\xBB\xBF";
 
+/// The start of `bytes` through the end of its first segment (the header), as the parser
+/// finds it: after a byte order mark and leading whitespace, up to the first CR or LF.
+/// Parsed alone it gives the same MSH values, delimiters and charset as the whole
+/// message, for a fraction of the work: what an acknowledgement needs. All of `bytes`
+/// when the header has no terminator.
+pub fn header_line(bytes: &[u8]) -> &[u8] {
+    let body = if bytes.starts_with(BOM) { BOM.len() } else { 0 };
+    let Some(first) = bytes[body..]
+        .iter()
+        .position(|c| !c.is_ascii_whitespace())
+        .map(|p| p + body)
+    else {
+        return bytes;
+    };
+    match memchr::memchr2(b'\r', b'\n', &bytes[first..]) {
+        Some(end) => &bytes[..first + end],
+        None => bytes,
+    }
+}
+
 /// `bytes` as a strict receiver expects a message: no byte order mark or whitespace
 /// before `MSH`, each segment ended by one CR, no blank lines. `None` when they are in
 /// that form already (the usual case, found without parsing), or do not parse as a
@@ -1217,6 +1237,34 @@ impl std::fmt::Debug for Children<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_header_line_parses_to_the_same_header() {
+        let cases: [&[u8]; 5] = [
+            b"MSH|^~\\&|A|B|C|D|20260101||ADT^A01|X1|P|2.5.1|||||||8859/1\rPID|1||MRN\r",
+            b"\xEF\xBB\xBF\r\n  MSH|^~\\&|A|B|C|D|20260101||ADT^A01|X2|P|2.5.1\r\nPID|1\r\n",
+            b"MSH|^~\\&|A|B|C|D|20260101||ADT^A01|X3|P|2.5.1\nPID|1\nPV1|1\n",
+            b"MSH#^~\\&#A#B#C#D#20260101##ADT^A01#X4#P#2.3",
+            b"MSH|^~\\&|A|B|C|D|20260101||SIU^S12|X5|P|2.5.1\rSCH|1\r\rPID|1\r",
+        ];
+        for raw in cases {
+            let whole = Message::parse(raw).expect("whole");
+            let head = Message::parse(header_line(raw)).expect("header alone");
+            assert_eq!(head.segments().count(), 1);
+            for field in 1..=18 {
+                let path = format!("MSH-{field}");
+                assert_eq!(
+                    head.get_raw(path.as_str()).expect("path"),
+                    whole.get_raw(path.as_str()).expect("path"),
+                    "{path} of {:?}",
+                    String::from_utf8_lossy(raw)
+                );
+            }
+            assert_eq!(head.charset(), whole.charset());
+            assert_eq!(head.delimiters(), whole.delimiters());
+        }
+        assert_eq!(header_line(b"  \r\n"), b"  \r\n");
+    }
 
     /// After every edit, the index kept up to date in place equals one built from
     /// scratch, on every corpus message and edits of every shape: longer, shorter,
