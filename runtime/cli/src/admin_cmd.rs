@@ -424,49 +424,38 @@ pub fn print_changes(changes: &Value) {
 /// The groups of `GET /admin/v1/errors?group=true`, in the table `plexus errors list
 /// --group` prints.
 fn print_groups(v: &Value) -> anyhow::Result<()> {
-    use crate::errors_cmd::{GROUP_IDS_SHOWN, age_text, one_line};
+    use crate::errors_cmd::{GroupRow, print_group_table};
     use anyhow::Context;
     // An engine older than `group=true` ignores it and lists the errors instead.
     let groups = v["groups"]
         .as_array()
         .context("the engine did not group the errors (it may be older than this CLI)")?;
-    if groups.is_empty() {
+    let ids: Vec<Vec<i64>> = groups
+        .iter()
+        .map(|g| {
+            g["ids"]
+                .as_array()
+                .map(|ids| ids.iter().filter_map(Value::as_i64).collect())
+                .unwrap_or_default()
+        })
+        .collect();
+    let rows: Vec<GroupRow<'_>> = groups
+        .iter()
+        .zip(&ids)
+        .map(|(g, ids)| GroupRow {
+            count: g["count"].as_u64().unwrap_or(0),
+            interface: g["interface"].as_str().unwrap_or("?"),
+            kind: g["kind"].as_str().unwrap_or("?"),
+            stage: g["stage"].as_str().unwrap_or("?"),
+            age_s: g["age_s"].as_u64().unwrap_or(0),
+            reason: g["reason"].as_str().unwrap_or(""),
+            ids,
+        })
+        .collect();
+    if rows.is_empty() {
         println!("no open errors");
     } else {
-        println!(
-            "{:>6}  {:<16}  {:<13}  {:<30}  {:>7}  REASON",
-            "COUNT", "INTERFACE", "KIND", "STAGE", "OLDEST"
-        );
-    }
-    for g in groups {
-        println!(
-            "{:>6}  {:<16}  {:<13}  {:<30}  {:>7}  {}",
-            g["count"].as_u64().unwrap_or(0),
-            g["interface"].as_str().unwrap_or("?"),
-            g["kind"].as_str().unwrap_or("?"),
-            g["stage"].as_str().unwrap_or("?"),
-            age_text(g["age_s"].as_u64().unwrap_or(0)),
-            one_line(g["reason"].as_str().unwrap_or(""), 100)
-        );
-        let ids: Vec<String> = g["ids"]
-            .as_array()
-            .map(|ids| {
-                ids.iter()
-                    .take(GROUP_IDS_SHOWN)
-                    .map(Value::to_string)
-                    .collect()
-            })
-            .unwrap_or_default();
-        let more = g["count"]
-            .as_u64()
-            .unwrap_or(0)
-            .saturating_sub(ids.len() as u64);
-        let more = if more > 0 {
-            format!(" (and {more} more)")
-        } else {
-            String::new()
-        };
-        println!("{:>8}ids {}{more}", "", ids.join(" "));
+        print_group_table(&rows, "");
     }
     let total = v["groups_total"].as_u64().unwrap_or(0);
     if total > groups.len() as u64 {

@@ -45,7 +45,7 @@ pub struct ListArgs {
 }
 
 /// Message ids printed per group in the table (JSON has up to [`GROUP_IDS`]).
-pub(crate) const GROUP_IDS_SHOWN: usize = 12;
+const GROUP_IDS_SHOWN: usize = 12;
 
 #[derive(Debug, clap::Args)]
 pub struct ShowArgs {
@@ -294,35 +294,21 @@ fn print_groups(args: &ListArgs, entries: &[ErrorEntry], stats: &ErrorStats) {
     if groups.is_empty() {
         println!("no {}errors", if args.all { "" } else { "open " });
     } else {
-        println!(
-            "{:>6}  {:<16}  {:<13}  {:<30}  {:>7}  REASON",
-            "COUNT", "INTERFACE", "KIND", "STAGE", "OLDEST"
-        );
         let now = SystemTime::now();
-        for g in groups.iter().take(args.limit) {
-            println!(
-                "{:>6}  {:<16}  {:<13}  {:<30}  {:>7}  {}",
-                g.ids.len(),
-                g.interface,
-                g.kind.as_str(),
-                g.stage,
-                age(now, g.oldest),
-                one_line(&g.reason, 100),
-            );
-            let shown: Vec<String> = g
-                .ids
-                .iter()
-                .take(GROUP_IDS_SHOWN)
-                .map(i64::to_string)
-                .collect();
-            let more = g.ids.len().saturating_sub(GROUP_IDS_SHOWN);
-            let more = if more > 0 {
-                format!(" (and {more} more: --json lists up to {GROUP_IDS})")
-            } else {
-                String::new()
-            };
-            println!("{:>8}ids {}{more}", "", shown.join(" "));
-        }
+        let rows: Vec<GroupRow<'_>> = groups
+            .iter()
+            .take(args.limit)
+            .map(|g| GroupRow {
+                count: g.ids.len() as u64,
+                interface: &g.interface,
+                kind: g.kind.as_str(),
+                stage: &g.stage,
+                age_s: now.duration_since(g.oldest).map_or(0, |d| d.as_secs()),
+                reason: &g.reason,
+                ids: &g.ids,
+            })
+            .collect();
+        print_group_table(&rows, &format!("--json lists up to {GROUP_IDS}"));
     }
     if groups.iter().any(|g| g.ids.len() > 1) {
         println!(
@@ -343,6 +329,52 @@ fn print_groups(args: &ListArgs, entries: &[ErrorEntry], stats: &ErrorStats) {
         );
     }
     print_totals(args, stats);
+}
+
+/// One group as the group tables print it.
+pub(crate) struct GroupRow<'a> {
+    /// Errors in the group (`ids` may hold fewer).
+    pub count: u64,
+    pub interface: &'a str,
+    pub kind: &'a str,
+    pub stage: &'a str,
+    /// Age of its oldest error, in seconds.
+    pub age_s: u64,
+    pub reason: &'a str,
+    pub ids: &'a [i64],
+}
+
+/// The table of `errors list --group` and `admin errors --group`: a line per group, then
+/// its first [`GROUP_IDS_SHOWN`] ids; `hint` says where the rest are listed, if anywhere.
+pub(crate) fn print_group_table(rows: &[GroupRow<'_>], hint: &str) {
+    println!(
+        "{:>6}  {:<16}  {:<13}  {:<30}  {:>7}  REASON",
+        "COUNT", "INTERFACE", "KIND", "STAGE", "OLDEST"
+    );
+    for g in rows {
+        println!(
+            "{:>6}  {:<16}  {:<13}  {:<30}  {:>7}  {}",
+            g.count,
+            g.interface,
+            g.kind,
+            g.stage,
+            age_text(g.age_s),
+            one_line(g.reason, 100),
+        );
+        let shown: Vec<String> = g
+            .ids
+            .iter()
+            .take(GROUP_IDS_SHOWN)
+            .map(i64::to_string)
+            .collect();
+        let more = g.count.saturating_sub(shown.len() as u64);
+        let more = match (more, hint) {
+            (0, _) => String::new(),
+            (n, "") => format!(" (and {n} more)"),
+            (n, hint) => format!(" (and {n} more: {hint})"),
+        };
+        println!("{:>8}ids {}{more}", "", shown.join(" "));
+    }
 }
 
 pub fn show(args: &ShowArgs) -> anyhow::Result<ExitCode> {
@@ -685,7 +717,7 @@ pub fn age_text(secs: u64) -> String {
     }
 }
 
-pub(crate) fn one_line(text: &str, max: usize) -> String {
+fn one_line(text: &str, max: usize) -> String {
     let flat: String = text
         .chars()
         .map(|c| if c.is_control() { ' ' } else { c })

@@ -301,7 +301,6 @@ pub(crate) async fn accept(
         } else {
             None
         };
-        let feed_iface = iface.clone();
         shared.journal.ingest_detached(
             inbound,
             processing,
@@ -309,7 +308,7 @@ pub(crate) async fn accept(
                 // Runs once the commit is durable, in commit order: the lanes' feeds get
                 // the message before anything else can see it.
                 if let (Some(payload), Ok(appended)) = (fed, &appended) {
-                    feed_iface.feed_lanes(appended.id, order_key, received_at, payload);
+                    iface.feed_lanes(appended.id, order_key, received_at, payload);
                 }
                 if let Some((shadow, active, active_output, ctx, raw)) = shadow_job {
                     match &appended {
