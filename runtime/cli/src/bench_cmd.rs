@@ -25,7 +25,7 @@ use anyhow::Context;
 use bytes::{Bytes, BytesMut};
 use plexus_hl7::Message;
 use plexus_hl7::ack::{self, AckCode, Status};
-use plexus_mllp::{Frame, Listener, ListenerConfig, MllpCodec, handler_fn};
+use plexus_mllp::{Frame, Listener, ListenerConfig, MllpCodec, Watchdog, handler_fn};
 use plexus_pipeline::Engine;
 use serde_json::json;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -291,6 +291,8 @@ async fn connection(
     stream.set_nodelay(true).context("setting TCP_NODELAY")?;
     let mut codec = MllpCodec::default();
     let (mut out, mut buf) = (BytesMut::with_capacity(1024), BytesMut::with_capacity(1024));
+    // One timer for the connection's ACK waits, as the engine's own MLLP code does.
+    let mut watchdog = Watchdog::new();
     let mut log = ConnLog {
         sent: Vec::with_capacity(share),
         accepted: Vec::with_capacity(share),
@@ -308,13 +310,14 @@ async fn connection(
             .await
             .with_context(|| format!("connection {conn}: sending {id}"))?;
         counters.sent.fetch_add(1, Ordering::Relaxed);
-        let reply =
-            tokio::time::timeout(ACK_TIMEOUT, read_frame(&mut stream, &mut codec, &mut buf))
-                .await
-                .map_err(|_| {
-                    anyhow::anyhow!("connection {conn}: no ACK for {id} within {ACK_TIMEOUT:?}")
-                })?
-                .with_context(|| format!("connection {conn}: waiting for the ACK of {id}"))?;
+        let deadline = tokio::time::Instant::now() + ACK_TIMEOUT;
+        let reply = watchdog
+            .run(deadline, read_frame(&mut stream, &mut codec, &mut buf))
+            .await
+            .ok_or_else(|| {
+                anyhow::anyhow!("connection {conn}: no ACK for {id} within {ACK_TIMEOUT:?}")
+            })?
+            .with_context(|| format!("connection {conn}: waiting for the ACK of {id}"))?;
         let acked = clock.now();
         counters.acked.fetch_add(1, Ordering::Relaxed);
         log.sent.push(sent);

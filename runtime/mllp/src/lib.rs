@@ -71,6 +71,7 @@ mod conn;
 pub mod listener;
 pub mod sender;
 pub mod tls;
+mod watchdog;
 
 pub use codec::{CodecError, DEFAULT_MAX_FRAME, Frame, MllpCodec, Oversize};
 pub use listener::{
@@ -80,3 +81,4 @@ pub use listener::{
 pub use plexus_hl7::ack::AckCode;
 pub use sender::{Ack, AttemptError, Delivery, ErrorAckPolicy, SendError, Sender, SenderConfig};
 pub use tls::TlsError;
+pub use watchdog::Watchdog;

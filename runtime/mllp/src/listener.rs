@@ -20,6 +20,7 @@ use tracing::Instrument;
 
 use crate::codec::{CodecError, DEFAULT_MAX_FRAME, Frame, Oversize};
 use crate::conn::FrameIo;
+use crate::watchdog::Watchdog;
 
 /// How long a frame whose end block was the last byte received, right after text that
 /// does not end a segment, waits for the next byte (its CR, or the proof that the 0x1C was
@@ -417,6 +418,7 @@ where
     S: AsyncRead + AsyncWrite + Unpin,
     H: Handler,
 {
+    let mut watchdog = Watchdog::new();
     let mut idle_deadline = Instant::now() + config.idle_timeout;
     let mut frame_deadline = None;
     let mut eof = false;
@@ -429,7 +431,7 @@ where
         match next {
             Some(frame) => {
                 frame_deadline = None;
-                answer(conn, frame, peer, handler, config).await?;
+                answer(conn, frame, peer, handler, config, &mut watchdog).await?;
                 idle_deadline = Instant::now() + config.idle_timeout;
                 continue;
             }
@@ -457,17 +459,17 @@ where
             biased;
             // Only between frames: a frame already started is in flight and gets finished.
             () = shutdown.cancelled(), if !in_frame => return Ok(Closed::Shutdown),
-            read = tokio::time::timeout_at(deadline, conn.fill()) => match read {
-                Err(_) if held => {
+            read = watchdog.run(deadline, conn.fill()) => match read {
+                None if held => {
                     if let Some(frame) = conn.release_held() {
                         frame_deadline = None;
-                        answer(conn, frame, peer, handler, config).await?;
+                        answer(conn, frame, peer, handler, config, &mut watchdog).await?;
                         idle_deadline = Instant::now() + config.idle_timeout;
                     }
                 }
-                Err(_) if in_frame => return Err(ConnError::FrameTimeout),
-                Err(_) => return Ok(Closed::Idle),
-                Ok(filled) => eof = !filled?,
+                None if in_frame => return Err(ConnError::FrameTimeout),
+                None => return Ok(Closed::Idle),
+                Some(filled) => eof = !filled?,
             },
         }
     }
@@ -480,15 +482,19 @@ async fn answer<S, H>(
     peer: &PeerInfo,
     handler: &H,
     config: &ListenerConfig,
+    watchdog: &mut Watchdog,
 ) -> Result<(), ConnError>
 where
     S: AsyncRead + AsyncWrite + Unpin,
     H: Handler,
 {
+    let handler_deadline = Instant::now() + config.handler_timeout;
     let reply = match frame {
         Frame::Message(payload) => {
             tracing::debug!(len = payload.len(), "MLLP frame received");
-            timeout(config.handler_timeout, handler.handle(payload, peer)).await
+            watchdog
+                .run(handler_deadline, handler.handle(payload, peer))
+                .await
         }
         Frame::Oversize(oversize) => {
             tracing::warn!(
@@ -496,14 +502,18 @@ where
                 limit = config.max_frame,
                 "MLLP frame over the size limit discarded"
             );
-            timeout(config.handler_timeout, handler.on_oversize(oversize, peer)).await
+            watchdog
+                .run(handler_deadline, handler.on_oversize(oversize, peer))
+                .await
         }
     }
-    .map_err(|_| ConnError::HandlerTimeout)?;
+    .ok_or(ConnError::HandlerTimeout)?;
     if let Some(reply) = reply {
-        timeout(config.write_timeout, conn.write_frame(&reply))
+        let write_deadline = Instant::now() + config.write_timeout;
+        watchdog
+            .run(write_deadline, conn.write_frame(&reply))
             .await
-            .map_err(|_| ConnError::WriteTimeout)??;
+            .ok_or(ConnError::WriteTimeout)??;
     }
     Ok(())
 }

@@ -18,6 +18,7 @@ use plexus_hl7::ack::{AckCode, Status};
 
 use crate::codec::{CodecError, DEFAULT_MAX_FRAME, END_BLOCK, Frame, START_BLOCK};
 use crate::conn::FrameIo;
+use crate::watchdog::Watchdog;
 
 /// What to do with an error ACK (MSA-1 `AE` or `CE`).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -357,6 +358,8 @@ pub struct Sender {
     config: SenderConfig,
     tls: Option<(TlsConnector, ServerName<'static>)>,
     conn: Option<Conn>,
+    /// The write and ACK deadlines of the connection's exchanges.
+    watchdog: Watchdog,
 }
 
 impl fmt::Debug for Sender {
@@ -385,6 +388,7 @@ impl Sender {
             config,
             tls: None,
             conn: None,
+            watchdog: Watchdog::new(),
         }
     }
 
@@ -526,19 +530,21 @@ impl Sender {
             Some(conn) => (conn, false),
             None => (self.connect().await?, true),
         };
-        timeout(self.config.write_timeout, conn.write_frame(payload))
+        let deadline = Instant::now() + self.config.write_timeout;
+        self.watchdog
+            .run(deadline, conn.write_frame(payload))
             .await
-            .map_err(|_| AttemptError::WriteTimeout)?
+            .ok_or(AttemptError::WriteTimeout)?
             .map_err(AttemptError::Write)?;
         let deadline = Instant::now() + self.config.ack_timeout;
-        let ack = match timeout_at(deadline, conn.read_frame()).await {
-            Err(_) => return Err(AttemptError::AckTimeout),
-            Ok(Err(e)) => return Err(AttemptError::Read(e)),
-            Ok(Ok(None)) => return Err(AttemptError::Closed),
-            Ok(Ok(Some(Frame::Oversize(o)))) => {
+        let ack = match self.watchdog.run(deadline, conn.read_frame()).await {
+            None => return Err(AttemptError::AckTimeout),
+            Some(Err(e)) => return Err(AttemptError::Read(e)),
+            Some(Ok(None)) => return Err(AttemptError::Closed),
+            Some(Ok(Some(Frame::Oversize(o)))) => {
                 return Err(AttemptError::AckTooLarge { len: o.len });
             }
-            Ok(Ok(Some(Frame::Message(ack)))) => ack,
+            Some(Ok(Some(Frame::Message(ack)))) => ack,
         };
         let (answer, echoed) = classify(ack, control_id, self.config.charset)?;
         if !echoed {
