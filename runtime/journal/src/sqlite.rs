@@ -1,10 +1,9 @@
 //! The SQLite backend: one writer thread that group-commits, a few reader connections.
 //!
-//! Every write goes through the writer thread. It takes the first waiting job, then every
-//! job already queued behind it (up to `max_batch`), runs them in one `BEGIN IMMEDIATE`
-//! transaction, each inside its own savepoint so one failing job does not undo the
-//! others, commits once (one fsync under `synchronous=FULL`), and only then answers each
-//! caller. Under concurrency, appends therefore share fsyncs; alone, an append costs one.
+//! Every write goes through the writer thread ([`writer`]), which runs the writes waiting
+//! for it in one transaction, commits once (one fsync under `synchronous=FULL`), and only
+//! then answers each caller; one failing write does not undo the others. Under
+//! concurrency, appends therefore share fsyncs; alone, an append costs one.
 
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
@@ -20,6 +19,10 @@ use crate::Journal;
 use crate::dups::DupWindow;
 use crate::error::{Error, Result};
 use crate::types::*;
+
+mod writer;
+
+use writer::{Job, write_loop};
 
 /// The schema migrations, in order; the schema version is the number applied.
 const MIGRATIONS: &[&str] = &[
@@ -61,12 +64,6 @@ impl Default for JournalOptions {
         }
     }
 }
-
-/// Answers a caller once its batch has committed (`Ok`) or failed (`Err(detail)`).
-type Reply = Box<dyn FnOnce(Result<(), &str>) + Send>;
-/// A write: runs against the writer's connection inside the open batch transaction, or
-/// gets the reason the transaction could not be started.
-type Job = Box<dyn FnOnce(Result<&Connection, &str>) -> Reply + Send>;
 
 /// The embedded SQLite journal. `Send + Sync`: share one behind an `Arc`.
 pub struct SqliteJournal {
@@ -155,9 +152,12 @@ impl SqliteJournal {
         migrate(&mut writer)?;
         let dups = Arc::new(Mutex::new(None));
         // Checkpoints run on their own connection and thread, so the writer never stalls
-        // a group commit copying the WAL into the database file.
+        // a group commit copying the WAL into the database file. The savepoint a batch's
+        // writes share (see `writer`) keeps the pages they change in a sub-journal, which
+        // SQLite otherwise spills to a temporary file past 64 KiB: in memory, it is
+        // bounded by the pages one batch changes.
         writer
-            .execute_batch("PRAGMA wal_autocheckpoint = 0")
+            .execute_batch("PRAGMA wal_autocheckpoint = 0; PRAGMA temp_store = MEMORY")
             .map_err(|source| Error::Open {
                 path: path.display().to_string(),
                 source,
@@ -208,51 +208,43 @@ impl SqliteJournal {
         op: &'static str,
         f: impl FnOnce(&Connection) -> Result<T> + Send + 'static,
     ) -> Result<T> {
+        self.wait(|done| Job::once(op, f, done))
+    }
+
+    /// As [`Self::write`], for a write that may run again (see [`Job::again`]).
+    fn write_again<T: Send + 'static>(
+        &self,
+        op: &'static str,
+        f: impl FnMut(&Connection) -> Result<T> + Send + 'static,
+    ) -> Result<T> {
+        self.wait(|done| Job::again(op, f, done))
+    }
+
+    /// Queues the job `make` builds around its answer, and waits for that answer.
+    fn wait<T: Send + 'static>(
+        &self,
+        make: impl FnOnce(Box<dyn FnOnce(Result<T>) + Send>) -> Job,
+    ) -> Result<T> {
         let (tx, rx) = mpsc::sync_channel::<Result<T>>(1);
-        self.submit(
-            op,
-            f,
-            Box::new(move |result| {
-                // The caller may have gone away; nothing to do then.
-                let _ = tx.send(result);
-            }),
-        );
+        self.submit(make(Box::new(move |result| {
+            // The caller may have gone away; nothing to do then.
+            let _ = tx.send(result);
+        })));
         rx.recv().map_err(|_| Error::WriterStopped)?
     }
 
-    /// Queues `f` for the next group commit; `done` gets its result once that commit is
-    /// durable (or failed). `done` runs on the writer thread: it must be quick.
-    fn submit<T: Send + 'static>(
-        &self,
-        op: &'static str,
-        f: impl FnOnce(&Connection) -> Result<T> + Send + 'static,
-        done: Box<dyn FnOnce(Result<T>) + Send>,
-    ) {
-        let job: Job = Box::new(move |conn| {
-            let result = match conn {
-                Ok(conn) => in_savepoint(conn, op, f),
-                Err(detail) => Err(Error::Commit {
-                    detail: detail.to_owned(),
-                }),
-            };
-            Box::new(move |commit: Result<(), &str>| {
-                let result = match commit {
-                    Ok(()) => result,
-                    Err(detail) => Err(Error::Commit {
-                        detail: detail.to_owned(),
-                    }),
-                };
-                done(result);
-            })
-        });
+    /// Queues `job` for the next group commit; it is answered once that commit is durable
+    /// (or failed), on the writer thread: its answer must be quick.
+    fn submit(&self, job: Job) {
+        const STOPPED: &str = "journal writer has stopped";
         match self.jobs.as_ref() {
             Some(jobs) => {
                 if let Err(mpsc::SendError(job)) = jobs.send(job) {
                     // The writer is gone: answer here.
-                    job(Err("journal writer has stopped"))(Err("journal writer has stopped"));
+                    job.fail(STOPPED);
                 }
             }
-            None => job(Err("journal writer has stopped"))(Err("journal writer has stopped")),
+            None => job.fail(STOPPED),
         }
     }
 
@@ -416,42 +408,6 @@ fn migrate(conn: &mut Connection) -> Result<()> {
     tx.commit().map_err(sql)
 }
 
-fn write_loop(
-    conn: &Connection,
-    rx: &mpsc::Receiver<Job>,
-    max_batch: usize,
-    wal_full: &AtomicBool,
-) {
-    while let Ok(first) = rx.recv() {
-        if let Err(e) = conn.execute_batch("BEGIN IMMEDIATE") {
-            let detail = e.to_string();
-            first(Err(&detail))(Err(&detail));
-            continue;
-        }
-        let mut replies = vec![first(Ok(conn))];
-        while replies.len() < max_batch {
-            match rx.try_recv() {
-                Ok(job) => replies.push(job(Ok(conn))),
-                Err(_) => break,
-            }
-        }
-        let committed = conn.execute_batch("COMMIT").map_err(|e| {
-            let _ = conn.execute_batch("ROLLBACK");
-            e.to_string()
-        });
-        for reply in replies {
-            reply(committed.as_ref().map(|_| ()).map_err(String::as_str));
-        }
-        if wal_full.swap(false, Ordering::Relaxed) {
-            // The background checkpoint has just copied nearly all of a large WAL; copy
-            // the rest (what was committed while it ran) before the next write, which
-            // then starts the WAL over. It waits for no one: should a reader still use
-            // the WAL, the next round tries again.
-            let _ = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()));
-        }
-    }
-}
-
 /// Runs a passive checkpoint (it never blocks the writer or readers) every
 /// [`CHECKPOINT_EVERY`] until told to stop, then a last one. When the WAL has grown past
 /// `restart_at` frames and this round left at most [`WAL_REST_FRAMES`] uncopied (a long
@@ -484,32 +440,6 @@ fn checkpoint_loop(
         }
     }
     let _ = checkpoint();
-}
-
-fn in_savepoint<T>(
-    conn: &Connection,
-    op: &'static str,
-    f: impl FnOnce(&Connection) -> Result<T>,
-) -> Result<T> {
-    // Cached statements: a group commit runs one savepoint per write, and re-parsing
-    // the SQL each time showed up as a large share of the writer thread's time.
-    let run = |sql: &str| {
-        conn.prepare_cached(sql)
-            .and_then(|mut s| s.execute([]))
-            .map(|_| ())
-    };
-    run("SAVEPOINT job").map_err(Error::sql(op))?;
-    match f(conn) {
-        Ok(value) => {
-            run("RELEASE job").map_err(Error::sql(op))?;
-            Ok(value)
-        }
-        Err(e) => {
-            let _ = run("ROLLBACK TO job");
-            let _ = run("RELEASE job");
-            Err(e)
-        }
-    }
 }
 
 pub(crate) fn to_ms(t: SystemTime) -> i64 {
@@ -737,7 +667,8 @@ fn append_with(
     })
 }
 
-fn record_stage_in(conn: &Connection, stage: &StageRecord) -> Result<()> {
+/// Writes `stage` as a stage of message `id` (its own `message` is not read).
+fn record_stage_in(conn: &Connection, id: MessageId, stage: &StageRecord) -> Result<()> {
     let sql = Error::sql("record_stage");
     conn.prepare_cached(
         "INSERT INTO stages (message_id, stage_index, plugin, plugin_sha256, outcome,
@@ -746,7 +677,7 @@ fn record_stage_in(conn: &Connection, stage: &StageRecord) -> Result<()> {
     )
     .and_then(|mut s| {
         s.execute(params![
-            stage.message.0,
+            id.0,
             stage.stage_index,
             stage.plugin,
             stage.plugin_sha256,
@@ -879,12 +810,12 @@ fn mark_attempt_in(
     conn: &Connection,
     id: MessageId,
     destination: &str,
-    result: DeliveryResult,
+    result: &DeliveryResult,
 ) -> Result<()> {
     let (status, error, next_at) = match result {
         DeliveryResult::Delivered => (DeliveryStatus::Delivered, None, None),
         DeliveryResult::Retry { error, next_at } => {
-            (DeliveryStatus::Retry, Some(error), Some(to_ms(next_at)))
+            (DeliveryStatus::Retry, Some(error), Some(to_ms(*next_at)))
         }
         DeliveryResult::Failed { error } => (DeliveryStatus::Failed, Some(error), None),
     };
@@ -917,13 +848,19 @@ fn mark_attempt_in(
 }
 
 /// The write behind `ingest`: the message row (processed already set when the chain's
-/// results come with it), then those results.
+/// results come with it), then those results. It may run again (see [`Job::again`]).
 fn ingest_job(
     inbound: Inbound,
     processing: Processing,
     dups: Dups,
     lanes: LaneMap,
-) -> impl FnOnce(&Connection) -> Result<Appended> + Send + 'static {
+) -> impl FnMut(&Connection) -> Result<Appended> + Send + 'static {
+    // The order key and `processed` go in with the message row.
+    let results = Processing {
+        processed: false,
+        order_key: None,
+        ..processing
+    };
     move |conn| {
         let appended = append_with(
             conn,
@@ -936,25 +873,19 @@ fn ingest_job(
             interface: &inbound.interface,
             order_key: processing.order_key,
         };
-        let processing = Processing {
-            processed: false,
-            order_key: None,
-            ..processing
-        };
-        process_in(conn, appended.id, processing, Some(&owner), &lanes)?;
+        process_in(conn, appended.id, &results, Some(&owner), &lanes)?;
         Ok(appended)
     }
 }
 
 /// The write behind `record_attempts`: each attempt's delivery status, and the error it
-/// raises, if any.
-fn attempts_job(attempts: Vec<Attempt>) -> impl FnOnce(&Connection) -> Result<()> + Send + 'static {
+/// raises, if any. It may run again (see [`Job::again`]).
+fn attempts_job(attempts: Vec<Attempt>) -> impl FnMut(&Connection) -> Result<()> + Send + 'static {
     move |conn| {
-        for attempt in attempts {
-            mark_attempt_in(conn, attempt.id, &attempt.destination, attempt.result)?;
-            if let Some(mut report) = attempt.error {
-                report.message = attempt.id;
-                error_in(conn, &report)?;
+        for attempt in &attempts {
+            mark_attempt_in(conn, attempt.id, &attempt.destination, &attempt.result)?;
+            if let Some(report) = &attempt.error {
+                error_in(conn, attempt.id, report)?;
             }
         }
         Ok(())
@@ -966,13 +897,12 @@ fn attempts_job(attempts: Vec<Attempt>) -> impl FnOnce(&Connection) -> Result<()
 fn process_in(
     conn: &Connection,
     id: MessageId,
-    processing: Processing,
+    processing: &Processing,
     owner: Option<&Owner<'_>>,
     lanes: &LaneMap,
 ) -> Result<()> {
-    for mut stage in processing.stages {
-        stage.message = id;
-        record_stage_in(conn, &stage)?;
+    for stage in &processing.stages {
+        record_stage_in(conn, id, stage)?;
     }
     if let Some(key) = processing.order_key {
         conn.prepare_cached("UPDATE messages SET order_key = ?2 WHERE id = ?1")
@@ -995,9 +925,8 @@ fn process_in(
             enqueue_in(conn, id, destination, owner, lanes, processing.requeue)?;
         }
     }
-    if let Some(mut report) = processing.error {
-        report.message = id;
-        error_in(conn, &report)?;
+    if let Some(report) = &processing.error {
+        error_in(conn, id, report)?;
     }
     if processing.processed {
         conn.prepare_cached("UPDATE messages SET processed = 1 WHERE id = ?1")
@@ -1007,7 +936,8 @@ fn process_in(
     Ok(())
 }
 
-fn error_in(conn: &Connection, report: &ErrorReport) -> Result<()> {
+/// Files `report` for message `id` (its own `message` is not read).
+fn error_in(conn: &Connection, id: MessageId, report: &ErrorReport) -> Result<()> {
     let sql = Error::sql("error");
     let now = to_ms(SystemTime::now());
     let updated = conn
@@ -1024,7 +954,7 @@ fn error_in(conn: &Connection, report: &ErrorReport) -> Result<()> {
                 report.reason,
                 report.path,
                 now,
-                report.message.0,
+                id.0,
             ])
         })
         .map_err(sql)?;
@@ -1042,7 +972,7 @@ fn error_in(conn: &Connection, report: &ErrorReport) -> Result<()> {
         )
         .and_then(|mut s| {
             s.execute(params![
-                report.message.0,
+                id.0,
                 report.stage,
                 report.kind.as_str(),
                 report.reason,
@@ -1297,12 +1227,12 @@ impl Journal for SqliteJournal {
     fn record_stage(&self, stage: StageRecord) -> Result<()> {
         self.write("record_stage", move |conn| {
             message_exists(conn, stage.message, "record_stage")?;
-            record_stage_in(conn, &stage)
+            record_stage_in(conn, stage.message, &stage)
         })
     }
 
     fn ingest(&self, inbound: Inbound, processing: Processing) -> Result<Appended> {
-        self.write(
+        self.write_again(
             "ingest",
             ingest_job(inbound, processing, self.dups(), self.lanes.clone()),
         )
@@ -1314,11 +1244,11 @@ impl Journal for SqliteJournal {
         processing: Processing,
         done: Box<dyn FnOnce(Result<Appended>) + Send>,
     ) {
-        self.submit(
+        self.submit(Job::again(
             "ingest",
             ingest_job(inbound, processing, self.dups(), self.lanes.clone()),
             done,
-        );
+        ));
     }
 
     fn answers_in_commit_order(&self) -> bool {
@@ -1331,12 +1261,12 @@ impl Journal for SqliteJournal {
         let lanes = self.lanes.clone();
         self.write("process", move |conn| {
             message_exists(conn, id, "process")?;
-            process_in(conn, id, processing, None, &lanes)
+            process_in(conn, id, &processing, None, &lanes)
         })
     }
 
     fn record_attempts(&self, attempts: Vec<Attempt>) -> Result<()> {
-        self.write("record_attempts", attempts_job(attempts))
+        self.write_again("record_attempts", attempts_job(attempts))
     }
 
     fn record_attempts_detached(
@@ -1344,7 +1274,7 @@ impl Journal for SqliteJournal {
         attempts: Vec<Attempt>,
         done: Box<dyn FnOnce(Result<()>) + Send>,
     ) {
-        self.submit("record_attempts", attempts_job(attempts), done);
+        self.submit(Job::again("record_attempts", attempts_job(attempts), done));
     }
 
     fn next_due(
@@ -1482,7 +1412,7 @@ impl Journal for SqliteJournal {
     fn mark_attempt(&self, id: MessageId, destination: &str, result: DeliveryResult) -> Result<()> {
         let destination = destination.to_owned();
         self.write("mark_attempt", move |conn| {
-            mark_attempt_in(conn, id, &destination, result)
+            mark_attempt_in(conn, id, &destination, &result)
         })
     }
 
@@ -1551,7 +1481,7 @@ impl Journal for SqliteJournal {
     fn error(&self, report: ErrorReport) -> Result<()> {
         self.write("error", move |conn| {
             message_exists(conn, report.message, "error")?;
-            error_in(conn, &report)
+            error_in(conn, report.message, &report)
         })
     }
 
