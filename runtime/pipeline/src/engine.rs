@@ -1192,6 +1192,10 @@ impl Engine {
         // Audited before it takes effect; if the audit log cannot record it, nothing
         // changes.
         self.audit(actor, "config-reload", "config", &report.to_string())?;
+        // Tokens first: whoever sees the new tables at work may count on the new tokens.
+        if report.tokens_changed {
+            self.shared.tokens.store(Arc::new(new.admin.tokens.clone()));
+        }
         if !swaps.is_empty() {
             self.shared.tables.store(tables);
         }
@@ -1211,9 +1215,6 @@ impl Engine {
                 }
                 report.shadows_ended.push(shadow.run);
             }
-        }
-        if report.tokens_changed {
-            self.shared.tokens.store(Arc::new(new.admin.tokens.clone()));
         }
         tracing::info!(
             tables = ?report.tables_changed,
