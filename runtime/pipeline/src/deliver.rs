@@ -33,7 +33,7 @@ use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 use crate::engine::{Iface, Shared};
-use crate::feed::Feed;
+use crate::feed::{Feed, Take};
 use crate::metrics::DeliveryOutcome;
 
 /// Deliveries read from the journal at a time.
@@ -156,43 +156,60 @@ impl Worker {
                 .as_ref()
                 .map(|r| r.ids.iter().copied().collect())
                 .unwrap_or_default();
-            let batch = if let Some(fed) = self.signals.feed.take(BATCH) {
-                fed.into_iter()
+            let batch = match self.signals.feed.take(BATCH) {
+                Take::Fed(fed) => fed
+                    .into_iter()
                     .map(|f| (f.pending, Ok(f.payload)))
-                    .collect::<Vec<_>>()
-            } else {
-                // The queue and the payloads in one trip to the blocking pool.
-                let read = tokio::task::spawn_blocking(move || {
-                    let due = passing.then_some(now);
-                    let pending =
-                        journal.next_in_lane(&iface, &dest, lane, due, &in_flight, BATCH)?;
-                    let ids: Vec<MessageId> = pending.iter().map(|p| p.id).collect();
-                    let payloads = journal.payloads(&ids)?;
-                    Ok::<_, plexus_journal::Error>((
-                        pending.into_iter().zip(payloads).collect::<Vec<_>>(),
-                        in_flight,
-                    ))
-                })
-                .await;
-                match read {
-                    Ok(Ok((batch, skipped))) => {
-                        let read: Vec<&PendingDelivery> = batch.iter().map(|(p, _)| p).collect();
-                        self.signals
-                            .feed
-                            .synced(&read, &skipped, batch.len() < BATCH);
-                        batch
+                    .collect::<Vec<_>>(),
+                Take::Check => {
+                    // The head of the lane, without the messages, to hold the feed against.
+                    let head = tokio::task::spawn_blocking(move || {
+                        let due = passing.then_some(now);
+                        journal.next_in_lane(&iface, &dest, lane, due, &in_flight, BATCH)
+                    })
+                    .await;
+                    match head {
+                        Ok(Ok(head)) => self.signals.feed.confirm(&head.iter().collect::<Vec<_>>()),
+                        // The read that follows reports it.
+                        Ok(Err(_)) | Err(_) => self.signals.feed.stop(),
                     }
-                    Ok(Err(err)) => {
-                        self.signals.feed.stop();
-                        tracing::error!(interface = %self.iface.name, destination = %name, "cannot read the delivery queue: {err}");
-                        self.pause(JOURNAL_BACKOFF).await;
-                        continue;
-                    }
-                    Err(err) => {
-                        self.signals.feed.stop();
-                        tracing::error!("delivery worker task failed: {err}");
-                        self.pause(JOURNAL_BACKOFF).await;
-                        continue;
+                    continue;
+                }
+                Take::Read => {
+                    // The queue and the payloads in one trip to the blocking pool.
+                    let read = tokio::task::spawn_blocking(move || {
+                        let due = passing.then_some(now);
+                        let pending =
+                            journal.next_in_lane(&iface, &dest, lane, due, &in_flight, BATCH)?;
+                        let ids: Vec<MessageId> = pending.iter().map(|p| p.id).collect();
+                        let payloads = journal.payloads(&ids)?;
+                        Ok::<_, plexus_journal::Error>((
+                            pending.into_iter().zip(payloads).collect::<Vec<_>>(),
+                            in_flight,
+                        ))
+                    })
+                    .await;
+                    match read {
+                        Ok(Ok((batch, skipped))) => {
+                            let read: Vec<&PendingDelivery> =
+                                batch.iter().map(|(p, _)| p).collect();
+                            self.signals
+                                .feed
+                                .synced(&read, &skipped, batch.len() < BATCH);
+                            batch
+                        }
+                        Ok(Err(err)) => {
+                            self.signals.feed.stop();
+                            tracing::error!(interface = %self.iface.name, destination = %name, "cannot read the delivery queue: {err}");
+                            self.pause(JOURNAL_BACKOFF).await;
+                            continue;
+                        }
+                        Err(err) => {
+                            self.signals.feed.stop();
+                            tracing::error!("delivery worker task failed: {err}");
+                            self.pause(JOURNAL_BACKOFF).await;
+                            continue;
+                        }
                     }
                 }
             };

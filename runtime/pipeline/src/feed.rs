@@ -19,9 +19,13 @@
 //! * Anything the feed cannot account for drops it out of sync, and the next batch is
 //!   read from the journal: a delivery that was not delivered, a batch cut short, a replay
 //!   (which requeues old messages), a push out of order, a feed grown past its bounds.
-//! * Work the feed never sees (another process queuing to the same journal, retries
-//!   coming due) is found by the journal read the worker makes at least every
-//!   [`REFRESH`].
+//! * Work the feed never sees (another process queuing to the same journal) is found by a
+//!   check at least every [`REFRESH`]: the worker reads the head of the lane from the
+//!   journal (the queue only, not the messages) and the feed must hold the same messages
+//!   at its front, or it drops out of sync. A requeued message (a replay) is older than
+//!   what the feed holds, so it shows at the head. The check keeps a feed in sync behind
+//!   a backlog, which a full read could not bring back into sync until the backlog was
+//!   gone: it had cost the journal reads a feed is there to save.
 
 use std::collections::{HashSet, VecDeque};
 use std::sync::Mutex;
@@ -30,16 +34,27 @@ use std::time::{Duration, Instant};
 
 use plexus_journal::{DeliveryStatus, MessageId, PendingDelivery};
 
-/// The longest a feed is trusted without a journal read. A read then drops what the feed
-/// held and reads it back, up to a batch (128 messages) at a time: behind a backlog that
-/// costs a millisecond or two, so it is not done more often than this. With the idle
-/// worker's 250 ms poll on top, work another process queues is found within a second.
+/// The longest a feed is trusted without checking it against the journal (see the module
+/// docs). With the idle worker's 250 ms poll on top, work another process queues is found
+/// within a second.
 const REFRESH: Duration = Duration::from_millis(750);
 /// Most messages a feed holds; past it the lane is read from the journal (a backlog).
-const MAX_ENTRIES: usize = 512;
+const MAX_ENTRIES: usize = 2048;
 /// Most payload bytes a feed holds (so at most this much memory per connection of a
 /// destination); a larger message is always read from the journal.
-pub(crate) const MAX_BYTES: usize = 2 << 20;
+pub(crate) const MAX_BYTES: usize = 4 << 20;
+
+/// What [`Feed::take`] says to do.
+#[derive(Debug)]
+pub(crate) enum Take {
+    /// In sync: these messages, oldest first (none: wait for a push).
+    Fed(Vec<Fed>),
+    /// In sync and holding messages, but due for its check: read the head of the lane
+    /// from the journal and pass it to [`Feed::confirm`].
+    Check,
+    /// Out of sync: read the journal, then report the read to [`Feed::synced`].
+    Read,
+}
 
 /// One message for the lane: its delivery as the journal would list it, and the bytes
 /// the journal would return for it.
@@ -140,12 +155,11 @@ impl Feed {
         }
     }
 
-    /// Up to `max` messages, oldest first, when the feed is in sync (none: wait for a
-    /// push). `None` when it is not: read the journal, then report the read to
-    /// [`Feed::synced`].
-    pub(crate) fn take(&self, max: usize) -> Option<Vec<Fed>> {
+    /// Up to `max` messages, oldest first, when the feed is in sync; otherwise what to
+    /// read first (see [`Take`]).
+    pub(crate) fn take(&self, max: usize) -> Take {
         if !self.enabled {
-            return None;
+            return Take::Read;
         }
         let mut state = self.state();
         match state.mode {
@@ -153,8 +167,10 @@ impl Feed {
                 let n = max.min(state.entries.len());
                 let taken: Vec<Fed> = state.entries.drain(..n).collect();
                 state.bytes -= taken.iter().map(|f| f.payload.len()).sum::<usize>();
-                Some(taken)
+                Take::Fed(taken)
             }
+            // An empty feed is read again whole: that costs no more than the check.
+            Mode::On(_) if !state.entries.is_empty() => Take::Check,
             _ => {
                 state.entries.clear();
                 state.bytes = 0;
@@ -163,8 +179,31 @@ impl Feed {
                     buffer: VecDeque::new(),
                     bytes: 0,
                 };
-                None
+                Take::Read
             }
+        }
+    }
+
+    /// The check after [`Take::Check`]: `head` is the lane as the journal lists it now,
+    /// less the messages being recorded, up to a batch. The feed stays in sync, for
+    /// another [`REFRESH`], only if it holds the same messages at its front; otherwise it
+    /// drops out, and the next batch is read from the journal. Rows committed after the
+    /// read may be in the feed behind them; a row committed before the read and not yet
+    /// pushed makes a false alarm, which only costs that read.
+    pub(crate) fn confirm(&self, head: &[&PendingDelivery]) {
+        let mut state = self.state();
+        if !matches!(state.mode, Mode::On(_)) {
+            return; // dropped out meanwhile
+        }
+        let same = self.holds.load(Ordering::SeqCst) == 0
+            && head.len() <= state.entries.len()
+            && head.iter().zip(&state.entries).all(|(row, fed)| {
+                row.id == fed.pending.id && row.status == DeliveryStatus::Pending
+            });
+        if same {
+            state.mode = Mode::On(Instant::now());
+        } else {
+            state.off();
         }
     }
 
@@ -280,6 +319,25 @@ mod tests {
         batch.iter().map(|f| f.pending.id.0).collect()
     }
 
+    impl Take {
+        fn is_read(&self) -> bool {
+            matches!(self, Take::Read)
+        }
+
+        fn expect(self, what: &str) -> Vec<Fed> {
+            match self {
+                Take::Fed(batch) => batch,
+                other => panic!("{what}: {other:?}"),
+            }
+        }
+    }
+
+    /// The feed's check against a journal that lists `ids` at the head of the lane.
+    fn check(feed: &Feed, ids: &[i64]) {
+        let rows = read(ids);
+        feed.confirm(&rows.iter().collect::<Vec<_>>());
+    }
+
     /// A journal read that returned `ids`, all pending.
     fn read(ids: &[i64]) -> Vec<PendingDelivery> {
         ids.iter()
@@ -299,7 +357,7 @@ mod tests {
         let feed = Feed::new(true);
         feed.push(fed(1));
         assert!(
-            feed.take(10).is_none(),
+            feed.take(10).is_read(),
             "a new feed is read from the journal"
         );
         sync(&feed, &[1], &[], true);
@@ -313,7 +371,7 @@ mod tests {
     #[test]
     fn pushes_during_the_read_are_kept_less_what_the_read_returned() {
         let feed = Feed::new(true);
-        assert!(feed.take(10).is_none());
+        assert!(feed.take(10).is_read());
         // 4 and 5 committed before the read's snapshot (it returns them), 6 after; 3 is
         // being recorded and was skipped.
         feed.push(fed(4));
@@ -330,72 +388,134 @@ mod tests {
     #[test]
     fn a_partial_read_or_a_retry_keeps_the_journal_in_charge() {
         let feed = Feed::new(true);
-        assert!(feed.take(10).is_none());
+        assert!(feed.take(10).is_read());
         sync(&feed, &[1, 2], &[], false);
-        assert!(feed.take(10).is_none(), "the read was cut at its limit");
+        assert!(feed.take(10).is_read(), "the read was cut at its limit");
         let mut rows = read(&[3]);
         rows[0].status = DeliveryStatus::Retry;
         feed.synced(&rows.iter().collect::<Vec<_>>(), &[], true);
-        assert!(feed.take(10).is_none(), "a retry is owed at its own time");
+        assert!(feed.take(10).is_read(), "a retry is owed at its own time");
     }
 
     #[test]
     fn stop_during_a_read_wins() {
         let feed = Feed::new(true);
-        assert!(feed.take(10).is_none());
+        assert!(feed.take(10).is_read());
         feed.stop(); // a replay requeued something the read may not have seen
         sync(&feed, &[], &[], true);
-        assert!(feed.take(10).is_none());
+        assert!(feed.take(10).is_read());
     }
 
     #[test]
     fn disorder_and_overflow_drop_out_of_sync() {
         let feed = Feed::new(true);
-        assert!(feed.take(10).is_none());
+        assert!(feed.take(10).is_read());
         sync(&feed, &[], &[], true);
         feed.push(fed(5));
         feed.push(fed(4));
-        assert!(feed.take(10).is_none(), "a push out of order");
+        assert!(feed.take(10).is_read(), "a push out of order");
 
         sync(&feed, &[], &[], true);
         for id in 10..10 + MAX_ENTRIES as i64 {
             feed.push(fed(id));
         }
-        assert_eq!(feed.take(1).map(|b| b.len()), Some(1));
+        assert_eq!(feed.take(1).expect("in sync").len(), 1);
         feed.push(fed(10_000));
         feed.push(fed(10_001));
-        assert!(feed.take(10).is_none(), "more than the feed holds");
+        assert!(feed.take(10).is_read(), "more than the feed holds");
 
         sync(&feed, &[], &[], true);
         feed.push(Fed {
             pending: fresh(MessageId(20_000), std::time::SystemTime::now(), 0),
             payload: vec![0; MAX_BYTES + 1],
         });
-        assert!(feed.take(10).is_none(), "more bytes than the feed holds");
+        assert!(feed.take(10).is_read(), "more bytes than the feed holds");
     }
 
     #[test]
-    fn a_feed_is_read_again_after_the_refresh_interval() {
+    fn an_empty_feed_is_read_again_after_the_refresh_interval() {
         let feed = Feed::new(true);
-        assert!(feed.take(10).is_none());
+        assert!(feed.take(10).is_read());
+        sync(&feed, &[], &[], true);
+        feed.state().mode = Mode::On(Instant::now() - REFRESH);
+        assert!(feed.take(10).is_read(), "work the feed never saw is found");
+    }
+
+    #[test]
+    fn a_feed_that_matches_the_head_of_the_lane_stays_in_sync() {
+        let feed = Feed::new(true);
+        assert!(feed.take(10).is_read());
+        sync(&feed, &[], &[], true);
+        for id in 1..=5 {
+            feed.push(fed(id));
+        }
+        feed.state().mode = Mode::On(Instant::now() - REFRESH);
+        assert!(matches!(feed.take(10), Take::Check), "due for its check");
+        // The journal's read stopped at its limit, or before the last commits.
+        check(&feed, &[1, 2, 3]);
+        feed.push(fed(6));
+        assert_eq!(
+            ids(&feed.take(10).expect("still in sync")),
+            [1, 2, 3, 4, 5, 6]
+        );
+    }
+
+    #[test]
+    fn a_feed_that_differs_from_the_head_of_the_lane_drops_out() {
+        let with = |head: &[i64], why: &str| {
+            let feed = Feed::new(true);
+            assert!(feed.take(10).is_read());
+            sync(&feed, &[], &[], true);
+            for id in 10..=12 {
+                feed.push(fed(id));
+            }
+            feed.state().mode = Mode::On(Instant::now() - REFRESH);
+            assert!(matches!(feed.take(10), Take::Check));
+            check(&feed, head);
+            assert!(!feed.wants(1), "{why}: pushes are dropped until the read");
+            assert!(feed.take(10).is_read(), "{why}");
+        };
+        with(&[3, 10, 11], "a requeued older message the feed never saw");
+        with(&[10, 11, 12, 13], "a message the feed does not hold");
+        with(&[10, 12], "a message missing from the journal");
+        let feed = Feed::new(true);
+        assert!(feed.take(10).is_read());
+        sync(&feed, &[], &[], true);
+        feed.push(fed(10));
+        feed.state().mode = Mode::On(Instant::now() - REFRESH);
+        assert!(matches!(feed.take(10), Take::Check));
+        let mut rows = read(&[10]);
+        rows[0].status = DeliveryStatus::Retry;
+        feed.confirm(&rows.iter().collect::<Vec<_>>());
+        assert!(feed.take(10).is_read(), "a retry is the journal's to time");
+    }
+
+    #[test]
+    fn a_hold_during_the_check_drops_the_feed() {
+        let feed = Feed::new(true);
+        assert!(feed.take(10).is_read());
         sync(&feed, &[], &[], true);
         feed.push(fed(1));
         feed.state().mode = Mode::On(Instant::now() - REFRESH);
-        assert!(feed.take(10).is_none(), "work the feed never saw is found");
+        assert!(matches!(feed.take(10), Take::Check));
+        feed.hold();
+        check(&feed, &[1]);
+        feed.release();
+        assert!(feed.take(10).is_read());
     }
 
     #[test]
     fn a_hold_keeps_the_feed_out_of_sync_until_released() {
         let feed = Feed::new(true);
-        assert!(feed.take(10).is_none());
+        assert!(feed.take(10).is_read());
         feed.hold(); // a replay is about to queue old messages
         sync(&feed, &[], &[], true);
         assert!(
-            feed.take(10).is_none(),
+            feed.take(10).is_read(),
             "held: the read may predate the requeue"
         );
         feed.release();
-        assert!(feed.take(10).is_none(), "read again after the requeue");
+        assert!(feed.take(10).is_read(), "read again after the requeue");
         sync(&feed, &[3], &[], true);
         feed.push(fed(7));
         assert_eq!(ids(&feed.take(10).expect("in sync")), [7]);
@@ -405,7 +525,7 @@ mod tests {
     fn only_a_feed_that_would_keep_a_push_wants_its_bytes() {
         let feed = Feed::new(true);
         assert!(!feed.wants(10), "out of sync");
-        assert!(feed.take(10).is_none());
+        assert!(feed.take(10).is_read());
         assert!(feed.wants(10), "syncing keeps pushes");
         assert!(!feed.wants(MAX_BYTES + 1), "too large for any feed");
         sync(&feed, &[], &[], true);
@@ -418,10 +538,10 @@ mod tests {
     #[test]
     fn a_disabled_feed_never_answers() {
         let feed = Feed::new(false);
-        assert!(feed.take(10).is_none());
+        assert!(feed.take(10).is_read());
         sync(&feed, &[], &[], true);
         feed.push(fed(1));
-        assert!(feed.take(10).is_none());
+        assert!(feed.take(10).is_read());
     }
 
     #[test]
