@@ -51,8 +51,9 @@ pub fn wire_form(bytes: &[u8]) -> Option<Vec<u8>> {
         && bytes.first().is_some_and(|c| !c.is_ascii_whitespace())
         && header_end.is_some_and(|p| bytes[p] == b'\r')
         && bytes.ends_with(b"\r")
-        && memchr::memmem::find(bytes, b"\r\n").is_none()
-        && memchr::memmem::find(bytes, b"\r\r").is_none();
+        // No CRLF and no CR CR: one pass over the segment ends (one CR per segment).
+        && memchr::memchr_iter(b'\r', bytes)
+            .all(|p| !matches!(bytes.get(p + 1), Some(b'\n' | b'\r')));
     if canonical {
         return None;
     }

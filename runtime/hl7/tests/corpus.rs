@@ -181,6 +181,15 @@ fn wire_form_leaves_a_strict_message_alone_and_keeps_text_lfs() {
         Some(&b"MSH|^~\\&|A|B|C|D|20260101||ADT^A01|W3|P|2.5\rPID|1||X\r"[..])
     );
     assert_eq!(plexus_hl7::wire_form(b"not hl7\n"), None);
+    // A CR-terminated header with one CRLF or one blank line further on.
+    let strict = &b"MSH|^~\\&|A|B|C|D|20260101||ADT^A01|W6|P|2.5\rPV1|1\rPID|1||X\r"[..];
+    for sloppy in [
+        &b"MSH|^~\\&|A|B|C|D|20260101||ADT^A01|W6|P|2.5\rPV1|1\r\nPID|1||X\r"[..],
+        &b"MSH|^~\\&|A|B|C|D|20260101||ADT^A01|W6|P|2.5\rPV1|1\r\rPID|1||X\r"[..],
+        &b"MSH|^~\\&|A|B|C|D|20260101||ADT^A01|W6|P|2.5\rPV1|1\rPID|1||X\r\r"[..],
+    ] {
+        assert_eq!(plexus_hl7::wire_form(sloppy).as_deref(), Some(strict));
+    }
     // A last segment without its CR gets one.
     assert_eq!(
         plexus_hl7::wire_form(b"MSH|^~\\&|A|B|C|D|20260101||ADT^A01|W4|P|2.5\rPID|1||X").as_deref(),
