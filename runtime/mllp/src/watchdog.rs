@@ -17,6 +17,7 @@ use std::future::Future;
 use std::pin::{Pin, pin};
 use std::task::Poll;
 
+use tokio::task::coop;
 use tokio::time::{Instant, Sleep, sleep_until};
 
 /// Runs futures under deadlines with one timer, reused from wait to wait. See the module
@@ -47,13 +48,27 @@ impl Watchdog {
         };
         let mut fut = pin!(fut);
         std::future::poll_fn(|cx| {
+            let had_budget = coop::has_budget_remaining();
             if let Poll::Ready(out) = fut.as_mut().poll(cx) {
                 return Poll::Ready(Some(out));
             }
+            // Polling the timer takes from the task's budget too. When `fut` used up the
+            // budget (a peer that keeps the socket full), the timer is polled without it,
+            // as `tokio::time::timeout` does; otherwise such a peer would never time out.
+            let unbudgeted = had_budget && !coop::has_budget_remaining();
+            let mut fired = |timer: &mut Pin<Box<Sleep>>| {
+                if unbudgeted {
+                    pin!(coop::unconstrained(timer.as_mut()))
+                        .poll(cx)
+                        .is_ready()
+                } else {
+                    timer.as_mut().poll(cx).is_ready()
+                }
+            };
             // The timer is at or before `deadline`. Each time it fires before `deadline`
             // (it was set for an earlier wait), it moves to `deadline` and is polled again,
             // which registers it; it fires at `deadline` at the latest.
-            while timer.as_mut().poll(cx).is_ready() {
+            while fired(timer) {
                 if timer.deadline() >= deadline {
                     return Poll::Ready(None);
                 }
@@ -119,6 +134,22 @@ mod tests {
             Some("also done")
         );
         assert_eq!(Instant::now() - start, 19 * SECOND);
+    }
+
+    #[tokio::test]
+    async fn work_that_uses_up_the_tasks_budget_still_times_out() {
+        // Like a peer that keeps the socket full: every poll makes progress and uses up
+        // the task's budget, so it is never idle and never done.
+        let busy = async {
+            loop {
+                coop::consume_budget().await;
+            }
+        };
+        let mut dog = Watchdog::new();
+        let deadline = Instant::now() + Duration::from_millis(50);
+        let guard = tokio::time::timeout(10 * SECOND, dog.run(deadline, busy)).await;
+        assert_eq!(guard, Ok(None), "the watchdog ends it, not the guard");
+        assert!(Instant::now() >= deadline);
     }
 
     #[tokio::test(start_paused = true)]
