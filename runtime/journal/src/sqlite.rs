@@ -152,12 +152,9 @@ impl SqliteJournal {
         migrate(&mut writer)?;
         let dups = Arc::new(Mutex::new(None));
         // Checkpoints run on their own connection and thread, so the writer never stalls
-        // a group commit copying the WAL into the database file. The savepoint a batch's
-        // writes share (see `writer`) keeps the pages they change in a sub-journal, which
-        // SQLite otherwise spills to a temporary file past 64 KiB: in memory, it is
-        // bounded by the pages one batch changes.
+        // a group commit copying the WAL into the database file.
         writer
-            .execute_batch("PRAGMA wal_autocheckpoint = 0; PRAGMA temp_store = MEMORY")
+            .execute_batch("PRAGMA wal_autocheckpoint = 0")
             .map_err(|source| Error::Open {
                 path: path.display().to_string(),
                 source,

@@ -170,8 +170,10 @@ struct Batch {
     /// A job of the run failed (or the savepoint could not be opened): the run goes again,
     /// each job in a savepoint of its own. Jobs after the failed one wait for that.
     failed: bool,
-    /// Going back to the savepoint failed: the transaction holds writes it cannot undo,
-    /// so it is rolled back whole and every job of the batch fails with this.
+    /// Going back to the savepoint failed, or SQLite ended the transaction itself (as
+    /// it may on an I/O error or a full disk): the transaction is rolled back whole,
+    /// every job of the batch fails with this, and no further job runs (outside a
+    /// transaction, its writes would stay although it is answered with a failure).
     doomed: Option<String>,
 }
 
@@ -181,6 +183,17 @@ impl Batch {
     }
 
     fn add(&mut self, conn: &Connection, job: Job) {
+        if self.doomed.is_none() && conn.is_autocommit() {
+            self.doomed = Some("the transaction was rolled back by SQLite".to_owned());
+        }
+        if self.doomed.is_some() {
+            // Answered with the batch's failure, without running.
+            match job {
+                Job::Once(job) => self.replies.push(job(Err("the batch failed"))),
+                Job::Again(job) => self.again.push(job),
+            }
+            return;
+        }
         match job {
             Job::Once(job) => {
                 self.settle(conn);
@@ -205,16 +218,20 @@ impl Batch {
         if self.again.is_empty() {
             return;
         }
-        let kept = !self.failed && run(conn, "RELEASE run").is_ok();
-        if !kept {
+        let kept = self.doomed.is_none() && !self.failed && run(conn, "RELEASE run").is_ok();
+        if !kept && self.doomed.is_none() {
             if self.open
                 && let Err(e) = run(conn, "ROLLBACK TO run").and_then(|()| run(conn, "RELEASE run"))
             {
                 self.doomed = Some(e.to_string());
             }
-            if self.doomed.is_none() {
-                for job in &mut self.again {
-                    job.run(conn, true);
+            for job in &mut self.again {
+                if self.doomed.is_some() {
+                    break;
+                }
+                job.run(conn, true);
+                if conn.is_autocommit() {
+                    self.doomed = Some("the transaction was rolled back by SQLite".to_owned());
                 }
             }
         }
@@ -234,7 +251,25 @@ pub(super) fn write_loop(
     max_batch: usize,
     wal_full: &AtomicBool,
 ) {
-    while let Ok(first) = rx.recv() {
+    // A batch of `Again` jobs keeps its savepoint's sub-journal in memory: past 64 KiB
+    // SQLite would spill it to a temporary file, which a run of a few dozen messages
+    // passes, and such a batch changes a bounded number of pages. A `Once` job may
+    // change any number (a prune deletes a day's messages), so a batch with one spills.
+    let mut in_memory = false;
+    // A `Once` job that arrived during an in-memory batch, for the next one.
+    let mut held: Option<Job> = None;
+    while let Some(first) = held.take().or_else(|| rx.recv().ok()) {
+        let want = matches!(first, Job::Again(_));
+        if want != in_memory {
+            let pragma = if want {
+                "PRAGMA temp_store = MEMORY"
+            } else {
+                "PRAGMA temp_store = DEFAULT"
+            };
+            if conn.execute_batch(pragma).is_ok() {
+                in_memory = want;
+            }
+        }
         if let Err(e) = conn.execute_batch("BEGIN IMMEDIATE") {
             first.fail(&e.to_string());
             continue;
@@ -243,6 +278,10 @@ pub(super) fn write_loop(
         batch.add(conn, first);
         while batch.len() < max_batch {
             match rx.try_recv() {
+                Ok(job @ Job::Once(_)) if in_memory => {
+                    held = Some(job);
+                    break;
+                }
                 Ok(job) => batch.add(conn, job),
                 Err(_) => break,
             }
@@ -395,6 +434,87 @@ mod tests {
                 .iter()
                 .all(|(_, r)| r.is_ok())
         );
+    }
+
+    #[test]
+    fn only_batches_of_rerunnable_jobs_keep_their_sub_journal_in_memory() {
+        let seen: Arc<Mutex<Vec<(&str, i64)>>> = Arc::default();
+        let temp_store = |name: &'static str| {
+            let seen = seen.clone();
+            move |conn: &Connection| {
+                let mode: i64 = conn
+                    .query_row("PRAGMA temp_store", [], |r| r.get(0))
+                    .map_err(Error::sql("test"))?;
+                seen.lock().expect("seen").push((name, mode));
+                Ok(mode)
+            }
+        };
+        let answers = Answers::default();
+        let once = |name: &'static str, job: i64| {
+            let f = temp_store(name);
+            Job::once("test", move |conn| f(conn), answer(job, &answers))
+        };
+        let jobs = vec![
+            Job::again("test", temp_store("again 1"), answer(1, &answers)),
+            Job::again("test", temp_store("again 2"), answer(2, &answers)),
+            // Held back from the in-memory batch: it starts the next one.
+            once("once 3", 3),
+            Job::again("test", temp_store("again 4"), answer(4, &answers)),
+        ];
+        run_batch(jobs);
+        // 2 is MEMORY, 0 the default (a file past the spill threshold).
+        assert_eq!(
+            *seen.lock().expect("seen"),
+            [
+                ("again 1", 2),
+                ("again 2", 2),
+                ("once 3", 0),
+                ("again 4", 0)
+            ]
+        );
+        let order: Vec<i64> = answers
+            .lock()
+            .expect("answers")
+            .iter()
+            .map(|a| a.0)
+            .collect();
+        assert_eq!(
+            order,
+            [1, 2, 3, 4],
+            "answered in job order across the two batches"
+        );
+    }
+
+    #[test]
+    fn no_job_runs_after_the_transaction_is_gone() {
+        let runs = Arc::new(Mutex::new(Vec::new()));
+        let answers = Answers::default();
+        // As SQLite may on an I/O error: the transaction ends under the batch.
+        let ends_it = Job::once(
+            "test",
+            |conn: &Connection| {
+                conn.execute_batch("ROLLBACK").map_err(Error::sql("test"))?;
+                Ok(0)
+            },
+            answer(2, &answers),
+        );
+        // One batch: it starts with a job that runs once, so jobs of both kinds join it.
+        let jobs = vec![
+            Job::once("test", two_rows(1, false, &runs), answer(1, &answers)),
+            ends_it,
+            Job::again("test", two_rows(3, false, &runs), answer(3, &answers)),
+            Job::once("test", two_rows(4, false, &runs), answer(4, &answers)),
+        ];
+        let conn = run_batch(jobs);
+        assert_eq!(*runs.lock().expect("runs"), [1], "3 and 4 never ran");
+        assert_eq!(
+            rows(&conn),
+            [],
+            "nothing was written outside the transaction"
+        );
+        let answers = answers.lock().expect("answers");
+        assert_eq!(answers.len(), 4);
+        assert!(answers.iter().all(|(_, r)| r.is_err()), "{answers:?}");
     }
 
     #[test]
