@@ -346,13 +346,21 @@ impl Iface {
 
     /// Hands message `id`, just committed for every destination with `payload` as the
     /// bytes to send, to the feeds of its lanes. Called in commit order (see `feed`).
+    /// `None`: the message is too large for a feed; its lanes drop out of sync, so that
+    /// they read it, in its place, from the journal.
     pub(crate) fn feed_lanes(
         &self,
         id: MessageId,
         order_key: Option<i64>,
         received_at: std::time::SystemTime,
-        payload: Vec<u8>,
+        payload: Option<Vec<u8>>,
     ) {
+        let Some(payload) = payload else {
+            for (_, lane) in self.lanes_of(id, order_key) {
+                lane.feed.stop();
+            }
+            return;
+        };
         // No copy for a lane whose feed would drop it (a backlog is read from the journal).
         let size = payload.len();
         let mut payload = Some(payload);

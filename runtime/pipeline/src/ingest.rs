@@ -289,7 +289,8 @@ pub(crate) async fn accept(
         let charset = iface.unstated_charset();
         let order_key = processing.order_key;
         // What delivery will send, as the journal would return it: the last stage's
-        // output, or the message as received.
+        // output, or the message as received; `Some(None)` when it is too large for a
+        // feed, whose lanes must then read it from the journal.
         let fed = if iface.feeds_deliveries() && !processing.enqueue.is_empty() {
             let bytes = processing
                 .stages
@@ -297,7 +298,7 @@ pub(crate) async fn accept(
                 .rev()
                 .find_map(|s| s.output.as_deref())
                 .unwrap_or(&inbound.raw);
-            (bytes.len() <= crate::feed::MAX_BYTES).then(|| bytes.to_vec())
+            Some((bytes.len() <= crate::feed::MAX_BYTES).then(|| bytes.to_vec()))
         } else {
             None
         };

@@ -347,6 +347,35 @@ async fn work_another_process_queues_beside_the_running_engine_is_delivered() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_message_too_large_for_the_feed_keeps_its_place_in_the_queue() {
+    // Delivery takes what was just committed from memory, but a lane's feed holds at
+    // most 4 MiB; a larger message is read from the journal, in its place.
+    let site = Site::new();
+    let emr = Receiver::start("127.0.0.1:0".parse().expect("addr")).await;
+    let (_engine, running, stop) = start(&site, emr.addr, "").await;
+    let src = running.mllp["scheduling"];
+    assert_eq!(send(src, &siu("G1", "Arrived")).await.0, AckCode::AA);
+    eventually("the first delivered", || emr.received().len() == 1).await;
+    // The lane's read that found G1 alone brought its feed into sync.
+    let mut large = siu("G2", "Arrived");
+    large.extend_from_slice(b"NTE|1||");
+    large.resize(large.len() + (5 << 20), b'x');
+    large.push(b'\r');
+    assert_eq!(send(src, &large).await.0, AckCode::AA);
+    assert_eq!(send(src, &siu("G3", "Arrived")).await.0, AckCode::AA);
+    assert_eq!(send(src, &siu("G4", "Arrived")).await.0, AckCode::AA);
+    eventually("all delivered", || emr.received().len() >= 4).await;
+    assert_eq!(
+        emr.received(),
+        ["G1", "G2", "G3", "G4"],
+        "in the order received"
+    );
+    stop.cancel();
+    running.wait().await;
+    emr.stop.cancel();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn poison_messages_go_to_the_error_queue_while_the_rest_flow_and_replay_fixes_them() {
     let site = Site::new();
     let emr = Receiver::start("127.0.0.1:0".parse().expect("addr")).await;
