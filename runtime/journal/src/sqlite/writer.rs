@@ -183,10 +183,11 @@ impl Batch {
     }
 
     fn add(&mut self, conn: &Connection, job: Job) {
-        if self.doomed.is_none() && conn.is_autocommit() {
-            self.doomed = Some("the transaction was rolled back by SQLite".to_owned());
+        if matches!(job, Job::Once(_)) {
+            // The run before it ends first, and is answered first.
+            self.settle(conn);
         }
-        if self.doomed.is_some() {
+        if !still_open(conn, &mut self.doomed) {
             // Answered with the batch's failure, without running.
             match job {
                 Job::Once(job) => self.replies.push(job(Err("the batch failed"))),
@@ -195,10 +196,7 @@ impl Batch {
             return;
         }
         match job {
-            Job::Once(job) => {
-                self.settle(conn);
-                self.replies.push(job(Ok(conn)));
-            }
+            Job::Once(job) => self.replies.push(job(Ok(conn))),
             Job::Again(mut job) => {
                 if self.again.is_empty() {
                     self.open = run(conn, "SAVEPOINT run").is_ok();
@@ -226,13 +224,10 @@ impl Batch {
                 self.doomed = Some(e.to_string());
             }
             for job in &mut self.again {
-                if self.doomed.is_some() {
+                if !still_open(conn, &mut self.doomed) {
                     break;
                 }
                 job.run(conn, true);
-                if conn.is_autocommit() {
-                    self.doomed = Some("the transaction was rolled back by SQLite".to_owned());
-                }
             }
         }
         self.open = false;
@@ -241,6 +236,15 @@ impl Batch {
             Box::new(move |commit: std::result::Result<(), &str>| job.finish(commit)) as Reply
         }));
     }
+}
+
+/// Whether the batch's transaction is still there to run jobs in; if SQLite has ended it
+/// (as it may on an I/O error or a full disk), the batch is `doomed` from then on.
+fn still_open(conn: &Connection, doomed: &mut Option<String>) -> bool {
+    if doomed.is_none() && conn.is_autocommit() {
+        *doomed = Some("the transaction was rolled back by SQLite".to_owned());
+    }
+    doomed.is_none()
 }
 
 /// The writer thread: group commits until every sender is gone. After a commit, if the
@@ -514,6 +518,41 @@ mod tests {
         );
         let answers = answers.lock().expect("answers");
         assert_eq!(answers.len(), 4);
+        assert!(answers.iter().all(|(_, r)| r.is_err()), "{answers:?}");
+    }
+
+    #[test]
+    fn no_job_runs_after_a_job_run_again_ends_the_transaction() {
+        let runs = Arc::new(Mutex::new(Vec::new()));
+        let answers = Answers::default();
+        // Fails in the shared run; run again alone, it ends the transaction (as SQLite
+        // may on an I/O error).
+        let mut tries = 0;
+        let ends_it_alone = move |conn: &Connection| {
+            tries += 1;
+            if tries == 1 {
+                return Err(Error::Commit {
+                    detail: "first try fails".to_owned(),
+                });
+            }
+            conn.execute_batch("ROLLBACK").map_err(Error::sql("test"))?;
+            Ok(0)
+        };
+        // One batch: it starts with a job that runs once, so jobs of both kinds join it.
+        let jobs = vec![
+            Job::once("test", two_rows(1, false, &runs), answer(1, &answers)),
+            Job::again("test", ends_it_alone, answer(2, &answers)),
+            Job::once("test", two_rows(3, false, &runs), answer(3, &answers)),
+        ];
+        let conn = run_batch(jobs);
+        assert_eq!(*runs.lock().expect("runs"), [1], "3 never ran");
+        assert_eq!(
+            rows(&conn),
+            [],
+            "nothing was written outside the transaction"
+        );
+        let answers = answers.lock().expect("answers");
+        assert_eq!(answers.len(), 3);
         assert!(answers.iter().all(|(_, r)| r.is_err()), "{answers:?}");
     }
 
