@@ -152,6 +152,30 @@ mod tests {
         assert!(Instant::now() >= deadline);
     }
 
+    #[tokio::test]
+    async fn a_timer_moved_while_the_budget_is_used_up_still_fires() {
+        let mut dog = Watchdog::new();
+        // An earlier wait leaves the timer at 20 ms; this wait's deadline is 80 ms, so the
+        // timer fires early and is moved while the busy future keeps the budget used up.
+        let start = Instant::now();
+        assert_eq!(
+            dog.run(start + Duration::from_millis(20), async {}).await,
+            Some(())
+        );
+        let busy = async {
+            loop {
+                coop::consume_budget().await;
+            }
+        };
+        let deadline = start + Duration::from_millis(80);
+        let guard = tokio::time::timeout(10 * SECOND, dog.run(deadline, busy)).await;
+        assert_eq!(guard, Ok(None), "the watchdog ends it, not the guard");
+        assert!(
+            Instant::now() >= deadline,
+            "not at the earlier wait's deadline"
+        );
+    }
+
     #[tokio::test(start_paused = true)]
     async fn a_timer_that_fired_unnoticed_does_not_end_a_later_wait() {
         let mut dog = Watchdog::new();
