@@ -88,6 +88,14 @@ mod tests {
 
     const SECOND: Duration = Duration::from_secs(1);
 
+    /// Like a peer that keeps the socket full: every poll makes progress and uses up the
+    /// task's budget, so it is never idle and never done.
+    async fn busy() {
+        loop {
+            coop::consume_budget().await;
+        }
+    }
+
     #[tokio::test(start_paused = true)]
     async fn a_wait_ends_at_its_deadline_not_at_an_earlier_waits() {
         let mut dog = Watchdog::new();
@@ -138,16 +146,9 @@ mod tests {
 
     #[tokio::test]
     async fn work_that_uses_up_the_tasks_budget_still_times_out() {
-        // Like a peer that keeps the socket full: every poll makes progress and uses up
-        // the task's budget, so it is never idle and never done.
-        let busy = async {
-            loop {
-                coop::consume_budget().await;
-            }
-        };
         let mut dog = Watchdog::new();
         let deadline = Instant::now() + Duration::from_millis(50);
-        let guard = tokio::time::timeout(10 * SECOND, dog.run(deadline, busy)).await;
+        let guard = tokio::time::timeout(10 * SECOND, dog.run(deadline, busy())).await;
         assert_eq!(guard, Ok(None), "the watchdog ends it, not the guard");
         assert!(Instant::now() >= deadline);
     }
@@ -162,13 +163,8 @@ mod tests {
             dog.run(start + Duration::from_millis(20), async {}).await,
             Some(())
         );
-        let busy = async {
-            loop {
-                coop::consume_budget().await;
-            }
-        };
         let deadline = start + Duration::from_millis(80);
-        let guard = tokio::time::timeout(10 * SECOND, dog.run(deadline, busy)).await;
+        let guard = tokio::time::timeout(10 * SECOND, dog.run(deadline, busy())).await;
         assert_eq!(guard, Ok(None), "the watchdog ends it, not the guard");
         assert!(
             Instant::now() >= deadline,

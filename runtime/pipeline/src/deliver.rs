@@ -169,7 +169,7 @@ impl Worker {
                     })
                     .await;
                     match head {
-                        Ok(Ok(head)) => self.signals.feed.confirm(&head.iter().collect::<Vec<_>>()),
+                        Ok(Ok(head)) => self.signals.feed.confirm(&head),
                         // The read that follows reports it.
                         Ok(Err(_)) | Err(_) => self.signals.feed.stop(),
                     }

@@ -190,7 +190,7 @@ impl Feed {
     /// drops out, and the next batch is read from the journal. Rows committed after the
     /// read may be in the feed behind them; a row committed before the read and not yet
     /// pushed makes a false alarm, which only costs that read.
-    pub(crate) fn confirm(&self, head: &[&PendingDelivery]) {
+    pub(crate) fn confirm(&self, head: &[PendingDelivery]) {
         let mut state = self.state();
         if !matches!(state.mode, Mode::On(_)) {
             return; // dropped out meanwhile
@@ -207,7 +207,7 @@ impl Feed {
         }
     }
 
-    /// What the journal read after a `None` from [`Feed::take`] returned (`read`), with the
+    /// What the journal read after a [`Take::Read`] returned (`read`), with the
     /// ids it was told to skip (those being recorded) and whether it saw the whole lane
     /// (fewer rows than asked for). Brings the feed into sync when it can.
     pub(crate) fn synced(&self, read: &[&PendingDelivery], skipped: &[MessageId], whole: bool) {
@@ -334,8 +334,20 @@ mod tests {
 
     /// The feed's check against a journal that lists `ids` at the head of the lane.
     fn check(feed: &Feed, ids: &[i64]) {
-        let rows = read(ids);
-        feed.confirm(&rows.iter().collect::<Vec<_>>());
+        feed.confirm(&read(ids));
+    }
+
+    /// A feed in sync holding `ids`, whose refresh has come due: it asks for its check.
+    fn due_for_check(ids: impl IntoIterator<Item = i64>) -> Feed {
+        let feed = Feed::new(true);
+        assert!(feed.take(10).is_read());
+        sync(&feed, &[], &[], true);
+        for id in ids {
+            feed.push(fed(id));
+        }
+        feed.state().mode = Mode::On(Instant::now() - REFRESH);
+        assert!(matches!(feed.take(10), Take::Check), "due for its check");
+        feed
     }
 
     /// A journal read that returned `ids`, all pending.
@@ -443,14 +455,7 @@ mod tests {
 
     #[test]
     fn a_feed_that_matches_the_head_of_the_lane_stays_in_sync() {
-        let feed = Feed::new(true);
-        assert!(feed.take(10).is_read());
-        sync(&feed, &[], &[], true);
-        for id in 1..=5 {
-            feed.push(fed(id));
-        }
-        feed.state().mode = Mode::On(Instant::now() - REFRESH);
-        assert!(matches!(feed.take(10), Take::Check), "due for its check");
+        let feed = due_for_check(1..=5);
         // The journal's read stopped at its limit, or before the last commits.
         check(&feed, &[1, 2, 3]);
         feed.push(fed(6));
@@ -463,14 +468,7 @@ mod tests {
     #[test]
     fn a_feed_that_differs_from_the_head_of_the_lane_drops_out() {
         let with = |head: &[i64], why: &str| {
-            let feed = Feed::new(true);
-            assert!(feed.take(10).is_read());
-            sync(&feed, &[], &[], true);
-            for id in 10..=12 {
-                feed.push(fed(id));
-            }
-            feed.state().mode = Mode::On(Instant::now() - REFRESH);
-            assert!(matches!(feed.take(10), Take::Check));
+            let feed = due_for_check(10..=12);
             check(&feed, head);
             assert!(!feed.wants(1), "{why}: pushes are dropped until the read");
             assert!(feed.take(10).is_read(), "{why}");
@@ -478,26 +476,16 @@ mod tests {
         with(&[3, 10, 11], "a requeued older message the feed never saw");
         with(&[10, 11, 12, 13], "a message the feed does not hold");
         with(&[10, 12], "a message missing from the journal");
-        let feed = Feed::new(true);
-        assert!(feed.take(10).is_read());
-        sync(&feed, &[], &[], true);
-        feed.push(fed(10));
-        feed.state().mode = Mode::On(Instant::now() - REFRESH);
-        assert!(matches!(feed.take(10), Take::Check));
+        let feed = due_for_check([10]);
         let mut rows = read(&[10]);
         rows[0].status = DeliveryStatus::Retry;
-        feed.confirm(&rows.iter().collect::<Vec<_>>());
+        feed.confirm(&rows);
         assert!(feed.take(10).is_read(), "a retry is the journal's to time");
     }
 
     #[test]
     fn a_hold_during_the_check_drops_the_feed() {
-        let feed = Feed::new(true);
-        assert!(feed.take(10).is_read());
-        sync(&feed, &[], &[], true);
-        feed.push(fed(1));
-        feed.state().mode = Mode::On(Instant::now() - REFRESH);
-        assert!(matches!(feed.take(10), Take::Check));
+        let feed = due_for_check([1]);
         feed.hold();
         check(&feed, &[1]);
         feed.release();

@@ -216,8 +216,9 @@ impl Batch {
         if self.again.is_empty() {
             return;
         }
-        let kept = self.doomed.is_none() && !self.failed && run(conn, "RELEASE run").is_ok();
-        if !kept && self.doomed.is_none() {
+        // Kept unless a job failed or the savepoint cannot be released; a doomed batch
+        // runs nothing more.
+        if self.doomed.is_none() && (self.failed || run(conn, "RELEASE run").is_err()) {
             if self.open
                 && let Err(e) = run(conn, "ROLLBACK TO run").and_then(|()| run(conn, "RELEASE run"))
             {
