@@ -464,6 +464,17 @@ async fn poison_messages_go_to_the_error_queue_while_the_rest_flow_and_replay_fi
     })
     .await;
     assert_eq!(emr.received()[2], "P002");
+    // The receiver has it a moment before the journal records it (results are recorded
+    // after each batch is sent).
+    let journal = engine.journal().clone();
+    eventually("both deliveries of the replay recorded", || {
+        journal.show(poison.message).is_ok_and(|r| {
+            r.deliveries
+                .iter()
+                .all(|d| d.status == DeliveryStatus::Delivered)
+        })
+    })
+    .await;
     let stats = engine.journal().error_stats(None).expect("stats");
     assert_eq!((stats.open, stats.resolved, stats.corrected), (0, 1, 1));
     // Its error is resolved: a second replay is refused, says where the message stands

@@ -377,8 +377,7 @@ impl Plugin {
 
     /// Sets the deadline and fuel budget for the next call.
     fn arm(&self, store: &mut Store<HostState>, timeout: Duration) {
-        let ticks = (timeout.as_nanos() / self.epoch_tick.as_nanos().max(1)).max(1);
-        store.set_epoch_deadline(u64::try_from(ticks).unwrap_or(u64::MAX));
+        store.set_epoch_deadline(deadline_ticks(timeout, self.epoch_tick));
         if let Some(fuel) = self.fuel {
             // Only fails when fuel metering is off, which `fuel: Some` rules out.
             let _ = store.set_fuel(fuel);
@@ -534,6 +533,15 @@ impl Plugin {
             },
         }
     }
+}
+
+/// The epoch deadline, in ticks, for a run of `timeout`: the run is cut after at least
+/// `timeout` and before `timeout` plus two ticks. The next tick comes anywhere from at
+/// once to a whole tick away, so one tick more than the timeout rounded up.
+fn deadline_ticks(timeout: Duration, tick: Duration) -> u64 {
+    let tick = tick.as_nanos().max(1);
+    let ticks = timeout.as_nanos().div_ceil(tick) + 1;
+    u64::try_from(ticks).unwrap_or(u64::MAX)
 }
 
 /// Longest text kept from an error wasmtime raised that is not a plain trap.
@@ -794,4 +802,23 @@ pub struct Run {
     pub logs_dropped: usize,
     /// Accounting.
     pub stats: Stats,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_deadline_is_never_shorter_than_its_timeout() {
+        let tick = Duration::from_millis(5);
+        // The next tick may come at once: ticks - 1 whole ticks must cover the timeout,
+        // and ticks whole ticks stay under the timeout plus two ticks.
+        for ms in [0_u64, 1, 4, 5, 6, 20, 999, 1000] {
+            let timeout = Duration::from_millis(ms);
+            let ticks = u32::try_from(deadline_ticks(timeout, tick)).expect("small");
+            assert!(tick * (ticks - 1) >= timeout, "{ms} ms: {ticks} ticks");
+            assert!(tick * ticks < timeout + 2 * tick, "{ms} ms: {ticks} ticks");
+        }
+        assert_eq!(deadline_ticks(Duration::MAX, Duration::ZERO), u64::MAX);
+    }
 }
