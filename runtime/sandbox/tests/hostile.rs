@@ -66,7 +66,10 @@ fn infinite_loop_times_out() {
     assert!(matches!(err, RunError::Timeout { .. }), "{err}");
     // Never cut before its timeout; the upper bound only catches a run never cut.
     let took = started.elapsed();
-    assert!(took >= Duration::from_millis(200), "cut early, after {took:?}");
+    assert!(
+        took >= Duration::from_millis(200),
+        "cut early, after {took:?}"
+    );
     assert!(took < Duration::from_secs(5), "stopped near its deadline");
     assert!(
         err.to_string().contains("hostile") && err.to_string().contains("timed out"),
