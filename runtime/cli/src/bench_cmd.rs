@@ -283,14 +283,29 @@ impl Sink {
 /// engine's strict wire form: segments end with CR, and MSH-1 names the field separator.
 fn field<'m>(message: &'m [u8], segment: &[u8; 3], n: usize) -> Option<&'m [u8]> {
     let sep = *message.get(3).filter(|_| message.starts_with(b"MSH"))?;
-    let line = message
-        .split(|&c| c == b'\r')
-        .find(|line| line.starts_with(segment) && line.get(3) == Some(&sep))?;
+    let mut start = 0;
+    let line = loop {
+        let rest = message.get(start..)?;
+        let end = memchr::memchr(b'\r', rest).map_or(message.len(), |p| start + p);
+        let line = &message[start..end];
+        if line.starts_with(segment) && line.get(3) == Some(&sep) {
+            break line;
+        }
+        start = end + 1;
+    };
+    let nth = |n: usize| {
+        let mut seps = memchr::memchr_iter(sep, line);
+        let mut from = 0;
+        for _ in 0..n {
+            from = seps.next()? + 1;
+        }
+        Some(&line[from..seps.next().unwrap_or(line.len())])
+    };
     match (segment, n) {
         (b"MSH", 0) => None,
         (b"MSH", 1) => line.get(3..4),
-        (b"MSH", n) => line.split(|&c| c == sep).nth(n - 1),
-        (_, n) => line.split(|&c| c == sep).nth(n),
+        (b"MSH", n) => nth(n - 1),
+        (_, n) => nth(n),
     }
 }
 

@@ -88,21 +88,25 @@ pub struct SqliteJournal {
     checkpointer: Option<JoinHandle<()>>,
 }
 
-/// `(interface, destination)` to its lanes; a destination not in it has one.
+/// Interface, then destination, to its lanes; a destination not in it has one. Nested so
+/// that a lookup (one per message enqueued) borrows the names instead of copying them.
 #[derive(Debug, Clone, Default)]
-struct LaneMap(Arc<Mutex<HashMap<(String, String), Lanes>>>);
+struct LaneMap(Arc<Mutex<HashMap<String, HashMap<String, Lanes>>>>);
 
 impl LaneMap {
     fn get(&self, interface: &str, destination: &str) -> Lanes {
         let map = self.0.lock().unwrap_or_else(|e| e.into_inner());
-        map.get(&(interface.to_owned(), destination.to_owned()))
+        map.get(interface)
+            .and_then(|destinations| destinations.get(destination))
             .copied()
             .unwrap_or(Lanes::ONE)
     }
 
     fn set(&self, interface: &str, destination: &str, lanes: Lanes) {
         let mut map = self.0.lock().unwrap_or_else(|e| e.into_inner());
-        map.insert((interface.to_owned(), destination.to_owned()), lanes);
+        map.entry(interface.to_owned())
+            .or_default()
+            .insert(destination.to_owned(), lanes);
     }
 }
 

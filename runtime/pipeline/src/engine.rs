@@ -245,7 +245,9 @@ pub(crate) struct SlowChain {
 impl SlowChain {
     /// Whether the chain should run on the blocking pool now.
     pub(crate) fn active(&self) -> bool {
-        self.until_ms.load(Ordering::Relaxed) > millis(SystemTime::now())
+        // Zero until a chain first proves slow: no clock read per message until then.
+        let until = self.until_ms.load(Ordering::Relaxed);
+        until != 0 && until > millis(SystemTime::now())
     }
 
     /// Records how long a run took. [`SLOW_STRIKES`] slow runs in a row start the
