@@ -6,7 +6,7 @@ Usage (from the repository root):
     cargo build --release -p plexus && pip install hl7 && python3 bench/compare.py
 
 Options: --plexus PATH (default target/release/plexus), --messages N (default 50000),
---connections K (default 8). Builds nothing itself.
+--connections K (default 8), --rounds R (default 3). Builds nothing itself.
 
 What runs:
   1. `plexus bench --json`: an MLLP sink, the engine (one MLLP interface, the
@@ -17,12 +17,15 @@ What runs:
   3. `plexus bench --target 127.0.0.1:PORT --json` against it: the same K connections,
      each sending one message at a time and waiting for its ACK.
 
-The ratio is Plexus's accepted (AA'd) msg/s over python-hl7's. Both sides share the
-machine's cores with the load generator.
+Steps 1 and 3 alternate R times against one python server. Each round's ratio is
+Plexus's accepted (AA'd) msg/s over python-hl7's in that round; the ratio reported is
+the median of the rounds' ratios, since a machine's speed drifts between rounds. Both
+sides share the machine's cores with the load generator.
 """
 import argparse
 import json
 import socket
+import statistics
 import subprocess
 import sys
 import time
@@ -86,35 +89,52 @@ def main():
     ap.add_argument("--connections", type=int, default=8)
     ap.add_argument("--destination-connections", type=int, default=1,
                     help="the engine's connections to its sink (order_by PID-3-1 when above 1)")
+    ap.add_argument("--rounds", type=int, default=3,
+                    help="runs of each side, alternated; the ratio is the median of the rounds'")
     args = ap.parse_args()
     if not Path(args.plexus).exists():
         sys.exit(f"{args.plexus} not found: cargo build --release -p plexus")
 
-    plexus = run_bench(args.plexus, ["--destination-connections", str(args.destination_connections)],
-                       args.messages, args.connections)
-
     port = free_port()
     server = start_python_server(port)
+    rounds = []
     try:
-        python = run_bench(args.plexus, ["--target", f"127.0.0.1:{port}"], args.messages, args.connections)
+        # Alternate the two sides: the machine's speed drifts from minute to minute, and a
+        # round's two runs, a few seconds apart, see about the same machine.
+        for r in range(args.rounds):
+            print(f"round {r + 1} of {args.rounds}", file=sys.stderr, flush=True)
+            plexus = run_bench(args.plexus,
+                               ["--destination-connections", str(args.destination_connections)],
+                               args.messages, args.connections)
+            python = run_bench(args.plexus, ["--target", f"127.0.0.1:{port}"],
+                               args.messages, args.connections)
+            rounds.append((plexus, python))
     finally:
         stop(server)
 
-    ratio = plexus["accepted_per_second"] / python["accepted_per_second"]
     print()
     print(f"{args.messages} messages over {args.connections} connections, "
-          f"{plexus['cores']} cores, one process per side plus the load generator")
-    print(f"{'':<34}{'msg/s':>12}{'p50 ms':>11}{'p99 ms':>11}")
-    print(row("plexus, ACKed (journal on)", plexus, "accepted_per_second"))
-    e2e = plexus.get("end_to_end_ms") or {}
-    print(f"{'plexus, delivered to the sink':<34}{plexus['delivered_per_second']:>12.0f}"
-          f"{e2e.get('p50', 0):>11.3f}{e2e.get('p99', 0):>11.3f}")
-    print(row("python-hl7 asyncio (no journal)", python, "accepted_per_second"))
+          f"{rounds[0][0]['cores']} cores, one process per side plus the load generator")
+    ratios = []
+    for r, (plexus, python) in enumerate(rounds, 1):
+        ratio = plexus["accepted_per_second"] / python["accepted_per_second"]
+        ratios.append(ratio)
+        print()
+        print(f"round {r}{'':<28}{'msg/s':>12}{'p50 ms':>11}{'p99 ms':>11}")
+        print(row("plexus, ACKed (journal on)", plexus, "accepted_per_second"))
+        e2e = plexus.get("end_to_end_ms") or {}
+        print(f"{'plexus, delivered to the sink':<34}{plexus['delivered_per_second']:>12.0f}"
+              f"{e2e.get('p50', 0):>11.3f}{e2e.get('p99', 0):>11.3f}")
+        print(row("python-hl7 asyncio (no journal)", python, "accepted_per_second"))
+        print(f"ratio plexus/python (ACKed msg/s): {ratio:.1f}x")
     print()
-    print(f"ratio plexus/python (ACKed msg/s): {ratio:.1f}x")
+    if len(ratios) > 1:
+        print("ratios by round: " + ", ".join(f"{x:.1f}x" for x in ratios))
+    print(f"ratio plexus/python (ACKed msg/s), median of {len(ratios)} round(s): "
+          f"{statistics.median(ratios):.1f}x")
     print("python-hl7 keeps no journal and delivers nothing; Plexus fsyncs each group of "
           "messages before ACKing and delivers every one.")
-    failed = plexus["non_aa_acks"] or plexus.get("missing") or python["non_aa_acks"]
+    failed = any(p["non_aa_acks"] or p.get("missing") or q["non_aa_acks"] for p, q in rounds)
     sys.exit(1 if failed else 0)
 
 

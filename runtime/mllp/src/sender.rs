@@ -424,7 +424,24 @@ impl Sender {
     /// Sends one HL7 message (without framing) and waits for its ACK, retrying per the config.
     /// See [`Sender`] for the outcomes and the at-least-once caveat.
     pub async fn send(&mut self, payload: &[u8]) -> Result<Delivery, SendError> {
-        let control_id = self.check(payload)?;
+        let control_id = self.check(payload, Check::Whole)?;
+        self.send_checked(payload, control_id).await
+    }
+
+    /// [`send`](Self::send) for a payload the caller has parsed as HL7 already, such as a
+    /// message an engine journaled after parsing it: only its header line is parsed again
+    /// (for MSH-10), not every segment. Size and frame markers are checked as by `send`;
+    /// a body that does not parse is the receiver's to refuse.
+    pub async fn send_parsed(&mut self, payload: &[u8]) -> Result<Delivery, SendError> {
+        let control_id = self.check(payload, Check::Header)?;
+        self.send_checked(payload, control_id).await
+    }
+
+    async fn send_checked(
+        &mut self,
+        payload: &[u8],
+        control_id: String,
+    ) -> Result<Delivery, SendError> {
         let attempts = self.config.attempts.max(1);
         let mut attempt = 1;
         loop {
@@ -485,9 +502,14 @@ impl Sender {
         }
     }
 
-    /// Checks what can be checked before sending; returns MSH-10.
-    fn check(&self, payload: &[u8]) -> Result<String, SendError> {
-        let message = plexus_hl7::Message::parse_with_charset(payload, self.config.charset)
+    /// Checks what can be checked before sending (`Check::Header`: the header line only,
+    /// besides size and frame markers); returns MSH-10.
+    fn check(&self, payload: &[u8], check: Check) -> Result<String, SendError> {
+        let parsed = match check {
+            Check::Whole => payload,
+            Check::Header => plexus_hl7::header_line(payload),
+        };
+        let message = plexus_hl7::Message::parse_with_charset(parsed, self.config.charset)
             .map_err(|source| SendError::InvalidMessage {
                 peer: self.peer.clone(),
                 source,
@@ -605,6 +627,15 @@ fn still_open(mut conn: Conn) -> Option<Conn> {
             None
         }
     }
+}
+
+/// How much of a payload [`Sender`] parses before sending it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Check {
+    /// Every segment: [`Sender::send`].
+    Whole,
+    /// The header line: [`Sender::send_parsed`].
+    Header,
 }
 
 /// Matches the ACK to the message and reads its code; also says whether MSA-2 echoed the

@@ -545,30 +545,33 @@ impl Connector {
         payload: Vec<u8>,
     ) -> Result<(), SendFailure> {
         match self {
-            Connector::Mllp(sender) => sender.send(&payload).await.map(|_| ()).map_err(|e| {
-                // The engine retries itself (one attempt per send): name the cause first,
-                // not an attempt count that reads against the engine's own.
-                let mut reason = match &e {
-                    plexus_mllp::SendError::Exhausted {
-                        peer,
-                        attempts: 1,
-                        last,
-                        ..
-                    } => format!("{peer}: {}", error_chain(last)),
-                    _ => error_chain(&e),
-                };
-                // What the receiver said about it, for the operator (masked in views and
-                // kept out of logs: it may quote the message).
-                if let Some(words) = e.ack().and_then(plexus_mllp::Ack::reason) {
-                    reason.push_str(crate::chain::RECEIVER_WORDS);
-                    reason.push_str(&words);
-                }
-                if e.is_retryable() {
-                    SendFailure::Retryable(reason)
-                } else {
-                    SendFailure::Permanent(reason)
-                }
-            }),
+            // Journaled payloads parsed at intake, or are the chain's own output.
+            Connector::Mllp(sender) => {
+                sender.send_parsed(&payload).await.map(|_| ()).map_err(|e| {
+                    // The engine retries itself (one attempt per send): name the cause first,
+                    // not an attempt count that reads against the engine's own.
+                    let mut reason = match &e {
+                        plexus_mllp::SendError::Exhausted {
+                            peer,
+                            attempts: 1,
+                            last,
+                            ..
+                        } => format!("{peer}: {}", error_chain(last)),
+                        _ => error_chain(&e),
+                    };
+                    // What the receiver said about it, for the operator (masked in views and
+                    // kept out of logs: it may quote the message).
+                    if let Some(words) = e.ack().and_then(plexus_mllp::Ack::reason) {
+                        reason.push_str(crate::chain::RECEIVER_WORDS);
+                        reason.push_str(&words);
+                    }
+                    if e.is_retryable() {
+                        SendFailure::Retryable(reason)
+                    } else {
+                        SendFailure::Permanent(reason)
+                    }
+                })
+            }
             Connector::File(writer) => writer.write(pending, payload).await,
             Connector::Http(sender) => sender.send(payload).await,
         }

@@ -410,6 +410,38 @@ async fn invalid_messages_are_not_sent() {
     server.stop().await;
 }
 
+#[tokio::test]
+async fn a_message_parsed_already_is_checked_by_its_header_only() {
+    let server = ScriptServer::start(answer_with("AA")).await;
+    let mut sender = Sender::new(server.addr.to_string(), fast());
+    // A body segment the parser refuses: `send` keeps it, `send_parsed` lets the
+    // receiver judge it (the engine parsed what it journals before it sends it).
+    let mut odd = message("H1");
+    odd.extend_from_slice(b"\rpid|1");
+    let err = sender.send(&odd).await.expect_err("whole parse");
+    assert!(matches!(err, SendError::InvalidMessage { .. }), "{err:?}");
+    let delivery = sender.send_parsed(&odd).await.expect("sent");
+    assert_eq!(delivery.ack.code(), AckCode::AA);
+    // The header is still checked, and so is framing.
+    let err = sender
+        .send_parsed(b"PID|1||SECRET")
+        .await
+        .expect_err("no MSH");
+    assert!(matches!(err, SendError::InvalidMessage { .. }), "{err:?}");
+    let err = sender
+        .send_parsed(b"MSH|^~\\&|A|B|C|D|2025||ADT^A01||P|2.5\rPID|1||SECRET")
+        .await
+        .expect_err("no MSH-10");
+    assert!(matches!(err, SendError::MissingControlId { .. }), "{err:?}");
+    let mut framed = message("F2");
+    framed.push(0x1C);
+    let err = sender.send_parsed(&framed).await.expect_err("block byte");
+    assert!(matches!(err, SendError::Unframeable { .. }), "{err:?}");
+    assert_no_phi(&err);
+    assert_eq!(server.connections.load(Ordering::SeqCst), 1);
+    server.stop().await;
+}
+
 /// Builds an AA for the received message, as the engine's handler will.
 fn acking_handler() -> impl plexus_mllp::Handler {
     handler_fn(|payload: Bytes, _| async move { Some(ack("AA", &control_id(&payload))) })
