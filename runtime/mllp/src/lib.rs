@@ -32,7 +32,8 @@
 //! [`Sender`] keeps one connection to a peer, sends a message, waits for the ACK whose MSA-2 echoes
 //! the message's MSH-10, and classifies it by MSA-1. Missing ACKs and broken connections are retried
 //! with exponential backoff. Delivery is **at least once**: a retry after a lost ACK may duplicate
-//! the message at the receiver.
+//! the message at the receiver. [`Sender::send`] parses the message whole before sending it;
+//! [`Sender::send_parsed`], for bytes the caller parsed already, parses only the header line.
 //!
 //! # Example
 //!
