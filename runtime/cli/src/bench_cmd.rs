@@ -1056,7 +1056,7 @@ mod tests {
         let parsed = Message::parse(&ack).expect("the sink's ACK parses");
         assert_eq!(
             AckCode::of_ack(&parsed),
-            Some((AckCode::AA, Some(id.clone().into())))
+            Some((AckCode::AA, Some(id.clone())))
         );
         assert!(is_aa_for(&ack, &id));
         assert!(!is_aa_for(&ack, "B1-1"));
