@@ -173,6 +173,15 @@ async fn send(to: SocketAddr, payload: &[u8]) -> (AckCode, Vec<u8>) {
     }
 }
 
+/// Whether the journal records every delivery of message `id` as delivered.
+fn all_delivered(engine: &Engine, id: MessageId) -> bool {
+    engine.journal().show(id).is_ok_and(|r| {
+        r.deliveries
+            .iter()
+            .all(|d| d.status == DeliveryStatus::Delivered)
+    })
+}
+
 async fn eventually(what: &str, mut check: impl FnMut() -> bool) {
     // Up to 30 s: the 50,000-message test may be sharing the two cores.
     for _ in 0..1200 {
@@ -244,13 +253,8 @@ async fn messages_are_mapped_journaled_acked_and_delivered_in_order() {
     );
     assert_eq!(record.deliveries.len(), 2);
     // Results are recorded after each batch is sent.
-    let journal = engine.journal().clone();
     eventually("both deliveries recorded", || {
-        journal.show(MessageId(1)).is_ok_and(|r| {
-            r.deliveries
-                .iter()
-                .all(|d| d.status == DeliveryStatus::Delivered)
-        })
+        all_delivered(&engine, MessageId(1))
     })
     .await;
     stop.cancel();
@@ -466,13 +470,8 @@ async fn poison_messages_go_to_the_error_queue_while_the_rest_flow_and_replay_fi
     assert_eq!(emr.received()[2], "P002");
     // The receiver has it a moment before the journal records it (results are recorded
     // after each batch is sent).
-    let journal = engine.journal().clone();
     eventually("both deliveries of the replay recorded", || {
-        journal.show(poison.message).is_ok_and(|r| {
-            r.deliveries
-                .iter()
-                .all(|d| d.status == DeliveryStatus::Delivered)
-        })
+        all_delivered(&engine, poison.message)
     })
     .await;
     let stats = engine.journal().error_stats(None).expect("stats");
