@@ -944,8 +944,9 @@ pub fn lanes_split_the_queue<J: Journal>(open: &dyn Fn() -> J) {
         "all owed in lane 0"
     );
 
-    // Another journal on the same file that never split the queue (a CLI process beside
-    // the engine) queues to lane 0.
+    // Another journal on the same file that never split the queue itself (a CLI process
+    // beside the engine) queues to the split the engine made: key 3 is lane 3 of 4, where
+    // the engine's worker for that lane reads it, not lane 0.
     j.set_lanes("scheduling", "emr", four).expect("split");
     let beside = open();
     let late = beside
@@ -954,10 +955,42 @@ pub fn lanes_split_the_queue<J: Journal>(open: &dyn Fn() -> J) {
             for_emr(Some(3)),
         )
         .expect("ingest beside");
-    assert!(read(0, None, &[]).contains(&late.id));
+    assert!(read(3, None, &[]).contains(&late.id), "the engine's split");
+    assert!(!read(0, None, &[]).contains(&late.id));
+    // It sees a new split as soon as it is made (a restart with other `connections`),
+    // and a destination nobody split is one lane.
+    j.set_lanes("scheduling", "emr", Lanes::ONE)
+        .expect("one lane");
+    let later = beside
+        .ingest(
+            inbound("scheduling", Some("LATER"), at(61)),
+            for_emr(Some(3)),
+        )
+        .expect("ingest beside again");
+    assert!(read(0, None, &[]).contains(&later.id), "the new split");
+    let unsplit = beside
+        .ingest(
+            inbound("scheduling", Some("ELSEWHERE"), at(62)),
+            Processing {
+                enqueue: vec!["archive".to_owned()],
+                order_key: Some(3),
+                processed: true,
+                ..Processing::default()
+            },
+        )
+        .expect("ingest for a destination never split");
+    assert_eq!(
+        beside
+            .next_in_lane("scheduling", "archive", 0, None, &[], 10)
+            .expect("read")
+            .iter()
+            .map(|p| p.id)
+            .collect::<Vec<_>>(),
+        [unsplit.id]
+    );
     drop(beside);
     let mut owed: Vec<MessageId> = ids.iter().copied().filter(|id| *id != ids[3]).collect();
-    owed.push(late.id);
+    owed.extend([late.id, later.id]);
 
     // Two lanes by message id: every owed delivery in exactly one, none lost.
     let by_id = Lanes {

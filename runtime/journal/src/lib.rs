@@ -153,9 +153,10 @@ pub trait Journal: Send + Sync {
     /// deliveries enqueued later go to their lane, and those still owed (pending or
     /// retrying) are moved to the lane they belong in now, keeping each key's deliveries
     /// together. Returns how many were moved. Call it before any worker reads the lanes:
-    /// a delivery being sent must not change lanes. A journal whose destination was
-    /// never split (a CLI process beside the engine) queues to lane 0, which every split
-    /// has.
+    /// a delivery being sent must not change lanes. The split is stored with the queue:
+    /// another journal on the same store that did not split the destination itself (a
+    /// CLI process beside the engine) queues to the same lanes; a destination nobody
+    /// split has one.
     fn set_lanes(&self, interface: &str, destination: &str, lanes: Lanes) -> Result<u64>;
 
     /// Marks the plug-in chain as finished for this message: its deliveries (if any) have

@@ -31,6 +31,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("schema_v3_shadow.sql"),
     include_str!("schema_v4_dup_window.sql"),
     include_str!("schema_v5_order_key.sql"),
+    include_str!("schema_v6_lane_splits.sql"),
 ];
 
 /// Tuning for [`SqliteJournal`].
@@ -88,18 +89,19 @@ pub struct SqliteJournal {
     checkpointer: Option<JoinHandle<()>>,
 }
 
-/// Interface, then destination, to its lanes; a destination not in it has one. Nested so
-/// that a lookup (one per message enqueued) borrows the names instead of copying them.
+/// Interface, then destination, to the lanes this process split its queue into
+/// ([`Journal::set_lanes`]). Nested so that a lookup (one per message enqueued) borrows
+/// the names instead of copying them. A destination not in it was split by another
+/// process, if at all: its split is read from `lane_splits` (see [`lanes_for`]).
 #[derive(Debug, Clone, Default)]
 struct LaneMap(Arc<Mutex<HashMap<String, HashMap<String, Lanes>>>>);
 
 impl LaneMap {
-    fn get(&self, interface: &str, destination: &str) -> Lanes {
+    fn get(&self, interface: &str, destination: &str) -> Option<Lanes> {
         let map = self.0.lock().unwrap_or_else(|e| e.into_inner());
         map.get(interface)
             .and_then(|destinations| destinations.get(destination))
             .copied()
-            .unwrap_or(Lanes::ONE)
     }
 
     fn set(&self, interface: &str, destination: &str, lanes: Lanes) {
@@ -731,9 +733,7 @@ fn enqueue_in(
     lanes: &LaneMap,
     requeue: bool,
 ) -> Result<()> {
-    let lane = lanes
-        .get(owner.interface, destination)
-        .of(id, owner.order_key);
+    let lane = lanes_for(conn, lanes, owner.interface, destination)?.of(id, owner.order_key);
     let sql = if requeue {
         "INSERT INTO deliveries (message_id, destination, status, updated_at, lane)
          VALUES (?1, ?2, 'pending', ?3, ?4)
@@ -757,6 +757,54 @@ fn enqueue_in(
         })
         .map_err(Error::sql("enqueue"))?;
     Ok(())
+}
+
+/// How the queue of `destination` on `interface` is split: as this process split it, or
+/// else as the engine last recorded in `lane_splits` (read inside the caller's write
+/// transaction, so a split being changed is seen whole), or else one lane. The engine
+/// splits every destination when it starts, so only other processes (a CLI replay beside
+/// it) read the table.
+fn lanes_for(
+    conn: &Connection,
+    lanes: &LaneMap,
+    interface: &str,
+    destination: &str,
+) -> Result<Lanes> {
+    if let Some(split) = lanes.get(interface, destination) {
+        return Ok(split);
+    }
+    let stored = conn
+        .prepare_cached(
+            "SELECT lanes, lane_key FROM lane_splits WHERE interface = ?1 AND destination = ?2",
+        )
+        .and_then(|mut s| {
+            s.query_row(params![interface, destination], |r| {
+                Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?))
+            })
+            .optional()
+        })
+        .map_err(Error::sql("enqueue"))?;
+    match stored {
+        None => Ok(Lanes::ONE),
+        Some((count, key)) => Ok(Lanes {
+            count: u32::try_from(count).unwrap_or(1).max(1),
+            key: parse_text("lane_splits.lane_key", parse_lane_key, &key)?,
+        }),
+    }
+}
+
+/// `lane_splits.lane_key` as stored.
+fn lane_key_text(key: LaneKey) -> &'static str {
+    match key {
+        LaneKey::OrderKey => "order_key",
+        LaneKey::MessageId => "message_id",
+    }
+}
+
+fn parse_lane_key(text: &str) -> Option<LaneKey> {
+    [LaneKey::OrderKey, LaneKey::MessageId]
+        .into_iter()
+        .find(|key| lane_key_text(*key) == text)
 }
 
 /// The query behind [`SqliteJournal::pending_query`]: one lane's deliveries, or a whole
@@ -1404,6 +1452,24 @@ impl Journal for SqliteJournal {
                     ])
                 })
                 .map_err(Error::sql("set_lanes"))?;
+            // Recorded for the other processes on the journal (see `lanes_for`).
+            conn.prepare_cached(
+                "INSERT INTO lane_splits (interface, destination, lanes, lane_key, set_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5)
+                 ON CONFLICT (interface, destination) DO UPDATE
+                 SET lanes = excluded.lanes, lane_key = excluded.lane_key,
+                     set_at = excluded.set_at",
+            )
+            .and_then(|mut s| {
+                s.execute(params![
+                    interface,
+                    destination,
+                    count,
+                    lane_key_text(lanes.key),
+                    to_ms(SystemTime::now()),
+                ])
+            })
+            .map_err(Error::sql("set_lanes"))?;
             // Only once the move is done: a failed write leaves the old split in force.
             map.set(&interface, &destination, lanes);
             Ok(moved as u64)
