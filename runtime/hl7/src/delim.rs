@@ -51,19 +51,17 @@ impl Delimiters {
                 reason: "MSH-2 must hold 2 to 5 encoding characters (component, repetition, escape, subcomponent, truncation)",
             });
         }
-        let mut seen = vec![field];
-        for &c in encoding {
+        for (i, &c) in encoding.iter().enumerate() {
             if !is_delimiter_candidate(c) {
                 return Err(ParseError::BadDelimiters {
                     reason: "MSH-2 holds a character that cannot be a delimiter (letters, digits, spaces and control characters cannot)",
                 });
             }
-            if seen.contains(&c) {
+            if c == field || encoding[..i].contains(&c) {
                 return Err(ParseError::BadDelimiters {
                     reason: "MSH-1 and MSH-2 declare the same delimiter twice",
                 });
             }
-            seen.push(c);
         }
         Ok(Delimiters {
             field,

@@ -143,7 +143,7 @@ fn terminators_bom_and_blank_lines() {
 #[test]
 fn malformed_messages_are_clear_errors() {
     type Check = fn(&ParseError) -> bool;
-    let cases: [(&[u8], Check); 9] = [
+    let cases: [(&[u8], Check); 10] = [
         (b"", |e| matches!(e, ParseError::Empty)),
         (b" \r\n ", |e| matches!(e, ParseError::Empty)),
         (b"PID|1|", |e| matches!(e, ParseError::NoHeader)),
@@ -154,6 +154,10 @@ fn malformed_messages_are_clear_errors() {
         (b"MSH|^^\\&|A", |e| {
             matches!(e, ParseError::BadDelimiters { .. })
         }),
+        (
+            b"MSH|^~\\~|A",
+            |e| matches!(e, ParseError::BadDelimiters { reason } if reason.contains("twice")),
+        ),
         (b"MSH|^~\\&|A\rPI|1\r", |e| {
             matches!(e, ParseError::BadSegmentName { segment: 2, .. })
         }),

@@ -44,8 +44,9 @@ pub(crate) struct IfaceMetrics {
     destinations: BTreeMap<String, [AtomicU64; 3]>,
     /// The last swaps' durations.
     swap_times: std::sync::Mutex<std::collections::VecDeque<Duration>>,
-    /// Per plug-in version that has run here: `(name, sha256)`.
-    plugins: std::sync::RwLock<BTreeMap<(String, String), Arc<PluginCounters>>>,
+    /// Per plug-in version that has run here: name, then sha256. Nested so that the
+    /// lookup (one per stage run) borrows the names instead of copying them into a key.
+    plugins: std::sync::RwLock<BTreeMap<String, BTreeMap<String, Arc<PluginCounters>>>>,
 }
 
 /// Swap durations kept.
@@ -144,12 +145,12 @@ impl IfaceMetrics {
     /// Counts each stage of a chain run: outcome, trap kind, run time.
     pub(crate) fn stages(&self, stages: &[StageRecord], took: &[Duration]) {
         for (stage, took) in stages.iter().zip(took) {
-            let key = (stage.plugin.clone(), stage.plugin_sha256.clone());
             let known = self
                 .plugins
                 .read()
                 .unwrap_or_else(|e| e.into_inner())
-                .get(&key)
+                .get(stage.plugin.as_str())
+                .and_then(|versions| versions.get(stage.plugin_sha256.as_str()))
                 .cloned();
             let counters = match known {
                 Some(c) => c,
@@ -157,7 +158,9 @@ impl IfaceMetrics {
                     .plugins
                     .write()
                     .unwrap_or_else(|e| e.into_inner())
-                    .entry(key)
+                    .entry(stage.plugin.clone())
+                    .or_default()
+                    .entry(stage.plugin_sha256.clone())
                     .or_default()
                     .clone(),
             };
@@ -454,7 +457,11 @@ fn render_plugins<'a>(
                 i,
                 plugins
                     .iter()
-                    .map(|(k, c)| (k.clone(), c.clone()))
+                    .flat_map(|(name, versions)| {
+                        versions
+                            .iter()
+                            .map(|(sha, c)| ((name.clone(), sha.clone()), c.clone()))
+                    })
                     .collect(),
             )
         })
