@@ -1008,6 +1008,25 @@ pub fn lanes_split_the_queue<J: Journal>(open: &dyn Fn() -> J) {
     }
     seen.sort();
     assert_eq!(seen, owed);
+    // A journal beside it queues by message id too, as recorded.
+    let beside = open();
+    let spread: Vec<MessageId> = (0..4)
+        .map(|i| {
+            beside
+                .ingest(
+                    inbound("scheduling", Some(&format!("SPREAD{i}")), at(70 + i)),
+                    for_emr(Some(3)),
+                )
+                .expect("ingest beside")
+                .id
+        })
+        .collect();
+    drop(beside);
+    for id in &spread {
+        let lane = by_id.of(*id, None);
+        assert!(read(lane, None, &[]).contains(id), "{id} in lane {lane}");
+        assert!(!read(1 - lane, None, &[]).contains(id));
+    }
 
     // A batch's payloads come back in the order asked, each as `payload` reads it; an
     // unknown id fails on its own.

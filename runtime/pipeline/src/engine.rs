@@ -161,7 +161,7 @@ pub(crate) const SLOW_CHAIN: std::time::Duration = std::time::Duration::from_mil
 /// patient's later messages), then tells the journal how each destination's queue is
 /// split over its connections, which moves owed deliveries to their lanes should
 /// `connections` or `order_by` have changed since the last run. Only the running engine
-/// does this: a CLI process beside it leaves the split alone and queues to lane 0.
+/// does this; the journal records the split, and a CLI process beside it queues by it.
 fn set_up_lanes(shared: &Shared) -> Result<(), BuildError> {
     const PAGE: usize = 1000;
     for iface in shared.interfaces.values() {
