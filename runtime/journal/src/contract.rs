@@ -949,25 +949,24 @@ pub fn lanes_split_the_queue<J: Journal>(open: &dyn Fn() -> J) {
     // the engine's worker for that lane reads it, not lane 0.
     j.set_lanes("scheduling", "emr", four).expect("split");
     let beside = open();
-    let late = beside
-        .ingest(
-            inbound("scheduling", Some("LATE"), at(60)),
-            for_emr(Some(3)),
-        )
-        .expect("ingest beside");
-    assert!(read(3, None, &[]).contains(&late.id), "the engine's split");
-    assert!(!read(0, None, &[]).contains(&late.id));
+    let ingest_beside = |control_id: &str, ms: u64| {
+        beside
+            .ingest(
+                inbound("scheduling", Some(control_id), at(ms)),
+                for_emr(Some(3)),
+            )
+            .expect("ingest beside")
+            .id
+    };
+    let late = ingest_beside("LATE", 60);
+    assert!(read(3, None, &[]).contains(&late), "the engine's split");
+    assert!(!read(0, None, &[]).contains(&late));
     // It sees a new split as soon as it is made (a restart with other `connections`),
     // and a destination nobody split is one lane.
     j.set_lanes("scheduling", "emr", Lanes::ONE)
         .expect("one lane");
-    let later = beside
-        .ingest(
-            inbound("scheduling", Some("LATER"), at(61)),
-            for_emr(Some(3)),
-        )
-        .expect("ingest beside again");
-    assert!(read(0, None, &[]).contains(&later.id), "the new split");
+    let later = ingest_beside("LATER", 61);
+    assert!(read(0, None, &[]).contains(&later), "the new split");
     let unsplit = beside
         .ingest(
             inbound("scheduling", Some("ELSEWHERE"), at(62)),
@@ -988,9 +987,8 @@ pub fn lanes_split_the_queue<J: Journal>(open: &dyn Fn() -> J) {
             .collect::<Vec<_>>(),
         [unsplit.id]
     );
-    drop(beside);
     let mut owed: Vec<MessageId> = ids.iter().copied().filter(|id| *id != ids[3]).collect();
-    owed.extend([late.id, later.id]);
+    owed.extend([late, later]);
 
     // Two lanes by message id: every owed delivery in exactly one, none lost.
     let by_id = Lanes {
@@ -1009,17 +1007,8 @@ pub fn lanes_split_the_queue<J: Journal>(open: &dyn Fn() -> J) {
     seen.sort();
     assert_eq!(seen, owed);
     // A journal beside it queues by message id too, as recorded.
-    let beside = open();
     let spread: Vec<MessageId> = (0..4)
-        .map(|i| {
-            beside
-                .ingest(
-                    inbound("scheduling", Some(&format!("SPREAD{i}")), at(70 + i)),
-                    for_emr(Some(3)),
-                )
-                .expect("ingest beside")
-                .id
-        })
+        .map(|i| ingest_beside(&format!("SPREAD{i}"), 70 + i))
         .collect();
     drop(beside);
     for id in &spread {

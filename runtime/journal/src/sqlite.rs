@@ -788,23 +788,9 @@ fn lanes_for(
         None => Ok(Lanes::ONE),
         Some((count, key)) => Ok(Lanes {
             count: u32::try_from(count).unwrap_or(1).max(1),
-            key: parse_text("lane_splits.lane_key", parse_lane_key, &key)?,
+            key: parse_text("lane_splits.lane_key", LaneKey::parse, &key)?,
         }),
     }
-}
-
-/// `lane_splits.lane_key` as stored.
-fn lane_key_text(key: LaneKey) -> &'static str {
-    match key {
-        LaneKey::OrderKey => "order_key",
-        LaneKey::MessageId => "message_id",
-    }
-}
-
-fn parse_lane_key(text: &str) -> Option<LaneKey> {
-    [LaneKey::OrderKey, LaneKey::MessageId]
-        .into_iter()
-        .find(|key| lane_key_text(*key) == text)
 }
 
 /// The query behind [`SqliteJournal::pending_query`]: one lane's deliveries, or a whole
@@ -1465,7 +1451,7 @@ impl Journal for SqliteJournal {
                     interface,
                     destination,
                     count,
-                    lane_key_text(lanes.key),
+                    lanes.key.as_str(),
                     to_ms(SystemTime::now()),
                 ])
             })

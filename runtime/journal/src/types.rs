@@ -260,15 +260,16 @@ pub struct Lanes {
     pub key: LaneKey,
 }
 
-/// What [`Lanes`] spreads deliveries by.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum LaneKey {
-    /// The message's [order key](PendingDelivery::order_key): equal keys share a lane and
-    /// keep their arrival order. No key counts as 0.
-    OrderKey,
-    /// The message id: an even spread, for queues that keep no order.
-    MessageId,
-}
+text_enum!(
+    /// What [`Lanes`] spreads deliveries by (stored in `lane_splits.lane_key`).
+    LaneKey {
+        /// The message's [order key](PendingDelivery::order_key): equal keys share a lane
+        /// and keep their arrival order. No key counts as 0.
+        OrderKey = "order_key",
+        /// The message id: an even spread, for queues that keep no order.
+        MessageId = "message_id",
+    }
+);
 
 impl Lanes {
     /// One lane: the whole queue in arrival order.
