@@ -124,21 +124,23 @@ const CHECKPOINT_EVERY: Duration = Duration::from_millis(250);
 /// 100 MB a second under `plexus bench` and shrank only at idle. Starting over costs the
 /// writer a pause (copying what was committed while the last checkpoint ran, and syncing
 /// the database file), but a WAL that keeps growing costs more: every frame written past
-/// the end of the file makes the filesystem allocate and zero a page. 8192 frames are
-/// 32 MiB with 4 KiB pages; with one checkpoint round's growth on top (about 25 MB at full
-/// speed) the WAL stays under [`WAL_SIZE_LIMIT`], so the file is written over from the
-/// start, in pages already cached, instead of being cut back and grown again. Against
-/// 65536 frames, over 20 paired runs of `plexus bench`: 7% less CPU, 5% more messages
-/// accepted (medians). At a clinic's usual pace the checkpoints keep up and this never
-/// applies.
+/// the end of the file makes the filesystem allocate and zero a page. 8192 frames are 32
+/// MiB with 4 KiB pages; with one checkpoint round's growth on top (25-40 MB at full
+/// speed; 71 MiB was the most seen at 32,000 msg/s) the WAL stays under
+/// [`WAL_SIZE_LIMIT`], so the file is written over from the start, in pages already
+/// cached, instead of being cut back and grown again. Against 65536 frames, over 20
+/// paired runs of `plexus bench`: 7% less CPU, 5% more messages accepted (medians). At a
+/// clinic's usual pace the checkpoints keep up and this never applies.
 const WAL_RESTART_FRAMES: i64 = 8192;
 
 /// The most WAL frames (16 MiB) a checkpoint round may leave uncopied for the writer to
 /// finish; with more, the writer's pause would be long, and the next round tries again.
 const WAL_REST_FRAMES: i64 = 4096;
 
-/// The size the WAL file is cut back to when it starts over after growing past it.
-const WAL_SIZE_LIMIT: i64 = 64 << 20;
+/// The size the WAL file is cut back to when it starts over after growing past it: well
+/// above what a WAL that starts over past [`WAL_RESTART_FRAMES`] reaches, so that under a
+/// steady load the file is reused rather than cut back and grown again.
+const WAL_SIZE_LIMIT: i64 = 128 << 20;
 
 impl fmt::Debug for SqliteJournal {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
