@@ -7,8 +7,9 @@ Usage (from the repository root):
 
 Options: --plexus PATH (default target/release/plexus), --messages N (default 60000),
 --connections K (default 128), --destination-connections N (default 8), --rounds R
-(default 5), --python-messages N (default a fifth of --messages). Builds nothing itself.
-The defaults are the figure quoted in bench/README.md.
+(default 5), --python-messages N (default a fifth of --messages, at least one per
+connection). Builds nothing itself. The defaults are the figure quoted in
+bench/README.md.
 
 What runs:
   1. `plexus bench --json`: an MLLP sink, the engine (one MLLP interface, the
@@ -22,10 +23,10 @@ What runs:
 Steps 1 and 3 alternate R times against one python server, each round starting with the
 side the previous round ended with. Each round's ratio is Plexus's accepted (AA'd) msg/s
 over python-hl7's in that round; the ratio reported is the median of the rounds' ratios,
-since a machine's speed drifts between rounds. python-hl7 gets fewer messages so that
-both runs of a round last a few seconds and see about the same machine (a rate does not
-depend on the count once the connections are up). Both sides share the machine's cores
-with the load generator.
+since a machine's speed drifts between rounds. By default python-hl7 gets fewer messages
+so that both runs of a round last a few seconds and see about the same machine (a rate
+does not depend on the count once the connections are up). Both sides share the
+machine's cores with the load generator.
 """
 import argparse
 import json
@@ -102,7 +103,15 @@ def main():
     args = ap.parse_args()
     if not Path(args.plexus).exists():
         sys.exit(f"{args.plexus} not found: cargo build --release -p plexus")
-    python_messages = args.python_messages or max(args.messages // 5, args.connections)
+    if args.rounds < 1:
+        ap.error("--rounds must be at least 1")
+    if args.python_messages is None:
+        python_messages = max(args.messages // 5, args.connections)
+    elif args.python_messages < args.connections:
+        ap.error("--python-messages must be at least --connections: python-hl7 is measured "
+                 "over the same K connections")
+    else:
+        python_messages = args.python_messages
 
     port = free_port()
     server = start_python_server(port)

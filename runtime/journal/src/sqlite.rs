@@ -124,9 +124,9 @@ const CHECKPOINT_EVERY: Duration = Duration::from_millis(250);
 /// 100 MB a second under `plexus bench` and shrank only at idle. Starting over costs the
 /// writer a pause (copying what was committed while the last checkpoint ran, and syncing
 /// the database file), but a WAL that keeps growing costs more: every frame written past
-/// the end of the file makes the filesystem allocate and zero a page. 8192 frames are 32
-/// MiB with 4 KiB pages; with one checkpoint round's growth on top (25-40 MB at full
-/// speed; 71 MiB was the most seen at 32,000 msg/s) the WAL stays under
+/// the end of the file makes the filesystem allocate and zero a page. 8192 frames are
+/// 32 MiB with 4 KiB pages. With one checkpoint round's growth on top (25-40 MB per round
+/// at full speed; the largest WAL seen was 71 MiB, at 32,000 msg/s) the WAL stays under
 /// [`WAL_SIZE_LIMIT`], so the file is written over from the start, in pages already
 /// cached, instead of being cut back and grown again. Against 65536 frames, over 20
 /// paired runs of `plexus bench`: 7% less CPU, 5% more messages accepted (medians). At a
