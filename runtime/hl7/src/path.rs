@@ -24,6 +24,11 @@ use crate::error::PathError;
 /// The largest index a path may use; bounds what an edit can create.
 pub const MAX_INDEX: u32 = 9_999;
 
+/// The longest path text accepted, surrounding whitespace aside. The longest valid path,
+/// `PID[9999]-9999[9999]-9999-9999`, has 30 characters; anything much longer is a
+/// mistake, or a plug-in trying to make the host copy megabytes into an error.
+pub const MAX_PATH_LEN: usize = 64;
+
 /// A parsed path. Build one with [`str::parse`] or [`Path::parse`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct Path {
@@ -35,14 +40,31 @@ pub struct Path {
     subcomponent: Option<u32>,
 }
 
+/// `text` for an error message: whole if short, else its first [`MAX_PATH_LEN`] bytes
+/// (cut on a character boundary) and a mark.
+fn shown(text: &str) -> String {
+    if text.len() <= MAX_PATH_LEN {
+        return text.to_owned();
+    }
+    let mut end = MAX_PATH_LEN;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}… ({} bytes)", &text[..end], text.len())
+}
+
 impl Path {
     /// Parses a path such as `PID-3[2]-4`.
     pub fn parse(text: &str) -> Result<Path, PathError> {
+        // The error names the text as given, cut: it may come from a plug-in.
         let err = |reason| PathError::Syntax {
-            path: text.to_owned(),
+            path: shown(text),
             reason,
         };
         let bytes = text.trim().as_bytes();
+        if bytes.len() > MAX_PATH_LEN {
+            return Err(err("a path is at most 64 characters long, e.g. PID-5-1"));
+        }
         if bytes.len() < 3 {
             return Err(err(
                 "a path starts with a three-character segment name, e.g. PID-5-1",
@@ -271,6 +293,28 @@ mod tests {
             let err = Path::parse(text).expect_err(text);
             assert!(matches!(err, PathError::Syntax { .. }), "{text}: {err}");
             assert!(err.to_string().contains("invalid path"), "{err}");
+        }
+    }
+
+    #[test]
+    fn long_paths_are_refused_and_echoed_cut() {
+        let longest = "PID[9999]-9999[9999]-9999-9999";
+        assert!(Path::parse(longest).is_ok());
+        assert!(Path::parse(&format!("  {longest}  ")).is_ok());
+        // A plug-in can pass megabytes; the error must not copy (or escape) them all.
+        for text in [
+            "\u{1}".repeat(1 << 20),
+            "é".repeat(1 << 20),
+            "PID-".repeat(100),
+        ] {
+            let err = Path::parse(&text).expect_err("too long");
+            let shown = err.to_string();
+            assert!(shown.contains("at most 64 characters"), "{shown}");
+            assert!(shown.len() < 600, "{} bytes", shown.len());
+            assert!(
+                shown.contains(&format!("({} bytes)", text.len())),
+                "{shown}"
+            );
         }
     }
 

@@ -214,6 +214,14 @@ fn run_stages(
             // Plug-in log lines may quote patient data: debug level only.
             tracing::debug!(plugin = plugin.name(), level = ?line.level, "{}", line.line);
         }
+        if run.logs_dropped > 0 {
+            // Beside the lines it concerns, at their level.
+            tracing::debug!(
+                plugin = plugin.name(),
+                dropped = run.logs_dropped,
+                "plug-in log lines dropped over the log caps"
+            );
+        }
         if !run.edits.is_empty() {
             record.output = Some(run.message.as_bytes().to_vec());
         }

@@ -671,6 +671,7 @@ fn linker(engine: &Engine, grants: &Grants) -> wasmtime::Result<Linker<HostState
     use crate::bindings::plexus::transform;
     let mut linker = Linker::new(engine);
     wasmtime_wasi::p2::add_to_linker_sync(&mut linker)?;
+    crate::host::wasi::replace_timers(&mut linker)?;
     transform::message::add_to_linker::<_, HasSelf<_>>(&mut linker, |s| s)?;
     transform::types::add_to_linker::<_, HasSelf<_>>(&mut linker, |s| s)?;
     if grants.log {

@@ -78,6 +78,74 @@ fn infinite_loop_times_out() {
     still_serves(&plugin);
 }
 
+/// Runs `behaviour` on another thread and waits at most a minute for it: a plug-in that
+/// manages to sleep on the host would otherwise hang the test for hours.
+fn run_bounded(
+    plugin: &Arc<Plugin>,
+    behaviour: &'static str,
+) -> Result<plexus_sandbox::Run, RunError> {
+    let (tx, rx) = std::sync::mpsc::channel();
+    let plugin = Arc::clone(plugin);
+    std::thread::spawn(move || {
+        let _ = tx.send(plugin.run(msg(), &ctx(behaviour)));
+    });
+    rx.recv_timeout(Duration::from_secs(60))
+        .unwrap_or_else(|_| panic!("{behaviour}: the run is still going after 60 s"))
+}
+
+#[test]
+fn a_plugin_cannot_sleep() {
+    let sandbox = Sandbox::new(SandboxConfig::default()).expect("engine");
+    let limits = Limits {
+        timeout: Duration::from_millis(500),
+        ..Limits::default()
+    };
+    let plugin = Arc::new(load(&sandbox, &["log"], limits).expect("loads"));
+    // Timers have already gone off: the sleep returns at once, in the run's time.
+    for (behaviour, said) in [
+        ("sleep", "slept an hour"),
+        ("sleep-forever", "slept for ever"),
+    ] {
+        let run = run_bounded(&plugin, behaviour).expect(behaviour);
+        assert_eq!(detail(&run.outcome), said);
+    }
+    // Waiting for the frozen clock to move runs into the deadline.
+    let err = run_bounded(&plugin, "sleep-loop").expect_err("the clock never moves");
+    assert!(matches!(err, RunError::Timeout { .. }), "{err}");
+    still_serves(&plugin);
+}
+
+#[test]
+fn oversize_arguments_are_refused_before_the_host_copies_them() {
+    let sandbox = Sandbox::new(SandboxConfig::default()).expect("engine");
+    let limits = Limits {
+        max_message_bytes: 1 << 20,
+        ..Limits::default()
+    };
+    let plugin = load(&sandbox, &["log"], limits).expect("loads");
+    // An 8 MiB path of control characters: each would print as six bytes in the error.
+    let run = plugin.run(msg(), &ctx("path-bomb")).expect("runs");
+    let said = detail(&run.outcome);
+    assert!(said.starts_with("4 refused, longest "), "{said}");
+    let longest: usize = said["4 refused, longest ".len()..]
+        .split(' ')
+        .next()
+        .and_then(|n| n.parse().ok())
+        .expect("a length");
+    assert!(longest < 1_000, "{said}");
+    assert!(said.ends_with(", 4 say why"), "{said}");
+    // An 8 MiB segment into a message limited to 1 MiB.
+    let run = plugin.run(msg(), &ctx("insert-bomb")).expect("runs");
+    let said = detail(&run.outcome);
+    assert!(
+        said.contains("inserting a segment of 8388611 bytes")
+            && said.contains("1048576 byte limit"),
+        "{said}"
+    );
+    assert!(run.edits.is_empty());
+    still_serves(&plugin);
+}
+
 #[test]
 fn memory_bomb_reports_the_memory_limit() {
     let sandbox = Sandbox::new(SandboxConfig::default()).expect("engine");

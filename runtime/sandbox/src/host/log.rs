@@ -83,10 +83,20 @@ impl LogSink {
             return;
         }
         self.bytes += line.len();
-        self.lines.push(LogLine {
-            level,
-            line: line.to_owned(),
-        });
+        // A line is one line: control characters (a newline, a terminal escape) are
+        // written escaped, so a plug-in cannot forge log lines of its own.
+        let line = if line.chars().any(|c| c.is_control() && c != '\t') {
+            line.chars()
+                .map(|c| match c {
+                    '\t' => c.to_string(),
+                    c if c.is_control() => c.escape_default().to_string(),
+                    c => c.to_string(),
+                })
+                .collect()
+        } else {
+            line.to_owned()
+        };
+        self.lines.push(LogLine { level, line });
     }
 }
 
@@ -104,15 +114,15 @@ pub(crate) fn cut(text: &str, max: usize) -> &str {
 
 /// `text` whole when it fits in `max` bytes; otherwise cut on a character boundary and
 /// marked as cut, the whole still at most `max` bytes.
-pub(crate) fn bounded(mut text: String, max: usize) -> String {
+pub(crate) fn bounded(text: String, max: usize) -> String {
     const MARK: &str = "… (cut)";
     if text.len() <= max {
         return text;
     }
-    let keep = cut(&text, max.saturating_sub(MARK.len())).len();
-    text.truncate(keep);
-    text.push_str(MARK);
-    text
+    // A new string: truncating would keep the whole (possibly huge) allocation alive.
+    let mut kept = cut(&text, max.saturating_sub(MARK.len())).to_owned();
+    kept.push_str(MARK);
+    kept
 }
 
 impl wit::Host for HostState {

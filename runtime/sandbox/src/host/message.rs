@@ -265,6 +265,22 @@ impl wit::HostMessage for HostState {
         position: u32,
         segment: String,
     ) -> wasmtime::Result<Result<(), WitPathError>> {
+        // Refused before any work: encoding and indexing an oversize segment would
+        // allocate several times its size on the host.
+        let max = self.max_message_bytes;
+        if self
+            .message(&r)?
+            .msg
+            .as_bytes()
+            .len()
+            .saturating_add(segment.len())
+            > max
+        {
+            return Ok(Err(WitPathError::InvalidValue(format!(
+                "inserting a segment of {} bytes would make the message larger than its {max} byte limit",
+                segment.len()
+            ))));
+        }
         let bound = segment.len() + 4;
         let edit = Edit {
             op: EditOp::InsertSegment,

@@ -126,9 +126,17 @@ impl wit::Host for HostState {
             .flatten();
         Ok(match found {
             Some(t) => Ok(t.get(&key).map(str::to_owned)),
-            None => Err(TableError::NotGranted(format!(
-                "table {table:?} is not granted to this plug-in (add \"tables:{table}\" to its grants, and define the table)"
-            ))),
+            // Table names are short; a long one is echoed cut, so a plug-in cannot make
+            // the host copy megabytes into the error.
+            None => Err(TableError::NotGranted(match super::log::cut(&table, 64) {
+                name if name.len() == table.len() => format!(
+                    "table {name:?} is not granted to this plug-in (add \"tables:{name}\" to its grants, and define the table)"
+                ),
+                name => format!(
+                    "table {name:?}… ({} bytes) is not granted to this plug-in: table names are at most 64 characters",
+                    table.len()
+                ),
+            })),
         })
     }
 }
@@ -136,6 +144,24 @@ impl wit::Host for HostState {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_huge_table_name_is_echoed_cut() {
+        use wit::Host as _;
+        let mut state = HostState::new(&crate::Limits::default(), TableAccess::default(), 0);
+        let name = "\u{1}".repeat(8 << 20);
+        let Ok(Err(TableError::NotGranted(text))) = state.lookup(name, "k".to_owned()) else {
+            panic!("refused");
+        };
+        assert!(text.len() < 600, "{} bytes", text.len());
+        assert!(text.contains("(8388608 bytes)"), "{text}");
+        let Ok(Err(TableError::NotGranted(text))) =
+            state.lookup("visit-status".to_owned(), "k".to_owned())
+        else {
+            panic!("refused");
+        };
+        assert!(text.contains("\"tables:visit-status\""), "{text}");
+    }
 
     #[test]
     fn csv_with_quotes_and_header() {

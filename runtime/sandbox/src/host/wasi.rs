@@ -1,12 +1,14 @@
 //! WASI preview 2, linked because Rust std guests import it, with nothing behind it:
-//! no environment, arguments, stdin, directories or sockets; a frozen clock; randomness
-//! from a fixed seed; stdout and stderr captured under a byte cap into the plug-in log.
+//! no environment, arguments, stdin, directories or sockets; a frozen clock whose timers
+//! have always gone off (a plug-in cannot sleep); randomness from a fixed seed; stdout and
+//! stderr captured under a byte cap into the plug-in log.
 
 use std::sync::{Arc, Mutex};
 
 use rand::SeedableRng;
+use wasmtime::component::{Linker, Resource};
 use wasmtime_wasi::cli::{IsTerminal, StdoutStream};
-use wasmtime_wasi::p2::{OutputStream, Pollable, StreamError};
+use wasmtime_wasi::p2::{DynPollable, OutputStream, Pollable, StreamError};
 use wasmtime_wasi::{HostMonotonicClock, HostWallClock, WasiCtx, WasiCtxBuilder};
 
 /// Captured stdout and stderr of one run.
@@ -160,6 +162,45 @@ impl HostMonotonicClock for FrozenMonotonicClock {
 /// real entropy reaches a plug-in.
 const SEED: u64 = 0x706c_6578_7573; // "plexus"
 
+/// The most random bytes one call may ask for; more traps. A mapping needs a few (a
+/// hash seed), not megabytes.
+const MAX_RANDOM_BYTES: u64 = 64 << 10;
+
+/// The monotonic clock's interface as wasmtime-wasi links it. Its timers are replaced
+/// under this exact name; a test fails if the name stops matching.
+pub(crate) const MONOTONIC_CLOCK: &str = "wasi:clocks/monotonic-clock@0.2.12";
+
+/// A timer that has already gone off.
+struct Elapsed;
+
+#[async_trait::async_trait]
+impl Pollable for Elapsed {
+    async fn ready(&mut self) {}
+}
+
+/// Replaces the monotonic clock's timers (`subscribe-duration`, `subscribe-instant`)
+/// with ones that have already gone off. wasmtime-wasi's wait on the host thread, where
+/// neither the epoch deadline nor fuel reaches: a plug-in that slept for a day would hold
+/// its message, a pool slot and a chain permit for a day. With the clock frozen, no time
+/// passes during a sleep either way; a plug-in that polls in a loop for time to pass
+/// runs into its deadline.
+pub(crate) fn replace_timers(linker: &mut Linker<super::HostState>) -> wasmtime::Result<()> {
+    fn elapsed(state: &mut super::HostState) -> wasmtime::Result<(Resource<DynPollable>,)> {
+        let timer = state.table.push(Elapsed)?;
+        Ok((wasmtime_wasi::p2::subscribe(&mut state.table, timer)?,))
+    }
+    linker.allow_shadowing(true);
+    let mut clock = linker.instance(MONOTONIC_CLOCK)?;
+    clock.func_wrap("subscribe-duration", |mut store, (_,): (u64,)| {
+        elapsed(store.data_mut())
+    })?;
+    clock.func_wrap("subscribe-instant", |mut store, (_,): (u64,)| {
+        elapsed(store.data_mut())
+    })?;
+    linker.allow_shadowing(false);
+    Ok(())
+}
+
 /// A WASI context with nothing in it but captured stdio, a frozen clock and seeded bytes.
 pub(crate) fn context(stdio: &Stdio, received_at_ms: u64) -> WasiCtx {
     let mut builder = WasiCtxBuilder::new();
@@ -170,6 +211,8 @@ pub(crate) fn context(stdio: &Stdio, received_at_ms: u64) -> WasiCtx {
             received_at_ms,
         )))
         .monotonic_clock(FrozenMonotonicClock)
+        // wasmtime-wasi would build up to 64 MiB on the host per call.
+        .max_random_size(MAX_RANDOM_BYTES)
         .secure_random(rand::rngs::StdRng::seed_from_u64(SEED))
         .insecure_random(rand::rngs::StdRng::seed_from_u64(SEED))
         .insecure_random_seed(u128::from(SEED))

@@ -146,6 +146,46 @@ impl Guest for Hostile {
                 }
                 Outcome::Forward
             }
+            "sleep" => {
+                std::thread::sleep(std::time::Duration::from_secs(3_600));
+                fail("slept an hour")
+            }
+            "sleep-forever" => {
+                std::thread::sleep(std::time::Duration::MAX);
+                fail("slept for ever")
+            }
+            "sleep-loop" => {
+                // Waits for time to pass on a clock that does not move.
+                let t0 = std::time::Instant::now();
+                while t0.elapsed() < std::time::Duration::from_millis(10) {
+                    std::thread::sleep(std::time::Duration::from_millis(1));
+                }
+                fail("time passed")
+            }
+            "path-bomb" => {
+                let path = "\u{1}".repeat(8 << 20);
+                let errors = [
+                    msg.get(&path).err(),
+                    msg.set(&path, "x").err(),
+                    msg.count(&path).err(),
+                    msg.remove(&path).err(),
+                ];
+                let texts: Vec<String> =
+                    errors.iter().flatten().map(|e| format!("{e:?}")).collect();
+                let longest = texts.iter().map(String::len).max().unwrap_or(0);
+                let why = texts
+                    .iter()
+                    .filter(|t| t.contains("at most 64 characters"))
+                    .count();
+                fail(&format!(
+                    "{} refused, longest {longest} bytes, {why} say why",
+                    texts.len()
+                ))
+            }
+            "insert-bomb" => {
+                let segment = format!("ZZZ{}", "|".repeat(8 << 20));
+                fail(&format!("{:?}", msg.insert_segment(1, &segment).err()))
+            }
             other => fail(&format!("unknown behaviour {other}")),
         }
     }
