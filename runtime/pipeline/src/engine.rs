@@ -474,6 +474,8 @@ pub struct Running {
     /// The HTTP server's bound address.
     pub http: SocketAddr,
     tasks: JoinSet<()>,
+    /// Holds the data folder's lock while the engine runs.
+    _lock: std::fs::File,
 }
 
 impl Running {
@@ -1443,7 +1445,14 @@ impl Engine {
 
     /// Resumes unfinished work, binds every source and starts the delivery workers.
     /// Everything stops when `shutdown` is cancelled; [`Running::wait`] waits for that.
+    ///
+    /// One engine at a time may run on a data folder: a second one would deliver the same
+    /// queues again and keep a duplicate window of its own. The first takes an exclusive
+    /// lock on `<data_dir>/engine.lock` and holds it until [`Running`] is dropped (or the
+    /// process ends, however it ends); a second gets [`BuildError::Locked`] before it
+    /// touches anything. Tools beside a running engine (`plexus errors`) take no lock.
     pub async fn start(&self, shutdown: CancellationToken) -> Result<Running, BuildError> {
+        let lock = lock_data_dir(&self.shared.config.engine.data_dir)?;
         let shared = self.shared.clone();
         tokio::task::spawn_blocking(move || set_up_lanes(&shared))
             .await
@@ -1451,28 +1460,30 @@ impl Engine {
         self.resume().await?;
         let mut tasks = JoinSet::new();
         let mut mllp = BTreeMap::new();
+        // Every listener is bound before any folder is read or anything delivered, so an
+        // address in use stops the start before it has taken or sent a message.
         for iface in self.shared.interfaces.values() {
-            match &iface.config.source {
-                Inbound::Mllp(source) => {
-                    let addr = crate::mllp_source::start(
-                        &self.shared,
-                        iface,
-                        source,
-                        shutdown.clone(),
-                        &mut tasks,
-                    )
-                    .await?;
-                    mllp.insert(iface.name.clone(), addr);
-                }
-                Inbound::File(source) => {
-                    tasks.spawn(crate::file_source::run(
-                        self.shared.clone(),
-                        iface.clone(),
-                        source.clone(),
-                        shutdown.clone(),
-                    ));
-                }
-                Inbound::Http { .. } => {}
+            if let Inbound::Mllp(source) = &iface.config.source {
+                let addr = crate::mllp_source::start(
+                    &self.shared,
+                    iface,
+                    source,
+                    shutdown.clone(),
+                    &mut tasks,
+                )
+                .await?;
+                mllp.insert(iface.name.clone(), addr);
+            }
+        }
+        let http = crate::http::start(&self.shared, shutdown.clone(), &mut tasks).await?;
+        for iface in self.shared.interfaces.values() {
+            if let Inbound::File(source) = &iface.config.source {
+                tasks.spawn(crate::file_source::run(
+                    self.shared.clone(),
+                    iface.clone(),
+                    source.clone(),
+                    shutdown.clone(),
+                ));
             }
             for dest in &iface.config.destinations {
                 // One worker per connection, each serving its lane of the queue.
@@ -1488,9 +1499,13 @@ impl Engine {
                 }
             }
         }
-        let http = crate::http::start(&self.shared, shutdown.clone(), &mut tasks).await?;
         tasks.spawn(retention(self.shared.clone(), shutdown));
-        Ok(Running { mllp, http, tasks })
+        Ok(Running {
+            mllp,
+            http,
+            tasks,
+            _lock: lock,
+        })
     }
 
     /// Runs messages whose chain never finished (a crash between journal and chain can
@@ -1773,6 +1788,30 @@ pub struct Verified {
     pub plugins: Vec<(String, String)>,
     /// Each table's name and row count, by name.
     pub tables: Vec<(String, usize)>,
+}
+
+/// Takes the exclusive lock on `<data_dir>/engine.lock` (see [`Engine::start`]). The
+/// operating system releases it when the process ends, so a killed engine leaves no
+/// stale lock behind.
+fn lock_data_dir(data_dir: &std::path::Path) -> Result<std::fs::File, BuildError> {
+    let path = data_dir.join("engine.lock");
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(|source| BuildError::Lock {
+            path: path.clone(),
+            source,
+        })?;
+    match file.try_lock() {
+        Ok(()) => Ok(file),
+        Err(std::fs::TryLockError::WouldBlock) => Err(BuildError::Locked {
+            data_dir: data_dir.to_path_buf(),
+            lock: path,
+        }),
+        Err(std::fs::TryLockError::Error(source)) => Err(BuildError::Lock { path, source }),
+    }
 }
 
 /// Everything [`Engine::build`] checks except the journal, with nothing started or

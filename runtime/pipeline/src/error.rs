@@ -58,6 +58,27 @@ pub enum BuildError {
         /// What went wrong.
         detail: String,
     },
+    /// Another engine is running on the same data folder.
+    #[error(
+        "another engine is running on the data folder {} (it holds {}): stop it first, or give this site a data_dir of its own",
+        data_dir.display(),
+        lock.display()
+    )]
+    Locked {
+        /// The data folder.
+        data_dir: PathBuf,
+        /// The lock file.
+        lock: PathBuf,
+    },
+    /// The data folder's lock file could not be opened or locked.
+    #[error("cannot lock the data folder with {}", path.display())]
+    Lock {
+        /// The lock file.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
     /// The config asks for something this build cannot do.
     #[error("{0}")]
     Unsupported(String),

@@ -53,12 +53,15 @@ pub(crate) async fn run(
     }
 }
 
-/// Batch files only partly stored: how many of their messages are in the journal, for the
-/// file as it was then (length and modification time). The next try starts after them, so
-/// a journal that fails half-way through a batch does not get its first messages twice.
-/// (Kept in memory: after a restart such a file starts over, and what was stored already
-/// is flagged as a duplicate by its MSH-10.)
-type Progress = std::collections::HashMap<PathBuf, (Version, usize)>;
+/// Files not yet moved away: how many of their messages are in the journal, for the file
+/// as it was then (length and modification time), and how many times moving it failed.
+/// The next try starts after the stored messages, so a journal that fails half-way
+/// through a batch does not get its first messages twice, and a file whose move keeps
+/// failing (a read-only folder, `processed` taken by a file) is not journaled and
+/// delivered again at every poll: only the move is tried again. (Kept in memory: after a
+/// restart such a file starts over, and what was stored already is flagged as a
+/// duplicate by its MSH-10.)
+type Progress = std::collections::HashMap<PathBuf, (Version, usize, u32)>;
 
 /// A file's length and modification time, as read.
 type Version = (u64, Option<SystemTime>);
@@ -89,8 +92,14 @@ async fn take(
     let (bytes, version) = match read {
         Ok(Ok(Some(read))) => read,
         Ok(Ok(None)) => {
-            tracing::warn!(interface = %iface.name, file = %name, limit = MAX_FILE, "file too large; moved to rejected/");
-            move_to(dir, "rejected", &path, &name).await;
+            match move_to(dir, "rejected", &path, &name).await {
+                Ok(()) => {
+                    tracing::warn!(interface = %iface.name, file = %name, limit = MAX_FILE, "file too large; moved to rejected/")
+                }
+                Err(err) => {
+                    tracing::error!(interface = %iface.name, file = %name, limit = MAX_FILE, "file too large, and cannot move it to rejected/: {err}")
+                }
+            }
             return;
         }
         Ok(Err(err)) => {
@@ -107,9 +116,9 @@ async fn take(
     if total == 0 {
         tracing::info!(interface = %iface.name, file = %name, "batch file holds no message");
     }
-    let mut stored = match progress.get(&path) {
-        Some(&(seen, stored)) if seen == version => stored,
-        _ => 0,
+    let (mut stored, move_failures) = match progress.get(&path) {
+        Some(&(seen, stored, failures)) if seen == version => (stored.min(total), failures),
+        _ => (0, 0),
     };
     for (n, message) in messages.into_iter().enumerate().skip(stored) {
         // The file name, and the message's place in a batch file.
@@ -129,10 +138,27 @@ async fn take(
         }
     }
     if stored == total {
-        progress.remove(&path);
-        move_to(dir, "processed", &path, &name).await;
+        match move_to(dir, "processed", &path, &name).await {
+            Ok(()) => {
+                progress.remove(&path);
+            }
+            Err(err) => {
+                let failures = move_failures.saturating_add(1);
+                // Said at the first failure and then less and less often; the file is
+                // never taken again meanwhile.
+                if failures.is_power_of_two() {
+                    tracing::error!(
+                        interface = %iface.name,
+                        file = %name,
+                        failures,
+                        "journaled, but cannot move the file to processed/ ({err}); only the move is tried again at each poll"
+                    );
+                }
+                progress.insert(path, (version, stored, failures));
+            }
+        }
     } else {
-        progress.insert(path, (version, stored));
+        progress.insert(path, (version, stored, 0));
         tracing::error!(interface = %iface.name, file = %name, stored, of = total, "file left in place; the rest is taken at the next poll");
     }
 }
@@ -171,21 +197,37 @@ fn starts_with_msh(bytes: &[u8]) -> bool {
         .is_some_and(|at| bytes[at..].starts_with(b"MSH"))
 }
 
-async fn move_to(dir: &Path, sub: &str, path: &Path, name: &str) {
+/// Moves `path` into `dir/sub/` under its own name, or `NAME.1`, `NAME.2`, ... when a file
+/// of that name is there already (producers often reuse one name), then syncs both
+/// folders so the move survives a power cut: otherwise the file could come back and be
+/// taken again.
+async fn move_to(dir: &Path, sub: &str, path: &Path, name: &str) -> std::io::Result<()> {
     let target_dir = dir.join(sub);
-    let target = target_dir.join(name);
-    let from = path.to_path_buf();
-    let moved = tokio::task::spawn_blocking(move || {
+    let (from, dir, name, sub) = (
+        path.to_path_buf(),
+        dir.to_path_buf(),
+        name.to_owned(),
+        sub.to_owned(),
+    );
+    tokio::task::spawn_blocking(move || {
         std::fs::create_dir_all(&target_dir)?;
-        std::fs::rename(&from, &target)
+        let target = (0..10_000)
+            .map(|n| match n {
+                0 => target_dir.join(&name),
+                n => target_dir.join(format!("{name}.{n}")),
+            })
+            .find(|t| !t.exists())
+            .ok_or_else(|| {
+                std::io::Error::other(format!("{sub}/ already holds 10,000 files named {name}"))
+            })?;
+        std::fs::rename(&from, &target)?;
+        for folder in [&target_dir, &dir] {
+            std::fs::File::open(folder)?.sync_all()?;
+        }
+        Ok(())
     })
-    .await;
-    if !matches!(moved, Ok(Ok(()))) {
-        tracing::error!(
-            file = name,
-            "cannot move the file to {sub}/; it may be taken again (a duplicate is flagged by MSH-10)"
-        );
-    }
+    .await
+    .map_err(std::io::Error::other)?
 }
 
 /// Files in `dir` matching `pattern`, unchanged for `settle`, oldest name first.

@@ -3118,3 +3118,97 @@ async fn lanes_fed_while_they_read_deliver_each_message_once_in_each_patients_or
         }
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_engine_on_the_same_data_folder_is_refused_until_the_first_stops() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let emr = free_port();
+    let config = || {
+        site_with(
+            dir.path(),
+            r#"{ type = "mllp", listen = "127.0.0.1:0" }"#,
+            &format!("destinations = [{{ name = \"emr\", type = \"mllp\", connect = \"{emr}\" }}]"),
+        )
+    };
+    let first = Engine::build(config(), &FsAssets).expect("engine builds");
+    let stop = CancellationToken::new();
+    let running = first.start(stop.clone()).await.expect("engine starts");
+    // Building takes no lock (`plexus errors replay` builds one beside a running engine);
+    // starting does, before it binds, reads or delivers anything.
+    let second = Engine::build(config(), &FsAssets).expect("a second engine builds");
+    let err = second
+        .start(CancellationToken::new())
+        .await
+        .expect_err("a second engine on one data folder is refused");
+    assert!(
+        matches!(err, plexus_pipeline::BuildError::Locked { .. }),
+        "{err}"
+    );
+    let text = err.to_string();
+    assert!(
+        text.contains("another engine is running") && text.contains("engine.lock"),
+        "{text}"
+    );
+    // The first still serves.
+    let (code, _) = send(running.mllp["feed"], &siu_for("LOCK-1", 1)).await;
+    assert_eq!(code, AckCode::AA);
+    stop.cancel();
+    running.wait().await;
+    drop(first);
+    // Once the first has stopped, the lock is free again.
+    let stop = CancellationToken::new();
+    let running = second
+        .start(stop.clone())
+        .await
+        .expect("starts once the first has stopped");
+    stop.cancel();
+    running.wait().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_drop_file_that_cannot_be_moved_is_journaled_once_and_moved_when_it_can() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let inbox = dir.path().join("inbox");
+    std::fs::create_dir_all(&inbox).expect("inbox");
+    // A file where `processed/` should go: every move fails until it is removed.
+    std::fs::write(inbox.join("processed"), b"in the way").expect("blocker");
+    let config = site_with(
+        dir.path(),
+        r#"{ type = "file", dir = "inbox", poll = "50ms" }"#,
+        r#"destinations = [{ name = "out", type = "file", dir = "out" }]"#,
+    );
+    std::fs::write(inbox.join("visit.hl7"), siu("MV-1", "Roomed")).expect("write");
+    let engine = Engine::build(config, &FsAssets).expect("engine builds");
+    let stop = CancellationToken::new();
+    let running = engine.start(stop.clone()).await.expect("engine starts");
+
+    let out = dir.path().join("out");
+    eventually("the message delivered", || files_in(&out).len() == 1).await;
+    // Ten polls or so with the move failing: the file is not taken again.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(inbox.join("visit.hl7").exists(), "left in place");
+    assert!(engine.journal().show(MessageId(1)).is_ok());
+    assert!(
+        engine.journal().show(MessageId(2)).is_err(),
+        "journaled once, not at every poll"
+    );
+    // Once the way is clear, the move goes through.
+    std::fs::remove_file(inbox.join("processed")).expect("unblock");
+    eventually("the file moved", || {
+        files_in(&inbox.join("processed")).len() == 1 && !inbox.join("visit.hl7").exists()
+    })
+    .await;
+    // A producer reusing the name: the archived copy is kept, the new one beside it.
+    std::fs::write(inbox.join("visit.hl7"), siu("MV-2", "Ready")).expect("write");
+    eventually("the second file moved beside the first", || {
+        files_in(&inbox.join("processed")).len() == 2
+    })
+    .await;
+    let archived = std::fs::read(inbox.join("processed").join("visit.hl7")).expect("first");
+    assert!(String::from_utf8_lossy(&archived).contains("MV-1"));
+    let second = std::fs::read(inbox.join("processed").join("visit.hl7.1")).expect("second");
+    assert!(String::from_utf8_lossy(&second).contains("MV-2"));
+    assert!(engine.journal().show(MessageId(3)).is_err());
+    stop.cancel();
+    running.wait().await;
+}
