@@ -749,12 +749,17 @@ impl<'a> Message<'a> {
     }
 }
 
-/// In a message whose header ends in CRLF, where the next segment ends: at the next CR,
-/// or at a bare LF when what follows it is a segment name and the field separator.
+/// In a message that mixes terminators, where the next segment ends: at the next CR, at a
+/// bare LF when what follows it is a segment name and the field separator, or at a bare
+/// LF with only whitespace after it.
 fn next_cr_terminator(rest: &[u8], field: u8) -> Option<usize> {
     let mut from = 0;
     while let Some(p) = memchr::memchr2(b'\r', b'\n', &rest[from..]).map(|p| p + from) {
-        if rest[p] == b'\r' || starts_segment(&rest[p + 1..], field) {
+        let after = &rest[p + 1..];
+        if rest[p] == b'\r'
+            || starts_segment(after, field)
+            || after.iter().all(u8::is_ascii_whitespace)
+        {
             return Some(p);
         }
         from = p + 1;
@@ -893,18 +898,22 @@ impl Index {
         // CR always ends a segment. A bare LF does too when the header line ends with one
         // (LF-terminated files). Otherwise an LF is text, as in a note with a line break
         // inside a CR-terminated message; LFs right after a CR belong to its terminator.
-        // One exception, for senders that mix terminators (CRLF after MSH, bare LF after
-        // the rest): when the header line ends in CRLF, a bare LF followed by a segment
-        // name and the field separator ends a segment too.
+        // The exception is for senders that mix terminators (CR or CRLF after MSH, bare
+        // LF after the rest): when the header line ends in CRLF, or once no CR follows
+        // anywhere in the message, a bare LF followed by a segment name and the field
+        // separator ends a segment, and so does one followed by nothing but whitespace.
         let header_end = memchr::memchr2(b'\r', b'\n', header);
         let lf_mode = header_end.is_some_and(|p| header[p] == b'\n');
         let mixed = header_end.is_some_and(|p| header.get(p..p + 2) == Some(b"\r\n"));
+        // Looked for once: searching each segment's rest would make a parse quadratic.
+        let any_lf = !lf_mode && memchr::memchr(b'\n', &buf[first..]).is_some();
+        let last_cr = memchr::memrchr(b'\r', buf);
         let mut pos = first;
         while pos < buf.len() {
             let rest = &buf[pos..];
             let found = if lf_mode {
                 memchr::memchr2(b'\r', b'\n', rest)
-            } else if mixed {
+            } else if any_lf && (mixed || last_cr.is_none_or(|cr| cr < pos)) {
                 next_cr_terminator(rest, index.delims.field)
             } else {
                 memchr::memchr(b'\r', rest)
@@ -929,7 +938,8 @@ impl Index {
             pos = term_end;
         }
         let code = index.header_charset_code(buf);
-        index.charset = if code.trim().is_empty() {
+        // `""` is HL7's explicit null: no charset stated, as when the field is empty.
+        index.charset = if code.trim().is_empty() || code.trim() == "\"\"" {
             unstated
         } else {
             Charset::from_code(&code).ok_or_else(|| ParseError::UnsupportedCharset {

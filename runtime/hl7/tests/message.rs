@@ -417,6 +417,39 @@ fn an_unsupported_charset_is_named_only_when_it_looks_like_a_code() {
 }
 
 #[test]
+fn bare_lf_segment_ends_after_a_cr_terminated_header_are_segment_ends() {
+    // CR after MSH, bare LF after the rest: the LF before `SCH|` ends PID, and the final
+    // LF ends SCH instead of becoming part of its last field.
+    let raw = b"MSH|^~\\&|A|B|C|D|20260101||SIU^S12|CRLF2|P|2.5\rPID|1||123||doe^jane\nSCH|1||||||||||||||||||||||||Teleported\n";
+    let msg = Message::parse(raw).expect("parses");
+    assert_eq!(
+        msg.segment_names().collect::<Vec<_>>(),
+        ["MSH", "PID", "SCH"]
+    );
+    assert_eq!(get(&msg, "PID-5-2").as_deref(), Some("jane"));
+    assert_eq!(get(&msg, "SCH-25").as_deref(), Some("Teleported"));
+    // The same with a CRLF header, and trailing whitespace lines.
+    let raw =
+        b"MSH|^~\\&|A|B|C|D|20260101||ADT^A01|MIX1|P|2.5\r\nPID|1||123||DOE^JANE\nPV1|1|O\n\n";
+    let msg = Message::parse(raw).expect("parses");
+    assert_eq!(
+        msg.segment_names().collect::<Vec<_>>(),
+        ["MSH", "PID", "PV1"]
+    );
+    assert_eq!(get(&msg, "PV1-2").as_deref(), Some("O"));
+    // While CRs still follow, a line break is text (see the next tests); a final LF
+    // after the last CR-terminated segment still ends its segment.
+    let raw = b"MSH|^~\\&|A|B\rOBX|1|TX|NOTE||line one\nECG|normal\rNTE|1|x\n";
+    let msg = Message::parse(raw).expect("parses");
+    assert_eq!(
+        msg.segment_names().collect::<Vec<_>>(),
+        ["MSH", "OBX", "NTE"]
+    );
+    assert_eq!(get(&msg, "OBX-5").as_deref(), Some("line one\nECG"));
+    assert_eq!(get(&msg, "NTE-2").as_deref(), Some("x"));
+}
+
+#[test]
 fn a_bare_lf_inside_a_cr_terminated_message_is_text() {
     let raw = b"MSH|^~\\&|A|B\rOBX|1|TX|NOTE||line one\nline two\r\nNTE|1\r";
     let msg = Message::parse(raw).expect("parses");
@@ -554,4 +587,13 @@ fn emptying_a_declared_charset_is_refused_like_any_charset_change() {
     let mut msg = Message::parse_owned_with_charset(raw, Charset::Latin1).expect("parses");
     msg.set("MSH-18", "").expect("still Latin-1");
     assert_eq!(msg.charset(), Charset::Latin1);
+}
+
+#[test]
+fn an_msh_18_of_hl7_null_states_no_charset() {
+    let raw = b"MSH|^~\\&|A|B|C|D|2026||ADT^A01|N1|P|2.5||||||\"\"\rPID|1\r";
+    let msg = Message::parse(raw).expect("\"\" is no charset stated, not an unknown one");
+    let plain =
+        Message::parse(b"MSH|^~\\&|A|B|C|D|2026||ADT^A01|N1|P|2.5\rPID|1\r").expect("parses");
+    assert_eq!(msg.charset(), plain.charset());
 }

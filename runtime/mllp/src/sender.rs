@@ -444,6 +444,8 @@ impl Sender {
     ) -> Result<Delivery, SendError> {
         let attempts = self.config.attempts.max(1);
         let mut attempt = 1;
+        // The id as errors and logs show it; the ACK is matched against the whole id.
+        let shown = shorten(&control_id);
         loop {
             let failure = match self.attempt(payload, &control_id).await {
                 Ok(Answer::Accepted(ack)) => {
@@ -454,7 +456,7 @@ impl Sender {
                 }
                 Ok(Answer::Rejected(ack)) => {
                     return Err(SendError::Rejected {
-                        control_id,
+                        control_id: shown,
                         peer: self.peer.clone(),
                         ack,
                     });
@@ -462,7 +464,7 @@ impl Sender {
                 Ok(Answer::Error(ack)) => match self.config.on_error_ack {
                     ErrorAckPolicy::Permanent => {
                         return Err(SendError::ApplicationError {
-                            control_id,
+                            control_id: shown,
                             peer: self.peer.clone(),
                             ack,
                         });
@@ -474,7 +476,7 @@ impl Sender {
             if attempt >= attempts {
                 // The caller gets the error and reports it; one log line per failure.
                 tracing::debug!(
-                    control_id = %control_id,
+                    control_id = %shown,
                     peer = %self.peer,
                     attempt,
                     error = %failure,
@@ -482,7 +484,7 @@ impl Sender {
                 );
             } else {
                 tracing::warn!(
-                    control_id = %control_id,
+                    control_id = %shown,
                     peer = %self.peer,
                     attempt,
                     error = %failure,
@@ -491,7 +493,7 @@ impl Sender {
             }
             if attempt >= attempts {
                 return Err(SendError::Exhausted {
-                    control_id,
+                    control_id: shown,
                     peer: self.peer.clone(),
                     attempts: attempt,
                     last: failure,
@@ -514,8 +516,9 @@ impl Sender {
                 peer: self.peer.clone(),
                 source,
             })?;
+        // Whole: the ACK's MSA-2 echoes it whole. Only error text shows it shortened.
         let control_id = match message.get("MSH-10") {
-            Ok(Some(id)) => shorten(&id),
+            Ok(Some(id)) => id.into_owned(),
             _ => {
                 return Err(SendError::MissingControlId {
                     peer: self.peer.clone(),
@@ -537,7 +540,7 @@ impl Sender {
         };
         match framing_error {
             Some(source) => Err(SendError::Unframeable {
-                control_id,
+                control_id: shorten(&control_id),
                 peer: self.peer.clone(),
                 source,
             }),

@@ -45,6 +45,8 @@ fn control_id_problem(id: Option<&str>) -> Option<&'static str> {
     match id {
         None => Some("is empty"),
         Some(id) if id.trim().is_empty() => Some("is blank"),
+        // HL7's explicit null: every such message would share one id.
+        Some(id) if id.trim() == "\"\"" => Some("is the HL7 null \"\""),
         Some(id) if id.len() > 512 => Some("is longer than 512 bytes"),
         Some(id) if id.chars().any(char::is_control) => Some("holds control characters"),
         Some(_) => None,
@@ -610,4 +612,28 @@ pub(crate) fn acknowledgement(
         .metrics
         .acked(bytes.as_ref().map(|_| code), started.elapsed());
     bytes.map(Bytes::from)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::control_id_problem;
+
+    #[test]
+    fn unusable_control_ids() {
+        for (id, problem) in [
+            (None, "is empty"),
+            (Some("  "), "is blank"),
+            (Some("\"\""), "is the HL7 null \"\""),
+            (Some("A\u{7}"), "holds control characters"),
+        ] {
+            assert_eq!(control_id_problem(id), Some(problem), "{id:?}");
+        }
+        assert_eq!(
+            control_id_problem(Some(&"x".repeat(513))).map(|p| &p[..6]),
+            Some("is lon")
+        );
+        // Longer than HL7's 199 but echoed whole, and matched whole by the MLLP sender.
+        assert_eq!(control_id_problem(Some(&"L".repeat(300))), None);
+        assert_eq!(control_id_problem(Some("MSG00001")), None);
+    }
 }

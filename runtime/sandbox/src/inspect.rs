@@ -43,7 +43,12 @@ pub enum Class {
 impl Class {
     /// Classifies an import by its interface name (`wasi:cli/stdout@0.2.6`).
     pub fn of(import: &str) -> Class {
-        let name = import.split('@').next().unwrap_or(import);
+        let (name, version) = import.split_once('@').unwrap_or((import, ""));
+        if name.starts_with("plexus:transform/") && !version.starts_with(CONTRACT_SERIES) {
+            return Class::Unavailable {
+                why: "another version of the plexus:transform contract than this engine's 0.1.x: rebuild the plug-in against this engine's wit/",
+            };
+        }
         match name {
             "plexus:transform/message" | "plexus:transform/types" => Class::Contract,
             "plexus:transform/log" => Class::Capability {
@@ -192,6 +197,13 @@ pub const TABLES_SECTION: &str = "plexus:tables";
 /// characters, like every config name).
 const MAX_DECLARED_TABLES: usize = 64;
 
+/// The contract versions this engine links: `plexus:transform@0.1.*`.
+const CONTRACT_SERIES: &str = "0.1.";
+
+/// Producer lines kept for the report; a component can carry millions, and the report is
+/// built on every load and listing.
+const MAX_PRODUCERS: usize = 64;
+
 /// Reads a component's imports, exports and producers.
 pub fn inspect(bytes: &[u8]) -> Result<Inspection, String> {
     use wasmparser::{KnownCustom, Parser, Payload};
@@ -273,12 +285,20 @@ pub fn inspect(bytes: &[u8]) -> Result<Inspection, String> {
             }
             Payload::CustomSection(custom) => {
                 if let KnownCustom::Producers(reader) = custom.as_known() {
-                    for field in reader.into_iter().flatten() {
-                        for value in field.values.into_iter().flatten() {
-                            let line = format!("{}: {} {}", field.name, value.name, value.version);
-                            if !producers.contains(&line) {
-                                producers.push(line);
-                            }
+                    let values = reader.into_iter().flatten().flat_map(|field| {
+                        field
+                            .values
+                            .into_iter()
+                            .flatten()
+                            .map(move |v| (field.name, v))
+                    });
+                    for (field, value) in values {
+                        if producers.len() >= MAX_PRODUCERS {
+                            break;
+                        }
+                        let line = format!("{field}: {} {}", value.name, value.version);
+                        if !producers.contains(&line) {
+                            producers.push(line);
                         }
                     }
                 }
@@ -320,6 +340,18 @@ mod tests {
     #[test]
     fn classifies_imports() {
         assert_eq!(Class::of("plexus:transform/message@0.1.0"), Class::Contract);
+        assert_eq!(Class::of("plexus:transform/message@0.1.7"), Class::Contract);
+        // Another contract version would fail to link: the report says so up front.
+        for other in [
+            "plexus:transform/message@0.2.0",
+            "plexus:transform/log@1.0.0",
+            "plexus:transform/types",
+        ] {
+            assert!(
+                matches!(Class::of(other), Class::Unavailable { why } if why.contains("0.1.x")),
+                "{other}"
+            );
+        }
         assert!(matches!(
             Class::of("plexus:transform/tables@0.1.0"),
             Class::Capability { name: "tables", .. }

@@ -62,6 +62,19 @@ async fn accepted_and_connection_reused() {
 }
 
 #[tokio::test]
+async fn a_long_control_id_is_matched_whole() {
+    // Longer than error text shows (200 characters): the ACK echoes all of it, and that
+    // must count as this message's ACK, not a stale one.
+    let server = ScriptServer::start(answer_with("AA")).await;
+    let mut sender = Sender::new(server.addr.to_string(), fast());
+    let id = "L".repeat(300);
+    let delivery = sender.send(&message(&id)).await.expect("accepted");
+    assert_eq!(delivery.attempts, 1);
+    assert_eq!(server.messages.load(Ordering::SeqCst), 1);
+    server.stop().await;
+}
+
+#[tokio::test]
 async fn commit_accept_is_accepted() {
     let server = ScriptServer::start(answer_with("CA")).await;
     let mut sender = Sender::new(server.addr.to_string(), fast());
