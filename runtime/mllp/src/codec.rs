@@ -141,6 +141,11 @@ pub struct MllpCodec {
     wait_for_trailer: bool,
     /// Frames taken without their start block (see [`MllpCodec::unframed_frames`]).
     unframed: u64,
+    /// In a frame: the last end block seen right after a segment's end (CR or LF) but
+    /// followed by a byte that is not a trailer. Taken for a stray 0x1C while bytes keep
+    /// coming; the frame's end, with junk after it, once the sender goes quiet (see
+    /// [`MllpCodec::release_held`]).
+    candidate_end: Option<usize>,
 }
 
 impl Default for MllpCodec {
@@ -160,6 +165,7 @@ impl MllpCodec {
             junk_total: 0,
             wait_for_trailer: false,
             unframed: 0,
+            candidate_end: None,
         }
     }
 
@@ -179,21 +185,46 @@ impl MllpCodec {
     }
 
     /// Whether a frame is complete but for the byte after its end block.
+    ///
+    /// Also true, with [`MllpCodec::wait_for_trailer`], inside a frame that has had an end
+    /// block right after a segment's end but followed by something other than a trailer
+    /// (`...\r 0x1C X`): a stray 0x1C if more of the message follows, a sender's junk
+    /// after its frame if the sender goes quiet waiting for its answer.
     pub fn holds_end(&self) -> bool {
-        matches!(self.state, State::EndHeld { .. })
+        match self.state {
+            State::EndHeld { .. } => true,
+            State::InFrame { .. } => self.wait_for_trailer && self.candidate_end.is_some(),
+            _ => false,
+        }
     }
 
-    /// Ends a held frame at its end block (see [`MllpCodec::wait_for_trailer`]).
+    /// Ends a held frame at its end block (see [`MllpCodec::wait_for_trailer`]), or, in a
+    /// frame that [`MllpCodec::holds_end`] after a stray-looking end block, at that end
+    /// block, the bytes read after it skipped as junk. A listener calls it once the sender
+    /// has been quiet briefly, so how a stream decodes does not depend on where TCP split
+    /// it, and a sender that puts a stray byte after its end block still gets an answer.
     pub fn release_held(&mut self, buf: &mut BytesMut) -> Option<Frame> {
-        let State::EndHeld { len } = self.state else {
-            return None;
-        };
-        Some(self.end_frame(buf, len))
+        match self.state {
+            State::EndHeld { len } => Some(self.end_frame(buf, len)),
+            State::InFrame { .. } if self.wait_for_trailer => {
+                let len = self.candidate_end?;
+                let frame = self.end_frame(buf, len);
+                // What follows is decoded as usual: junk up to the next start block.
+                tracing::warn!(
+                    following = buf.len(),
+                    "an MLLP end block (0x1C) was followed by bytes that are not its trailer, \
+                     and the sender went quiet: the frame was ended there"
+                );
+                Some(frame)
+            }
+            _ => None,
+        }
     }
 
     /// Takes the frame whose end block is at `len` out of `buf`.
     fn end_frame(&mut self, buf: &mut BytesMut, len: usize) -> Frame {
         self.state = State::AfterEnd;
+        self.candidate_end = None;
         if len > self.max_frame {
             // The whole oversize frame arrived in one read.
             let head = head_of(&buf[..len]);
@@ -349,6 +380,12 @@ impl Decoder for MllpCodec {
                                 // the message is refused whole (the HL7 parser names the
                                 // byte) rather than cut short, the rest skipped as junk.
                                 Some(&next) if !ends_frame(next) => {
+                                    if len > 0
+                                        && len <= self.max_frame
+                                        && matches!(buf[len - 1], CARRIAGE_RETURN | b'\n')
+                                    {
+                                        self.candidate_end = Some(len);
+                                    }
                                     *scanned = len + 1;
                                 }
                                 // A payload that ends its last segment (CR or LF before
@@ -372,6 +409,7 @@ impl Decoder for MllpCodec {
                             let head = head_of(buf);
                             let len = buf.len();
                             buf.clear();
+                            self.candidate_end = None;
                             tracing::debug!(
                                 limit = self.max_frame,
                                 "MLLP frame exceeds the limit; discarding up to its end block"

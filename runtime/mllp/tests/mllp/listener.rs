@@ -455,6 +455,41 @@ async fn a_frame_without_its_cr_is_answered_and_a_stray_end_block_split_off_is_n
 }
 
 #[tokio::test]
+async fn a_stray_byte_after_the_end_block_does_not_cost_the_answer() {
+    use tokio::io::AsyncWriteExt;
+    let handler = handler_fn(|payload: Bytes, _| async move {
+        let last = payload.last().copied().unwrap_or(0);
+        Some(Bytes::from(format!("LEN:{}:{last}", payload.len())))
+    });
+    // A frame timeout far beyond the test's patience: the answer must not wait for it.
+    let config = ListenerConfig {
+        frame_timeout: Duration::from_secs(600),
+        ..ListenerConfig::default()
+    };
+    let server = start(config, handler).await;
+    let mut client = connect(server.addr).await;
+    client.get_ref().set_nodelay(true).expect("nodelay");
+    // One write: the payload ends its segment, then 0x1C and a byte that is no trailer.
+    for junk in [&b"X"[..], b"\x00", b"XYZ"] {
+        let frame = [&b"\x0bMSH|x\r\x1c"[..], junk].concat();
+        client.get_mut().write_all(&frame).await.expect("write");
+        let answer = tokio::time::timeout(PATIENCE, recv(&mut client))
+            .await
+            .expect("answered once the sender went quiet");
+        assert_eq!(answer.as_deref(), Some(&b"LEN:6:13"[..]), "{junk:?}");
+    }
+    // The connection goes on as usual.
+    client
+        .get_mut()
+        .write_all(b"\x0bMSH|y\x1c\r")
+        .await
+        .expect("write");
+    assert_eq!(recv(&mut client).await.as_deref(), Some(&b"LEN:5:121"[..]));
+    drop(client);
+    server.stop().await;
+}
+
+#[tokio::test]
 async fn a_frame_kept_held_by_trickled_bytes_still_ends_at_the_frame_timeout() {
     use tokio::io::AsyncWriteExt;
     let handler = handler_fn(|payload: Bytes, _| async move {
