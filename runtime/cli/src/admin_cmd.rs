@@ -20,7 +20,8 @@ pub enum AdminCommand {
     /// Upload a plug-in version (stored by sha256; activating it is a separate step).
     Upload(Upload),
     /// Activate uploaded versions on an interface, through the gate (grants, golden
-    /// cases); prints the capability changes.
+    /// cases): the whole chain, every stage in order (a stage left out is removed);
+    /// prints stages removed or added and the capability changes.
     Activate(Stages),
     /// Put back the interface's previous chain.
     Rollback(Interface),
@@ -257,6 +258,18 @@ pub fn run(command: &AdminCommand) -> anyhow::Result<ExitCode> {
             )?;
             expect(status, &v, &[200], "activation")?;
             println!("activated on {}", a.interface);
+            for (key, what) in [
+                ("stages_removed", "removed from the chain"),
+                ("stages_added", "added to the chain"),
+            ] {
+                let names: Vec<&str> = v[key]
+                    .as_array()
+                    .map(|a| a.iter().filter_map(Value::as_str).collect())
+                    .unwrap_or_default();
+                if !names.is_empty() {
+                    println!("  {what}: {}", names.join(", "));
+                }
+            }
             print_changes(&v["capability_changes"]);
         }
         AdminCommand::Rollback(a) => {

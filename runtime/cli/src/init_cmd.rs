@@ -63,7 +63,7 @@ pub fn init(args: &InitArgs) -> anyhow::Result<ExitCode> {
     println!("  plexus check {}", site.display());
     println!("  plexus run --config {}", site.display());
     println!(
-        "  plexus token new ops --role operator   # then add the [admin] line it prints to {}",
+        "  plexus token new ops --role operator   # then append the [[admin.tokens]] lines it prints to {}",
         site.display()
     );
     Ok(ExitCode::SUCCESS)

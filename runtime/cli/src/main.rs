@@ -90,7 +90,8 @@ enum Command {
         export PLEXUS_TOKEN=...   # from `plexus token new`\n  \
         plexus admin interfaces\n  \
         plexus admin upload target/wasm32-wasip2/guest/visit_status_map.wasm\n  \
-        plexus admin activate scheduling visit-status-map@a436fddf...")]
+        plexus admin activate scheduling demographics-normalize@589bb4... visit-status-map@a436fddf...\n\
+        (activate names the whole chain, every stage in order: a stage left out is removed)")]
     Admin(admin_cmd::AdminCommand),
     /// Shadow runs: a candidate chain beside an interface's active one on live traffic,
     /// journaled, never delivered; report what it changes, then promote or stop it.

@@ -24,11 +24,19 @@ pub fn new(args: &NewArgs) -> anyhow::Result<ExitCode> {
     let token: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
     let digest = plexus_pipeline::sha256_hex(token.as_bytes());
     println!("token (shown once; give it to its holder, keep it out of the config):\n  {token}\n");
-    println!("add to [admin] tokens in the site config:");
+    println!("add it to the site config: append these lines to the end of the file");
+    println!(
+        "(or, if [admin] already has a `tokens = [...]` list, put the {{ ... }} entry in it):\n"
+    );
+    println!(
+        "[[admin.tokens]]\nname = \"{}\"\nrole = \"{}\"\nsha256 = \"{digest}\"\n",
+        args.name, args.role
+    );
     println!(
         "  {{ name = \"{}\", role = \"{}\", sha256 = \"{digest}\" }},",
         args.name, args.role
     );
+    println!("\nthen `plexus check` the site, and restart the engine or send it SIGHUP");
     Ok(ExitCode::SUCCESS)
 }
 

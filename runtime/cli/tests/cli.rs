@@ -909,6 +909,21 @@ fn token_new_prints_a_token_and_the_config_line_with_its_digest() {
         !line.contains(token),
         "the token itself is not in the config line"
     );
+    // The block form, appended to the end of a site (here one whose last table is
+    // another), parses to the same token.
+    let block: String = text
+        .lines()
+        .skip_while(|l| *l != "[[admin.tokens]]")
+        .take(4)
+        .map(|l| format!("{l}\n"))
+        .collect();
+    assert!(block.starts_with("[[admin.tokens]]\nname = "), "{text}");
+    let toml = format!(
+        "[interfaces.a]\nsource = {{ type = \"mllp\", listen = \"127.0.0.1:0\" }}\n\n{block}"
+    );
+    let config = plexus_config::Config::from_toml(&toml, std::path::Path::new("site.toml"))
+        .expect("the printed block is valid config at the end of a site");
+    assert_eq!(config.admin.tokens[0].sha256, stored.sha256);
     let bad = plexus()
         .args(["token", "new", "Bad Name", "--role", "operator"])
         .output()

@@ -727,11 +727,23 @@ async fn activate(
     };
     let engine = admin.engine.clone();
     let actor = caller.actor();
+    // Stages by name, before and after: an activation names the whole chain, so a stage
+    // left out is removed, and the answer says so.
+    let names = |chain: &[(String, String)]| -> Vec<String> {
+        chain.iter().map(|(name, _)| name.clone()).collect()
+    };
+    let before = engine
+        .active_chain(&name)
+        .map(|c| names(&c.digests()))
+        .unwrap_or_default();
+    let after = names(&chain);
     let done =
         tokio::task::spawn_blocking(move || engine.activate_stored(&name, &chain, &actor)).await;
     match done {
         Ok(Ok(changes)) => axum::Json(json!({
             "result": "activated",
+            "stages_removed": before.iter().filter(|n| !after.contains(n)).collect::<Vec<_>>(),
+            "stages_added": after.iter().filter(|n| !before.contains(n)).collect::<Vec<_>>(),
             "capability_changes": capability_changes(&changes),
         }))
         .into_response(),

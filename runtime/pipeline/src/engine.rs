@@ -51,6 +51,9 @@ pub(crate) struct Shared {
     /// relinks, and swaps, and none may interleave with another (a grant revoked in
     /// between could come back; a relinked old chain could overwrite a new one).
     control: std::sync::Mutex<()>,
+    /// The bytes of the versions the site config names, by sha256: they can be activated
+    /// (say, in a chain that changes another stage) without being uploaded first.
+    configured_wasm: HashMap<String, Arc<[u8]>>,
 }
 
 impl std::fmt::Debug for Shared {
@@ -537,7 +540,7 @@ impl Engine {
         let tables = Arc::new(load_tables(&config, assets)?);
         let sandbox = Sandbox::new(SandboxConfig::default())?;
         let grants = crate::grants::effective(&config)?;
-        let plugins = load_plugins(&config, assets, &sandbox, &grants, &tables)?;
+        let (plugins, configured_wasm) = load_plugins(&config, assets, &sandbox, &grants, &tables)?;
         let feeding = journal.answers_in_commit_order();
         let interfaces = config
             .interfaces
@@ -595,6 +598,7 @@ impl Engine {
                 tokens: ArcSwap::from_pointee(tokens),
                 grants: std::sync::RwLock::new(grants),
                 control: std::sync::Mutex::new(()),
+                configured_wasm,
             }),
         })
     }
@@ -951,17 +955,20 @@ impl Engine {
                 .get(name.as_str())
                 .ok_or_else(|| OpError::UnknownPlugin(name.clone()))?;
             let path = self.plugin_store().join(format!("{sha256}.wasm"));
-            if sha256.len() != 64
-                || !sha256.bytes().all(|b| b.is_ascii_hexdigit())
-                || !path.exists()
-            {
+            let well_formed = sha256.len() == 64 && sha256.bytes().all(|b| b.is_ascii_hexdigit());
+            let bytes: Arc<[u8]> = if well_formed && path.exists() {
+                crate::assets::read_bounded(&path)
+                    .map_err(|e| OpError::Store(format!("{}: {e}", path.display())))?
+                    .into()
+            } else if let Some(bytes) = self.shared.configured_wasm.get(&sha256) {
+                // The version the site config names: no upload needed to keep it.
+                bytes.clone()
+            } else {
                 return Err(OpError::NotStored {
                     name: name.clone(),
                     sha256,
                 });
-            }
-            let bytes = crate::assets::read_bounded(&path)
-                .map_err(|e| OpError::Store(format!("{}: {e}", path.display())))?;
+            };
             let grants = self.grants_of(name);
             let plugin = self
                 .load_plugin(
@@ -1726,20 +1733,24 @@ fn stage_label(name: &str, digest: &str) -> String {
 }
 
 /// Loads every plug-in of the site (pin, world and grants checked, compiled), by name.
+/// The configured plug-ins, loaded, by name; and their bytes, by sha256.
+type Loaded = (HashMap<String, Arc<Plugin>>, HashMap<String, Arc<[u8]>>);
+
 fn load_plugins(
     config: &Config,
     assets: &dyn Assets,
     sandbox: &Sandbox,
     grants: &std::collections::BTreeMap<String, plexus_config::Grants>,
     tables: &Arc<TableSet>,
-) -> Result<HashMap<String, Arc<Plugin>>, BuildError> {
-    let mut plugins = HashMap::new();
+) -> Result<Loaded, BuildError> {
+    let (mut plugins, mut wasm) = (HashMap::new(), HashMap::new());
     for (name, plugin) in &config.plugins {
         let bytes = read_plugin(assets, name.as_str(), plugin)?;
         let loaded = load_plugin(sandbox, grants, tables, name.as_str(), plugin, &bytes)?;
+        wasm.insert(loaded.sha256().to_owned(), Arc::from(bytes));
         plugins.insert(name.to_string(), Arc::new(loaded));
     }
-    Ok(plugins)
+    Ok((plugins, wasm))
 }
 
 /// The bytes of a configured plug-in.

@@ -131,7 +131,9 @@ pub enum OpError {
     )]
     UnknownPlugin(String),
     /// An activation named a version that was never uploaded.
-    #[error("plug-in {name} version {sha256} has not been uploaded")]
+    #[error(
+        "plug-in {name} version {sha256} has not been uploaded (and is not the version the site config names): upload it first (POST /admin/v1/plugins, or `plexus admin upload FILE`)"
+    )]
     NotStored {
         /// Plug-in name.
         name: String,

@@ -3212,3 +3212,34 @@ async fn a_drop_file_that_cannot_be_moved_is_journaled_once_and_moved_when_it_ca
     stop.cancel();
     running.wait().await;
 }
+
+#[test]
+fn the_configured_version_activates_without_an_upload() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = site_with(
+        dir.path(),
+        r#"{ type = "mllp", listen = "127.0.0.1:0" }"#,
+        "destinations = []",
+    );
+    let engine = Engine::build(config, &FsAssets).expect("engine builds");
+    let running = engine.active_chain("feed").expect("chain").digests();
+    // Nothing uploaded: the version the site config names is known all the same, so a
+    // deployer can send the whole chain back with one stage changed.
+    assert!(!dir.path().join("data/plugins").exists());
+    engine
+        .activate_stored("feed", &running, "test")
+        .expect("the configured version activates");
+    assert_eq!(
+        engine.active_chain("feed").expect("chain").digests(),
+        running
+    );
+    // Any other digest still has to be uploaded first.
+    let err = engine
+        .activate_stored(
+            "feed",
+            &[("visit-status-map".to_owned(), "ab".repeat(32))],
+            "test",
+        )
+        .expect_err("not uploaded");
+    assert!(err.to_string().contains("has not been uploaded"), "{err}");
+}
