@@ -248,9 +248,19 @@ impl Cx<'_, '_> {
     }
 
     fn limits(&mut self, raw: &raw::Limits) -> Limits {
+        const MAX_PLUGIN_MEMORY: u64 = 4 << 30;
         let d = Limits::default();
+        let memory_bytes = self.size(raw.memory.as_ref(), "memory", d.memory_bytes);
+        if memory_bytes > MAX_PLUGIN_MEMORY {
+            self.error(
+                raw.memory.as_ref().map(Spanned::span),
+                "`memory`: a plug-in's memory is at most 4GiB (WebAssembly's 32-bit limit)"
+                    .to_owned(),
+                Some("a mapping plug-in needs a few MiB; the default is 64MiB".to_owned()),
+            );
+        }
         Limits {
-            memory_bytes: self.size(raw.memory.as_ref(), "memory", d.memory_bytes),
+            memory_bytes: memory_bytes.min(MAX_PLUGIN_MEMORY),
             timeout: self.duration(raw.timeout.as_ref(), "timeout", d.timeout),
             max_message_bytes: self.size(
                 raw.max_message_bytes.as_ref(),

@@ -63,8 +63,12 @@ const PLUGIN_WORDS: &str = ": ";
 const FAILED: &str = "failed the message: ";
 
 /// A journaled stage detail as views without message content show it: a `fail` stage's
-/// kind and path, without the plug-in's own words (which may quote field values).
+/// kind and path, without the plug-in's own words (which may quote field values); a
+/// `filter` stage's reason is all the plug-in's words, so none of it.
 pub fn masked_stage_detail(outcome: OutcomeKind, detail: &str) -> &str {
+    if outcome == OutcomeKind::Filter {
+        return "filtered (the plug-in's reason shows unmasked)";
+    }
     if outcome != OutcomeKind::Fail {
         return detail;
     }
@@ -314,6 +318,7 @@ mod tests {
             "rejected"
         );
         assert_eq!(masked_stage_detail(OutcomeKind::Trap, "timeout"), "timeout");
+        assert!(!masked_stage_detail(OutcomeKind::Filter, "test patient DOE^JANE").contains("DOE"));
 
         // As an earlier version journaled it, and as this one does.
         let old = "plug-in visit-status-map (3f2a9c1b0d4e) failed the message: \

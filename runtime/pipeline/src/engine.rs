@@ -538,7 +538,7 @@ impl Engine {
         journal: Arc<dyn Journal>,
     ) -> Result<Engine, BuildError> {
         let tables = Arc::new(load_tables(&config, assets)?);
-        let sandbox = Sandbox::new(SandboxConfig::default())?;
+        let sandbox = Sandbox::new(sandbox_config(&config))?;
         let grants = crate::grants::effective(&config)?;
         let (plugins, configured_wasm) = load_plugins(&config, assets, &sandbox, &grants, &tables)?;
         let feeding = journal.answers_in_commit_order();
@@ -583,7 +583,12 @@ impl Engine {
                 (name.to_string(), Arc::new(iface))
             })
             .collect();
-        let permits = std::thread::available_parallelism().map_or(2, |n| n.get()) * 2;
+        // Two chains in flight per core, but never more than half the sandbox's instance
+        // slots: shadow runs, trials and replays take slots too, and a message must never
+        // fail for want of one.
+        let permits = (std::thread::available_parallelism().map_or(2, |n| n.get()) * 2)
+            .min(usize::try_from(sandbox.config().max_instances / 2).unwrap_or(usize::MAX))
+            .max(1);
         let tokens = config.admin.tokens.clone();
         Ok(Engine {
             shared: Arc::new(Shared {
@@ -1835,7 +1840,7 @@ pub fn verify(config: &Config, assets: &dyn Assets) -> Result<Verified, BuildErr
     let tables = Arc::new(load_tables(config, assets)?);
     let sandbox = Sandbox::new(SandboxConfig {
         max_instances: 1,
-        ..SandboxConfig::default()
+        ..sandbox_config(config)
     })?;
     let grants = crate::grants::effective(config)?;
     let mut plugins = Vec::new();
@@ -1935,6 +1940,23 @@ fn sandbox_grants(g: &plexus_config::Grants) -> plexus_sandbox::Grants {
         log: g.log,
         tables: g.tables.iter().map(|t| t.to_string()).collect(),
         reuse_instance: g.reuse_instance,
+    }
+}
+
+/// The engine's sandbox: its pool's memory slots are as large as the largest memory
+/// limit a plug-in is given (so a plug-in gets the limit its config says, not less), and
+/// never smaller than the default.
+fn sandbox_config(config: &Config) -> SandboxConfig {
+    let default = SandboxConfig::default();
+    let largest = config
+        .plugins
+        .values()
+        .map(|p| usize::try_from(p.limits.memory_bytes).unwrap_or(usize::MAX))
+        .max()
+        .unwrap_or(0);
+    SandboxConfig {
+        max_memory_bytes: default.max_memory_bytes.max(largest),
+        ..default
     }
 }
 

@@ -58,9 +58,12 @@ impl HostState {
 }
 
 /// Caps linear memory and remembers why a growth failed, so an out-of-memory trap is
-/// reported as "memory limit exceeded" rather than a bare `unreachable`.
+/// reported as "memory limit exceeded" rather than a bare `unreachable`. The cap is on
+/// all of a plug-in's memories together: a component may hold more than one.
 pub(crate) struct MemoryLimiter {
     limit: usize,
+    /// Bytes of all the store's memories now.
+    total: usize,
     pub(crate) high_water: usize,
     pub(crate) hit_limit: bool,
 }
@@ -69,6 +72,7 @@ impl MemoryLimiter {
     fn new(limit: usize) -> Self {
         MemoryLimiter {
             limit,
+            total: 0,
             high_water: 0,
             hit_limit: false,
         }
@@ -78,16 +82,25 @@ impl MemoryLimiter {
 impl wasmtime::ResourceLimiter for MemoryLimiter {
     fn memory_growing(
         &mut self,
-        _current: usize,
+        current: usize,
         desired: usize,
         _maximum: Option<usize>,
     ) -> wasmtime::Result<bool> {
-        if desired > self.limit {
+        let total = self.total.saturating_add(desired.saturating_sub(current));
+        if total > self.limit {
             self.hit_limit = true;
             return Ok(false);
         }
-        self.high_water = self.high_water.max(desired);
+        self.total = total;
+        self.high_water = self.high_water.max(total);
         Ok(true)
+    }
+
+    fn memory_grow_failed(&mut self, _error: wasmtime::Error) -> wasmtime::Result<()> {
+        // Allowed here but refused by the engine (the pool's per-memory size): to the
+        // plug-in author it is the same limit.
+        self.hit_limit = true;
+        Ok(())
     }
 
     fn table_growing(

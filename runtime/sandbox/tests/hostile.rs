@@ -166,6 +166,26 @@ fn memory_bomb_reports_the_memory_limit() {
 }
 
 #[test]
+fn a_growth_the_engine_refuses_is_reported_as_the_memory_limit_too() {
+    // The plug-in's own limit is above the engine's slot size: the growth fails in the
+    // engine, not in the limiter, and is still called the memory limit.
+    let sandbox = Sandbox::new(SandboxConfig {
+        max_memory_bytes: 16 << 20,
+        ..SandboxConfig::default()
+    })
+    .expect("engine");
+    let limits = Limits {
+        memory_bytes: 64 << 20,
+        ..Limits::default()
+    };
+    let plugin = load(&sandbox, &["log"], limits).expect("loads");
+    let err = plugin
+        .run(msg(), &ctx("memory-bomb"))
+        .expect_err("must not finish");
+    assert!(matches!(err, RunError::MemoryLimit { .. }), "{err}");
+}
+
+#[test]
 fn traps_are_typed_errors() {
     let sandbox = Sandbox::new(SandboxConfig::default()).expect("engine");
     let plugin = load(&sandbox, &["log"], Limits::default()).expect("loads");
