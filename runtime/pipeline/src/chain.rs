@@ -64,12 +64,13 @@ const FAILED: &str = "failed the message: ";
 
 /// A journaled stage detail as views without message content show it: a `fail` stage's
 /// kind and path, without the plug-in's own words (which may quote field values); a
+/// `trap` stage's kind without what the plug-in wrote to stderr (a panic's message); a
 /// `filter` stage's reason is all the plug-in's words, so none of it.
 pub fn masked_stage_detail(outcome: OutcomeKind, detail: &str) -> &str {
     if outcome == OutcomeKind::Filter {
         return "filtered (the plug-in's reason shows unmasked)";
     }
-    if outcome != OutcomeKind::Fail {
+    if !matches!(outcome, OutcomeKind::Fail | OutcomeKind::Trap) {
         return detail;
     }
     detail
@@ -199,7 +200,14 @@ fn run_stages(
                     "plug-in did not finish: {err}"
                 );
                 record.outcome = OutcomeKind::Trap;
-                record.detail = Some(err.kind().to_owned());
+                // A panic's message, for whoever may see content (`errors show
+                // --unmasked`); masked views show the kind only.
+                record.detail = Some(match &err {
+                    RunError::Trap { stderr, .. } if !stderr.is_empty() => {
+                        format!("{}{PLUGIN_WORDS}{stderr}", err.kind())
+                    }
+                    _ => err.kind().to_owned(),
+                });
                 stages.push(record);
                 return Some(ChainRun {
                     stages,
@@ -318,6 +326,10 @@ mod tests {
             "rejected"
         );
         assert_eq!(masked_stage_detail(OutcomeKind::Trap, "timeout"), "timeout");
+        assert_eq!(
+            masked_stage_detail(OutcomeKind::Trap, "trap: panicked at DOE^JANE"),
+            "trap"
+        );
         assert!(!masked_stage_detail(OutcomeKind::Filter, "test patient DOE^JANE").contains("DOE"));
 
         // As an earlier version journaled it, and as this one does.

@@ -168,7 +168,13 @@ fn run_case(plugin: &Plugin, input: &Path, bless: bool) -> Result<CaseResult, Ca
     let run = match plugin.run(msg, &ctx) {
         Ok(run) => run,
         Err(e) => {
-            result.failure = Some(format!("the run failed: {e}"));
+            // Cases are the author's own test data: a panic's message may be shown.
+            result.failure = Some(match &e {
+                crate::RunError::Trap { stderr, .. } if !stderr.is_empty() => {
+                    format!("the run failed: {e}; stderr: {stderr}")
+                }
+                _ => format!("the run failed: {e}"),
+            });
             return Ok(result);
         }
     };

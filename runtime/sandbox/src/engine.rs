@@ -485,6 +485,7 @@ impl Plugin {
             plugin: self.name.clone(),
             digest: inspect::short(&self.digest).to_owned(),
             trap,
+            stderr: String::new(),
         }
     }
 
@@ -520,6 +521,7 @@ impl Plugin {
                 plugin,
                 digest,
                 trap: trap.to_string(),
+                stderr: trap_output(store),
             },
             None if instantiating => RunError::Instantiate {
                 plugin,
@@ -530,9 +532,25 @@ impl Plugin {
                 plugin,
                 digest,
                 trap: brief(&err),
+                stderr: trap_output(store),
             },
         }
     }
+}
+
+/// The end of what a trapped run wrote to stderr, where a Rust panic's message goes.
+fn trap_output(store: &Store<HostState>) -> String {
+    let Some(stdio) = &store.data().stdio else {
+        return String::new();
+    };
+    let (bytes, _) = stdio.stderr.take();
+    let text = String::from_utf8_lossy(&bytes);
+    let text = text.trim();
+    let mut start = text.len().saturating_sub(crate::error::MAX_TRAP_OUTPUT);
+    while !text.is_char_boundary(start) {
+        start += 1;
+    }
+    text[start..].to_owned()
 }
 
 /// The epoch deadline, in ticks, for a run of `timeout`: the run is cut after at least

@@ -141,6 +141,10 @@ pub enum RunError {
         digest: String,
         /// The trap, as wasmtime describes it (no guest data).
         trap: String,
+        /// The end of what the plug-in wrote to stderr (a Rust panic's message), at most
+        /// [`MAX_TRAP_OUTPUT`] bytes; empty if none. Plug-in text that may quote message
+        /// content: not part of the error's text, for views that show content.
+        stderr: String,
     },
     /// The pool has no free instance slot (too many messages in flight at once).
     #[error("plug-in {plugin} ({digest}) could not be instantiated: {reason}")]
@@ -166,6 +170,9 @@ impl RunError {
         }
     }
 }
+
+/// The most of a trapped plug-in's stderr kept with [`RunError::Trap`].
+pub const MAX_TRAP_OUTPUT: usize = 1024;
 
 /// `Result` with this crate's error.
 pub type Result<T, E = Error> = std::result::Result<T, E>;

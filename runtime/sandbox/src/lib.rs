@@ -27,7 +27,7 @@ pub use engine::{
     Context, FailKind, Failure, MAX_PLUGIN_TEXT, Outcome, Plugin, PluginSpec, ReusedInstance, Run,
     Sandbox, Stats,
 };
-pub use error::{Error, Result, RunError};
+pub use error::{Error, MAX_TRAP_OUTPUT, Result, RunError};
 pub use host::log::{LogLevel, LogLine};
 pub use host::message::{Edit, EditOp};
 pub use host::tables::{CsvError, Table, TableSet};

@@ -195,6 +195,13 @@ fn traps_are_typed_errors() {
         assert_eq!(err.kind(), "trap");
         still_serves(&plugin);
     }
+    // A panic's message is kept for views that show content, never in the error's text.
+    let err = plugin.run(msg(), &ctx("panic")).expect_err("panics");
+    let RunError::Trap { stderr, .. } = &err else {
+        panic!("{err}");
+    };
+    assert!(stderr.contains("a plug-in bug"), "{stderr:?}");
+    assert!(!err.to_string().contains("a plug-in bug"), "{err}");
 }
 
 #[test]
