@@ -64,6 +64,8 @@ pub(crate) struct AdminToken {
 pub(crate) struct Engine {
     /// `data_dir = "plexus-data"`
     pub data_dir: Option<Spanned<String>>,
+    /// `site = "northside-clinic"`
+    pub site: Option<Spanned<String>>,
 }
 
 /// `[http]`

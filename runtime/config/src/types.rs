@@ -132,6 +132,8 @@ impl Role {
 pub struct Engine {
     /// `data_dir`: journal, file destinations' defaults and state. Default `plexus-data`.
     pub data_dir: PathBuf,
+    /// `site`: the site's name, passed to plug-ins in their context. Default empty.
+    pub site: String,
 }
 
 /// `[http]`: the admin and ingest HTTP server.

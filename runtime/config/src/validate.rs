@@ -32,6 +32,12 @@ pub(crate) fn validate(raw: raw::Config, sink: &mut Sink<'_>, base: &Path) -> Co
             .data_dir
             .as_ref()
             .map_or_else(|| base.join("plexus-data"), |d| cx.path(d)),
+        site: raw
+            .engine
+            .site
+            .as_ref()
+            .map(|s| s.get_ref().trim().to_owned())
+            .unwrap_or_default(),
     };
     let http = Http {
         listen: cx.listen(raw.http.listen.as_ref(), "[http] listen", "127.0.0.1:8480"),

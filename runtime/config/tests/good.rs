@@ -25,6 +25,7 @@ fn every_key_set() {
     let base = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/good");
 
     assert_eq!(config.engine.data_dir, PathBuf::from("/var/lib/plexus"));
+    assert_eq!(config.engine.site, "northside-clinic");
     assert_eq!(config.http.listen, addr("0.0.0.0:9000"));
     assert_eq!(
         config.journal,
@@ -176,6 +177,7 @@ fn defaults() {
     )
     .expect("minimal config loads");
     assert_eq!(config.engine.data_dir, PathBuf::from("site/plexus-data"));
+    assert_eq!(config.engine.site, "", "no site named: empty");
     assert_eq!(config.http.listen, addr("127.0.0.1:8480"));
     assert_eq!(config.journal.duplicate_window, Duration::from_secs(86_400));
     assert_eq!(config.journal.retention, Duration::from_secs(30 * 86_400));

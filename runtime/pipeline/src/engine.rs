@@ -590,6 +590,7 @@ impl Engine {
             .min(usize::try_from(sandbox.config().max_instances / 2).unwrap_or(usize::MAX))
             .max(1);
         let tokens = config.admin.tokens.clone();
+        let site = config.engine.site.clone();
         Ok(Engine {
             shared: Arc::new(Shared {
                 config,
@@ -597,7 +598,7 @@ impl Engine {
                 interfaces,
                 chain_permits: Arc::new(Semaphore::new(permits)),
                 ack_ids: AckIds::new(),
-                site: String::new(),
+                site,
                 sandbox,
                 tables: ArcSwap::new(tables),
                 tokens: ArcSwap::from_pointee(tokens),
@@ -909,7 +910,7 @@ impl Engine {
                 let ctx = Context {
                     interface: iface.name.clone(),
                     site,
-                    message_id: id.to_string(),
+                    message_id: record.inbound.control_id.clone().unwrap_or_default(),
                     received_at_ms: millis(record.inbound.received_at),
                 };
                 Ok(chain::run(&plugins, msg, &ctx).verdict)
@@ -1632,7 +1633,7 @@ impl Engine {
                             let ctx = Context {
                                 interface: iface.name.clone(),
                                 site: shared.site.clone(),
-                                message_id: id.to_string(),
+                                message_id: record.inbound.control_id.clone().unwrap_or_default(),
                                 received_at_ms: millis(record.inbound.received_at),
                             };
                             let run = chain::run(&iface.chain.load().plugins, msg, &ctx);
