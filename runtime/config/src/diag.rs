@@ -179,10 +179,27 @@ pub(crate) fn from_toml(sink: &mut Sink<'_>, err: &toml::de::Error) {
         );
     } else {
         // serde names Rust types; a config author thinks in TOML ones.
+        let help = if message.starts_with("invalid type: integer")
+            || message.starts_with("invalid type: floating point")
+        {
+            // A bare number where text goes: nearly always a duration (`30` could mean
+            // seconds or milliseconds, so it is refused) or a quoted name.
+            Some(
+                "durations are written with their unit, in quotes: \"30s\", \"500ms\", \"5m\"; \
+                 names, paths and addresses are quoted too"
+                    .to_owned(),
+            )
+        } else if message.contains("expected i64") || message.contains("expected u") {
+            Some("write the number without quotes, e.g. `max_attempts = 5`".to_owned())
+        } else if message.contains("expected a boolean") {
+            Some("write true or false, without quotes".to_owned())
+        } else {
+            None
+        };
         let message = message
             .replace("expected i64", "expected a whole number")
             .replace("expected a boolean", "expected true or false");
-        sink.error(span, message, None);
+        sink.error(span, message, help);
     }
 }
 
