@@ -360,6 +360,10 @@ pub fn run(command: &AdminCommand) -> anyhow::Result<ExitCode> {
             )?;
             expect(status, &v, &[200], action)?;
             print(&v)?;
+            // As `plexus errors replay`: a replay that failed again is a failure.
+            if v["result"] == "failed" {
+                return Ok(ExitCode::from(1));
+            }
         }
         AdminCommand::Grants(a) => {
             let path = format!("/admin/v1/grants/{}", a.plugin);

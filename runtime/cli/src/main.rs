@@ -74,7 +74,8 @@ enum Command {
     Audit(AuditCommand),
     /// The security reviewer's sheet for a site's plug-in: imports, capabilities
     /// requested vs granted, limits, and what a candidate version would change. Exit
-    /// status 1 when the configured version would not load with its grants.
+    /// status 1 when the configured version, or the candidate, would not load with the
+    /// current grants (so it can gate a release).
     #[command(after_help = "Examples:\n  \
         plexus review visit-status-map\n  \
         plexus review visit-status-map new/visit_status_map.wasm --config site.toml\n  \

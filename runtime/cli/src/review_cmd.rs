@@ -124,7 +124,7 @@ verdict      WILL NOT LOAD: {}",
             refused.join("; ")
         );
     }
-    let problems = !refused.is_empty();
+    let mut problems = !refused.is_empty();
     if let Some(candidate) = &candidate {
         let bytes = crate::read_input(candidate)?;
         let next = inspect::inspect(&bytes)
@@ -143,13 +143,23 @@ verdict      WILL NOT LOAD: {}",
             }
         }
         let missing = missing_grants(&next, &granted);
-        if missing.is_empty() {
+        let unavailable = next.refused_imports();
+        if missing.is_empty() && unavailable.is_empty() {
             println!("  verdict           loads with the current grants");
         } else {
-            println!(
-                "  verdict           REFUSED with the current grants: needs {}",
-                missing.join(", ")
-            );
+            problems = true;
+            if !missing.is_empty() {
+                println!(
+                    "  verdict           REFUSED with the current grants: needs {}",
+                    missing.join(", ")
+                );
+            }
+            if !unavailable.is_empty() {
+                println!(
+                    "  verdict           REFUSED: imports what no site can grant: {}",
+                    unavailable.join(", ")
+                );
+            }
         }
     }
     Ok(if problems {

@@ -52,7 +52,7 @@ pub fn send(args: &SendArgs) -> anyhow::Result<ExitCode> {
             }
             Err(other) => {
                 // `{:#}` prints the error with its causes on one line.
-                println!("{label}: not sent: {:#}", anyhow::Error::new(other));
+                println!("{label}: {:#}", anyhow::Error::new(other));
                 refused += 1;
                 continue;
             }

@@ -938,8 +938,10 @@ fn review_shows_requested_against_granted_and_a_candidates_changes() {
         .output()
         .expect("runs");
     let text = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
+    // The configured version loads, the candidate would not: a release gate fails.
+    assert_eq!(
+        out.status.code(),
+        Some(1),
         "{text}{}",
         String::from_utf8_lossy(&out.stderr)
     );
