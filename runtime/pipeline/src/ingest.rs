@@ -435,6 +435,13 @@ fn log_accepted(iface: &Iface, accepted: &Result<Accepted, NotAccepted>, raw: &[
             Verdict::Forwarded => {
                 tracing::debug!(interface = %iface.name, %id, ?duplicate_of, "message accepted")
             }
+            // An ACK arriving on a source usually means a sender that mixes up its
+            // connections: worth an operator's notice.
+            Verdict::Filtered { plugin, .. } if plugin == "intake" => tracing::info!(
+                interface = %iface.name,
+                %id,
+                "an acknowledgement (MSH-9 ACK) arrived on this source: journaled, not answered or forwarded"
+            ),
             Verdict::Filtered { plugin, .. } => {
                 tracing::debug!(interface = %iface.name, %id, plugin, "message filtered")
             }
