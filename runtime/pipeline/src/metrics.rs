@@ -171,6 +171,8 @@ impl IfaceMetrics {
                 && let Some(i) = stage
                     .detail
                     .as_deref()
+                    // `KIND`, or `KIND: what the plug-in wrote to stderr`.
+                    .map(|d| d.split_once(": ").map_or(d, |(kind, _)| kind))
                     .and_then(|d| TRAP_KINDS.iter().position(|k| *k == d))
             {
                 counters.traps[i].fetch_add(1, Ordering::Relaxed);
