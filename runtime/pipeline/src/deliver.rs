@@ -495,6 +495,22 @@ enum Connector {
     Http(crate::http::HttpSender),
 }
 
+/// Builds every destination's connection settings once (TLS roots read, server names
+/// checked), so a destination that could never send fails the start, and `plexus check`,
+/// instead of leaving its queue to grow behind one ERROR line.
+pub(crate) fn check_destinations(config: &plexus_config::Config) -> Result<(), crate::BuildError> {
+    for (name, iface) in &config.interfaces {
+        for dest in &iface.destinations {
+            Connector::new(dest, iface).map_err(|reason| crate::BuildError::Destination {
+                interface: name.to_string(),
+                destination: dest.name.to_string(),
+                reason,
+            })?;
+        }
+    }
+    Ok(())
+}
+
 impl Connector {
     fn new(dest: &Destination, iface: &plexus_config::Interface) -> Result<Connector, String> {
         Ok(match &dest.kind {
@@ -519,7 +535,7 @@ impl Connector {
                 let mut sender = Sender::new(connect.clone(), config);
                 if let Some(tls) = tls {
                     let client = plexus_mllp::tls::client_config_from_pem(&tls.ca)
-                        .map_err(|e| e.to_string())?;
+                        .map_err(|e| error_chain(&e))?;
                     let host = tls.server_name.clone().unwrap_or_else(|| {
                         connect
                             .rsplit_once(':')

@@ -1466,6 +1466,8 @@ impl Engine {
     /// touches anything. Tools beside a running engine (`plexus errors`) take no lock.
     pub async fn start(&self, shutdown: CancellationToken) -> Result<Running, BuildError> {
         let lock = lock_data_dir(&self.shared.config.engine.data_dir)?;
+        crate::deliver::check_destinations(&self.shared.config)?;
+        check_server_tls(&self.shared.config)?;
         let shared = self.shared.clone();
         tokio::task::spawn_blocking(move || set_up_lanes(&shared))
             .await
@@ -1807,6 +1809,36 @@ pub struct Verified {
     pub tables: Vec<(String, usize)>,
 }
 
+/// Loads every certificate and key the HTTP server and the MLLP sources would serve with,
+/// so a missing or malformed one is found by `plexus check` and before the start takes
+/// anything.
+fn check_server_tls(config: &Config) -> Result<(), BuildError> {
+    let servers = config
+        .http
+        .tls
+        .as_ref()
+        .map(|t| ("[http]".to_owned(), t))
+        .into_iter()
+        .chain(config.interfaces.iter().filter_map(|(name, i)| {
+            match &i.source {
+                Inbound::Mllp(source) => source
+                    .tls
+                    .as_ref()
+                    .map(|t| (format!("interface {name}"), t)),
+                _ => None,
+            }
+        }));
+    for (interface, tls) in servers {
+        plexus_mllp::tls::server_config_from_pem(&tls.cert, &tls.key).map_err(|e| {
+            BuildError::Tls {
+                interface,
+                detail: crate::deliver::error_chain(&e),
+            }
+        })?;
+    }
+    Ok(())
+}
+
 /// Takes the exclusive lock on `<data_dir>/engine.lock` (see [`Engine::start`]). The
 /// operating system releases it when the process ends, so a killed engine leaves no
 /// stale lock behind.
@@ -1838,6 +1870,8 @@ fn lock_data_dir(data_dir: &std::path::Path) -> Result<std::fs::File, BuildError
 /// `plexus check` runs it after the config itself validates, so a site that passes
 /// check does not fail at start for a missing or malformed file.
 pub fn verify(config: &Config, assets: &dyn Assets) -> Result<Verified, BuildError> {
+    check_server_tls(config)?;
+    crate::deliver::check_destinations(config)?;
     let tables = Arc::new(load_tables(config, assets)?);
     let sandbox = Sandbox::new(SandboxConfig {
         max_instances: 1,

@@ -51,12 +51,22 @@ pub enum BuildError {
         source: std::io::Error,
     },
     /// TLS material could not be loaded.
-    #[error("interface {interface}: {detail}")]
+    #[error("{interface}: TLS: {detail}")]
     Tls {
-        /// The interface.
+        /// What serves with it: `interface NAME`, or `[http]` for the HTTP server.
         interface: String,
         /// What went wrong.
         detail: String,
+    },
+    /// A destination's settings cannot work (its TLS roots do not load, say).
+    #[error("interface {interface}: destination {destination} cannot start: {reason}")]
+    Destination {
+        /// The interface.
+        interface: String,
+        /// The destination.
+        destination: String,
+        /// Why.
+        reason: String,
     },
     /// Another engine is running on the same data folder.
     #[error(

@@ -89,8 +89,8 @@ pub(crate) async fn start(
         let config =
             plexus_mllp::tls::server_config_from_pem(&tls.cert, &tls.key).map_err(|e| {
                 BuildError::Tls {
-                    interface: "http".to_owned(),
-                    detail: e.to_string(),
+                    interface: "[http]".to_owned(),
+                    detail: crate::deliver::error_chain(&e),
                 }
             })?;
         tracing::info!(addr = %local, "HTTPS server listening");
@@ -346,7 +346,7 @@ impl HttpSender {
         let port = uri.port_u16().unwrap_or(443);
         let config = match tls {
             Some(tls) => plexus_mllp::tls::client_config_from_pem(&tls.ca)
-                .map_err(|e| format!("{url}: {e}"))?,
+                .map_err(|e| format!("{url}: {}", crate::deliver::error_chain(&e)))?,
             None => {
                 let bundle = SYSTEM_CA_BUNDLES
                     .iter()

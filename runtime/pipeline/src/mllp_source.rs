@@ -44,8 +44,8 @@ pub(crate) async fn start(
         let server =
             plexus_mllp::tls::server_config_from_pem(&tls.cert, &tls.key).map_err(|e| {
                 BuildError::Tls {
-                    interface: iface.name.clone(),
-                    detail: e.to_string(),
+                    interface: format!("interface {}", iface.name),
+                    detail: crate::deliver::error_chain(&e),
                 }
             })?;
         listener = listener.with_tls(server);

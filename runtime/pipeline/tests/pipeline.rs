@@ -3244,3 +3244,29 @@ fn the_configured_version_activates_without_an_upload() {
         .expect_err("not uploaded");
     assert!(err.to_string().contains("has not been uploaded"), "{err}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_destination_that_could_never_send_fails_check_and_start() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = site_with(
+        dir.path(),
+        r#"{ type = "mllp", listen = "127.0.0.1:0" }"#,
+        r#"destinations = [{ name = "emr", type = "http", url = "https://emr.example:8443/in", tls = { ca = "missing-ca.pem" } }]"#,
+    );
+    // `plexus check` runs `verify`: it reads the CA file as the start would.
+    let err = plexus_pipeline::verify(&config, &FsAssets).expect_err("the CA file is missing");
+    let text = err.to_string();
+    assert!(
+        text.contains("destination emr cannot start") && text.contains("missing-ca.pem"),
+        "{text}"
+    );
+    let engine = Engine::build(config, &FsAssets).expect("engine builds");
+    let err = engine
+        .start(CancellationToken::new())
+        .await
+        .expect_err("refuses to start rather than queue for ever");
+    assert!(
+        matches!(err, plexus_pipeline::BuildError::Destination { .. }),
+        "{err}"
+    );
+}
