@@ -1468,6 +1468,7 @@ impl Engine {
         let lock = lock_data_dir(&self.shared.config.engine.data_dir)?;
         crate::deliver::check_destinations(&self.shared.config)?;
         check_server_tls(&self.shared.config)?;
+        check_drop_folders(&self.shared.config)?;
         let shared = self.shared.clone();
         tokio::task::spawn_blocking(move || set_up_lanes(&shared))
             .await
@@ -1809,6 +1810,28 @@ pub struct Verified {
     pub tables: Vec<(String, usize)>,
 }
 
+/// Every file source's folder exists and is a folder: a typo in `dir` would otherwise
+/// show only as a warning at each poll while the producer's files pile up elsewhere.
+fn check_drop_folders(config: &Config) -> Result<(), BuildError> {
+    for (name, iface) in &config.interfaces {
+        if let Inbound::File(source) = &iface.source {
+            let problem = match std::fs::metadata(&source.dir) {
+                Ok(meta) if meta.is_dir() => None,
+                Ok(_) => Some("it is not a folder".to_owned()),
+                Err(e) => Some(format!("{e} (create it, or fix `dir`)")),
+            };
+            if let Some(reason) = problem {
+                return Err(BuildError::DropFolder {
+                    interface: name.to_string(),
+                    path: source.dir.clone(),
+                    reason,
+                });
+            }
+        }
+    }
+    Ok(())
+}
+
 /// Loads every certificate and key the HTTP server and the MLLP sources would serve with,
 /// so a missing or malformed one is found by `plexus check` and before the start takes
 /// anything.
@@ -1872,6 +1895,7 @@ fn lock_data_dir(data_dir: &std::path::Path) -> Result<std::fs::File, BuildError
 pub fn verify(config: &Config, assets: &dyn Assets) -> Result<Verified, BuildError> {
     check_server_tls(config)?;
     crate::deliver::check_destinations(config)?;
+    check_drop_folders(config)?;
     let tables = Arc::new(load_tables(config, assets)?);
     let sandbox = Sandbox::new(SandboxConfig {
         max_instances: 1,

@@ -58,6 +58,16 @@ pub enum BuildError {
         /// What went wrong.
         detail: String,
     },
+    /// A file source's folder is missing or not a folder.
+    #[error("interface {interface}: the drop folder {} cannot be read: {reason}", path.display())]
+    DropFolder {
+        /// The interface.
+        interface: String,
+        /// The folder.
+        path: PathBuf,
+        /// Why.
+        reason: String,
+    },
     /// A destination's settings cannot work (its TLS roots do not load, say).
     #[error("interface {interface}: destination {destination} cannot start: {reason}")]
     Destination {

@@ -3270,3 +3270,21 @@ async fn a_destination_that_could_never_send_fails_check_and_start() {
         "{err}"
     );
 }
+
+#[test]
+fn a_missing_drop_folder_fails_check() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = site_with(
+        dir.path(),
+        r#"{ type = "file", dir = "inbx" }"#,
+        r#"destinations = [{ name = "out", type = "file", dir = "out" }]"#,
+    );
+    let err = plexus_pipeline::verify(&config, &FsAssets).expect_err("no such folder");
+    let text = err.to_string();
+    assert!(
+        text.contains("drop folder") && text.contains("inbx") && text.contains("fix `dir`"),
+        "{text}"
+    );
+    std::fs::create_dir_all(dir.path().join("inbx")).expect("folder");
+    plexus_pipeline::verify(&config, &FsAssets).expect("passes once it exists");
+}
