@@ -63,6 +63,20 @@ pub enum CasesError {
     /// The folder holds no cases.
     #[error("{0}: no NAME.hl7 cases found")]
     Empty(PathBuf),
+    /// The cases folder does not exist.
+    #[error("the cases folder {0} does not exist (or is not a folder)")]
+    NoFolder(PathBuf),
+    /// The plug-in reads a table the cases do not provide.
+    #[error(
+        "the plug-in reads table {table}, but {} is missing: put the table the cases need there (CSV with a `key,value` header)",
+        path.display()
+    )]
+    MissingTable {
+        /// The table.
+        table: String,
+        /// Where the cases' copy of it belongs.
+        path: PathBuf,
+    },
 }
 
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> CasesError + '_ {
@@ -102,6 +116,9 @@ pub fn run_cases(
     limits: Limits,
     bless: bool,
 ) -> Result<Vec<CaseResult>, CasesError> {
+    if !dir.is_dir() {
+        return Err(CasesError::NoFolder(dir.to_owned()));
+    }
     let tables = load_tables(dir)?;
     let grants = Grants {
         log: true,
@@ -119,7 +136,18 @@ pub fn run_cases(
         grants,
         limits,
     };
-    let plugin = Plugin::load(&sandbox, &spec, bytes, Arc::new(tables))?;
+    let plugin = match Plugin::load(&sandbox, &spec, bytes, Arc::new(tables)) {
+        Ok(plugin) => plugin,
+        // The cases grant exactly the tables they bring: a refused table is a missing file.
+        Err(Error::NotGranted { grant, .. })
+            if grant.starts_with("tables:") && !grant.contains('<') =>
+        {
+            let table = grant["tables:".len()..].to_owned();
+            let path = dir.join("tables").join(format!("{table}.csv"));
+            return Err(CasesError::MissingTable { table, path });
+        }
+        Err(e) => return Err(e.into()),
+    };
 
     let mut inputs: Vec<PathBuf> = std::fs::read_dir(dir)
         .map_err(io(dir))?

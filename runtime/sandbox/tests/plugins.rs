@@ -127,3 +127,32 @@ fn a_plug_in_that_names_its_tables_is_told_the_exact_grant() {
             .is_empty()
     );
 }
+
+/// An author running cases without the folder, or without a table the plug-in reads, is
+/// told which file is missing, not which grant to add to a site config.
+#[test]
+fn missing_cases_or_tables_are_named_as_files() {
+    use plexus_sandbox::cases::CasesError;
+    let bytes = std::fs::read(plexus_test_artifacts::VISIT_STATUS_MAP).expect("built");
+    let dir = std::env::temp_dir().join(format!("plexus-no-cases-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let nowhere = dir.join("nowhere");
+    let err = run_cases(
+        "visit-status-map",
+        &bytes,
+        &nowhere,
+        Limits::default(),
+        false,
+    )
+    .expect_err("no folder");
+    assert!(matches!(err, CasesError::NoFolder(_)), "{err}");
+    assert!(err.to_string().contains("does not exist"), "{err}");
+    let err = run_cases("visit-status-map", &bytes, &dir, Limits::default(), false)
+        .expect_err("no table");
+    let text = err.to_string();
+    std::fs::remove_dir_all(&dir).ok();
+    assert!(
+        text.contains("reads table visit-status") && text.contains("tables/visit-status.csv"),
+        "{text}"
+    );
+}
