@@ -1935,7 +1935,7 @@ fn load_tables(config: &Config, assets: &dyn Assets) -> Result<TableSet, BuildEr
             })?;
         let text = String::from_utf8_lossy(&bytes);
         let table = Table::from_csv(name.as_str(), &text).map_err(|source| BuildError::Table {
-            table: name.to_string(),
+            file: describe(&table.file),
             source,
         })?;
         tables.insert(name.to_string(), Arc::new(table));

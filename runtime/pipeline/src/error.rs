@@ -16,10 +16,10 @@ pub enum BuildError {
         source: std::io::Error,
     },
     /// A table's CSV is malformed.
-    #[error("table {table}")]
+    #[error("{file}")]
     Table {
-        /// The table.
-        table: String,
+        /// The table's file (its source says which table and line).
+        file: String,
         /// Why.
         #[source]
         source: plexus_sandbox::CsvError,

@@ -17,7 +17,7 @@ pub enum Error {
     },
     /// The component's sha256 is not the one the config pins.
     #[error(
-        "plug-in {plugin}: sha256 is {actual}, but the config pins {expected}; refusing to load"
+        "plug-in {plugin}: sha256 is {actual}, but the config pins {expected}; refusing to load (if the file was rebuilt on purpose, review it with `plexus review {plugin} FILE`, then pin sha256 = \"{actual}\" in [plugins.{plugin}])"
     )]
     DigestMismatch {
         /// Plug-in name.
