@@ -1165,8 +1165,33 @@ impl Engine {
             current.interfaces.keys().map(|k| k.to_string()).collect(),
             new.interfaces.keys().map(|k| k.to_string()).collect(),
         ) {
-            if current.interfaces.get(name.as_str()) != new.interfaces.get(name.as_str()) {
-                report.restart_needed.push(format!("[interfaces.{name}]"));
+            let (old, next) = (
+                current.interfaces.get(name.as_str()),
+                new.interfaces.get(name.as_str()),
+            );
+            if old != next {
+                // Which keys, so the operator knows what waits for the restart.
+                let keys: Vec<&str> = match (old, next) {
+                    (Some(a), Some(b)) => [
+                        ("source", a.source != b.source),
+                        ("chain", a.chain != b.chain),
+                        ("destinations", a.destinations != b.destinations),
+                        ("ack_mode", a.ack_mode != b.ack_mode),
+                        ("ordering", a.ordering != b.ordering),
+                        ("order_by", a.order_by != b.order_by),
+                        ("retry", a.retry != b.retry),
+                        ("error_ack", a.error_ack != b.error_ack),
+                        ("charset", a.charset != b.charset),
+                    ]
+                    .into_iter()
+                    .filter_map(|(key, changed)| changed.then_some(key))
+                    .collect(),
+                    (None, _) => vec!["(added)"],
+                    (_, None) => vec!["(removed)"],
+                };
+                report
+                    .restart_needed
+                    .push(format!("[interfaces.{name}] {}", keys.join(", ")));
             }
         }
 
