@@ -404,7 +404,8 @@ pub fn show(args: &ShowArgs) -> anyhow::Result<ExitCode> {
             "processed": record.processed,
             "replays": record.replays,
             "raw": args.unmasked.then(|| String::from_utf8_lossy(&m.raw).into_owned()),
-            "stages": record.stages.iter().map(|s| json!({
+            "stages": record.stages.iter().zip(plexus_pipeline::stage_runs(&record.stages)).map(|(s, run)| json!({
+                "run": run,
                 "index": s.record.stage_index,
                 "plugin": s.record.plugin,
                 "sha256": s.record.plugin_sha256,
@@ -476,8 +477,17 @@ pub fn show(args: &ShowArgs) -> anyhow::Result<ExitCode> {
     }
     if !record.stages.is_empty() {
         println!("\nstages");
-        for s in &record.stages {
+        let runs = plexus_pipeline::stage_runs(&record.stages);
+        let replayed = runs.last().is_some_and(|&n| n > 1);
+        for (s, run) in record.stages.iter().zip(runs) {
             let r = &s.record;
+            // Each replay runs the chain again from stage 0: one heading per run.
+            if replayed && r.stage_index == 0 {
+                match run {
+                    1 => println!("  on arrival"),
+                    n => println!("  replay {} ({} ago)", n - 1, age(now, s.recorded_at)),
+                }
+            }
             println!(
                 "  {}. {} ({}): {}{}",
                 r.stage_index,

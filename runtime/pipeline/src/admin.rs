@@ -392,7 +392,10 @@ async fn message(
         "processed": record.processed,
         "duplicate_of": record.duplicate_of.map(|d| d.0),
         "raw": unmasked.then(|| String::from_utf8_lossy(&m.raw).into_owned()),
-        "stages": record.stages.iter().map(|s| json!({
+        // `run`: 1 on arrival, then one per replay (each runs the chain from stage 0).
+        "stages": record.stages.iter().zip(crate::chain::stage_runs(&record.stages)).map(|(s, run)| json!({
+            "run": run,
+            "index": s.record.stage_index,
             "plugin": s.record.plugin,
             "sha256": s.record.plugin_sha256,
             "outcome": s.record.outcome.as_str(),

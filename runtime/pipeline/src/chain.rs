@@ -62,6 +62,21 @@ const PLUGIN_WORDS: &str = ": ";
 /// What a `plugin-fail` reason says before the failure's kind and path.
 const FAILED: &str = "failed the message: ";
 
+/// Which run of the chain each stored stage belongs to, from 1 (on arrival): a replay
+/// runs the chain again from stage 0, and the journal keeps every run's stages in order.
+pub fn stage_runs(stages: &[plexus_journal::StoredStage]) -> Vec<u32> {
+    let mut run = 0;
+    stages
+        .iter()
+        .map(|s| {
+            if s.record.stage_index == 0 || run == 0 {
+                run += 1;
+            }
+            run
+        })
+        .collect()
+}
+
 /// A journaled stage detail as views without message content show it: a `fail` stage's
 /// kind and path, without the plug-in's own words (which may quote field values); a
 /// `trap` stage's kind without what the plug-in wrote to stderr (a panic's message); a
@@ -313,6 +328,26 @@ fn run_stages(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn stages_are_numbered_by_run() {
+        let stage = |index| plexus_journal::StoredStage {
+            record: plexus_journal::StageRecord {
+                message: plexus_journal::MessageId(1),
+                stage_index: index,
+                plugin: "p".to_owned(),
+                plugin_sha256: String::new(),
+                outcome: OutcomeKind::Forward,
+                detail: None,
+                output: None,
+                edits: Vec::new(),
+            },
+            recorded_at: std::time::SystemTime::UNIX_EPOCH,
+        };
+        let stages: Vec<_> = [0, 1, 0, 1, 0].into_iter().map(stage).collect();
+        assert_eq!(stage_runs(&stages), [1, 1, 2, 2, 3]);
+        assert!(stage_runs(&[]).is_empty());
+    }
 
     #[test]
     fn masked_views_drop_the_plug_ins_words() {

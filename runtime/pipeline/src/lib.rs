@@ -45,7 +45,9 @@ pub mod shadow;
 
 pub use admin::ROUTES as ADMIN_ROUTES;
 pub use assets::{Assets, FsAssets, MAX_ASSET_BYTES, read_bounded};
-pub use chain::{Failure, Verdict, masked_delivery_error, masked_reason, masked_stage_detail};
+pub use chain::{
+    Failure, Verdict, masked_delivery_error, masked_reason, masked_stage_detail, stage_runs,
+};
 pub use engine::{
     ActiveChain, CapabilityChange, Engine, ReloadReport, ReplayOutcome, Running, Verified,
     journal_path, order_key, verify,
