@@ -453,6 +453,16 @@ impl Header<'_> {
             out.extend_from_slice(value);
         }
         out.push(f);
+        // A sender whose delimiters include `+` or `-` would read the UTC offset as
+        // structure (escaped, it is no timestamp): leave the offset out for it.
+        let is_delimiter = |c: u8| {
+            [d.field, d.component, d.repetition].contains(&c)
+                || [d.escape, d.subcomponent, d.truncation].contains(&Some(c))
+        };
+        let timestamp = match timestamp.find(['+', '-']) {
+            Some(at) if is_delimiter(b'+') || is_delimiter(b'-') => &timestamp[..at],
+            _ => timestamp,
+        };
         text(&mut out, timestamp, d, charset);
         out.push(f); // MSH-8 security
         out.push(f);

@@ -53,7 +53,11 @@ impl Charset {
             Charset::Ascii | Charset::Utf8 => match std::str::from_utf8(bytes) {
                 Ok(_) => Ok(()),
                 Err(e) => Err(ParseError::InvalidText {
-                    charset: self.code(),
+                    // What was checked: UTF-8, of which ASCII is a part.
+                    charset: match self {
+                        Charset::Ascii => "UTF-8 (MSH-18 names no charset: ASCII or UTF-8 is read)",
+                        _ => self.code(),
+                    },
                     offset: e.valid_up_to(),
                 }),
             },

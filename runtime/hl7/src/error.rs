@@ -18,7 +18,9 @@ pub enum ParseError {
         reason: &'static str,
     },
     /// A segment does not start with a three-character name.
-    #[error("segment {segment} (byte {offset}) does not start with a three-character segment name")]
+    #[error(
+        "segment {segment} (byte {offset}) does not start with a three-character segment name (capital letters and digits, then the field separator)"
+    )]
     BadSegmentName {
         /// 1-based segment number.
         segment: usize,

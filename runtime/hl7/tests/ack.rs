@@ -151,6 +151,18 @@ fn the_ack_uses_the_senders_delimiters() {
     let ack = parse_ack(&reply);
     assert_eq!(get(&ack, "MSA-2-1").as_deref(), Some("ID"));
     assert_eq!(get(&ack, "MSA-2-2").as_deref(), Some("1"));
+    assert_eq!(get(&ack, "MSH-7").as_deref(), Some(TS));
+}
+
+#[test]
+fn a_plus_delimiter_gets_a_timestamp_without_its_offset() {
+    // `+` is the component separator here: `+0000` would be a second component.
+    let raw = b"MSH|+~\\&|SCHED|CLINIC|EHR|HOSP|20260101||SIU+S12|ID1|P|2.5\rSCH|1\r";
+    let msg = Message::parse(raw).expect("parses");
+    let reply = ack::acknowledge(&msg, Status::Accepted, None, "A", TS).expect("answered");
+    let ack = parse_ack(&reply);
+    assert_eq!(get(&ack, "MSH-7").as_deref(), Some("20261124120000"));
+    assert!(!String::from_utf8_lossy(&reply).contains("\\S\\"), "nothing escaped");
 }
 
 #[test]
