@@ -162,7 +162,10 @@ fn a_plus_delimiter_gets_a_timestamp_without_its_offset() {
     let reply = ack::acknowledge(&msg, Status::Accepted, None, "A", TS).expect("answered");
     let ack = parse_ack(&reply);
     assert_eq!(get(&ack, "MSH-7").as_deref(), Some("20261124120000"));
-    assert!(!String::from_utf8_lossy(&reply).contains("\\S\\"), "nothing escaped");
+    assert!(
+        !String::from_utf8_lossy(&reply).contains("\\S\\"),
+        "nothing escaped"
+    );
 }
 
 #[test]

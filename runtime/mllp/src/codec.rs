@@ -242,6 +242,13 @@ impl MllpCodec {
         self.max_frame
     }
 
+    /// Whether the frame partly received began without its start block (`MSH...` with no
+    /// 0x0B before it): a sender that does not frame at all looks like this until its
+    /// frame timeout.
+    pub fn unframed_partial(&self) -> bool {
+        matches!(self.state, State::Unframed { .. })
+    }
+
     /// True between a start block and its end block, i.e. while a frame is partly received.
     pub fn in_frame(&self) -> bool {
         matches!(

@@ -37,6 +37,16 @@ impl<S: AsyncRead + AsyncWrite + Unpin> FrameIo<S> {
     }
 
     /// Whether a frame is complete but for the byte after its end block.
+    /// Bytes read and not yet decoded.
+    pub(crate) fn held(&self) -> usize {
+        self.buf.len()
+    }
+
+    /// Whether the partial frame began without a start block (`MSH...` with no 0x0B).
+    pub(crate) fn unframed_partial(&self) -> bool {
+        self.codec.unframed_partial()
+    }
+
     pub(crate) fn holds_end(&self) -> bool {
         self.codec.holds_end()
     }

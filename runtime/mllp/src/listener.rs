@@ -359,8 +359,12 @@ enum ConnError {
     Handshake(#[source] io::Error),
     #[error("TLS handshake timed out")]
     HandshakeTimeout,
-    #[error("frame not complete within the frame timeout")]
-    FrameTimeout,
+    #[error("frame not complete within the frame timeout ({held} bytes held{})", if *unframed {
+        "; no start block (0x0B) came before them: is the sender framing with 0x0B ... 0x1C 0x0D?"
+    } else {
+        ""
+    })]
+    FrameTimeout { held: usize, unframed: bool },
     #[error("handler did not finish within the handler timeout")]
     HandlerTimeout,
     #[error("reply write timed out")]
@@ -480,7 +484,12 @@ where
                         idle_deadline = Instant::now() + config.idle_timeout;
                     }
                 }
-                None if in_frame => return Err(ConnError::FrameTimeout),
+                None if in_frame => {
+                    return Err(ConnError::FrameTimeout {
+                        held: conn.held(),
+                        unframed: conn.unframed_partial(),
+                    });
+                }
                 None => return Ok(Closed::Idle),
                 Some(filled) => eof = !filled?,
             },
@@ -612,9 +621,41 @@ mod tests {
             }
         });
         let result = task.await.expect("no panic");
-        assert!(matches!(result, Err(ConnError::FrameTimeout)), "{result:?}");
+        assert!(
+            matches!(
+                result,
+                Err(ConnError::FrameTimeout {
+                    unframed: false,
+                    ..
+                })
+            ),
+            "{result:?}"
+        );
         assert_eq!(started.elapsed(), Duration::from_secs(60));
         trickle.abort();
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_sender_that_never_frames_is_told_so_at_the_frame_deadline() {
+        let config = ListenerConfig {
+            frame_timeout: Duration::from_secs(60),
+            ..ListenerConfig::default()
+        };
+        let (mut client, task) = serve_duplex(config, CancellationToken::new());
+        // HL7 with no 0x0B and no 0x1C, then waiting for an answer.
+        client.write_all(b"MSH|^~\\&|A|B\r").await.expect("writes");
+        let result = task.await.expect("no panic");
+        let Err(
+            err @ ConnError::FrameTimeout {
+                unframed: true,
+                held: 13,
+            },
+        ) = &result
+        else {
+            panic!("{result:?}");
+        };
+        assert!(err.to_string().contains("is the sender framing"), "{err}");
+        drop(client);
     }
 
     #[tokio::test(start_paused = true)]
