@@ -29,12 +29,12 @@ pub enum ParseError {
     },
     /// The input starts with a batch header (FHS/BHS): read it with `Batch::parse`.
     #[error(
-        "the input is a batch (it starts with FHS or BHS); read it as a batch, one message at a time"
+        "the input is a batch (it starts with FHS or BHS), not one message: send its messages one per MLLP frame (or read it with Batch::parse)"
     )]
     BatchGiven,
     /// A second `MSH` appeared: the input holds more than one message.
     #[error(
-        "segment {segment} is a second MSH: the input holds more than one message (split it first)"
+        "segment {segment} is a second MSH: the input holds more than one message; send one message per MLLP frame (or split it first)"
     )]
     SecondHeader {
         /// 1-based segment number.
