@@ -29,9 +29,14 @@ use crate::inspect::{self, Class, Inspection};
 pub struct Sandbox {
     engine: Engine,
     config: SandboxConfig,
-    /// Compiled components by sha256 of their bytes. Only components compiled here go in:
+    /// Compiled components by sha256 of their bytes, at most [`COMPILED_KEPT`] of them
+    /// (the oldest go first: a loaded plug-in holds its own reference, so only a reload
+    /// of an evicted version compiles again). Only components compiled here go in:
     /// precompiled code from outside is never accepted.
-    compiled: Mutex<HashMap<String, Component>>,
+    compiled: Mutex<(
+        HashMap<String, Component>,
+        std::collections::VecDeque<String>,
+    )>,
     ticker: Option<Ticker>,
 }
 
@@ -116,7 +121,7 @@ impl Sandbox {
         Ok(Sandbox {
             engine,
             config,
-            compiled: Mutex::new(HashMap::new()),
+            compiled: Mutex::new((HashMap::new(), std::collections::VecDeque::new())),
             ticker: Some(Ticker {
                 stop,
                 thread: Some(thread),
@@ -134,7 +139,7 @@ impl Sandbox {
             .compiled
             .lock()
             .ok()
-            .and_then(|m| m.get(digest).cloned())
+            .and_then(|m| m.0.get(digest).cloned())
         {
             return Ok(c);
         }
@@ -142,12 +147,25 @@ impl Sandbox {
             plugin: name.to_owned(),
             reason: format!("{e:#}"),
         })?;
-        if let Ok(mut m) = self.compiled.lock() {
-            m.insert(digest.to_owned(), component.clone());
+        if let Ok(mut guard) = self.compiled.lock() {
+            let (map, order) = &mut *guard;
+            if map.insert(digest.to_owned(), component.clone()).is_none() {
+                order.push_back(digest.to_owned());
+            }
+            // Every upload tried or activated would otherwise stay compiled for the
+            // process's life.
+            while order.len() > COMPILED_KEPT {
+                if let Some(oldest) = order.pop_front() {
+                    map.remove(&oldest);
+                }
+            }
         }
         Ok(component)
     }
 }
+
+/// Compiled versions kept for reuse (see [`Sandbox`]).
+const COMPILED_KEPT: usize = 32;
 
 /// PAGEMAP_SCAN arrived in Linux 6.7.
 fn pagemap_scan_available() -> bool {
