@@ -1318,3 +1318,19 @@ fn send_and_parse_take_a_charset_for_senders_that_leave_msh_18_empty() {
     let got = receiver.join().expect("receiver");
     assert!(got.contains(&0xdc), "sent as it is, in Latin-1");
 }
+
+#[test]
+fn a_second_run_on_the_same_data_folder_is_refused() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = demo_site(dir.path());
+    let (mut first, _, _) = start_engine(&config);
+    let out = plexus()
+        .args(["run", "--config"])
+        .arg(&config)
+        .output()
+        .expect("runs");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{err}");
+    assert!(err.contains("another engine is running"), "{err}");
+    assert!(stop_engine(&mut first).success());
+}

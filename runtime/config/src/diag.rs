@@ -189,7 +189,9 @@ pub(crate) fn from_toml(sink: &mut Sink<'_>, err: &toml::de::Error) {
                  names, paths and addresses are quoted too"
                     .to_owned(),
             )
-        } else if message.contains("expected i64") || message.contains("expected u") {
+        } else if message.starts_with("invalid type: string")
+            && (message.contains("expected i64") || message.contains("expected u"))
+        {
             Some("write the number without quotes, e.g. `max_attempts = 5`".to_owned())
         } else if message.contains("expected a boolean") {
             Some("write true or false, without quotes".to_owned())

@@ -55,7 +55,7 @@ impl Charset {
                 Err(e) => Err(ParseError::InvalidText {
                     // What was checked: UTF-8, of which ASCII is a part.
                     charset: match self {
-                        Charset::Ascii => "UTF-8 (MSH-18 names no charset: ASCII or UTF-8 is read)",
+                        Charset::Ascii => "UTF-8",
                         _ => self.code(),
                     },
                     offset: e.valid_up_to(),

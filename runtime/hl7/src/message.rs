@@ -406,7 +406,7 @@ impl<'a> Message<'a> {
         if bytes.contains(&b'\r') || bytes.contains(&b'\n') {
             return bad("a segment cannot contain a line break");
         }
-        let terminator = self.terminator().to_vec();
+        let terminator = self.terminator_after(position).to_vec();
         let mut text = Vec::new();
         self.index
             .charset
@@ -432,6 +432,21 @@ impl<'a> Message<'a> {
             text.splice(0..0, terminator.iter().copied());
         }
         last.term_end as usize
+    }
+
+    /// The terminator for a segment that becomes number `position`: the one the segment
+    /// before it ends with (CR, CRLF or a bare LF; blank lines after it not included), or
+    /// the header's when that one has none. Taking the neighbour's keeps a message that
+    /// mixes terminators (CR after MSH, bare LF after the rest) parsing the same after
+    /// the edit: a CR among its LF-ended segments would turn those LFs into text.
+    fn terminator_after(&self, position: usize) -> &[u8] {
+        let before = self.index.segments[position.max(1) - 1];
+        match &self.buf[before.end as usize..before.term_end as usize] {
+            [b'\r', b'\n', ..] => b"\r\n",
+            [b'\r', ..] => b"\r",
+            [b'\n', ..] => b"\n",
+            _ => self.terminator(),
+        }
     }
 
     /// The terminator the sender used on the header segment (CR if it used none).
@@ -487,7 +502,7 @@ impl<'a> Message<'a> {
             .occurrences(name)
             .last()
             .map_or(self.index.segments.len(), |last| last + 1);
-        let terminator = self.terminator().to_vec();
+        let terminator = self.terminator_after(position).to_vec();
         seg.extend_from_slice(&terminator);
         let at = self.insertion_point(position, &terminator, &mut seg);
         self.splice(at, at, &seg)
@@ -752,14 +767,14 @@ impl<'a> Message<'a> {
 /// In a message that mixes terminators, where the next segment ends: at the next CR, at a
 /// bare LF when what follows it is a segment name and the field separator, or at a bare
 /// LF with only whitespace after it.
-fn next_cr_terminator(rest: &[u8], field: u8) -> Option<usize> {
+///
+/// `text_end` is where the message's last non-whitespace byte ends, relative to `rest`
+/// (found once per parse: scanning the rest at each LF would make a run of LFs
+/// quadratic).
+fn next_cr_terminator(rest: &[u8], field: u8, text_end: usize) -> Option<usize> {
     let mut from = 0;
     while let Some(p) = memchr::memchr2(b'\r', b'\n', &rest[from..]).map(|p| p + from) {
-        let after = &rest[p + 1..];
-        if rest[p] == b'\r'
-            || starts_segment(after, field)
-            || after.iter().all(u8::is_ascii_whitespace)
-        {
+        if rest[p] == b'\r' || p >= text_end || starts_segment(&rest[p + 1..], field) {
             return Some(p);
         }
         from = p + 1;
@@ -908,13 +923,17 @@ impl Index {
         // Looked for once: searching each segment's rest would make a parse quadratic.
         let any_lf = !lf_mode && memchr::memchr(b'\n', &buf[first..]).is_some();
         let last_cr = memchr::memrchr(b'\r', buf);
+        let text_end = buf
+            .iter()
+            .rposition(|c| !c.is_ascii_whitespace())
+            .map_or(0, |p| p + 1);
         let mut pos = first;
         while pos < buf.len() {
             let rest = &buf[pos..];
             let found = if lf_mode {
                 memchr::memchr2(b'\r', b'\n', rest)
             } else if any_lf && (mixed || last_cr.is_none_or(|cr| cr < pos)) {
-                next_cr_terminator(rest, index.delims.field)
+                next_cr_terminator(rest, index.delims.field, text_end.saturating_sub(pos))
             } else {
                 memchr::memchr(b'\r', rest)
             };

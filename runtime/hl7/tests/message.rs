@@ -450,6 +450,39 @@ fn bare_lf_segment_ends_after_a_cr_terminated_header_are_segment_ends() {
 }
 
 #[test]
+fn edits_keep_a_message_that_mixes_terminators_in_shape() {
+    let raw = b"MSH|^~\\&|A|B|C|D|20260101||SIU^S12|CRLF2|P|2.5\rPID|1||123||doe^jane\nSCH|1||||||||||||||||||||||||Teleported\n";
+    let mut msg = Message::parse_owned(raw.to_vec()).expect("parses");
+    // A new segment takes its neighbour's bare LF: a CR among them would make the LFs
+    // before it text again.
+    msg.insert_segment(2, "ZPI|1").expect("insert");
+    msg.set("ZXX-1", "v").expect("append");
+    assert_eq!(
+        msg.segment_names().collect::<Vec<_>>(),
+        ["MSH", "PID", "ZPI", "SCH", "ZXX"]
+    );
+    let again = Message::parse(msg.as_bytes()).expect("re-parses");
+    assert_eq!(
+        again.segment_names().collect::<Vec<_>>(),
+        ["MSH", "PID", "ZPI", "SCH", "ZXX"]
+    );
+    assert_eq!(get(&again, "PID-5-2").as_deref(), Some("jane"));
+    assert_eq!(get(&again, "SCH-25").as_deref(), Some("Teleported"));
+}
+
+#[test]
+fn a_long_run_of_line_feeds_parses_in_linear_time() {
+    // Quadratic scanning would take hours on this; a linear parse takes milliseconds.
+    for tail in [&b""[..], b"X"] {
+        let mut raw = b"MSH|^~\\&|A|B|C|D|2026||ADT^A01|1|P|2.5\rPID|1\n".to_vec();
+        raw.extend(std::iter::repeat_n(b'\n', 1 << 20));
+        raw.extend_from_slice(tail);
+        let msg = Message::parse(&raw).expect("parses");
+        assert_eq!(msg.count("PID").expect("path"), 1);
+    }
+}
+
+#[test]
 fn a_bare_lf_inside_a_cr_terminated_message_is_text() {
     let raw = b"MSH|^~\\&|A|B\rOBX|1|TX|NOTE||line one\nline two\r\nNTE|1\r";
     let msg = Message::parse(raw).expect("parses");

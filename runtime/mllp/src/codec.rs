@@ -15,6 +15,10 @@ pub const START_BLOCK: u8 = 0x0B;
 pub const END_BLOCK: u8 = 0x1C;
 /// Carriage return: follows the end block in a well-formed frame.
 pub const CARRIAGE_RETURN: u8 = 0x0D;
+/// The most bytes after an end block, with no line break among them, that may be a
+/// sender's stray bytes rather than more of the message (see
+/// [`MllpCodec::holds_candidate`]).
+pub const MAX_STRAY_AFTER_END: usize = 8;
 /// Default largest payload accepted: 16 MiB.
 pub const DEFAULT_MAX_FRAME: usize = 16 * 1024 * 1024;
 /// Most bytes of an oversize frame kept in [`Oversize::head`].
@@ -185,40 +189,50 @@ impl MllpCodec {
     }
 
     /// Whether a frame is complete but for the byte after its end block.
-    ///
-    /// Also true, with [`MllpCodec::wait_for_trailer`], inside a frame that has had an end
-    /// block right after a segment's end but followed by something other than a trailer
-    /// (`...\r 0x1C X`): a stray 0x1C if more of the message follows, a sender's junk
-    /// after its frame if the sender goes quiet waiting for its answer.
     pub fn holds_end(&self) -> bool {
-        match self.state {
-            State::EndHeld { .. } => true,
-            State::InFrame { .. } => self.wait_for_trailer && self.candidate_end.is_some(),
-            _ => false,
-        }
+        matches!(self.state, State::EndHeld { .. })
     }
 
-    /// Ends a held frame at its end block (see [`MllpCodec::wait_for_trailer`]), or, in a
-    /// frame that [`MllpCodec::holds_end`] after a stray-looking end block, at that end
-    /// block, the bytes read after it skipped as junk. A listener calls it once the sender
-    /// has been quiet briefly, so how a stream decodes does not depend on where TCP split
-    /// it, and a sender that puts a stray byte after its end block still gets an answer.
+    /// Ends a held frame at its end block (see [`MllpCodec::wait_for_trailer`]).
     pub fn release_held(&mut self, buf: &mut BytesMut) -> Option<Frame> {
-        match self.state {
-            State::EndHeld { len } => Some(self.end_frame(buf, len)),
-            State::InFrame { .. } if self.wait_for_trailer => {
-                let len = self.candidate_end?;
-                let frame = self.end_frame(buf, len);
-                // What follows is decoded as usual: junk up to the next start block.
-                tracing::warn!(
-                    following = buf.len(),
-                    "an MLLP end block (0x1C) was followed by bytes that are not its trailer, \
-                     and the sender went quiet: the frame was ended there"
-                );
-                Some(frame)
-            }
-            _ => None,
+        let State::EndHeld { len } = self.state else {
+            return None;
+        };
+        Some(self.end_frame(buf, len))
+    }
+
+    /// With [`MllpCodec::wait_for_trailer`]: whether the frame being read has had an end
+    /// block right after a segment's end (CR or LF) that was followed by at most
+    /// [`MAX_STRAY_AFTER_END`] bytes with no line break among them (`...\r 0x1C X`), and
+    /// nothing else since. Either a stray 0x1C inside the message, if more of it follows,
+    /// or a sender's stray byte after its frame, if the sender goes quiet waiting for its
+    /// answer; [`MllpCodec::release_candidate`] takes the second view.
+    pub fn holds_candidate(&self, buf: &BytesMut) -> bool {
+        matches!(self.state, State::InFrame { .. })
+            && self.wait_for_trailer
+            && self.candidate_end.is_some_and(|len| {
+                let after = buf.get(len + 1..).unwrap_or_default();
+                after.len() <= MAX_STRAY_AFTER_END
+                    && !after.iter().any(|c| matches!(c, b'\r' | b'\n'))
+            })
+    }
+
+    /// Ends the frame at the end block [`MllpCodec::holds_candidate`] saw; the bytes after
+    /// it are then decoded as usual (junk up to the next start block). A listener calls it
+    /// once the sender has been quiet for a while: a sender that puts a stray byte after
+    /// its end block still gets its answer, and not only after the frame timeout.
+    pub fn release_candidate(&mut self, buf: &mut BytesMut) -> Option<Frame> {
+        if !self.holds_candidate(buf) {
+            return None;
         }
+        let len = self.candidate_end?;
+        let frame = self.end_frame(buf, len);
+        tracing::warn!(
+            following = buf.len(),
+            "an MLLP end block (0x1C) was followed by bytes that are not its trailer, \
+             and the sender went quiet: the frame was ended there"
+        );
+        Some(frame)
     }
 
     /// Takes the frame whose end block is at `len` out of `buf`.

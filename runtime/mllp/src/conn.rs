@@ -47,6 +47,16 @@ impl<S: AsyncRead + AsyncWrite + Unpin> FrameIo<S> {
         self.codec.unframed_partial()
     }
 
+    /// See [`crate::MllpCodec::holds_candidate`].
+    pub(crate) fn holds_candidate(&self) -> bool {
+        self.codec.holds_candidate(&self.buf)
+    }
+
+    /// Ends the frame at a stray-looking end block, the sender having gone quiet.
+    pub(crate) fn release_candidate(&mut self) -> Option<Frame> {
+        self.codec.release_candidate(&mut self.buf)
+    }
+
     pub(crate) fn holds_end(&self) -> bool {
         self.codec.holds_end()
     }

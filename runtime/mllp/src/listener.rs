@@ -27,6 +27,10 @@ use crate::watchdog::Watchdog;
 /// a stray byte in the payload) before it is taken as ended. Only a sender that omits both
 /// the last segment's CR and the frame's ever waits this long.
 const TRAILER_GRACE: Duration = Duration::from_millis(50);
+/// How long a sender must be quiet after `...\r 0x1C X` (a stray byte after its end block)
+/// before the frame is taken to have ended at the 0x1C: well past a TCP retransmit
+/// (200 ms at least), so a message with a stray 0x1C inside is not cut by a pause.
+const CANDIDATE_GRACE: Duration = Duration::from_secs(1);
 
 /// Limits and timeouts of a [`Listener`]. Every field has a safe default.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -331,7 +335,6 @@ fn log_join(done: Result<(), tokio::task::JoinError>) {
     }
 }
 
-/// How a connection ended without error.
 /// An error and its sources, `: `-separated (an I/O error's own text says what happened:
 /// reset by the peer, broken pipe). None of them holds message content.
 fn chain(e: &dyn std::error::Error) -> String {
@@ -345,6 +348,7 @@ fn chain(e: &dyn std::error::Error) -> String {
     text
 }
 
+/// How a connection ended without error.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Closed {
     ByPeer,
@@ -458,6 +462,7 @@ where
 
         let in_frame = conn.in_frame();
         let held = conn.holds_end();
+        let candidate = !held && conn.holds_candidate();
         let deadline = if in_frame {
             let frame_end =
                 *frame_deadline.get_or_insert_with(|| Instant::now() + config.frame_timeout);
@@ -466,6 +471,10 @@ where
                 // the ACK, so the frame ends once the sender has been quiet for a moment,
                 // or at the frame deadline (bytes trickled in to keep it held).
                 (Instant::now() + TRAILER_GRACE).min(frame_end)
+            } else if candidate {
+                // An end block after a segment's end, then a stray byte or few: longer
+                // quiet than a TCP retransmit before that is taken as the frame's end.
+                (Instant::now() + CANDIDATE_GRACE).min(frame_end)
             } else {
                 frame_end
             }
@@ -477,8 +486,13 @@ where
             // Only between frames: a frame already started is in flight and gets finished.
             () = shutdown.cancelled(), if !in_frame => return Ok(Closed::Shutdown),
             read = watchdog.run(deadline, conn.fill()) => match read {
-                None if held => {
-                    if let Some(frame) = conn.release_held() {
+                None if held || candidate => {
+                    let frame = if held {
+                        conn.release_held()
+                    } else {
+                        conn.release_candidate()
+                    };
+                    if let Some(frame) = frame {
                         frame_deadline = None;
                         answer(conn, frame, peer, handler, config, &mut watchdog).await?;
                         idle_deadline = Instant::now() + config.idle_timeout;

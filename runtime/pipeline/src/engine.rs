@@ -478,7 +478,14 @@ pub struct Running {
     pub http: SocketAddr,
     tasks: JoinSet<()>,
     /// Holds the data folder's lock while the engine runs.
-    _lock: std::fs::File,
+    _lock: DataDirLock,
+}
+
+/// The exclusive lock on a data folder (`<data_dir>/engine.lock`), held while it lives.
+/// See [`Engine::start`] and [`lock_data_dir`].
+#[derive(Debug)]
+pub struct DataDirLock {
+    _file: std::fs::File,
 }
 
 impl Running {
@@ -1172,20 +1179,34 @@ impl Engine {
             if old != next {
                 // Which keys, so the operator knows what waits for the restart.
                 let keys: Vec<&str> = match (old, next) {
-                    (Some(a), Some(b)) => [
-                        ("source", a.source != b.source),
-                        ("chain", a.chain != b.chain),
-                        ("destinations", a.destinations != b.destinations),
-                        ("ack_mode", a.ack_mode != b.ack_mode),
-                        ("ordering", a.ordering != b.ordering),
-                        ("order_by", a.order_by != b.order_by),
-                        ("retry", a.retry != b.retry),
-                        ("error_ack", a.error_ack != b.error_ack),
-                        ("charset", a.charset != b.charset),
-                    ]
-                    .into_iter()
-                    .filter_map(|(key, changed)| changed.then_some(key))
-                    .collect(),
+                    (Some(a), Some(b)) => {
+                        // Destructured, so a new key cannot be left out of this list.
+                        let plexus_config::Interface {
+                            source,
+                            chain,
+                            destinations,
+                            ack_mode,
+                            ordering,
+                            order_by,
+                            retry,
+                            error_ack,
+                            charset,
+                        } = a;
+                        [
+                            ("source", *source != b.source),
+                            ("chain", *chain != b.chain),
+                            ("destinations", *destinations != b.destinations),
+                            ("ack_mode", *ack_mode != b.ack_mode),
+                            ("ordering", *ordering != b.ordering),
+                            ("order_by", *order_by != b.order_by),
+                            ("retry", *retry != b.retry),
+                            ("error_ack", *error_ack != b.error_ack),
+                            ("charset", *charset != b.charset),
+                        ]
+                        .into_iter()
+                        .filter_map(|(key, changed)| changed.then_some(key))
+                        .collect()
+                    }
                     (None, _) => vec!["(added)"],
                     (_, None) => vec!["(removed)"],
                 };
@@ -1489,8 +1510,21 @@ impl Engine {
     /// lock on `<data_dir>/engine.lock` and holds it until [`Running`] is dropped (or the
     /// process ends, however it ends); a second gets [`BuildError::Locked`] before it
     /// touches anything. Tools beside a running engine (`plexus errors`) take no lock.
+    ///
+    /// `plexus run` takes the lock with [`lock_data_dir`] before it even builds the engine
+    /// (so a second one does not open, let alone migrate, the journal) and hands it to
+    /// [`Engine::start_locked`].
     pub async fn start(&self, shutdown: CancellationToken) -> Result<Running, BuildError> {
         let lock = lock_data_dir(&self.shared.config.engine.data_dir)?;
+        self.start_locked(lock, shutdown).await
+    }
+
+    /// [`Engine::start`] with the data folder's lock already taken.
+    pub async fn start_locked(
+        &self,
+        lock: DataDirLock,
+        shutdown: CancellationToken,
+    ) -> Result<Running, BuildError> {
         crate::deliver::check_destinations(&self.shared.config)?;
         check_server_tls(&self.shared.config)?;
         check_drop_folders(&self.shared.config)?;
@@ -1887,10 +1921,14 @@ fn check_server_tls(config: &Config) -> Result<(), BuildError> {
     Ok(())
 }
 
-/// Takes the exclusive lock on `<data_dir>/engine.lock` (see [`Engine::start`]). The
-/// operating system releases it when the process ends, so a killed engine leaves no
-/// stale lock behind.
-fn lock_data_dir(data_dir: &std::path::Path) -> Result<std::fs::File, BuildError> {
+/// Takes the exclusive lock on `<data_dir>/engine.lock` (see [`Engine::start`]),
+/// creating the folder if need be. The operating system releases it when the process
+/// ends, so a killed engine leaves no stale lock behind.
+pub fn lock_data_dir(data_dir: &std::path::Path) -> Result<DataDirLock, BuildError> {
+    std::fs::create_dir_all(data_dir).map_err(|source| BuildError::DataDir {
+        path: data_dir.to_path_buf(),
+        source,
+    })?;
     let path = data_dir.join("engine.lock");
     let file = std::fs::OpenOptions::new()
         .create(true)
@@ -1902,7 +1940,7 @@ fn lock_data_dir(data_dir: &std::path::Path) -> Result<std::fs::File, BuildError
             source,
         })?;
     match file.try_lock() {
-        Ok(()) => Ok(file),
+        Ok(()) => Ok(DataDirLock { _file: file }),
         Err(std::fs::TryLockError::WouldBlock) => Err(BuildError::Locked {
             data_dir: data_dir.to_path_buf(),
             lock: path,

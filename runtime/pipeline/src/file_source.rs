@@ -221,8 +221,12 @@ async fn move_to(dir: &Path, sub: &str, path: &Path, name: &str) -> std::io::Res
                 std::io::Error::other(format!("{sub}/ already holds 10,000 files named {name}"))
             })?;
         std::fs::rename(&from, &target)?;
+        // Moved: a failed sync is worth a warning (after a power cut the file could come
+        // back, to be flagged as a duplicate), not a retry of the move.
         for folder in [&target_dir, &dir] {
-            std::fs::File::open(folder)?.sync_all()?;
+            if let Err(e) = std::fs::File::open(folder).and_then(|f| f.sync_all()) {
+                tracing::warn!(folder = %folder.display(), "moved a drop file, but cannot sync the folder: {e}");
+            }
         }
         Ok(())
     })

@@ -437,11 +437,15 @@ fn log_accepted(iface: &Iface, accepted: &Result<Accepted, NotAccepted>, raw: &[
             }
             // An ACK arriving on a source usually means a sender that mixes up its
             // connections: worth an operator's notice.
-            Verdict::Filtered { plugin, .. } if plugin == "intake" => tracing::info!(
+            Verdict::Filtered { plugin, reason }
+                if plugin == "intake" && reason.starts_with("an acknowledgement") =>
+            {
+                tracing::info!(
                 interface = %iface.name,
                 %id,
-                "an acknowledgement (MSH-9 ACK) arrived on this source: journaled, not answered or forwarded"
-            ),
+                    "an acknowledgement (MSH-9 ACK) arrived on this source: journaled, not answered or forwarded"
+                )
+            }
             Verdict::Filtered { plugin, .. } => {
                 tracing::debug!(interface = %iface.name, %id, plugin, "message filtered")
             }

@@ -49,8 +49,8 @@ pub use chain::{
     Failure, Verdict, masked_delivery_error, masked_reason, masked_stage_detail, stage_runs,
 };
 pub use engine::{
-    ActiveChain, CapabilityChange, Engine, ReloadReport, ReplayOutcome, Running, Verified,
-    journal_path, order_key, verify,
+    ActiveChain, CapabilityChange, DataDirLock, Engine, ReloadReport, ReplayOutcome, Running,
+    Verified, journal_path, lock_data_dir, order_key, verify,
 };
 pub use error::{BuildError, OpError};
 pub use grants::{GrantChange, effective as effective_grants};

@@ -556,19 +556,20 @@ impl Plugin {
     }
 }
 
-/// The end of what a trapped run wrote to stderr, where a Rust panic's message goes.
+/// The end of what a trapped run wrote to stderr, where a Rust panic's message goes,
+/// with control characters escaped (it is shown in a terminal).
 fn trap_output(store: &Store<HostState>) -> String {
     let Some(stdio) = &store.data().stdio else {
         return String::new();
     };
-    let (bytes, _) = stdio.stderr.take();
+    let bytes = stdio.stderr.tail();
     let text = String::from_utf8_lossy(&bytes);
     let text = text.trim();
     let mut start = text.len().saturating_sub(crate::error::MAX_TRAP_OUTPUT);
     while !text.is_char_boundary(start) {
         start += 1;
     }
-    text[start..].to_owned()
+    crate::host::log::escape_controls(&text[start..]).into_owned()
 }
 
 /// The epoch deadline, in ticks, for a run of `timeout`: the run is cut after at least

@@ -64,6 +64,8 @@ pub(crate) struct MemoryLimiter {
     limit: usize,
     /// Bytes of all the store's memories now.
     total: usize,
+    /// The last growth allowed, taken back if the engine then refuses it.
+    last_growth: usize,
     pub(crate) high_water: usize,
     pub(crate) hit_limit: bool,
 }
@@ -73,6 +75,7 @@ impl MemoryLimiter {
         MemoryLimiter {
             limit,
             total: 0,
+            last_growth: 0,
             high_water: 0,
             hit_limit: false,
         }
@@ -84,21 +87,30 @@ impl wasmtime::ResourceLimiter for MemoryLimiter {
         &mut self,
         current: usize,
         desired: usize,
-        _maximum: Option<usize>,
+        maximum: Option<usize>,
     ) -> wasmtime::Result<bool> {
-        let total = self.total.saturating_add(desired.saturating_sub(current));
+        // Past the memory's own declared maximum: the guest's choice, not our limit.
+        if maximum.is_some_and(|max| desired > max) {
+            return Ok(false);
+        }
+        let growth = desired.saturating_sub(current);
+        let total = self.total.saturating_add(growth);
         if total > self.limit {
             self.hit_limit = true;
             return Ok(false);
         }
         self.total = total;
+        self.last_growth = growth;
         self.high_water = self.high_water.max(total);
         Ok(true)
     }
 
     fn memory_grow_failed(&mut self, _error: wasmtime::Error) -> wasmtime::Result<()> {
         // Allowed here but refused by the engine (the pool's per-memory size): to the
-        // plug-in author it is the same limit.
+        // plug-in author it is the same limit. The growth did not happen.
+        self.total = self
+            .total
+            .saturating_sub(std::mem::take(&mut self.last_growth));
         self.hit_limit = true;
         Ok(())
     }

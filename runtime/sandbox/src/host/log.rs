@@ -77,27 +77,41 @@ impl LogSink {
     }
 
     pub(crate) fn push(&mut self, level: LogLevel, line: &str) {
-        let line = cut(line, self.max_line);
-        if self.lines.len() >= self.max_lines || self.bytes + line.len() > self.max_bytes {
+        if self.lines.len() >= self.max_lines {
+            self.dropped += 1;
+            return;
+        }
+        // A line is one line: control characters (a newline, a terminal escape) are
+        // written escaped, so a plug-in cannot forge log lines of its own. Cut and
+        // counted after escaping, so the caps hold for what is kept.
+        let escaped = escape_controls(cut(line, self.max_line));
+        let line = cut(&escaped, self.max_line);
+        if self.bytes + line.len() > self.max_bytes {
             self.dropped += 1;
             return;
         }
         self.bytes += line.len();
-        // A line is one line: control characters (a newline, a terminal escape) are
-        // written escaped, so a plug-in cannot forge log lines of its own.
-        let line = if line.chars().any(|c| c.is_control() && c != '\t') {
-            line.chars()
-                .map(|c| match c {
-                    '\t' => c.to_string(),
-                    c if c.is_control() => c.escape_default().to_string(),
-                    c => c.to_string(),
-                })
-                .collect()
-        } else {
-            line.to_owned()
-        };
-        self.lines.push(LogLine { level, line });
+        self.lines.push(LogLine {
+            level,
+            line: line.to_owned(),
+        });
     }
+}
+
+/// `text` with control characters but tab written as escapes (`\n`, `\u{1b}`).
+pub(crate) fn escape_controls(text: &str) -> std::borrow::Cow<'_, str> {
+    if !text.chars().any(|c| c.is_control() && c != '\t') {
+        return std::borrow::Cow::Borrowed(text);
+    }
+    let mut out = String::with_capacity(text.len() + 8);
+    for c in text.chars() {
+        if c.is_control() && c != '\t' {
+            out.extend(c.escape_default());
+        } else {
+            out.push(c);
+        }
+    }
+    std::borrow::Cow::Owned(out)
 }
 
 /// `text` cut to at most `max` bytes on a character boundary.
@@ -152,6 +166,29 @@ mod tests {
         assert_eq!(kept, ["abcd", "gh", "ijkl"]);
         assert_eq!(sink.dropped, 2);
         assert_eq!(cut("héllo", 2), "h");
+    }
+
+    #[test]
+    fn control_characters_are_escaped_within_the_caps() {
+        let limits = Limits {
+            log_lines: 10,
+            log_bytes: 96,
+            log_line_bytes: 32,
+            ..Limits::default()
+        };
+        let mut sink = LogSink::new(&limits);
+        sink.push(LogLevel::Info, "forged\nINFO admin logged in\u{1b}[2J");
+        sink.push(LogLevel::Info, &"\u{1}".repeat(1_000));
+        sink.push(LogLevel::Info, "tab\tkept");
+        let kept: Vec<_> = sink.lines.iter().map(|l| l.line.as_str()).collect();
+        assert!(
+            kept.iter().all(|l| !l.contains(['\n', '\u{1b}', '\u{1}'])),
+            "{kept:?}"
+        );
+        assert!(kept[0].starts_with("forged\\nINFO"), "{kept:?}");
+        assert!(kept.iter().all(|l| l.len() <= 32), "{kept:?}");
+        assert!(sink.bytes <= 96);
+        assert_eq!(kept.last(), Some(&"tab\tkept"));
     }
 
     #[test]

@@ -38,7 +38,13 @@ struct CapturedInner {
     bytes: Vec<u8>,
     dropped: usize,
     cap: usize,
+    /// The last [`TAIL`] bytes written, kept whatever the cap: where a panic's message
+    /// is when a run trapped after printing a lot.
+    tail: std::collections::VecDeque<u8>,
 }
+
+/// Bytes of a stream's end kept for a trap's report.
+pub(crate) const TAIL: usize = crate::error::MAX_TRAP_OUTPUT;
 
 impl Captured {
     fn new(cap: usize) -> Self {
@@ -47,6 +53,7 @@ impl Captured {
                 bytes: Vec::new(),
                 dropped: 0,
                 cap,
+                tail: std::collections::VecDeque::new(),
             })),
         }
     }
@@ -59,6 +66,18 @@ impl Captured {
         let keep = room.min(data.len());
         inner.bytes.extend_from_slice(&data[..keep]);
         inner.dropped += data.len() - keep;
+        let recent = &data[data.len().saturating_sub(TAIL)..];
+        inner.tail.extend(recent);
+        let over = inner.tail.len().saturating_sub(TAIL);
+        inner.tail.drain(..over);
+    }
+
+    /// The last bytes written (at most [`TAIL`]).
+    pub(crate) fn tail(&self) -> Vec<u8> {
+        match self.inner.lock() {
+            Ok(inner) => inner.tail.iter().copied().collect(),
+            Err(_) => Vec::new(),
+        }
     }
 
     /// The kept bytes and how many were dropped.
