@@ -477,6 +477,35 @@ impl Cx<'_, '_> {
                 format!("http source path `{p}` does not start with `/`"),
                 Some(format!("write it as `/{p}`")),
             );
+        } else if p.len() > 1
+            && !p[1..].split('/').all(|part| {
+                !part.is_empty()
+                    && part
+                        .bytes()
+                        .all(|c| c.is_ascii_alphanumeric() || matches!(c, b'-' | b'_' | b'.'))
+            })
+        {
+            self.error(
+                Some(path.span()),
+                format!("http source path `{p}` is not a plain path"),
+                Some(
+                    "use letters, digits, `-`, `_` and `.` between single slashes, e.g. `/ingest/scheduling`"
+                        .to_owned(),
+                ),
+            );
+        } else if ["/healthz", "/readyz", "/metrics", "/admin"]
+            .iter()
+            .any(|taken| p == taken || p.starts_with(&format!("{taken}/")))
+            || p == "/"
+        {
+            self.error(
+                Some(path.span()),
+                format!("http source path `{p}` is the engine's own"),
+                Some(
+                    "`/`, `/healthz`, `/readyz`, `/metrics` and `/admin/...` are taken; use e.g. `/ingest/NAME`"
+                        .to_owned(),
+                ),
+            );
         } else if let Some(owner) = self.http_paths.get(p) {
             let owner = owner.clone();
             self.error(

@@ -11,7 +11,7 @@
 use std::sync::Arc;
 
 use axum::Router;
-use axum::extract::{Path, Query, State};
+use axum::extract::{DefaultBodyLimit, Path, Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -113,12 +113,45 @@ pub(crate) fn router(shared: &Arc<Shared>) -> Router {
             "/admin/v1/interfaces/{name}/shadow/promote",
             post(shadow_promote),
         )
-        .route("/admin/v1/plugins", post(upload).get(plugins))
         .route("/admin/v1/plugins/{sha256}", get(plugin))
         .route("/admin/v1/grants/{plugin}", get(grants).put(set_grants))
         .route("/admin/v1/audit", get(audit))
         .route("/admin/v1/audit/verify", get(audit_verify))
+        // JSON bodies are small; only an upload carries a component (its route, added
+        // after this layer, keeps the server's 16 MiB limit).
+        .layer(DefaultBodyLimit::max(MAX_JSON_BODY))
+        .route("/admin/v1/plugins", post(upload).get(plugins))
+        // Before any extractor: a request without a known token is answered 401 before
+        // its body is read, its path parsed or its query decoded.
+        .route_layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            require_token,
+        ))
         .with_state(state)
+}
+
+/// Largest JSON body an admin route reads (notes, chains, message ids, grants).
+const MAX_JSON_BODY: usize = 256 << 10;
+
+/// Refuses a request without a known bearer token (401) before anything of it is read;
+/// each route then checks the token's role.
+async fn require_token(
+    State(admin): State<Admin>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let any_role = Role::ALL.map(|(_, role)| role);
+    match authorize(&admin, request.headers(), &any_role) {
+        Ok(_) => next.run(request).await,
+        Err(refused) => {
+            tracing::info!(
+                path = %request.uri().path(),
+                status = refused.status().as_u16(),
+                "admin API request refused"
+            );
+            refused
+        }
+    }
 }
 
 fn problem(status: StatusCode, detail: impl Into<String>) -> Response {
@@ -149,7 +182,11 @@ fn authorize(admin: &Admin, headers: &HeaderMap, allowed: &[Role]) -> Result<Cal
     let token = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
+        .and_then(|v| {
+            // The scheme is case-insensitive (RFC 9110).
+            let (scheme, token) = v.split_once(' ')?;
+            scheme.eq_ignore_ascii_case("bearer").then_some(token)
+        })
         .map(str::trim)
         .filter(|t| !t.is_empty())
         .ok_or_else(unauthorized)?;

@@ -84,7 +84,9 @@ pub(crate) async fn start(
     }
     let router = router
         .merge(crate::admin::router(shared))
-        .layer(DefaultBodyLimit::max(MAX_BODY));
+        .layer(DefaultBodyLimit::max(MAX_BODY))
+        // Reading a body is part of a request: a client that stalls mid-body is cut.
+        .layer(axum::middleware::from_fn(request_deadline));
     if let Some(tls) = &shared.config.http.tls {
         let config =
             plexus_mllp::tls::server_config_from_pem(&tls.cert, &tls.key).map_err(|e| {
@@ -94,88 +96,155 @@ pub(crate) async fn start(
                 }
             })?;
         tracing::info!(addr = %local, "HTTPS server listening");
-        tasks.spawn(serve_tls(listener, router, config, shutdown));
+        tasks.spawn(serve(listener, router, Some(config), shutdown));
         return Ok(local);
     }
     tracing::info!(addr = %local, "HTTP server listening");
-    tasks.spawn(async move {
-        let served = axum::serve(listener, router)
-            .with_graceful_shutdown(async move { shutdown.cancelled().await })
-            .await;
-        if let Err(err) = served {
-            tracing::error!("HTTP server failed: {err}");
-        }
-    });
+    tasks.spawn(serve(listener, router, None, shutdown));
     Ok(local)
 }
 
 /// Longest a client may take to finish the TLS handshake, and then each request's
 /// headers (an idle keep-alive connection is closed after this long, too).
-const TLS_HANDSHAKE: Duration = Duration::from_secs(10);
-/// HTTPS connections served at once.
-const MAX_TLS_CONNECTIONS: usize = 1024;
+const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
+/// Longest one request may take, its body included: enough for a 16 MiB upload on a slow
+/// link, and it bounds how long a client that stalls mid-body holds its connection.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(120);
+/// How long a stopping engine waits for HTTP requests in flight.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
+/// Connections served at once. Over it a new connection is accepted and closed at once,
+/// as MLLP does: anonymous clients cannot use up the process's file descriptors, which
+/// MLLP and the journal need too.
+const MAX_HTTP_CONNECTIONS: usize = 1024;
 
-/// The HTTP server over TLS: each accepted connection does its handshake (bounded in
-/// time) and is then served HTTP/1.1 on its own task. Stops accepting on shutdown.
-async fn serve_tls(
+/// Answers 408 for a request not done within [`REQUEST_TIMEOUT`].
+async fn request_deadline(
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    match tokio::time::timeout(REQUEST_TIMEOUT, next.run(request)).await {
+        Ok(response) => response,
+        Err(_) => (
+            StatusCode::REQUEST_TIMEOUT,
+            "the request was not complete within 120 s\n",
+        )
+            .into_response(),
+    }
+}
+
+/// The HTTP server, plain or over TLS: each accepted connection (after its TLS handshake,
+/// bounded in time) is served HTTP/1.1 on its own task, with a deadline for each
+/// request's headers. Stops accepting on shutdown; a request in flight then finishes,
+/// and idle connections close.
+async fn serve(
     listener: tokio::net::TcpListener,
     router: Router,
-    config: Arc<rustls::ServerConfig>,
+    tls: Option<Arc<rustls::ServerConfig>>,
     shutdown: CancellationToken,
 ) {
-    let acceptor = tokio_rustls::TlsAcceptor::from(config);
-    let connections = Arc::new(tokio::sync::Semaphore::new(MAX_TLS_CONNECTIONS));
+    let acceptor = tls.map(tokio_rustls::TlsAcceptor::from);
+    let connections = Arc::new(tokio::sync::Semaphore::new(MAX_HTTP_CONNECTIONS));
+    let mut refused: u64 = 0;
+    let mut served = JoinSet::new();
     loop {
-        // At most this many connections at once; the next waits in the listen backlog.
-        let Ok(permit) = connections.clone().acquire_owned().await else {
-            return;
-        };
+        while served.try_join_next().is_some() {}
         let (tcp, peer) = tokio::select! {
-            () = shutdown.cancelled() => return,
+            () = shutdown.cancelled() => {
+                // Requests in flight are answered (a message posted is journaled and
+                // its answer sent) before the engine stops; idle connections close.
+                let drained = tokio::time::timeout(SHUTDOWN_GRACE, async {
+                    while served.join_next().await.is_some() {}
+                })
+                .await;
+                if drained.is_err() {
+                    tracing::warn!("HTTP requests still in flight at shutdown were cut");
+                }
+                return;
+            }
             accepted = listener.accept() => match accepted {
                 Ok(conn) => conn,
                 Err(e) => {
                     // Out of file descriptors and the like: back off a little.
-                    tracing::warn!("HTTPS accept failed: {e}");
+                    tracing::warn!("HTTP accept failed: {e}");
                     tokio::time::sleep(Duration::from_millis(50)).await;
                     continue;
                 }
             },
         };
+        let Ok(permit) = connections.clone().try_acquire_owned() else {
+            refused += 1;
+            if refused.is_power_of_two() {
+                tracing::warn!(
+                    limit = MAX_HTTP_CONNECTIONS,
+                    refused,
+                    "HTTP connection refused: the server is at its connection limit"
+                );
+            }
+            drop(tcp);
+            continue;
+        };
         let acceptor = acceptor.clone();
         let service = hyper_util::service::TowerToHyperService::new(router.clone());
         let stop = shutdown.clone();
-        tokio::spawn(async move {
+        served.spawn(async move {
             let _permit = permit;
-            let tls = match tokio::time::timeout(TLS_HANDSHAKE, acceptor.accept(tcp)).await {
-                Ok(Ok(tls)) => tls,
-                Ok(Err(e)) => {
-                    tracing::debug!(%peer, "TLS handshake failed: {e}");
-                    return;
-                }
-                Err(_) => {
-                    tracing::debug!(%peer, "TLS handshake timed out");
-                    return;
-                }
+            let builder = {
+                let mut b = hyper::server::conn::http1::Builder::new();
+                b.timer(hyper_util::rt::TokioTimer::new())
+                    .header_read_timeout(HEADER_TIMEOUT);
+                b
             };
-            let conn = hyper::server::conn::http1::Builder::new()
-                .timer(hyper_util::rt::TokioTimer::new())
-                .header_read_timeout(TLS_HANDSHAKE)
-                .serve_connection(hyper_util::rt::TokioIo::new(tls), service);
-            tokio::pin!(conn);
-            tokio::select! {
-                served = conn.as_mut() => {
-                    if let Err(e) = served {
-                        tracing::debug!(%peer, "HTTPS connection ended: {e}");
-                    }
+            match acceptor {
+                None => {
+                    let conn = builder.serve_connection(hyper_util::rt::TokioIo::new(tcp), service);
+                    drive(conn, &stop, peer).await;
                 }
-                () = stop.cancelled() => {
-                    // Let the request in flight finish, then close.
-                    conn.as_mut().graceful_shutdown();
-                    let _ = conn.await;
+                Some(acceptor) => {
+                    let tls = match tokio::time::timeout(HEADER_TIMEOUT, acceptor.accept(tcp)).await
+                    {
+                        Ok(Ok(tls)) => tls,
+                        Ok(Err(e)) => {
+                            tracing::debug!(%peer, "TLS handshake failed: {e}");
+                            return;
+                        }
+                        Err(_) => {
+                            tracing::debug!(%peer, "TLS handshake timed out");
+                            return;
+                        }
+                    };
+                    let conn = builder.serve_connection(hyper_util::rt::TokioIo::new(tls), service);
+                    drive(conn, &stop, peer).await;
                 }
             }
         });
+    }
+}
+
+/// Serves one connection until it ends, or, after shutdown, until its request in flight
+/// is answered.
+async fn drive<I, S>(
+    conn: hyper::server::conn::http1::Connection<I, S>,
+    stop: &CancellationToken,
+    peer: SocketAddr,
+) where
+    I: hyper::rt::Read + hyper::rt::Write + Unpin,
+    S: hyper::service::HttpService<hyper::body::Incoming>,
+    S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    S::ResBody: 'static,
+    <S::ResBody as hyper::body::Body>::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    tokio::pin!(conn);
+    tokio::select! {
+        served = conn.as_mut() => {
+            if let Err(e) = served {
+                tracing::debug!(%peer, "HTTP connection ended: {e}");
+            }
+        }
+        () = stop.cancelled() => {
+            // Let the request in flight finish (bounded by its deadline), then close.
+            conn.as_mut().graceful_shutdown();
+            let _ = tokio::time::timeout(REQUEST_TIMEOUT, conn).await;
+        }
     }
 }
 
@@ -408,7 +477,7 @@ impl HttpSender {
                     .map_err(|_| format!("connecting to {addr} timed out"))?
                     .map_err(|e| format!("connecting to {addr}: {e}"))?;
                     let tls = tokio::time::timeout(
-                        TLS_HANDSHAKE,
+                        HEADER_TIMEOUT,
                         tokio_rustls::TlsConnector::from(config.clone()).connect(name.clone(), tcp),
                     )
                     .await

@@ -3288,3 +3288,66 @@ fn a_missing_drop_folder_fails_check() {
     std::fs::create_dir_all(dir.path().join("inbx")).expect("folder");
     plexus_pipeline::verify(&config, &FsAssets).expect("passes once it exists");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_admin_api_refuses_a_request_without_a_token_before_reading_its_body() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = site_with(
+        dir.path(),
+        r#"{ type = "mllp", listen = "127.0.0.1:0" }"#,
+        &format!(
+            "destinations = []\n\n[admin]\ntokens = [{{ name = \"ops\", role = \"operator\", sha256 = \"{}\" }}]",
+            plexus_pipeline::sha256_hex(b"ops-secret")
+        ),
+    );
+    let engine = Engine::build(config, &FsAssets).expect("engine builds");
+    let stop = CancellationToken::new();
+    let running = engine.start(stop.clone()).await.expect("engine starts");
+    // Announces 15 MB and sends none of it: the answer must not wait for the body.
+    for path in ["/admin/v1/plugins", "/admin/v1/messages/abc/replay"] {
+        let mut tcp = tokio::net::TcpStream::connect(running.http)
+            .await
+            .expect("connect");
+        let head =
+            format!("POST {path} HTTP/1.1\r\nHost: test\r\nContent-Length: 15000000\r\n\r\n");
+        tcp.write_all(head.as_bytes()).await.expect("write");
+        let mut buf = vec![0u8; 4096];
+        let n = tokio::time::timeout(Duration::from_secs(10), tcp.read(&mut buf))
+            .await
+            .expect("answered without the body")
+            .expect("read");
+        let text = String::from_utf8_lossy(&buf[..n]);
+        assert!(text.starts_with("HTTP/1.1 401"), "{path}: {text}");
+        assert!(text.contains("bearer token"), "{path}: {text}");
+    }
+    // With a token, a JSON route takes small bodies only.
+    let big = format!(r#"{{"note": "{}"}}"#, "x".repeat(1 << 20));
+    let (status, _) = http_request_with(
+        running.http,
+        "POST",
+        "/admin/v1/messages/1/resolve",
+        Some("ops-secret"),
+        big.as_bytes(),
+    )
+    .await;
+    assert_eq!(status, 413);
+    // The scheme is case-insensitive.
+    let mut tcp = tokio::net::TcpStream::connect(running.http)
+        .await
+        .expect("connect");
+    tcp.write_all(
+        b"GET /admin/v1/interfaces HTTP/1.1\r\nHost: t\r\nConnection: close\r\nAuthorization: bearer ops-secret\r\n\r\n",
+    )
+    .await
+    .expect("write");
+    let mut response = Vec::new();
+    tcp.read_to_end(&mut response).await.expect("read");
+    assert!(
+        response.starts_with(b"HTTP/1.1 200"),
+        "{}",
+        String::from_utf8_lossy(&response)
+    );
+    stop.cancel();
+    running.wait().await;
+}
