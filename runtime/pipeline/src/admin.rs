@@ -468,12 +468,25 @@ fn note(body: &Bytes) -> Result<Option<String>, Response> {
     }
     let value: Value = serde_json::from_slice(body)
         .map_err(|e| problem(StatusCode::BAD_REQUEST, format!("body is not JSON: {e}")))?;
-    Ok(value
+    let note = value
         .get("note")
         .and_then(Value::as_str)
         .map(str::to_owned)
-        .filter(|n| !n.trim().is_empty()))
+        .filter(|n| !n.trim().is_empty());
+    // The note goes into the audit log for good: a sentence or two, not a document.
+    if note.as_ref().is_some_and(|n| n.len() > MAX_NOTE) {
+        return Err(problem(
+            StatusCode::BAD_REQUEST,
+            format!(
+                "the note is longer than {MAX_NOTE} bytes; say what was done in a sentence or two"
+            ),
+        ));
+    }
+    Ok(note)
 }
+
+/// Longest note a replay or resolve may carry.
+const MAX_NOTE: usize = 4096;
 
 async fn replay(
     State(admin): State<Admin>,
@@ -501,7 +514,11 @@ async fn replay(
             } => {
                 json!({"result": "requeued", "destinations": destinations, "already_delivered": already_delivered})
             }
-            ReplayOutcome::Filtered { reason } => json!({"result": "filtered", "reason": reason}),
+            // The reason is the plug-in's words: content, shown unmasked only.
+            ReplayOutcome::Filtered { reason } => json!({
+                "result": "filtered",
+                "reason": masked_stage_detail(plexus_journal::OutcomeKind::Filter, &reason),
+            }),
             ReplayOutcome::FailedAgain(f) => json!({
                 "result": "failed", "stage": f.stage, "kind": f.kind.as_str(), "reason": f.reason,
             }),
@@ -725,9 +742,10 @@ async fn trial(
         Ok(results) => axum::Json(json!({
             "results": results.iter().map(|(id, r)| match r {
                 Ok(crate::Verdict::Forwarded) => json!({"id": id.0, "result": "forwarded"}),
-                Ok(crate::Verdict::Filtered { plugin, reason }) => {
-                    json!({"id": id.0, "result": "filtered", "plugin": plugin, "reason": reason})
-                }
+                Ok(crate::Verdict::Filtered { plugin, reason }) => json!({
+                    "id": id.0, "result": "filtered", "plugin": plugin,
+                    "reason": masked_stage_detail(plexus_journal::OutcomeKind::Filter, reason),
+                }),
                 Ok(crate::Verdict::Failed(f)) => json!({
                     "id": id.0, "result": "failed", "stage": f.stage, "kind": f.kind.as_str(),
                     "path": f.path, "reason": f.reason,

@@ -894,7 +894,13 @@ impl Engine {
         ids: &[MessageId],
         actor: &str,
     ) -> Result<Vec<(MessageId, Result<Verdict, OpError>)>, OpError> {
-        let (plugins, _) = self.load_stored_chain(interface, chain, false)?;
+        // Loading compiles: off the async threads, which serve MLLP and HTTP meanwhile.
+        let (plugins, _) = {
+            let (engine, interface, chain) = (self.clone(), interface.to_owned(), chain.to_vec());
+            tokio::task::spawn_blocking(move || engine.load_stored_chain(&interface, &chain, false))
+                .await
+                .map_err(|e| OpError::Internal(e.to_string()))??
+        };
         let iface = self.iface(interface)?.clone();
         let mut results = Vec::with_capacity(ids.len());
         for &id in ids {
