@@ -922,11 +922,16 @@ impl Index {
         let mixed = header_end.is_some_and(|p| header.get(p..p + 2) == Some(b"\r\n"));
         // Looked for once: searching each segment's rest would make a parse quadratic.
         let any_lf = !lf_mode && memchr::memchr(b'\n', &buf[first..]).is_some();
-        let last_cr = memchr::memrchr(b'\r', buf);
-        let text_end = buf
-            .iter()
-            .rposition(|c| !c.is_ascii_whitespace())
-            .map_or(0, |p| p + 1);
+        // Only needed when there is a bare LF to decide about (rarely).
+        let (last_cr, text_end) = if any_lf {
+            let text_end = buf
+                .iter()
+                .rposition(|c| !c.is_ascii_whitespace())
+                .map_or(0, |p| p + 1);
+            (memchr::memrchr(b'\r', buf), text_end)
+        } else {
+            (None, 0)
+        };
         let mut pos = first;
         while pos < buf.len() {
             let rest = &buf[pos..];

@@ -54,6 +54,9 @@ pub(crate) struct Shared {
     /// The bytes of the versions the site config names, by sha256: they can be activated
     /// (say, in a chain that changes another stage) without being uploaded first.
     configured_wasm: HashMap<String, Arc<[u8]>>,
+    /// Messages being replayed now: a second replay of one waits its turn (refused), so
+    /// two operators clicking at once run the chain and write the audit log once.
+    replaying: std::sync::Mutex<std::collections::HashSet<MessageId>>,
 }
 
 impl std::fmt::Debug for Shared {
@@ -612,6 +615,7 @@ impl Engine {
                 grants: std::sync::RwLock::new(grants),
                 control: std::sync::Mutex::new(()),
                 configured_wasm,
+                replaying: std::sync::Mutex::default(),
             }),
         })
     }
@@ -1628,6 +1632,7 @@ impl Engine {
         note: &str,
         actor: &str,
     ) -> Result<ReplayOutcome, OpError> {
+        let _turn = ReplayTurn::take(&self.shared, id)?;
         // Replay works the error queue: a message with no open error has nothing to
         // replay, and running it again would only add stages to its history.
         let journal = self.shared.journal.clone();
@@ -1873,6 +1878,35 @@ pub struct Verified {
     pub plugins: Vec<(String, String)>,
     /// Each table's name and row count, by name.
     pub tables: Vec<(String, usize)>,
+}
+
+/// One replay's hold on its message (see `Shared::replaying`), let go when dropped.
+struct ReplayTurn<'a> {
+    shared: &'a Shared,
+    id: MessageId,
+}
+
+impl<'a> ReplayTurn<'a> {
+    fn take(shared: &'a Shared, id: MessageId) -> Result<Self, OpError> {
+        let mut replaying = shared
+            .replaying
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if !replaying.insert(id) {
+            return Err(OpError::ReplayInProgress(id));
+        }
+        Ok(ReplayTurn { shared, id })
+    }
+}
+
+impl Drop for ReplayTurn<'_> {
+    fn drop(&mut self) {
+        self.shared
+            .replaying
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .remove(&self.id);
+    }
 }
 
 /// Every file source's folder exists and is a folder: a typo in `dir` would otherwise

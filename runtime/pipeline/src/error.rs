@@ -150,6 +150,11 @@ pub enum OpError {
         "plug-in {0} is not defined in the site config; add [plugins.{0}] with its grants first"
     )]
     UnknownPlugin(String),
+    /// The message is being replayed already (another request got there first).
+    #[error(
+        "message {0} is being replayed already; look at it again once that replay has finished"
+    )]
+    ReplayInProgress(plexus_journal::MessageId),
     /// An activation named a version that was never uploaded.
     #[error(
         "plug-in {name} version {sha256} has not been uploaded (and is not the version the site config names): upload it first (POST /admin/v1/plugins, or `plexus admin upload FILE`)"
