@@ -249,6 +249,9 @@ impl Listener {
         let mut tasks = JoinSet::new();
         let mut summary = ServeSummary::default();
         let mut next_id = 0u64;
+        // Accept failures in a row: said at the first and then less and less often, so a
+        // process out of file descriptors does not also flood its log.
+        let mut accept_failures = 0u64;
         tracing::info!(%local_addr, tls = tls.is_some(), "MLLP listener started");
 
         loop {
@@ -260,10 +263,16 @@ impl Listener {
                     continue;
                 }
                 accepted = tcp.accept() => match accepted {
-                    Ok(accepted) => accepted,
+                    Ok(accepted) => {
+                        accept_failures = 0;
+                        accepted
+                    }
                     Err(e) => {
                         // Usually transient (out of descriptors, aborted handshake): keep serving.
-                        tracing::warn!(error = %e, "MLLP accept failed");
+                        accept_failures += 1;
+                        if accept_failures.is_power_of_two() {
+                            tracing::warn!(error = %e, failures = accept_failures, "MLLP accept failed");
+                        }
                         tokio::select! {
                             () = shutdown.cancelled() => break,
                             () = tokio::time::sleep(ACCEPT_ERROR_PAUSE) => continue,

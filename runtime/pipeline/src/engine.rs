@@ -966,6 +966,12 @@ impl Engine {
         cases: bool,
     ) -> Result<(Vec<Arc<Plugin>>, Vec<CapabilityChange>), OpError> {
         let iface = self.iface(interface)?;
+        if chain.len() > MAX_CHAIN_STAGES {
+            return Err(OpError::Gate(format!(
+                "a chain has at most {MAX_CHAIN_STAGES} stages; this one has {}",
+                chain.len()
+            )));
+        }
         let active = iface.chain.load_full();
         let mut plugins = Vec::new();
         let mut changes = Vec::new();
@@ -1879,6 +1885,10 @@ pub struct Verified {
     /// Each table's name and row count, by name.
     pub tables: Vec<(String, usize)>,
 }
+
+/// The most stages a chain sent to activate, trial or shadow may have: each stage is a
+/// plug-in run per message, and a real chain has a handful.
+const MAX_CHAIN_STAGES: usize = 32;
 
 /// One replay's hold on its message (see `Shared::replaying`), let go when dropped.
 struct ReplayTurn<'a> {
