@@ -1063,18 +1063,22 @@ impl Engine {
                 candidate: candidate.clone(),
                 started_by: actor.to_owned(),
             })?;
-        let shadow = Shadow::start(run, candidate, plugins, self.shared.journal.clone())?;
-        if let Some(previous) = iface.shadow.swap(Some(Arc::new(shadow))) {
-            self.shared.journal.shadow_end(previous.run, "replaced")?;
-        }
+        // Audited before it runs on any message, as activations are.
         let stages: Vec<String> = chain.iter().map(|(n, d)| stage_label(n, d)).collect();
-        tracing::info!(interface, run, chain = %stages.join(", "), "shadow run started");
-        self.audit(
+        if let Err(e) = self.audit(
             actor,
             "shadow-start",
             &format!("interface:{interface}"),
             &format!("run {run}: [{}]", stages.join(", ")),
-        )?;
+        ) {
+            let _ = self.shared.journal.shadow_end(run, "not audited");
+            return Err(e);
+        }
+        let shadow = Shadow::start(run, candidate, plugins, self.shared.journal.clone())?;
+        if let Some(previous) = iface.shadow.swap(Some(Arc::new(shadow))) {
+            self.shared.journal.shadow_end(previous.run, "replaced")?;
+        }
+        tracing::info!(interface, run, chain = %stages.join(", "), "shadow run started");
         Ok((run, changes))
     }
 
