@@ -57,6 +57,9 @@ pub(crate) struct Shared {
     /// Messages being replayed now: a second replay of one waits its turn (refused), so
     /// two operators clicking at once run the chain and write the audit log once.
     replaying: std::sync::Mutex<std::collections::HashSet<MessageId>>,
+    /// Inspections of the plug-in store's files, by file name (`SHA256.wasm`): the files
+    /// never change, so `GET /admin/v1/plugins` reads and inspects each one once.
+    stored_inspections: std::sync::Mutex<HashMap<String, plexus_sandbox::inspect::Inspection>>,
 }
 
 impl std::fmt::Debug for Shared {
@@ -616,6 +619,7 @@ impl Engine {
                 control: std::sync::Mutex::new(()),
                 configured_wasm,
                 replaying: std::sync::Mutex::default(),
+                stored_inspections: std::sync::Mutex::default(),
             }),
         })
     }
@@ -835,10 +839,26 @@ impl Engine {
             if found.contains_key(sha) {
                 continue;
             }
+            let cached = self
+                .shared
+                .stored_inspections
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .get(sha)
+                .cloned();
+            if let Some(inspection) = cached {
+                found.insert(inspection.sha256.clone(), inspection);
+                continue;
+            }
             let bytes = crate::assets::read_bounded(&path)
                 .map_err(|e| OpError::Store(format!("{}: {e}", path.display())))?;
             match plexus_sandbox::inspect::inspect(&bytes) {
                 Ok(inspection) => {
+                    self.shared
+                        .stored_inspections
+                        .lock()
+                        .unwrap_or_else(std::sync::PoisonError::into_inner)
+                        .insert(sha.to_owned(), inspection.clone());
                     found.insert(inspection.sha256.clone(), inspection);
                 }
                 Err(e) => tracing::warn!(path = %path.display(), "stored plug-in unreadable: {e}"),
