@@ -148,7 +148,7 @@ pub struct MllpCodec {
     /// In a frame: the last end block seen right after a segment's end (CR or LF) but
     /// followed by a byte that is not a trailer. Taken for a stray 0x1C while bytes keep
     /// coming; the frame's end, with junk after it, once the sender goes quiet (see
-    /// [`MllpCodec::release_held`]).
+    /// [`MllpCodec::release_candidate`]).
     candidate_end: Option<usize>,
 }
 

@@ -36,7 +36,6 @@ impl<S: AsyncRead + AsyncWrite + Unpin> FrameIo<S> {
         self
     }
 
-    /// Whether a frame is complete but for the byte after its end block.
     /// Bytes read and not yet decoded.
     pub(crate) fn held(&self) -> usize {
         self.buf.len()
@@ -57,6 +56,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> FrameIo<S> {
         self.codec.release_candidate(&mut self.buf)
     }
 
+    /// Whether a frame is complete but for the byte after its end block.
     pub(crate) fn holds_end(&self) -> bool {
         self.codec.holds_end()
     }

@@ -1565,9 +1565,7 @@ impl Engine {
         lock: DataDirLock,
         shutdown: CancellationToken,
     ) -> Result<Running, BuildError> {
-        crate::deliver::check_destinations(&self.shared.config)?;
-        check_server_tls(&self.shared.config)?;
-        check_drop_folders(&self.shared.config)?;
+        check_can_serve(&self.shared.config)?;
         let shared = self.shared.clone();
         tokio::task::spawn_blocking(move || set_up_lanes(&shared))
             .await
@@ -1841,10 +1839,10 @@ fn stage_label(name: &str, digest: &str) -> String {
     format!("{name}@{}", plexus_sandbox::inspect::short(digest))
 }
 
-/// Loads every plug-in of the site (pin, world and grants checked, compiled), by name.
 /// The configured plug-ins, loaded, by name; and their bytes, by sha256.
 type Loaded = (HashMap<String, Arc<Plugin>>, HashMap<String, Arc<[u8]>>);
 
+/// Loads every plug-in of the site (pin, world and grants checked, compiled).
 fn load_plugins(
     config: &Config,
     assets: &dyn Assets,
@@ -1943,6 +1941,15 @@ impl Drop for ReplayTurn<'_> {
     }
 }
 
+/// What the start needs beyond the config's own validity, checked by `plexus check` and
+/// again by the start before it takes anything: every certificate and key it would serve
+/// with, every destination's connection settings, every drop folder.
+fn check_can_serve(config: &Config) -> Result<(), BuildError> {
+    check_server_tls(config)?;
+    crate::deliver::check_destinations(config)?;
+    check_drop_folders(config)
+}
+
 /// Every file source's folder exists and is a folder: a typo in `dir` would otherwise
 /// show only as a warning at each poll while the producer's files pile up elsewhere.
 fn check_drop_folders(config: &Config) -> Result<(), BuildError> {
@@ -2030,9 +2037,7 @@ pub fn lock_data_dir(data_dir: &std::path::Path) -> Result<DataDirLock, BuildErr
 /// `plexus check` runs it after the config itself validates, so a site that passes
 /// check does not fail at start for a missing or malformed file.
 pub fn verify(config: &Config, assets: &dyn Assets) -> Result<Verified, BuildError> {
-    check_server_tls(config)?;
-    crate::deliver::check_destinations(config)?;
-    check_drop_folders(config)?;
+    check_can_serve(config)?;
     let tables = Arc::new(load_tables(config, assets)?);
     let sandbox = Sandbox::new(SandboxConfig {
         max_instances: 1,
@@ -2139,21 +2144,16 @@ fn sandbox_grants(g: &plexus_config::Grants) -> plexus_sandbox::Grants {
     }
 }
 
-/// The engine's sandbox: its pool's memory slots are as large as the largest memory
-/// limit a plug-in is given (so a plug-in gets the limit its config says, not less), and
-/// never smaller than the default.
+/// The engine's sandbox: pool slots with room for the largest memory limit a plug-in
+/// is given.
 fn sandbox_config(config: &Config) -> SandboxConfig {
-    let default = SandboxConfig::default();
     let largest = config
         .plugins
         .values()
         .map(|p| usize::try_from(p.limits.memory_bytes).unwrap_or(usize::MAX))
         .max()
         .unwrap_or(0);
-    SandboxConfig {
-        max_memory_bytes: default.max_memory_bytes.max(largest),
-        ..default
-    }
+    SandboxConfig::default().with_room_for(largest)
 }
 
 fn limits(l: &plexus_config::Limits) -> plexus_sandbox::Limits {

@@ -171,8 +171,9 @@ impl IfaceMetrics {
                 && let Some(i) = stage
                     .detail
                     .as_deref()
-                    // `KIND`, or `KIND: what the plug-in wrote to stderr`.
-                    .map(|d| d.split_once(": ").map_or(d, |(kind, _)| kind))
+                    // `KIND`, or `KIND: what the plug-in wrote to stderr`: the masked
+                    // view is the kind.
+                    .map(|d| crate::chain::masked_stage_detail(OutcomeKind::Trap, d))
                     .and_then(|d| TRAP_KINDS.iter().position(|k| *k == d))
             {
                 counters.traps[i].fetch_add(1, Ordering::Relaxed);

@@ -966,6 +966,20 @@ async fn a_batch_file_in_the_drop_folder_is_split_into_its_messages() {
     running.wait().await;
 }
 
+/// An `[admin]` table with one token per `(name, role, secret)`, to end a site config.
+fn admin_tokens(tokens: &[(&str, &str, &str)]) -> String {
+    let entries: Vec<String> = tokens
+        .iter()
+        .map(|(name, role, secret)| {
+            format!(
+                "{{ name = \"{name}\", role = \"{role}\", sha256 = \"{}\" }}",
+                plexus_pipeline::sha256_hex(secret.as_bytes())
+            )
+        })
+        .collect();
+    format!("\n[admin]\ntokens = [{}]\n", entries.join(", "))
+}
+
 /// A site with one interface fed by `source` (TOML inline table) and the destinations
 /// and retry/ordering settings in `rest`.
 fn site_with(dir: &Path, source: &str, rest: &str) -> plexus_config::Config {
@@ -1833,8 +1847,8 @@ async fn uploaded_versions_activate_through_the_gate_or_are_refused_untouched() 
         dir.path(),
         r#"{ type = "mllp", listen = "127.0.0.1:0" }"#,
         &format!(
-            "destinations = []\n\n[admin]\ntokens = [{{ name = \"release\", role = \"deployer\", sha256 = \"{}\" }}]",
-            plexus_pipeline::sha256_hex(b"deploy-secret")
+            "destinations = []\n{}",
+            admin_tokens(&[("release", "deployer", "deploy-secret")])
         ),
     );
     let engine = Engine::build(config, &FsAssets).expect("engine builds");
@@ -2006,12 +2020,11 @@ fn the_openapi_document_lists_every_route_and_its_roles() {
 async fn a_shadow_run_reports_what_a_candidate_would_change_and_promotes_it() {
     let site = Site::new();
     let emr = Receiver::start("127.0.0.1:0".parse().expect("addr")).await;
-    let tokens = format!(
-        "\n[admin]\ntokens = [{{ name = \"release\", role = \"deployer\", sha256 = \"{}\" }}, {{ name = \"desk\", role = \"viewer\", sha256 = \"{}\" }}, {{ name = \"ops\", role = \"operator\", sha256 = \"{}\" }}]\n",
-        plexus_pipeline::sha256_hex(b"deploy-secret"),
-        plexus_pipeline::sha256_hex(b"view-secret"),
-        plexus_pipeline::sha256_hex(b"ops-secret"),
-    );
+    let tokens = admin_tokens(&[
+        ("release", "deployer", "deploy-secret"),
+        ("desk", "viewer", "view-secret"),
+        ("ops", "operator", "ops-secret"),
+    ]);
     let (engine, running, stop) = start(&site, emr.addr, &tokens).await;
     let http = running.http;
     let json = |b: &[u8]| serde_json::from_slice::<serde_json::Value>(b).expect("json");
@@ -2233,10 +2246,7 @@ async fn the_http_server_speaks_only_https_when_tls_is_configured() {
     let (cert_pem, key_pem) = (cert.cert.pem(), cert.signing_key.serialize_pem());
     std::fs::write(site.path().join("cert.pem"), &cert_pem).expect("cert");
     std::fs::write(site.path().join("key.pem"), &key_pem).expect("key");
-    let tokens = format!(
-        "\n[admin]\ntokens = [{{ name = \"desk\", role = \"viewer\", sha256 = \"{}\" }}]\n",
-        plexus_pipeline::sha256_hex(b"view-secret"),
-    );
+    let tokens = admin_tokens(&[("desk", "viewer", "view-secret")]);
     let mut config = site.config(free_port(), &tokens);
     config.http.tls = Some(plexus_config::ServerTls {
         cert: site.path().join("cert.pem"),
@@ -2294,11 +2304,10 @@ async fn the_http_server_speaks_only_https_when_tls_is_configured() {
 async fn grant_changes_need_a_reviewer_apply_at_once_and_persist() {
     let site = Site::new();
     let emr = Receiver::start("127.0.0.1:0".parse().expect("addr")).await;
-    let tokens = format!(
-        "\n[admin]\ntokens = [{{ name = \"sec\", role = \"reviewer\", sha256 = \"{}\" }}, {{ name = \"release\", role = \"deployer\", sha256 = \"{}\" }}]\n",
-        plexus_pipeline::sha256_hex(b"review-secret"),
-        plexus_pipeline::sha256_hex(b"deploy-secret"),
-    );
+    let tokens = admin_tokens(&[
+        ("sec", "reviewer", "review-secret"),
+        ("release", "deployer", "deploy-secret"),
+    ]);
     let (engine, running, stop) = start(&site, emr.addr, &tokens).await;
     let http = running.http;
     let put = |token: &'static str, grants: &'static str| async move {
@@ -3311,8 +3320,8 @@ async fn the_admin_api_refuses_a_request_without_a_token_before_reading_its_body
         dir.path(),
         r#"{ type = "mllp", listen = "127.0.0.1:0" }"#,
         &format!(
-            "destinations = []\n\n[admin]\ntokens = [{{ name = \"ops\", role = \"operator\", sha256 = \"{}\" }}]",
-            plexus_pipeline::sha256_hex(b"ops-secret")
+            "destinations = []\n{}",
+            admin_tokens(&[("ops", "operator", "ops-secret")])
         ),
     );
     let engine = Engine::build(config, &FsAssets).expect("engine builds");

@@ -125,14 +125,14 @@ pub fn run_cases(
         tables: tables.keys().cloned().collect(),
         reuse_instance: false,
     };
-    // Slots as large as the plug-in's own limit, as the engine sizes them.
-    let default = SandboxConfig::default();
-    let sandbox = Sandbox::new(SandboxConfig {
-        fuel: Some(CASE_FUEL),
-        max_instances: 4,
-        max_memory_bytes: default.max_memory_bytes.max(limits.memory_bytes),
-        ..default
-    })?;
+    let sandbox = Sandbox::new(
+        SandboxConfig {
+            fuel: Some(CASE_FUEL),
+            max_instances: 4,
+            ..SandboxConfig::default()
+        }
+        .with_room_for(limits.memory_bytes),
+    )?;
     let spec = PluginSpec {
         name: name.to_owned(),
         sha256: None,

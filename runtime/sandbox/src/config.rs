@@ -135,3 +135,12 @@ impl Default for SandboxConfig {
         }
     }
 }
+
+impl SandboxConfig {
+    /// These settings with slots large enough for a plug-in given `memory_bytes` (never
+    /// smaller than they were), so it gets the limit its config says, not less.
+    pub fn with_room_for(mut self, memory_bytes: usize) -> Self {
+        self.max_memory_bytes = self.max_memory_bytes.max(memory_bytes);
+        self
+    }
+}
