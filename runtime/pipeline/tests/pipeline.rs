@@ -134,10 +134,31 @@ impl Receiver {
     }
 }
 
-/// A free port that nothing listens on (yet).
-fn free_port() -> SocketAddr {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-    l.local_addr().expect("addr")
+/// A port that nothing listens on (yet), held for as long as the test holds this: a
+/// connection to it is refused, and no other test's `127.0.0.1:0` listener can be handed
+/// it. A port bound and released at once could be, and that test would then receive this
+/// one's messages. [`ReservedPort::release`] gives it up just before a receiver binds it.
+struct ReservedPort {
+    socket: tokio::net::TcpSocket,
+    addr: SocketAddr,
+}
+
+impl ReservedPort {
+    fn new() -> ReservedPort {
+        // Bound without listening, and without SO_REUSEADDR, so no one else may bind it.
+        let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+        socket
+            .bind("127.0.0.1:0".parse().expect("addr"))
+            .expect("bind");
+        let addr = socket.local_addr().expect("addr");
+        ReservedPort { socket, addr }
+    }
+
+    /// Frees the port for the receiver about to bind it.
+    fn release(self) -> SocketAddr {
+        drop(self.socket);
+        self.addr
+    }
 }
 
 fn siu(control_id: &str, status: &str) -> Vec<u8> {
@@ -264,8 +285,8 @@ async fn messages_are_mapped_journaled_acked_and_delivered_in_order() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_destination_that_is_down_gets_everything_in_order_when_it_comes_back() {
     let site = Site::new();
-    let emr_addr = free_port();
-    let (engine, running, stop) = start(&site, emr_addr, "").await;
+    let emr_port = ReservedPort::new();
+    let (engine, running, stop) = start(&site, emr_port.addr, "").await;
     let src = running.mllp["scheduling"];
     let ids: Vec<String> = (0..30).map(|i| format!("D{i:03}")).collect();
     for id in &ids {
@@ -287,7 +308,7 @@ async fn a_destination_that_is_down_gets_everything_in_order_when_it_comes_back(
         "{head:?}"
     );
 
-    let emr = Receiver::start(emr_addr).await;
+    let emr = Receiver::start(emr_port.release()).await;
     eventually("all delivered after the EMR came back", || {
         emr.received().len() >= ids.len()
     })
@@ -2247,7 +2268,8 @@ async fn the_http_server_speaks_only_https_when_tls_is_configured() {
     std::fs::write(site.path().join("cert.pem"), &cert_pem).expect("cert");
     std::fs::write(site.path().join("key.pem"), &key_pem).expect("key");
     let tokens = admin_tokens(&[("desk", "viewer", "view-secret")]);
-    let mut config = site.config(free_port(), &tokens);
+    let emr_port = ReservedPort::new();
+    let mut config = site.config(emr_port.addr, &tokens);
     config.http.tls = Some(plexus_config::ServerTls {
         cert: site.path().join("cert.pem"),
         key: site.path().join("key.pem"),
@@ -2783,7 +2805,8 @@ async fn connections_keep_each_patients_order_and_a_failing_head_holds_only_its_
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_queue_built_without_order_by_keeps_each_patients_order_when_spread_over_four() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let emr_addr = free_port();
+    let emr_port = ReservedPort::new();
+    let emr_addr = emr_port.addr;
     let config = |lanes: &str| {
         site_with(
             dir.path(),
@@ -2851,7 +2874,7 @@ async fn a_queue_built_without_order_by_keeps_each_patients_order_when_spread_ov
             == format!("plexus_queue_depth{{interface=\"feed\",destination=\"emr\"}} {total}")),
         "{metrics}"
     );
-    let (emr, by_conn) = flaky_receiver_on(emr_addr, "", 0).await;
+    let (emr, by_conn) = flaky_receiver_on(emr_port.release(), "", 0).await;
     eventually("every message delivered", || {
         emr.received().len() == patients * (before + after)
     })

@@ -364,12 +364,13 @@ async fn server_restart_reconnects_with_backoff() {
 
 #[tokio::test]
 async fn connection_refused_exhausts_attempts() {
-    // Bind then drop, to get a port nobody listens on.
-    let addr = TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("binds")
-        .local_addr()
-        .expect("addr");
+    // A port bound without listening: connections to it are refused, and while the
+    // socket is held no other test's listener can be handed it.
+    let reserved = tokio::net::TcpSocket::new_v4().expect("socket");
+    reserved
+        .bind("127.0.0.1:0".parse().expect("addr"))
+        .expect("binds");
+    let addr = reserved.local_addr().expect("addr");
     let config = SenderConfig {
         attempts: 2,
         ..fast()
