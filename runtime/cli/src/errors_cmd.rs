@@ -422,6 +422,7 @@ pub fn show(args: &ShowArgs) -> anyhow::Result<ExitCode> {
                 "status": d.status.as_str(),
                 "attempts": d.attempts,
                 "last_error": d.last_error.as_deref().map(|t| if args.unmasked { t } else { masked_delivery_error(t) }),
+                "possible_resend": d.possible_resend,
             })).collect::<Vec<_>>(),
             "errors": record.errors.iter().map(|e| entry_json(e, args.unmasked)).collect::<Vec<_>>(),
         });
@@ -533,6 +534,13 @@ pub fn show(args: &ShowArgs) -> anyhow::Result<ExitCode> {
                     ))
                     .unwrap_or_default()
             );
+            if d.possible_resend {
+                println!(
+                    "  {:<16} possible resend: an engine stopped uncleanly while this send could \
+                     have been under way; the receiver may have it twice (same MSH-10)",
+                    ""
+                );
+            }
         }
     }
     if args.unmasked {

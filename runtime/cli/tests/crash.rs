@@ -315,6 +315,9 @@ fn crash_run(lanes: Lanes) {
     use plexus_journal::{ErrorFilter, Journal, MessageId, SqliteJournal};
     let journal = SqliteJournal::open(dir.path().join("data/journal.db")).expect("journal");
     let mut first_by_control: HashMap<String, MessageId> = HashMap::new();
+    // Per control id: the copies stored, and whether any copy's delivery is flagged as
+    // a possible resend.
+    let mut copies: HashMap<String, (usize, bool)> = HashMap::new();
     let (mut stored, mut flagged, mut misses) = (0, 0, 0);
     let mut id = 1;
     while misses < 50 {
@@ -323,6 +326,9 @@ fn crash_run(lanes: Lanes) {
                 misses = 0;
                 stored += 1;
                 let control = record.inbound.control_id.clone().expect("MSH-10");
+                let entry = copies.entry(control.clone()).or_default();
+                entry.0 += 1;
+                entry.1 |= record.deliveries.iter().any(|d| d.possible_resend);
                 match first_by_control.get(&control) {
                     None => {
                         assert_eq!(record.duplicate_of, None, "message {id}");
@@ -344,7 +350,22 @@ fn crash_run(lanes: Lanes) {
     }
     assert_eq!(first_by_control.len(), acked.len());
     assert!(flagged <= resends, "{flagged} flagged, {resends} resent");
-    eprintln!("journal: {stored} stored, {flagged} flagged as duplicates");
+    // Every copy the receiver got beyond those stored is a resend by a restarted engine,
+    // and the journal says so: "exactly once, or duplicates flagged".
+    let mut possible = 0;
+    for (control, times) in &counts {
+        let (stored_copies, resend_flagged) = copies.get(*control).copied().unwrap_or_default();
+        possible += usize::from(resend_flagged);
+        assert!(
+            *times <= stored_copies || resend_flagged,
+            "{control} reached the receiver {times} time(s), stored {stored_copies} time(s), \
+             and no delivery of it is flagged as a possible resend"
+        );
+    }
+    eprintln!(
+        "journal: {stored} stored, {flagged} flagged as duplicates, {possible} control id(s) \
+         with a delivery flagged as a possible resend"
+    );
     let open = journal
         .list_errors(&ErrorFilter::default(), 10)
         .expect("errors");

@@ -46,6 +46,10 @@ pub fn all<J: Journal>() -> Vec<(&'static str, ContractTest<J>)> {
             detached_writes_answer_once_durable::<J>,
         ),
         ("lanes_split_the_queue", lanes_split_the_queue::<J>),
+        (
+            "possible_resends_are_each_lanes_next_sends",
+            possible_resends_are_each_lanes_next_sends::<J>,
+        ),
         ("audit_log_is_a_hash_chain", audit_log_is_a_hash_chain::<J>),
         ("shadow_runs_and_results", shadow_runs_and_results::<J>),
     ]
@@ -760,8 +764,79 @@ pub fn ingest_is_one_unit<J: Journal>(open: &dyn Fn() -> J) {
     ));
 }
 
-/// `record_attempts` applies several results at once and files their errors;
-/// `next_due` leaves out retries that are not due yet but keeps arrival order.
+/// After an unclean stop, the first `window` owed and due deliveries of each lane are
+/// flagged as possible resends, once; delivered ones, retries not yet due and the rest of
+/// the queue are not, and the flag survives a reopen and the delivery.
+pub fn possible_resends_are_each_lanes_next_sends<J: Journal>(open: &dyn Fn() -> J) {
+    let j = open();
+    let lab = Lanes {
+        count: 2,
+        key: LaneKey::MessageId,
+    };
+    j.set_lanes("scheduling", "lab", lab).expect("split lab");
+    let ids: Vec<MessageId> = (0..6)
+        .map(|i| {
+            j.ingest(
+                inbound("scheduling", Some(&format!("R{i}")), at(i)),
+                Processing {
+                    enqueue: vec!["emr".to_owned(), "lab".to_owned()],
+                    processed: true,
+                    ..Processing::default()
+                },
+            )
+            .expect("ingest")
+            .id
+        })
+        .collect();
+    j.record_attempts(vec![
+        Attempt {
+            id: ids[0],
+            destination: "emr".to_owned(),
+            result: DeliveryResult::Delivered,
+            error: None,
+        },
+        Attempt {
+            id: ids[1],
+            destination: "emr".to_owned(),
+            result: DeliveryResult::Retry {
+                error: "connection refused".to_owned(),
+                next_at: SystemTime::now() + Duration::from_secs(3600),
+            },
+            error: None,
+        },
+    ])
+    .expect("record attempts");
+
+    let flagged = j.flag_possible_resends(2).expect("flag");
+    // emr (one lane): ids[0] is delivered and ids[1] not due, so ids[2] and ids[3].
+    // lab (two lanes by message id): the first two of each lane.
+    let mut want: HashSet<(MessageId, &str)> = [(ids[2], "emr"), (ids[3], "emr")].into();
+    for lane in 0..2 {
+        want.extend(
+            ids.iter()
+                .filter(|id| id.0.rem_euclid(2) == lane)
+                .take(2)
+                .map(|id| (*id, "lab")),
+        );
+    }
+    assert_eq!(flagged, want.len() as u64);
+    assert_eq!(j.flag_possible_resends(2).expect("flag again"), 0, "once");
+    drop(j);
+    let j = open();
+    for id in &ids {
+        for delivery in j.show(*id).expect("show").deliveries {
+            let key = (*id, delivery.destination.as_str());
+            assert_eq!(delivery.possible_resend, want.contains(&key), "{key:?}");
+        }
+    }
+    j.mark_attempt(ids[2], "emr", DeliveryResult::Delivered)
+        .expect("delivered");
+    let emr = j.show(ids[2]).expect("show").deliveries;
+    assert!(emr.iter().any(|d| d.destination == "emr"
+        && d.status == DeliveryStatus::Delivered
+        && d.possible_resend));
+}
+
 /// Order keys are stored by `ingest` and `process` and come back with each pending
 /// delivery; `set_lanes` splits a destination's queue (moving what is owed), a lane read
 /// returns exactly that lane's deliveries in arrival order, leaving out `skip`, with `due`
@@ -1105,6 +1180,8 @@ pub fn detached_writes_answer_once_durable<J: Journal>(open: &dyn Fn() -> J) {
     assert!(rx.recv().is_err(), "each write answers once");
 }
 
+/// `record_attempts` applies several results at once and files their errors;
+/// `next_due` leaves out retries that are not due yet but keeps arrival order.
 pub fn batched_attempts_and_due<J: Journal>(open: &dyn Fn() -> J) {
     let j = open();
     let ids: Vec<MessageId> = (0..4)

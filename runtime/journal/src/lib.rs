@@ -214,6 +214,13 @@ pub trait Journal: Send + Sync {
     /// Error queue counts, for queue aging and correction metrics.
     fn error_stats(&self, interface: Option<&str>) -> Result<ErrorStats>;
 
+    /// Flags the deliveries an engine that stopped without finishing (`kill -9`, power
+    /// loss) may have sent without recording: in each lane of each destination, the
+    /// first `window` owed deliveries that are due, in queue order. Sending them again
+    /// may repeat what the destination already has; [`Delivery::possible_resend`] says
+    /// so. Flags stay after delivery. Returns how many were newly flagged.
+    fn flag_possible_resends(&self, window: usize) -> Result<u64>;
+
     /// Work to resume after a restart: messages whose chain never finished (and that are
     /// not in the error queue), and messages with deliveries still owed. Oldest first.
     fn unfinished(&self) -> Result<Vec<Unfinished>>;

@@ -32,6 +32,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("schema_v4_dup_window.sql"),
     include_str!("schema_v5_order_key.sql"),
     include_str!("schema_v6_lane_splits.sql"),
+    include_str!("schema_v7_possible_resend.sql"),
 ];
 
 /// Tuning for [`SqliteJournal`].
@@ -1416,6 +1417,34 @@ impl Journal for SqliteJournal {
         })
     }
 
+    fn flag_possible_resends(&self, window: usize) -> Result<u64> {
+        let window = i64::try_from(window).unwrap_or(i64::MAX);
+        self.write("flag_possible_resends", move |conn| {
+            // A lane sends the owed deliveries that are due, in queue order, a batch at a
+            // time; whatever a stopped engine sent without recording is among the first
+            // `window` of them. Time only moves on, so what was due then is due now.
+            let flagged = conn
+                .prepare_cached(
+                    "WITH head AS (
+                         SELECT d.message_id AS id, d.destination AS destination,
+                                ROW_NUMBER() OVER (
+                                    PARTITION BY m.interface, d.destination, d.lane
+                                    ORDER BY d.message_id) AS n
+                         FROM deliveries d JOIN messages m ON m.id = d.message_id
+                         WHERE d.status IN ('pending', 'retry')
+                           AND (d.next_at IS NULL OR d.next_at <= ?2))
+                     UPDATE deliveries SET possible_resend = 1
+                     FROM head
+                     WHERE deliveries.message_id = head.id
+                       AND deliveries.destination = head.destination
+                       AND head.n <= ?1 AND deliveries.possible_resend = 0",
+                )
+                .and_then(|mut s| s.execute(params![window, to_ms(SystemTime::now())]))
+                .map_err(Error::sql("flag_possible_resends"))?;
+            Ok(flagged as u64)
+        })
+    }
+
     fn set_lanes(&self, interface: &str, destination: &str, lanes: Lanes) -> Result<u64> {
         let (interface, destination) = (interface.to_owned(), destination.to_owned());
         let map = self.lanes.clone();
@@ -1670,7 +1699,7 @@ impl Journal for SqliteJournal {
 
         let delivery_rows = conn
             .prepare_cached(
-                "SELECT destination, status, attempts, last_error, next_at
+                "SELECT destination, status, attempts, last_error, next_at, possible_resend
                  FROM deliveries WHERE message_id = ?1 ORDER BY destination",
             )
             .and_then(|mut s| {
@@ -1681,6 +1710,7 @@ impl Journal for SqliteJournal {
                         r.get::<_, i64>(2)?,
                         r.get::<_, Option<String>>(3)?,
                         r.get::<_, Option<i64>>(4)?,
+                        r.get::<_, bool>(5)?,
                     ))
                 })?
                 .collect::<rusqlite::Result<Vec<_>>>()
@@ -1688,15 +1718,18 @@ impl Journal for SqliteJournal {
             .map_err(Error::sql("show"))?;
         let deliveries = delivery_rows
             .into_iter()
-            .map(|(destination, status, attempts, last_error, next_at)| {
-                Ok(Delivery {
-                    destination,
-                    status: parse_text("deliveries.status", DeliveryStatus::parse, &status)?,
-                    attempts: count(attempts),
-                    last_error,
-                    next_at: next_at.map(from_ms),
-                })
-            })
+            .map(
+                |(destination, status, attempts, last_error, next_at, possible_resend)| {
+                    Ok(Delivery {
+                        destination,
+                        status: parse_text("deliveries.status", DeliveryStatus::parse, &status)?,
+                        attempts: count(attempts),
+                        last_error,
+                        next_at: next_at.map(from_ms),
+                        possible_resend,
+                    })
+                },
+            )
             .collect::<Result<Vec<_>>>()?;
 
         let errors = conn

@@ -386,6 +386,10 @@ pub struct Delivery {
     pub last_error: Option<String>,
     /// Not before this time (retries only).
     pub next_at: Option<SystemTime>,
+    /// It may have reached the destination already: an engine stopped uncleanly while
+    /// it was among its lane's next sends, and the engine after it sends it again (see
+    /// [`Journal::flag_possible_resends`](crate::Journal::flag_possible_resends)).
+    pub possible_resend: bool,
 }
 
 /// Everything known about a message.

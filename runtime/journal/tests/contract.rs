@@ -42,6 +42,7 @@ contract_tests!(
     batched_attempts_and_due,
     detached_writes_answer_once_durable,
     lanes_split_the_queue,
+    possible_resends_are_each_lanes_next_sends,
     audit_log_is_a_hash_chain,
     shadow_runs_and_results,
 );

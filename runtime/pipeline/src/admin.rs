@@ -451,6 +451,7 @@ async fn message(
         "deliveries": record.deliveries.iter().map(|d| json!({
             "destination": d.destination, "status": d.status.as_str(), "attempts": d.attempts,
             "last_error": d.last_error.as_deref().map(|t| if unmasked { t } else { masked_delivery_error(t) }),
+            "possible_resend": d.possible_resend,
         })).collect::<Vec<_>>(),
         "errors": record.errors.iter().map(|e| json!({
             "kind": e.kind.as_str(), "stage": e.stage, "path": e.path,

@@ -14,7 +14,8 @@
 //!
 //! Every attempt is recorded; results of a batch are committed together. A crash between
 //! a send and its record means the message is sent again after the restart: delivery is
-//! at least once, and a receiver sees the same MSH-10.
+//! at least once, and a receiver sees the same MSH-10. The restarted engine flags such
+//! possible resends first (see [`crate::DataDirLock`] and [`UNRECORDED_WINDOW`]).
 
 use std::collections::HashSet;
 use std::path::PathBuf;
@@ -38,6 +39,15 @@ use crate::metrics::DeliveryOutcome;
 
 /// Deliveries read from the journal at a time.
 const BATCH: usize = 128;
+
+/// The most deliveries a lane can have sent without their results committed: the batch
+/// being sent and the one before it, whose commit runs meanwhile. After an unclean stop
+/// this many of each lane's next sends are flagged as possible resends.
+pub(crate) const UNRECORDED_WINDOW: usize = 2 * BATCH;
+
+/// How long a send under way at shutdown may take to be answered before the engine stops
+/// without knowing whether it arrived.
+const SHUTDOWN_SEND_GRACE: Duration = Duration::from_secs(5);
 /// How often an idle worker wakes without being woken, to look for work enqueued by
 /// another process (`plexus errors replay`) and retries coming due: in the journal when
 /// its feed is out of sync or older than the feed's refresh interval.
@@ -320,9 +330,27 @@ impl Worker {
                 ));
             }
         };
+        if self.shutdown.is_cancelled() {
+            return None;
+        }
+        let send = connector.send(pending, payload);
+        tokio::pin!(send);
         let sent = tokio::select! {
-            sent = connector.send(pending, payload) => sent,
-            () = self.shutdown.cancelled() => return None,
+            sent = &mut send => sent,
+            () = self.shutdown.cancelled() => {
+                // A send under way may already have reached the receiver: its answer says
+                // whether it did, so it gets a grace to finish and be recorded.
+                match tokio::time::timeout(SHUTDOWN_SEND_GRACE, &mut send).await {
+                    Ok(sent) => sent,
+                    Err(_) => {
+                        tracing::warn!(interface = %self.iface.name, destination = %self.dest.name, %id, "stopping with a send unanswered: the next start flags it as a possible resend");
+                        self.shared
+                            .unrecorded_results
+                            .store(true, std::sync::atomic::Ordering::SeqCst);
+                        return None;
+                    }
+                }
+            }
         };
         let attempt_no = pending.attempts.saturating_add(1);
         let result = match sent {
@@ -410,6 +438,7 @@ impl Worker {
             journal: self.shared.journal.clone(),
             destination: self.dest.name.to_string(),
             shutdown: self.shutdown.clone(),
+            unrecorded: self.shared.unrecorded_results.clone(),
         }
     }
 }
@@ -434,6 +463,8 @@ struct Recorder {
     journal: Arc<dyn plexus_journal::Journal>,
     destination: String,
     shutdown: CancellationToken,
+    /// Set when results are given up at shutdown (see `Shared::unrecorded_results`).
+    unrecorded: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl Recorder {
@@ -461,6 +492,8 @@ impl Recorder {
                 }
             }
             if self.shutdown.is_cancelled() {
+                self.unrecorded
+                    .store(true, std::sync::atomic::Ordering::SeqCst);
                 return;
             }
             tokio::select! {

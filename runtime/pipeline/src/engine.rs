@@ -60,6 +60,9 @@ pub(crate) struct Shared {
     /// Inspections of the plug-in store's files, by file name (`SHA256.wasm`): the files
     /// never change, so `GET /admin/v1/plugins` reads and inspects each one once.
     stored_inspections: std::sync::Mutex<HashMap<String, plexus_sandbox::inspect::Inspection>>,
+    /// Set when a delivery worker gave up committing results at shutdown: what it sent
+    /// is not all recorded, so the stop does not count as clean (see [`DataDirLock`]).
+    pub unrecorded_results: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl std::fmt::Debug for Shared {
@@ -484,23 +487,62 @@ pub struct Running {
     pub http: SocketAddr,
     tasks: JoinSet<()>,
     /// Holds the data folder's lock while the engine runs.
-    _lock: DataDirLock,
+    lock: DataDirLock,
+    unrecorded_results: Arc<std::sync::atomic::AtomicBool>,
 }
 
 /// The exclusive lock on a data folder (`<data_dir>/engine.lock`), held while it lives.
 /// See [`Engine::start`] and [`lock_data_dir`].
+///
+/// The file also says how the last engine on the folder stopped: `running` from the
+/// moment its delivery workers start, `stopped` once [`Running::wait`] has seen every
+/// worker finish with its results recorded. An engine that finds `running` knows its
+/// predecessor was killed (or lost power) and may have sent messages it never recorded
+/// as sent; it flags them as possible resends before sending them again.
 #[derive(Debug)]
 pub struct DataDirLock {
-    _file: std::fs::File,
+    file: std::fs::File,
+    path: PathBuf,
+    unclean_before: bool,
+}
+
+impl DataDirLock {
+    /// Whether the last engine on this folder stopped without recording a clean stop.
+    pub fn unclean_before(&self) -> bool {
+        self.unclean_before
+    }
+
+    fn write_state(&mut self, state: &str) -> std::io::Result<()> {
+        use std::io::{Seek, Write};
+        self.file.set_len(0)?;
+        self.file.seek(std::io::SeekFrom::Start(0))?;
+        self.file.write_all(state.as_bytes())?;
+        self.file.sync_data()
+    }
 }
 
 impl Running {
-    /// Waits until every source and worker has stopped (after the shutdown token fires).
+    /// Waits until every source and worker has stopped (after the shutdown token fires),
+    /// then records a clean stop in the data folder's lock file when every delivery
+    /// result was committed.
     pub async fn wait(mut self) {
         while let Some(result) = self.tasks.join_next().await {
             if let Err(err) = result {
                 tracing::error!("engine task failed: {err}");
             }
+        }
+        if self
+            .unrecorded_results
+            .load(std::sync::atomic::Ordering::SeqCst)
+        {
+            tracing::warn!(
+                "some delivery results were not recorded; the next start flags possible resends"
+            );
+        } else if let Err(err) = self.lock.write_state("stopped\n") {
+            tracing::warn!(
+                lock = %self.lock.path.display(),
+                "cannot record the clean stop ({err}); the next start flags possible resends"
+            );
         }
     }
 }
@@ -620,6 +662,7 @@ impl Engine {
                 configured_wasm,
                 replaying: std::sync::Mutex::default(),
                 stored_inspections: std::sync::Mutex::default(),
+                unrecorded_results: Arc::default(),
             }),
         })
     }
@@ -1565,7 +1608,13 @@ impl Engine {
         lock: DataDirLock,
         shutdown: CancellationToken,
     ) -> Result<Running, BuildError> {
+        let mut lock = lock;
         check_can_serve(&self.shared.config)?;
+        if lock.unclean_before() {
+            // Before the lanes are set up: a changed split moves deliveries, and the
+            // window is each lane as the stopped engine served it.
+            self.flag_possible_resends().await?;
+        }
         let shared = self.shared.clone();
         tokio::task::spawn_blocking(move || set_up_lanes(&shared))
             .await
@@ -1589,6 +1638,12 @@ impl Engine {
             }
         }
         let http = crate::http::start(&self.shared, shutdown.clone(), &mut tasks).await?;
+        // From here on a kill leaves sends unrecorded: the next start must know.
+        lock.write_state(&format!("running (pid {})\n", std::process::id()))
+            .map_err(|source| BuildError::Lock {
+                path: lock.path.clone(),
+                source,
+            })?;
         for iface in self.shared.interfaces.values() {
             if let Inbound::File(source) = &iface.config.source {
                 tasks.spawn(crate::file_source::run(
@@ -1617,8 +1672,33 @@ impl Engine {
             mllp,
             http,
             tasks,
-            _lock: lock,
+            lock,
+            unrecorded_results: self.shared.unrecorded_results.clone(),
         })
+    }
+
+    /// After an unclean stop: flags what the stopped engine's lanes may have sent
+    /// without recording (see [`Journal::flag_possible_resends`]).
+    async fn flag_possible_resends(&self) -> Result<(), BuildError> {
+        let journal = self.shared.journal.clone();
+        let flagged = tokio::task::spawn_blocking(move || {
+            journal.flag_possible_resends(crate::deliver::UNRECORDED_WINDOW)
+        })
+        .await
+        .map_err(|e| BuildError::Unsupported(format!("flagging possible resends: {e}")))??;
+        if flagged > 0 {
+            tracing::warn!(
+                deliveries = flagged,
+                "the engine before this one stopped without finishing (killed, or the power \
+                 went): deliveries it may have sent without recording are flagged \
+                 `possible_resend`; their receivers may get them twice, with the same MSH-10"
+            );
+        } else {
+            tracing::info!(
+                "the engine before this one stopped without finishing; nothing was owed"
+            );
+        }
+        Ok(())
     }
 
     /// Runs messages whose chain never finished (a crash between journal and chain can
@@ -2011,9 +2091,10 @@ pub fn lock_data_dir(data_dir: &std::path::Path) -> Result<DataDirLock, BuildErr
         source,
     })?;
     let path = data_dir.join("engine.lock");
-    let file = std::fs::OpenOptions::new()
+    let mut file = std::fs::OpenOptions::new()
         .create(true)
         .truncate(false)
+        .read(true)
         .write(true)
         .open(&path)
         .map_err(|source| BuildError::Lock {
@@ -2021,13 +2102,28 @@ pub fn lock_data_dir(data_dir: &std::path::Path) -> Result<DataDirLock, BuildErr
             source,
         })?;
     match file.try_lock() {
-        Ok(()) => Ok(DataDirLock { _file: file }),
-        Err(std::fs::TryLockError::WouldBlock) => Err(BuildError::Locked {
-            data_dir: data_dir.to_path_buf(),
-            lock: path,
-        }),
-        Err(std::fs::TryLockError::Error(source)) => Err(BuildError::Lock { path, source }),
+        Ok(()) => {}
+        Err(std::fs::TryLockError::WouldBlock) => {
+            return Err(BuildError::Locked {
+                data_dir: data_dir.to_path_buf(),
+                lock: path,
+            });
+        }
+        Err(std::fs::TryLockError::Error(source)) => {
+            return Err(BuildError::Lock { path, source });
+        }
     }
+    // A few bytes say how the last engine stopped; an empty (new) file means none ran.
+    let mut head = [0_u8; 16];
+    let read = std::io::Read::read(&mut file, &mut head).map_err(|source| BuildError::Lock {
+        path: path.clone(),
+        source,
+    })?;
+    Ok(DataDirLock {
+        file,
+        path,
+        unclean_before: head[..read].starts_with(b"running"),
+    })
 }
 
 /// Everything [`Engine::build`] checks except the journal, with nothing started or

@@ -282,6 +282,81 @@ async fn messages_are_mapped_journaled_acked_and_delivered_in_order() {
     running.wait().await;
 }
 
+/// An engine that finds its predecessor did not stop cleanly (the lock file still says
+/// `running`, as a `kill -9` leaves it) flags, before sending anything again, the owed
+/// deliveries that predecessor may have sent without recording; a clean stop flags none.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_an_unclean_stop_possible_resends_are_flagged_before_anything_is_sent_again() {
+    let site = Site::new();
+    let emr_port = ReservedPort::new();
+    let lock_file = site.path().join("data/engine.lock");
+    let state = || std::fs::read_to_string(&lock_file).expect("lock file");
+    // Whether each message's delivery to `destination` is flagged.
+    let flags = |engine: &Engine, ids: &[MessageId], destination: &str| -> Vec<bool> {
+        ids.iter()
+            .map(|id| {
+                let record = engine.journal().show(*id).expect("show");
+                let delivery = record
+                    .deliveries
+                    .iter()
+                    .find(|d| d.destination == destination);
+                delivery.expect("delivery").possible_resend
+            })
+            .collect()
+    };
+
+    // First run: the EMR is down and three messages wait for it; a clean stop.
+    let (engine, running, stop) = start(&site, emr_port.addr, "").await;
+    assert!(state().starts_with("running"), "{}", state());
+    let src = running.mllp["scheduling"];
+    for n in 0..3 {
+        let (code, _) = send(src, &siu(&format!("U{n}"), "Arrived")).await;
+        assert_eq!(code, AckCode::AA);
+    }
+    let ids: Vec<MessageId> = engine
+        .journal()
+        .next_pending("scheduling", "emr", 10)
+        .expect("pending")
+        .iter()
+        .map(|p| p.id)
+        .collect();
+    assert_eq!(ids.len(), 3);
+    stop.cancel();
+    running.wait().await;
+    drop(engine);
+    assert_eq!(state(), "stopped\n");
+
+    // Second run: nothing flagged after a clean stop. Then dropped without `wait`: its
+    // workers are cut off, and the lock file is left as a kill leaves it.
+    let (engine, running, _stop) = start(&site, emr_port.addr, "").await;
+    assert_eq!(
+        flags(&engine, &ids, "emr"),
+        [false; 3],
+        "a clean stop flags nothing"
+    );
+    drop(running);
+    drop(engine);
+    assert!(state().starts_with("running"), "{}", state());
+    // Past `max_backoff`, so every retry is due again, as it would be for the workers.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    // Third run: flagged at the start, while the EMR is still down; the file destination
+    // had everything before the stop, so nothing of it is flagged.
+    let (engine, running, stop) = start(&site, emr_port.addr, "").await;
+    assert_eq!(flags(&engine, &ids, "emr"), [true; 3]);
+    assert_eq!(flags(&engine, &ids, "archive"), [false; 3]);
+    let emr = Receiver::start(emr_port.release()).await;
+    eventually("all delivered", || {
+        ids.iter().all(|id| all_delivered(&engine, *id))
+    })
+    .await;
+    assert_eq!(flags(&engine, &ids, "emr"), [true; 3], "the flag stays");
+    stop.cancel();
+    running.wait().await;
+    emr.stop.cancel();
+    assert_eq!(state(), "stopped\n");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_destination_that_is_down_gets_everything_in_order_when_it_comes_back() {
     let site = Site::new();
@@ -3049,6 +3124,9 @@ mod slow_lane_reads {
         }
         fn error_stats(&self, interface: Option<&str>) -> Result<ErrorStats> {
             self.inner.error_stats(interface)
+        }
+        fn flag_possible_resends(&self, window: usize) -> Result<u64> {
+            self.inner.flag_possible_resends(window)
         }
         fn unfinished(&self) -> Result<Vec<Unfinished>> {
             self.inner.unfinished()
