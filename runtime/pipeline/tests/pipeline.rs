@@ -321,6 +321,18 @@ async fn after_an_unclean_stop_possible_resends_are_flagged_before_anything_is_s
         .map(|p| p.id)
         .collect();
     assert_eq!(ids.len(), 3);
+    // The file destination has them all before the stop, so none of it is owed later.
+    eventually("archived", || {
+        ids.iter().all(|id| {
+            engine.journal().show(*id).is_ok_and(|r| {
+                r.deliveries.iter().any(|d| {
+                    d.destination == "archive"
+                        && d.status == plexus_journal::DeliveryStatus::Delivered
+                })
+            })
+        })
+    })
+    .await;
     stop.cancel();
     running.wait().await;
     drop(engine);
