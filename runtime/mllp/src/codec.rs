@@ -19,10 +19,6 @@ pub const CARRIAGE_RETURN: u8 = 0x0D;
 /// sender's stray bytes rather than more of the message (see
 /// [`MllpCodec::holds_candidate`]).
 pub const MAX_STRAY_AFTER_END: usize = 8;
-
-/// How every HL7 v2 message begins. After a start block it marks a frame's start, whether
-/// the codec is between frames or, for a sender that started over, inside one.
-const MESSAGE_START: &[u8] = b"MSH";
 /// Default largest payload accepted: 16 MiB.
 pub const DEFAULT_MAX_FRAME: usize = 16 * 1024 * 1024;
 /// Most bytes of an oversize frame kept in [`Oversize::head`].
@@ -149,8 +145,6 @@ pub struct MllpCodec {
     wait_for_trailer: bool,
     /// Frames taken without their start block (see [`MllpCodec::unframed_frames`]).
     unframed: u64,
-    /// Partial frames dropped for a new one (see [`MllpCodec::restarted_frames`]).
-    restarted: u64,
     /// In a frame: the last end block seen right after a segment's end (CR or LF) but
     /// followed by a byte that is not a trailer. Taken for a stray 0x1C while bytes keep
     /// coming; the frame's end, with junk after it, once the sender goes quiet (see
@@ -175,7 +169,6 @@ impl MllpCodec {
             junk_total: 0,
             wait_for_trailer: false,
             unframed: 0,
-            restarted: 0,
             candidate_end: None,
         }
     }
@@ -290,14 +283,6 @@ impl MllpCodec {
         self.unframed
     }
 
-    /// Partial frames dropped because a new frame began before their end block: a start
-    /// block followed by `MSH` inside a frame means the sender gave up on that frame (it
-    /// was cut off) and started over, and the new frame is what it waits an answer for.
-    /// A start block followed by anything else stays payload.
-    pub fn restarted_frames(&self) -> u64 {
-        self.restarted
-    }
-
     /// Bytes skipped outside frames so far (not counting the CR after an end block).
     pub fn skipped_bytes(&self) -> u64 {
         self.junk_total
@@ -321,12 +306,12 @@ impl MllpCodec {
             return false;
         };
         let rest = &buf[lead..start];
-        let complete = rest.starts_with(MESSAGE_START);
+        let complete = rest.starts_with(b"MSH");
         // With a start block ahead, only a message already ended before it counts.
         if start < buf.len() && !(complete && memchr::memchr(END_BLOCK, rest).is_some()) {
             return false;
         }
-        if !complete && !MESSAGE_START.starts_with(rest) {
+        if !complete && !b"MSH".starts_with(rest) {
             return false;
         }
         self.skip_junk(&buf[..lead]);
@@ -406,36 +391,7 @@ impl Decoder for MllpCodec {
                     }
                 },
                 State::InFrame { scanned } => {
-                    match memchr::memchr2(END_BLOCK, START_BLOCK, &buf[*scanned..]) {
-                        Some(offset) if buf[*scanned + offset] == START_BLOCK => {
-                            let at = *scanned + offset;
-                            let next = &buf[at + 1..];
-                            if next.len() < MESSAGE_START.len() && MESSAGE_START.starts_with(next) {
-                                // Perhaps a new frame: wait for the bytes that tell.
-                                *scanned = at;
-                                return Ok(None);
-                            }
-                            if !next.starts_with(MESSAGE_START) {
-                                // A 0x0B inside a payload: kept, and the parser names it.
-                                *scanned = at + 1;
-                                continue;
-                            }
-                            // `0x0B MSH`: the sender started over, so what came before
-                            // will get no answer. A frame that had ended (an end block after
-                            // a segment's end, then a stray byte) is taken whole.
-                            if let Some(len) = self.candidate_end {
-                                return Ok(Some(self.end_frame(buf, len)));
-                            }
-                            tracing::warn!(
-                                dropped = at,
-                                "an MLLP frame was cut short by the start of the next one \
-                                 (0x0B MSH before its end block): the partial frame is dropped \
-                                 unanswered, as the sender gave up on it"
-                            );
-                            self.restarted += 1;
-                            buf.advance(at + 1);
-                            self.state = State::InFrame { scanned: 0 };
-                        }
+                    match memchr::memchr(END_BLOCK, &buf[*scanned..]) {
                         Some(offset) => {
                             let len = *scanned + offset;
                             match buf.get(len + 1) {
@@ -670,55 +626,6 @@ mod tests {
         let (frames, end) = decode_chunks(&mut MllpCodec::default(), &[&frame(b"MSH|a")]);
         assert_eq!(frames, vec![msg(b"MSH|a")]);
         assert!(end.is_ok());
-    }
-
-    #[test]
-    fn a_frame_cut_short_by_a_new_one_is_dropped_and_the_new_one_decoded() {
-        // A sender whose frame was cut off mid-segment and that starts over on the same
-        // connection: only the new frame is a message, wherever TCP splits the bytes.
-        let mut wire = vec![START_BLOCK];
-        wire.extend_from_slice(b"MSH|^~\\&|A|B|C|D|202601010000||SIU^S12|1|P|2.5\rSCH|1|");
-        wire.extend(frame(
-            b"MSH|^~\\&|A|B|C|D|202601010000||SIU^S12|2|P|2.5\rSCH|2\r",
-        ));
-        wire.extend(frame(b"MSH|after"));
-        for cut in 0..=wire.len() {
-            let mut codec = MllpCodec::default();
-            let (frames, end) = decode_chunks(&mut codec, &[&wire[..cut], &wire[cut..]]);
-            assert_eq!(
-                frames,
-                vec![
-                    msg(b"MSH|^~\\&|A|B|C|D|202601010000||SIU^S12|2|P|2.5\rSCH|2\r"),
-                    msg(b"MSH|after"),
-                ],
-                "cut at {cut}"
-            );
-            assert!(end.is_ok(), "cut at {cut}");
-            assert_eq!(codec.restarted_frames(), 1, "cut at {cut}");
-            assert_eq!(codec.skipped_bytes(), 0, "cut at {cut}");
-        }
-        // A start block followed by anything but `MSH` stays payload (the parser then
-        // refuses the message, naming the byte), however it is split.
-        let payload = b"MSH|^~\\&|A\rNTE|1||a\x0bb\x0bMS\r";
-        let wire = frame(payload);
-        for cut in 0..=wire.len() {
-            let mut codec = MllpCodec::default();
-            let (frames, end) = decode_chunks(&mut codec, &[&wire[..cut], &wire[cut..]]);
-            assert_eq!(frames, vec![msg(payload)], "cut at {cut}");
-            assert!(end.is_ok());
-            assert_eq!(codec.restarted_frames(), 0);
-        }
-        // A frame that did end (after a segment's end), followed by a stray byte, is
-        // taken whole when the next frame starts: no wait for the sender to go quiet.
-        let mut wire = vec![START_BLOCK];
-        wire.extend_from_slice(b"MSH|one\r");
-        wire.extend_from_slice(&[END_BLOCK, b'x']);
-        wire.extend(frame(b"MSH|two\r"));
-        let mut codec = MllpCodec::default().wait_for_trailer(true);
-        let (frames, end) = decode_chunks(&mut codec, &[&wire]);
-        assert_eq!(frames, vec![msg(b"MSH|one\r"), msg(b"MSH|two\r")]);
-        assert!(end.is_ok());
-        assert_eq!(codec.restarted_frames(), 0);
     }
 
     #[test]

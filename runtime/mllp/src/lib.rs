@@ -9,9 +9,7 @@
 //!   logged at debug as a count, never as content.
 //! - **A missing final CR** is tolerated: a frame is delivered as soon as its end block (`0x1C`)
 //!   arrives, and one CR right after it is swallowed if and when it comes.
-//! - **A `0x0B` inside a frame** is payload, unless `MSH` follows it: then the sender has
-//!   started over (its frame was cut off), the partial frame is dropped unanswered and
-//!   counted ([`MllpCodec::restarted_frames`]), and the new frame is decoded.
+//! - **A `0x0B` inside a frame** is payload, not a restart.
 //! - **Oversize**: when a payload passes the limit (default 16 MiB), what is buffered is dropped and
 //!   the rest of the frame is discarded as it arrives. At its end block the decoder yields
 //!   [`Frame::Oversize`] with the full length and the first segment (capped at
