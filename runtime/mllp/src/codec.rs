@@ -629,6 +629,31 @@ mod tests {
     }
 
     #[test]
+    fn a_start_block_inside_a_frame_is_payload_even_before_msh() {
+        // Text in a field that holds `0x0B MSH...` must not become a message of its own,
+        // nor cost the message around it: the frame runs to its end block, whole.
+        for inner in [
+            &b"\x0bMSH|^~\\&|A|B|C|D|2026||ADT^A01|FORGED|P|2.5\r"[..],
+            b"\x0bMSH|b\r",
+            b"a\x0bb",
+        ] {
+            let payload = [
+                &b"MSH|^~\\&|A|B|C|D|2026||ADT^A01|REAL|P|2.5\rNTE|1||"[..],
+                inner,
+                b"\r",
+            ]
+            .concat();
+            let wire = frame(&payload);
+            for cut in 0..=wire.len() {
+                let mut codec = MllpCodec::default();
+                let (frames, end) = decode_chunks(&mut codec, &[&wire[..cut], &wire[cut..]]);
+                assert_eq!(frames, vec![msg(&payload)], "cut at {cut}");
+                assert!(end.is_ok(), "cut at {cut}");
+            }
+        }
+    }
+
+    #[test]
     fn a_stray_end_block_inside_the_payload_does_not_cut_the_frame() {
         // Read whole, the frame runs to its real end; the HL7 parser then refuses the
         // 0x1C by offset, and nothing is skipped as junk.

@@ -9,7 +9,12 @@
 //!   logged at debug as a count, never as content.
 //! - **A missing final CR** is tolerated: a frame is delivered as soon as its end block (`0x1C`)
 //!   arrives, and one CR right after it is swallowed if and when it comes.
-//! - **A `0x0B` inside a frame** is payload, not a restart.
+//! - **A `0x0B` inside a frame** is payload, not a restart, even when `MSH` follows it: the
+//!   message is refused whole (the parser names the byte) and kept in the error queue. A
+//!   restart there would answer a sender that cut its own frame short and started over on
+//!   the same connection (rare: a cut-off usually ends the connection) at once instead of
+//!   after its ACK timeout, but it would also drop the message before the `0x0B` and take
+//!   the text after it, which a field's content can forge, as a message of its own.
 //! - **Oversize**: when a payload passes the limit (default 16 MiB), what is buffered is dropped and
 //!   the rest of the frame is discarded as it arrives. At its end block the decoder yields
 //!   [`Frame::Oversize`] with the full length and the first segment (capped at
