@@ -764,9 +764,11 @@ pub fn ingest_is_one_unit<J: Journal>(open: &dyn Fn() -> J) {
     ));
 }
 
-/// After an unclean stop, the first `window` owed and due deliveries of each lane are
-/// flagged as possible resends, once; delivered ones, retries not yet due and the rest of
-/// the queue are not, and the flag survives a reopen and the delivery.
+/// After an unclean stop, each lane's owed and due deliveries are flagged as possible
+/// resends up to and including the `window`-th fresh one (queued at ingest, never
+/// attempted); requeued ones and due retries ahead of it are flagged without counting;
+/// delivered ones, retries not yet due and the rest of the queue are not. Flagged once,
+/// and the flag survives a reopen and the delivery.
 pub fn possible_resends_are_each_lanes_next_sends<J: Journal>(open: &dyn Fn() -> J) {
     let j = open();
     let lab = Lanes {
@@ -774,46 +776,65 @@ pub fn possible_resends_are_each_lanes_next_sends<J: Journal>(open: &dyn Fn() ->
         key: LaneKey::MessageId,
     };
     j.set_lanes("scheduling", "lab", lab).expect("split lab");
-    let ids: Vec<MessageId> = (0..6)
-        .map(|i| {
-            j.ingest(
-                inbound("scheduling", Some(&format!("R{i}")), at(i)),
-                Processing {
-                    enqueue: vec!["emr".to_owned(), "lab".to_owned()],
-                    processed: true,
-                    ..Processing::default()
-                },
-            )
-            .expect("ingest")
-            .id
-        })
+    let queue = |name: &str, received_at: SystemTime, to: &[&str]| {
+        j.ingest(
+            inbound("scheduling", Some(name), received_at),
+            Processing {
+                enqueue: to.iter().map(|d| (*d).to_owned()).collect(),
+                processed: true,
+                ..Processing::default()
+            },
+        )
+        .expect("ingest")
+        .id
+    };
+    let now = SystemTime::now();
+    // Queued long after they arrived, as a replay requeues: not fresh.
+    let requeued: Vec<MessageId> = (0..2)
+        .map(|i| queue(&format!("Q{i}"), at(i), &["emr"]))
         .collect();
+    let (retry_due, delivered, retry_later) = (
+        queue("R-due", now, &["emr"]),
+        queue("D", now, &["emr"]),
+        queue("R-later", now, &["emr"]),
+    );
+    let fresh: Vec<MessageId> = (0..6)
+        .map(|i| queue(&format!("F{i}"), now, &["emr", "lab"]))
+        .collect();
+    let retry = |id, next_at| Attempt {
+        id,
+        destination: "emr".to_owned(),
+        result: DeliveryResult::Retry {
+            error: "connection refused".to_owned(),
+            next_at,
+        },
+        error: None,
+    };
     j.record_attempts(vec![
+        retry(retry_due, now - Duration::from_secs(1)),
         Attempt {
-            id: ids[0],
+            id: delivered,
             destination: "emr".to_owned(),
             result: DeliveryResult::Delivered,
             error: None,
         },
-        Attempt {
-            id: ids[1],
-            destination: "emr".to_owned(),
-            result: DeliveryResult::Retry {
-                error: "connection refused".to_owned(),
-                next_at: SystemTime::now() + Duration::from_secs(3600),
-            },
-            error: None,
-        },
+        retry(retry_later, now + Duration::from_secs(3600)),
     ])
     .expect("record attempts");
 
     let flagged = j.flag_possible_resends(2).expect("flag");
-    // emr (one lane): ids[0] is delivered and ids[1] not due, so ids[2] and ids[3].
-    // lab (two lanes by message id): the first two of each lane.
-    let mut want: HashSet<(MessageId, &str)> = [(ids[2], "emr"), (ids[3], "emr")].into();
+    // emr (one lane): the requeued ones and the due retry, uncounted, then two fresh.
+    let mut want: HashSet<(MessageId, &str)> = requeued
+        .iter()
+        .chain([&retry_due])
+        .chain(&fresh[..2])
+        .map(|id| (*id, "emr"))
+        .collect();
+    // lab (two lanes by message id): the first two fresh ones of each lane.
     for lane in 0..2 {
         want.extend(
-            ids.iter()
+            fresh
+                .iter()
                 .filter(|id| id.0.rem_euclid(2) == lane)
                 .take(2)
                 .map(|id| (*id, "lab")),
@@ -823,15 +844,19 @@ pub fn possible_resends_are_each_lanes_next_sends<J: Journal>(open: &dyn Fn() ->
     assert_eq!(j.flag_possible_resends(2).expect("flag again"), 0, "once");
     drop(j);
     let j = open();
-    for id in &ids {
+    let all = requeued
+        .iter()
+        .chain([&retry_due, &delivered, &retry_later])
+        .chain(&fresh);
+    for id in all {
         for delivery in j.show(*id).expect("show").deliveries {
             let key = (*id, delivery.destination.as_str());
             assert_eq!(delivery.possible_resend, want.contains(&key), "{key:?}");
         }
     }
-    j.mark_attempt(ids[2], "emr", DeliveryResult::Delivered)
+    j.mark_attempt(fresh[0], "emr", DeliveryResult::Delivered)
         .expect("delivered");
-    let emr = j.show(ids[2]).expect("show").deliveries;
+    let emr = j.show(fresh[0]).expect("show").deliveries;
     assert!(emr.iter().any(|d| d.destination == "emr"
         && d.status == DeliveryStatus::Delivered
         && d.possible_resend));

@@ -215,10 +215,13 @@ pub trait Journal: Send + Sync {
     fn error_stats(&self, interface: Option<&str>) -> Result<ErrorStats>;
 
     /// Flags the deliveries an engine that stopped without finishing (`kill -9`, power
-    /// loss) may have sent without recording: in each lane of each destination, the
-    /// first `window` owed deliveries that are due, in queue order. Sending them again
-    /// may repeat what the destination already has; [`Delivery::possible_resend`] says
-    /// so. Flags stay after delivery. Returns how many were newly flagged.
+    /// loss) may have sent without recording, when a lane can have at most `window`
+    /// such sends: in each lane of each destination, the owed deliveries that are due,
+    /// in queue order, up to and including the `window`-th one that was queued at
+    /// ingest and never attempted (retries and requeued deliveries ahead of it are
+    /// flagged without being counted: they may have been passed over). Sending them
+    /// again may repeat what the destination already has; [`Delivery::possible_resend`]
+    /// says so. Flags stay after delivery. Returns how many were newly flagged.
     fn flag_possible_resends(&self, window: usize) -> Result<u64>;
 
     /// Work to resume after a restart: messages whose chain never finished (and that are

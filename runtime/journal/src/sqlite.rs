@@ -35,6 +35,12 @@ const MIGRATIONS: &[&str] = &[
     include_str!("schema_v7_possible_resend.sql"),
 ];
 
+/// A delivery queued within this long of its message's arrival was queued at ingest (the
+/// chain ran in between); one queued later was requeued (a replay, a resume). Only the
+/// first kind counts towards the window of [`Journal::flag_possible_resends`]: treating a
+/// slow ingest as a requeue only widens the window.
+const FRESH_ENQUEUE_MS: i64 = 60_000;
+
 /// Tuning for [`SqliteJournal`].
 #[derive(Debug, Clone)]
 pub struct JournalOptions {
@@ -1420,26 +1426,39 @@ impl Journal for SqliteJournal {
     fn flag_possible_resends(&self, window: usize) -> Result<u64> {
         let window = i64::try_from(window).unwrap_or(i64::MAX);
         self.write("flag_possible_resends", move |conn| {
-            // A lane sends the owed deliveries that are due, in queue order, a batch at a
-            // time; whatever a stopped engine sent without recording is among the first
-            // `window` of them. Time only moves on, so what was due then is due now.
+            // A lane sends what is owed and due in queue order, a batch at a time, so what
+            // a stopped engine sent without recording came from the head of each lane's
+            // queue. Only *fresh* deliveries are counted towards `window`: queued at
+            // ingest, never attempted. Every fresh one queued ahead of a send was sent
+            // too, so at most `window - 1` fresh ones precede the last unrecorded send.
+            // Whatever else is owed ahead of it (a retry that was not due then but is
+            // now, a replay requeued while the lane read from memory) may have been
+            // passed over; it is flagged but not counted, so it cannot push a real
+            // resend out of the window. Time only moves on: what was due then is due now.
             let flagged = conn
                 .prepare_cached(
-                    "WITH head AS (
+                    "WITH owed AS (
                          SELECT d.message_id AS id, d.destination AS destination,
-                                ROW_NUMBER() OVER (
+                                SUM(CASE WHEN d.status = 'pending' AND d.attempts = 0
+                                              AND d.updated_at - m.received_at < ?3
+                                         THEN 1 ELSE 0 END) OVER (
                                     PARTITION BY m.interface, d.destination, d.lane
-                                    ORDER BY d.message_id) AS n
+                                    ORDER BY d.message_id
+                                    ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING)
+                                    AS fresh_before
                          FROM deliveries d JOIN messages m ON m.id = d.message_id
                          WHERE d.status IN ('pending', 'retry')
                            AND (d.next_at IS NULL OR d.next_at <= ?2))
                      UPDATE deliveries SET possible_resend = 1
-                     FROM head
-                     WHERE deliveries.message_id = head.id
-                       AND deliveries.destination = head.destination
-                       AND head.n <= ?1 AND deliveries.possible_resend = 0",
+                     FROM owed
+                     WHERE deliveries.message_id = owed.id
+                       AND deliveries.destination = owed.destination
+                       AND COALESCE(owed.fresh_before, 0) < ?1
+                       AND deliveries.possible_resend = 0",
                 )
-                .and_then(|mut s| s.execute(params![window, to_ms(SystemTime::now())]))
+                .and_then(|mut s| {
+                    s.execute(params![window, to_ms(SystemTime::now()), FRESH_ENQUEUE_MS])
+                })
                 .map_err(Error::sql("flag_possible_resends"))?;
             Ok(flagged as u64)
         })

@@ -424,6 +424,7 @@ impl Worker {
         let recorder = self.recorder();
         Recording {
             ids,
+            unrecorded: recorder.unrecorded.clone(),
             task: tokio::spawn(async move { recorder.record(attempts).await }),
         }
     }
@@ -447,6 +448,8 @@ impl Worker {
 struct Recording {
     /// The messages it covers: still pending in the journal until it lands.
     ids: HashSet<MessageId>,
+    /// Set if the task fails: its results were not recorded.
+    unrecorded: Arc<std::sync::atomic::AtomicBool>,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -454,6 +457,8 @@ impl Recording {
     async fn finish(self) {
         if let Err(err) = self.task.await {
             tracing::error!("delivery results task failed: {err}");
+            self.unrecorded
+                .store(true, std::sync::atomic::Ordering::SeqCst);
         }
     }
 }

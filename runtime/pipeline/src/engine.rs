@@ -529,6 +529,9 @@ impl Running {
         while let Some(result) = self.tasks.join_next().await {
             if let Err(err) = result {
                 tracing::error!("engine task failed: {err}");
+                // A delivery worker that panicked may have sent what it never recorded.
+                self.unrecorded_results
+                    .store(true, std::sync::atomic::Ordering::SeqCst);
             }
         }
         if self

@@ -349,8 +349,9 @@ async fn after_an_unclean_stop_possible_resends_are_flagged_before_anything_is_s
     drop(running);
     drop(engine);
     assert!(state().starts_with("running"), "{}", state());
-    // Past `max_backoff`, so every retry is due again, as it would be for the workers.
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // Well past `max_backoff` (200 ms), so every retry the cut-off workers recorded is
+    // due again, as it would be for the workers.
+    tokio::time::sleep(Duration::from_secs(1)).await;
 
     // Third run: flagged at the start, while the EMR is still down; the file destination
     // had everything before the stop, so nothing of it is flagged.
