@@ -139,6 +139,10 @@ pub struct Noted {
     /// What was done (required to resolve; recorded with a replay).
     #[arg(long)]
     note: Option<String>,
+    /// Every open error like this message's: its line of `plexus admin errors --group`
+    /// (same interface, kind, stage and reason), oldest first, up to 1000 a call.
+    #[arg(long)]
+    like: bool,
     #[command(flatten)]
     api: ApiArgs,
 }
@@ -349,9 +353,10 @@ pub fn run(command: &AdminCommand) -> anyhow::Result<ExitCode> {
             } else {
                 "resolve"
             };
-            let body = match &a.note {
-                Some(note) => Body::Json(json!({ "note": note })),
-                None => Body::None,
+            let body = match (&a.note, a.like) {
+                (Some(note), like) => Body::Json(json!({ "note": note, "like": like })),
+                (None, true) => Body::Json(json!({ "like": true })),
+                (None, false) => Body::None,
             };
             let (status, v) = a.api.call(
                 "POST",
@@ -361,7 +366,8 @@ pub fn run(command: &AdminCommand) -> anyhow::Result<ExitCode> {
             expect(status, &v, &[200], action)?;
             print(&v)?;
             // As `plexus errors replay`: a replay that failed again is a failure.
-            if v["result"] == "failed" {
+            let failed = v["result"] == "failed" || v["failed"].as_u64().is_some_and(|n| n > 0);
+            if failed {
                 return Ok(ExitCode::from(1));
             }
         }

@@ -10,7 +10,7 @@ use anyhow::Context;
 use plexus_journal::{
     AuditEntry, ErrorEntry, ErrorFilter, ErrorKind, ErrorStats, Journal, MessageId, OutcomeKind,
 };
-use plexus_pipeline::error_groups::{GROUP_IDS, GROUP_SCAN, group_errors, same_problem};
+use plexus_pipeline::error_groups::{GROUP_IDS, GROUP_SCAN, group_errors, open_errors_like};
 use plexus_pipeline::{
     Engine, ReplayOutcome, masked_delivery_error, masked_reason, masked_stage_detail,
 };
@@ -245,32 +245,7 @@ fn print_totals(args: &ListArgs, stats: &ErrorStats) {
 /// The open errors in the same group as message `like`'s, oldest first; says what it
 /// matched on stderr.
 fn ids_like(journal: &dyn Journal, like: i64) -> anyhow::Result<Vec<i64>> {
-    let model = match journal.show(MessageId(like)) {
-        Ok(record) => record.errors.into_iter().find(|e| e.resolution.is_none()),
-        Err(plexus_journal::Error::NotFound(_)) => None,
-        Err(e) => return Err(e.into()),
-    }
-    .with_context(|| {
-        format!("message {like} has no open error (`plexus errors list` shows the open ones)")
-    })?;
-    let filter = ErrorFilter {
-        interface: Some(model.interface.clone()),
-        kind: Some(model.kind),
-        include_resolved: false,
-    };
-    let entries = journal.list_errors(&filter, GROUP_SCAN.saturating_add(1))?;
-    anyhow::ensure!(
-        entries.len() <= GROUP_SCAN,
-        "more than {GROUP_SCAN} open {} errors on interface {}: too many to act on at once; \
-         resolve or replay by id",
-        model.kind.as_str(),
-        model.interface
-    );
-    let ids: Vec<i64> = entries
-        .iter()
-        .filter(|e| same_problem(e, &model))
-        .map(|e| e.message.0)
-        .collect();
+    let (model, ids) = open_errors_like(journal, MessageId(like))?;
     let reason = one_line(masked_reason(model.kind, &model.reason), 100);
     eprintln!(
         "{} open error(s) like message {like}: {}, {}, {}: {reason}",
@@ -279,7 +254,7 @@ fn ids_like(journal: &dyn Journal, like: i64) -> anyhow::Result<Vec<i64>> {
         model.kind.as_str(),
         model.stage,
     );
-    Ok(ids)
+    Ok(ids.into_iter().map(|id| id.0).collect())
 }
 
 fn print_groups(args: &ListArgs, entries: &[ErrorEntry], stats: &ErrorStats) {

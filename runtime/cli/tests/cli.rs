@@ -1152,6 +1152,24 @@ PID|1||MRN1^^^CLINIC^MR||testpatient^alpha||19800101|female\r"
         !groups.contains("Teleported") && !groups.contains("testpatient"),
         "{groups}"
     );
+    // One command closes the whole group.
+    let errors = run(&["admin", "errors"]);
+    let id = errors
+        .lines()
+        .find(|l| l.contains("plugin-fail"))
+        .and_then(|l| l.split_whitespace().next())
+        .unwrap_or_else(|| panic!("an error line: {errors}"))
+        .to_owned();
+    let resolved = run(&[
+        "admin",
+        "resolve",
+        &id,
+        "--like",
+        "--note",
+        "statuses retired",
+    ]);
+    assert!(resolved.contains("\"resolved\": 2"), "{resolved}");
+    assert!(run(&["admin", "errors", "--group"]).contains("0 open;"));
 
     let refused = plexus()
         .args(["admin", "interfaces"])

@@ -463,9 +463,11 @@ async fn message(
 }
 
 /// `{"note": "..."}` from a request body (empty body: no note).
-fn note(body: &Bytes) -> Result<Option<String>, Response> {
+/// What a replay or resolve request says: its note, and whether it acts on every open
+/// error like the message's (`"like": true`: its group in `GET /admin/v1/errors?group=true`).
+fn noted(body: &Bytes) -> Result<(Option<String>, bool), Response> {
     if body.is_empty() {
-        return Ok(None);
+        return Ok((None, false));
     }
     let value: Value = serde_json::from_slice(body)
         .map_err(|e| problem(StatusCode::BAD_REQUEST, format!("body is not JSON: {e}")))?;
@@ -483,7 +485,17 @@ fn note(body: &Bytes) -> Result<Option<String>, Response> {
             ),
         ));
     }
-    Ok(note)
+    let like = match value.get("like") {
+        None | Some(Value::Null) => false,
+        Some(Value::Bool(like)) => *like,
+        Some(_) => {
+            return Err(problem(
+                StatusCode::BAD_REQUEST,
+                "\"like\" is true (every open error like this message's) or false",
+            ));
+        }
+    };
+    Ok((note, like))
 }
 
 /// Longest note a replay or resolve may carry.
@@ -499,37 +511,124 @@ async fn replay(
         Ok(c) => c,
         Err(r) => return r,
     };
-    let note = match note(&body) {
-        Ok(n) => n.unwrap_or_else(|| "replayed through the admin API".to_owned()),
+    let (note, like) = match noted(&body) {
+        Ok((note, like)) => (
+            note.unwrap_or_else(|| "replayed through the admin API".to_owned()),
+            like,
+        ),
         Err(r) => return r,
     };
+    if like {
+        return replay_like(&admin, MessageId(id), &note, &caller.actor()).await;
+    }
     match admin
         .engine
         .replay(MessageId(id), &note, &caller.actor())
         .await
     {
-        Ok(outcome) => axum::Json(match outcome {
-            ReplayOutcome::Requeued {
-                destinations,
-                already_delivered,
-            } => {
-                json!({"result": "requeued", "destinations": destinations, "already_delivered": already_delivered})
-            }
-            // The reason is the plug-in's words: content, shown unmasked only.
-            ReplayOutcome::Filtered { reason } => json!({
-                "result": "filtered",
-                "reason": masked_stage_detail(plexus_journal::OutcomeKind::Filter, &reason),
-            }),
-            ReplayOutcome::FailedAgain(f) => json!({
-                "result": "failed", "stage": f.stage, "kind": f.kind.as_str(), "reason": f.reason,
-            }),
-        })
-        .into_response(),
+        Ok(outcome) => axum::Json(replay_json(outcome)).into_response(),
         Err(crate::OpError::Journal(plexus_journal::Error::NotFound(_))) => {
             problem(StatusCode::NOT_FOUND, format!("no message {id}"))
         }
         Err(e) => problem(StatusCode::CONFLICT, e.to_string()),
     }
+}
+
+fn replay_json(outcome: ReplayOutcome) -> Value {
+    match outcome {
+        ReplayOutcome::Requeued {
+            destinations,
+            already_delivered,
+        } => {
+            json!({"result": "requeued", "destinations": destinations, "already_delivered": already_delivered})
+        }
+        // The reason is the plug-in's words: content, shown unmasked only.
+        ReplayOutcome::Filtered { reason } => json!({
+            "result": "filtered",
+            "reason": masked_stage_detail(plexus_journal::OutcomeKind::Filter, &reason),
+        }),
+        ReplayOutcome::FailedAgain(f) => json!({
+            "result": "failed", "stage": f.stage, "kind": f.kind.as_str(), "reason": f.reason,
+        }),
+    }
+}
+
+/// The most messages one group replay or resolve acts on; the rest stay in the group
+/// for the next request (`remaining` says how many).
+const GROUP_ACTION_MAX: usize = 1000;
+
+/// The open errors like message `like`'s, at most [`GROUP_ACTION_MAX`], with the group's
+/// description and how many are left over; or the answer saying why not.
+async fn group_of(
+    admin: &Admin,
+    like: MessageId,
+) -> Result<(Value, Vec<MessageId>, usize), Response> {
+    let journal = admin.engine.journal().clone();
+    let found = tokio::task::spawn_blocking(move || {
+        crate::error_groups::open_errors_like(journal.as_ref(), like)
+    })
+    .await
+    .map_err(|e| problem(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
+    let (model, mut ids) = match found {
+        Ok(found) => found,
+        Err(e @ crate::error_groups::LikeError::NoOpenError(_)) => {
+            return Err(problem(StatusCode::CONFLICT, e.to_string()));
+        }
+        Err(e @ crate::error_groups::LikeError::TooMany { .. }) => {
+            return Err(problem(StatusCode::CONFLICT, e.to_string()));
+        }
+        Err(e) => return Err(problem(StatusCode::SERVICE_UNAVAILABLE, e.to_string())),
+    };
+    let remaining = ids.len().saturating_sub(GROUP_ACTION_MAX);
+    ids.truncate(GROUP_ACTION_MAX);
+    let group = json!({
+        "interface": model.interface,
+        "kind": model.kind.as_str(),
+        "stage": model.stage,
+        "reason": masked_reason(model.kind, &model.reason),
+    });
+    Ok((group, ids, remaining))
+}
+
+/// Replays every open error like message `like`'s, oldest first; one audit entry each,
+/// as single replays write.
+async fn replay_like(admin: &Admin, like: MessageId, note: &str, actor: &str) -> Response {
+    let (group, ids, remaining) = match group_of(admin, like).await {
+        Ok(found) => found,
+        Err(r) => return r,
+    };
+    let (mut requeued, mut filtered, mut failed, mut skipped) = (0, 0, 0, 0);
+    let mut results = Vec::with_capacity(ids.len());
+    for id in ids {
+        let mut result = match admin.engine.replay(id, note, actor).await {
+            Ok(outcome) => {
+                match &outcome {
+                    ReplayOutcome::Requeued { .. } => requeued += 1,
+                    ReplayOutcome::Filtered { .. } => filtered += 1,
+                    ReplayOutcome::FailedAgain(_) => failed += 1,
+                }
+                replay_json(outcome)
+            }
+            // Resolved or replayed by someone else meanwhile, say.
+            Err(e) => {
+                skipped += 1;
+                json!({"result": "skipped", "reason": e.to_string()})
+            }
+        };
+        result["id"] = json!(id.0);
+        results.push(result);
+    }
+    axum::Json(json!({
+        "group": group,
+        "replayed": requeued + filtered + failed,
+        "requeued": requeued,
+        "filtered": filtered,
+        "failed": failed,
+        "skipped": skipped,
+        "remaining": remaining,
+        "results": results,
+    }))
+    .into_response()
 }
 
 async fn resolve(
@@ -542,9 +641,9 @@ async fn resolve(
         Ok(c) => c,
         Err(r) => return r,
     };
-    let note = match note(&body) {
-        Ok(Some(n)) => n,
-        Ok(None) => {
+    let (note, like) = match noted(&body) {
+        Ok((Some(note), like)) => (note, like),
+        Ok((None, _)) => {
             return problem(
                 StatusCode::BAD_REQUEST,
                 "resolving needs {\"note\": \"what was done\"}",
@@ -552,21 +651,52 @@ async fn resolve(
         }
         Err(r) => return r,
     };
+    let (group, ids, remaining) = if like {
+        match group_of(&admin, MessageId(id)).await {
+            Ok((group, ids, remaining)) => (Some(group), ids, remaining),
+            Err(r) => return r,
+        }
+    } else {
+        (None, vec![MessageId(id)], 0)
+    };
     let journal = admin.engine.journal().clone();
     let actor = caller.actor();
-    match blocking(move || {
-        journal.resolve(MessageId(id), &note)?;
-        journal.audit(AuditEntry {
-            actor,
-            action: "resolve".to_owned(),
-            subject: format!("message:{id}"),
-            detail: format!("note: {note}"),
-        })
+    let one = group.is_none();
+    let done = blocking(move || {
+        let mut resolved = Vec::new();
+        let mut skipped = Vec::new();
+        for id in ids {
+            match journal.resolve(id, &note) {
+                Ok(()) => {}
+                // A group member closed by someone else meanwhile.
+                Err(plexus_journal::Error::NoOpenError(_)) if !one => {
+                    skipped.push(id.0);
+                    continue;
+                }
+                Err(e) => return Err(e),
+            }
+            journal.audit(AuditEntry {
+                actor: actor.clone(),
+                action: "resolve".to_owned(),
+                subject: format!("message:{id}"),
+                detail: format!("note: {note}"),
+            })?;
+            resolved.push(id.0);
+        }
+        Ok((resolved, skipped))
     })
-    .await
-    {
-        Ok(_) => axum::Json(json!({"result": "resolved"})).into_response(),
-        Err(r) => r,
+    .await;
+    match (done, group) {
+        (Ok(_), None) => axum::Json(json!({"result": "resolved"})).into_response(),
+        (Ok((resolved, skipped)), Some(group)) => axum::Json(json!({
+            "group": group,
+            "resolved": resolved.len(),
+            "skipped": skipped.len(),
+            "remaining": remaining,
+            "ids": resolved,
+        }))
+        .into_response(),
+        (Err(r), _) => r,
     }
 }
 

@@ -7,7 +7,7 @@
 use std::collections::HashMap;
 use std::time::SystemTime;
 
-use plexus_journal::{ErrorEntry, ErrorKind};
+use plexus_journal::{ErrorEntry, ErrorFilter, ErrorKind, Journal, MessageId};
 
 use crate::chain::masked_reason;
 
@@ -96,4 +96,59 @@ pub fn group_errors(entries: &[ErrorEntry]) -> Vec<ErrorGroup> {
     }
     groups.sort_by(|a, b| b.ids.len().cmp(&a.ids.len()).then(a.oldest.cmp(&b.oldest)));
     groups
+}
+
+/// Why the open errors like a message's could not be listed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum LikeError {
+    /// The model message has no open error (or does not exist).
+    #[error("message {0} has no open error (`plexus errors list` shows the open ones)")]
+    NoOpenError(MessageId),
+    /// More open errors of that kind on that interface than one action takes.
+    #[error(
+        "more than {GROUP_SCAN} open {kind} errors on interface {interface}: too many to act on at once; resolve or replay by id"
+    )]
+    TooMany {
+        /// The interface.
+        interface: String,
+        /// The kind.
+        kind: &'static str,
+    },
+    /// The journal failed.
+    #[error(transparent)]
+    Journal(#[from] plexus_journal::Error),
+}
+
+/// The open errors that are the same problem as message `like`'s open error (its group
+/// in `plexus errors list --group`), oldest first: the model error, and their messages
+/// (`like` among them).
+pub fn open_errors_like(
+    journal: &dyn Journal,
+    like: MessageId,
+) -> Result<(ErrorEntry, Vec<MessageId>), LikeError> {
+    let model = match journal.show(like) {
+        Ok(record) => record.errors.into_iter().find(|e| e.resolution.is_none()),
+        Err(plexus_journal::Error::NotFound(_)) => None,
+        Err(e) => return Err(e.into()),
+    }
+    .ok_or(LikeError::NoOpenError(like))?;
+    let filter = ErrorFilter {
+        interface: Some(model.interface.clone()),
+        kind: Some(model.kind),
+        include_resolved: false,
+    };
+    let entries = journal.list_errors(&filter, GROUP_SCAN.saturating_add(1))?;
+    if entries.len() > GROUP_SCAN {
+        return Err(LikeError::TooMany {
+            interface: model.interface.clone(),
+            kind: model.kind.as_str(),
+        });
+    }
+    let ids = entries
+        .iter()
+        .filter(|e| same_problem(e, &model))
+        .map(|e| e.message)
+        .collect();
+    Ok((model, ids))
 }

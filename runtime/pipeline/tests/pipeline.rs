@@ -488,6 +488,146 @@ async fn a_message_too_large_for_the_feed_keeps_its_place_in_the_queue() {
     emr.stop.cancel();
 }
 
+/// `"like": true` on the admin API's replay and resolve acts on a whole group of open
+/// errors (the named message's line of `errors?group=true`), oldest first, one audit
+/// entry each; another problem's errors are left alone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_admin_api_replays_and_resolves_a_whole_group_of_errors() {
+    let site = Site::new();
+    let emr = Receiver::start("127.0.0.1:0".parse().expect("addr")).await;
+    let tokens = admin_tokens(&[("ops", "operator", "ops-secret")]);
+    let json = |b: &[u8]| serde_json::from_slice::<serde_json::Value>(b).expect("json");
+    let (engine, running, stop) = start(&site, emr.addr, &tokens).await;
+    let src = running.mllp["scheduling"];
+    // One problem three times (a status the table lacks), and another: MSH-10 is the
+    // HL7 null, which no answer could be matched by.
+    for id in ["G1", "G2", "G3"] {
+        let (code, _) = send(src, &siu(id, "Teleported")).await;
+        assert_eq!(code, AckCode::AE, "{id}");
+    }
+    let (code, _) = send(src, &siu("\"\"", "Arrived")).await;
+    assert_eq!(code, AckCode::AR);
+    let open = engine
+        .journal()
+        .list_errors(&ErrorFilter::default(), 10)
+        .expect("errors");
+    assert_eq!(open.len(), 4);
+    let group: Vec<i64> = open
+        .iter()
+        .filter(|e| e.control_id.as_deref().is_some_and(|c| c.starts_with('G')))
+        .map(|e| e.message.0)
+        .collect();
+    let other = open
+        .iter()
+        .find(|e| e.control_id.is_none())
+        .expect("the refused one")
+        .message;
+    stop.cancel();
+    running.wait().await;
+    drop(engine);
+
+    // The site adds the status and restarts; one request replays the whole group.
+    std::fs::write(
+        site.path().join("visit-status.csv"),
+        format!("{STATUS_CSV}teleported,Started\n"),
+    )
+    .expect("csv");
+    let (engine, running, stop) = start(&site, emr.addr, &tokens).await;
+    let http = running.http;
+    let (status, body) = http_request_with(
+        http,
+        "POST",
+        &format!("/admin/v1/messages/{}/replay", group[1]),
+        Some("ops-secret"),
+        br#"{"note": "added teleported", "like": true}"#,
+    )
+    .await;
+    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
+    let answer = json(&body);
+    assert_eq!(answer["group"]["kind"], "plugin-fail", "{answer}");
+    assert_eq!(answer["group"]["stage"], "plugin:visit-status-map");
+    assert_eq!(
+        (&answer["replayed"], &answer["requeued"], &answer["failed"]),
+        (
+            &serde_json::json!(3),
+            &serde_json::json!(3),
+            &serde_json::json!(0)
+        )
+    );
+    assert_eq!(answer["remaining"], 0);
+    let replayed: Vec<i64> = answer["results"]
+        .as_array()
+        .expect("results")
+        .iter()
+        .map(|r| r["id"].as_i64().expect("id"))
+        .collect();
+    assert_eq!(replayed, group, "oldest first");
+    eventually("the group is delivered", || {
+        let got = emr.received();
+        ["G1", "G2", "G3"]
+            .iter()
+            .all(|id| got.iter().any(|g| g == id))
+    })
+    .await;
+    let open = engine
+        .journal()
+        .list_errors(&ErrorFilter::default(), 10)
+        .expect("errors");
+    assert_eq!(
+        open.iter().map(|e| e.message).collect::<Vec<_>>(),
+        [other],
+        "the other problem is left open"
+    );
+
+    // Nothing like a message whose error is closed; resolving the other group needs a
+    // note and closes it.
+    let (status, _) = http_request_with(
+        http,
+        "POST",
+        &format!("/admin/v1/messages/{}/replay", group[0]),
+        Some("ops-secret"),
+        br#"{"like": true}"#,
+    )
+    .await;
+    assert_eq!(status, 409);
+    let path = format!("/admin/v1/messages/{}/resolve", other.0);
+    let (status, _) = http_request_with(
+        http,
+        "POST",
+        &path,
+        Some("ops-secret"),
+        br#"{"like": true}"#,
+    )
+    .await;
+    assert_eq!(status, 400, "a note is required");
+    let (status, body) = http_request_with(
+        http,
+        "POST",
+        &path,
+        Some("ops-secret"),
+        br#"{"note": "sender fixed its ids", "like": true}"#,
+    )
+    .await;
+    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
+    assert_eq!(json(&body)["resolved"], 1);
+    assert_eq!(engine.journal().error_stats(None).expect("stats").open, 0);
+    // One audit entry per message, with the operator's name.
+    let audit = engine.journal().audit_log(0, 100).expect("audit");
+    let acted: Vec<(&str, &str)> = audit
+        .iter()
+        .filter(|a| a.entry.action == "replay" || a.entry.action == "resolve")
+        .map(|a| (a.entry.action.as_str(), a.entry.actor.as_str()))
+        .collect();
+    assert_eq!(acted.len(), 4, "{acted:?}");
+    assert!(
+        acted.iter().all(|(_, actor)| actor.contains("ops")),
+        "{acted:?}"
+    );
+    stop.cancel();
+    running.wait().await;
+    emr.stop.cancel();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn poison_messages_go_to_the_error_queue_while_the_rest_flow_and_replay_fixes_them() {
     let site = Site::new();
