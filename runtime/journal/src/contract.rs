@@ -766,7 +766,8 @@ pub fn ingest_is_one_unit<J: Journal>(open: &dyn Fn() -> J) {
 
 /// After an unclean stop, each lane's owed and due deliveries are flagged as possible
 /// resends up to and including the `window`-th fresh one (queued at ingest, never
-/// attempted); requeued ones and due retries ahead of it are flagged without counting;
+/// attempted or requeued); requeued ones (however soon after they arrived) and due
+/// retries ahead of it are flagged without counting;
 /// delivered ones, retries not yet due and the rest of the queue are not. Flagged once,
 /// and the flag survives a reopen and the delivery.
 pub fn possible_resends_are_each_lanes_next_sends<J: Journal>(open: &dyn Fn() -> J) {
@@ -789,10 +790,30 @@ pub fn possible_resends_are_each_lanes_next_sends<J: Journal>(open: &dyn Fn() ->
         .id
     };
     let now = SystemTime::now();
-    // Queued long after they arrived, as a replay requeues: not fresh.
+    // Failed, then requeued by a replay a moment after they arrived: not fresh.
     let requeued: Vec<MessageId> = (0..2)
-        .map(|i| queue(&format!("Q{i}"), at(i), &["emr"]))
+        .map(|i| queue(&format!("Q{i}"), now, &["emr"]))
         .collect();
+    for id in &requeued {
+        j.mark_attempt(
+            *id,
+            "emr",
+            DeliveryResult::Failed {
+                error: "rejected (AR)".to_owned(),
+            },
+        )
+        .expect("failed");
+        j.process(
+            *id,
+            Processing {
+                enqueue: vec!["emr".to_owned()],
+                requeue: true,
+                processed: true,
+                ..Processing::default()
+            },
+        )
+        .expect("requeue");
+    }
     let (retry_due, delivered, retry_later) = (
         queue("R-due", now, &["emr"]),
         queue("D", now, &["emr"]),

@@ -5,3 +5,7 @@
 -- may be such repeats, so that a receiver's second copy (same MSH-10) is accounted for.
 
 ALTER TABLE deliveries ADD COLUMN possible_resend INTEGER NOT NULL DEFAULT 0;
+-- 1 for a delivery queued when its message was ingested (the engine's fast path), until
+-- it is requeued (a replay); a lane sends those in queue order without passing any over,
+-- which is what bounds the window of possible resends.
+ALTER TABLE deliveries ADD COLUMN queued_at_ingest INTEGER NOT NULL DEFAULT 0;

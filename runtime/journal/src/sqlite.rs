@@ -35,12 +35,6 @@ const MIGRATIONS: &[&str] = &[
     include_str!("schema_v7_possible_resend.sql"),
 ];
 
-/// A delivery queued within this long of its message's arrival was queued at ingest (the
-/// chain ran in between); one queued later was requeued (a replay, a resume). Only the
-/// first kind counts towards the window of [`Journal::flag_possible_resends`]: treating a
-/// slow ingest as a requeue only widens the window.
-const FRESH_ENQUEUE_MS: i64 = 60_000;
-
 /// Tuning for [`SqliteJournal`].
 #[derive(Debug, Clone)]
 pub struct JournalOptions {
@@ -746,18 +740,22 @@ fn enqueue_in(
     owner: &Owner<'_>,
     lanes: &LaneMap,
     requeue: bool,
+    at_ingest: bool,
 ) -> Result<()> {
     let lane = lanes_for(conn, lanes, owner.interface, destination)?.of(id, owner.order_key);
     let sql = if requeue {
-        "INSERT INTO deliveries (message_id, destination, status, updated_at, lane)
-         VALUES (?1, ?2, 'pending', ?3, ?4)
+        "INSERT INTO deliveries (message_id, destination, status, updated_at, lane,
+                                 queued_at_ingest)
+         VALUES (?1, ?2, 'pending', ?3, ?4, ?5)
          ON CONFLICT (message_id, destination) DO UPDATE
          SET lane = CASE WHEN status IN ('pending', 'retry') THEN lane ELSE ?4 END,
-             status = 'pending', attempts = 0, next_at = NULL, updated_at = ?3
+             status = 'pending', attempts = 0, next_at = NULL, updated_at = ?3,
+             queued_at_ingest = 0
          WHERE status <> 'delivered'"
     } else {
-        "INSERT INTO deliveries (message_id, destination, status, updated_at, lane)
-         VALUES (?1, ?2, 'pending', ?3, ?4)
+        "INSERT INTO deliveries (message_id, destination, status, updated_at, lane,
+                                 queued_at_ingest)
+         VALUES (?1, ?2, 'pending', ?3, ?4, ?5)
          ON CONFLICT (message_id, destination) DO NOTHING"
     };
     conn.prepare_cached(sql)
@@ -766,7 +764,8 @@ fn enqueue_in(
                 id.0,
                 destination,
                 to_ms(SystemTime::now()),
-                i64::from(lane)
+                i64::from(lane),
+                at_ingest && !requeue,
             ])
         })
         .map_err(Error::sql("enqueue"))?;
@@ -922,7 +921,7 @@ fn ingest_job(
             interface: &inbound.interface,
             order_key: processing.order_key,
         };
-        process_in(conn, appended.id, &results, Some(&owner), &lanes)?;
+        process_in(conn, appended.id, &results, Some(&owner), &lanes, true)?;
         Ok(appended)
     }
 }
@@ -943,12 +942,15 @@ fn attempts_job(attempts: Vec<Attempt>) -> impl FnMut(&Connection) -> Result<()>
 
 /// Writes everything processing produced for message `id`; `owner` when the caller
 /// knows it (it is read from the message otherwise, if anything is enqueued).
+/// `at_ingest` when the message row is written in the same transaction (see
+/// `deliveries.queued_at_ingest`).
 fn process_in(
     conn: &Connection,
     id: MessageId,
     processing: &Processing,
     owner: Option<&Owner<'_>>,
     lanes: &LaneMap,
+    at_ingest: bool,
 ) -> Result<()> {
     for stage in &processing.stages {
         record_stage_in(conn, id, stage)?;
@@ -971,7 +973,15 @@ fn process_in(
             }
         };
         for destination in &processing.enqueue {
-            enqueue_in(conn, id, destination, owner, lanes, processing.requeue)?;
+            enqueue_in(
+                conn,
+                id,
+                destination,
+                owner,
+                lanes,
+                processing.requeue,
+                at_ingest,
+            )?;
         }
     }
     if let Some(report) = &processing.error {
@@ -1310,7 +1320,7 @@ impl Journal for SqliteJournal {
         let lanes = self.lanes.clone();
         self.write("process", move |conn| {
             message_exists(conn, id, "process")?;
-            process_in(conn, id, &processing, None, &lanes)
+            process_in(conn, id, &processing, None, &lanes, false)
         })
     }
 
@@ -1359,7 +1369,7 @@ impl Journal for SqliteJournal {
                 interface: &interface,
                 order_key,
             };
-            enqueue_in(conn, id, &destination, &owner, &lanes, false)
+            enqueue_in(conn, id, &destination, &owner, &lanes, false, false)
         })
     }
 
@@ -1429,8 +1439,10 @@ impl Journal for SqliteJournal {
             // A lane sends what is owed and due in queue order, a batch at a time, so what
             // a stopped engine sent without recording came from the head of each lane's
             // queue. Only *fresh* deliveries are counted towards `window`: queued at
-            // ingest, never attempted. Every fresh one queued ahead of a send was sent
-            // too, so at most `window - 1` fresh ones precede the last unrecorded send.
+            // ingest (`queued_at_ingest`: in the message's own transaction, so in commit
+            // order) and never attempted or requeued. Every fresh one queued ahead of a
+            // send was sent too, so at most `window - 1` fresh ones precede the last
+            // unrecorded send.
             // Whatever else is owed ahead of it (a retry that was not due then but is
             // now, a replay requeued while the lane read from memory) may have been
             // passed over; it is flagged but not counted, so it cannot push a real
@@ -1440,7 +1452,7 @@ impl Journal for SqliteJournal {
                     "WITH owed AS (
                          SELECT d.message_id AS id, d.destination AS destination,
                                 SUM(CASE WHEN d.status = 'pending' AND d.attempts = 0
-                                              AND d.updated_at - m.received_at < ?3
+                                              AND d.queued_at_ingest = 1
                                          THEN 1 ELSE 0 END) OVER (
                                     PARTITION BY m.interface, d.destination, d.lane
                                     ORDER BY d.message_id
@@ -1456,9 +1468,7 @@ impl Journal for SqliteJournal {
                        AND COALESCE(owed.fresh_before, 0) < ?1
                        AND deliveries.possible_resend = 0",
                 )
-                .and_then(|mut s| {
-                    s.execute(params![window, to_ms(SystemTime::now()), FRESH_ENQUEUE_MS])
-                })
+                .and_then(|mut s| s.execute(params![window, to_ms(SystemTime::now())]))
                 .map_err(Error::sql("flag_possible_resends"))?;
             Ok(flagged as u64)
         })
