@@ -140,9 +140,13 @@ pub struct Noted {
     #[arg(long)]
     note: Option<String>,
     /// Every open error like this message's: its line of `plexus admin errors --group`
-    /// (same interface, kind, stage and reason), oldest first, up to 1000 a call.
+    /// (same interface, kind, stage and reason), in message order, up to 1000 a call.
     #[arg(long)]
     like: bool,
+    /// With --like: only messages after this id (the `next_after` an earlier call
+    /// printed, to go on from there).
+    #[arg(long, requires = "like", value_name = "ID")]
+    after: Option<i64>,
     #[command(flatten)]
     api: ApiArgs,
 }
@@ -354,8 +358,8 @@ pub fn run(command: &AdminCommand) -> anyhow::Result<ExitCode> {
                 "resolve"
             };
             let body = match (&a.note, a.like) {
-                (Some(note), like) => Body::Json(json!({ "note": note, "like": like })),
-                (None, true) => Body::Json(json!({ "like": true })),
+                (note, true) => Body::Json(json!({ "note": note, "like": true, "after": a.after })),
+                (Some(note), false) => Body::Json(json!({ "note": note })),
                 (None, false) => Body::None,
             };
             let (status, v) = a.api.call(
@@ -363,8 +367,18 @@ pub fn run(command: &AdminCommand) -> anyhow::Result<ExitCode> {
                 &format!("/admin/v1/messages/{}/{action}", a.id),
                 body,
             )?;
+            if status == 503 && v.get("results").or(v.get("ids")).is_some() {
+                // A group action that stopped part way: what was done, then why.
+                print(&v)?;
+            }
             expect(status, &v, &[200], action)?;
             print(&v)?;
+            if let Some(after) = v["next_after"].as_i64() {
+                eprintln!(
+                    "{} more in the group: go on with --like --after {after}",
+                    v["remaining"]
+                );
+            }
             // As `plexus errors replay`: a replay that failed again is a failure.
             let failed = v["result"] == "failed" || v["failed"].as_u64().is_some_and(|n| n > 0);
             if failed {

@@ -463,11 +463,21 @@ async fn message(
 }
 
 /// `{"note": "..."}` from a request body (empty body: no note).
-/// What a replay or resolve request says: its note, and whether it acts on every open
-/// error like the message's (`"like": true`: its group in `GET /admin/v1/errors?group=true`).
-fn noted(body: &Bytes) -> Result<(Option<String>, bool), Response> {
+/// What a replay or resolve request says.
+#[derive(Debug, Default)]
+struct Noted {
+    note: Option<String>,
+    /// Act on every open error like the message's (`"like": true`: its group in
+    /// `GET /admin/v1/errors?group=true`).
+    like: bool,
+    /// With `like`: only group members with a larger message id (`"after"`, the
+    /// `next_after` of the previous answer).
+    after: Option<i64>,
+}
+
+fn noted(body: &Bytes) -> Result<Noted, Response> {
     if body.is_empty() {
-        return Ok((None, false));
+        return Ok(Noted::default());
     }
     let value: Value = serde_json::from_slice(body)
         .map_err(|e| problem(StatusCode::BAD_REQUEST, format!("body is not JSON: {e}")))?;
@@ -495,7 +505,19 @@ fn noted(body: &Bytes) -> Result<(Option<String>, bool), Response> {
             ));
         }
     };
-    Ok((note, like))
+    let after = match value.get("after") {
+        None | Some(Value::Null) => None,
+        Some(v) => match v.as_i64() {
+            Some(after) if like => Some(after),
+            _ => {
+                return Err(problem(
+                    StatusCode::BAD_REQUEST,
+                    "\"after\" is a message id (the previous answer's next_after), with \"like\": true",
+                ));
+            }
+        },
+    };
+    Ok(Noted { note, like, after })
 }
 
 /// Longest note a replay or resolve may carry.
@@ -511,15 +533,15 @@ async fn replay(
         Ok(c) => c,
         Err(r) => return r,
     };
-    let (note, like) = match noted(&body) {
-        Ok((note, like)) => (
-            note.unwrap_or_else(|| "replayed through the admin API".to_owned()),
-            like,
-        ),
+    let noted = match noted(&body) {
+        Ok(noted) => noted,
         Err(r) => return r,
     };
-    if like {
-        return replay_like(&admin, MessageId(id), &note, &caller.actor()).await;
+    let note = noted
+        .note
+        .unwrap_or_else(|| "replayed through the admin API".to_owned());
+    if noted.like {
+        return replay_like(&admin, MessageId(id), noted.after, &note, &caller.actor()).await;
     }
     match admin
         .engine
@@ -553,16 +575,33 @@ fn replay_json(outcome: ReplayOutcome) -> Value {
     }
 }
 
-/// The most messages one group replay or resolve acts on; the rest stay in the group
-/// for the next request (`remaining` says how many).
+/// The most messages one group replay or resolve acts on; the rest are left for the
+/// next request (`remaining`, from `next_after`).
 const GROUP_ACTION_MAX: usize = 1000;
 
-/// The open errors like message `like`'s, at most [`GROUP_ACTION_MAX`], with the group's
-/// description and how many are left over; or the answer saying why not.
-async fn group_of(
-    admin: &Admin,
-    like: MessageId,
-) -> Result<(Value, Vec<MessageId>, usize), Response> {
+/// How long a group replay starts new replays: well inside the HTTP server's 120 s
+/// request deadline, which would otherwise cut a replay between its requeue and its
+/// audit entry. What is left is reported as `remaining`.
+const GROUP_ACTION_BUDGET: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// A group of open errors to act on: its description, its members with a message id
+/// above `after`, in message order, and the model error that defines it.
+struct Group {
+    json: Value,
+    model: plexus_journal::ErrorEntry,
+    ids: Vec<MessageId>,
+}
+
+/// The open errors like message `like`'s with an id above `after`, in message order; or
+/// the answer saying why not. Reads up to `GROUP_SCAN` error rows, so one at a time, as
+/// `GET /admin/v1/errors?group=true` does.
+async fn group_of(admin: &Admin, like: MessageId, after: Option<i64>) -> Result<Group, Response> {
+    let Ok(_one_at_a_time) = GROUPING.acquire().await else {
+        return Err(problem(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "shutting down".to_owned(),
+        ));
+    };
     let journal = admin.engine.journal().clone();
     let found = tokio::task::spawn_blocking(move || {
         crate::error_groups::open_errors_like(journal.as_ref(), like)
@@ -575,32 +614,59 @@ async fn group_of(
             return Err(problem(StatusCode::CONFLICT, e.to_string()));
         }
         Err(e @ crate::error_groups::LikeError::TooMany { .. }) => {
-            return Err(problem(StatusCode::CONFLICT, e.to_string()));
+            return Err(problem(StatusCode::UNPROCESSABLE_ENTITY, e.to_string()));
         }
         Err(e) => return Err(problem(StatusCode::SERVICE_UNAVAILABLE, e.to_string())),
     };
-    let remaining = ids.len().saturating_sub(GROUP_ACTION_MAX);
-    ids.truncate(GROUP_ACTION_MAX);
-    let group = json!({
+    ids.sort();
+    ids.retain(|id| after.is_none_or(|after| id.0 > after));
+    let json = json!({
+        "like": like.0,
         "interface": model.interface,
         "kind": model.kind.as_str(),
         "stage": model.stage,
         "reason": masked_reason(model.kind, &model.reason),
     });
-    Ok((group, ids, remaining))
+    Ok(Group { json, model, ids })
 }
 
-/// Replays every open error like message `like`'s, oldest first; one audit entry each,
-/// as single replays write.
-async fn replay_like(admin: &Admin, like: MessageId, note: &str, actor: &str) -> Response {
-    let (group, ids, remaining) = match group_of(admin, like).await {
-        Ok(found) => found,
+/// Where a group action stopped: the members left (by message id) and the cursor to
+/// go on from, if any are.
+fn progress(answer: &mut Value, ids: &[MessageId], done: usize) {
+    let remaining = ids.len() - done;
+    answer["remaining"] = json!(remaining);
+    answer["next_after"] = match (remaining, done) {
+        (0, _) | (_, 0) => Value::Null,
+        _ => json!(ids[done - 1].0),
+    };
+}
+
+/// Replays every open error like message `like`'s (above `after`), in message order, at
+/// most [`GROUP_ACTION_MAX`] or [`GROUP_ACTION_BUDGET`]'s worth; one audit entry each,
+/// as single replays write. Members closed meanwhile are skipped; any other failure
+/// stops the run and answers 503 with what was done.
+async fn replay_like(
+    admin: &Admin,
+    like: MessageId,
+    after: Option<i64>,
+    note: &str,
+    actor: &str,
+) -> Response {
+    let group = match group_of(admin, like, after).await {
+        Ok(group) => group,
         Err(r) => return r,
     };
+    // The audit entries and resolutions say it was a group action.
+    let note = format!("{note} (replayed with the errors like message {like})");
+    let started = std::time::Instant::now();
     let (mut requeued, mut filtered, mut failed, mut skipped) = (0, 0, 0, 0);
-    let mut results = Vec::with_capacity(ids.len());
-    for id in ids {
-        let mut result = match admin.engine.replay(id, note, actor).await {
+    let mut results = Vec::new();
+    let mut stopped = None;
+    for id in group.ids.iter().take(GROUP_ACTION_MAX) {
+        if started.elapsed() > GROUP_ACTION_BUDGET {
+            break;
+        }
+        let mut result = match admin.engine.replay(*id, &note, actor).await {
             Ok(outcome) => {
                 match &outcome {
                     ReplayOutcome::Requeued { .. } => requeued += 1,
@@ -609,26 +675,39 @@ async fn replay_like(admin: &Admin, like: MessageId, note: &str, actor: &str) ->
                 }
                 replay_json(outcome)
             }
-            // Resolved or replayed by someone else meanwhile, say.
-            Err(e) => {
+            // Closed, or being replayed, by someone else meanwhile.
+            Err(
+                e @ (crate::OpError::NothingToReplay { .. } | crate::OpError::ReplayInProgress(_)),
+            ) => {
                 skipped += 1;
                 json!({"result": "skipped", "reason": e.to_string()})
+            }
+            Err(e) => {
+                stopped = Some(format!("stopped at message {id}: {e}"));
+                break;
             }
         };
         result["id"] = json!(id.0);
         results.push(result);
     }
-    axum::Json(json!({
-        "group": group,
+    let acted = results.len();
+    let mut answer = json!({
+        "group": group.json,
         "replayed": requeued + filtered + failed,
         "requeued": requeued,
         "filtered": filtered,
         "failed": failed,
         "skipped": skipped,
-        "remaining": remaining,
         "results": results,
-    }))
-    .into_response()
+    });
+    progress(&mut answer, &group.ids, acted);
+    match stopped {
+        None => axum::Json(answer).into_response(),
+        Some(reason) => {
+            answer["error"] = json!(reason);
+            (StatusCode::SERVICE_UNAVAILABLE, axum::Json(answer)).into_response()
+        }
+    }
 }
 
 async fn resolve(
@@ -641,62 +720,109 @@ async fn resolve(
         Ok(c) => c,
         Err(r) => return r,
     };
-    let (note, like) = match noted(&body) {
-        Ok((Some(note), like)) => (note, like),
-        Ok((None, _)) => {
-            return problem(
-                StatusCode::BAD_REQUEST,
-                "resolving needs {\"note\": \"what was done\"}",
-            );
-        }
+    let noted = match noted(&body) {
+        Ok(noted) => noted,
         Err(r) => return r,
     };
-    let (group, ids, remaining) = if like {
-        match group_of(&admin, MessageId(id)).await {
-            Ok((group, ids, remaining)) => (Some(group), ids, remaining),
-            Err(r) => return r,
-        }
-    } else {
-        (None, vec![MessageId(id)], 0)
+    let Some(note) = noted.note else {
+        return problem(
+            StatusCode::BAD_REQUEST,
+            "resolving needs {\"note\": \"what was done\"}",
+        );
     };
     let journal = admin.engine.journal().clone();
     let actor = caller.actor();
-    let one = group.is_none();
-    let done = blocking(move || {
-        let mut resolved = Vec::new();
-        let mut skipped = Vec::new();
-        for id in ids {
-            match journal.resolve(id, &note) {
-                Ok(()) => {}
-                // A group member closed by someone else meanwhile.
-                Err(plexus_journal::Error::NoOpenError(_)) if !one => {
-                    skipped.push(id.0);
-                    continue;
-                }
-                Err(e) => return Err(e),
-            }
+    if !noted.like {
+        return match blocking(move || {
+            journal.resolve(MessageId(id), &note)?;
             journal.audit(AuditEntry {
-                actor: actor.clone(),
+                actor,
                 action: "resolve".to_owned(),
                 subject: format!("message:{id}"),
                 detail: format!("note: {note}"),
-            })?;
-            resolved.push(id.0);
+            })
+        })
+        .await
+        {
+            Ok(_) => axum::Json(json!({"result": "resolved"})).into_response(),
+            Err(r) => r,
+        };
+    }
+    let group = match group_of(&admin, MessageId(id), noted.after).await {
+        Ok(group) => group,
+        Err(r) => return r,
+    };
+    let note = format!("{note} (resolved with the errors like message {id})");
+    let Group {
+        json: described,
+        model,
+        ids,
+    } = group;
+    let act_on: Vec<MessageId> = ids.iter().copied().take(GROUP_ACTION_MAX).collect();
+    let done = tokio::task::spawn_blocking(move || {
+        let (mut resolved, mut skipped) = (Vec::new(), Vec::new());
+        for id in act_on {
+            // Still the same problem? Another operator's replay may have closed it, or
+            // filed a different error since the group was read.
+            let open = journal
+                .show(id)
+                .map(|r| r.errors.into_iter().find(|e| e.resolution.is_none()));
+            let same = match open {
+                Ok(Some(error)) => crate::error_groups::same_problem(&error, &model),
+                Ok(None) | Err(plexus_journal::Error::NotFound(_)) => false,
+                Err(e) => {
+                    return (
+                        resolved,
+                        skipped,
+                        Some(format!("stopped at message {id}: {e}")),
+                    );
+                }
+            };
+            if !same {
+                skipped.push(id.0);
+                continue;
+            }
+            let result = journal.resolve(id, &note).and_then(|()| {
+                journal.audit(AuditEntry {
+                    actor: actor.clone(),
+                    action: "resolve".to_owned(),
+                    subject: format!("message:{id}"),
+                    detail: format!("note: {note}"),
+                })
+            });
+            match result {
+                Ok(_) => resolved.push(id.0),
+                Err(plexus_journal::Error::NoOpenError(_)) => skipped.push(id.0),
+                Err(e) => {
+                    return (
+                        resolved,
+                        skipped,
+                        Some(format!("stopped at message {id}: {e}")),
+                    );
+                }
+            }
         }
-        Ok((resolved, skipped))
+        (resolved, skipped, None)
     })
     .await;
-    match (done, group) {
-        (Ok(_), None) => axum::Json(json!({"result": "resolved"})).into_response(),
-        (Ok((resolved, skipped)), Some(group)) => axum::Json(json!({
-            "group": group,
-            "resolved": resolved.len(),
-            "skipped": skipped.len(),
-            "remaining": remaining,
-            "ids": resolved,
-        }))
-        .into_response(),
-        (Err(r), _) => r,
+    let (resolved, skipped, stopped) = match done {
+        Ok(done) => done,
+        Err(e) => return problem(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+    };
+    let acted = resolved.len() + skipped.len();
+    let mut answer = json!({
+        "group": described,
+        "resolved": resolved.len(),
+        "skipped": skipped.len(),
+        "ids": resolved,
+    });
+    progress(&mut answer, &ids, acted);
+    match stopped {
+        None => axum::Json(answer).into_response(),
+        Some(reason) => {
+            answer["error"] = json!(reason);
+            (StatusCode::SERVICE_UNAVAILABLE, axum::Json(answer)).into_response()
+        }
     }
 }
 

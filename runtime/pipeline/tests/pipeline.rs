@@ -534,34 +534,55 @@ async fn the_admin_api_replays_and_resolves_a_whole_group_of_errors() {
     .expect("csv");
     let (engine, running, stop) = start(&site, emr.addr, &tokens).await;
     let http = running.http;
-    let (status, body) = http_request_with(
-        http,
-        "POST",
-        &format!("/admin/v1/messages/{}/replay", group[1]),
-        Some("ops-secret"),
-        br#"{"note": "added teleported", "like": true}"#,
+    let replay_like = |model: i64, body: String| async move {
+        let (status, answer) = http_request_with(
+            http,
+            "POST",
+            &format!("/admin/v1/messages/{model}/replay"),
+            Some("ops-secret"),
+            body.as_bytes(),
+        )
+        .await;
+        assert_eq!(status, 200, "{}", String::from_utf8_lossy(&answer));
+        json(&answer)
+    };
+    let ids_of = |answer: &serde_json::Value| -> Vec<i64> {
+        answer["results"]
+            .as_array()
+            .expect("results")
+            .iter()
+            .map(|r| r["id"].as_i64().expect("id"))
+            .collect()
+    };
+    // From a cursor: the members after the first, in message order.
+    let answer = replay_like(
+        group[1],
+        format!(
+            r#"{{"note": "added teleported", "like": true, "after": {}}}"#,
+            group[0]
+        ),
     )
     .await;
-    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
-    let answer = json(&body);
     assert_eq!(answer["group"]["kind"], "plugin-fail", "{answer}");
     assert_eq!(answer["group"]["stage"], "plugin:visit-status-map");
+    assert_eq!(ids_of(&answer), group[1..]);
     assert_eq!(
-        (&answer["replayed"], &answer["requeued"], &answer["failed"]),
+        (&answer["requeued"], &answer["failed"], &answer["remaining"]),
         (
-            &serde_json::json!(3),
-            &serde_json::json!(3),
+            &serde_json::json!(2),
+            &serde_json::json!(0),
             &serde_json::json!(0)
         )
     );
-    assert_eq!(answer["remaining"], 0);
-    let replayed: Vec<i64> = answer["results"]
-        .as_array()
-        .expect("results")
-        .iter()
-        .map(|r| r["id"].as_i64().expect("id"))
-        .collect();
-    assert_eq!(replayed, group, "oldest first");
+    assert!(answer["next_after"].is_null());
+    // Then the rest of the group: the first, which the cursor passed.
+    let answer = replay_like(
+        group[0],
+        r#"{"note": "added teleported", "like": true}"#.to_owned(),
+    )
+    .await;
+    assert_eq!(ids_of(&answer), group[..1]);
+    assert_eq!(answer["replayed"], 1);
     eventually("the group is delivered", || {
         let got = emr.received();
         ["G1", "G2", "G3"]
