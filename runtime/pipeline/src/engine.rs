@@ -507,7 +507,8 @@ pub struct DataDirLock {
 }
 
 impl DataDirLock {
-    /// Whether the last engine on this folder stopped without recording a clean stop.
+    /// Whether the last engine on this folder stopped without recording a clean stop
+    /// (including one from before this release, which recorded nothing).
     pub fn unclean_before(&self) -> bool {
         self.unclean_before
     }
@@ -1692,13 +1693,14 @@ impl Engine {
         if flagged > 0 {
             tracing::warn!(
                 deliveries = flagged,
-                "the engine before this one stopped without finishing (killed, or the power \
-                 went): deliveries it may have sent without recording are flagged \
-                 `possible_resend`; their receivers may get them twice, with the same MSH-10"
+                "the engine before this one did not record a clean stop (it was killed, the \
+                 power went, or it was an earlier release): deliveries it may have sent \
+                 without recording are flagged `possible_resend`; their receivers may get \
+                 them twice, with the same MSH-10"
             );
         } else {
             tracing::info!(
-                "the engine before this one stopped without finishing; nothing was owed"
+                "the engine before this one did not record a clean stop; nothing owed needed a flag"
             );
         }
         Ok(())
@@ -2094,6 +2096,9 @@ pub fn lock_data_dir(data_dir: &std::path::Path) -> Result<DataDirLock, BuildErr
         source,
     })?;
     let path = data_dir.join("engine.lock");
+    // An existing but empty file was left by an engine that never wrote its state there
+    // (one from before this release): how it stopped is unknown.
+    let existed = path.exists();
     let mut file = std::fs::OpenOptions::new()
         .create(true)
         .truncate(false)
@@ -2116,17 +2121,27 @@ pub fn lock_data_dir(data_dir: &std::path::Path) -> Result<DataDirLock, BuildErr
             return Err(BuildError::Lock { path, source });
         }
     }
-    // A few bytes say how the last engine stopped; an empty (new) file means none ran.
+    // A few bytes say how the last engine stopped; a new file means none ran.
     let mut head = [0_u8; 16];
     let read = std::io::Read::read(&mut file, &mut head).map_err(|source| BuildError::Lock {
         path: path.clone(),
         source,
     })?;
-    Ok(DataDirLock {
+    let mut lock = DataDirLock {
         file,
         path,
-        unclean_before: head[..read].starts_with(b"running"),
-    })
+        unclean_before: head[..read].starts_with(b"running") || (existed && read == 0),
+    };
+    if !existed {
+        // No engine has run here; say so, so that a start that fails before its workers
+        // run does not leave an empty file that reads as an earlier release's.
+        lock.write_state("stopped\n")
+            .map_err(|source| BuildError::Lock {
+                path: lock.path.clone(),
+                source,
+            })?;
+    }
+    Ok(lock)
 }
 
 /// Everything [`Engine::build`] checks except the journal, with nothing started or

@@ -282,6 +282,25 @@ async fn messages_are_mapped_journaled_acked_and_delivered_in_order() {
     running.wait().await;
 }
 
+/// How the last engine stopped, as the lock file tells it: a new file, or `stopped`, is
+/// clean; `running`, or a file an earlier release left empty, is not.
+#[test]
+fn the_lock_file_tells_whether_the_last_engine_stopped_cleanly() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let lock_file = dir.path().join("engine.lock");
+    let unclean = |content: Option<&str>| {
+        if let Some(content) = content {
+            std::fs::write(&lock_file, content).expect("write");
+        }
+        let lock = plexus_pipeline::lock_data_dir(dir.path()).expect("lock");
+        lock.unclean_before()
+    };
+    assert!(!unclean(None), "a new data folder");
+    assert!(!unclean(Some("stopped\n")));
+    assert!(unclean(Some("running (pid 4242)\n")));
+    assert!(unclean(Some("")), "an earlier release's empty file");
+}
+
 /// An engine that finds its predecessor did not stop cleanly (the lock file still says
 /// `running`, as a `kill -9` leaves it) flags, before sending anything again, the owed
 /// deliveries that predecessor may have sent without recording; a clean stop flags none.
