@@ -462,7 +462,6 @@ async fn message(
     .into_response()
 }
 
-/// `{"note": "..."}` from a request body (empty body: no note).
 /// What a replay or resolve request says.
 #[derive(Debug, Default)]
 struct Noted {
@@ -475,6 +474,8 @@ struct Noted {
     after: Option<i64>,
 }
 
+/// `{"note": "...", "like": true, "after": N}` from a request body, each part optional
+/// (empty body: no note, one message).
 fn noted(body: &Bytes) -> Result<Noted, Response> {
     if body.is_empty() {
         return Ok(Noted::default());

@@ -60,8 +60,9 @@ pub(crate) struct Shared {
     /// Inspections of the plug-in store's files, by file name (`SHA256.wasm`): the files
     /// never change, so `GET /admin/v1/plugins` reads and inspects each one once.
     stored_inspections: std::sync::Mutex<HashMap<String, plexus_sandbox::inspect::Inspection>>,
-    /// Set when a delivery worker gave up committing results at shutdown: what it sent
-    /// is not all recorded, so the stop does not count as clean (see [`DataDirLock`]).
+    /// Set when what the delivery workers sent may not all be recorded (results given
+    /// up at shutdown, a send cut off unanswered, a task that failed): the stop does not
+    /// count as clean (see [`DataDirLock`]).
     pub unrecorded_results: Arc<std::sync::atomic::AtomicBool>,
 }
 
@@ -496,9 +497,11 @@ pub struct Running {
 ///
 /// The file also says how the last engine on the folder stopped: `running` from the
 /// moment its delivery workers start, `stopped` once [`Running::wait`] has seen every
-/// worker finish with its results recorded. An engine that finds `running` knows its
-/// predecessor was killed (or lost power) and may have sent messages it never recorded
-/// as sent; it flags them as possible resends before sending them again.
+/// worker finish with its results recorded (and when a new data folder's file is
+/// created). An engine that finds `running` (or an empty file, from a release that wrote
+/// nothing) knows its predecessor may have been killed, or lost power, after sending
+/// messages it never recorded as sent; it flags them as possible resends before sending
+/// them again.
 #[derive(Debug)]
 pub struct DataDirLock {
     file: std::fs::File,
