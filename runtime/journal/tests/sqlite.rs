@@ -62,6 +62,39 @@ fn debug_output_shows_no_message_content() {
 }
 
 #[test]
+fn documented_query_possible_resends_runs() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("j.db");
+    let journal = SqliteJournal::open(&path).expect("open");
+    let processing = plexus_journal::Processing {
+        enqueue: vec!["emr".into()],
+        processed: true,
+        ..plexus_journal::Processing::default()
+    };
+    let id = journal
+        .ingest(inbound("C1"), processing)
+        .expect("ingest")
+        .id;
+    assert_eq!(journal.flag_possible_resends(256).expect("flag"), 1);
+    let conn = rusqlite::Connection::open(&path).expect("sqlite");
+    // Keep in step with docs/journal.md.
+    let rows: Vec<(String, String, i64)> = conn
+        .prepare(
+            "SELECT m.interface, d.destination, d.message_id, m.control_id, d.status
+             FROM deliveries d JOIN messages m ON m.id = d.message_id
+             WHERE d.possible_resend = 1
+             ORDER BY m.interface, d.destination, d.message_id",
+        )
+        .expect("prepare")
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+        .expect("query")
+        .collect::<Result<_, _>>()
+        .expect("rows");
+    assert_eq!(rows.len(), 1);
+    assert_eq!((rows[0].1.as_str(), rows[0].2), ("emr", id.0));
+}
+
+#[test]
 fn documented_query_unresolved_errors_by_interface_runs() {
     let dir = tempfile::tempdir().expect("tempdir");
     let path = dir.path().join("j.db");
