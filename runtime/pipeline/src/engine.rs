@@ -1765,16 +1765,18 @@ impl Engine {
             ReplayOutcome::Filtered { .. } => "filtered".to_owned(),
             ReplayOutcome::FailedAgain(f) => format!("failed again at {}", f.stage),
         };
-        self.audit(
-            actor,
-            "replay",
-            &format!("message:{id}"),
-            &format!("{result}; note: {note}"),
-        )?;
         let journal = self.shared.journal.clone();
         let note = note.to_owned();
         let resolve = !matches!(outcome, ReplayOutcome::FailedAgain(_));
+        let entry = plexus_journal::AuditEntry {
+            actor: actor.to_owned(),
+            action: "replay".to_owned(),
+            subject: format!("message:{id}"),
+            detail: format!("{result}; note: {note}"),
+        };
+        // Off the async threads: each of these waits for its commit's fsync.
         blocking(move || {
+            journal.audit(entry)?;
             journal.mark_replayed(id)?;
             if resolve {
                 match journal.resolve(id, &note) {
