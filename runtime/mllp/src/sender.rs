@@ -360,6 +360,9 @@ pub struct Sender {
     conn: Option<Conn>,
     /// The write and ACK deadlines of the connection's exchanges.
     watchdog: Watchdog,
+    /// Whether the latest send has begun writing its frame (see
+    /// [`Sender::may_have_delivered`]).
+    wrote: bool,
 }
 
 impl fmt::Debug for Sender {
@@ -389,6 +392,7 @@ impl Sender {
             tls: None,
             conn: None,
             watchdog: Watchdog::new(),
+            wrote: false,
         }
     }
 
@@ -412,6 +416,13 @@ impl Sender {
     /// Whether a connection is open (it may still turn out to be dead on the next send).
     pub fn is_connected(&self) -> bool {
         self.conn.is_some()
+    }
+
+    /// Whether the latest send got as far as writing its frame, so the peer may have the
+    /// message even if the send did not finish (it was cancelled while waiting for the
+    /// ACK, say). False when it was still connecting.
+    pub fn may_have_delivered(&self) -> bool {
+        self.wrote
     }
 
     /// Closes the connection, if open. The next send reconnects.
@@ -444,6 +455,7 @@ impl Sender {
     ) -> Result<Delivery, SendError> {
         let attempts = self.config.attempts.max(1);
         let mut attempt = 1;
+        self.wrote = false;
         // The id as errors and logs show it; the ACK is matched against the whole id.
         let shown = shorten(&control_id);
         loop {
@@ -556,6 +568,7 @@ impl Sender {
             None => (self.connect().await?, true),
         };
         let deadline = Instant::now() + self.config.write_timeout;
+        self.wrote = true;
         self.watchdog
             .run(deadline, conn.write_frame(payload))
             .await

@@ -333,24 +333,26 @@ impl Worker {
         if self.shutdown.is_cancelled() {
             return None;
         }
-        let send = connector.send(pending, payload);
-        tokio::pin!(send);
-        let sent = tokio::select! {
-            sent = &mut send => sent,
-            () = self.shutdown.cancelled() => {
-                // A send under way may already have reached the receiver: its answer says
-                // whether it did, so it gets a grace to finish and be recorded.
-                match tokio::time::timeout(SHUTDOWN_SEND_GRACE, &mut send).await {
-                    Ok(sent) => sent,
-                    Err(_) => {
-                        tracing::warn!(interface = %self.iface.name, destination = %self.dest.name, %id, "stopping with a send unanswered: the next start flags it as a possible resend");
-                        self.shared
-                            .unrecorded_results
-                            .store(true, std::sync::atomic::Ordering::SeqCst);
-                        return None;
-                    }
+        let sent = {
+            let send = connector.send(pending, payload);
+            tokio::pin!(send);
+            tokio::select! {
+                sent = &mut send => Some(sent),
+                () = self.shutdown.cancelled() => {
+                    // A send under way may already have reached the receiver: its answer
+                    // says whether it did, so it gets a grace to finish and be recorded.
+                    tokio::time::timeout(SHUTDOWN_SEND_GRACE, &mut send).await.ok()
                 }
             }
+        };
+        let Some(sent) = sent else {
+            if connector.may_have_delivered() {
+                tracing::warn!(interface = %self.iface.name, destination = %self.dest.name, %id, "stopping with a send unanswered: the next start flags it as a possible resend");
+                self.shared
+                    .unrecorded_results
+                    .store(true, std::sync::atomic::Ordering::SeqCst);
+            }
+            return None;
         };
         let attempt_no = pending.attempts.saturating_add(1);
         let result = match sent {
@@ -634,6 +636,15 @@ impl Connector {
     async fn close(&mut self) {
         if let Connector::Mllp(sender) = self {
             sender.close().await;
+        }
+    }
+
+    /// Whether a send cut off part way may still have reached the destination: an MLLP
+    /// send that was still connecting cannot have; a file or HTTP one is taken to.
+    fn may_have_delivered(&self) -> bool {
+        match self {
+            Connector::Mllp(sender) => sender.may_have_delivered(),
+            Connector::File(_) | Connector::Http(_) => true,
         }
     }
 }

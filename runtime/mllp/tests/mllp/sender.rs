@@ -387,6 +387,31 @@ async fn connection_refused_exhausts_attempts() {
         ),
         "{err:?}"
     );
+    assert!(!sender.may_have_delivered(), "refused: nothing was written");
+}
+
+#[tokio::test]
+async fn a_send_cut_off_while_waiting_for_its_ack_may_have_delivered() {
+    // A receiver that reads and never answers: the message may be there.
+    let quiet = TcpListener::bind("127.0.0.1:0").await.expect("binds");
+    let quiet_addr = quiet.local_addr().expect("addr");
+    tokio::spawn(async move {
+        use tokio::io::AsyncReadExt;
+        let (mut conn, _) = quiet.accept().await.expect("accept");
+        let mut buf = vec![0_u8; 4096];
+        while conn.read(&mut buf).await.is_ok_and(|n| n > 0) {}
+    });
+    let mut sender = Sender::new(
+        quiet_addr.to_string(),
+        SenderConfig {
+            attempts: 1,
+            ack_timeout: Duration::from_secs(30),
+            ..fast()
+        },
+    );
+    let cut = tokio::time::timeout(Duration::from_millis(500), sender.send(&message("N2"))).await;
+    assert!(cut.is_err(), "still waiting for the ACK");
+    assert!(sender.may_have_delivered());
 }
 
 #[tokio::test]
