@@ -171,7 +171,12 @@ fn siu(control_id: &str, status: &str) -> Vec<u8> {
 }
 
 async fn start(site: &Site, emr: SocketAddr, extra: &str) -> (Engine, Running, CancellationToken) {
-    let engine = Engine::build(site.config(emr, extra), &FsAssets).expect("engine builds");
+    start_config(site.config(emr, extra)).await
+}
+
+/// Builds and starts an engine on `config`; cancel the token to stop it.
+async fn start_config(config: plexus_config::Config) -> (Engine, Running, CancellationToken) {
+    let engine = Engine::build(config, &FsAssets).expect("engine builds");
     let stop = CancellationToken::new();
     let running = engine.start(stop.clone()).await.expect("engine starts");
     (engine, running, stop)
@@ -1025,9 +1030,7 @@ destinations = [{{ name = "out", type = "file", dir = "out" }}]
     }
     let config = plexus_config::Config::from_toml(&text, &dir.path().join("site.toml"))
         .unwrap_or_else(|e| panic!("config: {e}"));
-    let engine = Engine::build(config, &FsAssets).expect("engine builds");
-    let stop = CancellationToken::new();
-    let running = engine.start(stop.clone()).await.expect("engine starts");
+    let (engine, running, stop) = start_config(config).await;
 
     for round in 0..2 {
         // `no-std` imports no WASI, so its chain starts on the async worker: cut there
@@ -1153,9 +1156,7 @@ chain = ["hostile"]
     );
     let config = plexus_config::Config::from_toml(&text, &dir.path().join("site.toml"))
         .unwrap_or_else(|e| panic!("config: {e}"));
-    let engine = Engine::build(config, &FsAssets).expect("engine builds");
-    let stop = CancellationToken::new();
-    let running = engine.start(stop.clone()).await.expect("engine starts");
+    let (engine, running, stop) = start_config(config).await;
 
     // An `internal` failure whose detail says "missing-mapping invalid-input", with a
     // padded path and 8 KB of text.
@@ -1211,9 +1212,7 @@ async fn a_batch_file_in_the_drop_folder_is_split_into_its_messages() {
         [siu("P001", "Arrived"), siu("P002", "Ready")].concat(),
     )
     .expect("write");
-    let engine = Engine::build(config, &FsAssets).expect("engine builds");
-    let stop = CancellationToken::new();
-    let running = engine.start(stop.clone()).await.expect("engine starts");
+    let (engine, running, stop) = start_config(config).await;
 
     let out = dir.path().join("out");
     eventually("six messages delivered", || files_in(&out).len() == 6).await;
@@ -1329,9 +1328,7 @@ async fn a_drop_folder_feeds_the_chain_and_files_move_to_processed() {
     std::fs::write(inbox.join("a.hl7"), siu("F001", "Roomed")).expect("write");
     std::fs::write(inbox.join("b.hl7"), b"not a message").expect("write");
     std::fs::write(inbox.join("ignored.txt"), siu("F002", "Roomed")).expect("write");
-    let engine = Engine::build(config, &FsAssets).expect("engine builds");
-    let stop = CancellationToken::new();
-    let running = engine.start(stop.clone()).await.expect("engine starts");
+    let (engine, running, stop) = start_config(config).await;
 
     let out = dir.path().join("out");
     eventually("the message is delivered", || files_in(&out).len() == 1).await;
@@ -1491,9 +1488,7 @@ async fn https_destinations_deliver_over_tls_with_the_sites_ca() {
             addr.port()
         ),
     );
-    let engine = Engine::build(config, &FsAssets).expect("engine builds");
-    let stop = CancellationToken::new();
-    let running = engine.start(stop.clone()).await.expect("engine starts");
+    let (_engine, running, stop) = start_config(config).await;
     for id in ["T001", "T002", "T003"] {
         let (code, _) = send(running.mllp["feed"], &siu(id, "Ready")).await;
         assert_eq!(code, AckCode::AA);
@@ -1548,9 +1543,7 @@ async fn http_destinations_retry_5xx_and_send_4xx_to_the_error_queue() {
              retry = {{ initial_backoff = \"20ms\", max_backoff = \"50ms\" }}"
         ),
     );
-    let engine = Engine::build(config, &FsAssets).expect("engine builds");
-    let stop = CancellationToken::new();
-    let running = engine.start(stop.clone()).await.expect("engine starts");
+    let (engine, running, stop) = start_config(config).await;
     for id in ["W001", "W002", "W003"] {
         let (code, _) = send(running.mllp["feed"], &siu(id, "Ready")).await;
         assert_eq!(code, AckCode::AA);
@@ -1682,9 +1675,7 @@ async fn ordering_run(policy: &str) -> Vec<String> {
             emr.addr
         ),
     );
-    let engine = Engine::build(config, &FsAssets).expect("engine builds");
-    let stop = CancellationToken::new();
-    let running = engine.start(stop.clone()).await.expect("engine starts");
+    let (_engine, running, stop) = start_config(config).await;
     for i in 1..=4 {
         let (code, _) = send(running.mllp["feed"], &siu(&format!("O{i:03}"), "Ready")).await;
         assert_eq!(code, AckCode::AA);
@@ -1925,9 +1916,7 @@ async fn start_admin_site(
         r#"{ type = "mllp", listen = "127.0.0.1:0" }"#,
         &format!("destinations = []\n\n[admin]\ntokens = [{tokens}]"),
     );
-    let engine = Engine::build(config, &FsAssets).expect("engine builds");
-    let stop = CancellationToken::new();
-    let running = engine.start(stop.clone()).await.expect("engine starts");
+    let (engine, running, stop) = start_config(config).await;
     (dir, engine, running, stop)
 }
 
@@ -2140,9 +2129,7 @@ async fn uploaded_versions_activate_through_the_gate_or_are_refused_untouched() 
             admin_tokens(&[("release", "deployer", "deploy-secret")])
         ),
     );
-    let engine = Engine::build(config, &FsAssets).expect("engine builds");
-    let stop = CancellationToken::new();
-    let running = engine.start(stop.clone()).await.expect("engine starts");
+    let (engine, running, stop) = start_config(config).await;
     let http = running.http;
     let token = Some("deploy-secret");
     let json = |b: &[u8]| serde_json::from_slice::<serde_json::Value>(b).expect("json");
@@ -2542,9 +2529,7 @@ async fn the_http_server_speaks_only_https_when_tls_is_configured() {
         cert: site.path().join("cert.pem"),
         key: site.path().join("key.pem"),
     });
-    let engine = Engine::build(config, &FsAssets).expect("engine builds");
-    let stop = CancellationToken::new();
-    let running = engine.start(stop.clone()).await.expect("engine starts");
+    let (_engine, running, stop) = start_config(config).await;
 
     let client =
         plexus_mllp::tls::client_config_from_pem_bytes(cert_pem.as_bytes()).expect("client");
@@ -3003,9 +2988,7 @@ async fn connections_keep_each_patients_order_and_a_failing_head_holds_only_its_
             emr.addr
         ),
     );
-    let engine = Engine::build(config, &FsAssets).expect("engine builds");
-    let stop = CancellationToken::new();
-    let running = engine.start(stop.clone()).await.expect("engine starts");
+    let (engine, running, stop) = start_config(config).await;
     let (patients, per_patient) = (6, 4);
     for n in 1..=per_patient {
         for p in 1..=patients {
@@ -3496,9 +3479,7 @@ async fn a_drop_file_that_cannot_be_moved_is_journaled_once_and_moved_when_it_ca
         r#"destinations = [{ name = "out", type = "file", dir = "out" }]"#,
     );
     std::fs::write(inbox.join("visit.hl7"), siu("MV-1", "Roomed")).expect("write");
-    let engine = Engine::build(config, &FsAssets).expect("engine builds");
-    let stop = CancellationToken::new();
-    let running = engine.start(stop.clone()).await.expect("engine starts");
+    let (engine, running, stop) = start_config(config).await;
 
     let out = dir.path().join("out");
     eventually("the message delivered", || files_in(&out).len() == 1).await;
@@ -3618,9 +3599,7 @@ async fn the_admin_api_refuses_a_request_without_a_token_before_reading_its_body
             admin_tokens(&[("ops", "operator", "ops-secret")])
         ),
     );
-    let engine = Engine::build(config, &FsAssets).expect("engine builds");
-    let stop = CancellationToken::new();
-    let running = engine.start(stop.clone()).await.expect("engine starts");
+    let (_engine, running, stop) = start_config(config).await;
     // Announces 15 MB and sends none of it: the answer must not wait for the body.
     for path in ["/admin/v1/plugins", "/admin/v1/messages/abc/replay"] {
         let mut tcp = tokio::net::TcpStream::connect(running.http)
