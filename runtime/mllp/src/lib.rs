@@ -88,3 +88,17 @@ pub use plexus_hl7::ack::AckCode;
 pub use sender::{Ack, AttemptError, Delivery, ErrorAckPolicy, SendError, Sender, SenderConfig};
 pub use tls::TlsError;
 pub use watchdog::Watchdog;
+
+/// An error and its sources on one line, `: `-separated (`a: b: c`). An I/O error's own
+/// text says what happened (reset by the peer, broken pipe); none of the errors of this
+/// crate holds message content. The engine formats its own errors the same way.
+pub fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}

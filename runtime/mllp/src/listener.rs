@@ -344,19 +344,6 @@ fn log_join(done: Result<(), tokio::task::JoinError>) {
     }
 }
 
-/// An error and its sources, `: `-separated (an I/O error's own text says what happened:
-/// reset by the peer, broken pipe). None of them holds message content.
-fn chain(e: &dyn std::error::Error) -> String {
-    let mut text = e.to_string();
-    let mut source = e.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
-}
-
 /// How a connection ended without error.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Closed {
@@ -413,9 +400,9 @@ async fn run_connection<H: Handler>(
     match result {
         Ok(closed) => tracing::debug!(?closed, "MLLP connection closed"),
         Err(e @ (ConnError::Handshake(_) | ConnError::HandshakeTimeout)) => {
-            tracing::info!(error = %chain(&e), "MLLP connection closed")
+            tracing::info!(error = %crate::error_chain(&e), "MLLP connection closed")
         }
-        Err(e) => tracing::warn!(error = %chain(&e), "MLLP connection closed"),
+        Err(e) => tracing::warn!(error = %crate::error_chain(&e), "MLLP connection closed"),
     }
 }
 

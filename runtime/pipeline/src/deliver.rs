@@ -29,7 +29,7 @@ use plexus_config::{
 use plexus_journal::{
     Attempt, DeliveryResult, ErrorKind, ErrorReport, LaneKey, Lanes, MessageId, PendingDelivery,
 };
-use plexus_mllp::{ErrorAckPolicy, Sender, SenderConfig};
+use plexus_mllp::{ErrorAckPolicy, Sender, SenderConfig, error_chain};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
@@ -647,18 +647,6 @@ impl Connector {
             Connector::File(_) | Connector::Http(_) => true,
         }
     }
-}
-
-/// The error and its causes on one line: `a: b: c`.
-pub(crate) fn error_chain(err: &dyn std::error::Error) -> String {
-    let mut text = err.to_string();
-    let mut source = err.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
 }
 
 /// Writes one file per message: to a temporary name, synced, then renamed into place, so

@@ -1308,7 +1308,7 @@ impl Engine {
 
         // The whole cause (`table visit-status: line 22: duplicate key`), not its summary.
         let tables = load_tables(new, assets)
-            .map_err(|e| OpError::ReloadRefused(crate::deliver::error_chain(&e)))?;
+            .map_err(|e| OpError::ReloadRefused(plexus_mllp::error_chain(&e)))?;
         let old = self.shared.tables.load_full();
         for name in names(
             old.keys().cloned().collect(),
@@ -1335,7 +1335,7 @@ impl Engine {
                             tables.clone(),
                         )
                         .map(Arc::new)
-                        .map_err(|e| OpError::ReloadRefused(crate::deliver::error_chain(&e)))
+                        .map_err(|e| OpError::ReloadRefused(plexus_mllp::error_chain(&e)))
                     })
                     .collect::<Result<Vec<_>, OpError>>()?;
                 Ok(ActiveChain { plugins })
@@ -2085,7 +2085,7 @@ fn check_server_tls(config: &Config) -> Result<(), BuildError> {
         plexus_mllp::tls::server_config_from_pem(&tls.cert, &tls.key).map_err(|e| {
             BuildError::Tls {
                 interface,
-                detail: crate::deliver::error_chain(&e),
+                detail: plexus_mllp::error_chain(&e),
             }
         })?;
     }

@@ -20,10 +20,11 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use crate::chain::Verdict;
-use crate::deliver::{SendFailure, error_chain};
+use crate::deliver::SendFailure;
 use crate::engine::{Iface, Shared};
 use crate::error::BuildError;
 use crate::ingest::{self, Accepted, NotAccepted, acknowledgement};
+use plexus_mllp::error_chain;
 
 /// The media type of an ER7 (pipe-delimited) HL7 v2 message.
 pub const HL7_MEDIA_TYPE: &str = "x-application/hl7-v2+er7";
@@ -92,7 +93,7 @@ pub(crate) async fn start(
             plexus_mllp::tls::server_config_from_pem(&tls.cert, &tls.key).map_err(|e| {
                 BuildError::Tls {
                     interface: "[http]".to_owned(),
-                    detail: crate::deliver::error_chain(&e),
+                    detail: plexus_mllp::error_chain(&e),
                 }
             })?;
         tracing::info!(addr = %local, "HTTPS server listening");
@@ -415,7 +416,7 @@ impl HttpSender {
         let port = uri.port_u16().unwrap_or(443);
         let config = match tls {
             Some(tls) => plexus_mllp::tls::client_config_from_pem(&tls.ca)
-                .map_err(|e| format!("{url}: {}", crate::deliver::error_chain(&e)))?,
+                .map_err(|e| format!("{url}: {}", plexus_mllp::error_chain(&e)))?,
             None => {
                 let bundle = SYSTEM_CA_BUNDLES
                     .iter()

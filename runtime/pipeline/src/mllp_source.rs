@@ -45,7 +45,7 @@ pub(crate) async fn start(
             plexus_mllp::tls::server_config_from_pem(&tls.cert, &tls.key).map_err(|e| {
                 BuildError::Tls {
                     interface: format!("interface {}", iface.name),
-                    detail: crate::deliver::error_chain(&e),
+                    detail: plexus_mllp::error_chain(&e),
                 }
             })?;
         listener = listener.with_tls(server);
