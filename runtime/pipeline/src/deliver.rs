@@ -226,7 +226,7 @@ impl Worker {
             if batch.is_empty() {
                 if let Some(done) = recording.take() {
                     // Nothing new behind it: let it land before looking again.
-                    done.finish().await;
+                    done.finish(&self.shared.unrecorded_results).await;
                     continue;
                 }
                 tokio::select! {
@@ -258,7 +258,7 @@ impl Worker {
             }
             // One commit in flight at a time, in order.
             if let Some(done) = recording.take() {
-                done.finish().await;
+                done.finish(&self.shared.unrecorded_results).await;
             }
             let clean = wait_until.is_none()
                 && attempts.len() == batch_len
@@ -297,7 +297,7 @@ impl Worker {
             }
         }
         if let Some(done) = recording.take() {
-            done.finish().await;
+            done.finish(&self.shared.unrecorded_results).await;
         }
         connector.close().await;
         tracing::debug!(interface = %self.iface.name, destination = %name, "delivery worker stopped");
@@ -426,7 +426,6 @@ impl Worker {
         let recorder = self.recorder();
         Recording {
             ids,
-            unrecorded: recorder.unrecorded.clone(),
             task: tokio::spawn(async move { recorder.record(attempts).await }),
         }
     }
@@ -450,17 +449,16 @@ impl Worker {
 struct Recording {
     /// The messages it covers: still pending in the journal until it lands.
     ids: HashSet<MessageId>,
-    /// Set if the task fails: its results were not recorded.
-    unrecorded: Arc<std::sync::atomic::AtomicBool>,
     task: tokio::task::JoinHandle<()>,
 }
 
 impl Recording {
-    async fn finish(self) {
+    /// Waits for the commit; a task that failed leaves its results unrecorded, which
+    /// `unrecorded` (the engine's `unrecorded_results`) is told.
+    async fn finish(self, unrecorded: &std::sync::atomic::AtomicBool) {
         if let Err(err) = self.task.await {
             tracing::error!("delivery results task failed: {err}");
-            self.unrecorded
-                .store(true, std::sync::atomic::Ordering::SeqCst);
+            unrecorded.store(true, std::sync::atomic::Ordering::SeqCst);
         }
     }
 }

@@ -1612,10 +1612,9 @@ impl Engine {
     /// [`Engine::start`] with the data folder's lock already taken.
     pub async fn start_locked(
         &self,
-        lock: DataDirLock,
+        mut lock: DataDirLock,
         shutdown: CancellationToken,
     ) -> Result<Running, BuildError> {
-        let mut lock = lock;
         check_can_serve(&self.shared.config)?;
         if lock.unclean_before() {
             // Before the lanes are set up: a changed split moves deliveries, and the
