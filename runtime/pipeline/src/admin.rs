@@ -631,15 +631,45 @@ async fn group_of(admin: &Admin, like: MessageId, after: Option<i64>) -> Result<
     Ok(Group { json, model, ids })
 }
 
-/// Where a group action stopped: the members left (by message id) and the cursor to
-/// go on from, if any are.
-fn progress(answer: &mut Value, ids: &[MessageId], done: usize) {
+/// A group action's answer: `answer` with where it stopped (the members left, by message
+/// id, and the cursor to go on from, if any are, after the first `done` of `ids`); 503
+/// with what was done when a failure (`stopped`) cut it short.
+fn group_answer(
+    mut answer: Value,
+    ids: &[MessageId],
+    done: usize,
+    stopped: Option<String>,
+) -> Response {
     let remaining = ids.len() - done;
     answer["remaining"] = json!(remaining);
     answer["next_after"] = match (remaining, done) {
         (0, _) | (_, 0) => Value::Null,
         _ => json!(ids[done - 1].0),
     };
+    match stopped {
+        None => axum::Json(answer).into_response(),
+        Some(reason) => {
+            answer["error"] = json!(reason);
+            (StatusCode::SERVICE_UNAVAILABLE, axum::Json(answer)).into_response()
+        }
+    }
+}
+
+/// Closes message `id`'s open error with `note` and audits it under `actor`.
+fn resolve_audited(
+    journal: &dyn plexus_journal::Journal,
+    id: MessageId,
+    note: &str,
+    actor: &str,
+) -> plexus_journal::Result<()> {
+    journal.resolve(id, note)?;
+    journal.audit(AuditEntry {
+        actor: actor.to_owned(),
+        action: "resolve".to_owned(),
+        subject: format!("message:{id}"),
+        detail: format!("note: {note}"),
+    })?;
+    Ok(())
 }
 
 /// Replays every open error like message `like`'s (above `after`), in message order, at
@@ -692,7 +722,7 @@ async fn replay_like(
         results.push(result);
     }
     let acted = results.len();
-    let mut answer = json!({
+    let answer = json!({
         "group": group.json,
         "replayed": requeued + filtered + failed,
         "requeued": requeued,
@@ -701,14 +731,7 @@ async fn replay_like(
         "skipped": skipped,
         "results": results,
     });
-    progress(&mut answer, &group.ids, acted);
-    match stopped {
-        None => axum::Json(answer).into_response(),
-        Some(reason) => {
-            answer["error"] = json!(reason);
-            (StatusCode::SERVICE_UNAVAILABLE, axum::Json(answer)).into_response()
-        }
-    }
+    group_answer(answer, &group.ids, acted, stopped)
 }
 
 async fn resolve(
@@ -735,13 +758,7 @@ async fn resolve(
     let actor = caller.actor();
     if !noted.like {
         return match blocking(move || {
-            journal.resolve(MessageId(id), &note)?;
-            journal.audit(AuditEntry {
-                actor,
-                action: "resolve".to_owned(),
-                subject: format!("message:{id}"),
-                detail: format!("note: {note}"),
-            })
+            resolve_audited(journal.as_ref(), MessageId(id), &note, &actor)
         })
         .await
         {
@@ -783,15 +800,7 @@ async fn resolve(
                 skipped.push(id.0);
                 continue;
             }
-            let result = journal.resolve(id, &note).and_then(|()| {
-                journal.audit(AuditEntry {
-                    actor: actor.clone(),
-                    action: "resolve".to_owned(),
-                    subject: format!("message:{id}"),
-                    detail: format!("note: {note}"),
-                })
-            });
-            match result {
+            match resolve_audited(journal.as_ref(), id, &note, &actor) {
                 Ok(_) => resolved.push(id.0),
                 Err(plexus_journal::Error::NoOpenError(_)) => skipped.push(id.0),
                 Err(e) => {
@@ -811,20 +820,13 @@ async fn resolve(
         Err(e) => return problem(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
     };
     let acted = resolved.len() + skipped.len();
-    let mut answer = json!({
+    let answer = json!({
         "group": described,
         "resolved": resolved.len(),
         "skipped": skipped.len(),
         "ids": resolved,
     });
-    progress(&mut answer, &ids, acted);
-    match stopped {
-        None => axum::Json(answer).into_response(),
-        Some(reason) => {
-            answer["error"] = json!(reason);
-            (StatusCode::SERVICE_UNAVAILABLE, axum::Json(answer)).into_response()
-        }
-    }
+    group_answer(answer, &ids, acted, stopped)
 }
 
 async fn rollback(
