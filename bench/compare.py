@@ -8,8 +8,9 @@ Usage (from the repository root):
 Options: --plexus PATH (default target/release/plexus), --messages N (default 60000),
 --connections K (default 128), --destination-connections N (default 8), --rounds R
 (default 5), --python-messages N (default a fifth of --messages, at least one per
-connection). Builds nothing itself. The defaults are the figure quoted in
-bench/README.md.
+connection), --reuse-instance (grant the plug-in `reuse-instance`: it keeps instances
+between messages instead of a fresh one per message). Builds nothing itself. The
+defaults are the figure quoted in bench/README.md.
 
 What runs:
   1. `plexus bench --json`: an MLLP sink, the engine (one MLLP interface, the
@@ -100,6 +101,8 @@ def main():
     ap.add_argument("--python-messages", type=int, default=None,
                     help="messages for the python side (default: a fifth of --messages, "
                          "at least one per connection)")
+    ap.add_argument("--reuse-instance", action="store_true",
+                    help="grant the plug-in reuse-instance (instances kept between messages)")
     args = ap.parse_args()
     if not Path(args.plexus).exists():
         sys.exit(f"{args.plexus} not found: cargo build --release -p plexus")
@@ -128,7 +131,8 @@ def main():
                 if side == "plexus":
                     runs[side] = run_bench(
                         args.plexus,
-                        ["--destination-connections", str(args.destination_connections)],
+                        ["--destination-connections", str(args.destination_connections)]
+                        + (["--reuse-instance"] if args.reuse_instance else []),
                         args.messages, args.connections)
                 else:
                     runs[side] = run_bench(args.plexus, ["--target", f"127.0.0.1:{port}"],
@@ -142,6 +146,8 @@ def main():
     print(f"{args.messages} messages to Plexus and {python_messages} to python-hl7 per round, "
           f"over {args.connections} connections, {rounds[0][0]['cores']} cores, "
           "one process per side plus the load generator")
+    print("plug-in instances: " + ("kept between messages (reuse-instance granted)"
+                                   if args.reuse_instance else "a fresh one per message"))
     ratios = []
     for r, (plexus, python) in enumerate(rounds, 1):
         ratio = plexus["accepted_per_second"] / python["accepted_per_second"]

@@ -90,7 +90,7 @@ macro_rules! reads_tables {
     };
 }
 
-/// Asks the host to keep one instance of this plug-in across messages instead of a fresh
+/// Asks the host to keep instances of this plug-in across messages instead of a fresh
 /// one per message, which is faster.
 ///
 /// Only ask if the plug-in keeps nothing from one message to the next: whatever it leaves

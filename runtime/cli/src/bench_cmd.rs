@@ -66,6 +66,10 @@ pub struct BenchArgs {
     #[arg(long, value_name = "N", default_value_t = 1, conflicts_with = "target",
           value_parser = clap::value_parser!(u32).range(1..=i64::from(plexus_config::MAX_DESTINATION_CONNECTIONS)))]
     destination_connections: u32,
+    /// Grant `reuse-instance` to the plug-in: it keeps instances between messages
+    /// instead of a fresh one per message (faster; see the grant in docs/config.md).
+    #[arg(long, conflicts_with = "target")]
+    reuse_instance: bool,
     /// Print one JSON object on stdout instead of text.
     #[arg(long)]
     json: bool,
@@ -80,6 +84,7 @@ pub fn bench(args: &BenchArgs) -> anyhow::Result<ExitCode> {
         messages: args.messages as usize,
         connections: args.connections as usize,
         destination_connections: args.destination_connections as usize,
+        reuse_instance: args.reuse_instance,
     });
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -110,6 +115,8 @@ struct Plan {
     connections: usize,
     /// The destination's `connections`.
     destination_connections: usize,
+    /// Whether the plug-in is granted `reuse-instance`.
+    reuse_instance: bool,
 }
 
 impl Plan {
@@ -666,6 +673,11 @@ fn bench_config(sink: std::net::SocketAddr, plan: &Plan) -> String {
             format!("connections = {n}\n"),
         ),
     };
+    let reuse = if plan.reuse_instance {
+        ", \"reuse-instance\""
+    } else {
+        ""
+    };
     format!(
         r#"# Written by `plexus bench`. Ports are chosen at run time, so this file documents the
 # run (and serves `plexus errors --config`) rather than being runnable as is.
@@ -681,7 +693,7 @@ file = "builtin:visit-status.csv"
 
 [plugins.visit-status-map]
 file = "builtin:visit-status-map"
-grants = ["tables:visit-status"]
+grants = ["tables:visit-status"{reuse}]
 
 [interfaces.bench]
 source = {{ type = "mllp", listen = "127.0.0.1:0", max_connections = {max_connections} }}
@@ -790,6 +802,7 @@ struct Report {
     messages: usize,
     connections: usize,
     destination_connections: usize,
+    reuse_instance: bool,
     cores: usize,
     wall: u64,
     /// Messages answered with any ACK.
@@ -845,6 +858,7 @@ impl Report {
             messages: plan.messages,
             connections: plan.connections,
             destination_connections: plan.destination_connections,
+            reuse_instance: plan.reuse_instance,
             cores: std::thread::available_parallelism().map_or(0, |n| n.get()),
             wall: span.until(span.end),
             acked: logs.iter().map(|l| l.sent.len() as u64).sum(),
@@ -886,6 +900,7 @@ impl Report {
             Mode::Engine { kept } => {
                 out["journal"] = json!(JOURNAL);
                 out["chain"] = json!(["visit-status-map"]);
+                out["instance"] = json!(if self.reuse_instance { "kept" } else { "fresh" });
                 out["destination_connections"] = json!(self.destination_connections);
                 out["kept"] = json!(kept.as_ref().map(|p| p.display().to_string()));
             }
@@ -917,9 +932,14 @@ impl Report {
             self.messages, self.connections, self.cores
         );
         if let Mode::Engine { .. } = self.mode {
+            let instance = if self.reuse_instance {
+                "instances kept (reuse-instance granted)"
+            } else {
+                "a fresh instance per message"
+            };
             let _ = writeln!(
                 out,
-                "  chain                visit-status-map (SCH-25); journal {JOURNAL}"
+                "  chain                visit-status-map (SCH-25), {instance}; journal {JOURNAL}"
             );
             let lanes = match self.destination_connections {
                 1 => "1 connection, arrival order".to_owned(),
@@ -996,6 +1016,7 @@ mod tests {
             messages,
             connections,
             destination_connections: 1,
+            reuse_instance: false,
         };
         Sink::new(Arc::new(plan), Clock(Instant::now()))
     }
@@ -1094,6 +1115,7 @@ mod tests {
             messages: 10,
             connections: 4,
             destination_connections: 1,
+            reuse_instance: false,
         };
         let shares: Vec<_> = (0..4).map(|c| plan.share(c)).collect();
         assert_eq!(shares, [3, 3, 2, 2]);
@@ -1111,11 +1133,12 @@ mod tests {
     #[test]
     fn the_bench_site_loads_with_one_or_several_sink_connections() {
         let sink: std::net::SocketAddr = "127.0.0.1:9".parse().expect("addr");
-        for lanes in [1, 4] {
+        for (lanes, reuse_instance) in [(1, false), (4, false), (1, true)] {
             let plan = Plan {
                 messages: 10,
                 connections: 2,
                 destination_connections: lanes,
+                reuse_instance,
             };
             let config =
                 plexus_config::Config::from_toml(&bench_config(sink, &plan), Path::new("b.toml"))
@@ -1123,11 +1146,14 @@ mod tests {
             let iface = &config.interfaces["bench"];
             assert_eq!(iface.destinations[0].connections, lanes as u32);
             assert_eq!(iface.order_by.is_some(), lanes > 1);
+            let grants = &config.plugins["visit-status-map"].grants;
+            assert_eq!(grants.reuse_instance, reuse_instance);
         }
         let plan = Plan {
             messages: 200,
             connections: 3,
             destination_connections: 1,
+            reuse_instance: false,
         };
         // Each patient belongs to one generator connection and recurs every PATIENTS.
         assert_eq!(plan.patient(2, 7), plan.patient(2, 7 + PATIENTS));

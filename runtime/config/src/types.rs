@@ -194,7 +194,7 @@ pub struct Grants {
     pub log: bool,
     /// `"tables:NAME"`; each names a defined table.
     pub tables: BTreeSet<Id>,
-    /// `"reuse-instance"`: keep one instance across messages.
+    /// `"reuse-instance"`: keep instances across messages (for a plug-in that asks).
     pub reuse_instance: bool,
 }
 

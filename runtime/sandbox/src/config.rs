@@ -51,14 +51,14 @@ impl Default for Limits {
 /// |-----------------|------------------------------------------------------------|
 /// | `log`           | the `plexus:transform/log` interface                       |
 /// | `tables:NAME`   | read-only lookups in table NAME (`plexus:transform/tables`) |
-/// | `reuse-instance`| one instance kept across messages (faster; state carries over) |
+/// | `reuse-instance`| instances kept across messages (faster; state carries over) |
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Grants {
     /// `log` granted.
     pub log: bool,
     /// Tables granted by name.
     pub tables: BTreeSet<String>,
-    /// `reuse-instance`: the plug-in may keep one instance across messages. Off by
+    /// `reuse-instance`: the plug-in may keep instances across messages. Off by
     /// default: a fresh instance per message is what keeps one patient's data from
     /// reaching the next message.
     pub reuse_instance: bool,

@@ -1,8 +1,9 @@
 //! The engine (one per process), plug-ins (compiled once per version), and runs (one
-//! fresh store and instance per message).
+//! fresh store and instance per message, unless the plug-in asked for reuse and the site
+//! granted it).
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -38,6 +39,9 @@ pub struct Sandbox {
         std::collections::VecDeque<String>,
     )>,
     ticker: Option<Ticker>,
+    /// How many more instances plug-ins may keep between messages, across all of them
+    /// (see [`KeptInstances`]).
+    kept_budget: Arc<AtomicUsize>,
 }
 
 impl std::fmt::Debug for Sandbox {
@@ -118,6 +122,9 @@ impl Sandbox {
                 })
                 .map_err(|e| Error::Engine(format!("starting the epoch ticker: {e}")))?
         };
+        let kept_budget = Arc::new(AtomicUsize::new(
+            usize::try_from(config.max_instances / 4).unwrap_or(usize::MAX),
+        ));
         Ok(Sandbox {
             engine,
             config,
@@ -126,6 +133,7 @@ impl Sandbox {
                 stop,
                 thread: Some(thread),
             }),
+            kept_budget,
         })
     }
 
@@ -208,6 +216,9 @@ pub struct Plugin {
     pre: Hl7TransformPre<HostState>,
     component: Component,
     engine: Engine,
+    /// Instances kept between messages: only when the plug-in asks for reuse and the
+    /// site granted it.
+    kept: Option<KeptInstances>,
 }
 
 impl std::fmt::Debug for Plugin {
@@ -262,6 +273,7 @@ impl Plugin {
                 digest: inspect::short(&digest).to_owned(),
                 reason: format!("{e:#}"),
             })?;
+        let kept = KeptInstances::for_plugin(sandbox, &inspection, &spec.grants);
         Ok(Plugin {
             name,
             digest,
@@ -277,6 +289,7 @@ impl Plugin {
             pre,
             component,
             engine: sandbox.engine.clone(),
+            kept,
         })
     }
 
@@ -307,6 +320,7 @@ impl Plugin {
                 reason: format!("{e:#}"),
             })?;
         Ok(Plugin {
+            kept: KeptInstances::for_plugin(sandbox, &self.inspection, grants),
             name: self.name.clone(),
             digest: self.digest.clone(),
             inspection: self.inspection.clone(),
@@ -351,9 +365,10 @@ impl Plugin {
         &self.inspection
     }
 
-    /// Runs the plug-in on one message in a fresh instance. `Ok` whenever the plug-in
-    /// returned an outcome (including `fail`); `Err` when it trapped, timed out, ran out
-    /// of memory or fuel. Either way the next call starts clean.
+    /// Runs the plug-in on one message in a fresh instance, or in one an earlier message
+    /// left when the plug-in asked for reuse and was granted it. `Ok` whenever the
+    /// plug-in returned an outcome (including `fail`); `Err` when it trapped, timed out,
+    /// ran out of memory or fuel, and then the next call starts on a new instance.
     pub fn run(&self, msg: Message<'static>, ctx: &Context) -> Result<Run, RunError> {
         self.run_within(msg, ctx, self.limits.timeout)
     }
@@ -368,20 +383,53 @@ impl Plugin {
         ctx: &Context,
         deadline: Duration,
     ) -> Result<Run, RunError> {
-        let started = Instant::now();
         let deadline = deadline.min(self.limits.timeout);
-        let mut store = self.store(ctx.received_at_ms, deadline);
-        let instance = self
-            .pre
-            .instantiate(&mut store)
-            .map_err(|e| self.classify(e, &store, true, deadline))?;
-        let instantiate = started.elapsed();
+        let Some(kept) = &self.kept else {
+            return self.run_on(None, msg, ctx, deadline).0;
+        };
+        let (run, instance) = self.run_on(kept.take(), msg, ctx, deadline);
+        if let Some(instance) = instance {
+            kept.put(instance);
+        }
+        run
+    }
+
+    /// Runs one message on `kept`, an instance an earlier message ran on, or else on a
+    /// new one. Gives the instance back after a run that returned an outcome; after a
+    /// trap, timeout or refused growth it is dropped, since it may have stopped anywhere.
+    fn run_on(
+        &self,
+        kept: Option<Kept>,
+        msg: Message<'static>,
+        ctx: &Context,
+        deadline: Duration,
+    ) -> (Result<Run, RunError>, Option<Kept>) {
+        let started = Instant::now();
+        let (mut store, instance, instantiate) = match kept {
+            Some(Kept {
+                mut store,
+                instance,
+            }) => {
+                store.data_mut().next_message(ctx.received_at_ms);
+                self.arm(&mut store, deadline);
+                (store, instance, Duration::ZERO)
+            }
+            None => {
+                let mut store = self.store(ctx.received_at_ms, deadline);
+                match self.pre.instantiate(&mut store) {
+                    Ok(instance) => (store, instance, started.elapsed()),
+                    Err(e) => return (Err(self.classify(e, &store, true, deadline)), None),
+                }
+            }
+        };
         let call = CallTiming {
             started,
             instantiate,
             deadline,
         };
-        self.call(&mut store, &instance, msg, ctx, call)
+        let run = self.call(&mut store, &instance, msg, ctx, call);
+        let keep = run.is_ok().then_some(Kept { store, instance });
+        (run, keep)
     }
 
     fn store(&self, received_at_ms: u64, timeout: Duration) -> Store<HostState> {
@@ -493,8 +541,7 @@ impl Plugin {
             .map_err(|e| Error::Run(self.classify(e, &store, true, self.limits.timeout)))?;
         Ok(ReusedInstance {
             plugin: self,
-            store: Some(store),
-            instance,
+            kept: Some(Kept { store, instance }),
         })
     }
 
@@ -608,8 +655,7 @@ struct CallTiming {
 /// One instance reused across messages; see [`Plugin::reusable_instance`].
 pub struct ReusedInstance<'p> {
     plugin: &'p Plugin,
-    store: Option<Store<HostState>>,
-    instance: Hl7Transform,
+    kept: Option<Kept>,
 }
 
 impl std::fmt::Debug for ReusedInstance<'_> {
@@ -624,34 +670,69 @@ impl ReusedInstance<'_> {
     /// Runs one message on the kept instance. After an error the instance is discarded
     /// and the next call instantiates afresh.
     pub fn run(&mut self, msg: Message<'static>, ctx: &Context) -> Result<Run, RunError> {
-        let started = Instant::now();
         let plugin = self.plugin;
-        let deadline = plugin.limits.timeout;
-        let mut store = match self.store.take() {
-            Some(mut store) => {
-                store.data_mut().next_message();
-                plugin.arm(&mut store, deadline);
-                store
-            }
-            None => {
-                let mut store = plugin.store(ctx.received_at_ms, deadline);
-                self.instance = plugin
-                    .pre
-                    .instantiate(&mut store)
-                    .map_err(|e| plugin.classify(e, &store, true, deadline))?;
-                store
-            }
-        };
-        let timing = CallTiming {
-            started,
-            instantiate: Duration::ZERO,
-            deadline,
-        };
-        let run = plugin.call(&mut store, &self.instance, msg, ctx, timing);
-        if run.is_ok() {
-            self.store = Some(store);
-        }
+        let (run, kept) = plugin.run_on(self.kept.take(), msg, ctx, plugin.limits.timeout);
+        self.kept = kept;
         run
+    }
+}
+
+/// A store and the instance in it, kept for the next message.
+struct Kept {
+    store: Store<HostState>,
+    instance: Hl7Transform,
+}
+
+/// The instances a plug-in keeps between messages when it asked for reuse and the site
+/// granted `reuse-instance`: one per run going on at once, at most [`KEPT_PER_PLUGIN`].
+/// Across plug-ins no more than a quarter of the sandbox's instance slots are kept, so
+/// that fresh instances (every other plug-in, shadow runs, trials) never run short of
+/// slots; past that a run's instance is dropped as a fresh one would be.
+struct KeptInstances {
+    idle: Mutex<Vec<Kept>>,
+    budget: Arc<AtomicUsize>,
+}
+
+/// The most instances one plug-in keeps: as many as the engine runs chains at once on
+/// a small machine.
+const KEPT_PER_PLUGIN: usize = 4;
+
+impl KeptInstances {
+    fn for_plugin(sandbox: &Sandbox, inspection: &Inspection, grants: &Grants) -> Option<Self> {
+        (inspection.requests_reuse && grants.reuse_instance).then(|| KeptInstances {
+            idle: Mutex::new(Vec::new()),
+            budget: sandbox.kept_budget.clone(),
+        })
+    }
+
+    fn take(&self) -> Option<Kept> {
+        let kept = self.idle.lock().unwrap_or_else(|p| p.into_inner()).pop()?;
+        self.budget.fetch_add(1, Ordering::Relaxed);
+        Some(kept)
+    }
+
+    /// Keeps `instance` for a later message, or drops it when this plug-in or the
+    /// sandbox keeps enough already.
+    fn put(&self, instance: Kept) {
+        let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
+        if idle.len() < KEPT_PER_PLUGIN
+            && self
+                .budget
+                .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1))
+                .is_ok()
+        {
+            idle.push(instance);
+            return;
+        }
+        drop(idle);
+        drop(instance);
+    }
+}
+
+impl Drop for KeptInstances {
+    fn drop(&mut self) {
+        let idle = self.idle.get_mut().unwrap_or_else(|p| p.into_inner());
+        self.budget.fetch_add(idle.len(), Ordering::Relaxed);
     }
 }
 

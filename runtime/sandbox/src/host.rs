@@ -9,6 +9,9 @@ pub(crate) mod message;
 pub(crate) mod tables;
 pub(crate) mod wasi;
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
 use wasmtime::component::ResourceTable;
 
 use crate::config::Limits;
@@ -20,6 +23,8 @@ pub(crate) struct HostState {
     /// make none, and building it is a good share of a fresh instance's cost.
     wasi: Option<wasmtime_wasi::WasiCtx>,
     received_at_ms: u64,
+    /// What the WASI wall clock reads, made with the context.
+    wasi_clock: Option<Arc<AtomicU64>>,
     pub(crate) limiter: MemoryLimiter,
     pub(crate) log: log::LogSink,
     pub(crate) tables: tables::TableAccess,
@@ -37,6 +42,7 @@ impl HostState {
             table: ResourceTable::new(),
             wasi: None,
             received_at_ms,
+            wasi_clock: None,
             limiter: MemoryLimiter::new(limits.memory_bytes),
             log: log::LogSink::new(limits),
             tables,
@@ -49,11 +55,16 @@ impl HostState {
 
     /// Clears what one run left behind before a reused instance takes the next message,
     /// so each message gets the whole log budget and a refused memory growth is not
-    /// blamed on a later message. The memory high-water mark stays: a reused instance's
-    /// memory never shrinks, so it is still what this run has.
-    pub(crate) fn next_message(&mut self) {
+    /// blamed on a later message, and sets the clock to the new message's arrival. The
+    /// memory high-water mark stays: a reused instance's memory never shrinks, so it is
+    /// still what this run has.
+    pub(crate) fn next_message(&mut self, received_at_ms: u64) {
         self.log.clear();
         self.limiter.hit_limit = false;
+        self.received_at_ms = received_at_ms;
+        if let Some(clock) = &self.wasi_clock {
+            clock.store(received_at_ms, Ordering::Relaxed);
+        }
     }
 }
 
@@ -131,8 +142,13 @@ impl wasmtime_wasi::WasiView for HostState {
     fn ctx(&mut self) -> wasmtime_wasi::WasiCtxView<'_> {
         let (cap, at) = (self.stdio_cap, self.received_at_ms);
         let stdio = self.stdio.get_or_insert_with(|| wasi::Stdio::new(cap));
+        let clock = self
+            .wasi_clock
+            .get_or_insert_with(|| Arc::new(AtomicU64::new(at)));
         wasmtime_wasi::WasiCtxView {
-            ctx: self.wasi.get_or_insert_with(|| wasi::context(stdio, at)),
+            ctx: self
+                .wasi
+                .get_or_insert_with(|| wasi::context(stdio, clock.clone())),
             table: &mut self.table,
         }
     }

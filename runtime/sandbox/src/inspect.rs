@@ -110,7 +110,7 @@ pub struct Inspection {
     pub exports: Vec<String>,
     /// Producer metadata (language, toolchain, SDK), as `field: name version`.
     pub producers: Vec<String>,
-    /// The plug-in asks to keep one instance across messages (a `plexus:reuse-instance`
+    /// The plug-in asks to keep its instances across messages (a `plexus:reuse-instance`
     /// custom section, from `plexus_sdk::request_instance_reuse!`). The site must also
     /// grant `reuse-instance`.
     pub requests_reuse: bool,

@@ -1,6 +1,7 @@
 //! `#![no_std]` plug-ins on the SDK's runtime (`plexus_sdk::no_std_runtime!`): they link no
 //! WASI, their heap works (inside the arena and past it), their limits and traps are
-//! reported as for any plug-in, and a kept instance reuses freed memory.
+//! reported as for any plug-in, and a kept instance reuses freed memory. A plug-in that
+//! asks for reuse and is granted it keeps its instances between runs, within a budget.
 
 mod common;
 
@@ -116,6 +117,109 @@ fn a_kept_instance_reuses_what_was_freed() {
         high_water.iter().all(|&h| h < 16 << 20),
         "memory stays bounded: {high_water:?}"
     );
+}
+
+#[test]
+fn granted_reuse_keeps_instances_between_runs_and_drops_one_that_failed() {
+    let sandbox = Sandbox::new(SandboxConfig::default()).expect("engine");
+    let load_with = |grants: &[&str]| {
+        load_guest(
+            &sandbox,
+            "no-std",
+            plexus_test_artifacts::NO_STD,
+            grants,
+            Limits::default(),
+        )
+        .expect("loads")
+    };
+    let grow = "300,300,300";
+    // Asked for but not granted: every run starts from the module's initial memory.
+    let fresh = load_with(&[]);
+    let initial = fresh
+        .run(msg(""), &ctx("other"))
+        .expect("runs")
+        .stats
+        .memory_high_water;
+    fresh.run(msg(grow), &ctx("heap")).expect("runs");
+    let after = fresh.run(msg(""), &ctx("other")).expect("runs");
+    assert_eq!(after.stats.memory_high_water, initial);
+    assert!(after.stats.instantiate > std::time::Duration::ZERO);
+
+    // Granted: the next run lands on the instance the last one left, memory grown and
+    // nothing instantiated.
+    let kept = load_with(&["reuse-instance"]);
+    let first = kept.run(msg(grow), &ctx("heap")).expect("runs");
+    assert!(first.stats.instantiate > std::time::Duration::ZERO);
+    assert!(first.stats.memory_high_water > initial);
+    let second = kept.run(msg(""), &ctx("other")).expect("runs");
+    assert_eq!(zhp2(&second).as_deref(), Some("forwarded"));
+    assert_eq!(second.stats.instantiate, std::time::Duration::ZERO);
+    assert_eq!(
+        second.stats.memory_high_water,
+        first.stats.memory_high_water
+    );
+    // A run that traps may have stopped anywhere: its instance is dropped, and the next
+    // run starts afresh.
+    kept.run(msg(""), &ctx("panic")).expect_err("panics");
+    let after_trap = kept.run(msg(""), &ctx("other")).expect("runs");
+    assert!(after_trap.stats.instantiate > std::time::Duration::ZERO);
+    assert_eq!(after_trap.stats.memory_high_water, initial);
+    // So is one cut off by its deadline.
+    kept.run_within(msg(""), &ctx("loop"), std::time::Duration::from_millis(20))
+        .expect_err("cut off");
+    let after_cut = kept.run(msg(""), &ctx("other")).expect("runs");
+    assert!(after_cut.stats.instantiate > std::time::Duration::ZERO);
+}
+
+#[test]
+fn kept_instances_stay_within_a_quarter_of_the_sandboxs_slots() {
+    // Four slots: at most one instance is kept, across plug-ins.
+    let sandbox = Sandbox::new(SandboxConfig {
+        max_instances: 4,
+        ..SandboxConfig::default()
+    })
+    .expect("engine");
+    let load_as = |name: &str| {
+        load_guest(
+            &sandbox,
+            name,
+            plexus_test_artifacts::NO_STD,
+            &["reuse-instance"],
+            Limits::default(),
+        )
+        .expect("loads")
+    };
+    let reused = |plugin: &Plugin| {
+        plugin
+            .run(msg(""), &ctx("other"))
+            .expect("runs")
+            .stats
+            .instantiate
+            == std::time::Duration::ZERO
+    };
+    let a = load_as("a");
+    let b = load_as("b");
+    assert!(!reused(&a), "the first run instantiates");
+    assert!(reused(&a), "then a keeps its instance");
+    assert!(!reused(&b));
+    assert!(
+        !reused(&b),
+        "a holds the one kept instance the sandbox allows"
+    );
+    // Runs at once on more threads than anything keeps all get a slot, and still run.
+    std::thread::scope(|s| {
+        for _ in 0..3 {
+            s.spawn(|| {
+                for _ in 0..20 {
+                    b.run(msg(""), &ctx("other")).expect("a slot");
+                }
+            });
+        }
+    });
+    // A plug-in version that goes away gives its kept instance back to the budget.
+    drop(a);
+    assert!(!reused(&b));
+    assert!(reused(&b), "b may keep one now");
 }
 
 #[test]
