@@ -2,7 +2,9 @@
 //!
 //! A plug-in is a WebAssembly component (`wasm32-wasip2`) that implements the
 //! `plexus:transform` contract in `wit/transform.wit`: one function, `transform`, runs once
-//! per message in a fresh sandbox. The host owns and parses the message; the plug-in reads
+//! per message in a fresh sandbox (unless it asks for reuse, see
+//! [`request_instance_reuse!`], and the site grants it). The host owns and parses the
+//! message; the plug-in reads
 //! and edits it through terser paths (`PID-5-1`, `PV1-7[2]-1`, `OBX[3]-5`), and the host
 //! records every edit.
 //!

@@ -155,7 +155,8 @@ pub(crate) fn run(chain: &[Arc<Plugin>], msg: Message<'static>, ctx: &Context) -
 /// most its own timeout). `None` when the chain hit the budget, with nothing logged: it
 /// says nothing about the message, and a plug-in run has no effect outside its own
 /// sandbox, so the caller runs the message again with [`run`], somewhere it may take its
-/// full time.
+/// full time. (A plug-in granted `reuse-instance` may then see the message twice on
+/// the instance it keeps; such a plug-in promises to keep nothing between messages.)
 pub(crate) fn run_within(
     chain: &[Arc<Plugin>],
     msg: Message<'static>,

@@ -646,8 +646,8 @@ impl Engine {
             })
             .collect();
         // Two chains in flight per core, but never more than half the sandbox's instance
-        // slots: shadow runs, trials and replays take slots too, and a message must never
-        // fail for want of one.
+        // slots: shadow runs, trials and replays take slots too, instances kept under
+        // `reuse-instance` an eighth, and a message must never fail for want of one.
         let permits = (std::thread::available_parallelism().map_or(2, |n| n.get()) * 2)
             .min(usize::try_from(sandbox.config().max_instances / 2).unwrap_or(usize::MAX))
             .max(1);
@@ -755,7 +755,14 @@ impl Engine {
             &detail,
         )?;
         let swap = std::time::Instant::now();
-        let previous = iface.chain.swap(chain);
+        let previous = iface.chain.swap(chain.clone());
+        // The versions left behind keep no instances while they wait in the history: a
+        // rollback instantiates afresh, and the slots go to what runs now.
+        for plugin in &previous.plugins {
+            if !chain.plugins.iter().any(|p| Arc::ptr_eq(p, plugin)) {
+                plugin.release_kept();
+            }
+        }
         history.push(previous);
         if history.len() > HISTORY {
             history.remove(0);

@@ -39,8 +39,8 @@ pub struct Sandbox {
         std::collections::VecDeque<String>,
     )>,
     ticker: Option<Ticker>,
-    /// How many more instances plug-ins may keep between messages, across all of them
-    /// (see [`KeptInstances`]).
+    /// How many more instances plug-ins may keep between messages, across all of them:
+    /// an eighth of the instance slots (see [`KeptInstances`]).
     kept_budget: Arc<AtomicUsize>,
 }
 
@@ -123,7 +123,7 @@ impl Sandbox {
                 .map_err(|e| Error::Engine(format!("starting the epoch ticker: {e}")))?
         };
         let kept_budget = Arc::new(AtomicUsize::new(
-            usize::try_from(config.max_instances / 4).unwrap_or(usize::MAX),
+            usize::try_from(config.max_instances / 8).unwrap_or(usize::MAX),
         ));
         Ok(Sandbox {
             engine,
@@ -338,6 +338,15 @@ impl Plugin {
         })
     }
 
+    /// Drops the instances this version keeps between messages (`reuse-instance`), and
+    /// keeps none from now on: for a version that no longer runs but is kept for a
+    /// rollback. Runs still going on finish normally.
+    pub fn release_kept(&self) {
+        if let Some(kept) = &self.kept {
+            kept.retire();
+        }
+    }
+
     /// The plug-in's name.
     pub fn name(&self) -> &str {
         &self.name
@@ -383,20 +392,54 @@ impl Plugin {
         ctx: &Context,
         deadline: Duration,
     ) -> Result<Run, RunError> {
+        let started = Instant::now();
         let deadline = deadline.min(self.limits.timeout);
         let Some(kept) = &self.kept else {
             return self.run_on(None, msg, ctx, deadline).0;
         };
-        let (run, instance) = self.run_on(kept.take(), msg, ctx, deadline);
-        if let Some(instance) = instance {
+        let Some(instance) = kept.take() else {
+            let (run, instance) = self.run_on(None, msg, ctx, deadline);
             kept.put(instance);
+            return run;
+        };
+        // What earlier messages left in a kept instance must not fail this one: a run
+        // that fails there (other than by running out of time) runs again on a new
+        // instance, and that run's result is the message's.
+        let (run, instance) = self.run_on(Some(instance), msg.clone(), ctx, deadline);
+        let retry = match &run {
+            Ok(run) => matches!(&run.outcome, Outcome::Fail(f) if f.kind == FailKind::Internal),
+            Err(e) => !matches!(e, RunError::Timeout { .. }),
+        };
+        if !retry {
+            kept.put(instance);
+            return run;
         }
-        run
+        drop(instance);
+        let left = deadline.saturating_sub(started.elapsed());
+        let (mut again, instance) = self.run_on(None, msg, ctx, left.max(self.epoch_tick));
+        kept.put(instance);
+        if let Ok(again) = &mut again {
+            let failed = match &run {
+                Ok(_) => "failed (internal)".to_owned(),
+                Err(e) => format!("failed ({})", e.kind()),
+            };
+            again.logs.insert(
+                0,
+                LogLine {
+                    level: LogLevel::Info,
+                    line: format!(
+                        "host: the plug-in's kept instance {failed} on this message; \
+                         this is its run on a new instance"
+                    ),
+                },
+            );
+        }
+        again
     }
 
     /// Runs one message on `kept`, an instance an earlier message ran on, or else on a
-    /// new one. Gives the instance back after a run that returned an outcome; after a
-    /// trap, timeout or refused growth it is dropped, since it may have stopped anywhere.
+    /// new one. Gives the instance back when it may be kept for another message (see
+    /// [`Kept::may_keep`]).
     fn run_on(
         &self,
         kept: Option<Kept>,
@@ -405,19 +448,23 @@ impl Plugin {
         deadline: Duration,
     ) -> (Result<Run, RunError>, Option<Kept>) {
         let started = Instant::now();
-        let (mut store, instance, instantiate) = match kept {
+        let (mut store, instance, instantiate, memory_at_start) = match kept {
             Some(Kept {
                 mut store,
                 instance,
+                memory_at_start,
             }) => {
                 store.data_mut().next_message(ctx.received_at_ms);
                 self.arm(&mut store, deadline);
-                (store, instance, Duration::ZERO)
+                (store, instance, Duration::ZERO, memory_at_start)
             }
             None => {
                 let mut store = self.store(ctx.received_at_ms, deadline);
                 match self.pre.instantiate(&mut store) {
-                    Ok(instance) => (store, instance, started.elapsed()),
+                    Ok(instance) => {
+                        let memory = store.data().limiter.high_water;
+                        (store, instance, started.elapsed(), memory)
+                    }
                     Err(e) => return (Err(self.classify(e, &store, true, deadline)), None),
                 }
             }
@@ -428,8 +475,16 @@ impl Plugin {
             deadline,
         };
         let run = self.call(&mut store, &instance, msg, ctx, call);
-        let keep = run.is_ok().then_some(Kept { store, instance });
-        (run, keep)
+        let mut kept = Kept {
+            store,
+            instance,
+            memory_at_start,
+        };
+        let keep = match &run {
+            Ok(run) => kept.may_keep(&run.outcome),
+            Err(_) => false,
+        };
+        (run, keep.then_some(kept))
     }
 
     fn store(&self, received_at_ms: u64, timeout: Duration) -> Store<HostState> {
@@ -539,9 +594,14 @@ impl Plugin {
             .pre
             .instantiate(&mut store)
             .map_err(|e| Error::Run(self.classify(e, &store, true, self.limits.timeout)))?;
+        let memory_at_start = store.data().limiter.high_water;
         Ok(ReusedInstance {
             plugin: self,
-            kept: Some(Kept { store, instance }),
+            kept: Some(Kept {
+                store,
+                instance,
+                memory_at_start,
+            }),
         })
     }
 
@@ -681,16 +741,46 @@ impl ReusedInstance<'_> {
 struct Kept {
     store: Store<HostState>,
     instance: Hl7Transform,
+    /// Its memory when it was made.
+    memory_at_start: usize,
+}
+
+/// How far a kept instance's memory may grow past its first size: an instance that
+/// needed more for some message gives it back (its slot is reset) rather than hold it
+/// for every message after.
+const KEPT_GROWTH_MAX: usize = 1 << 20;
+
+/// Most entries a kept instance's resource table may hold between messages (a std
+/// guest keeps its stdout and stderr handles); past that it leaks handles, and a
+/// later message would fail when the table fills.
+const KEPT_TABLE_MAX: usize = 16;
+
+impl Kept {
+    /// Whether it may take another message after a run that returned `outcome`: not
+    /// after an internal failure (a bug or an unexpected state in the plug-in), nor
+    /// with memory grown or handles left behind past the bounds above.
+    fn may_keep(&mut self, outcome: &Outcome) -> bool {
+        if matches!(outcome, Outcome::Fail(f) if f.kind == FailKind::Internal) {
+            return false;
+        }
+        let state = self.store.data_mut();
+        state.limiter.high_water <= self.memory_at_start.saturating_add(KEPT_GROWTH_MAX)
+            && state.table.iter_mut().take(KEPT_TABLE_MAX + 1).count() <= KEPT_TABLE_MAX
+    }
 }
 
 /// The instances a plug-in keeps between messages when it asked for reuse and the site
-/// granted `reuse-instance`: one per run going on at once, at most [`KEPT_PER_PLUGIN`].
-/// Across plug-ins no more than a quarter of the sandbox's instance slots are kept, so
-/// that fresh instances (every other plug-in, shadow runs, trials) never run short of
-/// slots; past that a run's instance is dropped as a fresh one would be.
+/// granted `reuse-instance`: those that runs going on at once needed, at most
+/// [`KEPT_PER_PLUGIN`]. Across plug-ins no more than an eighth of the sandbox's instance
+/// slots are kept ([`Sandbox::kept_budget`]), so that fresh instances (every other
+/// plug-in, shadow runs, trials, replays) never run short of slots; past that a run's
+/// instance is dropped as a fresh one would be.
 struct KeptInstances {
     idle: Mutex<Vec<Kept>>,
     budget: Arc<AtomicUsize>,
+    /// Set when the version stops running ([`Plugin::release_kept`]): nothing more is
+    /// kept.
+    retired: AtomicBool,
 }
 
 /// The most instances one plug-in keeps: as many as the engine runs chains at once on
@@ -702,7 +792,16 @@ impl KeptInstances {
         (inspection.requests_reuse && grants.reuse_instance).then(|| KeptInstances {
             idle: Mutex::new(Vec::new()),
             budget: sandbox.kept_budget.clone(),
+            retired: AtomicBool::new(false),
         })
+    }
+
+    /// Drops every idle instance, and keeps none from now on.
+    fn retire(&self) {
+        self.retired.store(true, Ordering::Relaxed);
+        let idle = std::mem::take(&mut *self.idle.lock().unwrap_or_else(|p| p.into_inner()));
+        self.budget.fetch_add(idle.len(), Ordering::Relaxed);
+        drop(idle);
     }
 
     fn take(&self) -> Option<Kept> {
@@ -712,10 +811,12 @@ impl KeptInstances {
     }
 
     /// Keeps `instance` for a later message, or drops it when this plug-in or the
-    /// sandbox keeps enough already.
-    fn put(&self, instance: Kept) {
+    /// sandbox keeps enough already, or the version no longer runs.
+    fn put(&self, instance: Option<Kept>) {
+        let Some(instance) = instance else { return };
         let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
-        if idle.len() < KEPT_PER_PLUGIN
+        if !self.retired.load(Ordering::Relaxed)
+            && idle.len() < KEPT_PER_PLUGIN
             && self
                 .budget
                 .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1))

@@ -1,5 +1,7 @@
 //! Per-message host state: the store's data. One is built for every message and dropped
-//! with the store, so nothing a plug-in saw can reach the next message.
+//! with the store, so nothing a plug-in saw can reach the next message. A kept instance
+//! (`reuse-instance`) keeps its store; `HostState::next_message` clears what the host
+//! holds for one message before the next.
 //!
 //! Each capability has its own module with the same three parts: linking it (only when
 //! granted), its per-instance state, and its host functions.
@@ -8,9 +10,6 @@ pub(crate) mod log;
 pub(crate) mod message;
 pub(crate) mod tables;
 pub(crate) mod wasi;
-
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 
 use wasmtime::component::ResourceTable;
 
@@ -23,8 +22,6 @@ pub(crate) struct HostState {
     /// make none, and building it is a good share of a fresh instance's cost.
     wasi: Option<wasmtime_wasi::WasiCtx>,
     received_at_ms: u64,
-    /// What the WASI wall clock reads, made with the context.
-    wasi_clock: Option<Arc<AtomicU64>>,
     pub(crate) limiter: MemoryLimiter,
     pub(crate) log: log::LogSink,
     pub(crate) tables: tables::TableAccess,
@@ -42,7 +39,6 @@ impl HostState {
             table: ResourceTable::new(),
             wasi: None,
             received_at_ms,
-            wasi_clock: None,
             limiter: MemoryLimiter::new(limits.memory_bytes),
             log: log::LogSink::new(limits),
             tables,
@@ -53,17 +49,21 @@ impl HostState {
         }
     }
 
-    /// Clears what one run left behind before a reused instance takes the next message,
-    /// so each message gets the whole log budget and a refused memory growth is not
-    /// blamed on a later message, and sets the clock to the new message's arrival. The
-    /// memory high-water mark stays: a reused instance's memory never shrinks, so it is
-    /// still what this run has.
+    /// Clears what one run left behind before a kept instance takes the next message:
+    /// each message gets the whole log budget, a refused memory growth is not blamed on
+    /// a later message, and a trap's report never shows what an earlier message printed.
+    /// The WASI context is made again on the next WASI call, so the clock reads the new
+    /// message's arrival and the seeded random bytes start over, as on a fresh instance;
+    /// stdout and stderr stay the same streams (a guest may hold their handles), emptied.
+    /// The memory high-water mark stays: a kept instance's memory never shrinks, so it
+    /// is still what this run has.
     pub(crate) fn next_message(&mut self, received_at_ms: u64) {
         self.log.clear();
         self.limiter.hit_limit = false;
         self.received_at_ms = received_at_ms;
-        if let Some(clock) = &self.wasi_clock {
-            clock.store(received_at_ms, Ordering::Relaxed);
+        self.wasi = None;
+        if let Some(stdio) = &self.stdio {
+            stdio.clear();
         }
     }
 }
@@ -142,13 +142,8 @@ impl wasmtime_wasi::WasiView for HostState {
     fn ctx(&mut self) -> wasmtime_wasi::WasiCtxView<'_> {
         let (cap, at) = (self.stdio_cap, self.received_at_ms);
         let stdio = self.stdio.get_or_insert_with(|| wasi::Stdio::new(cap));
-        let clock = self
-            .wasi_clock
-            .get_or_insert_with(|| Arc::new(AtomicU64::new(at)));
         wasmtime_wasi::WasiCtxView {
-            ctx: self
-                .wasi
-                .get_or_insert_with(|| wasi::context(stdio, clock.clone())),
+            ctx: self.wasi.get_or_insert_with(|| wasi::context(stdio, at)),
             table: &mut self.table,
         }
     }

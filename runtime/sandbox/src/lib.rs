@@ -9,7 +9,8 @@
 //!   granted capabilities.
 //! * **One fresh instance per message** ([`Plugin::run`]): a new store, a new instance,
 //!   limits armed (memory, wall time, optional fuel), dropped afterwards, so no data
-//!   carries from one message to the next.
+//!   carries from one message to the next. The one exception: a plug-in that asks for
+//!   reuse and is granted `reuse-instance` keeps its instances between messages.
 //!
 //! A bad message is an [`Outcome`]; a trap, timeout or exhausted memory is a typed
 //! [`RunError`] naming the plug-in and its digest, and the engine keeps serving.

@@ -8,8 +8,8 @@ mod common;
 use common::{ctx, load_guest};
 use plexus_hl7::Message;
 use plexus_sandbox::{
-    Error, FailKind, Grants, Limits, MAX_PLUGIN_TEXT, Outcome, Plugin, PluginSpec, RunError,
-    Sandbox, SandboxConfig, TableSet,
+    Context, Error, FailKind, Grants, Limits, MAX_PLUGIN_TEXT, Outcome, Plugin, PluginSpec,
+    RunError, Sandbox, SandboxConfig, TableSet,
 };
 
 const ADT: &[u8] = b"MSH|^~\\&|ADT|HOSP|EHR|CLINIC|20260101120000||ADT^A01|MSG1|P|2.5\rPID|1||123^^^HOSP^MR||DOE^JANE\r";
@@ -325,6 +325,94 @@ fn a_fresh_instance_per_message_unless_reuse_is_granted() {
     assert_eq!(
         (detail(&first.outcome), detail(&second.outcome)),
         ("seen: 1", "seen: 2")
+    );
+}
+
+#[test]
+fn a_granted_plugin_keeps_its_instance_but_nothing_one_message_left_in_the_host() {
+    let sandbox = Sandbox::new(SandboxConfig::default()).expect("engine");
+    // The flood below prints 200,000 lines: time enough for an unoptimised test build.
+    let limits = Limits {
+        timeout: Duration::from_secs(20),
+        ..Limits::default()
+    };
+    let plugin = load(&sandbox, &["log", "reuse-instance"], limits).expect("loads");
+    let at = |behaviour: &str, received_at_ms: u64| Context {
+        received_at_ms,
+        ..ctx(behaviour)
+    };
+    // The guest's own memory carries over: that is what the grant allows.
+    let first = plugin.run(msg(), &ctx("counter")).expect("runs");
+    let second = plugin.run(msg(), &ctx("counter")).expect("runs");
+    assert_eq!(
+        (detail(&first.outcome), detail(&second.outcome)),
+        ("seen: 1", "seen: 2")
+    );
+    // The clock reads each message's arrival, as on a fresh instance. (Rust's std keeps
+    // its hash keys in the guest's memory, so `random-probe` differs: guest state.)
+    for arrival in [1_795_482_123_000, 1_795_482_999_000] {
+        let clock = plugin
+            .run(msg(), &at("clock-probe", arrival))
+            .expect("runs");
+        assert_eq!(clock.stats.instantiate, Duration::ZERO, "a kept instance");
+        assert_eq!(
+            detail(&clock.outcome),
+            format!("wall ms: {arrival}, elapsed ns: 0")
+        );
+    }
+    // What one message printed is never reported as the next one's: the next message
+    // panics, and its trap shows its own panic message only.
+    plugin.run(msg(), &ctx("stdout-flood")).expect("runs");
+    let err = plugin.run(msg(), &ctx("panic")).expect_err("panics");
+    let RunError::Trap { stderr, .. } = &err else {
+        panic!("expected a trap, got {err}");
+    };
+    assert!(stderr.contains("a plug-in bug"), "{stderr}");
+    assert!(!stderr.contains("stderr line"), "{stderr}");
+}
+
+#[test]
+fn a_message_that_fails_on_a_kept_instance_runs_again_on_a_new_one() {
+    let sandbox = Sandbox::new(SandboxConfig::default()).expect("engine");
+    let plugin = load(&sandbox, &["log", "reuse-instance"], Limits::default()).expect("loads");
+    let forwarded = plugin
+        .run(msg(), &ctx("second-time-panics"))
+        .expect("a new instance runs it");
+    assert_eq!(forwarded.outcome, Outcome::Forward);
+    // The kept instance panics on what the first message left; the message is run again
+    // on a new instance, which forwards it, and its log says so.
+    let again = plugin
+        .run(msg(), &ctx("second-time-panics"))
+        .expect("passes on a new instance");
+    assert_eq!(again.outcome, Outcome::Forward);
+    assert!(again.stats.instantiate > Duration::ZERO);
+    assert!(
+        again.logs[0].line.contains("kept instance failed (trap)"),
+        "{:?}",
+        again.logs[0].line
+    );
+    // A message that fails on any instance still fails, and nothing is kept after it.
+    plugin
+        .run(msg(), &ctx("panic"))
+        .expect_err("panics on any instance");
+    let seen = |run: plexus_sandbox::Run| detail(&run.outcome).to_owned();
+    assert_eq!(
+        seen(plugin.run(msg(), &ctx("counter")).expect("runs")),
+        "seen: 1"
+    );
+    assert_eq!(
+        seen(plugin.run(msg(), &ctx("counter")).expect("runs")),
+        "seen: 2"
+    );
+    // A version that no longer runs keeps nothing.
+    plugin.release_kept();
+    assert_eq!(
+        seen(plugin.run(msg(), &ctx("counter")).expect("runs")),
+        "seen: 1"
+    );
+    assert_eq!(
+        seen(plugin.run(msg(), &ctx("counter")).expect("runs")),
+        "seen: 1"
     );
 }
 

@@ -133,6 +133,7 @@ fn granted_reuse_keeps_instances_between_runs_and_drops_one_that_failed() {
         .expect("loads")
     };
     let grow = "300,300,300";
+    let too_much = "2048";
     // Asked for but not granted: every run starts from the module's initial memory.
     let fresh = load_with(&[]);
     let initial = fresh
@@ -158,6 +159,11 @@ fn granted_reuse_keeps_instances_between_runs_and_drops_one_that_failed() {
         second.stats.memory_high_water,
         first.stats.memory_high_water
     );
+    // An instance whose memory grew by more than a MiB gives it back.
+    kept.run(msg(too_much), &ctx("heap")).expect("runs");
+    let after_growth = kept.run(msg(""), &ctx("other")).expect("runs");
+    assert!(after_growth.stats.instantiate > std::time::Duration::ZERO);
+    assert_eq!(after_growth.stats.memory_high_water, initial);
     // A run that traps may have stopped anywhere: its instance is dropped, and the next
     // run starts afresh.
     kept.run(msg(""), &ctx("panic")).expect_err("panics");
@@ -172,10 +178,10 @@ fn granted_reuse_keeps_instances_between_runs_and_drops_one_that_failed() {
 }
 
 #[test]
-fn kept_instances_stay_within_a_quarter_of_the_sandboxs_slots() {
-    // Four slots: at most one instance is kept, across plug-ins.
+fn kept_instances_stay_within_an_eighth_of_the_sandboxs_slots() {
+    // Eight slots: at most one instance is kept, across plug-ins.
     let sandbox = Sandbox::new(SandboxConfig {
-        max_instances: 4,
+        max_instances: 8,
         ..SandboxConfig::default()
     })
     .expect("engine");

@@ -3,7 +3,6 @@
 //! have always gone off (a plug-in cannot sleep); randomness from a fixed seed; stdout and
 //! stderr captured under a byte cap into the plug-in log.
 
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use rand::SeedableRng;
@@ -24,6 +23,17 @@ impl Stdio {
         Stdio {
             stdout: Captured::new(cap),
             stderr: Captured::new(cap),
+        }
+    }
+
+    /// Empties both streams, their counts and their tails, for the next message.
+    pub(crate) fn clear(&self) {
+        for stream in [&self.stdout, &self.stderr] {
+            if let Ok(mut inner) = stream.inner.lock() {
+                inner.bytes.clear();
+                inner.dropped = 0;
+                inner.tail.clear();
+            }
         }
     }
 }
@@ -154,16 +164,15 @@ impl tokio::io::AsyncWrite for Captured {
     }
 }
 
-/// The wall clock reads the message's arrival time, always: milliseconds since the
-/// epoch, set again for each message a kept instance takes.
-struct FrozenWallClock(Arc<AtomicU64>);
+/// The wall clock reads the message's arrival time, always.
+struct FrozenWallClock(std::time::Duration);
 
 impl HostWallClock for FrozenWallClock {
     fn resolution(&self) -> std::time::Duration {
         std::time::Duration::from_secs(1)
     }
     fn now(&self) -> std::time::Duration {
-        std::time::Duration::from_millis(self.0.load(Ordering::Relaxed))
+        self.0
     }
 }
 
@@ -223,13 +232,14 @@ pub(crate) fn replace_timers(linker: &mut Linker<super::HostState>) -> wasmtime:
 }
 
 /// A WASI context with nothing in it but captured stdio, a frozen clock and seeded bytes.
-/// The clock reads `received_at_ms`.
-pub(crate) fn context(stdio: &Stdio, received_at_ms: Arc<AtomicU64>) -> WasiCtx {
+pub(crate) fn context(stdio: &Stdio, received_at_ms: u64) -> WasiCtx {
     let mut builder = WasiCtxBuilder::new();
     builder
         .stdout(stdio.stdout.clone())
         .stderr(stdio.stderr.clone())
-        .wall_clock(FrozenWallClock(received_at_ms))
+        .wall_clock(FrozenWallClock(std::time::Duration::from_millis(
+            received_at_ms,
+        )))
         .monotonic_clock(FrozenMonotonicClock)
         // wasmtime-wasi would build up to 64 MiB on the host per call.
         .max_random_size(MAX_RANDOM_BYTES)

@@ -82,7 +82,7 @@ impl Guest for Hostile {
                     .unwrap_or(0);
                 let t0 = std::time::Instant::now();
                 std::hint::black_box((0..10_000).sum::<u64>());
-                fail(&format!(
+                report(&format!(
                     "wall ms: {wall}, elapsed ns: {}",
                     t0.elapsed().as_nanos()
                 ))
@@ -90,11 +90,17 @@ impl Guest for Hostile {
             "random-probe" => {
                 use std::hash::{BuildHasher, RandomState};
                 let h = RandomState::new().hash_one(42u8);
-                fail(&format!("hash: {h}"))
+                report(&format!("hash: {h}"))
             }
             "counter" => {
                 let n = SEEN.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
-                fail(&format!("seen: {n}"))
+                report(&format!("seen: {n}"))
+            }
+            "second-time-panics" => {
+                if SEEN.fetch_add(1, std::sync::atomic::Ordering::Relaxed) > 0 {
+                    panic!("state an earlier message left");
+                }
+                Outcome::Forward
             }
             "edit" => {
                 msg.set("PID-5-1", "EDITED").unwrap();
@@ -217,6 +223,16 @@ fn a_function_named_doe_jane_born_1970() -> Outcome {
 fn fail(detail: &str) -> Outcome {
     Outcome::Fail(TransformError {
         kind: ErrorKind::Internal,
+        path: None,
+        detail: detail.to_owned(),
+    })
+}
+
+/// What a probe found, as a `rejected` failure: not `internal`, which would make the
+/// host drop a kept instance and run the message again on a new one.
+fn report(detail: &str) -> Outcome {
+    Outcome::Fail(TransformError {
+        kind: ErrorKind::Rejected,
         path: None,
         detail: detail.to_owned(),
     })
