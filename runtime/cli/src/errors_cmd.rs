@@ -600,16 +600,14 @@ pub fn resolve(args: &ResolveArgs) -> anyhow::Result<ExitCode> {
     let ids = args.which.ids(&journal)?;
     let mut failed = 0;
     for &id in &ids {
-        match journal.resolve(MessageId(id), &args.note) {
-            Ok(()) => {
-                journal.audit(AuditEntry {
-                    actor: actor(),
-                    action: "resolve".to_owned(),
-                    subject: format!("message:{id}"),
-                    detail: format!("note: {}", args.note),
-                })?;
-                println!("message {id}: error resolved");
-            }
+        let audit = AuditEntry {
+            actor: actor(),
+            action: "resolve".to_owned(),
+            subject: format!("message:{id}"),
+            detail: format!("note: {}", args.note),
+        };
+        match journal.resolve_audited(MessageId(id), &args.note, audit) {
+            Ok(_) => println!("message {id}: error resolved"),
             Err(e) => {
                 failed += 1;
                 println!("message {id}: not resolved: {e}");

@@ -51,6 +51,10 @@ pub fn all<J: Journal>() -> Vec<(&'static str, ContractTest<J>)> {
             possible_resends_are_each_lanes_next_sends::<J>,
         ),
         ("audit_log_is_a_hash_chain", audit_log_is_a_hash_chain::<J>),
+        (
+            "resolves_and_replays_are_audited_with_their_change",
+            resolves_and_replays_are_audited_with_their_change::<J>,
+        ),
         ("shadow_runs_and_results", shadow_runs_and_results::<J>),
     ]
 }
@@ -1388,6 +1392,71 @@ pub fn audit_log_is_a_hash_chain<J: Journal>(open: &dyn Fn() -> J) {
     let verified = j.verify_audit().expect("verify");
     assert_eq!(verified.entries, 3);
     assert_eq!(verified.first_broken, None);
+}
+
+/// A resolve and a replay's bookkeeping are written with their audit entry, in one
+/// transaction: a change that fails leaves no entry behind, and an entry is never
+/// missing for a change that was made.
+pub fn resolves_and_replays_are_audited_with_their_change<J: Journal>(open: &dyn Fn() -> J) {
+    let j = open();
+    let failed = append(&j, "scheduling", "R1", 0);
+    let replayed = append(&j, "scheduling", "R2", 1);
+    let closed = append(&j, "scheduling", "R3", 2);
+    for id in [failed, replayed] {
+        j.error(report(id, ErrorKind::PluginFail, "plugin:visit-status-map"))
+            .expect("error");
+    }
+    let entry = |action: &str, id: MessageId| AuditEntry {
+        actor: "ops@clinic".to_owned(),
+        action: action.to_owned(),
+        subject: format!("message:{id}"),
+        detail: "note: table fixed".to_owned(),
+    };
+    let entries = |j: &J| j.audit_log(0, 100).expect("log").len();
+
+    // Refused resolves write nothing.
+    for (id, note) in [
+        (failed, " "),
+        (closed, "no error"),
+        (MessageId(closed.0 + 99), "x"),
+    ] {
+        assert!(j.resolve_audited(id, note, entry("resolve", id)).is_err());
+    }
+    assert_eq!(entries(&j), 0);
+    let record = j
+        .resolve_audited(failed, "table fixed", entry("resolve", failed))
+        .expect("resolve");
+    assert_eq!(record.entry.subject, format!("message:{failed}"));
+    let shown = j.show(failed).expect("show");
+    assert!(shown.errors[0].resolution.is_some());
+    assert_eq!(entries(&j), 1);
+
+    // A replay: counted on the message and its open error, the error closed, audited.
+    j.record_replay(
+        replayed,
+        Some("replayed after the fix"),
+        entry("replay", replayed),
+    )
+    .expect("replay");
+    let shown = j.show(replayed).expect("show");
+    assert_eq!(shown.replays, 1);
+    assert_eq!(shown.errors[0].replays, 1);
+    assert!(shown.errors[0].resolution.is_some());
+    // Its error closed meanwhile (or none at all) is no failure; nothing to close.
+    j.record_replay(closed, Some("replayed"), entry("replay", closed))
+        .expect("replay without an open error");
+    j.record_replay(replayed, None, entry("replay", replayed))
+        .expect("replay, error left as it is");
+    assert_eq!(j.show(replayed).expect("show").replays, 2);
+    // An unknown message: nothing written.
+    let unknown = MessageId(closed.0 + 99);
+    assert!(matches!(
+        j.record_replay(unknown, None, entry("replay", unknown)),
+        Err(Error::NotFound(_))
+    ));
+    assert_eq!(entries(&j), 4);
+    let verified = j.verify_audit().expect("verify");
+    assert_eq!((verified.entries, verified.first_broken), (4, None));
 }
 
 /// Shadow runs are listed newest first per interface, end once (the first reason

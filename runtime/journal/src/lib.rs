@@ -208,6 +208,22 @@ pub trait Journal: Send + Sync {
     /// Records that the message was replayed through its interface's current chain.
     fn mark_replayed(&self, id: MessageId) -> Result<()>;
 
+    /// [`resolve`](Self::resolve) and [`audit`](Self::audit) in one transaction: the
+    /// error is closed only with its audit entry written, and no entry is written for a
+    /// resolve that fails.
+    fn resolve_audited(&self, id: MessageId, note: &str, audit: AuditEntry) -> Result<AuditRecord>;
+
+    /// What a replay leaves in the journal, in one transaction: the replay counted
+    /// ([`mark_replayed`](Self::mark_replayed)), the open error closed with
+    /// `resolve_note` when one is given (no open error is not a failure here: it may
+    /// have been closed meanwhile), and `audit` appended.
+    fn record_replay(
+        &self,
+        id: MessageId,
+        resolve_note: Option<&str>,
+        audit: AuditEntry,
+    ) -> Result<AuditRecord>;
+
     /// Deliveries owed per interface and destination (only those owing any), for metrics.
     fn queue_depths(&self) -> Result<Vec<QueueDepth>>;
 

@@ -222,6 +222,22 @@ impl SqliteJournal {
         self.wait(|done| Job::once(op, f, done))
     }
 
+    /// Runs `change` and appends `entry` to the audit log in the same savepoint: both
+    /// are written, or neither. Records the new head of the chain beside the journal.
+    fn audited(
+        &self,
+        op: &'static str,
+        entry: AuditEntry,
+        change: impl FnOnce(&Connection) -> Result<()> + Send + 'static,
+    ) -> Result<AuditRecord> {
+        let record = self.write(op, move |conn| {
+            change(conn)?;
+            audit_in(conn, entry)
+        })?;
+        write_audit_head(&audit_head_path(&self.path), &record);
+        Ok(record)
+    }
+
     /// As [`Self::write`], for a write that may run again (see [`Job::again`]).
     fn write_again<T: Send + 'static>(
         &self,
@@ -713,6 +729,81 @@ fn record_stage_in(conn: &Connection, id: MessageId, stage: &StageRecord) -> Res
     Ok(())
 }
 
+/// Closes message `id`'s open error with `note`.
+fn resolve_in(conn: &Connection, id: MessageId, note: &str) -> Result<()> {
+    let n = conn
+        .prepare_cached(
+            "UPDATE errors SET resolved_at = ?1, resolution_note = ?2
+             WHERE message_id = ?3 AND resolved_at IS NULL",
+        )
+        .and_then(|mut s| s.execute(params![to_ms(SystemTime::now()), note, id.0]))
+        .map_err(Error::sql("resolve"))?;
+    if n == 0 {
+        message_exists(conn, id, "resolve")?;
+        return Err(Error::NoOpenError(id));
+    }
+    Ok(())
+}
+
+/// Counts a replay of message `id`, on the message and on its open error if any.
+fn mark_replayed_in(conn: &Connection, id: MessageId) -> Result<()> {
+    let n = conn
+        .prepare_cached("UPDATE messages SET replays = replays + 1 WHERE id = ?1")
+        .and_then(|mut s| s.execute([id.0]))
+        .map_err(Error::sql("mark_replayed"))?;
+    if n == 0 {
+        return Err(Error::NotFound(id));
+    }
+    conn.prepare_cached(
+        "UPDATE errors SET replays = replays + 1
+         WHERE message_id = ?1 AND resolved_at IS NULL",
+    )
+    .and_then(|mut s| s.execute([id.0]))
+    .map_err(Error::sql("mark_replayed"))?;
+    Ok(())
+}
+
+/// Appends `entry` to the audit log's hash chain.
+fn audit_in(conn: &Connection, entry: AuditEntry) -> Result<AuditRecord> {
+    let prev: String = conn
+        .prepare_cached("SELECT hash FROM audit ORDER BY id DESC LIMIT 1")
+        .and_then(|mut s| s.query_row([], |r| r.get(0)).optional())
+        .map_err(Error::sql("audit"))?
+        .unwrap_or_else(|| GENESIS.to_owned());
+    let at = to_ms(SystemTime::now());
+    let hash = audit_hash(
+        &prev,
+        at,
+        &entry.actor,
+        &entry.action,
+        &entry.subject,
+        &entry.detail,
+    );
+    conn.prepare_cached(
+        "INSERT INTO audit (at, actor, action, subject, detail, prev_hash, hash)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+    )
+    .and_then(|mut s| {
+        s.execute(params![
+            at,
+            entry.actor,
+            entry.action,
+            entry.subject,
+            entry.detail,
+            prev,
+            hash
+        ])
+    })
+    .map_err(Error::sql("audit"))?;
+    Ok(AuditRecord {
+        id: conn.last_insert_rowid(),
+        at: from_ms(at),
+        entry,
+        prev_hash: prev,
+        hash,
+    })
+}
+
 /// What enqueueing a message needs to know about it: its interface and order key.
 struct Owner<'a> {
     interface: &'a str,
@@ -1124,49 +1215,7 @@ fn write_audit_head(path: &Path, record: &AuditRecord) {
 
 impl Journal for SqliteJournal {
     fn audit(&self, entry: AuditEntry) -> Result<AuditRecord> {
-        let head = audit_head_path(&self.path);
-        let record = self.write("audit", move |conn| {
-            let prev: String = conn
-                .prepare_cached("SELECT hash FROM audit ORDER BY id DESC LIMIT 1")
-                .and_then(|mut s| s.query_row([], |r| r.get(0)).optional())
-                .map_err(Error::sql("audit"))?
-                .unwrap_or_else(|| GENESIS.to_owned());
-            let now = SystemTime::now();
-            let at = to_ms(now);
-            let hash = audit_hash(
-                &prev,
-                at,
-                &entry.actor,
-                &entry.action,
-                &entry.subject,
-                &entry.detail,
-            );
-            conn.prepare_cached(
-                "INSERT INTO audit (at, actor, action, subject, detail, prev_hash, hash)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-            )
-            .and_then(|mut s| {
-                s.execute(params![
-                    at,
-                    entry.actor,
-                    entry.action,
-                    entry.subject,
-                    entry.detail,
-                    prev,
-                    hash
-                ])
-            })
-            .map_err(Error::sql("audit"))?;
-            Ok(AuditRecord {
-                id: conn.last_insert_rowid(),
-                at: from_ms(at),
-                entry,
-                prev_hash: prev,
-                hash,
-            })
-        })?;
-        write_audit_head(&head, &record);
-        Ok(record)
+        self.audited("audit", entry, |_| Ok(()))
     }
 
     fn queue_depths(&self) -> Result<Vec<QueueDepth>> {
@@ -1793,38 +1842,37 @@ impl Journal for SqliteJournal {
             return Err(Error::NoteRequired(id));
         }
         let note = note.to_owned();
-        self.write("resolve", move |conn| {
-            let n = conn
-                .prepare_cached(
-                    "UPDATE errors SET resolved_at = ?1, resolution_note = ?2
-                     WHERE message_id = ?3 AND resolved_at IS NULL",
-                )
-                .and_then(|mut s| s.execute(params![to_ms(SystemTime::now()), note, id.0]))
-                .map_err(Error::sql("resolve"))?;
-            if n == 0 {
-                message_exists(conn, id, "resolve")?;
-                return Err(Error::NoOpenError(id));
-            }
-            Ok(())
-        })
+        self.write("resolve", move |conn| resolve_in(conn, id, &note))
+    }
+
+    fn resolve_audited(&self, id: MessageId, note: &str, audit: AuditEntry) -> Result<AuditRecord> {
+        if note.trim().is_empty() {
+            return Err(Error::NoteRequired(id));
+        }
+        let note = note.to_owned();
+        self.audited("resolve", audit, move |conn| resolve_in(conn, id, &note))
     }
 
     fn mark_replayed(&self, id: MessageId) -> Result<()> {
-        self.write("mark_replayed", move |conn| {
-            let n = conn
-                .prepare_cached("UPDATE messages SET replays = replays + 1 WHERE id = ?1")
-                .and_then(|mut s| s.execute([id.0]))
-                .map_err(Error::sql("mark_replayed"))?;
-            if n == 0 {
-                return Err(Error::NotFound(id));
+        self.write("mark_replayed", move |conn| mark_replayed_in(conn, id))
+    }
+
+    fn record_replay(
+        &self,
+        id: MessageId,
+        resolve_note: Option<&str>,
+        audit: AuditEntry,
+    ) -> Result<AuditRecord> {
+        let note = resolve_note.map(str::to_owned);
+        self.audited("record_replay", audit, move |conn| {
+            mark_replayed_in(conn, id)?;
+            match note {
+                Some(note) => match resolve_in(conn, id, &note) {
+                    Ok(()) | Err(Error::NoOpenError(_)) => Ok(()),
+                    Err(e) => Err(e),
+                },
+                None => Ok(()),
             }
-            conn.prepare_cached(
-                "UPDATE errors SET replays = replays + 1
-                 WHERE message_id = ?1 AND resolved_at IS NULL",
-            )
-            .and_then(|mut s| s.execute([id.0]))
-            .map_err(Error::sql("mark_replayed"))?;
-            Ok(())
         })
     }
 

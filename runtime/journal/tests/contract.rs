@@ -44,5 +44,6 @@ contract_tests!(
     lanes_split_the_queue,
     possible_resends_are_each_lanes_next_sends,
     audit_log_is_a_hash_chain,
+    resolves_and_replays_are_audited_with_their_change,
     shadow_runs_and_results,
 );

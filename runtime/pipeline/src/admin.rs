@@ -662,13 +662,16 @@ fn resolve_audited(
     note: &str,
     actor: &str,
 ) -> plexus_journal::Result<()> {
-    journal.resolve(id, note)?;
-    journal.audit(AuditEntry {
-        actor: actor.to_owned(),
-        action: "resolve".to_owned(),
-        subject: format!("message:{id}"),
-        detail: format!("note: {note}"),
-    })?;
+    journal.resolve_audited(
+        id,
+        note,
+        AuditEntry {
+            actor: actor.to_owned(),
+            action: "resolve".to_owned(),
+            subject: format!("message:{id}"),
+            detail: format!("note: {note}"),
+        },
+    )?;
     Ok(())
 }
 

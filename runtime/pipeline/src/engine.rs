@@ -1780,19 +1780,10 @@ impl Engine {
             subject: format!("message:{id}"),
             detail: format!("{result}; note: {note}"),
         };
-        // Off the async threads: each of these waits for its commit's fsync.
-        blocking(move || {
-            journal.audit(entry)?;
-            journal.mark_replayed(id)?;
-            if resolve {
-                match journal.resolve(id, &note) {
-                    Ok(()) | Err(plexus_journal::Error::NoOpenError(_)) => {}
-                    Err(e) => return Err(e),
-                }
-            }
-            Ok(())
-        })
-        .await?;
+        // Off the async threads: it waits for its commit's fsync. The count, the
+        // resolution and the audit entry are one transaction.
+        blocking(move || journal.record_replay(id, resolve.then_some(note.as_str()), entry))
+            .await?;
         Ok(outcome)
     }
 

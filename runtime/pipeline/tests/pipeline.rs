@@ -3295,6 +3295,22 @@ mod slow_lane_reads {
         fn mark_replayed(&self, id: MessageId) -> Result<()> {
             self.inner.mark_replayed(id)
         }
+        fn resolve_audited(
+            &self,
+            id: MessageId,
+            note: &str,
+            audit: plexus_journal::AuditEntry,
+        ) -> Result<plexus_journal::AuditRecord> {
+            self.inner.resolve_audited(id, note, audit)
+        }
+        fn record_replay(
+            &self,
+            id: MessageId,
+            resolve_note: Option<&str>,
+            audit: plexus_journal::AuditEntry,
+        ) -> Result<plexus_journal::AuditRecord> {
+            self.inner.record_replay(id, resolve_note, audit)
+        }
         fn queue_depths(&self) -> Result<Vec<QueueDepth>> {
             self.inner.queue_depths()
         }
