@@ -28,6 +28,9 @@ pub fn check(args: &CheckArgs) -> anyhow::Result<ExitCode> {
                     verified.plugins.len(),
                     verified.tables.len(),
                 );
+                for note in &verified.notes {
+                    println!("  note: {note}");
+                }
                 Ok(ExitCode::SUCCESS)
             }
             Err(e) => {

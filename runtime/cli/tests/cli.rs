@@ -750,6 +750,27 @@ fn init_writes_the_demo_as_an_editable_pinned_site_that_checks() {
     assert!(csv.starts_with("key,value"), "{csv}");
     let checked = stdout_of_success(plexus().arg("check").arg(site.join("site.toml")));
     assert!(checked.contains("2 plug-in(s) loaded"), "{checked}");
+    assert!(!checked.contains("note:"), "{checked}");
+    // `reuse-instance`: check says what it does for a plug-in that asks for reuse
+    // (visit-status-map), and that it does nothing for one that does not.
+    let reuse = config
+        .replace("grants = []", "grants = [\"reuse-instance\"]")
+        .replace(
+            "grants = [\"tables:visit-status\"]",
+            "grants = [\"tables:visit-status\", \"reuse-instance\"]",
+        );
+    assert_eq!(reuse.matches("reuse-instance").count(), 2, "{reuse}");
+    std::fs::write(site.join("reuse.toml"), &reuse).expect("write");
+    let checked = stdout_of_success(plexus().arg("check").arg(site.join("reuse.toml")));
+    assert!(
+        checked.contains("plug-in visit-status-map: instances are kept between messages"),
+        "{checked}"
+    );
+    assert!(
+        checked.contains("plug-in demographics-normalize: `reuse-instance` is granted but")
+            && checked.contains("no effect"),
+        "{checked}"
+    );
     // Golden cases the config names run too: a failing one fails check.
     let cases = site.join("cases");
     std::fs::create_dir_all(cases.join("tables")).expect("cases dir");

@@ -1983,7 +1983,45 @@ fn load_plugin(
         sha256 = loaded.sha256(),
         "plug-in loaded"
     );
+    match reuse_note(name, &loaded, &spec.grants) {
+        Some(Reuse::Kept(note)) => tracing::info!(plugin = %name, "{note}"),
+        Some(Reuse::Ignored(note)) => tracing::warn!(plugin = %name, "{note}"),
+        None => {}
+    }
     Ok(loaded)
+}
+
+/// What a `reuse-instance` grant does for a plug-in.
+enum Reuse {
+    /// Its instances are kept between messages.
+    Kept(String),
+    /// Granted, but the plug-in does not ask: it has no effect.
+    Ignored(String),
+}
+
+impl Reuse {
+    fn note(&self) -> &str {
+        match self {
+            Reuse::Kept(note) | Reuse::Ignored(note) => note,
+        }
+    }
+}
+
+fn reuse_note(name: &str, plugin: &Plugin, grants: &plexus_sandbox::Grants) -> Option<Reuse> {
+    if !grants.reuse_instance {
+        return None;
+    }
+    Some(if plugin.inspection().requests_reuse {
+        Reuse::Kept(format!(
+            "plug-in {name}: instances are kept between messages (`reuse-instance` granted): \
+             whatever it leaves in its memory reaches the next message"
+        ))
+    } else {
+        Reuse::Ignored(format!(
+            "plug-in {name}: `reuse-instance` is granted but the plug-in does not ask for \
+             reuse, so it has no effect (a fresh instance per message); remove the grant"
+        ))
+    })
 }
 
 /// What [`verify`] loaded.
@@ -1993,6 +2031,9 @@ pub struct Verified {
     pub plugins: Vec<(String, String)>,
     /// Each table's name and row count, by name.
     pub tables: Vec<(String, usize)>,
+    /// What an operator should know about what loads, though it is not wrong: a
+    /// `reuse-instance` grant in effect, or one with no effect.
+    pub notes: Vec<String>,
 }
 
 /// The most stages a chain sent to activate, trial or shadow may have: each stage is a
@@ -2160,10 +2201,12 @@ pub fn verify(config: &Config, assets: &dyn Assets) -> Result<Verified, BuildErr
         ..sandbox_config(config)
     })?;
     let grants = crate::grants::effective(config)?;
-    let mut plugins = Vec::new();
+    let (mut plugins, mut notes) = (Vec::new(), Vec::new());
     for (name, plugin) in &config.plugins {
         let bytes = read_plugin(assets, name.as_str(), plugin)?;
         let loaded = load_plugin(&sandbox, &grants, &tables, name.as_str(), plugin, &bytes)?;
+        let granted = sandbox_grants(grants.get(name.as_str()).unwrap_or(&plugin.grants));
+        notes.extend(reuse_note(name.as_str(), &loaded, &granted).map(|r| r.note().to_owned()));
         if let Some(dir) = plugin.cases.as_ref() {
             golden_cases(name.as_str(), &bytes, dir, &plugin.limits).map_err(|e| {
                 BuildError::GoldenCases(match e {
@@ -2177,7 +2220,11 @@ pub fn verify(config: &Config, assets: &dyn Assets) -> Result<Verified, BuildErr
     plugins.sort();
     let mut tables: Vec<_> = tables.iter().map(|(n, t)| (n.clone(), t.len())).collect();
     tables.sort();
-    Ok(Verified { plugins, tables })
+    Ok(Verified {
+        plugins,
+        tables,
+        notes,
+    })
 }
 
 /// Reads and parses every table the config declares.
