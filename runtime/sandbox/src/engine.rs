@@ -338,12 +338,13 @@ impl Plugin {
         })
     }
 
-    /// Drops the instances this version keeps between messages (`reuse-instance`), and
-    /// keeps none from now on: for a version that no longer runs but is kept for a
-    /// rollback. Runs still going on finish normally.
+    /// Drops the instances this version keeps idle between messages (`reuse-instance`):
+    /// for a version an activation left behind, kept for a rollback. It keeps
+    /// instances again if it runs again (a rollback, or another interface that shares
+    /// it), and a run going on now may still leave one.
     pub fn release_kept(&self) {
         if let Some(kept) = &self.kept {
-            kept.retire();
+            kept.release();
         }
     }
 
@@ -392,7 +393,6 @@ impl Plugin {
         ctx: &Context,
         deadline: Duration,
     ) -> Result<Run, RunError> {
-        let started = Instant::now();
         let deadline = deadline.min(self.limits.timeout);
         let Some(kept) = &self.kept else {
             return self.run_on(None, msg, ctx, deadline).0;
@@ -415,14 +415,22 @@ impl Plugin {
             return run;
         }
         drop(instance);
-        let left = deadline.saturating_sub(started.elapsed());
-        let (mut again, instance) = self.run_on(None, msg, ctx, left.max(self.epoch_tick));
+        let failed = match &run {
+            Ok(_) => "failed (internal)".to_owned(),
+            Err(e) => format!("failed ({})", e.kind()),
+        };
+        // A plug-in that leaves state behind which breaks a later message: the operator
+        // should hear of it. No message content: the name, version and kind only.
+        tracing::warn!(
+            plugin = %self.name,
+            sha256 = inspect::short(&self.digest),
+            "a kept instance {failed} on a message; it ran again on a new instance"
+        );
+        // The same deadline as the first try: the result must not depend on how long
+        // the kept instance took to fail.
+        let (mut again, instance) = self.run_on(None, msg, ctx, deadline);
         kept.put(instance);
         if let Ok(again) = &mut again {
-            let failed = match &run {
-                Ok(_) => "failed (internal)".to_owned(),
-                Err(e) => format!("failed ({})", e.kind()),
-            };
             again.logs.insert(
                 0,
                 LogLine {
@@ -778,9 +786,6 @@ impl Kept {
 struct KeptInstances {
     idle: Mutex<Vec<Kept>>,
     budget: Arc<AtomicUsize>,
-    /// Set when the version stops running ([`Plugin::release_kept`]): nothing more is
-    /// kept.
-    retired: AtomicBool,
 }
 
 /// The most instances one plug-in keeps: as many as the engine runs chains at once on
@@ -792,13 +797,11 @@ impl KeptInstances {
         (inspection.requests_reuse && grants.reuse_instance).then(|| KeptInstances {
             idle: Mutex::new(Vec::new()),
             budget: sandbox.kept_budget.clone(),
-            retired: AtomicBool::new(false),
         })
     }
 
-    /// Drops every idle instance, and keeps none from now on.
-    fn retire(&self) {
-        self.retired.store(true, Ordering::Relaxed);
+    /// Drops every idle instance.
+    fn release(&self) {
         let idle = std::mem::take(&mut *self.idle.lock().unwrap_or_else(|p| p.into_inner()));
         self.budget.fetch_add(idle.len(), Ordering::Relaxed);
         drop(idle);
@@ -811,12 +814,11 @@ impl KeptInstances {
     }
 
     /// Keeps `instance` for a later message, or drops it when this plug-in or the
-    /// sandbox keeps enough already, or the version no longer runs.
+    /// sandbox keeps enough already.
     fn put(&self, instance: Option<Kept>) {
         let Some(instance) = instance else { return };
         let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
-        if !self.retired.load(Ordering::Relaxed)
-            && idle.len() < KEPT_PER_PLUGIN
+        if idle.len() < KEPT_PER_PLUGIN
             && self
                 .budget
                 .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1))

@@ -404,7 +404,8 @@ fn a_message_that_fails_on_a_kept_instance_runs_again_on_a_new_one() {
         seen(plugin.run(msg(), &ctx("counter")).expect("runs")),
         "seen: 2"
     );
-    // A version that no longer runs keeps nothing.
+    // A version an activation left behind drops what it keeps idle, and keeps again
+    // when it runs again (a rollback).
     plugin.release_kept();
     assert_eq!(
         seen(plugin.run(msg(), &ctx("counter")).expect("runs")),
@@ -412,7 +413,7 @@ fn a_message_that_fails_on_a_kept_instance_runs_again_on_a_new_one() {
     );
     assert_eq!(
         seen(plugin.run(msg(), &ctx("counter")).expect("runs")),
-        "seen: 1"
+        "seen: 2"
     );
 }
 
