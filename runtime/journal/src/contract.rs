@@ -1448,6 +1448,12 @@ pub fn resolves_and_replays_are_audited_with_their_change<J: Journal>(open: &dyn
     j.record_replay(replayed, None, entry("replay", replayed))
         .expect("replay, error left as it is");
     assert_eq!(j.show(replayed).expect("show").replays, 2);
+    // A blank note closes nothing: the whole record is refused.
+    assert!(matches!(
+        j.record_replay(replayed, Some(" "), entry("replay", replayed)),
+        Err(Error::NoteRequired(_))
+    ));
+    assert_eq!(j.show(replayed).expect("show").replays, 2);
     // An unknown message: nothing written.
     let unknown = MessageId(closed.0 + 99);
     assert!(matches!(

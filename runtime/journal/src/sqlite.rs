@@ -729,8 +729,11 @@ fn record_stage_in(conn: &Connection, id: MessageId, stage: &StageRecord) -> Res
     Ok(())
 }
 
-/// Closes message `id`'s open error with `note`.
+/// Closes message `id`'s open error with `note`, which must not be blank.
 fn resolve_in(conn: &Connection, id: MessageId, note: &str) -> Result<()> {
+    if note.trim().is_empty() {
+        return Err(Error::NoteRequired(id));
+    }
     let n = conn
         .prepare_cached(
             "UPDATE errors SET resolved_at = ?1, resolution_note = ?2
@@ -1838,17 +1841,11 @@ impl Journal for SqliteJournal {
     }
 
     fn resolve(&self, id: MessageId, note: &str) -> Result<()> {
-        if note.trim().is_empty() {
-            return Err(Error::NoteRequired(id));
-        }
         let note = note.to_owned();
         self.write("resolve", move |conn| resolve_in(conn, id, &note))
     }
 
     fn resolve_audited(&self, id: MessageId, note: &str, audit: AuditEntry) -> Result<AuditRecord> {
-        if note.trim().is_empty() {
-            return Err(Error::NoteRequired(id));
-        }
         let note = note.to_owned();
         self.audited("resolve", audit, move |conn| resolve_in(conn, id, &note))
     }

@@ -756,13 +756,7 @@ impl Engine {
         )?;
         let swap = std::time::Instant::now();
         let previous = iface.chain.swap(chain.clone());
-        // The versions left behind keep no instances while they wait in the history: a
-        // rollback instantiates afresh, and the slots go to what runs now.
-        for plugin in &previous.plugins {
-            if !chain.plugins.iter().any(|p| Arc::ptr_eq(p, plugin)) {
-                plugin.release_kept();
-            }
-        }
+        self.settle_kept(&previous, &chain);
         history.push(previous);
         if history.len() > HISTORY {
             history.remove(0);
@@ -771,6 +765,28 @@ impl Engine {
         iface.metrics.swapped(swap.elapsed());
         tracing::info!(interface, chain = %detail, "chain activated");
         Ok(())
+    }
+
+    /// After a chain swap from `left` to `now`: the plug-in versions that no interface
+    /// runs any more keep no instances while they wait in the history (the slots go to
+    /// what runs), and those that run again may keep some (`reuse-instance`).
+    fn settle_kept(&self, left: &ActiveChain, now: &ActiveChain) {
+        for plugin in &now.plugins {
+            plugin.set_running(true);
+        }
+        for plugin in &left.plugins {
+            let runs_somewhere = self.shared.interfaces.values().any(|iface| {
+                iface
+                    .chain
+                    .load()
+                    .plugins
+                    .iter()
+                    .any(|p| Arc::ptr_eq(p, plugin))
+            });
+            if !runs_somewhere {
+                plugin.set_running(false);
+            }
+        }
     }
 
     /// Records an operator action in the audit log.
@@ -814,7 +830,8 @@ impl Engine {
         )?;
         let swap = std::time::Instant::now();
         history.pop();
-        iface.chain.store(previous);
+        let replaced = iface.chain.swap(previous.clone());
+        self.settle_kept(&replaced, &previous);
         drop(history);
         iface.metrics.swapped(swap.elapsed());
         tracing::info!(interface, chain = %detail, "chain rolled back");
@@ -1754,6 +1771,11 @@ impl Engine {
         note: &str,
         actor: &str,
     ) -> Result<ReplayOutcome, OpError> {
+        // The note closes the error when the replay succeeds: refused before anything
+        // runs, as a resolve without one is.
+        if note.trim().is_empty() {
+            return Err(plexus_journal::Error::NoteRequired(id).into());
+        }
         let _turn = ReplayTurn::take(&self.shared, id)?;
         // Replay works the error queue: a message with no open error has nothing to
         // replay, and running it again would only add stages to its history.
@@ -1941,6 +1963,12 @@ fn load_plugins(
     for (name, plugin) in &config.plugins {
         let bytes = read_plugin(assets, name.as_str(), plugin)?;
         let loaded = load_plugin(sandbox, grants, tables, name.as_str(), plugin, &bytes)?;
+        let granted = sandbox_grants(grants.get(name.as_str()).unwrap_or(&plugin.grants));
+        match reuse_note(name.as_str(), &loaded, &granted) {
+            Some(Reuse::Kept(note)) => tracing::info!(plugin = %name, "{note}"),
+            Some(Reuse::Ignored(note)) => tracing::warn!(plugin = %name, "{note}"),
+            None => {}
+        }
         wasm.insert(loaded.sha256().to_owned(), Arc::from(bytes));
         plugins.insert(name.to_string(), Arc::new(loaded));
     }
@@ -1983,11 +2011,6 @@ fn load_plugin(
         sha256 = loaded.sha256(),
         "plug-in loaded"
     );
-    match reuse_note(name, &loaded, &spec.grants) {
-        Some(Reuse::Kept(note)) => tracing::info!(plugin = %name, "{note}"),
-        Some(Reuse::Ignored(note)) => tracing::warn!(plugin = %name, "{note}"),
-        None => {}
-    }
     Ok(loaded)
 }
 

@@ -3663,3 +3663,73 @@ async fn the_admin_api_refuses_a_request_without_a_token_before_reading_its_body
     stop.cancel();
     running.wait().await;
 }
+
+#[test]
+fn a_version_no_interface_runs_keeps_no_instances_until_a_rollback() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = site_with(
+        dir.path(),
+        r#"{ type = "mllp", listen = "127.0.0.1:0" }"#,
+        "destinations = []",
+    );
+    let engine = Engine::build(config, &FsAssets).expect("engine builds");
+    // The hostile test guest asks for reuse; on `counter` it reports how many messages
+    // its instance has seen.
+    let wasm = std::fs::read(plexus_test_artifacts::HOSTILE).expect("wasm");
+    let mut grants = plexus_config::Grants::default();
+    (grants.log, grants.reuse_instance) = (true, true);
+    let limits = plexus_config::Limits::default();
+    let load = || {
+        engine
+            .load_plugin("hostile", &wasm, None, &grants, &limits)
+            .expect("load")
+    };
+    let (old, new) = (load(), load());
+    let ctx = plexus_sandbox::Context {
+        interface: "counter".to_owned(),
+        site: "test".to_owned(),
+        message_id: "C1".to_owned(),
+        received_at_ms: 0,
+    };
+    let seen = |plugin: &plexus_sandbox::Plugin| {
+        let run = plugin.run(siu_message(), &ctx).expect("runs");
+        match run.outcome {
+            plexus_sandbox::Outcome::Fail(f) => f.detail,
+            other => panic!("counter reports through a failure, got {other:?}"),
+        }
+    };
+    engine
+        .activate("feed", vec![old.clone()], "deployer")
+        .expect("activate");
+    assert_eq!(
+        (seen(&old), seen(&old)),
+        ("seen: 1".into(), "seen: 2".into())
+    );
+    // Left behind by the next activation: its instances go, and none are kept.
+    engine
+        .activate("feed", vec![new.clone()], "deployer")
+        .expect("activate");
+    assert_eq!(
+        (seen(&old), seen(&old)),
+        ("seen: 1".into(), "seen: 1".into())
+    );
+    assert_eq!(
+        (seen(&new), seen(&new)),
+        ("seen: 1".into(), "seen: 2".into())
+    );
+    // A rollback puts it back, and it keeps instances again; the version it replaced
+    // keeps none.
+    engine.rollback("feed", "deployer").expect("rollback");
+    assert_eq!(
+        (seen(&old), seen(&old)),
+        ("seen: 1".into(), "seen: 2".into())
+    );
+    assert_eq!(
+        (seen(&new), seen(&new)),
+        ("seen: 1".into(), "seen: 1".into())
+    );
+}
+
+fn siu_message() -> Message<'static> {
+    Message::parse_owned(siu("C1", "Roomed")).expect("parses")
+}

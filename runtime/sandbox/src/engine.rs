@@ -203,7 +203,7 @@ pub struct PluginSpec {
 }
 
 /// A loaded plug-in version: compiled, checked against its grants, linked, ready to
-/// instantiate once per message.
+/// instantiate once per message (or to keep its instances, under `reuse-instance`).
 pub struct Plugin {
     name: String,
     digest: String,
@@ -338,13 +338,17 @@ impl Plugin {
         })
     }
 
-    /// Drops the instances this version keeps idle between messages (`reuse-instance`):
-    /// for a version an activation left behind, kept for a rollback. It keeps
-    /// instances again if it runs again (a rollback, or another interface that shares
-    /// it), and a run going on now may still leave one.
-    pub fn release_kept(&self) {
+    /// Whether this version runs in some chain, for a plug-in that keeps instances
+    /// between messages (`reuse-instance`). A version an activation left behind, kept
+    /// only for a rollback, is set not running: it drops the instances it keeps and
+    /// keeps none (a run still going on drops its own at the end), so the sandbox's
+    /// budget for kept instances goes to what runs. A rollback sets it running again.
+    pub fn set_running(&self, running: bool) {
         if let Some(kept) = &self.kept {
-            kept.release();
+            kept.retired.store(!running, Ordering::Relaxed);
+            if !running {
+                kept.release();
+            }
         }
     }
 
@@ -378,7 +382,7 @@ impl Plugin {
     /// Runs the plug-in on one message in a fresh instance, or in one an earlier message
     /// left when the plug-in asked for reuse and was granted it. `Ok` whenever the
     /// plug-in returned an outcome (including `fail`); `Err` when it trapped, timed out,
-    /// ran out of memory or fuel, and then the next call starts on a new instance.
+    /// ran out of memory or fuel. An instance that failed is never used again.
     pub fn run(&self, msg: Message<'static>, ctx: &Context) -> Result<Run, RunError> {
         self.run_within(msg, ctx, self.limits.timeout)
     }
@@ -405,31 +409,43 @@ impl Plugin {
         // What earlier messages left in a kept instance must not fail this one: a run
         // that fails there (other than by running out of time) runs again on a new
         // instance, and that run's result is the message's.
+        let started = Instant::now();
         let (run, instance) = self.run_on(Some(instance), msg.clone(), ctx, deadline);
         let retry = match &run {
-            Ok(run) => matches!(&run.outcome, Outcome::Fail(f) if f.kind == FailKind::Internal),
+            Ok(run) => internal_failure(&run.outcome),
             Err(e) => !matches!(e, RunError::Timeout { .. }),
         };
         if !retry {
             kept.put(instance);
             return run;
         }
-        drop(instance);
         let failed = match &run {
             Ok(_) => "failed (internal)".to_owned(),
             Err(e) => format!("failed ({})", e.kind()),
         };
-        // A plug-in that leaves state behind which breaks a later message: the operator
-        // should hear of it. No message content: the name, version and kind only.
-        tracing::warn!(
-            plugin = %self.name,
-            sha256 = inspect::short(&self.digest),
-            "a kept instance {failed} on a message; it ran again on a new instance"
-        );
-        // The same deadline as the first try: the result must not depend on how long
-        // the kept instance took to fail.
-        let (mut again, instance) = self.run_on(None, msg, ctx, deadline);
+        // The whole timeout again, so the result does not depend on how long the kept
+        // instance took to fail (a message may then take up to twice the timeout). Under
+        // a caller's shorter budget, what is left of it: a run cut there is run again in
+        // full elsewhere.
+        let again_deadline = if deadline < self.limits.timeout {
+            deadline
+                .saturating_sub(started.elapsed())
+                .max(self.epoch_tick)
+        } else {
+            deadline
+        };
+        let (mut again, instance) = self.run_on(None, msg, ctx, again_deadline);
         kept.put(instance);
+        let passed = again.as_ref().is_ok_and(|r| !internal_failure(&r.outcome));
+        if passed {
+            // The plug-in left state behind that broke a later message: the operator
+            // should hear of it. No message content: the name, version and kind only.
+            tracing::warn!(
+                plugin = %self.name,
+                sha256 = inspect::short(&self.digest),
+                "a kept instance {failed} on a message that a new instance then ran"
+            );
+        }
         if let Ok(again) = &mut again {
             again.logs.insert(
                 0,
@@ -735,8 +751,10 @@ impl std::fmt::Debug for ReusedInstance<'_> {
 }
 
 impl ReusedInstance<'_> {
-    /// Runs one message on the kept instance. After an error the instance is discarded
-    /// and the next call instantiates afresh.
+    /// Runs one message on the kept instance. After an error, an `internal` failure or
+    /// too much growth the instance is discarded and the next call instantiates afresh.
+    /// Unlike [`Plugin::run`] under `reuse-instance`, it never runs a message twice and
+    /// keeps its instance outside the sandbox's budget: for benches and tests.
     pub fn run(&mut self, msg: Message<'static>, ctx: &Context) -> Result<Run, RunError> {
         let plugin = self.plugin;
         let (run, kept) = plugin.run_on(self.kept.take(), msg, ctx, plugin.limits.timeout);
@@ -751,6 +769,11 @@ struct Kept {
     instance: Hl7Transform,
     /// Its memory when it was made.
     memory_at_start: usize,
+}
+
+/// An `internal` failure: a bug or an unexpected state in the plug-in.
+fn internal_failure(outcome: &Outcome) -> bool {
+    matches!(outcome, Outcome::Fail(f) if f.kind == FailKind::Internal)
 }
 
 /// How far a kept instance's memory may grow past its first size: an instance that
@@ -768,7 +791,7 @@ impl Kept {
     /// after an internal failure (a bug or an unexpected state in the plug-in), nor
     /// with memory grown or handles left behind past the bounds above.
     fn may_keep(&mut self, outcome: &Outcome) -> bool {
-        if matches!(outcome, Outcome::Fail(f) if f.kind == FailKind::Internal) {
+        if internal_failure(outcome) {
             return false;
         }
         let state = self.store.data_mut();
@@ -786,6 +809,8 @@ impl Kept {
 struct KeptInstances {
     idle: Mutex<Vec<Kept>>,
     budget: Arc<AtomicUsize>,
+    /// Set while the version runs in no chain ([`Plugin::set_running`]).
+    retired: AtomicBool,
 }
 
 /// The most instances one plug-in keeps: as many as the engine runs chains at once on
@@ -797,6 +822,7 @@ impl KeptInstances {
         (inspection.requests_reuse && grants.reuse_instance).then(|| KeptInstances {
             idle: Mutex::new(Vec::new()),
             budget: sandbox.kept_budget.clone(),
+            retired: AtomicBool::new(false),
         })
     }
 
@@ -814,11 +840,12 @@ impl KeptInstances {
     }
 
     /// Keeps `instance` for a later message, or drops it when this plug-in or the
-    /// sandbox keeps enough already.
+    /// sandbox keeps enough already, or the version runs in no chain.
     fn put(&self, instance: Option<Kept>) {
         let Some(instance) = instance else { return };
         let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
-        if idle.len() < KEPT_PER_PLUGIN
+        if !self.retired.load(Ordering::Relaxed)
+            && idle.len() < KEPT_PER_PLUGIN
             && self
                 .budget
                 .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1))

@@ -361,7 +361,9 @@ fn a_granted_plugin_keeps_its_instance_but_nothing_one_message_left_in_the_host(
         );
     }
     // What one message printed is never reported as the next one's: the next message
-    // panics, and its trap shows its own panic message only.
+    // panics, and its trap shows its own panic message only. (Two things see to it: a
+    // kept instance's stdio is emptied for each message, and a trap there is run again
+    // on a new instance, whose report counts.)
     plugin.run(msg(), &ctx("stdout-flood")).expect("runs");
     let err = plugin.run(msg(), &ctx("panic")).expect_err("panics");
     let RunError::Trap { stderr, .. } = &err else {
@@ -391,6 +393,32 @@ fn a_message_that_fails_on_a_kept_instance_runs_again_on_a_new_one() {
         "{:?}",
         again.logs[0].line
     );
+    // So does one that fails `internal` there (a bug, or an unexpected state).
+    let fresh = load(&sandbox, &["log", "reuse-instance"], Limits::default()).expect("loads");
+    for _ in 0..3 {
+        let run = fresh
+            .run(msg(), &ctx("second-time-internal"))
+            .expect("runs");
+        assert_eq!(run.outcome, Outcome::Forward);
+    }
+    // Running out of time is not a kept instance's fault: no second run.
+    let looping = load(
+        &sandbox,
+        &["log", "reuse-instance"],
+        Limits {
+            timeout: Duration::from_millis(100),
+            ..Limits::default()
+        },
+    )
+    .expect("loads");
+    looping
+        .run(msg(), &ctx("second-time-loops"))
+        .expect("a new instance forwards it");
+    // (A second run, on a new instance, would have forwarded it.)
+    let err = looping
+        .run(msg(), &ctx("second-time-loops"))
+        .expect_err("the kept instance loops");
+    assert!(matches!(err, RunError::Timeout { .. }), "{err}");
     // A message that fails on any instance still fails, and nothing is kept after it.
     plugin
         .run(msg(), &ctx("panic"))
@@ -404,9 +432,16 @@ fn a_message_that_fails_on_a_kept_instance_runs_again_on_a_new_one() {
         seen(plugin.run(msg(), &ctx("counter")).expect("runs")),
         "seen: 2"
     );
-    // A version an activation left behind drops what it keeps idle, and keeps again
-    // when it runs again (a rollback).
-    plugin.release_kept();
+    // A version an activation left behind (running in no chain) keeps nothing...
+    plugin.set_running(false);
+    for _ in 0..2 {
+        assert_eq!(
+            seen(plugin.run(msg(), &ctx("counter")).expect("runs")),
+            "seen: 1"
+        );
+    }
+    // ...until a rollback puts it back.
+    plugin.set_running(true);
     assert_eq!(
         seen(plugin.run(msg(), &ctx("counter")).expect("runs")),
         "seen: 1"

@@ -102,6 +102,21 @@ impl Guest for Hostile {
                 }
                 Outcome::Forward
             }
+            "second-time-internal" => {
+                if SEEN.fetch_add(1, std::sync::atomic::Ordering::Relaxed) > 0 {
+                    return fail("an earlier message's state");
+                }
+                Outcome::Forward
+            }
+            "second-time-loops" => {
+                if SEEN.fetch_add(1, std::sync::atomic::Ordering::Relaxed) > 0 {
+                    let mut n = 0u64;
+                    loop {
+                        n = std::hint::black_box(n.wrapping_add(1));
+                    }
+                }
+                Outcome::Forward
+            }
             "edit" => {
                 msg.set("PID-5-1", "EDITED").unwrap();
                 Outcome::Forward
@@ -137,7 +152,7 @@ impl Guest for Hostile {
             "bad-handle" => a_function_named_doe_jane_born_1970(),
             "grow-refused" => {
                 let refused = Vec::<u8>::new().try_reserve_exact(48 << 20).is_err();
-                fail(&format!("grow refused: {refused}"))
+                report(&format!("grow refused: {refused}"))
             }
             "grow-then-loop" => {
                 let refused = Vec::<u8>::new().try_reserve_exact(48 << 20).is_err();
