@@ -119,6 +119,27 @@ fn report(message: MessageId, kind: ErrorKind, stage: &str) -> ErrorReport {
     }
 }
 
+/// Resolves as an operator does: with its audit entry.
+fn resolve<J: Journal>(j: &J, id: MessageId, note: &str) -> crate::Result<()> {
+    j.resolve_audited(id, note, operator_entry("resolve", id))
+        .map(|_| ())
+}
+
+/// Records a replay that resolves nothing, with its audit entry.
+fn mark_replayed<J: Journal>(j: &J, id: MessageId) -> crate::Result<()> {
+    j.record_replay(id, None, operator_entry("replay", id))
+        .map(|_| ())
+}
+
+fn operator_entry(action: &str, id: MessageId) -> AuditEntry {
+    AuditEntry {
+        actor: "ops@clinic".to_owned(),
+        action: action.to_owned(),
+        subject: format!("message:{id}"),
+        detail: "contract test".to_owned(),
+    }
+}
+
 /// Everything appended and recorded is there after the journal is dropped and reopened.
 pub fn durable_across_reopen<J: Journal>(open: &dyn Fn() -> J) {
     let sent = inbound("scheduling", Some("CTL1"), at(1));
@@ -414,11 +435,11 @@ pub fn error_queue<J: Journal>(open: &dyn Fn() -> J) {
     assert_eq!(shown.stages[0].record.edits.len(), 2);
 
     assert!(matches!(
-        j.resolve(plugin_fail, ""),
+        resolve(&j, plugin_fail, ""),
         Err(Error::NoteRequired(_))
     ));
     assert!(matches!(
-        j.resolve(plugin_fail, "  \n"),
+        resolve(&j, plugin_fail, "  \n"),
         Err(Error::NoteRequired(_))
     ));
     assert!(
@@ -427,21 +448,22 @@ pub fn error_queue<J: Journal>(open: &dyn Fn() -> J) {
             .is_none()
     );
 
-    j.mark_replayed(plugin_fail).expect("replayed");
-    j.resolve(
+    mark_replayed(&j, plugin_fail).expect("replayed");
+    resolve(
+        &j,
         plugin_fail,
         "added 'Roomed' to visit-status table, replayed",
     )
     .expect("resolve");
     assert!(matches!(
-        j.resolve(plugin_fail, "again"),
+        resolve(&j, plugin_fail, "again"),
         Err(Error::NoOpenError(_))
     ));
     assert!(matches!(
-        j.resolve(MessageId(other.0 + 1000), "note"),
+        resolve(&j, MessageId(other.0 + 1000), "note"),
         Err(Error::NotFound(_))
     ));
-    j.resolve(refused, "sent by fax").expect("resolve");
+    resolve(&j, refused, "sent by fax").expect("resolve");
 
     let open_errors = j.list_errors(&ErrorFilter::default(), 10).expect("list");
     assert_eq!(
@@ -552,8 +574,7 @@ pub fn prune_keeps_unfinished_work<J: Journal>(open: &dyn Fn() -> J) {
     let resolved = append(&j, "scheduling", "P9", 0);
     j.error(report(resolved, ErrorKind::Parse, "parse"))
         .expect("error");
-    j.resolve(resolved, "sender fixed and resent")
-        .expect("resolve");
+    resolve(&j, resolved, "sender fixed and resent").expect("resolve");
 
     let pruned = j.prune_delivered(at(500)).expect("prune");
     assert_eq!(pruned, 3, "old delivered, old filtered, old resolved");

@@ -202,21 +202,16 @@ pub trait Journal: Send + Sync {
     /// Everything known about one message.
     fn show(&self, id: MessageId) -> Result<MessageRecord>;
 
-    /// Closes the message's open error. The note is required (not blank).
-    fn resolve(&self, id: MessageId, note: &str) -> Result<()>;
-
-    /// Records that the message was replayed through its interface's current chain.
-    fn mark_replayed(&self, id: MessageId) -> Result<()>;
-
-    /// [`resolve`](Self::resolve) and [`audit`](Self::audit) in one transaction: the
-    /// error is closed only with its audit entry written, and no entry is written for a
-    /// resolve that fails.
+    /// Closes the message's open error and appends `audit` to the audit log, in one
+    /// transaction: the error is closed only with its entry written, and no entry is
+    /// written for a resolve that fails. The note is required (not blank). There is no
+    /// way to resolve without an audit entry.
     fn resolve_audited(&self, id: MessageId, note: &str, audit: AuditEntry) -> Result<AuditRecord>;
 
-    /// What a replay leaves in the journal, in one transaction: the replay counted
-    /// ([`mark_replayed`](Self::mark_replayed)), the open error closed with
-    /// `resolve_note` when one is given (no open error is not a failure here: it may
-    /// have been closed meanwhile), and `audit` appended.
+    /// What a replay through the interface's current chain leaves in the journal, in one
+    /// transaction: the replay counted on the message and its open error, that error
+    /// closed with `resolve_note` when one is given (not blank; no open error is not a
+    /// failure here: it may have been closed meanwhile), and `audit` appended.
     fn record_replay(
         &self,
         id: MessageId,

@@ -1840,18 +1840,9 @@ impl Journal for SqliteJournal {
         })
     }
 
-    fn resolve(&self, id: MessageId, note: &str) -> Result<()> {
-        let note = note.to_owned();
-        self.write("resolve", move |conn| resolve_in(conn, id, &note))
-    }
-
     fn resolve_audited(&self, id: MessageId, note: &str, audit: AuditEntry) -> Result<AuditRecord> {
         let note = note.to_owned();
         self.audited("resolve", audit, move |conn| resolve_in(conn, id, &note))
-    }
-
-    fn mark_replayed(&self, id: MessageId) -> Result<()> {
-        self.write("mark_replayed", move |conn| mark_replayed_in(conn, id))
     }
 
     fn record_replay(

@@ -3289,12 +3289,6 @@ mod slow_lane_reads {
         fn show(&self, id: MessageId) -> Result<MessageRecord> {
             self.inner.show(id)
         }
-        fn resolve(&self, id: MessageId, note: &str) -> Result<()> {
-            self.inner.resolve(id, note)
-        }
-        fn mark_replayed(&self, id: MessageId) -> Result<()> {
-            self.inner.mark_replayed(id)
-        }
         fn resolve_audited(
             &self,
             id: MessageId,
