@@ -1,6 +1,7 @@
 //! One SIU message through `visit-status-map`:
 //! * `fresh_instance`: a new store and instance per message, as production runs it;
-//! * `reused_instance`: one instance for every message (needs the `reuse-instance` grant);
+//! * `reused_instance`: instances kept between messages, as production runs a plug-in
+//!   that asks for reuse when the site grants `reuse-instance`;
 //! * `native`: the same mapping written in plain Rust against plexus-hl7, the floor.
 //!
 //! `cargo bench -p plexus-sandbox --bench transform`. Criterion's median is the p50.
@@ -26,19 +27,19 @@ fn bench(c: &mut Criterion) {
 
     let sandbox = Sandbox::new(SandboxConfig::default()).expect("engine");
     let bytes = std::fs::read(plexus_test_artifacts::VISIT_STATUS_MAP).expect("plug-in built");
-    let grants = Grants::parse([
-        "tables:visit-status",
-        "tables:visit-status-settings",
-        "reuse-instance",
-    ])
-    .expect("grants");
-    let spec = PluginSpec {
-        name: "visit-status-map".into(),
-        sha256: None,
-        grants: grants.clone(),
-        limits: Limits::default(),
+    let tables = Arc::new(tables);
+    let load = |grants: &[&str]| {
+        let spec = PluginSpec {
+            name: "visit-status-map".into(),
+            sha256: None,
+            grants: Grants::parse(grants.iter().copied()).expect("grants"),
+            limits: Limits::default(),
+        };
+        Plugin::load(&sandbox, &spec, &bytes, tables.clone()).expect("loads")
     };
-    let plugin = Plugin::load(&sandbox, &spec, &bytes, Arc::new(tables)).expect("loads");
+    let tables_granted = ["tables:visit-status", "tables:visit-status-settings"];
+    let plugin = load(&tables_granted);
+    let kept = load(&[tables_granted.as_slice(), &["reuse-instance"]].concat());
     let ctx = Context {
         interface: "scheduling".into(),
         site: "bench".into(),
@@ -48,10 +49,12 @@ fn bench(c: &mut Criterion) {
 
     // The three must agree before they are timed.
     let expected = std::fs::read(cases.join("siu-s12-checked-in.expected.hl7")).expect("expected");
-    let run = plugin
-        .run(Message::parse_owned(raw.clone()).expect("parses"), &ctx)
-        .expect("runs");
-    assert_eq!(run.message.as_bytes(), expected.as_slice());
+    for plugin in [&plugin, &kept, &kept] {
+        let run = plugin
+            .run(Message::parse_owned(raw.clone()).expect("parses"), &ctx)
+            .expect("runs");
+        assert_eq!(run.message.as_bytes(), expected.as_slice());
+    }
     let mut native_msg = Message::parse_owned(raw.clone()).expect("parses");
     native(&mut native_msg, &status);
     assert_eq!(native_msg.as_bytes(), expected.as_slice());
@@ -63,7 +66,6 @@ fn bench(c: &mut Criterion) {
             black_box(plugin.run(msg, &ctx).expect("runs"))
         })
     });
-    let mut kept = plugin.reusable_instance(&grants).expect("reuse granted");
     group.bench_function("reused_instance", |b| {
         b.iter(|| {
             let msg = Message::parse_owned(raw.clone()).expect("parses");

@@ -593,42 +593,6 @@ impl Plugin {
         })
     }
 
-    /// An instance kept for several messages. Only for plug-ins that ask for it (see
-    /// [`Inspection::requests_reuse`]) and that the site granted `reuse-instance`: state a
-    /// plug-in keeps in its memory would carry from one message (one patient) to the next.
-    pub fn reusable_instance(&self, grants: &Grants) -> Result<ReusedInstance<'_>, Error> {
-        let digest = inspect::short(&self.digest).to_owned();
-        if !self.inspection.requests_reuse {
-            return Err(Error::ReuseNotRequested {
-                plugin: self.name.clone(),
-                digest,
-            });
-        }
-        if !grants.reuse_instance {
-            return Err(Error::NotGranted {
-                plugin: self.name.clone(),
-                digest,
-                import: "(instance reuse)".to_owned(),
-                capability: "reuse-instance",
-                grant: "reuse-instance".to_owned(),
-            });
-        }
-        let mut store = self.store(0, self.limits.timeout);
-        let instance = self
-            .pre
-            .instantiate(&mut store)
-            .map_err(|e| Error::Run(self.classify(e, &store, true, self.limits.timeout)))?;
-        let memory_at_start = store.data().limiter.high_water;
-        Ok(ReusedInstance {
-            plugin: self,
-            kept: Some(Kept {
-                store,
-                instance,
-                memory_at_start,
-            }),
-        })
-    }
-
     fn trap(&self, trap: String) -> RunError {
         RunError::Trap {
             plugin: self.name.clone(),
@@ -734,33 +698,6 @@ struct CallTiming {
     started: Instant,
     instantiate: Duration,
     deadline: Duration,
-}
-
-/// One instance reused across messages; see [`Plugin::reusable_instance`].
-pub struct ReusedInstance<'p> {
-    plugin: &'p Plugin,
-    kept: Option<Kept>,
-}
-
-impl std::fmt::Debug for ReusedInstance<'_> {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ReusedInstance")
-            .field("plugin", &self.plugin.name)
-            .finish_non_exhaustive()
-    }
-}
-
-impl ReusedInstance<'_> {
-    /// Runs one message on the kept instance. After an error, an `internal` failure or
-    /// too much growth the instance is discarded and the next call instantiates afresh.
-    /// Unlike [`Plugin::run`] under `reuse-instance`, it never runs a message twice and
-    /// keeps its instance outside the sandbox's budget: for benches and tests.
-    pub fn run(&mut self, msg: Message<'static>, ctx: &Context) -> Result<Run, RunError> {
-        let plugin = self.plugin;
-        let (run, kept) = plugin.run_on(self.kept.take(), msg, ctx, plugin.limits.timeout);
-        self.kept = kept;
-        run
-    }
 }
 
 /// A store and the instance in it, kept for the next message.

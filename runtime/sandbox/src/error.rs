@@ -72,17 +72,6 @@ pub enum Error {
         /// Details from linking.
         reason: String,
     },
-    /// Instance reuse was asked of a plug-in that does not request it.
-    #[error(
-        "plug-in {plugin} ({digest}) does not request instance reuse; it gets a fresh instance per message \
-         (a plug-in asks with plexus_sdk::request_instance_reuse!)"
-    )]
-    ReuseNotRequested {
-        /// Plug-in name.
-        plugin: String,
-        /// Short digest.
-        digest: String,
-    },
     /// A grant string in the config is not one we know.
     #[error("unknown grant {grant:?}: grants are \"log\", \"tables:NAME\" and \"reuse-instance\"")]
     UnknownGrant {

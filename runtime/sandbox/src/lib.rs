@@ -25,8 +25,7 @@ pub mod inspect;
 
 pub use config::{Grants, Limits, SandboxConfig};
 pub use engine::{
-    Context, FailKind, Failure, MAX_PLUGIN_TEXT, Outcome, Plugin, PluginSpec, ReusedInstance, Run,
-    Sandbox, Stats,
+    Context, FailKind, Failure, MAX_PLUGIN_TEXT, Outcome, Plugin, PluginSpec, Run, Sandbox, Stats,
 };
 pub use error::{Error, MAX_TRAP_OUTPUT, Result, RunError};
 pub use host::log::{LogLevel, LogLine};

@@ -314,12 +314,7 @@ fn a_fresh_instance_per_message_unless_reuse_is_granted() {
         let run = plugin.run(msg(), &ctx("counter")).expect("runs");
         assert_eq!(detail(&run.outcome), "seen: 1", "no state carries over");
     }
-    let denied = plugin
-        .reusable_instance(&Grants::default())
-        .expect_err("not granted");
-    assert!(denied.to_string().contains("reuse-instance"), "{denied}");
-    let grants = Grants::parse(["log", "reuse-instance"]).expect("grants");
-    let mut kept = plugin.reusable_instance(&grants).expect("granted");
+    let kept = load(&sandbox, &["log", "reuse-instance"], Limits::default()).expect("loads");
     let first = kept.run(msg(), &ctx("counter")).expect("runs");
     let second = kept.run(msg(), &ctx("counter")).expect("runs");
     assert_eq!(
@@ -546,9 +541,17 @@ fn reuse_needs_the_plugin_to_ask() {
     };
     let plugin = Plugin::load(&sandbox, &spec, &bytes, Arc::new(TableSet::new())).expect("loads");
     assert!(!plugin.inspection().requests_reuse);
-    let grants = Grants::parse(["reuse-instance"]).expect("grants");
-    let err = plugin.reusable_instance(&grants).expect_err("did not ask");
-    assert!(matches!(err, Error::ReuseNotRequested { .. }), "{err}");
+    // Granted anyway: the grant has no effect, every message gets a new instance.
+    let granted = PluginSpec {
+        grants: Grants::parse(["reuse-instance"]).expect("grants"),
+        ..spec
+    };
+    let plugin =
+        Plugin::load(&sandbox, &granted, &bytes, Arc::new(TableSet::new())).expect("loads");
+    for _ in 0..3 {
+        let run = plugin.run(msg(), &ctx("scheduling")).expect("runs");
+        assert!(run.stats.instantiate > Duration::ZERO, "a new instance");
+    }
 }
 
 #[test]
@@ -718,9 +721,7 @@ fn a_reused_instance_starts_each_message_with_its_own_budgets() {
         memory_bytes: 16 << 20,
         ..Limits::default()
     };
-    let plugin = load(&sandbox, &["log"], limits).expect("loads");
-    let grants = Grants::parse(["log", "reuse-instance"]).expect("grants");
-    let mut kept = plugin.reusable_instance(&grants).expect("granted");
+    let kept = load(&sandbox, &["log", "reuse-instance"], limits).expect("loads");
     // 10,000 log bytes a message, under the 16 KiB per message.
     for round in 0..3 {
         let run = kept.run(msg(), &ctx("log-some")).expect("runs");
@@ -732,9 +733,8 @@ fn a_reused_instance_starts_each_message_with_its_own_budgets() {
     }
     let run = kept.run(msg(), &ctx("grow-refused")).expect("runs");
     assert_eq!(detail(&run.outcome), "grow refused: true");
-    let err = kept.run(msg(), &ctx("unreachable")).expect_err("traps");
-    assert!(
-        matches!(err, RunError::Trap { .. }),
-        "the last message's refused growth is not this one's: {err}"
-    );
+    // The refused growth is not held against the next message on the same instance.
+    let run = kept.run(msg(), &ctx("log-some")).expect("runs");
+    assert_eq!(run.stats.instantiate, Duration::ZERO, "the kept instance");
+    assert_eq!((run.logs.len(), run.logs_dropped), (10, 0));
 }

@@ -7,7 +7,7 @@ mod common;
 
 use common::{ctx, load_guest};
 use plexus_hl7::Message;
-use plexus_sandbox::{Grants, Limits, Outcome, Plugin, RunError, Sandbox, SandboxConfig, inspect};
+use plexus_sandbox::{Limits, Outcome, Plugin, RunError, Sandbox, SandboxConfig, inspect};
 
 fn load(sandbox: &Sandbox, limits: Limits) -> Plugin {
     load_guest(
@@ -103,9 +103,14 @@ fn a_kept_instance_reuses_what_was_freed() {
         memory_bytes: 32 << 20,
         ..Limits::default()
     };
-    let plugin = load(&sandbox, limits);
-    let grants = Grants::parse(["reuse-instance"]).expect("grants");
-    let mut kept = plugin.reusable_instance(&grants).expect("granted");
+    let kept = load_guest(
+        &sandbox,
+        "no-std",
+        plexus_test_artifacts::NO_STD,
+        &["reuse-instance"],
+        limits,
+    )
+    .expect("loads");
     let mut high_water = Vec::new();
     // 40 runs of 900 KiB each, past the 512 KiB arena, would need 36 MiB if nothing were
     // freed; the limit is 32. (More growth than this and the host would not keep the
