@@ -3727,3 +3727,54 @@ fn a_version_no_interface_runs_keeps_no_instances_until_a_rollback() {
 fn siu_message() -> Message<'static> {
     Message::parse_owned(siu("C1", "Roomed")).expect("parses")
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_engine_keeps_instances_only_for_a_plugin_granted_reuse() {
+    // The hostile guest asks for reuse; on an interface named `counter` it fails
+    // (`rejected`) with how many messages its instance has seen.
+    for (grants, expected) in [
+        (r#"["log", "reuse-instance"]"#, [1, 2, 3]),
+        (r#"["log"]"#, [1, 1, 1]),
+    ] {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let text = format!(
+            r#"
+[engine]
+data_dir = "data"
+[http]
+listen = "127.0.0.1:0"
+[plugins.hostile]
+file = "{hostile}"
+grants = {grants}
+[interfaces.counter]
+source = {{ type = "mllp", listen = "127.0.0.1:0" }}
+chain = ["hostile"]
+"#,
+            hostile = plexus_test_artifacts::HOSTILE,
+        );
+        let config = plexus_config::Config::from_toml(&text, &dir.path().join("site.toml"))
+            .unwrap_or_else(|e| panic!("config: {e}"));
+        let (engine, running, stop) = start_config(config).await;
+        for n in 0..3 {
+            let (code, _) = send(running.mllp["counter"], &siu(&format!("C{n}"), "Roomed")).await;
+            assert_eq!(code, AckCode::AE, "counter reports as a failure");
+        }
+        let mut details = Vec::new();
+        for error in engine
+            .journal()
+            .list_errors(&ErrorFilter::default(), 10)
+            .expect("errors")
+        {
+            let shown = engine.journal().show(error.message).expect("show");
+            details.push(shown.stages[0].record.detail.clone().unwrap_or_default());
+        }
+        // One message at a time: with the grant, a single kept instance takes them all.
+        let expected: Vec<String> = expected
+            .iter()
+            .map(|n| format!("rejected: seen: {n}"))
+            .collect();
+        assert_eq!(details, expected, "grants {grants}");
+        stop.cancel();
+        running.wait().await;
+    }
+}
