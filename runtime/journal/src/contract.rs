@@ -125,10 +125,22 @@ fn resolve<J: Journal>(j: &J, id: MessageId, note: &str) -> crate::Result<()> {
         .map(|_| ())
 }
 
-/// Records a replay that resolves nothing, with its audit entry.
+/// Records a replay that ran no stage and resolves nothing, with its audit entry.
 fn mark_replayed<J: Journal>(j: &J, id: MessageId) -> crate::Result<()> {
-    j.record_replay(id, None, operator_entry("replay", id))
+    j.process_replay(id, replayed(id, 0), None, operator_entry("replay", id))
         .map(|_| ())
+}
+
+/// What a replay that forwarded the message through one stage writes.
+fn replayed(id: MessageId, stages: u32) -> Processing {
+    Processing {
+        stages: (0..stages)
+            .map(|i| stage(id, i, Some(b"MSH|replayed")))
+            .collect(),
+        processed: true,
+        requeue: true,
+        ..Processing::default()
+    }
 }
 
 fn operator_entry(action: &str, id: MessageId) -> AuditEntry {
@@ -1452,33 +1464,57 @@ pub fn resolves_and_replays_are_audited_with_their_change<J: Journal>(open: &dyn
     assert!(shown.errors[0].resolution.is_some());
     assert_eq!(entries(&j), 1);
 
-    // A replay: counted on the message and its open error, the error closed, audited.
-    j.record_replay(
+    // A replay: its stage written, counted on the message and its open error, the
+    // error closed, audited.
+    j.process_replay(
         replayed,
+        self::replayed(replayed, 1),
         Some("replayed after the fix"),
         entry("replay", replayed),
     )
     .expect("replay");
     let shown = j.show(replayed).expect("show");
+    assert_eq!(shown.stages.len(), 1);
     assert_eq!(shown.replays, 1);
     assert_eq!(shown.errors[0].replays, 1);
     assert!(shown.errors[0].resolution.is_some());
     // Its error closed meanwhile (or none at all) is no failure; nothing to close.
-    j.record_replay(closed, Some("replayed"), entry("replay", closed))
-        .expect("replay without an open error");
-    j.record_replay(replayed, None, entry("replay", replayed))
-        .expect("replay, error left as it is");
+    j.process_replay(
+        closed,
+        self::replayed(closed, 1),
+        Some("replayed"),
+        entry("replay", closed),
+    )
+    .expect("replay without an open error");
+    j.process_replay(
+        replayed,
+        self::replayed(replayed, 1),
+        None,
+        entry("replay", replayed),
+    )
+    .expect("replay, error left as it is");
     assert_eq!(j.show(replayed).expect("show").replays, 2);
-    // A blank note closes nothing: the whole record is refused.
+    // A blank note closes nothing: the whole replay is refused, its stage too.
     assert!(matches!(
-        j.record_replay(replayed, Some(" "), entry("replay", replayed)),
+        j.process_replay(
+            replayed,
+            self::replayed(replayed, 1),
+            Some(" "),
+            entry("replay", replayed)
+        ),
         Err(Error::NoteRequired(_))
     ));
-    assert_eq!(j.show(replayed).expect("show").replays, 2);
+    let shown = j.show(replayed).expect("show");
+    assert_eq!((shown.replays, shown.stages.len()), (2, 2));
     // An unknown message: nothing written.
     let unknown = MessageId(closed.0 + 99);
     assert!(matches!(
-        j.record_replay(unknown, None, entry("replay", unknown)),
+        j.process_replay(
+            unknown,
+            self::replayed(unknown, 0),
+            None,
+            entry("replay", unknown)
+        ),
         Err(Error::NotFound(_))
     ));
     assert_eq!(entries(&j), 4);

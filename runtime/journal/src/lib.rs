@@ -208,13 +208,15 @@ pub trait Journal: Send + Sync {
     /// way to resolve without an audit entry.
     fn resolve_audited(&self, id: MessageId, note: &str, audit: AuditEntry) -> Result<AuditRecord>;
 
-    /// What a replay through the interface's current chain leaves in the journal, in one
-    /// transaction: the replay counted on the message and its open error, that error
-    /// closed with `resolve_note` when one is given (not blank; no open error is not a
-    /// failure here: it may have been closed meanwhile), and `audit` appended.
-    fn record_replay(
+    /// A replay through the interface's current chain, in one transaction: `processing`
+    /// written as [`process`](Self::process) writes it, the replay counted on the
+    /// message and its open error, that error closed with `resolve_note` when one is
+    /// given (not blank; no open error is not a failure here: it may have been closed
+    /// meanwhile), and `audit` appended. All of it, or none.
+    fn process_replay(
         &self,
         id: MessageId,
+        processing: Processing,
         resolve_note: Option<&str>,
         audit: AuditEntry,
     ) -> Result<AuditRecord>;

@@ -1845,14 +1845,18 @@ impl Journal for SqliteJournal {
         self.audited("resolve", audit, move |conn| resolve_in(conn, id, &note))
     }
 
-    fn record_replay(
+    fn process_replay(
         &self,
         id: MessageId,
+        processing: Processing,
         resolve_note: Option<&str>,
         audit: AuditEntry,
     ) -> Result<AuditRecord> {
+        let lanes = self.lanes.clone();
         let note = resolve_note.map(str::to_owned);
-        self.audited("record_replay", audit, move |conn| {
+        self.audited("process_replay", audit, move |conn| {
+            message_exists(conn, id, "process")?;
+            process_in(conn, id, &processing, None, &lanes, false)?;
             mark_replayed_in(conn, id)?;
             match note {
                 Some(note) => match resolve_in(conn, id, &note) {

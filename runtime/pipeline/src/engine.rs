@@ -1745,7 +1745,7 @@ impl Engine {
         for work in unfinished {
             match work.resume {
                 Resume::Process => {
-                    if let Err(err) = self.reprocess(work.id, false).await {
+                    if let Err(err) = self.reprocess(work.id, None).await {
                         tracing::error!(id = %work.id, "cannot resume message: {err}");
                     }
                 }
@@ -1787,29 +1787,25 @@ impl Engine {
                 state: replay_state(&record),
             });
         }
-        let outcome = self.reprocess(id, true).await?;
-        let result = match &outcome {
-            ReplayOutcome::Requeued { .. } => "requeued".to_owned(),
-            ReplayOutcome::Filtered { .. } => "filtered".to_owned(),
-            ReplayOutcome::FailedAgain(f) => format!("failed again at {}", f.stage),
-        };
-        let journal = self.shared.journal.clone();
-        let note = note.to_owned();
-        let resolve = !matches!(outcome, ReplayOutcome::FailedAgain(_));
-        let entry = plexus_journal::AuditEntry {
-            actor: actor.to_owned(),
-            action: "replay".to_owned(),
-            subject: format!("message:{id}"),
-            detail: format!("{result}; note: {note}"),
-        };
-        // Off the async threads: it waits for its commit's fsync. The count, the
-        // resolution and the audit entry are one transaction.
-        blocking(move || journal.record_replay(id, resolve.then_some(note.as_str()), entry))
-            .await?;
-        Ok(outcome)
+        self.reprocess(
+            id,
+            Some(Replayed {
+                note: note.to_owned(),
+                actor: actor.to_owned(),
+            }),
+        )
+        .await
     }
 
-    async fn reprocess(&self, id: MessageId, requeue: bool) -> Result<ReplayOutcome, OpError> {
+    /// Runs message `id` through its interface's current chain again and writes the
+    /// result. With `replay` (an operator's replay) it also requeues what was not
+    /// delivered, and writes the replay's count, the resolution of its open error
+    /// (unless it failed again) and its audit entry in the same transaction.
+    async fn reprocess(
+        &self,
+        id: MessageId,
+        replay: Option<Replayed>,
+    ) -> Result<ReplayOutcome, OpError> {
         let journal = self.shared.journal.clone();
         let record = blocking(move || journal.show(id)).await?;
         let iface = self
@@ -1851,7 +1847,7 @@ impl Engine {
                         }
                     };
                     let mut processing = processing_for(&iface, stages, &verdict);
-                    processing.requeue = requeue;
+                    processing.requeue = replay.is_some();
                     processing.order_key = order_key;
                     let delivered = |d: &String| {
                         record.deliveries.iter().any(|x| {
@@ -1877,7 +1873,29 @@ impl Engine {
             // A requeue is announced by no push: no lane may come into sync before it
             // commits without seeing it, or newer messages could go out ahead of it.
             let _hold = iface.hold_feeds();
-            shared.journal.process(id, processing)?;
+            match replay {
+                None => shared.journal.process(id, processing)?,
+                Some(Replayed { note, actor }) => {
+                    let result = match &outcome {
+                        ReplayOutcome::Requeued { .. } => "requeued".to_owned(),
+                        ReplayOutcome::Filtered { .. } => "filtered".to_owned(),
+                        ReplayOutcome::FailedAgain(f) => format!("failed again at {}", f.stage),
+                    };
+                    let resolve = !matches!(outcome, ReplayOutcome::FailedAgain(_));
+                    let entry = plexus_journal::AuditEntry {
+                        actor,
+                        action: "replay".to_owned(),
+                        subject: format!("message:{id}"),
+                        detail: format!("{result}; note: {note}"),
+                    };
+                    shared.journal.process_replay(
+                        id,
+                        processing,
+                        resolve.then_some(note.as_str()),
+                        entry,
+                    )?;
+                }
+            }
             Ok(outcome)
         })
         .await
@@ -1887,6 +1905,12 @@ impl Engine {
         }
         Ok(outcome)
     }
+}
+
+/// Who replays a message, and their note (see `Engine::reprocess`).
+struct Replayed {
+    note: String,
+    actor: String,
 }
 
 /// Where a message with no open error stands, for the refusal to replay it.

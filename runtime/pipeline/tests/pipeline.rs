@@ -3297,13 +3297,15 @@ mod slow_lane_reads {
         ) -> Result<plexus_journal::AuditRecord> {
             self.inner.resolve_audited(id, note, audit)
         }
-        fn record_replay(
+        fn process_replay(
             &self,
             id: MessageId,
+            processing: Processing,
             resolve_note: Option<&str>,
             audit: plexus_journal::AuditEntry,
         ) -> Result<plexus_journal::AuditRecord> {
-            self.inner.record_replay(id, resolve_note, audit)
+            self.inner
+                .process_replay(id, processing, resolve_note, audit)
         }
         fn queue_depths(&self) -> Result<Vec<QueueDepth>> {
             self.inner.queue_depths()
