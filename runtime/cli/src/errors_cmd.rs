@@ -600,13 +600,11 @@ pub fn resolve(args: &ResolveArgs) -> anyhow::Result<ExitCode> {
     let ids = args.which.ids(&journal)?;
     let mut failed = 0;
     for &id in &ids {
-        let audit = AuditEntry {
-            actor: actor(),
-            action: "resolve".to_owned(),
-            subject: format!("message:{id}"),
-            detail: format!("note: {}", args.note),
-        };
-        match journal.resolve_audited(MessageId(id), &args.note, audit) {
+        let (id, audit) = (
+            MessageId(id),
+            AuditEntry::resolve(&actor(), MessageId(id), &args.note),
+        );
+        match journal.resolve_audited(id, &args.note, audit) {
             Ok(_) => println!("message {id}: error resolved"),
             Err(e) => {
                 failed += 1;

@@ -507,6 +507,19 @@ pub struct AuditEntry {
     pub detail: String,
 }
 
+impl AuditEntry {
+    /// The entry for `actor` resolving message `id`'s error with `note`, as the CLI and
+    /// the admin API write it.
+    pub fn resolve(actor: &str, id: MessageId, note: &str) -> AuditEntry {
+        AuditEntry {
+            actor: actor.to_owned(),
+            action: "resolve".to_owned(),
+            subject: format!("message:{id}"),
+            detail: format!("note: {note}"),
+        }
+    }
+}
+
 /// A stored audit entry.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AuditRecord {

@@ -662,16 +662,7 @@ fn resolve_audited(
     note: &str,
     actor: &str,
 ) -> plexus_journal::Result<()> {
-    journal.resolve_audited(
-        id,
-        note,
-        AuditEntry {
-            actor: actor.to_owned(),
-            action: "resolve".to_owned(),
-            subject: format!("message:{id}"),
-            detail: format!("note: {note}"),
-        },
-    )?;
+    journal.resolve_audited(id, note, AuditEntry::resolve(actor, id, note))?;
     Ok(())
 }
 

@@ -1986,9 +1986,8 @@ fn load_plugins(
     let (mut plugins, mut wasm) = (HashMap::new(), HashMap::new());
     for (name, plugin) in &config.plugins {
         let bytes = read_plugin(assets, name.as_str(), plugin)?;
-        let loaded = load_plugin(sandbox, grants, tables, name.as_str(), plugin, &bytes)?;
-        let granted = sandbox_grants(grants.get(name.as_str()).unwrap_or(&plugin.grants));
-        match reuse_note(name.as_str(), &loaded, &granted) {
+        let (loaded, reuse) = load_plugin(sandbox, grants, tables, name.as_str(), plugin, &bytes)?;
+        match reuse {
             Some(Reuse::Kept(note)) => tracing::info!(plugin = %name, "{note}"),
             Some(Reuse::Ignored(note)) => tracing::warn!(plugin = %name, "{note}"),
             None => {}
@@ -2014,7 +2013,8 @@ fn read_plugin(
         })
 }
 
-/// Loads one configured plug-in from its bytes with its effective grants.
+/// Loads one configured plug-in from its bytes with its effective grants; with what its
+/// `reuse-instance` grant does, if it has one.
 fn load_plugin(
     sandbox: &Sandbox,
     grants: &std::collections::BTreeMap<String, plexus_config::Grants>,
@@ -2022,7 +2022,7 @@ fn load_plugin(
     name: &str,
     plugin: &plexus_config::Plugin,
     bytes: &[u8],
-) -> Result<Plugin, BuildError> {
+) -> Result<(Plugin, Option<Reuse>), BuildError> {
     let spec = PluginSpec {
         name: name.to_owned(),
         sha256: plugin.sha256.clone(),
@@ -2035,7 +2035,8 @@ fn load_plugin(
         sha256 = loaded.sha256(),
         "plug-in loaded"
     );
-    Ok(loaded)
+    let reuse = reuse_note(name, &loaded, &spec.grants);
+    Ok((loaded, reuse))
 }
 
 /// What a `reuse-instance` grant does for a plug-in.
@@ -2047,7 +2048,7 @@ enum Reuse {
 }
 
 impl Reuse {
-    fn note(&self) -> &str {
+    fn into_note(self) -> String {
         match self {
             Reuse::Kept(note) | Reuse::Ignored(note) => note,
         }
@@ -2251,9 +2252,9 @@ pub fn verify(config: &Config, assets: &dyn Assets) -> Result<Verified, BuildErr
     let (mut plugins, mut notes) = (Vec::new(), Vec::new());
     for (name, plugin) in &config.plugins {
         let bytes = read_plugin(assets, name.as_str(), plugin)?;
-        let loaded = load_plugin(&sandbox, &grants, &tables, name.as_str(), plugin, &bytes)?;
-        let granted = sandbox_grants(grants.get(name.as_str()).unwrap_or(&plugin.grants));
-        notes.extend(reuse_note(name.as_str(), &loaded, &granted).map(|r| r.note().to_owned()));
+        let (loaded, reuse) =
+            load_plugin(&sandbox, &grants, &tables, name.as_str(), plugin, &bytes)?;
+        notes.extend(reuse.map(Reuse::into_note));
         if let Some(dir) = plugin.cases.as_ref() {
             golden_cases(name.as_str(), &bytes, dir, &plugin.limits).map_err(|e| {
                 BuildError::GoldenCases(match e {

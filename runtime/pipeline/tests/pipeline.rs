@@ -1139,23 +1139,7 @@ destinations = [{{ name = "out", type = "file", dir = "out" }}]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn plug_in_text_cannot_steer_the_ack_or_flood_the_error_queue() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let text = format!(
-        r#"
-[engine]
-data_dir = "data"
-[http]
-listen = "127.0.0.1:0"
-[plugins.hostile]
-file = "{hostile}"
-grants = ["log"]
-[interfaces.fail-steer]
-source = {{ type = "mllp", listen = "127.0.0.1:0" }}
-chain = ["hostile"]
-"#,
-        hostile = plexus_test_artifacts::HOSTILE,
-    );
-    let config = plexus_config::Config::from_toml(&text, &dir.path().join("site.toml"))
-        .unwrap_or_else(|e| panic!("config: {e}"));
+    let config = hostile_site(dir.path(), r#"["log"]"#, "fail-steer");
     let (engine, running, stop) = start_config(config).await;
 
     // An `internal` failure whose detail says "missing-mapping invalid-input", with a
@@ -1291,6 +1275,28 @@ chain = ["visit-status-map"]
 "#,
         status = plexus_test_artifacts::VISIT_STATUS_MAP,
         cases = plexus_test_artifacts::cases_dir("visit-status-map").display(),
+    );
+    plexus_config::Config::from_toml(&text, &dir.join("site.toml"))
+        .unwrap_or_else(|e| panic!("config: {e}"))
+}
+
+/// A site whose one interface, `interface` (the name picks the hostile guest's
+/// behaviour), runs the hostile guest with `grants` (a TOML array) and delivers nowhere.
+fn hostile_site(dir: &Path, grants: &str, interface: &str) -> plexus_config::Config {
+    let text = format!(
+        r#"
+[engine]
+data_dir = "data"
+[http]
+listen = "127.0.0.1:0"
+[plugins.hostile]
+file = "{hostile}"
+grants = {grants}
+[interfaces.{interface}]
+source = {{ type = "mllp", listen = "127.0.0.1:0" }}
+chain = ["hostile"]
+"#,
+        hostile = plexus_test_artifacts::HOSTILE,
     );
     plexus_config::Config::from_toml(&text, &dir.join("site.toml"))
         .unwrap_or_else(|e| panic!("config: {e}"))
@@ -3739,23 +3745,7 @@ async fn the_engine_keeps_instances_only_for_a_plugin_granted_reuse() {
         (r#"["log"]"#, [1, 1, 1]),
     ] {
         let dir = tempfile::tempdir().expect("tempdir");
-        let text = format!(
-            r#"
-[engine]
-data_dir = "data"
-[http]
-listen = "127.0.0.1:0"
-[plugins.hostile]
-file = "{hostile}"
-grants = {grants}
-[interfaces.counter]
-source = {{ type = "mllp", listen = "127.0.0.1:0" }}
-chain = ["hostile"]
-"#,
-            hostile = plexus_test_artifacts::HOSTILE,
-        );
-        let config = plexus_config::Config::from_toml(&text, &dir.path().join("site.toml"))
-            .unwrap_or_else(|e| panic!("config: {e}"));
+        let config = hostile_site(dir.path(), grants, "counter");
         let (engine, running, stop) = start_config(config).await;
         for n in 0..3 {
             let (code, _) = send(running.mllp["counter"], &siu(&format!("C{n}"), "Roomed")).await;

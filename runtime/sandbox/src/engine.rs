@@ -499,15 +499,16 @@ impl Plugin {
             deadline,
         };
         let run = self.call(&mut store, &instance, msg, ctx, call);
+        // A plug-in that keeps no instances (the default) drops its store here.
+        if self.kept.is_none() {
+            return (run, None);
+        }
         let mut kept = Kept {
             store,
             instance,
             memory_at_start,
         };
-        let keep = match &run {
-            Ok(run) => kept.may_keep(&run.outcome),
-            Err(_) => false,
-        };
+        let keep = run.as_ref().is_ok_and(|r| kept.may_keep(&r.outcome));
         (run, keep.then_some(kept))
     }
 
