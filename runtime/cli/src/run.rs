@@ -29,10 +29,14 @@ async fn serve(args: RunArgs, config: plexus_config::Config) -> anyhow::Result<(
     let site = label(args.site.config.as_deref());
     let data_dir = config.engine.data_dir.clone();
     // Before the journal is opened: a second engine on the folder touches nothing.
-    let lock = plexus_pipeline::lock_data_dir(&data_dir)
+    let mut lock = plexus_pipeline::lock_data_dir(&data_dir)
+        .with_context(|| format!("cannot start {site}"))?;
+    lock.check_journal(&plexus_pipeline::journal_path(&config))
         .with_context(|| format!("cannot start {site}"))?;
     let engine =
         Engine::build(config, &BuiltinAssets).with_context(|| format!("cannot start {site}"))?;
+    lock.journal_opened()
+        .with_context(|| format!("cannot start {site}"))?;
     let shutdown = CancellationToken::new();
     let running = engine
         .start_locked(lock, shutdown.clone())

@@ -371,3 +371,51 @@ fn crash_run(lanes: Lanes) {
         .expect("errors");
     assert!(open.is_empty(), "{open:?}");
 }
+
+/// A journal deleted while the engine was down is not replaced by an empty one: the
+/// next start refuses, naming the journal and the lock file, and makes no journal;
+/// deleting the lock file is the explicit way to start over with an empty journal.
+#[test]
+fn a_journal_deleted_after_a_kill_stops_the_next_start() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    // No receiver listens there: the message stays owed, as in the probe that found this.
+    let unused = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let receiver = unused.local_addr().expect("addr").to_string();
+    drop(unused);
+    let config = site(dir.path(), &receiver, Lanes::One);
+    let (mut child, addr) = start_engine(&config);
+    let mut conn = TcpStream::connect(&addr).expect("connect");
+    conn.set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("timeout");
+    conn.write_all(&frame(&message(1))).expect("send");
+    let ack = read_frame(&mut conn).expect("ACK");
+    assert_eq!(field(&ack, "MSA-1").as_deref(), Some("AA"));
+    child.kill().expect("kill -9");
+    child.wait().expect("reaped");
+
+    let data = dir.path().join("data");
+    for file in ["journal.db", "journal.db-wal", "journal.db-shm"] {
+        let _ = std::fs::remove_file(data.join(file));
+    }
+    let refused = Command::new(env!("CARGO_BIN_EXE_plexus"))
+        .args(["run", "--log", "error", "--config"])
+        .arg(&config)
+        .output()
+        .expect("run plexus");
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(!refused.status.success(), "started without its journal");
+    assert!(
+        stderr.contains(&format!("{} is missing", data.join("journal.db").display()))
+            && stderr.contains("delete")
+            && stderr.contains("engine.lock"),
+        "names the journal, the lock file and the way out: {stderr}"
+    );
+    assert!(!data.join("journal.db").exists(), "made an empty journal");
+
+    // Deleting the lock file is the operator saying: start over, empty.
+    std::fs::remove_file(data.join("engine.lock")).expect("remove lock file");
+    let (mut child, _) = start_engine(&config);
+    assert!(data.join("journal.db").exists(), "a new journal");
+    child.kill().expect("stop");
+    child.wait().expect("reaped");
+}

@@ -318,6 +318,7 @@ pub fn delivery_transitions<J: Journal>(open: &dyn Fn() -> J) {
         DeliveryResult::Retry {
             error: "connection refused".to_owned(),
             next_at: at(30),
+            may_have_arrived: false,
         },
     )
     .expect("retry");
@@ -329,6 +330,19 @@ pub fn delivery_transitions<J: Journal>(open: &dyn Fn() -> J) {
     assert_eq!(head[0].attempts, 1);
     assert_eq!(head[0].next_at, Some(at(30)));
     assert_eq!(head[0].last_error.as_deref(), Some("connection refused"));
+    let flagged = |j: &J| {
+        j.show(id)
+            .expect("show")
+            .deliveries
+            .iter()
+            .find(|d| d.destination == "mllp-out")
+            .expect("mllp delivery")
+            .possible_resend
+    };
+    assert!(
+        !flagged(&j),
+        "a refused connection cannot have delivered it"
+    );
 
     j.enqueue(id, "mllp-out").expect("enqueue again");
     let head = j
@@ -342,9 +356,14 @@ pub fn delivery_transitions<J: Journal>(open: &dyn Fn() -> J) {
         DeliveryResult::Retry {
             error: "timeout".to_owned(),
             next_at: at(90),
+            may_have_arrived: true,
         },
     )
     .expect("retry");
+    assert!(
+        flagged(&j),
+        "an attempt that may have arrived makes the retry a possible resend"
+    );
     j.mark_attempt(
         id,
         "mllp-out",
@@ -353,6 +372,7 @@ pub fn delivery_transitions<J: Journal>(open: &dyn Fn() -> J) {
         },
     )
     .expect("failed");
+    assert!(flagged(&j), "the flag stays");
     assert!(
         j.next_pending("scheduling", "mllp-out", 10)
             .expect("pending")
@@ -377,6 +397,7 @@ pub fn delivery_transitions<J: Journal>(open: &dyn Fn() -> J) {
         .find(|d| d.destination == "file-out")
         .expect("file delivery");
     assert_eq!((file.status, file.attempts), (DeliveryStatus::Delivered, 1));
+    assert!(!file.possible_resend);
 
     assert!(matches!(
         j.mark_attempt(id, "nowhere", DeliveryResult::Delivered),
@@ -565,6 +586,7 @@ pub fn prune_keeps_unfinished_work<J: Journal>(open: &dyn Fn() -> J) {
         DeliveryResult::Retry {
             error: "down".to_owned(),
             next_at: at(5),
+            may_have_arrived: false,
         },
     )
     .expect("retry");
@@ -637,6 +659,7 @@ pub fn unfinished_after_crash<J: Journal>(open: &dyn Fn() -> J) {
             DeliveryResult::Retry {
                 error: "down".to_owned(),
                 next_at: at(10),
+                may_have_arrived: false,
             },
         )
         .expect("retry");
@@ -865,6 +888,7 @@ pub fn possible_resends_are_each_lanes_next_sends<J: Journal>(open: &dyn Fn() ->
         result: DeliveryResult::Retry {
             error: "connection refused".to_owned(),
             next_at,
+            may_have_arrived: false,
         },
         error: None,
     };
@@ -1020,6 +1044,7 @@ pub fn lanes_split_the_queue<J: Journal>(open: &dyn Fn() -> J) {
         result: DeliveryResult::Retry {
             error: "AE".to_owned(),
             next_at: at(10_000),
+            may_have_arrived: false,
         },
         error: None,
     }])
@@ -1289,6 +1314,7 @@ pub fn batched_attempts_and_due<J: Journal>(open: &dyn Fn() -> J) {
             result: DeliveryResult::Retry {
                 error: "connection refused".to_owned(),
                 next_at: later,
+                may_have_arrived: false,
             },
             error: None,
         },

@@ -954,18 +954,26 @@ fn mark_attempt_in(
     destination: &str,
     result: &DeliveryResult,
 ) -> Result<()> {
-    let (status, error, next_at) = match result {
-        DeliveryResult::Delivered => (DeliveryStatus::Delivered, None, None),
-        DeliveryResult::Retry { error, next_at } => {
-            (DeliveryStatus::Retry, Some(error), Some(to_ms(*next_at)))
-        }
-        DeliveryResult::Failed { error } => (DeliveryStatus::Failed, Some(error), None),
+    let (status, error, next_at, resend) = match result {
+        DeliveryResult::Delivered => (DeliveryStatus::Delivered, None, None, false),
+        DeliveryResult::Retry {
+            error,
+            next_at,
+            may_have_arrived,
+        } => (
+            DeliveryStatus::Retry,
+            Some(error),
+            Some(to_ms(*next_at)),
+            *may_have_arrived,
+        ),
+        DeliveryResult::Failed { error } => (DeliveryStatus::Failed, Some(error), None, false),
     };
     let n = conn
         .prepare_cached(
             "UPDATE deliveries
              SET status = ?1, attempts = attempts + 1,
-                 last_error = COALESCE(?2, last_error), next_at = ?3, updated_at = ?4
+                 last_error = COALESCE(?2, last_error), next_at = ?3, updated_at = ?4,
+                 possible_resend = MAX(possible_resend, ?7)
              WHERE message_id = ?5 AND destination = ?6",
         )
         .and_then(|mut s| {
@@ -976,6 +984,7 @@ fn mark_attempt_in(
                 to_ms(SystemTime::now()),
                 id.0,
                 destination,
+                resend,
             ])
         })
         .map_err(Error::sql("mark_attempt"))?;

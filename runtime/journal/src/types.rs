@@ -217,6 +217,10 @@ pub enum DeliveryResult {
         error: String,
         /// When to try again.
         next_at: SystemTime,
+        /// Whether the failed attempt may have reached the destination all the same (the
+        /// message was sent and no answer settled it): the retry may repeat it, so the
+        /// delivery is flagged as a possible resend.
+        may_have_arrived: bool,
     },
     /// Failed permanently.
     Failed {

@@ -255,6 +255,25 @@ impl SendError {
     pub fn is_retryable(&self) -> bool {
         matches!(self, SendError::Exhausted { .. })
     }
+
+    /// Whether the peer may have the message although the send failed: the last attempt
+    /// got as far as writing it and no answer that settles it came back (a timeout, a
+    /// closed connection, an ACK that could not be read or named another message). A
+    /// send again may then give the peer the same message twice. False when the last
+    /// attempt could not connect, and when the peer answered (an error ACK says it did
+    /// not take the message; AR and AE under the permanent policy are not retried).
+    pub fn may_have_arrived(&self) -> bool {
+        match self {
+            SendError::Exhausted { last, .. } => !matches!(
+                last,
+                AttemptError::Connect(_)
+                    | AttemptError::ConnectTimeout
+                    | AttemptError::Tls(_)
+                    | AttemptError::ErrorAck { .. }
+            ),
+            _ => false,
+        }
+    }
 }
 
 /// Why one attempt to deliver a message failed.
@@ -304,7 +323,10 @@ pub enum AttemptError {
     #[error("the ACK's MSA-1 is not AA, AE, AR, CA, CE or CR")]
     UnknownAckCode,
     /// MSA-2 is not the sent MSH-10: most likely the late ACK of an earlier attempt.
-    #[error("the ACK is for control id {echoed:?}, not this message (stale ACK?)")]
+    #[error(
+        "the ACK is for {}, not this message (a late answer to an earlier send?)",
+        echoed.as_deref().map_or_else(|| "no control id".to_owned(), |id| format!("control id `{id}`"))
+    )]
     ControlIdMismatch {
         /// MSA-2 as received (shortened), if present.
         echoed: Option<String>,

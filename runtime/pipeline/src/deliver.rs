@@ -60,6 +60,9 @@ const JOURNAL_BACKOFF: Duration = Duration::from_secs(1);
 pub(crate) enum SendFailure {
     /// May work later (connection refused, timeout, 5xx).
     Retryable(String),
+    /// May work later, and the destination may have the message already: it was sent
+    /// and no answer settled it (an MLLP ACK timeout, an HTTP request that timed out).
+    Unanswered(String),
     /// Will not work by resending (AR, 4xx, unframeable).
     Permanent(String),
 }
@@ -367,32 +370,51 @@ impl Worker {
             }
             Err(SendFailure::Permanent(reason)) => reason,
             Err(SendFailure::Retryable(reason)) => {
-                let retry = &self.iface.config.retry;
-                if attempt_no < retry.max_attempts {
-                    let wait = backoff(retry, attempt_no);
-                    tracing::warn!(
-                        interface = %self.iface.name,
-                        destination = %self.dest.name,
-                        %id,
-                        attempt = attempt_no,
-                        retry_in_ms = u64::try_from(wait.as_millis()).unwrap_or(u64::MAX),
-                        "delivery failed, will retry: {}",
-                        crate::chain::masked_delivery_error(&reason)
-                    );
-                    return Some(Attempt {
-                        id,
-                        destination: self.dest.name.to_string(),
-                        result: DeliveryResult::Retry {
-                            error: reason,
-                            next_at: SystemTime::now() + wait,
-                        },
-                        error: None,
-                    });
-                }
-                format!("gave up after {attempt_no} attempt(s): {reason}")
+                return Some(self.retry_or_give_up(id, attempt_no, reason, false));
+            }
+            Err(SendFailure::Unanswered(reason)) => {
+                return Some(self.retry_or_give_up(id, attempt_no, reason, true));
             }
         };
         Some(self.failed(id, result))
+    }
+
+    /// After a retryable failure: the next try, or, once the attempts are used up, the
+    /// failure that sends the message to the error queue.
+    fn retry_or_give_up(
+        &self,
+        id: MessageId,
+        attempt_no: u32,
+        reason: String,
+        may_have_arrived: bool,
+    ) -> Attempt {
+        let retry = &self.iface.config.retry;
+        if attempt_no < retry.max_attempts {
+            let wait = backoff(retry, attempt_no);
+            tracing::warn!(
+                interface = %self.iface.name,
+                destination = %self.dest.name,
+                %id,
+                attempt = attempt_no,
+                retry_in_ms = u64::try_from(wait.as_millis()).unwrap_or(u64::MAX),
+                "delivery failed, will retry: {}",
+                crate::chain::masked_delivery_error(&reason)
+            );
+            return Attempt {
+                id,
+                destination: self.dest.name.to_string(),
+                result: DeliveryResult::Retry {
+                    error: reason,
+                    next_at: SystemTime::now() + wait,
+                    may_have_arrived,
+                },
+                error: None,
+            };
+        }
+        self.failed(
+            id,
+            format!("gave up after {attempt_no} attempt(s): {reason}"),
+        )
     }
 
     fn failed(&self, id: MessageId, reason: String) -> Attempt {
@@ -604,6 +626,9 @@ impl Connector {
                 sender.send_parsed(&payload).await.map(|_| ()).map_err(|e| {
                     // The engine retries itself (one attempt per send): name the cause first,
                     // not an attempt count that reads against the engine's own.
+                    // The error queue files it under the message already: its MSH-10
+                    // in the reason would make every message of one problem (a receiver
+                    // refusing the whole feed) a group of its own.
                     let mut reason = match &e {
                         plexus_mllp::SendError::Exhausted {
                             peer,
@@ -611,6 +636,12 @@ impl Connector {
                             last,
                             ..
                         } => format!("{peer}: {}", error_chain(last)),
+                        plexus_mllp::SendError::Rejected { peer, ack, .. } => {
+                            format!("{peer} rejected the message ({})", ack.code())
+                        }
+                        plexus_mllp::SendError::ApplicationError { peer, ack, .. } => {
+                            format!("{peer} returned an error for the message ({})", ack.code())
+                        }
                         _ => error_chain(&e),
                     };
                     // What the receiver said about it, for the operator (masked in views and
@@ -619,7 +650,9 @@ impl Connector {
                         reason.push_str(crate::chain::RECEIVER_WORDS);
                         reason.push_str(&words);
                     }
-                    if e.is_retryable() {
+                    if e.may_have_arrived() {
+                        SendFailure::Unanswered(reason)
+                    } else if e.is_retryable() {
                         SendFailure::Retryable(reason)
                     } else {
                         SendFailure::Permanent(reason)

@@ -502,11 +502,16 @@ pub struct Running {
 /// nothing) knows its predecessor may have been killed, or lost power, after sending
 /// messages it never recorded as sent; it flags them as possible resends before sending
 /// them again.
+///
+/// A new file reads `new` until the journal has been opened once on the folder (see
+/// [`DataDirLock::journal_opened`]); any other state means a journal has lived here, so
+/// one that is missing now was lost, not never made ([`DataDirLock::check_journal`]).
 #[derive(Debug)]
 pub struct DataDirLock {
     file: std::fs::File,
     path: PathBuf,
     unclean_before: bool,
+    journal_before: bool,
 }
 
 impl DataDirLock {
@@ -514,6 +519,36 @@ impl DataDirLock {
     /// (including one from before this release, which recorded nothing).
     pub fn unclean_before(&self) -> bool {
         self.unclean_before
+    }
+
+    /// Refuses to go on when the journal at `journal` is missing from a folder where one
+    /// has been opened before: opening it would make a new, empty journal, and whatever
+    /// the lost one held (messages acknowledged but not yet delivered, the error queue,
+    /// the duplicate window) would be gone without a word. The operator restores the
+    /// journal, or deletes the lock file to start over with an empty one on purpose.
+    pub fn check_journal(&self, journal: &std::path::Path) -> Result<(), BuildError> {
+        if self.journal_before && !journal.exists() {
+            return Err(BuildError::JournalMissing {
+                journal: journal.to_path_buf(),
+                lock: self.path.clone(),
+            });
+        }
+        Ok(())
+    }
+
+    /// Records that the folder's journal now exists (the lock file's `new` becomes
+    /// `stopped`), so that [`DataDirLock::check_journal`] notices if it goes missing.
+    pub fn journal_opened(&mut self) -> Result<(), BuildError> {
+        if self.journal_before {
+            return Ok(());
+        }
+        self.write_state("stopped\n")
+            .map_err(|source| BuildError::Lock {
+                path: self.path.clone(),
+                source,
+            })?;
+        self.journal_before = true;
+        Ok(())
     }
 
     fn write_state(&mut self, state: &str) -> std::io::Result<()> {
@@ -1640,6 +1675,8 @@ impl Engine {
         shutdown: CancellationToken,
     ) -> Result<Running, BuildError> {
         check_can_serve(&self.shared.config)?;
+        // Built, so the journal is open: from now on the folder is known to have one.
+        lock.journal_opened()?;
         if lock.unclean_before() {
             // Before the lanes are set up: a changed split moves deliveries, and the
             // window is each lane as the stopped engine served it.
@@ -2218,15 +2255,19 @@ pub fn lock_data_dir(data_dir: &std::path::Path) -> Result<DataDirLock, BuildErr
         path: path.clone(),
         source,
     })?;
+    let state = &head[..read];
     let mut lock = DataDirLock {
         file,
         path,
-        unclean_before: head[..read].starts_with(b"running") || (existed && read == 0),
+        unclean_before: state.starts_with(b"running") || (existed && read == 0),
+        // `stopped`, `running` and an earlier release's empty file all mean a journal
+        // was opened here; only `new` (and no file at all) mean none was.
+        journal_before: existed && !state.starts_with(b"new"),
     };
     if !existed {
         // No engine has run here; say so, so that a start that fails before its workers
         // run does not leave an empty file that reads as an earlier release's.
-        lock.write_state("stopped\n")
+        lock.write_state("new\n")
             .map_err(|source| BuildError::Lock {
                 path: lock.path.clone(),
                 source,

@@ -90,6 +90,24 @@ pub enum BuildError {
         /// The lock file.
         lock: PathBuf,
     },
+    /// The journal is missing from a data folder where one was opened before.
+    #[error(
+        "the journal {} is missing, but one was opened on this data folder before ({} says so): \
+         starting would make an empty journal and lose what the old one held (messages \
+         acknowledged but not yet delivered, the error queue). Restore {} (with its -wal \
+         file, if there is one) from a backup; or, to start over with an empty journal on \
+         purpose, delete {}",
+        journal.display(),
+        lock.display(),
+        journal.display(),
+        lock.display()
+    )]
+    JournalMissing {
+        /// The journal's path.
+        journal: PathBuf,
+        /// The lock file.
+        lock: PathBuf,
+    },
     /// The data folder's lock file could not be opened or locked.
     #[error("cannot lock the data folder with {}", path.display())]
     Lock {

@@ -533,7 +533,7 @@ impl HttpSender {
         let response = tokio::time::timeout(HTTP_TIMEOUT, self.request(request))
             .await
             .map_err(|_| {
-                SendFailure::Retryable(format!(
+                SendFailure::Unanswered(format!(
                     "{} did not answer within {HTTP_TIMEOUT:?}",
                     self.url
                 ))

@@ -306,6 +306,49 @@ fn the_lock_file_tells_whether_the_last_engine_stopped_cleanly() {
     assert!(unclean(Some("")), "an earlier release's empty file");
 }
 
+/// The lock file remembers that a journal was opened in the folder, so a journal that is
+/// missing later is reported, not replaced: `new` (a folder no journal was opened in)
+/// lets one be made; `stopped`, `running` and an earlier release's empty file do not.
+#[test]
+fn the_lock_file_remembers_that_a_journal_was_opened() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let lock_file = dir.path().join("engine.lock");
+    let journal = dir.path().join("journal.db");
+    let state = || std::fs::read_to_string(&lock_file).expect("lock file");
+
+    let mut lock = plexus_pipeline::lock_data_dir(dir.path()).expect("lock");
+    assert_eq!(state(), "new\n");
+    lock.check_journal(&journal)
+        .expect("a new folder may make its journal");
+    lock.journal_opened().expect("record");
+    assert_eq!(state(), "stopped\n");
+    drop(lock);
+
+    let lock = plexus_pipeline::lock_data_dir(dir.path()).expect("lock");
+    let err = lock
+        .check_journal(&journal)
+        .expect_err("the journal went missing");
+    assert!(
+        matches!(&err, plexus_pipeline::BuildError::JournalMissing { journal: j, .. } if *j == journal),
+        "{err}"
+    );
+    std::fs::write(&journal, b"").expect("journal");
+    lock.check_journal(&journal).expect("present");
+    drop(lock);
+    std::fs::remove_file(&journal).expect("remove");
+
+    for before in ["running (pid 4242)\n", ""] {
+        std::fs::write(&lock_file, before).expect("write");
+        let lock = plexus_pipeline::lock_data_dir(dir.path()).expect("lock");
+        assert!(lock.check_journal(&journal).is_err(), "{before:?}");
+    }
+    std::fs::write(&lock_file, "new\n").expect("write");
+    let lock = plexus_pipeline::lock_data_dir(dir.path()).expect("lock");
+    lock.check_journal(&journal)
+        .expect("nothing was opened here yet");
+    assert!(!lock.unclean_before());
+}
+
 /// An engine that finds its predecessor did not stop cleanly (the lock file still says
 /// `running`, as a `kill -9` leaves it) flags, before sending anything again, the owed
 /// deliveries that predecessor may have sent without recording; a clean stop flags none.
@@ -1705,6 +1748,60 @@ async fn block_holds_the_queue_behind_a_failing_head_and_skip_lets_it_flow() {
         ["O001", "O003", "O004", "O002"],
         "skip: the others pass the failing one"
     );
+}
+
+/// A receiver that refuses the whole feed puts every message in the error queue for one
+/// cause: they form one group, and `--like` any of them takes them all. (Each reason
+/// used to name its message's MSH-10, which made every message a group of its own.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_receiver_refusing_the_whole_feed_is_one_group_of_errors() {
+    use plexus_pipeline::error_groups::{group_errors, open_errors_like};
+    let listener = Listener::bind(any_port(), ListenerConfig::default())
+        .await
+        .expect("bind receiver");
+    let emr = listener.local_addr();
+    let refuse = CancellationToken::new();
+    let handler = handler_fn(|payload: Bytes, _peer: plexus_mllp::PeerInfo| async move {
+        let msg = Message::parse(&payload).ok()?;
+        ack::acknowledge(&msg, Status::Error, None, "RCV", "20260101000000").map(Bytes::from)
+    });
+    tokio::spawn(listener.serve(Arc::new(handler), refuse.clone()));
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = site_with(
+        dir.path(),
+        r#"{ type = "mllp", listen = "127.0.0.1:0" }"#,
+        &format!("destinations = [{{ name = \"emr\", type = \"mllp\", connect = \"{emr}\" }}]"),
+    );
+    let (engine, running, stop) = start_config(config).await;
+    for i in 1..=3 {
+        let (code, _) = send(running.mllp["feed"], &siu(&format!("REF{i}"), "Ready")).await;
+        assert_eq!(code, AckCode::AA);
+    }
+    let open = || {
+        engine
+            .journal()
+            .list_errors(&ErrorFilter::default(), 100)
+            .expect("list")
+    };
+    eventually("all three refused", || open().len() == 3).await;
+    let errors = open();
+    for e in &errors {
+        assert_eq!(e.kind, ErrorKind::Destination);
+        assert!(
+            e.reason.contains("returned an error for the message (AE)")
+                && !e.reason.contains("REF"),
+            "{}",
+            e.reason
+        );
+    }
+    let groups = group_errors(&errors);
+    assert_eq!(groups.len(), 1, "{groups:?}");
+    assert_eq!(groups[0].ids.len(), 3);
+    let (_, like) = open_errors_like(engine.journal().as_ref(), errors[1].message).expect("like");
+    assert_eq!(like.len(), 3);
+    stop.cancel();
+    running.wait().await;
+    refuse.cancel();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
