@@ -702,7 +702,9 @@ async fn replay_like(
             }
             // Closed, or being replayed, by someone else meanwhile.
             Err(
-                e @ (crate::OpError::NothingToReplay { .. } | crate::OpError::ReplayInProgress(_)),
+                e @ (crate::OpError::NothingToReplay { .. }
+                | crate::OpError::ReplayInProgress(_)
+                | crate::OpError::NotKept(_)),
             ) => {
                 skipped += 1;
                 json!({"result": "skipped", "reason": e.to_string()})

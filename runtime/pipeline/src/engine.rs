@@ -64,6 +64,9 @@ pub(crate) struct Shared {
     /// up at shutdown, a send cut off unanswered, a task that failed): the stop does not
     /// count as clean (see [`DataDirLock`]).
     pub unrecorded_results: Arc<std::sync::atomic::AtomicBool>,
+    /// Set while the journal refuses commits (disk full, a damaged file): every message
+    /// is refused then, and `/readyz` says so. The next message it takes clears it.
+    pub journal_failing: std::sync::atomic::AtomicBool,
 }
 
 impl std::fmt::Debug for Shared {
@@ -705,6 +708,7 @@ impl Engine {
                 replaying: std::sync::Mutex::default(),
                 stored_inspections: std::sync::Mutex::default(),
                 unrecorded_results: Arc::default(),
+                journal_failing: std::sync::atomic::AtomicBool::new(false),
             }),
         })
     }
@@ -1823,6 +1827,13 @@ impl Engine {
                 id,
                 state: replay_state(&record),
             });
+        }
+        if record
+            .errors
+            .iter()
+            .any(|e| e.resolution.is_none() && e.stage == crate::ingest::NOT_KEPT_STAGE)
+        {
+            return Err(OpError::NotKept(id));
         }
         self.reprocess(
             id,

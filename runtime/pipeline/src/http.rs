@@ -328,6 +328,16 @@ async fn metrics(shared: Arc<Shared>) -> Response {
 }
 
 async fn readyz(shared: Arc<Shared>) -> Response {
+    if shared
+        .journal_failing
+        .load(std::sync::atomic::Ordering::Relaxed)
+    {
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "journal commits are failing: messages are refused until one succeeds (the log says why)\n",
+        )
+            .into_response();
+    }
     let journal = shared.journal.clone();
     match tokio::task::spawn_blocking(move || journal.error_stats(None)).await {
         Ok(Ok(_)) => (StatusCode::OK, "ready\n").into_response(),

@@ -3,6 +3,7 @@
 //! Only after that commit may the source acknowledge it.
 
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
@@ -106,6 +107,10 @@ fn acknowledgement_filtered() -> Verdict {
 
 /// The stage name intake's own verdicts carry.
 const INTAKE: &str = "intake";
+
+/// The stage of the error filed for a message too large to keep: only its first segment
+/// is journaled, so it cannot be replayed (the sender must send it again).
+pub(crate) const NOT_KEPT_STAGE: &str = "receive";
 
 /// Why intake filters an acknowledgement.
 const ACK_FILTERED: &str = "an acknowledgement received on a source is journaled, not forwarded";
@@ -376,6 +381,12 @@ pub(crate) async fn accept(
     }) = &accepted
     {
         iface.wake_lanes(*id, order_key);
+    }
+    // Whether the journal takes commits, for `/readyz`. The load first: the flag is
+    // shared by every connection, and a store on each message would bounce its line.
+    let failing = matches!(accepted, Err(NotAccepted::Journal(_)));
+    if shared.journal_failing.load(Ordering::Relaxed) != failing {
+        shared.journal_failing.store(failing, Ordering::Relaxed);
     }
     match &accepted {
         Ok(Accepted::Processed {

@@ -111,14 +111,15 @@ impl Handler for MllpHandler {
             source_kind: SourceKind::Mllp,
             source_peer: Some(peer.addr.to_string()),
             received_at: SystemTime::now(),
-            control_id: None,
+            // The id the AR echoes, so the operator finds the message by it.
+            control_id: ack::recovered_control_id(&frame.head),
             message_type: None,
             raw: frame.head.to_vec(),
         };
         let processing = Processing {
             error: Some(ErrorReport {
                 message: MessageId(0),
-                stage: "receive".to_owned(),
+                stage: crate::ingest::NOT_KEPT_STAGE.to_owned(),
                 kind: ErrorKind::Parse,
                 reason: reason.clone(),
                 path: None,

@@ -1002,6 +1002,45 @@ async fn http_source_answers_with_an_ack_and_status_and_health_endpoints_work() 
 }
 
 /// A minimal HTTP/1.1 exchange (Connection: close), enough for these checks.
+/// While the journal refuses commits (here a trigger stands in for a full disk or a
+/// damaged file), every message is refused and `/readyz` says the engine is not ready;
+/// the first commit that succeeds makes it ready again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readyz_is_not_ready_while_the_journal_refuses_commits() {
+    let site = Site::new();
+    let emr = Receiver::start("127.0.0.1:0".parse().expect("addr")).await;
+    let (engine, running, stop) = start(&site, emr.addr, "").await;
+    let http = running.http;
+    let side = rusqlite::Connection::open(plexus_pipeline::journal_path(engine.config()))
+        .expect("open the journal beside the engine");
+    side.busy_timeout(Duration::from_secs(5))
+        .expect("busy timeout");
+    side.execute_batch(
+        "CREATE TRIGGER refuse BEFORE INSERT ON messages
+         BEGIN SELECT RAISE(ABORT, 'refused for the test'); END;",
+    )
+    .expect("trigger");
+    let (code, _) = send(running.mllp["scheduling"], &siu("R001", "Arrived")).await;
+    assert_eq!(code, AckCode::AR, "not stored, so not accepted");
+    let (status, body) = http_request(http, "GET", "/readyz", b"").await;
+    assert_eq!(status, 503);
+    assert!(
+        String::from_utf8_lossy(&body).contains("journal commits are failing"),
+        "{}",
+        String::from_utf8_lossy(&body)
+    );
+
+    side.execute_batch("DROP TRIGGER refuse")
+        .expect("drop trigger");
+    let (code, _) = send(running.mllp["scheduling"], &siu("R002", "Arrived")).await;
+    assert_eq!(code, AckCode::AA);
+    let (status, _) = http_request(http, "GET", "/readyz", b"").await;
+    assert_eq!(status, 200);
+    drop(side);
+    stop.cancel();
+    running.wait().await;
+}
+
 async fn http_request(addr: SocketAddr, method: &str, path: &str, body: &[u8]) -> (u16, Vec<u8>) {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let mut tcp = tokio::net::TcpStream::connect(addr).await.expect("connect");
@@ -1748,6 +1787,76 @@ async fn block_holds_the_queue_behind_a_failing_head_and_skip_lets_it_flow() {
         ["O001", "O003", "O004", "O002"],
         "skip: the others pass the failing one"
     );
+}
+
+/// A frame over the source's limit is refused (AR) and only its first segment is kept,
+/// under the MSH-10 its AR echoed; a replay is refused, since it would send that stub on
+/// as if it were the message.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_message_too_large_to_keep_is_found_by_its_id_and_never_replayed() {
+    let listener = Listener::bind(any_port(), ListenerConfig::default())
+        .await
+        .expect("bind receiver");
+    let emr = listener.local_addr();
+    let got = Arc::new(Mutex::new(0_usize));
+    let seen = got.clone();
+    let handler = handler_fn(move |payload: Bytes, _peer: plexus_mllp::PeerInfo| {
+        let seen = seen.clone();
+        async move {
+            *seen.lock().expect("lock") += 1;
+            let msg = Message::parse(&payload).ok()?;
+            ack::acknowledge(&msg, Status::Accepted, None, "RCV", "20260101000000").map(Bytes::from)
+        }
+    });
+    let receiver = CancellationToken::new();
+    tokio::spawn(listener.serve(Arc::new(handler), receiver.clone()));
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = site_with(
+        dir.path(),
+        r#"{ type = "mllp", listen = "127.0.0.1:0", max_frame = "1KiB" }"#,
+        &format!("destinations = [{{ name = \"emr\", type = \"mllp\", connect = \"{emr}\" }}]"),
+    );
+    let (engine, running, stop) = start_config(config).await;
+    let mut big = siu("BIG1", "Ready");
+    big.extend_from_slice(format!("NTE|1||{}\r", "X".repeat(2000)).as_bytes());
+    let (code, ack) = send(running.mllp["feed"], &big).await;
+    assert_eq!(code, AckCode::AR);
+    assert!(String::from_utf8_lossy(&ack).contains("MSA|AR|BIG1"));
+
+    let errors = engine
+        .journal()
+        .list_errors(&ErrorFilter::default(), 10)
+        .expect("list");
+    assert_eq!(errors.len(), 1, "{errors:?}");
+    assert_eq!(
+        errors[0].control_id.as_deref(),
+        Some("BIG1"),
+        "found by its id"
+    );
+    let id = errors[0].message;
+    let err = engine
+        .replay(id, "sent again", "ops")
+        .await
+        .expect_err("a stub is not the message");
+    assert!(
+        matches!(err, plexus_pipeline::OpError::NotKept(m) if m == id),
+        "{err}"
+    );
+    assert!(err.to_string().contains("send it again"), "{err}");
+    let record = engine.journal().show(id).expect("show");
+    assert!(record.deliveries.is_empty(), "nothing queued");
+    assert!(record.errors[0].resolution.is_none(), "still open");
+    // A normal message still flows, and only it reaches the receiver.
+    let (code, _) = send(running.mllp["feed"], &siu("SMALL1", "Ready")).await;
+    assert_eq!(code, AckCode::AA);
+    eventually("the small one delivered", || {
+        *got.lock().expect("lock") == 1
+    })
+    .await;
+    stop.cancel();
+    running.wait().await;
+    receiver.cancel();
+    assert_eq!(*got.lock().expect("lock"), 1, "the stub never went out");
 }
 
 /// A receiver that refuses the whole feed puts every message in the error queue for one
