@@ -66,6 +66,16 @@ type Progress = std::collections::HashMap<PathBuf, (Version, usize, u32)>;
 /// A file's length and modification time, as read.
 type Version = (u64, Option<SystemTime>);
 
+/// What reading a drop file gave.
+enum Read {
+    /// Its bytes, and its version while they were read.
+    Whole(Vec<u8>, Version),
+    /// It changed while it was read.
+    Changed,
+    /// Over [`MAX_FILE`].
+    TooLarge,
+}
+
 async fn take(
     shared: &Arc<Shared>,
     iface: &Arc<Iface>,
@@ -79,21 +89,29 @@ async fn take(
         .unwrap_or_default();
     let read = {
         let path = path.clone();
-        tokio::task::spawn_blocking(move || -> std::io::Result<Option<(Vec<u8>, Version)>> {
-            let meta = std::fs::metadata(&path)?;
-            if meta.len() > MAX_FILE {
-                return Ok(None);
+        tokio::task::spawn_blocking(move || -> std::io::Result<Read> {
+            let version = version_of(&path)?;
+            if version.0 > MAX_FILE {
+                return Ok(Read::TooLarge);
             }
-            let version = (meta.len(), meta.modified().ok());
-            crate::assets::read_bounded(&path).map(|bytes| Some((bytes, version)))
+            let bytes = crate::assets::read_bounded(&path)?;
+            // Written to while it was read: a producer still at work.
+            if bytes.len() as u64 != version.0 || version_of(&path)? != version {
+                return Ok(Read::Changed);
+            }
+            Ok(Read::Whole(bytes, version))
         })
         .await
     };
     let (bytes, version) = match read {
-        Ok(Ok(Some(read))) => read,
-        Ok(Ok(None)) => {
+        Ok(Ok(Read::Whole(bytes, version))) => (bytes, version),
+        Ok(Ok(Read::Changed)) => {
+            tracing::info!(interface = %iface.name, file = %name, "the file changed while it was read; taken once it stops changing");
+            return;
+        }
+        Ok(Ok(Read::TooLarge)) => {
             match move_to(dir, "rejected", &path, &name).await {
-                Ok(()) => {
+                Ok(_) => {
                     tracing::warn!(interface = %iface.name, file = %name, limit = MAX_FILE, "file too large; moved to rejected/")
                 }
                 Err(err) => {
@@ -139,8 +157,23 @@ async fn take(
     }
     if stored == total {
         match move_to(dir, "processed", &path, &name).await {
-            Ok(()) => {
+            Ok(moved) => {
                 progress.remove(&path);
+                // A producer that paused longer than the settle time and then wrote on
+                // (into the file, now in processed/): what was journaled is cut short.
+                let now = tokio::task::spawn_blocking(move || version_of(&moved))
+                    .await
+                    .ok()
+                    .and_then(Result::ok);
+                if now.is_some_and(|now| now != version) {
+                    tracing::error!(
+                        interface = %iface.name,
+                        file = %name,
+                        read = version.0,
+                        now = now.map_or(0, |v| v.0),
+                        "the file was written to after it was read and moved to processed/: the message(s) journaled from it may be cut short; check them (the source names the file) and have the producer write elsewhere and rename the file in"
+                    );
+                }
             }
             Err(err) => {
                 let failures = move_failures.saturating_add(1);
@@ -200,8 +233,8 @@ fn starts_with_msh(bytes: &[u8]) -> bool {
 /// Moves `path` into `dir/sub/` under its own name, or `NAME.1`, `NAME.2`, ... when a file
 /// of that name is there already (producers often reuse one name), then syncs both
 /// folders so the move survives a power cut: otherwise the file could come back and be
-/// taken again.
-async fn move_to(dir: &Path, sub: &str, path: &Path, name: &str) -> std::io::Result<()> {
+/// taken again. Returns where the file went.
+async fn move_to(dir: &Path, sub: &str, path: &Path, name: &str) -> std::io::Result<PathBuf> {
     let target_dir = dir.join(sub);
     let (from, dir, name, sub) = (
         path.to_path_buf(),
@@ -228,10 +261,16 @@ async fn move_to(dir: &Path, sub: &str, path: &Path, name: &str) -> std::io::Res
                 tracing::warn!(folder = %folder.display(), "moved a drop file, but cannot sync the folder: {e}");
             }
         }
-        Ok(())
+        Ok(target)
     })
     .await
     .map_err(std::io::Error::other)?
+}
+
+/// A file's length and modification time now.
+fn version_of(path: &Path) -> std::io::Result<Version> {
+    let meta = std::fs::metadata(path)?;
+    Ok((meta.len(), meta.modified().ok()))
 }
 
 /// Files in `dir` matching `pattern`, unchanged for `settle`, oldest name first.
