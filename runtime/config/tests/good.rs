@@ -311,6 +311,40 @@ fn demo_table_covers_the_front_desk_words() {
             .to_lowercase();
         assert!(keys.contains(&folded), "{word:?} is not in the demo table");
     }
+    // A sender that already sends HL7 table 0278 codes (the corpus's SIU^S16 sends `Dc`,
+    // its SIU^S26 `Noshow`) passes: every code maps to itself.
+    let values: Vec<&str> = DEMO_VISIT_STATUS_CSV
+        .lines()
+        .skip(1)
+        .filter_map(|line| line.rsplit_once(','))
+        .map(|(_, value)| value)
+        .collect();
+    for code in [
+        "Pending",
+        "Waitlist",
+        "Booked",
+        "Started",
+        "Complete",
+        "Cancelled",
+        "Dc",
+        "Deleted",
+        "Blocked",
+        "Overbook",
+        "Noshow",
+    ] {
+        assert!(
+            values.contains(&code),
+            "{code} is no value of the demo table"
+        );
+        assert!(
+            keys.contains(&code.to_lowercase()),
+            "{code} is not a key of the demo table"
+        );
+    }
+    assert!(
+        keys.contains(&"discontinued".to_owned()),
+        "what `Dc` stands for"
+    );
 }
 
 #[test]

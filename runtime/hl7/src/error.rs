@@ -29,7 +29,7 @@ pub enum ParseError {
     },
     /// The input starts with a batch header (FHS/BHS): read it with `Batch::parse`.
     #[error(
-        "the input is a batch (it starts with FHS or BHS), not one message: send its messages one per MLLP frame (or read it with Batch::parse)"
+        "the input is a batch (it starts with FHS or BHS), not one message: over MLLP, send its messages one per frame; a batch file dropped in a folder is split into its messages when it is well formed, so fix the file and drop it in again"
     )]
     BatchGiven,
     /// A second `MSH` appeared: the input holds more than one message.
@@ -52,7 +52,7 @@ pub enum ParseError {
     },
     /// Bytes that are not valid in the declared character set.
     #[error(
-        "byte {offset} is not valid {charset} text (if the sender uses Latin-1, it must say 8859/1 in MSH-18)"
+        "byte {offset} is not valid {charset} text (a sender that uses Latin-1 must say 8859/1 in MSH-18, or the receiving interface must read its messages so: `charset = \"8859/1\"`)"
     )]
     InvalidText {
         /// The declared charset.

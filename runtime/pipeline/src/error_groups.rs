@@ -60,7 +60,32 @@ fn key(e: &ErrorEntry) -> Key<'_> {
         .chars()
         .map(|c| if c.is_control() { ' ' } else { c })
         .collect();
-    (e.interface.as_str(), e.kind, e.stage.as_str(), reason)
+    (
+        e.interface.as_str(),
+        e.kind,
+        e.stage.as_str(),
+        without_offsets(&reason),
+    )
+}
+
+/// `reason` with each `byte N` (where in the message a parse error sits) as `byte N`
+/// literally: a sender that switched to Latin-1 fails every message at the first accented
+/// name, at a different byte in each, and that is one problem.
+fn without_offsets(reason: &str) -> String {
+    const BYTE: &str = "byte ";
+    let mut out = String::with_capacity(reason.len());
+    let mut rest = reason;
+    while let Some(at) = rest.find(BYTE) {
+        let after = &rest[at + BYTE.len()..];
+        let digits = after.len() - after.trim_start_matches(|c: char| c.is_ascii_digit()).len();
+        out.push_str(&rest[..at + BYTE.len()]);
+        if digits > 0 {
+            out.push('N');
+        }
+        rest = &after[digits..];
+    }
+    out.push_str(rest);
+    out
 }
 
 /// Whether `a` and `b` are the same problem (they would share a group).
@@ -151,4 +176,56 @@ pub fn open_errors_like(
         .map(|e| e.message)
         .collect();
     Ok((model, ids))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse_error(id: i64, reason: &str) -> ErrorEntry {
+        ErrorEntry {
+            message: MessageId(id),
+            interface: "adt".to_owned(),
+            control_id: Some(format!("C{id}")),
+            message_type: None,
+            stage: "parse".to_owned(),
+            kind: ErrorKind::Parse,
+            reason: reason.to_owned(),
+            path: None,
+            first_seen: SystemTime::UNIX_EPOCH,
+            last_seen: SystemTime::UNIX_EPOCH,
+            occurrences: 1,
+            replays: 0,
+            resolution: None,
+        }
+    }
+
+    #[test]
+    fn where_in_the_message_a_parse_error_sits_does_not_split_its_group() {
+        let latin1 = |id, byte| {
+            parse_error(
+                id,
+                &format!("byte {byte} is not valid UTF-8 text (a sender that uses Latin-1 ...)"),
+            )
+        };
+        let groups = group_errors(&[
+            latin1(1, 108),
+            latin1(2, 120),
+            parse_error(
+                3,
+                "segment 2 (byte 40) does not start with a three-character segment name",
+            ),
+        ]);
+        assert_eq!(groups.len(), 2, "{groups:?}");
+        assert_eq!(groups[0].ids, [1, 2]);
+        assert_eq!(
+            groups[0].reason,
+            "byte N is not valid UTF-8 text (a sender that uses Latin-1 ...)"
+        );
+        assert_eq!(
+            without_offsets("no offsets, bytes 12"),
+            "no offsets, bytes 12"
+        );
+        assert_eq!(without_offsets("byte 7, byte x"), "byte N, byte x");
+    }
 }

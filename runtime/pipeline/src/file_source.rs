@@ -129,7 +129,11 @@ async fn take(
             return;
         }
     };
-    let messages = split(&bytes);
+    let messages = split(&bytes).unwrap_or_else(|err| {
+        // Taken whole, to the error queue; the log says what is wrong with the batch.
+        tracing::warn!(interface = %iface.name, file = %name, "the file is not a well-formed batch ({err}); it is journaled whole and lands in the error queue: fix it and drop it in again");
+        vec![Bytes::copy_from_slice(&bytes)]
+    });
     let total = messages.len();
     if total == 0 {
         tracing::info!(interface = %iface.name, file = %name, "batch file holds no message");
@@ -199,14 +203,16 @@ async fn take(
 /// The messages a file holds. A batch file (`FHS`/`BHS` envelope, or several messages one
 /// after another) gives one message per `MSH`, envelope left out; a file holding one
 /// message, or one that is not a well-formed batch, is taken whole (a bad one then lands
-/// in the error queue as received). An envelope with no message gives nothing.
-fn split(bytes: &[u8]) -> Vec<Bytes> {
+/// in the error queue as received). An envelope with no message gives nothing. `Err`
+/// says why a file that starts as a batch (FHS or BHS) is not a well-formed one.
+fn split(bytes: &[u8]) -> Result<Vec<Bytes>, plexus_hl7::BatchError> {
     match plexus_hl7::Batch::parse(bytes) {
-        Ok(batch) if batch.len() == 1 && starts_with_msh(bytes) && is_all(&batch, bytes) => {
-            vec![Bytes::copy_from_slice(bytes)]
+        Ok(batch) if batch.len() == 1 && starts_with(bytes, b"MSH") && is_all(&batch, bytes) => {
+            Ok(vec![Bytes::copy_from_slice(bytes)])
         }
-        Ok(batch) => batch.raw_messages().map(Bytes::copy_from_slice).collect(),
-        Err(_) => vec![Bytes::copy_from_slice(bytes)],
+        Ok(batch) => Ok(batch.raw_messages().map(Bytes::copy_from_slice).collect()),
+        Err(err) if starts_with(bytes, b"FHS") || starts_with(bytes, b"BHS") => Err(err),
+        Err(_) => Ok(vec![Bytes::copy_from_slice(bytes)]),
     }
 }
 
@@ -221,13 +227,13 @@ fn is_all(batch: &plexus_hl7::Batch<'_>, bytes: &[u8]) -> bool {
     })
 }
 
-/// Whether the first segment (after a byte-order mark or blank lines) is `MSH`.
-fn starts_with_msh(bytes: &[u8]) -> bool {
+/// Whether the first segment (after a byte-order mark or blank lines) is `name`.
+fn starts_with(bytes: &[u8], name: &[u8]) -> bool {
     let bytes = bytes.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(bytes);
     bytes
         .iter()
         .position(|c| !c.is_ascii_whitespace())
-        .is_some_and(|at| bytes[at..].starts_with(b"MSH"))
+        .is_some_and(|at| bytes[at..].starts_with(name))
 }
 
 /// Moves `path` into `dir/sub/` under its own name, or `NAME.1`, `NAME.2`, ... when a file

@@ -65,7 +65,13 @@ pub(crate) async fn start(
     let name = iface.name.clone();
     tasks.spawn(async move {
         let summary = listener.serve(handler, shutdown).await;
-        tracing::info!(interface = %name, ?summary, "MLLP source stopped");
+        tracing::info!(
+            interface = %name,
+            connections_served = summary.served,
+            connections_refused = summary.refused,
+            connections_cut_at_the_drain_deadline = summary.aborted,
+            "MLLP source stopped"
+        );
     });
     Ok(addr)
 }
