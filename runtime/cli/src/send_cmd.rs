@@ -6,9 +6,11 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::Context;
+use std::time::Duration;
+
 use plexus_hl7::Message;
-use plexus_hl7::ack::AckCode;
-use plexus_mllp::{SendError, Sender, SenderConfig};
+use plexus_hl7::ack::{AckCode, AckMode, Condition};
+use plexus_mllp::{AttemptError, SendError, Sender, SenderConfig};
 
 #[derive(Debug, clap::Args)]
 pub struct SendArgs {
@@ -18,7 +20,8 @@ pub struct SendArgs {
     /// Where to send: an MLLP listener.
     #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:2575")]
     to: SocketAddr,
-    /// Seconds to wait for each ACK.
+    /// Seconds to wait for each ACK. A message whose MSH-15 asks for an answer only on
+    /// an error (`ER`), only on success (`SU`) or never (`NE`) waits 2 s at most.
     #[arg(long, value_name = "SECS", default_value_t = 30)]
     ack_timeout: u64,
     /// What an empty MSH-18 means in the files and the ACKs, as an interface's `charset`
@@ -27,28 +30,78 @@ pub struct SendArgs {
     charset: Option<plexus_hl7::Charset>,
 }
 
+/// How long to wait for an answer MSH-15 says may not come (`NE`, `ER`, `SU`): a
+/// receiver answers at once when it answers at all.
+const UNASKED_WAIT: Duration = Duration::from_secs(2);
+
 pub fn send(args: &SendArgs) -> anyhow::Result<ExitCode> {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .context("starting the async runtime")?;
-    let mut sender = Sender::new(
-        args.to.to_string(),
-        SenderConfig {
-            attempts: 1,
-            ack_timeout: std::time::Duration::from_secs(args.ack_timeout),
-            charset: args.charset.unwrap_or(plexus_hl7::Charset::Ascii),
-            ..SenderConfig::default()
-        },
-    );
+    let charset = args.charset.unwrap_or(plexus_hl7::Charset::Ascii);
+    let sender_with = |ack_timeout| {
+        Sender::new(
+            args.to.to_string(),
+            SenderConfig {
+                attempts: 1,
+                ack_timeout,
+                charset,
+                ..SenderConfig::default()
+            },
+        )
+    };
+    let ack_timeout = Duration::from_secs(args.ack_timeout);
+    let mut sender = sender_with(ack_timeout);
+    // For messages that ask for an answer only sometimes (or never): a shorter wait.
+    let unasked_wait = ack_timeout.min(UNASKED_WAIT);
+    let mut unasked = sender_with(unasked_wait);
     let mut refused = 0;
     for file in &args.files {
         let label = crate::input_label(file);
         let bytes = crate::read_input(file)?;
-        let (ack, accepted) = match runtime.block_on(sender.send(&bytes)) {
+        let asked =
+            Message::parse_with_charset(&bytes, charset)
+                .ok()
+                .map_or(Condition::Always, |m| match AckMode::of(&m) {
+                    AckMode::Original => Condition::Always,
+                    AckMode::Enhanced { accept, .. } => accept,
+                });
+        let sending = match asked {
+            Condition::Always => &mut sender,
+            _ => &mut unasked,
+        };
+        let (ack, accepted) = match runtime.block_on(sending.send(&bytes)) {
             Ok(delivery) => (delivery.ack, true),
             Err(SendError::Rejected { ack, .. } | SendError::ApplicationError { ack, .. }) => {
                 (ack, false)
+            }
+            Err(SendError::Exhausted {
+                last: AttemptError::AckTimeout,
+                ..
+            }) if asked != Condition::Always => {
+                let secs = unasked_wait.as_secs_f64();
+                if asked == Condition::OnSuccess {
+                    println!(
+                        "{label}: no answer within {secs} s; MSH-15 is SU (answer only when accepted), so it was not accepted"
+                    );
+                    refused += 1;
+                } else {
+                    let code = if asked == Condition::Never {
+                        "NE"
+                    } else {
+                        "ER"
+                    };
+                    println!(
+                        "{label}: sent; MSH-15 is {code} ({}), and no answer came within {secs} s",
+                        if asked == Condition::Never {
+                            "never answer"
+                        } else {
+                            "answer only on an error"
+                        }
+                    );
+                }
+                continue;
             }
             Err(other) => {
                 // `{:#}` prints the error with its causes on one line.
@@ -57,11 +110,7 @@ pub fn send(args: &SendArgs) -> anyhow::Result<ExitCode> {
                 continue;
             }
         };
-        let msg = Message::parse_with_charset(
-            ack.bytes(),
-            args.charset.unwrap_or(plexus_hl7::Charset::Ascii),
-        )
-        .ok();
+        let msg = Message::parse_with_charset(ack.bytes(), charset).ok();
         let get = |path: &str| {
             msg.as_ref()
                 .and_then(|m| m.get(path).ok().flatten())

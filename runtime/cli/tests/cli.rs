@@ -1358,6 +1358,71 @@ fn send_and_parse_take_a_charset_for_senders_that_leave_msh_18_empty() {
     assert!(got.contains(&0xdc), "sent as it is, in Latin-1");
 }
 
+/// A message whose MSH-15 asks for no answer (`NE`), or for one only on an error (`ER`),
+/// is not reported as failed when no answer comes, and `send` waits only briefly for it;
+/// one that asks for an answer only on success (`SU`) and gets none was not accepted.
+#[test]
+fn send_does_not_wait_out_the_ack_timeout_for_messages_that_ask_for_no_answer() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let write = |name: &str, id: &str, msh15: &str| {
+        let path = dir.path().join(name);
+        let msg = format!("MSH|^~\\&|A|B|C|D|2026||ADT^A08|{id}|P|2.5|||{msh15}|AL\rPID|1||X\r");
+        std::fs::write(&path, msg).expect("write");
+        path
+    };
+    let never = write("ne.hl7", "NE1", "NE");
+    let on_error = write("er.hl7", "ER1", "ER");
+    let always = write("al.hl7", "AL1", "");
+    let on_success = write("su.hl7", "SU1", "SU");
+    // Answers only messages that ask for an answer whatever happens (MSH-15 empty or AL).
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    std::thread::spawn(move || {
+        for conn in listener.incoming() {
+            let Ok(mut conn) = conn else { continue };
+            std::thread::spawn(move || {
+                let mut got = Vec::new();
+                let mut byte = [0u8; 1];
+                // Until the sender closes the connection (after a wait that timed out).
+                while matches!(conn.read(&mut byte), Ok(1)) {
+                    got.push(byte[0]);
+                    if !got.ends_with(&[0x1c, 0x0d]) {
+                        continue;
+                    }
+                    let text = String::from_utf8_lossy(&std::mem::take(&mut got)).into_owned();
+                    if text.contains("|AL1|") {
+                        let ack = b"MSH|^~\\&|C|D|A|B|2026||ACK^A08|R1|P|2.5\rMSA|CA|AL1\r";
+                        conn.write_all(&frame(ack)).expect("ack");
+                    }
+                }
+            });
+        }
+    });
+    let quiet = plexus()
+        .args(["send", "--ack-timeout", "60", "--to", &addr.to_string()])
+        .args([&never, &on_error, &always])
+        .output()
+        .expect("runs");
+    let out = String::from_utf8_lossy(&quiet.stdout);
+    assert!(quiet.status.success(), "{quiet:?}");
+    assert!(
+        out.contains("ne.hl7: sent; MSH-15 is NE (never answer), and no answer came within 2 s"),
+        "{out}"
+    );
+    assert!(out.contains("er.hl7: sent; MSH-15 is ER"), "{out}");
+    assert!(out.contains("al.hl7: CA for AL1"), "{out}");
+    let unanswered = plexus()
+        .args(["send", "--ack-timeout", "60", "--to", &addr.to_string()])
+        .arg(&on_success)
+        .output()
+        .expect("runs");
+    assert!(!unanswered.status.success(), "{unanswered:?}");
+    assert!(
+        String::from_utf8_lossy(&unanswered.stdout).contains("MSH-15 is SU"),
+        "{unanswered:?}"
+    );
+}
+
 #[test]
 fn a_second_run_on_the_same_data_folder_is_refused() {
     let dir = tempfile::tempdir().expect("tempdir");
