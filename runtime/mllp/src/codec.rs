@@ -141,6 +141,8 @@ pub struct MllpCodec {
     junk_pending_text: bool,
     /// Junk bytes skipped over the codec's lifetime.
     junk_total: u64,
+    /// Of those, the bytes of runs that held more than whitespace, once each run ended.
+    junk_text_total: u64,
     /// See [`MllpCodec::wait_for_trailer`].
     wait_for_trailer: bool,
     /// Frames taken without their start block (see [`MllpCodec::unframed_frames`]).
@@ -167,6 +169,7 @@ impl MllpCodec {
             junk_pending: 0,
             junk_pending_text: false,
             junk_total: 0,
+            junk_text_total: 0,
             wait_for_trailer: false,
             unframed: 0,
             candidate_end: None,
@@ -288,6 +291,13 @@ impl MllpCodec {
         self.junk_total
     }
 
+    /// Of [`MllpCodec::skipped_bytes`], those in runs of junk that held more than
+    /// whitespace (a stray line break between frames is common and harmless), counted
+    /// once each run has ended (at the next start block, or the end of the stream).
+    pub fn skipped_text_bytes(&self) -> u64 {
+        self.junk_text_total
+    }
+
     fn skip_junk(&mut self, junk: &[u8]) {
         if !self.junk_pending_text {
             self.junk_pending_text = junk.iter().any(|c| !c.is_ascii_whitespace());
@@ -331,6 +341,7 @@ impl MllpCodec {
         // nothing answers it and the operator must learn that a sender is not framing;
         // stray line breaks between frames are common and harmless.
         if std::mem::take(&mut self.junk_pending_text) {
+            self.junk_text_total += skipped;
             tracing::warn!(
                 skipped,
                 "skipped bytes outside MLLP frames (is the sender framing with 0x0B ... 0x1C 0x0D?)"

@@ -18,6 +18,8 @@ pub(crate) struct FrameIo<S> {
     io: S,
     buf: BytesMut,
     codec: MllpCodec,
+    /// What [`FrameIo::take_skipped`] has reported.
+    skipped_reported: u64,
 }
 
 impl<S: AsyncRead + AsyncWrite + Unpin> FrameIo<S> {
@@ -26,6 +28,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> FrameIo<S> {
             io,
             buf: BytesMut::with_capacity(READ_CHUNK),
             codec: MllpCodec::new(max_frame),
+            skipped_reported: 0,
         }
     }
 
@@ -72,6 +75,15 @@ impl<S: AsyncRead + AsyncWrite + Unpin> FrameIo<S> {
     }
 
     /// Whether a frame is partly received.
+    /// Bytes skipped outside frames (in runs with more than whitespace) since the last
+    /// call.
+    pub(crate) fn take_skipped(&mut self) -> u64 {
+        let total = self.codec.skipped_text_bytes();
+        let new = total - self.skipped_reported;
+        self.skipped_reported = total;
+        new
+    }
+
     pub(crate) fn in_frame(&self) -> bool {
         self.codec.in_frame()
     }

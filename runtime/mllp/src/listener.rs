@@ -111,6 +111,14 @@ pub trait Handler: Send + Sync + 'static {
         let _ = (frame, peer);
         std::future::ready(None)
     }
+
+    /// Told how many bytes the connection skipped outside frames since the last call (see
+    /// the crate docs: junk, or the rest of a message after an early end block). Such
+    /// bytes are not handled or answered; this lets an engine count them. Called before
+    /// the next frame is handled and when the connection ends. The default does nothing.
+    fn on_skipped(&self, bytes: u64, peer: &PeerInfo) {
+        let _ = (bytes, peer);
+    }
 }
 
 /// A [`Handler`] made from a closure; see [`handler_fn`].
@@ -419,6 +427,10 @@ where
 {
     let mut conn = FrameIo::new(io, config.max_frame).waiting_for_trailers();
     let result = read_loop(&mut conn, peer, handler, config, shutdown).await;
+    let skipped = conn.take_skipped();
+    if skipped > 0 {
+        handler.on_skipped(skipped, peer);
+    }
     // Bounded, because a peer that stopped reading could block the TLS close_notify.
     let _ = timeout(config.write_timeout, conn.shutdown()).await;
     result
@@ -448,6 +460,10 @@ where
         match next {
             Some(frame) => {
                 frame_deadline = None;
+                let skipped = conn.take_skipped();
+                if skipped > 0 {
+                    handler.on_skipped(skipped, peer);
+                }
                 answer(conn, frame, peer, handler, config, &mut watchdog).await?;
                 idle_deadline = Instant::now() + config.idle_timeout;
                 continue;

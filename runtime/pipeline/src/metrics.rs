@@ -33,6 +33,8 @@ const ERROR_KINDS: &[ErrorKind] = ErrorKind::ALL;
 #[derive(Debug, Default)]
 pub(crate) struct IfaceMetrics {
     received: AtomicU64,
+    /// Bytes an MLLP source skipped outside frames (not framed, or after an early 0x1C).
+    outside_frames: AtomicU64,
     filtered: AtomicU64,
     acks: [AtomicU64; 6],
     errored: [AtomicU64; ErrorKind::ALL.len()],
@@ -93,6 +95,10 @@ impl IfaceMetrics {
 
     pub(crate) fn received(&self) {
         self.received.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub(crate) fn outside_frames(&self, bytes: u64) {
+        self.outside_frames.fetch_add(bytes, Ordering::Relaxed);
     }
 
     pub(crate) fn filtered(&self) {
@@ -231,6 +237,19 @@ pub(crate) fn render<'a>(
             out,
             "plexus_messages_received_total{{interface=\"{i}\"}} {}",
             v(&m.received)
+        );
+    }
+    family(
+        &mut out,
+        "plexus_mllp_bytes_outside_frames_total",
+        "counter",
+        "Bytes an MLLP source skipped because they came outside any frame (a sender that does not frame with 0x0B ... 0x1C 0x0D, or the rest of a message after an early 0x1C); never journaled or answered.",
+    );
+    for (i, m) in interfaces.clone() {
+        let _ = writeln!(
+            out,
+            "plexus_mllp_bytes_outside_frames_total{{interface=\"{i}\"}} {}",
+            v(&m.outside_frames)
         );
     }
     family(

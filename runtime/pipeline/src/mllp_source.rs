@@ -103,6 +103,10 @@ impl Handler for MllpHandler {
         )
     }
 
+    fn on_skipped(&self, bytes: u64, _peer: &PeerInfo) {
+        self.iface.metrics.outside_frames(bytes);
+    }
+
     async fn on_oversize(&self, frame: Oversize, peer: &PeerInfo) -> Option<Bytes> {
         // The frame was read and discarded; what is kept is its start, so the error queue
         // shows that something arrived and was refused.

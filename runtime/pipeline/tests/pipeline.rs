@@ -1002,6 +1002,54 @@ async fn http_source_answers_with_an_ack_and_status_and_health_endpoints_work() 
 }
 
 /// A minimal HTTP/1.1 exchange (Connection: close), enough for these checks.
+/// Bytes outside any frame are skipped, never answered or journaled: the interface's
+/// counter says how many, so an operator can alert on a sender that does not frame (or
+/// whose message went on after an early 0x1C). Line breaks between frames do not count.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bytes_outside_frames_are_counted_per_interface() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let site = Site::new();
+    let emr = Receiver::start("127.0.0.1:0".parse().expect("addr")).await;
+    let (_engine, running, stop) = start(&site, emr.addr, "").await;
+    let mut tcp = tokio::net::TcpStream::connect(running.mllp["scheduling"])
+        .await
+        .expect("connect");
+    let mut wire = b"stray text\r".to_vec();
+    wire.push(0x0b);
+    wire.extend_from_slice(&siu("J001", "Arrived"));
+    wire.extend_from_slice(b"\x1c\r\r\n");
+    wire.push(0x0b);
+    wire.extend_from_slice(&siu("J002", "Arrived"));
+    wire.extend_from_slice(b"\x1c\r");
+    tcp.write_all(&wire).await.expect("send");
+    let mut acks = Vec::new();
+    let mut chunk = [0_u8; 4096];
+    while acks.iter().filter(|&&b| b == 0x1c).count() < 2 {
+        let n = tcp.read(&mut chunk).await.expect("read");
+        assert!(n > 0, "closed before both ACKs");
+        acks.extend_from_slice(&chunk[..n]);
+    }
+    let acks = String::from_utf8_lossy(&acks);
+    assert!(
+        acks.contains("MSA|AA|J001") && acks.contains("MSA|AA|J002"),
+        "{acks}"
+    );
+    drop(tcp);
+    let line = "plexus_mllp_bytes_outside_frames_total{interface=\"scheduling\"} 11";
+    let mut metrics = String::new();
+    for _ in 0..100 {
+        let (_, body) = http_request(running.http, "GET", "/metrics", b"").await;
+        metrics = String::from_utf8_lossy(&body).into_owned();
+        if metrics.lines().any(|l| l == line) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(metrics.lines().any(|l| l == line), "{metrics}");
+    stop.cancel();
+    running.wait().await;
+}
+
 /// While the journal refuses commits (here a trigger stands in for a full disk or a
 /// damaged file), every message is refused and `/readyz` says the engine is not ready;
 /// the first commit that succeeds makes it ready again.
