@@ -72,8 +72,22 @@ enum Read {
     Whole(Vec<u8>, Version),
     /// It changed while it was read.
     Changed,
-    /// Over [`MAX_FILE`].
-    TooLarge,
+    /// Over [`MAX_FILE`]: its length and first segment.
+    TooLarge { len: u64, head: Vec<u8> },
+}
+
+/// A file's first segment: up to its first CR (or LF), at most
+/// [`plexus_mllp::codec::OVERSIZE_HEAD_LIMIT`] bytes, as an MLLP source keeps of an oversize frame.
+fn head_of(path: &Path) -> std::io::Result<Vec<u8>> {
+    use std::io::Read as _;
+    let mut head = Vec::with_capacity(plexus_mllp::codec::OVERSIZE_HEAD_LIMIT);
+    std::fs::File::open(path)?
+        .take(plexus_mllp::codec::OVERSIZE_HEAD_LIMIT as u64)
+        .read_to_end(&mut head)?;
+    if let Some(end) = head.iter().position(|&b| b == b'\r' || b == b'\n') {
+        head.truncate(end);
+    }
+    Ok(head)
 }
 
 async fn take(
@@ -92,7 +106,10 @@ async fn take(
         tokio::task::spawn_blocking(move || -> std::io::Result<Read> {
             let version = version_of(&path)?;
             if version.0 > MAX_FILE {
-                return Ok(Read::TooLarge);
+                return Ok(Read::TooLarge {
+                    len: version.0,
+                    head: head_of(&path)?,
+                });
             }
             let bytes = crate::assets::read_bounded(&path)?;
             // Written to while it was read: a producer still at work.
@@ -109,10 +126,21 @@ async fn take(
             tracing::info!(interface = %iface.name, file = %name, "the file changed while it was read; taken once it stops changing");
             return;
         }
-        Ok(Ok(Read::TooLarge)) => {
+        Ok(Ok(Read::TooLarge { len, head })) => {
+            // In the error queue first, as over MLLP, so whoever works the queue sees it;
+            // a journal that will not take it leaves the file for the next poll.
+            let reason = format!(
+                "file {name} of {len} bytes is larger than a drop file may be ({MAX_FILE} bytes): moved to rejected/ and only its first segment is kept; split it into smaller files and drop them in"
+            );
+            if let Err(err) =
+                ingest::not_kept(shared, iface, SourceKind::File, name.clone(), &head, reason).await
+            {
+                tracing::error!(interface = %iface.name, file = %name, "file too large, and the journal would not take its error ({err}); tried again at the next poll");
+                return;
+            }
             match move_to(dir, "rejected", &path, &name).await {
                 Ok(_) => {
-                    tracing::warn!(interface = %iface.name, file = %name, limit = MAX_FILE, "file too large; moved to rejected/")
+                    tracing::warn!(interface = %iface.name, file = %name, limit = MAX_FILE, "file too large; moved to rejected/ and filed in the error queue")
                 }
                 Err(err) => {
                     tracing::error!(interface = %iface.name, file = %name, limit = MAX_FILE, "file too large, and cannot move it to rejected/: {err}")

@@ -112,6 +112,46 @@ const INTAKE: &str = "intake";
 /// is journaled, so it cannot be replayed (the sender must send it again).
 pub(crate) const NOT_KEPT_STAGE: &str = "receive";
 
+/// Files a message too large to keep in the error queue: its first segment `head` (under
+/// the MSH-10 it holds, so the operator finds it by the id its sender knows) and why.
+/// Counted as received and errored. `Err` when the journal would not take it.
+pub(crate) async fn not_kept(
+    shared: &Arc<Shared>,
+    iface: &Arc<Iface>,
+    source_kind: SourceKind,
+    peer: String,
+    head: &[u8],
+    reason: String,
+) -> Result<MessageId, NotAccepted> {
+    let inbound = Inbound {
+        interface: iface.name.clone(),
+        source_kind,
+        source_peer: Some(peer),
+        received_at: SystemTime::now(),
+        control_id: ack::recovered_control_id(head),
+        message_type: None,
+        raw: head.to_vec(),
+    };
+    let processing = Processing {
+        error: Some(ErrorReport {
+            message: MessageId(0),
+            stage: NOT_KEPT_STAGE.to_owned(),
+            kind: ErrorKind::Parse,
+            reason,
+            path: None,
+        }),
+        processed: true,
+        ..Processing::default()
+    };
+    let journal = shared.journal.clone();
+    let stored = tokio::task::spawn_blocking(move || journal.ingest(inbound, processing))
+        .await
+        .map_err(|e| NotAccepted::Internal(format!("journaling the refused message: {e}")))?;
+    iface.metrics.received();
+    iface.metrics.errored(ErrorKind::Parse);
+    Ok(stored?.id)
+}
+
 /// Why intake filters an acknowledgement.
 const ACK_FILTERED: &str = "an acknowledgement received on a source is journaled, not forwarded";
 

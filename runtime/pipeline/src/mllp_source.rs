@@ -3,12 +3,11 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::SystemTime;
 
 use bytes::Bytes;
 use plexus_config::MllpSource;
 use plexus_hl7::ack::{self, AckError, ErrorCode};
-use plexus_journal::{ErrorKind, ErrorReport, Inbound, MessageId, Processing, SourceKind};
+use plexus_journal::SourceKind;
 use plexus_mllp::{Handler, Listener, ListenerConfig, Oversize, PeerInfo};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
@@ -115,34 +114,19 @@ impl Handler for MllpHandler {
             frame.len, self.max_frame
         );
         tracing::warn!(interface = %self.iface.name, conn = peer.conn_id, bytes = frame.len, "message rejected: frame too large");
-        let journal = self.shared.journal.clone();
-        let inbound = Inbound {
-            interface: self.iface.name.clone(),
-            source_kind: SourceKind::Mllp,
-            source_peer: Some(peer.addr.to_string()),
-            received_at: SystemTime::now(),
-            // The id the AR echoes, so the operator finds the message by it.
-            control_id: ack::recovered_control_id(&frame.head),
-            message_type: None,
-            raw: frame.head.to_vec(),
-        };
-        let processing = Processing {
-            error: Some(ErrorReport {
-                message: MessageId(0),
-                stage: crate::ingest::NOT_KEPT_STAGE.to_owned(),
-                kind: ErrorKind::Parse,
-                reason: reason.clone(),
-                path: None,
-            }),
-            processed: true,
-            ..Processing::default()
-        };
-        let stored = tokio::task::spawn_blocking(move || journal.ingest(inbound, processing)).await;
-        if !matches!(stored, Ok(Ok(_))) {
+        if ingest::not_kept(
+            &self.shared,
+            &self.iface,
+            SourceKind::Mllp,
+            peer.addr.to_string(),
+            &frame.head,
+            reason.clone(),
+        )
+        .await
+        .is_err()
+        {
             tracing::error!(interface = %self.iface.name, "could not journal the refused frame's head");
         }
-        self.iface.metrics.received();
-        self.iface.metrics.errored(ErrorKind::Parse);
         self.iface.metrics.acked(
             Some(ack::unparseable_code(&frame.head)),
             std::time::Duration::ZERO,

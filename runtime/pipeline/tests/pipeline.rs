@@ -1298,6 +1298,54 @@ async fn plug_in_text_cannot_steer_the_ack_or_flood_the_error_queue() {
     running.wait().await;
 }
 
+/// A drop file over the limit goes to `rejected/` and, as an oversize MLLP frame does,
+/// into the error queue with its first segment under its MSH-10 (so whoever works the
+/// queue sees it); it cannot be replayed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_drop_file_too_large_to_take_is_filed_in_the_error_queue() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let inbox = dir.path().join("inbox");
+    std::fs::create_dir_all(&inbox).expect("inbox");
+    let config = site_with(
+        dir.path(),
+        r#"{ type = "file", dir = "inbox", poll = "50ms" }"#,
+        r#"destinations = [{ name = "out", type = "file", dir = "out" }]"#,
+    );
+    let mut big = siu("HUGE1", "Ready");
+    big.extend_from_slice(b"NTE|1||");
+    big.resize(plexus_mllp::DEFAULT_MAX_FRAME + 1024, b'X');
+    big.push(b'\r');
+    std::fs::write(inbox.join("huge.hl7"), &big).expect("write");
+    let (engine, running, stop) = start_config(config).await;
+    eventually("moved to rejected/", || {
+        files_in(&inbox.join("rejected")).len() == 1
+    })
+    .await;
+    let errors = engine
+        .journal()
+        .list_errors(&ErrorFilter::default(), 10)
+        .expect("list");
+    assert_eq!(errors.len(), 1, "{errors:?}");
+    assert_eq!(errors[0].control_id.as_deref(), Some("HUGE1"));
+    assert!(
+        errors[0].reason.contains("huge.hl7") && errors[0].reason.contains("rejected/"),
+        "{}",
+        errors[0].reason
+    );
+    let record = engine.journal().show(errors[0].message).expect("show");
+    assert!(record.inbound.raw.starts_with(b"MSH|") && !record.inbound.raw.contains(&b'\r'));
+    assert!(matches!(
+        engine.replay(errors[0].message, "again", "ops").await,
+        Err(plexus_pipeline::OpError::NotKept(_))
+    ));
+    assert!(
+        files_in(&dir.path().join("out")).is_empty(),
+        "nothing delivered"
+    );
+    stop.cancel();
+    running.wait().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_batch_file_in_the_drop_folder_is_split_into_its_messages() {
     let dir = tempfile::tempdir().expect("tempdir");
