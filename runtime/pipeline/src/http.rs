@@ -74,10 +74,15 @@ pub(crate) async fn start(
             let iface = iface.clone();
             router = router.route(
                 path,
-                post(move |body: Bytes| {
+                post(move |headers: axum::http::HeaderMap, body: Bytes| {
                     let shared = shared.clone();
                     let iface = iface.clone();
-                    async move { ingest_route(shared, iface, body).await }
+                    async move {
+                        match form_body(&headers) {
+                            Some(refusal) => refusal,
+                            None => ingest_route(shared, iface, body).await,
+                        }
+                    }
                 }),
             );
             tracing::info!(path, "HTTP source listening");
@@ -343,6 +348,29 @@ async fn readyz(shared: Arc<Shared>) -> Response {
         Ok(Ok(_)) => (StatusCode::OK, "ready\n").into_response(),
         _ => (StatusCode::SERVICE_UNAVAILABLE, "journal unavailable\n").into_response(),
     }
+}
+
+/// A POST whose body was sent as a form: `curl -d @msg.hl7` does that, and drops the
+/// file's line breaks, which run every segment into MSH. Refused (415) before it is read
+/// as a message, with the command that sends it as it is; not journaled (the sender
+/// learns at once).
+fn form_body(headers: &axum::http::HeaderMap) -> Option<Response> {
+    let kind = headers.get(header::CONTENT_TYPE)?.to_str().ok()?;
+    let essence = kind.split(';').next()?.trim().to_ascii_lowercase();
+    if essence != "application/x-www-form-urlencoded" && essence != "multipart/form-data" {
+        return None;
+    }
+    Some(
+        (
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            format!(
+                "the message was sent as a form ({essence}), which loses its segment breaks: \
+                 send it as it is, with Content-Type {HL7_MEDIA_TYPE} (curl: --data-binary @FILE \
+                 -H 'Content-Type: {HL7_MEDIA_TYPE}')\n"
+            ),
+        )
+            .into_response(),
+    )
 }
 
 /// POST of one message: the reply body is the HL7 ACK; the status says the same thing in

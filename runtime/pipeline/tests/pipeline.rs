@@ -1050,6 +1050,40 @@ async fn bytes_outside_frames_are_counted_per_interface() {
     running.wait().await;
 }
 
+/// `curl -d @msg.hl7` posts the message as a form, with its line breaks dropped: refused
+/// with 415 and the command that works, before anything is journaled.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_message_posted_as_a_form_is_refused_with_the_command_that_works() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let site = Site::new();
+    let emr = Receiver::start("127.0.0.1:0".parse().expect("addr")).await;
+    let (engine, running, stop) = start(&site, emr.addr, "").await;
+    let body: Vec<u8> = siu("F001", "Arrived")
+        .into_iter()
+        .filter(|&b| b != b'\r')
+        .collect();
+    let mut tcp = tokio::net::TcpStream::connect(running.http)
+        .await
+        .expect("connect");
+    let head = format!(
+        "POST /ingest/intake HTTP/1.1\r\nHost: test\r\nConnection: close\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    );
+    tcp.write_all(head.as_bytes()).await.expect("write");
+    tcp.write_all(&body).await.expect("write");
+    let mut response = Vec::new();
+    tcp.read_to_end(&mut response).await.expect("read");
+    let response = String::from_utf8_lossy(&response);
+    assert!(response.starts_with("HTTP/1.1 415"), "{response}");
+    assert!(response.contains("--data-binary"), "{response}");
+    assert!(
+        engine.journal().show(MessageId(1)).is_err(),
+        "nothing journaled"
+    );
+    stop.cancel();
+    running.wait().await;
+}
+
 /// While the journal refuses commits (here a trigger stands in for a full disk or a
 /// damaged file), every message is refused and `/readyz` says the engine is not ready;
 /// the first commit that succeeds makes it ready again.
