@@ -27,13 +27,21 @@ pub(crate) async fn run(
 ) {
     tracing::info!(interface = %iface.name, dir = %source.dir.display(), pattern = %source.pattern, "file source watching");
     let mut progress = Progress::new();
+    // Entries already reported as unreadable (a dangling link, say): said once each.
+    let mut reported = std::collections::HashSet::new();
     while !shutdown.is_cancelled() {
         let dir = source.dir.clone();
         let pattern = source.pattern.clone();
         let settle = source.poll;
         let ready = tokio::task::spawn_blocking(move || ready_files(&dir, &pattern, settle)).await;
         match ready {
-            Ok(Ok(files)) => {
+            Ok(Ok((files, unreadable))) => {
+                for (entry, err) in &unreadable {
+                    if reported.insert(entry.clone()) {
+                        tracing::warn!(interface = %iface.name, file = %entry.display(), "a file matching the pattern cannot be read, so it is not taken ({err}): a link to nowhere?");
+                    }
+                }
+                reported.retain(|entry| unreadable.iter().any(|(e, _)| e == entry));
                 for path in files {
                     if shutdown.is_cancelled() {
                         break;
@@ -278,10 +286,17 @@ async fn move_to(dir: &Path, sub: &str, path: &Path, name: &str) -> std::io::Res
     );
     tokio::task::spawn_blocking(move || {
         std::fs::create_dir_all(&target_dir)?;
+        // The name as the file system has it (`name` is for messages: a name that is not
+        // UTF-8 keeps its bytes).
+        let own = from.file_name().map(ToOwned::to_owned).unwrap_or_default();
         let target = (0..10_000)
             .map(|n| match n {
-                0 => target_dir.join(&name),
-                n => target_dir.join(format!("{name}.{n}")),
+                0 => target_dir.join(&own),
+                n => {
+                    let mut numbered = own.clone();
+                    numbered.push(format!(".{n}"));
+                    target_dir.join(numbered)
+                }
             })
             .find(|t| !t.exists())
             .ok_or_else(|| {
@@ -307,21 +322,31 @@ fn version_of(path: &Path) -> std::io::Result<Version> {
     Ok((meta.len(), meta.modified().ok()))
 }
 
-/// Files in `dir` matching `pattern`, unchanged for `settle`, oldest name first.
+/// Files in `dir` matching `pattern` (a link to a file counts), unchanged for `settle`,
+/// oldest name first; and the entries that match but cannot be looked at (a link to
+/// nowhere), with why.
+#[allow(clippy::type_complexity)]
 fn ready_files(
     dir: &Path,
     pattern: &str,
     settle: std::time::Duration,
-) -> std::io::Result<Vec<PathBuf>> {
+) -> std::io::Result<(Vec<PathBuf>, Vec<(PathBuf, std::io::Error)>)> {
     let now = SystemTime::now();
-    let mut files = Vec::new();
+    let (mut files, mut unreadable) = (Vec::new(), Vec::new());
     for entry in std::fs::read_dir(dir)? {
         let entry = entry?;
         let name = entry.file_name().to_string_lossy().into_owned();
         if name.starts_with('.') || !glob_match(pattern, &name) {
             continue;
         }
-        let meta = entry.metadata()?;
+        // Through a link, to what it points at.
+        let meta = match std::fs::metadata(entry.path()) {
+            Ok(meta) => meta,
+            Err(err) => {
+                unreadable.push((entry.path(), err));
+                continue;
+            }
+        };
         if !meta.is_file() {
             continue;
         }
@@ -335,12 +360,14 @@ fn ready_files(
         }
     }
     files.sort();
-    Ok(files)
+    Ok((files, unreadable))
 }
 
-/// `*` matches any run of characters, `?` one character; everything else is literal.
+/// `*` matches any run of characters, `?` one character; everything else is literal, but
+/// for ASCII case (`*.hl7` takes `ADT.HL7`, as producers on Windows often name them).
 fn glob_match(pattern: &str, name: &str) -> bool {
-    let (p, n): (Vec<char>, Vec<char>) = (pattern.chars().collect(), name.chars().collect());
+    let lower = |s: &str| -> Vec<char> { s.chars().map(|c| c.to_ascii_lowercase()).collect() };
+    let (p, n) = (lower(pattern), lower(name));
     let (mut pi, mut ni) = (0, 0);
     let (mut star, mut mark) = (None, 0);
     while ni < n.len() {
@@ -374,5 +401,7 @@ mod tests {
         assert!(glob_match("adt-??.*", "adt-01.txt"));
         assert!(!glob_match("adt-??.*", "adt-1.txt"));
         assert!(glob_match("*", "anything"));
+        assert!(glob_match("*.hl7", "ADT.HL7"));
+        assert!(glob_match("ADT-*", "adt-1.hl7"));
     }
 }

@@ -1332,6 +1332,42 @@ async fn plug_in_text_cannot_steer_the_ack_or_flood_the_error_queue() {
     running.wait().await;
 }
 
+/// What producers actually drop: a link to a file written elsewhere, an upper-case
+/// `.HL7`, a name that is not UTF-8 (kept byte for byte in `processed/`).
+#[cfg(unix)]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_drop_folder_takes_links_upper_case_names_and_names_that_are_not_utf8() {
+    use std::os::unix::ffi::OsStrExt;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let inbox = dir.path().join("inbox");
+    std::fs::create_dir_all(&inbox).expect("inbox");
+    let elsewhere = dir.path().join("written-elsewhere.txt");
+    std::fs::write(&elsewhere, siu("L001", "Ready")).expect("write");
+    std::os::unix::fs::symlink(&elsewhere, inbox.join("link.hl7")).expect("link");
+    std::fs::write(inbox.join("UPPER.HL7"), siu("U001", "Ready")).expect("write");
+    let latin1 = std::ffi::OsStr::from_bytes(b"caf\xe9.hl7");
+    std::fs::write(inbox.join(latin1), siu("N001", "Ready")).expect("write");
+    let config = site_with(
+        dir.path(),
+        r#"{ type = "file", dir = "inbox", poll = "50ms" }"#,
+        r#"destinations = [{ name = "out", type = "file", dir = "out" }]"#,
+    );
+    let (_engine, running, stop) = start_config(config).await;
+    let out = dir.path().join("out");
+    eventually("three delivered", || files_in(&out).len() == 3).await;
+    eventually("three moved", || {
+        files_in(&inbox.join("processed")).len() == 3
+    })
+    .await;
+    assert!(
+        inbox.join("processed").join(latin1).exists(),
+        "the name's own bytes"
+    );
+    assert!(elsewhere.exists(), "the link moves, not what it points at");
+    stop.cancel();
+    running.wait().await;
+}
+
 /// A drop file over the limit goes to `rejected/` and, as an oversize MLLP frame does,
 /// into the error queue with its first segment under its MSH-10 (so whoever works the
 /// queue sees it); it cannot be replayed.
