@@ -165,6 +165,10 @@ async fn take(
             return;
         }
     };
+    if let Some(shortfall) = batch_shortfall(&bytes) {
+        // Each message is whole and is taken; what is missing never arrived.
+        tracing::warn!(interface = %iface.name, file = %name, "{shortfall}: the file may have been cut off in transfer; its messages are taken, and the producer should send what is missing");
+    }
     let messages = split(&bytes).unwrap_or_else(|err| {
         // Taken whole, to the error queue; the log says what is wrong with the batch.
         tracing::warn!(interface = %iface.name, file = %name, "the file is not a well-formed batch ({err}); it is journaled whole and lands in the error queue: fix it and drop it in again");
@@ -250,6 +254,58 @@ fn split(bytes: &[u8]) -> Result<Vec<Bytes>, plexus_hl7::BatchError> {
         Err(err) if starts_with(bytes, b"FHS") || starts_with(bytes, b"BHS") => Err(err),
         Err(_) => Ok(vec![Bytes::copy_from_slice(bytes)]),
     }
+}
+
+/// What a well-formed batch file's trailers say is missing, if anything: a batch (BHS)
+/// with no BTS, a file (FHS) with no FTS, or a count in BTS-1 or FTS-1 that does not
+/// match what the file holds.
+fn batch_shortfall(bytes: &[u8]) -> Option<String> {
+    let batch = plexus_hl7::Batch::parse(bytes).ok()?;
+    let flat = batch.flat();
+    let field = |name: &str, nth: usize| {
+        flat.get(&format!("{name}[{nth}]-1"))
+            .ok()
+            .flatten()
+            .and_then(|v| v.trim().parse::<usize>().ok())
+    };
+    let (mut fhs, mut fts, mut bhs, mut bts) = (false, false, 0, 0);
+    let (mut open, mut in_batch, mut batches) = (false, 0, 0);
+    for seg in flat.segments() {
+        match seg.name() {
+            "FHS" => fhs = true,
+            "FTS" => {
+                fts = true;
+                if let Some(said) = field("FTS", 1).filter(|&n| n != batches) {
+                    return Some(format!(
+                        "FTS-1 says {said} batch(es), the file holds {batches}"
+                    ));
+                }
+            }
+            "BHS" => {
+                bhs += 1;
+                (open, in_batch) = (true, 0);
+            }
+            "BTS" => {
+                bts += 1;
+                batches += 1;
+                open = false;
+                if let Some(said) = field("BTS", bts).filter(|&n| n != in_batch) {
+                    return Some(format!(
+                        "BTS-1 says batch {bts} holds {said} message(s), it holds {in_batch}"
+                    ));
+                }
+            }
+            "MSH" => in_batch += 1,
+            _ => {}
+        }
+    }
+    if open {
+        return Some(format!("batch {bhs} (BHS) has no BTS trailer"));
+    }
+    if fhs && !fts {
+        return Some("the file header (FHS) has no FTS trailer".to_owned());
+    }
+    None
 }
 
 /// Whether the batch's one message runs to the end of the file (but for blank lines):
@@ -391,7 +447,40 @@ fn glob_match(pattern: &str, name: &str) -> bool {
 
 #[cfg(test)]
 mod tests {
-    use super::glob_match;
+    use super::{batch_shortfall, glob_match};
+
+    #[test]
+    fn a_batch_whose_trailers_say_more_than_it_holds_is_called_short() {
+        let msh = |id: &str| format!("MSH|^~\\&|A|B|C|D|2026||ADT^A08|{id}|P|2.5\rPID|1||X\r");
+        let whole = format!(
+            "FHS|^~\\&\rBHS|^~\\&\r{}{}BTS|2\rFTS|1\r",
+            msh("1"),
+            msh("2")
+        );
+        assert_eq!(batch_shortfall(whole.as_bytes()), None);
+        let short = format!("BHS|^~\\&\r{}{}BTS|5\r", msh("1"), msh("2"));
+        assert_eq!(
+            batch_shortfall(short.as_bytes()).as_deref(),
+            Some("BTS-1 says batch 1 holds 5 message(s), it holds 2")
+        );
+        let open = format!("BHS|^~\\&\r{}", msh("1"));
+        assert_eq!(
+            batch_shortfall(open.as_bytes()).as_deref(),
+            Some("batch 1 (BHS) has no BTS trailer")
+        );
+        let no_fts = format!("FHS|^~\\&\rBHS|^~\\&\r{}BTS|1\r", msh("1"));
+        assert_eq!(
+            batch_shortfall(no_fts.as_bytes()).as_deref(),
+            Some("the file header (FHS) has no FTS trailer")
+        );
+        // No envelope, no trailer to expect; an empty count says nothing.
+        assert_eq!(
+            batch_shortfall(format!("{}{}", msh("1"), msh("2")).as_bytes()),
+            None
+        );
+        let blank = format!("BHS|^~\\&\r{}BTS|\r", msh("1"));
+        assert_eq!(batch_shortfall(blank.as_bytes()), None);
+    }
 
     #[test]
     fn glob() {
