@@ -127,7 +127,34 @@ pub(crate) fn router(shared: &Arc<Shared>) -> Router {
             state.clone(),
             require_token,
         ))
+        // Outermost: what axum answers for us (a path that does not parse, a body that
+        // is not JSON, one too large) is JSON too, as every other admin error is.
+        .route_layer(axum::middleware::map_response(json_errors))
         .with_state(state)
+}
+
+/// A plain-text client error (axum's own rejections) as `{"error": ...}`.
+async fn json_errors(response: Response) -> Response {
+    let plain = response
+        .headers()
+        .get(axum::http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("text/plain"));
+    if !response.status().is_client_error() || !plain {
+        return response;
+    }
+    let (parts, body) = response.into_parts();
+    // axum's rejection texts are a line or two.
+    let text = axum::body::to_bytes(body, 16 << 10)
+        .await
+        .unwrap_or_default();
+    let mut json = problem(parts.status, String::from_utf8_lossy(&text).trim());
+    for (name, value) in &parts.headers {
+        if name != axum::http::header::CONTENT_TYPE && name != axum::http::header::CONTENT_LENGTH {
+            json.headers_mut().insert(name.clone(), value.clone());
+        }
+    }
+    json
 }
 
 /// Largest JSON body an admin route reads (notes, chains, message ids, grants).

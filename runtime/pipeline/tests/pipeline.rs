@@ -4018,6 +4018,21 @@ async fn the_admin_api_refuses_a_request_without_a_token_before_reading_its_body
     )
     .await;
     assert_eq!(status, 413);
+    // What axum refuses for us is JSON, as every other admin error is.
+    for (method, path, body) in [
+        ("GET", "/admin/v1/messages/abc", &b""[..]),
+        ("POST", "/admin/v1/messages/1/resolve", b"not json"),
+    ] {
+        let (status, body) =
+            http_request_with(running.http, method, path, Some("ops-secret"), body).await;
+        assert!((400..500).contains(&status), "{path}: {status}");
+        let json: serde_json::Value = serde_json::from_slice(&body)
+            .unwrap_or_else(|e| panic!("{path}: {e}: {}", String::from_utf8_lossy(&body)));
+        assert!(
+            json["error"].as_str().is_some_and(|e| !e.is_empty()),
+            "{json}"
+        );
+    }
     // The scheme is case-insensitive.
     let mut tcp = tokio::net::TcpStream::connect(running.http)
         .await
