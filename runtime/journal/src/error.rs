@@ -16,6 +16,14 @@ pub enum Error {
         #[source]
         source: rusqlite::Error,
     },
+    /// The journal, or a file SQLite keeps beside it, cannot be written by this process.
+    #[error("the journal at {path} cannot be written: {detail}")]
+    ReadOnly {
+        /// The database file.
+        path: String,
+        /// Which file is in the way, and what to do.
+        detail: String,
+    },
     /// The database refused WAL mode (e.g. it is on a filesystem without shared memory).
     #[error("journal at {path} cannot use WAL mode")]
     NotWal {

@@ -162,8 +162,18 @@ impl SqliteJournal {
     /// foreign keys on, and any pending schema migrations applied.
     pub fn open_with(path: impl AsRef<Path>, options: JournalOptions) -> Result<Self> {
         let path = path.as_ref().to_path_buf();
-        let mut writer = connect(&path, &options)?;
-        migrate(&mut writer)?;
+        let mut writer = connect(&path, &options).map_err(|e| explain_read_only(&path, e))?;
+        if writer.is_readonly(rusqlite::MAIN_DB).unwrap_or(false) {
+            // SQLite falls back to reading a file it may not write; every commit would fail.
+            return Err(explain_read_only(
+                &path,
+                Error::ReadOnly {
+                    path: path.display().to_string(),
+                    detail: String::new(),
+                },
+            ));
+        }
+        migrate(&mut writer).map_err(|e| explain_read_only(&path, e))?;
         let dups = Arc::new(Mutex::new(None));
         // Checkpoints run on their own connection and thread, so the writer never stalls
         // a group commit copying the WAL into the database file.
@@ -368,6 +378,44 @@ impl Drop for SqliteJournal {
         if let Some(handle) = self.checkpointer.take() {
             let _ = handle.join();
         }
+    }
+}
+
+/// `err` with the file that is in the way named, when it is SQLite refusing to write
+/// (the journal, or the `-wal` or `-shm` file beside it, not writable by this user: say,
+/// left by a start as another user), or the folder when none of them is.
+fn explain_read_only(path: &Path, err: Error) -> Error {
+    let read_only = match &err {
+        Error::ReadOnly { .. } => true,
+        Error::Open { source, .. } | Error::Sqlite { source, .. } => {
+            source.sqlite_error_code() == Some(rusqlite::ErrorCode::ReadOnly)
+        }
+        _ => false,
+    };
+    if !read_only {
+        return err;
+    }
+    let blocked: Vec<String> = ["", "-wal", "-shm"]
+        .iter()
+        .map(|suffix| PathBuf::from(format!("{}{suffix}", path.display())))
+        .filter(|file| file.exists() && std::fs::OpenOptions::new().write(true).open(file).is_err())
+        .map(|file| file.display().to_string())
+        .collect();
+    let detail = if blocked.is_empty() {
+        format!(
+            "this user may not create or write files in {} (SQLite keeps `-wal` and `-shm` files beside the journal)",
+            path.parent()
+                .map_or_else(|| ".".into(), |d| d.display().to_string())
+        )
+    } else {
+        format!(
+            "this user may not write {}: give it to the user the engine runs as (a start as another user may have left it)",
+            blocked.join(", ")
+        )
+    };
+    Error::ReadOnly {
+        path: path.display().to_string(),
+        detail,
     }
 }
 
