@@ -1955,6 +1955,57 @@ async fn block_holds_the_queue_behind_a_failing_head_and_skip_lets_it_flow() {
     );
 }
 
+/// A send that got no answer may have reached the receiver all the same: the retry that
+/// follows is flagged as a possible resend. One answered at once is not.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_retry_after_an_unanswered_send_is_flagged_as_a_possible_resend() {
+    let listener = Listener::bind(any_port(), ListenerConfig::default())
+        .await
+        .expect("bind receiver");
+    let emr = listener.local_addr();
+    let silent_once = Arc::new(Mutex::new(true));
+    let handler = handler_fn(move |payload: Bytes, _peer: plexus_mllp::PeerInfo| {
+        let silent_once = silent_once.clone();
+        async move {
+            let msg = Message::parse(&payload).ok()?;
+            if msg.control_id().as_deref() == Some("QUIET1")
+                && std::mem::take(&mut *silent_once.lock().expect("lock"))
+            {
+                return None; // received, never answered
+            }
+            ack::acknowledge(&msg, Status::Accepted, None, "RCV", "20260101000000").map(Bytes::from)
+        }
+    });
+    let receiver = CancellationToken::new();
+    tokio::spawn(listener.serve(Arc::new(handler), receiver.clone()));
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = site_with(
+        dir.path(),
+        r#"{ type = "mllp", listen = "127.0.0.1:0" }"#,
+        &format!(
+            "destinations = [{{ name = \"emr\", type = \"mllp\", connect = \"{emr}\", ack_timeout = \"300ms\" }}]\n\
+             retry = {{ initial_backoff = \"50ms\", max_backoff = \"50ms\", jitter = false }}"
+        ),
+    );
+    let (engine, running, stop) = start_config(config).await;
+    for id in ["QUIET1", "PROMPT1"] {
+        let (code, _) = send(running.mllp["feed"], &siu(id, "Ready")).await;
+        assert_eq!(code, AckCode::AA);
+    }
+    for id in [MessageId(1), MessageId(2)] {
+        eventually("delivered", || all_delivered(&engine, id)).await;
+    }
+    let delivery = |id| engine.journal().show(id).expect("show").deliveries[0].clone();
+    let (quiet, prompt) = (delivery(MessageId(1)), delivery(MessageId(2)));
+    assert_eq!(quiet.attempts, 2, "timed out once, then answered");
+    assert!(quiet.possible_resend, "the receiver may have it twice");
+    assert_eq!(prompt.attempts, 1);
+    assert!(!prompt.possible_resend);
+    stop.cancel();
+    running.wait().await;
+    receiver.cancel();
+}
+
 /// A frame over the source's limit is refused (AR) and only its first segment is kept,
 /// under the MSH-10 its AR echoed; a replay is refused, since it would send that stub on
 /// as if it were the message.
