@@ -263,7 +263,7 @@ fn batch_shortfall(bytes: &[u8]) -> Option<String> {
     let batch = plexus_hl7::Batch::parse(bytes).ok()?;
     let flat = batch.flat();
     let field = |name: &str, nth: usize| {
-        flat.get(&format!("{name}[{nth}]-1"))
+        flat.get(format!("{name}[{nth}]-1"))
             .ok()
             .flatten()
             .and_then(|v| v.trim().parse::<usize>().ok())
