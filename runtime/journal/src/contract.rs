@@ -369,6 +369,7 @@ pub fn delivery_transitions<J: Journal>(open: &dyn Fn() -> J) {
         "mllp-out",
         DeliveryResult::Failed {
             error: "AR: unknown patient".to_owned(),
+            may_have_arrived: false,
         },
     )
     .expect("failed");
@@ -403,6 +404,26 @@ pub fn delivery_transitions<J: Journal>(open: &dyn Fn() -> J) {
         j.mark_attempt(id, "nowhere", DeliveryResult::Delivered),
         Err(Error::NotEnqueued { .. })
     ));
+
+    // Given up after an attempt that may have arrived: a replay may repeat it.
+    j.enqueue(id, "http-out").expect("enqueue");
+    j.mark_attempt(
+        id,
+        "http-out",
+        DeliveryResult::Failed {
+            error: "gave up after 1 attempt(s): no answer".to_owned(),
+            may_have_arrived: true,
+        },
+    )
+    .expect("failed");
+    let record = j.show(id).expect("show");
+    let http = record
+        .deliveries
+        .iter()
+        .find(|d| d.destination == "http-out")
+        .expect("http delivery");
+    assert_eq!(http.status, DeliveryStatus::Failed);
+    assert!(http.possible_resend);
 }
 
 /// The error queue: list (oldest first, filtered), show, resolve with a required note,
@@ -602,6 +623,7 @@ pub fn prune_keeps_unfinished_work<J: Journal>(open: &dyn Fn() -> J) {
         "out",
         DeliveryResult::Failed {
             error: "AR".to_owned(),
+            may_have_arrived: false,
         },
     )
     .expect("failed");
@@ -860,6 +882,7 @@ pub fn possible_resends_are_each_lanes_next_sends<J: Journal>(open: &dyn Fn() ->
             "emr",
             DeliveryResult::Failed {
                 error: "rejected (AR)".to_owned(),
+                may_have_arrived: false,
             },
         )
         .expect("failed");
@@ -1329,6 +1352,7 @@ pub fn batched_attempts_and_due<J: Journal>(open: &dyn Fn() -> J) {
             destination: "emr".to_owned(),
             result: DeliveryResult::Failed {
                 error: "rejected (AR)".to_owned(),
+                may_have_arrived: false,
             },
             error: Some(report(ids[2], ErrorKind::Destination, "destination:emr")),
         },

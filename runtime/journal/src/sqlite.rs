@@ -385,16 +385,15 @@ impl Drop for SqliteJournal {
 /// (the journal, or the `-wal` or `-shm` file beside it, not writable by this user: say,
 /// left by a start as another user), or the folder when none of them is.
 fn explain_read_only(path: &Path, err: Error) -> Error {
-    let read_only = match &err {
-        Error::ReadOnly { .. } => true,
-        Error::Open { source, .. } | Error::Sqlite { source, .. } => {
-            source.sqlite_error_code() == Some(rusqlite::ErrorCode::ReadOnly)
+    let sqlite_said = match &err {
+        Error::ReadOnly { .. } => None,
+        Error::Open { source, .. } | Error::Sqlite { source, .. }
+            if source.sqlite_error_code() == Some(rusqlite::ErrorCode::ReadOnly) =>
+        {
+            Some(source.to_string())
         }
-        _ => false,
+        _ => return err,
     };
-    if !read_only {
-        return err;
-    }
     let blocked: Vec<String> = ["", "-wal", "-shm"]
         .iter()
         .map(|suffix| PathBuf::from(format!("{}{suffix}", path.display())))
@@ -415,7 +414,10 @@ fn explain_read_only(path: &Path, err: Error) -> Error {
     };
     Error::ReadOnly {
         path: path.display().to_string(),
-        detail,
+        detail: match sqlite_said {
+            Some(said) => format!("{detail} (SQLite: {said})"),
+            None => detail,
+        },
     }
 }
 
@@ -1014,7 +1016,10 @@ fn mark_attempt_in(
             Some(to_ms(*next_at)),
             *may_have_arrived,
         ),
-        DeliveryResult::Failed { error } => (DeliveryStatus::Failed, Some(error), None, false),
+        DeliveryResult::Failed {
+            error,
+            may_have_arrived,
+        } => (DeliveryStatus::Failed, Some(error), None, *may_have_arrived),
     };
     let n = conn
         .prepare_cached(

@@ -226,6 +226,10 @@ pub enum DeliveryResult {
     Failed {
         /// What went wrong (no message content).
         error: String,
+        /// As for [`DeliveryResult::Retry`]: the last attempt may have reached the
+        /// destination, so an operator's replay may repeat it (flagged as a possible
+        /// resend).
+        may_have_arrived: bool,
     },
 }
 

@@ -291,6 +291,12 @@ impl MllpCodec {
         self.junk_total
     }
 
+    /// Ends the run of junk being skipped, if any (logged and counted as at a start
+    /// block): for a connection that ends without one, by a timeout or a reset.
+    pub fn flush_junk(&mut self) {
+        self.log_junk();
+    }
+
     /// Of [`MllpCodec::skipped_bytes`], those in runs of junk that held more than
     /// whitespace (a stray line break between frames is common and harmless), counted
     /// once each run has ended (at the next start block, or the end of the stream).

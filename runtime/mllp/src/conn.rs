@@ -74,7 +74,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin> FrameIo<S> {
         self.codec.decode(&mut self.buf)
     }
 
-    /// Whether a frame is partly received.
+    /// Ends the run of skipped bytes (see [`MllpCodec::flush_junk`]).
+    pub(crate) fn flush_junk(&mut self) {
+        self.codec.flush_junk();
+    }
+
     /// Bytes skipped outside frames (in runs with more than whitespace) since the last
     /// call.
     pub(crate) fn take_skipped(&mut self) -> u64 {
@@ -84,6 +88,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> FrameIo<S> {
         new
     }
 
+    /// Whether a frame is partly received.
     pub(crate) fn in_frame(&self) -> bool {
         self.codec.in_frame()
     }

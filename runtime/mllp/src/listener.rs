@@ -427,6 +427,8 @@ where
 {
     let mut conn = FrameIo::new(io, config.max_frame).waiting_for_trailers();
     let result = read_loop(&mut conn, peer, handler, config, shutdown).await;
+    // However it ended (a timeout, a reset): junk still being skipped counts.
+    conn.flush_junk();
     let skipped = conn.take_skipped();
     if skipped > 0 {
         handler.on_skipped(skipped, peer);

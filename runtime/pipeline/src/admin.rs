@@ -148,10 +148,19 @@ async fn json_errors(response: Response) -> Response {
     let text = axum::body::to_bytes(body, 16 << 10)
         .await
         .unwrap_or_default();
-    let mut json = problem(parts.status, String::from_utf8_lossy(&text).trim());
+    let text = String::from_utf8_lossy(&text);
+    let detail = match text.trim() {
+        "" => parts
+            .status
+            .canonical_reason()
+            .unwrap_or("refused")
+            .to_owned(),
+        text => text.to_owned(),
+    };
+    let mut json = problem(parts.status, detail);
     for (name, value) in &parts.headers {
         if name != axum::http::header::CONTENT_TYPE && name != axum::http::header::CONTENT_LENGTH {
-            json.headers_mut().insert(name.clone(), value.clone());
+            json.headers_mut().append(name.clone(), value.clone());
         }
     }
     json

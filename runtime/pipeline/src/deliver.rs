@@ -411,13 +411,20 @@ impl Worker {
                 error: None,
             };
         }
-        self.failed(
+        self.failed_after(
             id,
             format!("gave up after {attempt_no} attempt(s): {reason}"),
+            may_have_arrived,
         )
     }
 
     fn failed(&self, id: MessageId, reason: String) -> Attempt {
+        self.failed_after(id, reason, false)
+    }
+
+    /// [`failed`](Self::failed), saying whether the last attempt may have reached the
+    /// destination (see [`DeliveryResult::Failed`]).
+    fn failed_after(&self, id: MessageId, reason: String, may_have_arrived: bool) -> Attempt {
         tracing::warn!(
             interface = %self.iface.name,
             destination = %self.dest.name,
@@ -430,6 +437,7 @@ impl Worker {
             destination: self.dest.name.to_string(),
             result: DeliveryResult::Failed {
                 error: reason.clone(),
+                may_have_arrived,
             },
             error: Some(ErrorReport {
                 message: id,
@@ -642,6 +650,10 @@ impl Connector {
                         plexus_mllp::SendError::ApplicationError { peer, ack, .. } => {
                             format!("{peer} returned an error for the message ({})", ack.code())
                         }
+                        plexus_mllp::SendError::Unframeable { peer, source, .. } => format!(
+                            "the message cannot be framed for {peer}; not sent: {}",
+                            error_chain(source)
+                        ),
                         _ => error_chain(&e),
                     };
                     // What the receiver said about it, for the operator (masked in views and

@@ -64,9 +64,11 @@ pub(crate) struct Shared {
     /// up at shutdown, a send cut off unanswered, a task that failed): the stop does not
     /// count as clean (see [`DataDirLock`]).
     pub unrecorded_results: Arc<std::sync::atomic::AtomicBool>,
-    /// Set while the journal refuses commits (disk full, a damaged file): every message
-    /// is refused then, and `/readyz` says so. The next message it takes clears it.
-    pub journal_failing: std::sync::atomic::AtomicBool,
+    /// When the journal last refused a message's commit (ms since the Unix epoch; 0 once
+    /// one has been taken since): every message is refused then, and `/readyz` says so
+    /// for [`JOURNAL_FAILURE_HOLD`] after it, so that a balancer that stops sending on a
+    /// 503 sends again to find out whether the journal has recovered.
+    pub journal_failed_at: std::sync::atomic::AtomicU64,
 }
 
 impl std::fmt::Debug for Shared {
@@ -495,6 +497,10 @@ pub struct Running {
     unrecorded_results: Arc<std::sync::atomic::AtomicBool>,
 }
 
+/// How long `/readyz` answers 503 after the journal refused a commit, unless one is taken
+/// first.
+pub(crate) const JOURNAL_FAILURE_HOLD: std::time::Duration = std::time::Duration::from_secs(30);
+
 /// The exclusive lock on a data folder (`<data_dir>/engine.lock`), held while it lives.
 /// See [`Engine::start`] and [`lock_data_dir`].
 ///
@@ -529,14 +535,24 @@ impl DataDirLock {
     /// the lost one held (messages acknowledged but not yet delivered, the error queue,
     /// the duplicate window) would be gone without a word. The operator restores the
     /// journal, or deletes the lock file to start over with an empty one on purpose.
+    ///
+    /// `plexus run` calls it before it builds the engine; a program that embeds the
+    /// engine calls it too (neither `Engine::build` nor `Engine::start` does).
     pub fn check_journal(&self, journal: &std::path::Path) -> Result<(), BuildError> {
-        if self.journal_before && !journal.exists() {
-            return Err(BuildError::JournalMissing {
+        if !self.journal_before {
+            return Ok(());
+        }
+        match journal.try_exists() {
+            Ok(true) => Ok(()),
+            Ok(false) => Err(BuildError::JournalMissing {
                 journal: journal.to_path_buf(),
                 lock: self.path.clone(),
-            });
+            }),
+            Err(source) => Err(BuildError::DataDir {
+                path: journal.to_path_buf(),
+                source,
+            }),
         }
-        Ok(())
     }
 
     /// Records that the folder's journal now exists (the lock file's `new` becomes
@@ -708,7 +724,7 @@ impl Engine {
                 replaying: std::sync::Mutex::default(),
                 stored_inspections: std::sync::Mutex::default(),
                 unrecorded_results: Arc::default(),
-                journal_failing: std::sync::atomic::AtomicBool::new(false),
+                journal_failed_at: std::sync::atomic::AtomicU64::new(0),
             }),
         })
     }
@@ -2271,9 +2287,10 @@ pub fn lock_data_dir(data_dir: &std::path::Path) -> Result<DataDirLock, BuildErr
         file,
         path,
         unclean_before: state.starts_with(b"running") || (existed && read == 0),
-        // `stopped`, `running` and an earlier release's empty file all mean a journal
-        // was opened here; only `new` (and no file at all) mean none was.
-        journal_before: existed && !state.starts_with(b"new"),
+        // `stopped` and `running` mean a journal was opened here. An empty file may be
+        // an earlier release's, or one whose first write a crash cut off: not evidence
+        // enough to refuse a start.
+        journal_before: state.starts_with(b"stopped") || state.starts_with(b"running"),
     };
     if !existed {
         // No engine has run here; say so, so that a start that fails before its workers

@@ -159,7 +159,7 @@ pub enum OpError {
     /// The message was too large to keep: only its first segment is journaled, so a
     /// replay would send that stub on as if it were the message.
     #[error(
-        "message {0} was not kept whole: it was larger than its source's limit, so only its first segment is journaled and there is nothing to replay; have the sender send it again within the limit (`max_frame` on an MLLP source), then resolve this error with a note"
+        "message {0} was not kept whole: it was larger than its source's limit, so only its first segment is journaled and there is nothing to replay; have the sender send it again within the limit (`max_frame` on an MLLP source; 16 MiB for a drop file, so split it), then resolve this error with a note"
     )]
     NotKept(plexus_journal::MessageId),
     /// No interface by that name.

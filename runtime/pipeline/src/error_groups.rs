@@ -64,8 +64,25 @@ fn key(e: &ErrorEntry) -> Key<'_> {
         e.interface.as_str(),
         e.kind,
         e.stage.as_str(),
-        without_offsets(&reason),
+        without_ids(&without_offsets(&reason)),
     )
+}
+
+/// `reason` with the control id a wrong ACK named (`` control id `X` ``) left out: a
+/// receiver that answers every message with the wrong MSA-2 is one problem.
+fn without_ids(reason: &str) -> String {
+    const ID: &str = "control id `";
+    let mut out = String::with_capacity(reason.len());
+    let mut rest = reason;
+    while let Some(at) = rest.find(ID) {
+        let after = &rest[at + ID.len()..];
+        let Some(end) = after.find('`') else { break };
+        out.push_str(&rest[..at + ID.len()]);
+        out.push_str("...`");
+        rest = &after[end + 1..];
+    }
+    out.push_str(rest);
+    out
 }
 
 /// `reason` with each `byte N` (where in the message a parse error sits) as `byte N`
@@ -227,5 +244,10 @@ mod tests {
             "no offsets, bytes 12"
         );
         assert_eq!(without_offsets("byte 7, byte x"), "byte N, byte x");
+        assert_eq!(
+            without_ids("the ACK is for control id `A1`, not this message"),
+            "the ACK is for control id `...`, not this message"
+        );
+        assert_eq!(without_ids("control id `unended"), "control id `unended");
     }
 }

@@ -29,7 +29,19 @@ pub(crate) async fn run(
     let mut progress = Progress::new();
     // Entries already reported as unreadable (a dangling link, say): said once each.
     let mut reported = std::collections::HashSet::new();
+    let mut moved = std::collections::VecDeque::new();
+    let watch = WATCH_MOVED.max(source.poll.saturating_mul(10));
     while !shutdown.is_cancelled() {
+        if !moved.is_empty() {
+            let (watched, interface) = (std::mem::take(&mut moved), iface.name.clone());
+            moved = tokio::task::spawn_blocking(move || {
+                let mut watched = watched;
+                check_moved(&interface, &mut watched, watch);
+                watched
+            })
+            .await
+            .unwrap_or_default();
+        }
         let dir = source.dir.clone();
         let pattern = source.pattern.clone();
         let settle = source.poll;
@@ -46,7 +58,14 @@ pub(crate) async fn run(
                     if shutdown.is_cancelled() {
                         break;
                     }
-                    take(&shared, &iface, &source.dir, path, &mut progress).await;
+                    if let Some(file) =
+                        take(&shared, &iface, &source.dir, path, &mut progress).await
+                    {
+                        if moved.len() >= WATCH_MOVED_MAX {
+                            moved.pop_front();
+                        }
+                        moved.push_back(file);
+                    }
                 }
             }
             Ok(Err(err)) => {
@@ -80,31 +99,79 @@ enum Read {
     Whole(Vec<u8>, Version),
     /// It changed while it was read.
     Changed,
-    /// Over [`MAX_FILE`]: its length and first segment.
-    TooLarge { len: u64, head: Vec<u8> },
+    /// Over [`MAX_FILE`]: its version and first message header.
+    TooLarge { version: Version, head: Vec<u8> },
 }
 
-/// A file's first segment: up to its first CR (or LF), at most
-/// [`plexus_mllp::codec::OVERSIZE_HEAD_LIMIT`] bytes, as an MLLP source keeps of an oversize frame.
+/// What is kept of a file too large to take, as an MLLP source keeps the first segment of
+/// an oversize frame: its first MSH segment (past a batch's FHS and BHS, so the error
+/// carries an MSH-10), or else its first line; at most
+/// [`plexus_mllp::codec::OVERSIZE_HEAD_LIMIT`] bytes.
 fn head_of(path: &Path) -> std::io::Result<Vec<u8>> {
     use std::io::Read as _;
-    let mut head = Vec::with_capacity(plexus_mllp::codec::OVERSIZE_HEAD_LIMIT);
+    let mut start = Vec::with_capacity(plexus_mllp::codec::OVERSIZE_HEAD_LIMIT);
     std::fs::File::open(path)?
         .take(plexus_mllp::codec::OVERSIZE_HEAD_LIMIT as u64)
-        .read_to_end(&mut head)?;
-    if let Some(end) = head.iter().position(|&b| b == b'\r' || b == b'\n') {
-        head.truncate(end);
+        .read_to_end(&mut start)?;
+    let mut first = None;
+    for line in start.split(|&b| b == b'\r' || b == b'\n') {
+        let line = line.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(line);
+        if line.starts_with(b"MSH") {
+            return Ok(line.to_vec());
+        }
+        if first.is_none() && !line.is_empty() {
+            first = Some(line.to_vec());
+        }
     }
-    Ok(head)
+    Ok(first.unwrap_or_default())
 }
 
+/// A file moved to `processed/`, watched for a while in case its producer writes on.
+struct Moved {
+    to: PathBuf,
+    version: Version,
+    name: String,
+    at: std::time::Instant,
+}
+
+/// How long a moved file is watched (at least; ten polls when that is longer).
+const WATCH_MOVED: std::time::Duration = std::time::Duration::from_secs(10);
+/// The most moved files watched at once; past it the oldest go first.
+const WATCH_MOVED_MAX: usize = 10_000;
+
+/// Says (ERROR) which recently moved files changed since they were read: a producer that
+/// paused longer than the settle time and then wrote on, into the file now in
+/// `processed/`, so what was journaled from it is cut short. Forgets files watched long
+/// enough, and those that changed or went away.
+fn check_moved(
+    interface: &str,
+    moved: &mut std::collections::VecDeque<Moved>,
+    watch: std::time::Duration,
+) {
+    moved.retain(|m| {
+        let now = version_of(&m.to).ok();
+        if now.is_some_and(|now| now != m.version) {
+            tracing::error!(
+                interface,
+                file = %m.name,
+                read = m.version.0,
+                now = now.map_or(0, |v| v.0),
+                "the file was written to after it was read and moved to processed/: the message(s) journaled from it may be cut short; check them (the source names the file) and have the producer write elsewhere and rename the file in"
+            );
+            return false;
+        }
+        now.is_some() && m.at.elapsed() < watch
+    });
+}
+
+/// Takes one ready file; `Some` when it was journaled and moved to `processed/`.
 async fn take(
     shared: &Arc<Shared>,
     iface: &Arc<Iface>,
     dir: &Path,
     path: PathBuf,
     progress: &mut Progress,
-) {
+) -> Option<Moved> {
     let name = path
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
@@ -115,7 +182,7 @@ async fn take(
             let version = version_of(&path)?;
             if version.0 > MAX_FILE {
                 return Ok(Read::TooLarge {
-                    len: version.0,
+                    version,
                     head: head_of(&path)?,
                 });
             }
@@ -132,37 +199,50 @@ async fn take(
         Ok(Ok(Read::Whole(bytes, version))) => (bytes, version),
         Ok(Ok(Read::Changed)) => {
             tracing::info!(interface = %iface.name, file = %name, "the file changed while it was read; taken once it stops changing");
-            return;
+            return None;
         }
-        Ok(Ok(Read::TooLarge { len, head })) => {
+        Ok(Ok(Read::TooLarge { version, head })) => {
             // In the error queue first, as over MLLP, so whoever works the queue sees it;
-            // a journal that will not take it leaves the file for the next poll.
-            let reason = format!(
-                "file {name} of {len} bytes is larger than a drop file may be ({MAX_FILE} bytes): moved to rejected/ and only its first segment is kept; split it into smaller files and drop them in"
-            );
-            if let Err(err) =
-                ingest::not_kept(shared, iface, SourceKind::File, name.clone(), &head, reason).await
-            {
-                tracing::error!(interface = %iface.name, file = %name, "file too large, and the journal would not take its error ({err}); tried again at the next poll");
-                return;
+            // a journal that will not take it leaves the file for the next poll. Filed
+            // once: a move that fails is tried again alone.
+            let filed = progress
+                .get(&path)
+                .is_some_and(|&(seen, _, _)| seen == version);
+            if !filed {
+                let reason = format!(
+                    "file {name} of {} bytes is larger than a drop file may be ({MAX_FILE} bytes): moved to rejected/ and only its first segment is kept; split it into smaller files and drop them in",
+                    version.0
+                );
+                if let Err(err) =
+                    ingest::not_kept(shared, iface, SourceKind::File, name.clone(), &head, reason)
+                        .await
+                {
+                    tracing::error!(interface = %iface.name, file = %name, "file too large, and the journal would not take its error ({err}); tried again at the next poll");
+                    return None;
+                }
             }
             match move_to(dir, "rejected", &path, &name).await {
                 Ok(_) => {
+                    progress.remove(&path);
                     tracing::warn!(interface = %iface.name, file = %name, limit = MAX_FILE, "file too large; moved to rejected/ and filed in the error queue")
                 }
                 Err(err) => {
-                    tracing::error!(interface = %iface.name, file = %name, limit = MAX_FILE, "file too large, and cannot move it to rejected/: {err}")
+                    let failures = progress.get(&path).map_or(0, |p| p.2).saturating_add(1);
+                    if failures.is_power_of_two() {
+                        tracing::error!(interface = %iface.name, file = %name, limit = MAX_FILE, failures, "file too large and filed in the error queue, but cannot move it to rejected/ ({err}); only the move is tried again at each poll");
+                    }
+                    progress.insert(path, (version, 1, failures));
                 }
             }
-            return;
+            return None;
         }
         Ok(Err(err)) => {
             tracing::warn!(interface = %iface.name, file = %name, "cannot read: {err}");
-            return;
+            return None;
         }
         Err(err) => {
             tracing::error!("file source task failed: {err}");
-            return;
+            return None;
         }
     };
     if let Some(shortfall) = batch_shortfall(&bytes) {
@@ -203,21 +283,12 @@ async fn take(
         match move_to(dir, "processed", &path, &name).await {
             Ok(moved) => {
                 progress.remove(&path);
-                // A producer that paused longer than the settle time and then wrote on
-                // (into the file, now in processed/): what was journaled is cut short.
-                let now = tokio::task::spawn_blocking(move || version_of(&moved))
-                    .await
-                    .ok()
-                    .and_then(Result::ok);
-                if now.is_some_and(|now| now != version) {
-                    tracing::error!(
-                        interface = %iface.name,
-                        file = %name,
-                        read = version.0,
-                        now = now.map_or(0, |v| v.0),
-                        "the file was written to after it was read and moved to processed/: the message(s) journaled from it may be cut short; check them (the source names the file) and have the producer write elsewhere and rename the file in"
-                    );
-                }
+                return Some(Moved {
+                    to: moved,
+                    version,
+                    name,
+                    at: std::time::Instant::now(),
+                });
             }
             Err(err) => {
                 let failures = move_failures.saturating_add(1);
@@ -238,6 +309,7 @@ async fn take(
         progress.insert(path, (version, stored, 0));
         tracing::error!(interface = %iface.name, file = %name, stored, of = total, "file left in place; the rest is taken at the next poll");
     }
+    None
 }
 
 /// The messages a file holds. A batch file (`FHS`/`BHS` envelope, or several messages one
@@ -447,7 +519,8 @@ fn glob_match(pattern: &str, name: &str) -> bool {
 
 #[cfg(test)]
 mod tests {
-    use super::{batch_shortfall, glob_match};
+    use super::{Moved, batch_shortfall, check_moved, glob_match, version_of};
+    use std::collections::VecDeque;
 
     #[test]
     fn a_batch_whose_trailers_say_more_than_it_holds_is_called_short() {
@@ -480,6 +553,36 @@ mod tests {
         );
         let blank = format!("BHS|^~\\&\r{}BTS|\r", msh("1"));
         assert_eq!(batch_shortfall(blank.as_bytes()), None);
+    }
+
+    #[test]
+    fn a_moved_file_is_watched_until_it_changes_goes_or_has_been_watched_long_enough() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let watched = |name: &str| {
+            let to = dir.path().join(name);
+            std::fs::write(&to, b"MSH|^~\\&|A\r").expect("write");
+            Moved {
+                version: version_of(&to).expect("version"),
+                to,
+                name: name.to_owned(),
+                at: std::time::Instant::now(),
+            }
+        };
+        let mut moved: VecDeque<Moved> = ["same", "grows", "goes"].map(watched).into();
+        let watch = std::time::Duration::from_secs(60);
+        check_moved("drop", &mut moved, watch);
+        assert_eq!(moved.len(), 3, "nothing changed yet");
+        std::fs::OpenOptions::new()
+            .append(true)
+            .open(dir.path().join("grows"))
+            .and_then(|mut f| std::io::Write::write_all(&mut f, b"PID|1||X\r"))
+            .expect("append");
+        std::fs::remove_file(dir.path().join("goes")).expect("remove");
+        check_moved("drop", &mut moved, watch);
+        let left: Vec<&str> = moved.iter().map(|m| m.name.as_str()).collect();
+        assert_eq!(left, ["same"], "the one that grew is reported and dropped");
+        check_moved("drop", &mut moved, std::time::Duration::ZERO);
+        assert!(moved.is_empty(), "watched long enough");
     }
 
     #[test]

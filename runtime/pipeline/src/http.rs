@@ -333,10 +333,11 @@ async fn metrics(shared: Arc<Shared>) -> Response {
 }
 
 async fn readyz(shared: Arc<Shared>) -> Response {
-    if shared
-        .journal_failing
-        .load(std::sync::atomic::Ordering::Relaxed)
-    {
+    let failed_at = shared
+        .journal_failed_at
+        .load(std::sync::atomic::Ordering::Relaxed);
+    let since = crate::ingest::millis(std::time::SystemTime::now()).saturating_sub(failed_at);
+    if failed_at != 0 && u128::from(since) < crate::engine::JOURNAL_FAILURE_HOLD.as_millis() {
         return (
             StatusCode::SERVICE_UNAVAILABLE,
             "journal commits are failing: messages are refused until one succeeds (the log says why)\n",

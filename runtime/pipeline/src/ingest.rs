@@ -422,11 +422,16 @@ pub(crate) async fn accept(
     {
         iface.wake_lanes(*id, order_key);
     }
-    // Whether the journal takes commits, for `/readyz`. The load first: the flag is
+    // Whether the journal takes commits, for `/readyz`. The load first: the value is
     // shared by every connection, and a store on each message would bounce its line.
-    let failing = matches!(accepted, Err(NotAccepted::Journal(_)));
-    if shared.journal_failing.load(Ordering::Relaxed) != failing {
-        shared.journal_failing.store(failing, Ordering::Relaxed);
+    match &accepted {
+        Err(NotAccepted::Journal(_)) => shared
+            .journal_failed_at
+            .store(millis(SystemTime::now()).max(1), Ordering::Relaxed),
+        Ok(_) if shared.journal_failed_at.load(Ordering::Relaxed) != 0 => {
+            shared.journal_failed_at.store(0, Ordering::Relaxed)
+        }
+        _ => {}
     }
     match &accepted {
         Ok(Accepted::Processed {
