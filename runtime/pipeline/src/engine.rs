@@ -82,6 +82,10 @@ impl std::fmt::Debug for Shared {
 /// One interface at run time.
 pub(crate) struct Iface {
     pub name: String,
+    /// This interface's share of the engine's chain permits ([`interface_share`]): a
+    /// plug-in that loops to its timeout on every message holds at most this many, and
+    /// the other interfaces keep the rest.
+    pub chain_share: Arc<Semaphore>,
     pub config: plexus_config::Interface,
     /// The active chain. A message takes the chain once, when it starts, and runs every
     /// stage on that version: an activation never mixes versions within a message.
@@ -497,6 +501,14 @@ pub struct Running {
     unrecorded_results: Arc<std::sync::atomic::AtomicBool>,
 }
 
+/// How many of the engine's `permits` chain runs one interface may hold at once: all but
+/// one (at least one), so that an interface whose plug-in loops to its timeout on every
+/// message leaves the others a permit, while a site's one busy interface still runs as
+/// many chains as the cores can.
+pub(crate) fn interface_share(permits: usize) -> usize {
+    permits.saturating_sub(1).max(1)
+}
+
 /// How long `/readyz` answers 503 after the journal refused a commit, unless one is taken
 /// first.
 pub(crate) const JOURNAL_FAILURE_HOLD: std::time::Duration = std::time::Duration::from_secs(30);
@@ -658,6 +670,12 @@ impl Engine {
         let grants = crate::grants::effective(&config)?;
         let (plugins, configured_wasm) = load_plugins(&config, assets, &sandbox, &grants, &tables)?;
         let feeding = journal.answers_in_commit_order();
+        // Two chains in flight per core, but never more than half the sandbox's instance
+        // slots: shadow runs, trials and replays take slots too, instances kept under
+        // `reuse-instance` an eighth, and a message must never fail for want of one.
+        let permits = (std::thread::available_parallelism().map_or(2, |n| n.get()) * 2)
+            .min(usize::try_from(sandbox.config().max_instances / 2).unwrap_or(usize::MAX))
+            .max(1);
         let interfaces = config
             .interfaces
             .iter()
@@ -687,6 +705,7 @@ impl Engine {
                     lanes,
                     feeding,
                     slow: SlowChain::default(),
+                    chain_share: Arc::new(Semaphore::new(interface_share(permits))),
                     shadow: ArcSwapOption::empty(),
                     order_by: interface
                         .order_by
@@ -699,12 +718,6 @@ impl Engine {
                 (name.to_string(), Arc::new(iface))
             })
             .collect();
-        // Two chains in flight per core, but never more than half the sandbox's instance
-        // slots: shadow runs, trials and replays take slots too, instances kept under
-        // `reuse-instance` an eighth, and a message must never fail for want of one.
-        let permits = (std::thread::available_parallelism().map_or(2, |n| n.get()) * 2)
-            .min(usize::try_from(sandbox.config().max_instances / 2).unwrap_or(usize::MAX))
-            .max(1);
         let tokens = config.admin.tokens.clone();
         let site = config.engine.site.clone();
         Ok(Engine {

@@ -204,12 +204,24 @@ pub(crate) async fn accept(
     iface.metrics.received();
     // Bounds the plug-in work in flight to the sandbox's capacity; journal waits are
     // outside it so that group commit still sees every connection's message.
-    let permit = shared
-        .chain_permits
+    // The interface's share first: a slow interface queues on its own, not in the line
+    // every interface shares.
+    let closed = |_| NotAccepted::Internal("engine is shutting down".into());
+    let share = iface
+        .chain_share
         .clone()
         .acquire_owned()
         .await
-        .map_err(|_| NotAccepted::Internal("engine is shutting down".into()))?;
+        .map_err(closed)?;
+    let permit = (
+        shared
+            .chain_permits
+            .clone()
+            .acquire_owned()
+            .await
+            .map_err(closed)?,
+        share,
+    );
     let task_shared = shared.clone();
     let task_iface = iface.clone();
     // The journal answers through a oneshot once the group commit is durable, so no

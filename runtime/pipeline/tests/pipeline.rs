@@ -1534,6 +1534,66 @@ chain = ["visit-status-map"]
 
 /// A site whose one interface, `interface` (the name picks the hostile guest's
 /// behaviour), runs the hostile guest with `grants` (a TOML array) and delivers nowhere.
+/// A plug-in that loops to its timeout on every message, sent more messages at once
+/// than the engine has chain permits, does not hold up another interface: that one is
+/// answered while the loops still run.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_looping_plug_in_on_one_interface_does_not_hold_up_another() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let text = format!(
+        r#"
+[engine]
+data_dir = "data"
+[http]
+listen = "127.0.0.1:0"
+[tables.visit-status]
+file = "{status}"
+[plugins.hostile]
+file = "{hostile}"
+grants = ["log"]
+limits = {{ timeout = "3s" }}
+[plugins.visit-status-map]
+file = "{vsm}"
+grants = ["tables:visit-status"]
+[interfaces.loop]
+source = {{ type = "mllp", listen = "127.0.0.1:0" }}
+chain = ["hostile"]
+[interfaces.feed]
+source = {{ type = "mllp", listen = "127.0.0.1:0" }}
+chain = ["visit-status-map"]
+"#,
+        hostile = plexus_test_artifacts::HOSTILE,
+        vsm = plexus_test_artifacts::VISIT_STATUS_MAP,
+        status = dir.path().join("visit-status.csv").display(),
+    );
+    std::fs::write(dir.path().join("visit-status.csv"), STATUS_CSV).expect("csv");
+    let config = plexus_config::Config::from_toml(&text, &dir.path().join("site.toml"))
+        .unwrap_or_else(|e| panic!("config: {e}"));
+    let (_engine, running, stop) = start_config(config).await;
+    // More loops at once than there are permits (two per core).
+    let loops = std::thread::available_parallelism().map_or(2, |n| n.get()) * 2 + 2;
+    let looping: Vec<_> = (0..loops)
+        .map(|i| {
+            let to = running.mllp["loop"];
+            tokio::spawn(async move {
+                send(to, &siu(&format!("LOOP{i}"), "Ready")).await;
+                std::time::Instant::now()
+            })
+        })
+        .collect();
+    // Let them reach their plug-in.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let (code, _) = send(running.mllp["feed"], &siu("FEED1", "Ready")).await;
+    let answered = std::time::Instant::now();
+    assert_eq!(code, AckCode::AA);
+    for handle in looping {
+        let cut = handle.await.expect("loop sender");
+        assert!(answered < cut, "the feed waited for a loop's timeout");
+    }
+    stop.cancel();
+    running.wait().await;
+}
+
 fn hostile_site(dir: &Path, grants: &str, interface: &str) -> plexus_config::Config {
     let text = format!(
         r#"
