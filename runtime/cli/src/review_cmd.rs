@@ -204,7 +204,10 @@ fn print_grants(i: &Inspection, granted: &[String]) -> bool {
             missing.join(", ")
         );
     }
-    let unused: Vec<&String> = granted
+    // A capability the component does not import cannot be used: the grant can go. A
+    // table the plug-in does not declare may still be looked up by name (an optional
+    // settings table): the declaration is the author's word, not something we can check.
+    let (unused, undeclared): (Vec<&String>, Vec<&String>) = granted
         .iter()
         .filter(|g| {
             let cap = g.split(':').next().unwrap_or(g);
@@ -216,11 +219,17 @@ fn print_grants(i: &Inspection, granted: &[String]) -> bool {
                     && !i.reads_tables.is_empty()
                     && !i.reads_tables.iter().any(|t| format!("tables:{t}") == **g))
         })
-        .collect();
+        .partition(|g| !(g.starts_with("tables:") && requested.contains(&"tables")));
     if !unused.is_empty() {
         println!(
             "  unused       {} (granted but not requested: remove for least privilege)",
             list(&unused)
+        );
+    }
+    if !undeclared.is_empty() {
+        println!(
+            "  undeclared   {} (not among the tables it declares, but it imports table lookups and may read it by name, as an optional settings table; check its documentation before removing the grant)",
+            list(&undeclared)
         );
     }
     if i.requests_reuse {

@@ -952,6 +952,50 @@ fn token_new_prints_a_token_and_the_config_line_with_its_digest() {
     assert_eq!(bad.status.code(), Some(2));
 }
 
+/// A table grant the plug-in does not declare (visit-status-map's optional settings
+/// table, looked up by name) is not called unused: removing it would change what the
+/// plug-in does. A capability it does not import at all is.
+#[test]
+fn review_does_not_advise_removing_a_table_the_plug_in_may_read_by_name() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let site = dir.path().join("site");
+    stdout_of_success(plexus().arg("init").arg(&site));
+    std::fs::write(site.join("settings.csv"), "key,value\nextra-path,ZVS-1\n").expect("csv");
+    let config = std::fs::read_to_string(site.join("site.toml"))
+        .expect("site.toml")
+        .replace(
+            "grants = [\"tables:visit-status\"]",
+            "grants = [\"tables:visit-status\", \"tables:visit-status-settings\", \"reuse-instance\"]",
+        )
+        .replace(
+            "[tables.visit-status]\n",
+            "[tables.visit-status-settings]\nfile = \"settings.csv\"\n\n[tables.visit-status]\n",
+        );
+    std::fs::write(site.join("site.toml"), &config).expect("write");
+    let text = stdout_of_success(
+        plexus()
+            .args(["review", "visit-status-map", "--config"])
+            .arg(site.join("site.toml")),
+    );
+    assert!(
+        text.contains("undeclared   tables:visit-status-settings"),
+        "{text}"
+    );
+    assert!(
+        !text.contains("unused       tables:visit-status-settings"),
+        "{text}"
+    );
+    // demographics-normalize imports no table lookups: a table grant there is unused.
+    let config = config.replace("grants = []", "grants = [\"tables:visit-status\"]");
+    std::fs::write(site.join("site.toml"), &config).expect("write");
+    let text = stdout_of_success(
+        plexus()
+            .args(["review", "demographics-normalize", "--config"])
+            .arg(site.join("site.toml")),
+    );
+    assert!(text.contains("unused       tables:visit-status"), "{text}");
+}
+
 #[test]
 fn review_shows_requested_against_granted_and_a_candidates_changes() {
     let out = plexus()
