@@ -150,6 +150,11 @@ async fn json_errors(response: Response) -> Response {
         .unwrap_or_default();
     let text = String::from_utf8_lossy(&text);
     let detail = match text.trim() {
+        _ if parts.status == StatusCode::PAYLOAD_TOO_LARGE => format!(
+            "the body is larger than this route takes ({} KiB for a JSON body, {} MiB for a plug-in upload)",
+            MAX_JSON_BODY >> 10,
+            crate::http::MAX_BODY >> 20
+        ),
         "" => parts
             .status
             .canonical_reason()
@@ -897,15 +902,10 @@ async fn upload(State(admin): State<Admin>, headers: HeaderMap, body: Bytes) -> 
             "upload",
             &format!("plugin:{}", inspection.sha256),
             &format!(
-                "{} bytes; capabilities {:?}; tables {:?}{}",
+                "{} bytes; capabilities {:?}; tables {:?}",
                 inspection.size,
                 inspection.capabilities(),
                 inspection.reads_tables,
-                if inspection.loadable() {
-                    String::new()
-                } else {
-                    format!("; CANNOT LOAD (imports {:?})", inspection.refused_imports())
-                }
             ),
         )?;
         Ok::<_, crate::OpError>(inspection)

@@ -925,12 +925,21 @@ impl Engine {
         &self,
         bytes: &[u8],
     ) -> Result<plexus_sandbox::inspect::Inspection, OpError> {
-        let inspection = plexus_sandbox::inspect::inspect(bytes).map_err(OpError::Gate)?;
+        let inspection = plexus_sandbox::inspect::inspect(bytes).map_err(OpError::Upload)?;
         if !inspection.implements_contract() {
-            return Err(OpError::Gate(
+            return Err(OpError::Upload(
                 "the component exports no `transform` function (not a plexus:transform plug-in)"
                     .to_owned(),
             ));
+        }
+        // No grant can give it these, so it could never load: say so now, not at the
+        // activation that would fail.
+        let refused = inspection.refused_imports();
+        if !refused.is_empty() {
+            return Err(OpError::Upload(format!(
+                "the component imports {}, which no site can grant (a plug-in reaches only the message, its log and its tables); `plexus plugin inspect FILE` shows every import",
+                refused.join(", ")
+            )));
         }
         let dir = self.plugin_store();
         let path = dir.join(format!("{}.wasm", inspection.sha256));

@@ -192,6 +192,9 @@ pub enum OpError {
     /// The activation gate refused the new chain; the running chain is untouched.
     #[error("activation refused: {0}")]
     Gate(String),
+    /// An upload that is not a plug-in any site could run; nothing was stored.
+    #[error("upload refused, nothing stored: {0}")]
+    Upload(String),
     /// A plug-in file could not be stored.
     #[error("cannot store the plug-in: {0}")]
     Store(String),

@@ -30,7 +30,7 @@ use plexus_mllp::error_chain;
 pub const HL7_MEDIA_TYPE: &str = "x-application/hl7-v2+er7";
 
 /// Largest body accepted on an ingest route.
-const MAX_BODY: usize = plexus_mllp::DEFAULT_MAX_FRAME;
+pub(crate) const MAX_BODY: usize = plexus_mllp::DEFAULT_MAX_FRAME;
 
 /// Binds the HTTP server and spawns it.
 pub(crate) async fn start(

@@ -2710,9 +2710,25 @@ async fn uploaded_versions_activate_through_the_gate_or_are_refused_untouched() 
     .await;
     assert_eq!(status, 422);
     assert!(String::from_utf8_lossy(&body).contains("has not been uploaded"));
-    let (status, _) =
+    let (status, body) =
         http_request_with(http, "POST", "/admin/v1/plugins", token, b"not wasm").await;
     assert_eq!(status, 422);
+    assert!(
+        String::from_utf8_lossy(&body).contains("upload refused, nothing stored"),
+        "{}",
+        String::from_utf8_lossy(&body)
+    );
+    // A component no site could ever load (it imports sockets) is refused at upload,
+    // not stored to look harmless in the list until an activation fails.
+    let net_probe = std::fs::read(plexus_test_artifacts::NET_PROBE).expect("net probe");
+    let (status, body) =
+        http_request_with(http, "POST", "/admin/v1/plugins", token, &net_probe).await;
+    let text = String::from_utf8_lossy(&body);
+    assert_eq!(status, 422, "{text}");
+    assert!(
+        text.contains("wasi:sockets") && text.contains("no site can grant"),
+        "{text}"
+    );
 
     // A failed message, tried against a candidate before any activation: nothing is
     // journaled or delivered, the verdicts come back.
