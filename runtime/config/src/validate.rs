@@ -834,7 +834,17 @@ impl Cx<'_, '_> {
         };
         match parsed {
             Some(n) if n > 0 => n,
-            _ => {
+            Some(_) => {
+                self.error(
+                    Some(raw.span()),
+                    format!("`{key}` must be more than zero (it is `{shown}`)"),
+                    Some(format!(
+                        "leave `{key}` out for its default, or give a size above zero"
+                    )),
+                );
+                default
+            }
+            None => {
                 self.error(
                     Some(raw.span()),
                     format!("`{key}`: `{shown}` is not a size"),
