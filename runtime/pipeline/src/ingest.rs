@@ -521,13 +521,16 @@ fn log_accepted(iface: &Iface, accepted: &Result<Accepted, NotAccepted>, raw: &[
             Verdict::Filtered { plugin, .. } => {
                 tracing::debug!(interface = %iface.name, %id, plugin, "message filtered")
             }
+            // The masked reason: for a plug-in's failure, its name, version digest, error
+            // kind and path, without the plug-in's own words (they may quote the message).
             Verdict::Failed(f) => tracing::warn!(
                 interface = %iface.name,
                 %id,
                 stage = %f.stage,
                 kind = %f.kind,
                 path = f.path.as_deref().unwrap_or(""),
-                "message held in the error queue"
+                "message held in the error queue: {}",
+                crate::chain::masked_reason(f.kind, &f.reason)
             ),
         },
         Ok(Accepted::Unparseable { id, error }) => tracing::warn!(

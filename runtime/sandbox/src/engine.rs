@@ -441,6 +441,7 @@ impl Plugin {
             // The plug-in left state behind that broke a later message: the operator
             // should hear of it. No message content: the name, version and kind only.
             tracing::warn!(
+                interface = %ctx.interface,
                 plugin = %self.name,
                 sha256 = inspect::short(&self.digest),
                 "a kept instance {failed} on a message that a new instance then ran"
