@@ -771,6 +771,20 @@ fn init_writes_the_demo_as_an_editable_pinned_site_that_checks() {
             && checked.contains("no effect"),
         "{checked}"
     );
+    // Grants the component cannot use (it imports neither the log nor table lookups).
+    let surplus = config.replace("grants = []", "grants = [\"log\", \"tables:visit-status\"]");
+    std::fs::write(site.join("surplus.toml"), &surplus).expect("write");
+    let checked = stdout_of_success(plexus().arg("check").arg(site.join("surplus.toml")));
+    assert!(
+        checked.contains(
+            "plug-in demographics-normalize: granted log, tables:visit-status but the component does not import the log or table lookups"
+        ),
+        "{checked}"
+    );
+    assert!(
+        !checked.contains("plug-in visit-status-map: granted"),
+        "{checked}"
+    );
     // Golden cases the config names run too: a failing one fails check.
     let cases = site.join("cases");
     std::fs::create_dir_all(cases.join("tables")).expect("cases dir");

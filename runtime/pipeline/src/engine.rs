@@ -2141,6 +2141,36 @@ impl Reuse {
     }
 }
 
+/// A note for grants the component cannot use, since it does not import what they give
+/// (`log`, or any `tables:` when it imports no table lookups): least privilege says remove
+/// them. (`reuse-instance` has its own note.)
+fn surplus_note(
+    name: &str,
+    plugin: &Plugin,
+    grants: Option<&plexus_config::Grants>,
+) -> Option<String> {
+    let grants = grants?;
+    let imports = plugin.inspection().capabilities();
+    let mut surplus = Vec::new();
+    let mut missing = Vec::new();
+    if grants.log && !imports.contains(&"log") {
+        surplus.push("log".to_owned());
+        missing.push("the log");
+    }
+    if !grants.tables.is_empty() && !imports.contains(&"tables") {
+        surplus.extend(grants.tables.iter().map(|t| format!("tables:{t}")));
+        missing.push("table lookups");
+    }
+    (!surplus.is_empty()).then(|| {
+        format!(
+            "plug-in {name}: granted {} but the component does not import {}, so the grant \
+             has no effect; remove it for least privilege",
+            surplus.join(", "),
+            missing.join(" or ")
+        )
+    })
+}
+
 fn reuse_note(name: &str, plugin: &Plugin, grants: &plexus_sandbox::Grants) -> Option<Reuse> {
     if !grants.reuse_instance {
         return None;
@@ -2346,6 +2376,11 @@ pub fn verify(config: &Config, assets: &dyn Assets) -> Result<Verified, BuildErr
         let (loaded, reuse) =
             load_plugin(&sandbox, &grants, &tables, name.as_str(), plugin, &bytes)?;
         notes.extend(reuse.map(Reuse::into_note));
+        notes.extend(surplus_note(
+            name.as_str(),
+            &loaded,
+            grants.get(name.as_str()),
+        ));
         if let Some(dir) = plugin.cases.as_ref() {
             golden_cases(name.as_str(), &bytes, dir, &plugin.limits).map_err(|e| {
                 BuildError::GoldenCases(match e {
