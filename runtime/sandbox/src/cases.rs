@@ -139,6 +139,40 @@ pub fn run_cases(
         grants,
         limits,
     };
+    let mut inputs: Vec<PathBuf> = std::fs::read_dir(dir)
+        .map_err(io(dir))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| {
+            p.extension().is_some_and(|e| e == "hl7")
+                && !p.to_string_lossy().ends_with(".expected.hl7")
+        })
+        .collect();
+    inputs.sort();
+    if inputs.is_empty() {
+        return Err(CasesError::Empty(dir.to_owned()));
+    }
+    // An expected file with no input beside it (a renamed or deleted case) would
+    // otherwise be ignored: it fails, named, so the suite does not shrink unnoticed.
+    let orphans: Vec<CaseResult> = std::fs::read_dir(dir)
+        .map_err(io(dir))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter_map(|p| {
+            let name = p.file_name()?.to_string_lossy().into_owned();
+            let stem = name
+                .strip_suffix(".expected.hl7")
+                .or_else(|| name.strip_suffix(".expected.json"))?
+                .to_owned();
+            (!dir.join(format!("{stem}.hl7")).exists()).then(|| CaseResult {
+                name: stem.clone(),
+                failure: Some(format!(
+                    "{name} has no {stem}.hl7 beside it: add the input, or remove it"
+                )),
+                fuel: None,
+                time: Duration::ZERO,
+                memory: 0,
+            })
+        })
+        .collect();
     let plugin = match Plugin::load(&sandbox, &spec, bytes, Arc::new(tables)) {
         Ok(plugin) => plugin,
         // The cases grant exactly the tables they bring: a refused table is a missing file.
@@ -152,21 +186,10 @@ pub fn run_cases(
         Err(e) => return Err(e.into()),
     };
 
-    let mut inputs: Vec<PathBuf> = std::fs::read_dir(dir)
-        .map_err(io(dir))?
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| {
-            p.extension().is_some_and(|e| e == "hl7")
-                && !p.to_string_lossy().ends_with(".expected.hl7")
-        })
-        .collect();
-    inputs.sort();
-    if inputs.is_empty() {
-        return Err(CasesError::Empty(dir.to_owned()));
-    }
     inputs
         .iter()
         .map(|input| run_case(&plugin, input, bless))
+        .chain(orphans.into_iter().map(Ok))
         .collect()
 }
 

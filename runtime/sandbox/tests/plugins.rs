@@ -147,6 +147,15 @@ fn missing_cases_or_tables_are_named_as_files() {
     .expect_err("no folder");
     assert!(matches!(err, CasesError::NoFolder(_)), "{err}");
     assert!(err.to_string().contains("does not exist"), "{err}");
+    // A folder with no cases says so, before anything about tables.
+    let err = run_cases("visit-status-map", &bytes, &dir, Limits::default(), false)
+        .expect_err("no cases");
+    assert!(matches!(err, CasesError::Empty(_)), "{err}");
+    std::fs::write(
+        dir.join("one.hl7"),
+        "MSH|^~\\&|A|B|C|D|2026||SIU^S12|C1|P|2.5\r",
+    )
+    .expect("case");
     let err = run_cases("visit-status-map", &bytes, &dir, Limits::default(), false)
         .expect_err("no table");
     let text = err.to_string();
@@ -154,5 +163,47 @@ fn missing_cases_or_tables_are_named_as_files() {
     assert!(
         text.contains("reads table visit-status") && text.contains("tables/visit-status.csv"),
         "{text}"
+    );
+}
+
+/// An expected file whose input was renamed or deleted fails, named, instead of being
+/// ignored (the suite would shrink without anyone noticing).
+#[test]
+fn an_expected_file_without_its_input_fails() {
+    let bytes = std::fs::read(plexus_test_artifacts::VISIT_STATUS_MAP).expect("built");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cases = plexus_test_artifacts::cases_dir("visit-status-map");
+    std::fs::create_dir_all(dir.path().join("tables")).expect("tables");
+    for file in ["siu-s12-checked-in.hl7", "siu-s12-checked-in.expected.hl7"] {
+        std::fs::copy(cases.join(file), dir.path().join(file)).expect("copy");
+    }
+    std::fs::copy(
+        cases.join("tables/visit-status.csv"),
+        dir.path().join("tables/visit-status.csv"),
+    )
+    .expect("copy table");
+    std::fs::copy(
+        cases.join("siu-s12-checked-in.expected.hl7"),
+        dir.path().join("renamed.expected.hl7"),
+    )
+    .expect("orphan");
+    let results = run_cases(
+        "visit-status-map",
+        &bytes,
+        dir.path(),
+        Limits::default(),
+        false,
+    )
+    .expect("runs");
+    let failed: Vec<(&str, &str)> = results
+        .iter()
+        .filter_map(|r| r.failure.as_deref().map(|f| (r.name.as_str(), f)))
+        .collect();
+    assert_eq!(results.len(), 2);
+    assert_eq!(failed.len(), 1, "{failed:?}");
+    assert_eq!(failed[0].0, "renamed");
+    assert!(
+        failed[0].1.contains("no renamed.hl7 beside it"),
+        "{failed:?}"
     );
 }
