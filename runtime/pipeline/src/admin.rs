@@ -135,11 +135,12 @@ pub(crate) fn router(shared: &Arc<Shared>) -> Router {
 
 /// A plain-text client error (axum's own rejections) as `{"error": ...}`.
 async fn json_errors(response: Response) -> Response {
+    // Plain text, or nothing at all (a 405 names the methods in `Allow` only).
     let plain = response
         .headers()
         .get(axum::http::header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.starts_with("text/plain"));
+        .is_none_or(|v| v.starts_with("text/plain"));
     if !response.status().is_client_error() || !plain {
         return response;
     }
@@ -154,6 +155,14 @@ async fn json_errors(response: Response) -> Response {
             "the body is larger than this route takes ({} KiB for a JSON body, {} MiB for a plug-in upload)",
             MAX_JSON_BODY >> 10,
             crate::http::MAX_BODY >> 20
+        ),
+        "" if parts.status == StatusCode::METHOD_NOT_ALLOWED => format!(
+            "this route takes only {}",
+            parts
+                .headers
+                .get(axum::http::header::ALLOW)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("other methods")
         ),
         "" => parts
             .status

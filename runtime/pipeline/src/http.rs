@@ -90,6 +90,7 @@ pub(crate) async fn start(
     }
     let router = router
         .merge(crate::admin::router(shared))
+        .fallback(not_found)
         .layer(DefaultBodyLimit::max(MAX_BODY))
         // Reading a body is part of a request: a client that stalls mid-body is cut.
         .layer(axum::middleware::from_fn(request_deadline));
@@ -330,6 +331,20 @@ async fn metrics(shared: Arc<Shared>) -> Response {
         &figures,
     );
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], body).into_response()
+}
+
+/// No route for this path: under `/admin/` a JSON error, as every admin answer is.
+async fn not_found(uri: axum::http::Uri) -> Response {
+    if uri.path().starts_with("/admin/") {
+        return (
+            StatusCode::NOT_FOUND,
+            axum::Json(serde_json::json!({
+                "error": format!("no admin route {} (docs/admin-api.yaml lists them)", uri.path())
+            })),
+        )
+            .into_response();
+    }
+    (StatusCode::NOT_FOUND, "not found\n").into_response()
 }
 
 async fn readyz(shared: Arc<Shared>) -> Response {

@@ -4153,6 +4153,8 @@ async fn the_admin_api_refuses_a_request_without_a_token_before_reading_its_body
     for (method, path, body) in [
         ("GET", "/admin/v1/messages/abc", &b""[..]),
         ("POST", "/admin/v1/messages/1/resolve", b"not json"),
+        ("GET", "/admin/v1/no-such-route", b""),
+        ("DELETE", "/admin/v1/interfaces", b""),
     ] {
         let (status, body) =
             http_request_with(running.http, method, path, Some("ops-secret"), body).await;
