@@ -42,11 +42,16 @@ async fn serve(args: RunArgs, config: plexus_config::Config) -> anyhow::Result<(
         .start_locked(lock, shutdown.clone())
         .await
         .with_context(|| format!("cannot start {site}"))?;
-    println!("plexus: running {site}; data in {}", data_dir.display());
+    say(format_args!(
+        "plexus: running {site}; data in {}",
+        data_dir.display()
+    ));
     for (interface, addr) in &running.mllp {
-        println!("plexus: interface {interface}: MLLP on {addr}");
+        say(format_args!(
+            "plexus: interface {interface}: MLLP on {addr}"
+        ));
     }
-    println!(
+    say(format_args!(
         "plexus: HTTP on {}://{} (/healthz, /readyz, /metrics, /admin/v1); Ctrl-C stops, SIGHUP reloads tables and tokens",
         if engine.config().http.tls.is_some() {
             "https"
@@ -54,7 +59,7 @@ async fn serve(args: RunArgs, config: plexus_config::Config) -> anyhow::Result<(
             "http"
         },
         running.http
-    );
+    ));
     wait_for_signal(&engine, &args.site).await;
     tracing::info!("shutdown requested; finishing in-flight messages");
     shutdown.cancel();
@@ -99,11 +104,19 @@ async fn reload(engine: &Engine, site: &SiteArgs) {
     .await;
     match done {
         Ok(Ok(report)) => {
-            println!("plexus: config reloaded: {report}");
+            tracing::info!("config reloaded: {report}");
+            say(format_args!("plexus: config reloaded: {report}"));
         }
         Ok(Err(e)) => {
             tracing::error!("config reload refused, still running the previous one: {e}");
         }
         Err(e) => tracing::error!("config reload failed: {e}"),
     }
+}
+
+/// A line on standard output, best effort: whoever started the engine may have stopped
+/// reading it (`println!` would panic on the closed pipe and take the engine down).
+fn say(line: std::fmt::Arguments<'_>) {
+    use std::io::Write;
+    let _ = writeln!(std::io::stdout(), "{line}");
 }

@@ -1341,6 +1341,25 @@ SCH|1^S|2^E||||NEW|||20|MIN|^^^202601050900||||||||||||||{status}\r"
     assert!(api("second-secret"), "the new token works");
     assert!(!api("first-secret"), "the old one does not");
 
+    // A config that would not start (the plug-in loses the grant it needs) is refused
+    // whole, as `plexus check` refuses it: not audited as reloaded, the running
+    // engine untouched (the new tokens still work).
+    let ungranted = restart.replace("grants = [\"tables:visit-status\"]", "grants = []");
+    assert_ne!(ungranted, restart, "the demo's grants line changed");
+    std::fs::write(
+        &config,
+        format!("{ungranted}{}", token_line("third-secret")),
+    )
+    .expect("write");
+    Command::new("kill")
+        .args(["-HUP", &child.id().to_string()])
+        .status()
+        .expect("kill");
+    std::thread::sleep(Duration::from_millis(1500));
+    assert!(api("second-secret"), "nothing changed");
+    assert!(!api("third-secret"), "not even the tokens");
+    assert_eq!(send("R-AFTER", "Ready").as_deref(), Some("AA"));
+
     stop_engine(&mut child);
     let audit = plexus()
         .args(["audit", "list", "--config"])
@@ -1355,6 +1374,14 @@ SCH|1^S|2^E||||NEW|||20|MIN|^^^202601050900||||||||||||||{status}\r"
     assert!(line.contains("signal:SIGHUP"), "{line}");
     assert!(line.contains("tables reloaded: visit-status"), "{line}");
     assert!(line.contains("needs a restart: [journal]"), "{line}");
+    assert_eq!(
+        audit
+            .lines()
+            .filter(|l| l.contains("config-reload"))
+            .count(),
+        1,
+        "the refused reload is not recorded as one: {audit}"
+    );
 }
 
 #[test]

@@ -1333,6 +1333,16 @@ impl Engine {
         assets: &dyn Assets,
         actor: &str,
     ) -> Result<ReloadReport, OpError> {
+        // Everything `plexus check` loads (plug-in files, pins, grants, golden cases,
+        // certificates, folders): a config that would not start is refused now, not
+        // reported as reloaded to fail at the next restart. Before the control lock:
+        // compiling takes a moment, and it changes nothing.
+        let verified = verify(new, assets).map_err(|e| {
+            OpError::ReloadRefused(format!(
+                "the new config would not start: {}",
+                plexus_mllp::error_chain(&e)
+            ))
+        })?;
         let _control = self.control();
         let current = &self.shared.config;
         let mut report = ReloadReport::default();
@@ -1357,6 +1367,15 @@ impl Engine {
         ) {
             if current.plugins.get(name.as_str()) != new.plugins.get(name.as_str()) {
                 report.restart_needed.push(format!("[plugins.{name}]"));
+            } else if verified
+                .plugins
+                .iter()
+                .any(|(n, sha)| *n == name && !self.shared.configured_wasm.contains_key(sha))
+            {
+                // Same config, other bytes: the file was replaced on disk.
+                report
+                    .restart_needed
+                    .push(format!("[plugins.{name}] (its file changed on disk)"));
             }
         }
         for name in names(
@@ -1451,6 +1470,12 @@ impl Engine {
                 swaps.push((iface.clone(), Arc::new(chain), kept));
             }
         }
+        // A shadow comparing against the old tables would report their change as the
+        // candidate's: those runs end, and the report (and its audit entry) says so.
+        report.shadows_ended = swaps
+            .iter()
+            .filter_map(|(iface, _, _)| iface.shadow.load().as_ref().map(|s| s.run))
+            .collect();
         // Audited before it takes effect; if the audit log cannot record it, nothing
         // changes.
         self.audit(actor, "config-reload", "config", &report.to_string())?;
@@ -1465,8 +1490,6 @@ impl Engine {
             let mut history = iface.history.lock().unwrap_or_else(|e| e.into_inner());
             iface.chain.store(chain);
             *history = kept;
-            // A shadow comparing against the old tables would report their change as
-            // the candidate's.
             if let Some(shadow) = iface.shadow.swap(None) {
                 if let Err(e) = self
                     .shared
@@ -1475,7 +1498,9 @@ impl Engine {
                 {
                     tracing::warn!(run = shadow.run, "shadow run end not recorded: {e}");
                 }
-                report.shadows_ended.push(shadow.run);
+                if !report.shadows_ended.contains(&shadow.run) {
+                    report.shadows_ended.push(shadow.run);
+                }
             }
         }
         tracing::info!(
@@ -2454,7 +2479,16 @@ impl std::fmt::Display for ReloadReport {
                 "unchanged"
             },
             list(&self.restart_needed)
-        )
+        )?;
+        if !self.shadows_ended.is_empty() {
+            let runs: Vec<String> = self.shadows_ended.iter().map(i64::to_string).collect();
+            write!(
+                f,
+                "; shadow runs ended (the tables changed under them; start them again): {}",
+                runs.join(", ")
+            )?;
+        }
+        Ok(())
     }
 }
 
@@ -2517,6 +2551,24 @@ pub(crate) async fn blocking<T: Send + 'static>(
 
 #[cfg(test)]
 mod tests {
+    /// What a reload ended is in its report, and so in its audit entry and on stdout.
+    #[test]
+    fn a_reload_report_names_the_shadow_runs_it_ended() {
+        let report = super::ReloadReport {
+            tables_changed: vec!["visit-status".into()],
+            tokens_changed: false,
+            shadows_ended: vec![5],
+            restart_needed: Vec::new(),
+        };
+        assert_eq!(
+            report.to_string(),
+            "tables reloaded: visit-status; tokens unchanged; needs a restart: none; \
+             shadow runs ended (the tables changed under them; start them again): 5"
+        );
+        let quiet = super::ReloadReport::default().to_string();
+        assert!(!quiet.contains("shadow"), "{quiet}");
+    }
+
     /// `plexus-config` cannot depend on the sandbox, so its defaults are a copy: keep the
     /// two equal.
     #[test]
