@@ -72,12 +72,14 @@ pub const MAX_CONFIG_BYTES: u64 = 1 << 20;
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     /// The file could not be read.
-    #[error("cannot read config {}: {source}", path.display())]
+    // The cause is in the message, not also a `source`: printed with its chain
+    // (`{:#}`), it would read "No such file ...: No such file ...".
+    #[error("cannot read config {}: {reason}", path.display())]
     Read {
         /// The config file.
         path: PathBuf,
         /// Why.
-        source: std::io::Error,
+        reason: std::io::Error,
     },
     /// The file is larger than [`MAX_CONFIG_BYTES`].
     #[error("config {} is larger than {MAX_CONFIG_BYTES} bytes", path.display())]
@@ -100,9 +102,9 @@ impl Config {
     /// Reads and validates the config at `path`. Relative paths inside it are resolved
     /// against its folder.
     pub fn load(path: &Path) -> Result<Config> {
-        let read_err = |source| Error::Read {
+        let read_err = |reason| Error::Read {
             path: path.to_owned(),
-            source,
+            reason,
         };
         let file = std::fs::File::open(path).map_err(read_err)?;
         let mut text = String::new();

@@ -594,6 +594,15 @@ impl HttpSender {
             })?
             .map_err(SendFailure::Retryable)?;
         let status = response.status();
+        // A redirect is not followed (the message goes where the config says, or
+        // nowhere): say where it pointed, so the operator can fix `url`.
+        let moved_to = status
+            .is_redirection()
+            .then(|| response.headers().get(header::LOCATION))
+            .flatten()
+            .and_then(|v| v.to_str().ok())
+            .map(|to| format!(" (to {})", to.chars().take(200).collect::<String>()))
+            .unwrap_or_default();
         // Read (and drop) a bounded amount of the answer so the connection can carry the
         // next message; an answer larger than that, or slow, just closes the connection.
         let _ = tokio::time::timeout(
@@ -616,7 +625,7 @@ impl HttpSender {
             )))
         } else {
             Err(SendFailure::Permanent(format!(
-                "{} answered {status}",
+                "{} answered {status}{moved_to}",
                 self.url
             )))
         }

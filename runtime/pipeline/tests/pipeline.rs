@@ -1773,8 +1773,13 @@ async fn serve_script<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin>(
         // A body larger than one read, as a FHIR server's answer can be: the sender must
         // read it to reuse the connection.
         let body = vec![b'x'; 256 * 1024];
+        let location = if (300..400).contains(&status) {
+            "Location: http://elsewhere.example/hl7\r\n"
+        } else {
+            ""
+        };
         let reply = format!(
-            "HTTP/1.1 {status} X\r\nContent-Length: {}\r\n\r\n",
+            "HTTP/1.1 {status} X\r\n{location}Content-Length: {}\r\n\r\n",
             body.len()
         );
         if tcp.write_all(reply.as_bytes()).await.is_err() || tcp.write_all(&body).await.is_err() {
@@ -1852,7 +1857,8 @@ async fn https_destinations_deliver_over_tls_with_the_sites_ca() {
 async fn http_destinations_retry_5xx_and_send_4xx_to_the_error_queue() {
     let dir = tempfile::tempdir().expect("tempdir");
     // First message: 503 twice, then accepted. Second: 400 (permanent). Third: 200.
-    let (addr, accepted) = http_receiver(vec![503, 503, 200, 400]).await;
+    // Fourth: a redirect (not followed: permanent, saying where it pointed).
+    let (addr, accepted) = http_receiver(vec![503, 503, 200, 400, 200, 302]).await;
     let config = site_with(
         dir.path(),
         r#"{ type = "mllp", listen = "127.0.0.1:0" }"#,
@@ -1862,7 +1868,7 @@ async fn http_destinations_retry_5xx_and_send_4xx_to_the_error_queue() {
         ),
     );
     let (engine, running, stop) = start_config(config).await;
-    for id in ["W001", "W002", "W003"] {
+    for id in ["W001", "W002", "W003", "W004"] {
         let (code, _) = send(running.mllp["feed"], &siu(id, "Ready")).await;
         assert_eq!(code, AckCode::AA);
     }
@@ -1889,10 +1895,10 @@ async fn http_destinations_retry_5xx_and_send_4xx_to_the_error_queue() {
     );
     // The worker records a batch's results after the batch.
     let journal = engine.journal().clone();
-    eventually("the refusal is recorded", || {
+    eventually("the refusals are recorded", || {
         journal
             .list_errors(&ErrorFilter::default(), 10)
-            .is_ok_and(|e| e.len() == 1)
+            .is_ok_and(|e| e.len() == 2)
     })
     .await;
     let errors = engine
@@ -1902,6 +1908,14 @@ async fn http_destinations_retry_5xx_and_send_4xx_to_the_error_queue() {
     assert_eq!(errors[0].kind, ErrorKind::Destination);
     assert_eq!(errors[0].stage, "destination:api");
     assert!(errors[0].reason.contains("400"), "{}", errors[0].reason);
+    assert!(
+        errors[1].reason.contains("302")
+            && errors[1]
+                .reason
+                .contains("(to http://elsewhere.example/hl7)"),
+        "{}",
+        errors[1].reason
+    );
     let first = engine.journal().show(MessageId(1)).expect("show");
     assert_eq!(first.deliveries[0].attempts, 3, "two 503s, then delivered");
     stop.cancel();
