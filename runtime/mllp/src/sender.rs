@@ -268,6 +268,7 @@ impl SendError {
                 last,
                 AttemptError::Connect(_)
                     | AttemptError::ConnectTimeout
+                    | AttemptError::TlsHandshakeTimeout
                     | AttemptError::Tls(_)
                     | AttemptError::ErrorAck { .. }
             ),
@@ -286,6 +287,12 @@ pub enum AttemptError {
     /// Connecting (TCP and TLS) took longer than the connect timeout.
     #[error("connect timed out")]
     ConnectTimeout,
+    /// TCP connected, but the TLS handshake did not finish within the connect timeout:
+    /// most often a peer that does not speak TLS on that port.
+    #[error(
+        "connected, but the TLS handshake did not finish within the connect timeout (does the receiver speak TLS on this port?)"
+    )]
+    TlsHandshakeTimeout,
     /// The TLS handshake failed.
     #[error("TLS handshake failed")]
     Tls(#[source] io::Error),
@@ -637,7 +644,7 @@ impl Sender {
             Some((connector, name)) => Box::new(
                 timeout_at(deadline, connector.connect(name.clone(), tcp))
                     .await
-                    .map_err(|_| AttemptError::ConnectTimeout)?
+                    .map_err(|_| AttemptError::TlsHandshakeTimeout)?
                     .map_err(AttemptError::Tls)?,
             ),
         };

@@ -560,6 +560,43 @@ async fn sender_to_listener_over_tls() {
         "{err:?}"
     );
 
+    // A receiver that does not speak TLS on that port (it waits for a frame, so the
+    // handshake never ends): said as such, not as a connect timeout, and nothing was sent.
+    let plain = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let plain_addr = plain.local_addr().expect("addr");
+    let held = tokio::spawn(async move {
+        let (conn, _) = plain.accept().await.expect("accept");
+        tokio::time::sleep(Duration::from_secs(5)).await;
+        drop(conn);
+    });
+    let client_tls =
+        plexus_mllp::tls::client_config_from_pem_bytes(cert_pem.as_bytes()).expect("client config");
+    let config = SenderConfig {
+        attempts: 1,
+        connect_timeout: Duration::from_millis(300),
+        ..fast()
+    };
+    let name = plexus_mllp::tls::server_name("localhost").expect("name");
+    let mut no_tls = Sender::new(plain_addr.to_string(), config).with_tls(client_tls, name);
+    let err = no_tls
+        .send(&message("TLS3"))
+        .await
+        .expect_err("no TLS there");
+    assert!(
+        matches!(
+            err,
+            SendError::Exhausted {
+                last: AttemptError::TlsHandshakeTimeout,
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+    assert!(!err.may_have_arrived());
+    held.abort();
+
     sender.close().await;
     shutdown.cancel();
     server.await.expect("serve returns");
