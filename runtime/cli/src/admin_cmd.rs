@@ -266,18 +266,7 @@ pub fn run(command: &AdminCommand) -> anyhow::Result<ExitCode> {
             )?;
             expect(status, &v, &[200], "activation")?;
             println!("activated on {}", a.interface);
-            for (key, what) in [
-                ("stages_removed", "removed from the chain"),
-                ("stages_added", "added to the chain"),
-            ] {
-                let names: Vec<&str> = v[key]
-                    .as_array()
-                    .map(|a| a.iter().filter_map(Value::as_str).collect())
-                    .unwrap_or_default();
-                if !names.is_empty() {
-                    println!("  {what}: {}", names.join(", "));
-                }
-            }
+            print_stage_changes(&v);
             print_changes(&v["capability_changes"]);
         }
         AdminCommand::Rollback(a) => {
@@ -444,6 +433,22 @@ pub fn run(command: &AdminCommand) -> anyhow::Result<ExitCode> {
 }
 
 /// Prints an activation's capability changes, one line per stage that changed.
+/// The stages an activation or a promotion removed from the chain or added to it.
+pub fn print_stage_changes(v: &Value) {
+    for (key, what) in [
+        ("stages_removed", "removed from the chain"),
+        ("stages_added", "added to the chain"),
+    ] {
+        let names: Vec<&str> = v[key]
+            .as_array()
+            .map(|a| a.iter().filter_map(Value::as_str).collect())
+            .unwrap_or_default();
+        if !names.is_empty() {
+            println!("  {what}: {}", names.join(", "));
+        }
+    }
+}
+
 pub fn print_changes(changes: &Value) {
     for c in changes.as_array().into_iter().flatten() {
         let (added, removed) = (&c["added"], &c["removed"]);

@@ -102,6 +102,7 @@ pub fn run(command: &ShadowCommand) -> anyhow::Result<ExitCode> {
                 "shadow run {} promoted: the candidate is active on {}",
                 v["run"], a.interface
             );
+            crate::admin_cmd::print_stage_changes(&v);
             crate::admin_cmd::print_changes(&v["capability_changes"]);
         }
         ShadowCommand::Report(a) => return report(a),

@@ -2997,6 +2997,19 @@ async fn a_shadow_run_reports_what_a_candidate_would_change_and_promotes_it() {
     )
     .await;
     assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
+    // Which stages the promotion took out of the live path or put in, as an activation
+    // says: the candidate puts demographics-normalize in front.
+    let promoted: serde_json::Value = serde_json::from_slice(&body).expect("json");
+    assert_eq!(
+        promoted["stages_removed"],
+        serde_json::json!([]),
+        "{promoted}"
+    );
+    assert_eq!(
+        promoted["stages_added"],
+        serde_json::json!(["demographics-normalize"]),
+        "{promoted}"
+    );
     let now: Vec<String> = engine
         .active_chain("intake")
         .expect("chain")
