@@ -519,7 +519,18 @@ where
                     });
                 }
                 None => return Ok(Closed::Idle),
-                Some(filled) => eof = !filled?,
+                Some(filled) => {
+                    eof = match filled {
+                        Ok(filled) => !filled,
+                        // A TLS peer that hangs up without close_notify (many do): an end
+                        // of stream like TCP's, so a frame cut off is still `Truncated`
+                        // and one between frames is a quiet close, not a WARN.
+                        Err(CodecError::Io(e)) if e.kind() == io::ErrorKind::UnexpectedEof => {
+                            true
+                        }
+                        Err(e) => return Err(e.into()),
+                    }
+                }
             },
         }
     }
