@@ -1234,13 +1234,20 @@ impl Engine {
                 candidate: candidate.clone(),
                 started_by: actor.to_owned(),
             })?;
-        // Audited before it runs on any message, as activations are.
+        // Audited before it runs on any message, as activations are, naming the run it
+        // replaces (under the control lock, no other start can slip in between).
         let stages: Vec<String> = chain.iter().map(|(n, d)| stage_label(n, d)).collect();
+        let replacing = iface
+            .shadow
+            .load()
+            .as_ref()
+            .map(|s| format!("; replaces run {}", s.run))
+            .unwrap_or_default();
         if let Err(e) = self.audit(
             actor,
             "shadow-start",
             &format!("interface:{interface}"),
-            &format!("run {run}: [{}]", stages.join(", ")),
+            &format!("run {run}: [{}]{replacing}", stages.join(", ")),
         ) {
             let _ = self.shared.journal.shadow_end(run, "not audited");
             return Err(e);
