@@ -432,7 +432,6 @@ pub fn run(command: &AdminCommand) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// Prints an activation's capability changes, one line per stage that changed.
 /// The stages an activation or a promotion removed from the chain or added to it.
 pub fn print_stage_changes(v: &Value) {
     for (key, what) in [
@@ -449,6 +448,7 @@ pub fn print_stage_changes(v: &Value) {
     }
 }
 
+/// Prints an activation's capability changes, one line per stage that changed.
 pub fn print_changes(changes: &Value) {
     for c in changes.as_array().into_iter().flatten() {
         let (added, removed) = (&c["added"], &c["removed"]);

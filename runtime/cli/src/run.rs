@@ -77,11 +77,21 @@ async fn wait_for_signal(engine: &Engine, site: &SiteArgs) {
             signal(SignalKind::terminate()),
             signal(SignalKind::hangup()),
         ) {
+            // A reload (compiling the plug-ins the new config names) runs beside the
+            // signals, so a stop is not kept waiting for it; one at a time.
+            let mut reloading: Option<tokio::task::JoinHandle<()>> = None;
             loop {
                 tokio::select! {
                     _ = tokio::signal::ctrl_c() => return,
                     _ = term.recv() => return,
-                    _ = hup.recv() => reload(engine, site).await,
+                    _ = hup.recv() => {
+                        if reloading.as_ref().is_some_and(|r| !r.is_finished()) {
+                            tracing::warn!("a reload is still running; this SIGHUP is ignored, send it again once it is done");
+                            continue;
+                        }
+                        let (engine, site) = (engine.clone(), site.clone());
+                        reloading = Some(tokio::spawn(async move { reload(&engine, &site).await }));
+                    }
                 }
             }
         }
@@ -104,7 +114,7 @@ async fn reload(engine: &Engine, site: &SiteArgs) {
     .await;
     match done {
         Ok(Ok(report)) => {
-            tracing::info!("config reloaded: {report}");
+            // `Engine::reload` logs it; this is for whoever watches the output.
             say(format_args!("plexus: config reloaded: {report}"));
         }
         Ok(Err(e)) => {

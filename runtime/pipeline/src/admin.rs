@@ -1266,29 +1266,15 @@ async fn shadow_promote(
     };
     let engine = admin.engine.clone();
     let actor = caller.actor();
-    // Stages by name, before and after, as an activation says them: a candidate that
-    // leaves a stage out removes it from the live path.
-    let stages = |engine: &Engine| -> Vec<String> {
-        engine
-            .active_chain(&name)
-            .map(|c| c.digests().into_iter().map(|(n, _)| n).collect())
-            .unwrap_or_default()
-    };
-    let before = stages(&engine);
-    let promoting = engine.clone();
-    let interface = name.clone();
-    match op(move || promoting.shadow_promote(&interface, &actor)).await {
-        Ok((run, changes)) => {
-            let after = stages(&engine);
-            axum::Json(json!({
-                "result": "promoted",
-                "run": run,
-                "stages_removed": before.iter().filter(|n| !after.contains(n)).collect::<Vec<_>>(),
-                "stages_added": after.iter().filter(|n| !before.contains(n)).collect::<Vec<_>>(),
-                "capability_changes": capability_changes(&changes),
-            }))
-            .into_response()
-        }
+    match op(move || engine.shadow_promote(&name, &actor)).await {
+        Ok((run, changes, removed, added)) => axum::Json(json!({
+            "result": "promoted",
+            "run": run,
+            "stages_removed": removed,
+            "stages_added": added,
+            "capability_changes": capability_changes(&changes),
+        }))
+        .into_response(),
         Err(r) => r,
     }
 }

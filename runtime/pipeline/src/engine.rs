@@ -501,12 +501,16 @@ pub struct Running {
     unrecorded_results: Arc<std::sync::atomic::AtomicBool>,
 }
 
-/// How many of the engine's `permits` chain runs one interface may hold at once: all but
-/// one (at least one), so that an interface whose plug-in loops to its timeout on every
-/// message leaves the others a permit, while a site's one busy interface still runs as
-/// many chains as the cores can.
-pub(crate) fn interface_share(permits: usize) -> usize {
-    permits.saturating_sub(1).max(1)
+/// How many of the engine's `permits` chain runs one of `interfaces` may hold at once:
+/// all of them on a site with one interface; otherwise half (at least one), so that an
+/// interface whose plug-in loops to its timeout on every message leaves the others half
+/// the permits (two such interfaces can still take them all).
+pub(crate) fn interface_share(permits: usize, interfaces: usize) -> usize {
+    if interfaces <= 1 {
+        permits.max(1)
+    } else {
+        (permits / 2).max(1)
+    }
 }
 
 /// How long `/readyz` answers 503 after the journal refused a commit, unless one is taken
@@ -705,7 +709,10 @@ impl Engine {
                     lanes,
                     feeding,
                     slow: SlowChain::default(),
-                    chain_share: Arc::new(Semaphore::new(interface_share(permits))),
+                    chain_share: Arc::new(Semaphore::new(interface_share(
+                        permits,
+                        config.interfaces.len(),
+                    ))),
                     shadow: ArcSwapOption::empty(),
                     order_by: interface
                         .order_by
@@ -1282,17 +1289,39 @@ impl Engine {
     /// Promotes the interface's shadow candidate: activates it through the full gate
     /// (grants and golden cases) and ends the shadow run (`promoted`). If the gate
     /// refuses, nothing changes and the shadow keeps running. Audited.
+    ///
+    /// Also returns the stage names the promotion took out of the chain and put in, read
+    /// under the control lock (so no other activation can come between).
+    #[allow(clippy::type_complexity)]
     pub fn shadow_promote(
         &self,
         interface: &str,
         actor: &str,
-    ) -> Result<(i64, Vec<CapabilityChange>), OpError> {
+    ) -> Result<(i64, Vec<CapabilityChange>, Vec<String>, Vec<String>), OpError> {
         let _control = self.control();
         let iface = self.iface(interface)?;
         let shadow = iface.shadow.load_full().ok_or_else(|| OpError::NoShadow {
             interface: interface.to_owned(),
             run: None,
         })?;
+        let before: Vec<String> = iface
+            .chain
+            .load()
+            .digests()
+            .into_iter()
+            .map(|(name, _)| name)
+            .collect();
+        let after: Vec<String> = shadow.candidate.iter().map(|(n, _)| n.clone()).collect();
+        let removed = before
+            .iter()
+            .filter(|n| !after.contains(n))
+            .cloned()
+            .collect();
+        let added = after
+            .iter()
+            .filter(|n| !before.contains(n))
+            .cloned()
+            .collect();
         let (plugins, changes) = self.load_stored_chain(interface, &shadow.candidate, true)?;
         self.activate_locked(interface, plugins, actor)?;
         // Only the run that was promoted ends; one started meanwhile keeps going.
@@ -1306,7 +1335,7 @@ impl Engine {
             &format!("interface:{interface}"),
             &format!("run {}", shadow.run),
         )?;
-        Ok((shadow.run, changes))
+        Ok((shadow.run, changes, removed, added))
     }
 
     /// The report of a shadow run on `interface` (its latest when `run` is `None`).
@@ -1340,11 +1369,13 @@ impl Engine {
         assets: &dyn Assets,
         actor: &str,
     ) -> Result<ReloadReport, OpError> {
-        // Everything `plexus check` loads (plug-in files, pins, grants, golden cases,
-        // certificates, folders): a config that would not start is refused now, not
-        // reported as reloaded to fail at the next restart. Before the control lock:
-        // compiling takes a moment, and it changes nothing.
-        let verified = verify(new, assets).map_err(|e| {
+        // Everything the engine's start loads (plug-in files, pins, grants, certificates,
+        // folders; not the golden cases, which only `plexus check` and the activation
+        // gate run): a config that would not start is refused now, not reported as
+        // reloaded to fail at the next restart. Before the control lock: compiling
+        // takes a moment, and it changes nothing. (The grants it reads may change before
+        // the lock is taken; relinking below reads them again, under it.)
+        let verified = verify_loading(new, assets, false).map_err(|e| {
             OpError::ReloadRefused(format!(
                 "the new config would not start: {}",
                 plexus_mllp::error_chain(&e)
@@ -2395,6 +2426,17 @@ pub fn lock_data_dir(data_dir: &std::path::Path) -> Result<DataDirLock, BuildErr
 /// `plexus check` runs it after the config itself validates, so a site that passes
 /// check does not fail at start for a missing or malformed file.
 pub fn verify(config: &Config, assets: &dyn Assets) -> Result<Verified, BuildError> {
+    verify_loading(config, assets, true)
+}
+
+/// [`verify`], with or without the golden cases. A reload leaves them out: the engine's
+/// start does not run them, and a case folder already updated for an uploaded version
+/// (the gate runs it against candidates) would refuse every table edit.
+fn verify_loading(
+    config: &Config,
+    assets: &dyn Assets,
+    golden: bool,
+) -> Result<Verified, BuildError> {
     check_can_serve(config)?;
     let tables = Arc::new(load_tables(config, assets)?);
     let sandbox = Sandbox::new(SandboxConfig {
@@ -2413,7 +2455,7 @@ pub fn verify(config: &Config, assets: &dyn Assets) -> Result<Verified, BuildErr
             &loaded,
             grants.get(name.as_str()),
         ));
-        if let Some(dir) = plugin.cases.as_ref() {
+        if let Some(dir) = plugin.cases.as_ref().filter(|_| golden) {
             golden_cases(name.as_str(), &bytes, dir, &plugin.limits).map_err(|e| {
                 BuildError::GoldenCases(match e {
                     OpError::Gate(why) => why,

@@ -1532,8 +1532,6 @@ chain = ["visit-status-map"]
         .unwrap_or_else(|e| panic!("config: {e}"))
 }
 
-/// A site whose one interface, `interface` (the name picks the hostile guest's
-/// behaviour), runs the hostile guest with `grants` (a TOML array) and delivers nowhere.
 /// A plug-in that loops to its timeout on every message, sent more messages at once
 /// than the engine has chain permits, does not hold up another interface: that one is
 /// answered while the loops still run.
@@ -1551,7 +1549,7 @@ file = "{status}"
 [plugins.hostile]
 file = "{hostile}"
 grants = ["log"]
-limits = {{ timeout = "3s" }}
+limits = {{ timeout = "2s" }}
 [plugins.visit-status-map]
 file = "{vsm}"
 grants = ["tables:visit-status"]
@@ -1594,6 +1592,8 @@ chain = ["visit-status-map"]
     running.wait().await;
 }
 
+/// A site whose one interface, `interface` (the name picks the hostile guest's
+/// behaviour), runs the hostile guest with `grants` (a TOML array) and delivers nowhere.
 fn hostile_site(dir: &Path, grants: &str, interface: &str) -> plexus_config::Config {
     let text = format!(
         r#"
