@@ -531,6 +531,12 @@ pub fn show(args: &ShowArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// Whether an engine holds the data folder's lock now (a shared lock cannot be had).
+fn engine_running(data_dir: &std::path::Path) -> bool {
+    std::fs::File::open(data_dir.join("engine.lock"))
+        .is_ok_and(|f| matches!(f.try_lock_shared(), Err(std::fs::TryLockError::WouldBlock)))
+}
+
 pub fn replay(args: &ReplayArgs) -> anyhow::Result<ExitCode> {
     let config = args.site.load()?;
     anyhow::ensure!(
@@ -539,6 +545,14 @@ pub fn replay(args: &ReplayArgs) -> anyhow::Result<ExitCode> {
         plexus_pipeline::journal_path(&config).display()
     );
     let ids = args.which.ids(&open_journal(&config)?)?;
+    if engine_running(&config.engine.data_dir) {
+        // This replay reads the tables and plug-ins on disk now; the engine reads its
+        // tables again only on SIGHUP. Said before anything runs.
+        eprintln!(
+            "note: an engine is running on {}; this replay maps with the tables on disk now. If you changed a table, send the engine SIGHUP too, so live messages get the same mapping.",
+            config.engine.data_dir.display()
+        );
+    }
     let engine = Engine::build(config, &BuiltinAssets).context("loading the site's plug-ins")?;
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()

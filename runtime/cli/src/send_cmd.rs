@@ -121,7 +121,16 @@ pub fn send(args: &SendArgs) -> anyhow::Result<ExitCode> {
         print!("{label}: {} for {}", code.as_str(), get("MSA-2"));
         let reason = get("ERR-8");
         if !reason.is_empty() {
-            print!(" ({}: {reason})", get("ERR-3-1"));
+            // Where, from ERR-2 (segment^sequence^field^repetition^component), as a path
+            // such as `SCH-25-1`.
+            let (segment, field, component) = (get("ERR-2-1"), get("ERR-2-3"), get("ERR-2-5"));
+            let at = match (segment.is_empty(), field.is_empty(), component.is_empty()) {
+                (false, false, false) => format!(" at {segment}-{field}-{component}"),
+                (false, false, true) => format!(" at {segment}-{field}"),
+                (false, true, _) => format!(" at {segment}"),
+                _ => String::new(),
+            };
+            print!(" ({}{at}: {reason})", get("ERR-3-1"));
         }
         println!();
         if !accepted || !matches!(code, AckCode::AA | AckCode::CA) {

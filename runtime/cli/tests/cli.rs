@@ -591,6 +591,10 @@ fn errors_list_group_shows_each_problem_once_with_its_ids() {
     let replay = run(&["replay", "--like", &like]);
     let out = String::from_utf8_lossy(&replay.stdout);
     assert_eq!(replay.status.code(), Some(1), "{out}");
+    assert!(
+        !String::from_utf8_lossy(&replay.stderr).contains("an engine is running"),
+        "the engine is stopped"
+    );
     assert_eq!(out.matches("failed again").count(), 3, "{out}");
     assert!(
         String::from_utf8_lossy(&replay.stderr).contains("3 open error(s) like message"),
@@ -1340,6 +1344,16 @@ SCH|1^S|2^E||||NEW|||20|MIN|^^^202601050900||||||||||||||{status}\r"
     );
     assert!(api("second-secret"), "the new token works");
     assert!(!api("first-secret"), "the old one does not");
+    // A CLI replay beside the running engine reads the tables on disk: it says so.
+    let replay = plexus()
+        .args(["errors", "replay", "1", "--note", "table fixed", "--config"])
+        .arg(&config)
+        .output()
+        .expect("runs");
+    assert!(
+        String::from_utf8_lossy(&replay.stderr).contains("an engine is running on"),
+        "{replay:?}"
+    );
 
     // A config that would not start (the plug-in loses the grant it needs) is refused
     // whole, as `plexus check` refuses it: not audited as reloaded, the running
@@ -1479,6 +1493,11 @@ fn send_does_not_wait_out_the_ack_timeout_for_messages_that_ask_for_no_answer() 
                         let ack = b"MSH|^~\\&|C|D|A|B|2026||ACK^A08|R1|P|2.5\rMSA|CA|AL1\r";
                         conn.write_all(&frame(ack)).expect("ack");
                     }
+                    if text.contains("|AE1|") {
+                        let ack = b"MSH|^~\\&|C|D|A|B|2026||ACK^A08|R2|P|2.5\rMSA|AE|AE1\r\
+ERR||SCH^1^25^1^1|103^Table value not found^HL70357|E||||value has no entry\r";
+                        conn.write_all(&frame(ack)).expect("ack");
+                    }
                 }
             });
         }
@@ -1496,6 +1515,18 @@ fn send_does_not_wait_out_the_ack_timeout_for_messages_that_ask_for_no_answer() 
     );
     assert!(out.contains("er.hl7: sent; MSH-15 is ER"), "{out}");
     assert!(out.contains("al.hl7: CA for AL1"), "{out}");
+    // An error ACK: the reason with where it is (ERR-2), so the user knows what to fix.
+    let refused = plexus()
+        .args(["send", "--to", &addr.to_string()])
+        .arg(write("ae.hl7", "AE1", ""))
+        .output()
+        .expect("runs");
+    assert!(!refused.status.success());
+    assert!(
+        String::from_utf8_lossy(&refused.stdout)
+            .contains("AE for AE1 (103 at SCH-25-1: value has no entry)"),
+        "{refused:?}"
+    );
     let unanswered = plexus()
         .args(["send", "--ack-timeout", "60", "--to", &addr.to_string()])
         .arg(&on_success)
