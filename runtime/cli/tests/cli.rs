@@ -1391,11 +1391,16 @@ SCH|1^S|2^E||||NEW|||20|MIN|^^^202601050900||||||||||||||{status}\r"
     assert_eq!(
         audit
             .lines()
-            .filter(|l| l.contains("config-reload"))
+            .filter(|l| l.contains("config-reload ") || l.ends_with("config-reload"))
             .count(),
         1,
         "the refused reload is not recorded as one: {audit}"
     );
+    let refused = audit
+        .lines()
+        .find(|l| l.contains("config-reload-refused"))
+        .unwrap_or_else(|| panic!("the refusal audited: {audit}"));
+    assert!(refused.contains("not granted"), "{refused}");
 }
 
 #[test]

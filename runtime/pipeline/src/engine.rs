@@ -1362,8 +1362,25 @@ impl Engine {
     /// atomically; the admin tokens are replaced. Other changes (sources, destinations,
     /// chains, plug-in files, grants, limits, `[engine]`, `[http]`, `[journal]`) need a
     /// restart: they are reported, not applied. If a table does not load, nothing
-    /// changes. Audited as `config-reload`.
+    /// changes. Audited as `config-reload`; a refused one as `config-reload-refused`,
+    /// with the reason.
     pub fn reload(
+        &self,
+        new: &Config,
+        assets: &dyn Assets,
+        actor: &str,
+    ) -> Result<ReloadReport, OpError> {
+        let done = self.reload_checked(new, assets, actor);
+        if let Err(OpError::ReloadRefused(reason)) = &done {
+            // Best effort: the refusal changed nothing, and the log has it either way.
+            if let Err(e) = self.audit(actor, "config-reload-refused", "config", reason) {
+                tracing::warn!("the refused reload was not audited: {e}");
+            }
+        }
+        done
+    }
+
+    fn reload_checked(
         &self,
         new: &Config,
         assets: &dyn Assets,
