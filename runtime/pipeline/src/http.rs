@@ -83,6 +83,13 @@ pub(crate) async fn start(
                             None => ingest_route(shared, iface, body).await,
                         }
                     }
+                })
+                .fallback(|| async {
+                    (
+                        StatusCode::METHOD_NOT_ALLOWED,
+                        [(header::ALLOW, "POST")],
+                        "this path takes POST: one HL7 v2 message per request\n",
+                    )
                 }),
             );
             tracing::info!(path, "HTTP source listening");

@@ -937,6 +937,9 @@ async fn http_source_answers_with_an_ack_and_status_and_health_endpoints_work() 
     assert_eq!(status, 400);
     let (status, _) = http_request(http, "POST", "/ingest/nowhere", b"x").await;
     assert_eq!(status, 404);
+    let (status, body) = http_request(http, "GET", "/ingest/intake", b"").await;
+    assert_eq!(status, 405);
+    assert!(String::from_utf8_lossy(&body).contains("takes POST"));
 
     let inbox = site.path().join("http-outbox");
     eventually("the HTTP message is written", || {
