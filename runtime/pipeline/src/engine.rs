@@ -577,13 +577,17 @@ impl DataDirLock {
         if self.journal_before {
             return Ok(());
         }
-        self.write_state("stopped\n")
-            .map_err(|source| BuildError::Lock {
-                path: self.path.clone(),
-                source,
-            })?;
+        self.record_state("stopped\n")?;
         self.journal_before = true;
         Ok(())
+    }
+
+    /// [`write_state`](Self::write_state), failing the start or build that needs it.
+    fn record_state(&mut self, state: &str) -> Result<(), BuildError> {
+        self.write_state(state).map_err(|source| BuildError::Lock {
+            path: self.path.clone(),
+            source,
+        })
     }
 
     fn write_state(&mut self, state: &str) -> std::io::Result<()> {
@@ -1828,11 +1832,7 @@ impl Engine {
         }
         let http = crate::http::start(&self.shared, shutdown.clone(), &mut tasks).await?;
         // From here on a kill leaves sends unrecorded: the next start must know.
-        lock.write_state(&format!("running (pid {})\n", std::process::id()))
-            .map_err(|source| BuildError::Lock {
-                path: lock.path.clone(),
-                source,
-            })?;
+        lock.record_state(&format!("running (pid {})\n", std::process::id()))?;
         for iface in self.shared.interfaces.values() {
             if let Inbound::File(source) = &iface.config.source {
                 tasks.spawn(crate::file_source::run(
@@ -2427,11 +2427,7 @@ pub fn lock_data_dir(data_dir: &std::path::Path) -> Result<DataDirLock, BuildErr
     if !existed {
         // No engine has run here; say so, so that a start that fails before its workers
         // run does not leave an empty file that reads as an earlier release's.
-        lock.write_state("new\n")
-            .map_err(|source| BuildError::Lock {
-                path: lock.path.clone(),
-                source,
-            })?;
+        lock.record_state("new\n")?;
     }
     Ok(lock)
 }

@@ -71,35 +71,38 @@ fn key(e: &ErrorEntry) -> Key<'_> {
 /// `reason` with the control id a wrong ACK named (`` control id `X` ``) left out: a
 /// receiver that answers every message with the wrong MSA-2 is one problem.
 fn without_ids(reason: &str) -> String {
-    const ID: &str = "control id `";
-    let mut out = String::with_capacity(reason.len());
-    let mut rest = reason;
-    while let Some(at) = rest.find(ID) {
-        let after = &rest[at + ID.len()..];
-        let Some(end) = after.find('`') else { break };
-        out.push_str(&rest[..at + ID.len()]);
-        out.push_str("...`");
-        rest = &after[end + 1..];
-    }
-    out.push_str(rest);
-    out
+    masked_after(reason, "control id `", "...`", |after| {
+        after.find('`').map(|end| end + 1)
+    })
 }
 
 /// `reason` with each `byte N` (where in the message a parse error sits) as `byte N`
 /// literally: a sender that switched to Latin-1 fails every message at the first accented
 /// name, at a different byte in each, and that is one problem.
 fn without_offsets(reason: &str) -> String {
-    const BYTE: &str = "byte ";
+    masked_after(reason, "byte ", "N", |after| {
+        Some(after.len() - after.trim_start_matches(|c: char| c.is_ascii_digit()).len())
+    })
+}
+
+/// `reason` with what follows each `marker` (as long as `span` says, in bytes) replaced
+/// by `with`; a span of 0 replaces nothing, and `None` leaves the rest as it is.
+fn masked_after(
+    reason: &str,
+    marker: &str,
+    with: &str,
+    span: impl Fn(&str) -> Option<usize>,
+) -> String {
     let mut out = String::with_capacity(reason.len());
     let mut rest = reason;
-    while let Some(at) = rest.find(BYTE) {
-        let after = &rest[at + BYTE.len()..];
-        let digits = after.len() - after.trim_start_matches(|c: char| c.is_ascii_digit()).len();
-        out.push_str(&rest[..at + BYTE.len()]);
-        if digits > 0 {
-            out.push('N');
+    while let Some(at) = rest.find(marker) {
+        let after = &rest[at + marker.len()..];
+        let Some(len) = span(after) else { break };
+        out.push_str(&rest[..at + marker.len()]);
+        if len > 0 {
+            out.push_str(with);
         }
-        rest = &after[digits..];
+        rest = &after[len..];
     }
     out.push_str(rest);
     out

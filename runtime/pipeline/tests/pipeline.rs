@@ -1344,19 +1344,13 @@ async fn plug_in_text_cannot_steer_the_ack_or_flood_the_error_queue() {
 async fn the_drop_folder_takes_links_upper_case_names_and_names_that_are_not_utf8() {
     use std::os::unix::ffi::OsStrExt;
     let dir = tempfile::tempdir().expect("tempdir");
-    let inbox = dir.path().join("inbox");
-    std::fs::create_dir_all(&inbox).expect("inbox");
+    let (inbox, config) = drop_site(dir.path());
     let elsewhere = dir.path().join("written-elsewhere.txt");
     std::fs::write(&elsewhere, siu("L001", "Ready")).expect("write");
     std::os::unix::fs::symlink(&elsewhere, inbox.join("link.hl7")).expect("link");
     std::fs::write(inbox.join("UPPER.HL7"), siu("U001", "Ready")).expect("write");
     let latin1 = std::ffi::OsStr::from_bytes(b"caf\xe9.hl7");
     std::fs::write(inbox.join(latin1), siu("N001", "Ready")).expect("write");
-    let config = site_with(
-        dir.path(),
-        r#"{ type = "file", dir = "inbox", poll = "50ms" }"#,
-        r#"destinations = [{ name = "out", type = "file", dir = "out" }]"#,
-    );
     let (_engine, running, stop) = start_config(config).await;
     let out = dir.path().join("out");
     eventually("three delivered", || files_in(&out).len() == 3).await;
@@ -1379,13 +1373,7 @@ async fn the_drop_folder_takes_links_upper_case_names_and_names_that_are_not_utf
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_drop_file_too_large_to_take_is_filed_in_the_error_queue() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let inbox = dir.path().join("inbox");
-    std::fs::create_dir_all(&inbox).expect("inbox");
-    let config = site_with(
-        dir.path(),
-        r#"{ type = "file", dir = "inbox", poll = "50ms" }"#,
-        r#"destinations = [{ name = "out", type = "file", dir = "out" }]"#,
-    );
+    let (inbox, config) = drop_site(dir.path());
     // A batch, as the largest drop files are: what is kept is its first MSH.
     let mut big = b"FHS|^~\\&|SCHED\rBHS|^~\\&|SCHED\r".to_vec();
     big.extend_from_slice(&siu("HUGE1", "Ready"));
@@ -1426,13 +1414,7 @@ async fn a_drop_file_too_large_to_take_is_filed_in_the_error_queue() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_batch_file_in_the_drop_folder_is_split_into_its_messages() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let inbox = dir.path().join("inbox");
-    std::fs::create_dir_all(&inbox).expect("inbox");
-    let config = site_with(
-        dir.path(),
-        r#"{ type = "file", dir = "inbox", poll = "50ms" }"#,
-        r#"destinations = [{ name = "out", type = "file", dir = "out" }]"#,
-    );
+    let (inbox, config) = drop_site(dir.path());
     let mut batch = b"FHS|^~\\&|SCHED|NORTHSIDE\rBHS|^~\\&|SCHED|NORTHSIDE\r".to_vec();
     for id in ["B001", "B002", "B003"] {
         batch.extend(siu(id, "Roomed"));
@@ -1617,6 +1599,19 @@ chain = ["hostile"]
         .unwrap_or_else(|e| panic!("config: {e}"))
 }
 
+/// A site whose one interface takes files from `dir/inbox` (created here), polled every
+/// 50 ms, and writes them to `dir/out`; returns the inbox and the config.
+fn drop_site(dir: &Path) -> (PathBuf, plexus_config::Config) {
+    let inbox = dir.join("inbox");
+    std::fs::create_dir_all(&inbox).expect("inbox");
+    let config = site_with(
+        dir,
+        r#"{ type = "file", dir = "inbox", poll = "50ms" }"#,
+        r#"destinations = [{ name = "out", type = "file", dir = "out" }]"#,
+    );
+    (inbox, config)
+}
+
 /// The files a destination has finished writing: not its `.NAME.tmp` files, which are
 /// renamed into place once synced.
 fn files_in(dir: &Path) -> Vec<PathBuf> {
@@ -1639,13 +1634,7 @@ fn files_in(dir: &Path) -> Vec<PathBuf> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_drop_folder_feeds_the_chain_and_files_move_to_processed() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let inbox = dir.path().join("inbox");
-    std::fs::create_dir_all(&inbox).expect("inbox");
-    let config = site_with(
-        dir.path(),
-        r#"{ type = "file", dir = "inbox", poll = "50ms" }"#,
-        r#"destinations = [{ name = "out", type = "file", dir = "out" }]"#,
-    );
+    let (inbox, config) = drop_site(dir.path());
     std::fs::write(inbox.join("a.hl7"), siu("F001", "Roomed")).expect("write");
     std::fs::write(inbox.join("b.hl7"), b"not a message").expect("write");
     std::fs::write(inbox.join("ignored.txt"), siu("F002", "Roomed")).expect("write");
@@ -1980,6 +1969,17 @@ fn any_port() -> SocketAddr {
     "127.0.0.1:0".parse().expect("addr")
 }
 
+/// An MLLP receiver on a free port answering with `handler`; cancel the token to stop it.
+async fn serve_receiver<H: plexus_mllp::Handler>(handler: H) -> (SocketAddr, CancellationToken) {
+    let listener = Listener::bind(any_port(), ListenerConfig::default())
+        .await
+        .expect("bind receiver");
+    let addr = listener.local_addr();
+    let stop = CancellationToken::new();
+    tokio::spawn(listener.serve(Arc::new(handler), stop.clone()));
+    (addr, stop)
+}
+
 /// How many connections the messages in a [`flaky_receiver_on`] log came over.
 fn connections_used(log: &Mutex<Vec<(String, u64)>>) -> usize {
     let log = log.lock().expect("lock");
@@ -2040,10 +2040,6 @@ async fn block_holds_the_queue_behind_a_failing_head_and_skip_lets_it_flow() {
 /// follows is flagged as a possible resend. One answered at once is not.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_retry_after_an_unanswered_send_is_flagged_as_a_possible_resend() {
-    let listener = Listener::bind(any_port(), ListenerConfig::default())
-        .await
-        .expect("bind receiver");
-    let emr = listener.local_addr();
     let silent_once = Arc::new(Mutex::new(true));
     let handler = handler_fn(move |payload: Bytes, _peer: plexus_mllp::PeerInfo| {
         let silent_once = silent_once.clone();
@@ -2057,8 +2053,7 @@ async fn a_retry_after_an_unanswered_send_is_flagged_as_a_possible_resend() {
             ack::acknowledge(&msg, Status::Accepted, None, "RCV", "20260101000000").map(Bytes::from)
         }
     });
-    let receiver = CancellationToken::new();
-    tokio::spawn(listener.serve(Arc::new(handler), receiver.clone()));
+    let (emr, receiver) = serve_receiver(handler).await;
     let dir = tempfile::tempdir().expect("tempdir");
     let config = site_with(
         dir.path(),
@@ -2092,10 +2087,6 @@ async fn a_retry_after_an_unanswered_send_is_flagged_as_a_possible_resend() {
 /// as if it were the message.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_message_too_large_to_keep_is_found_by_its_id_and_never_replayed() {
-    let listener = Listener::bind(any_port(), ListenerConfig::default())
-        .await
-        .expect("bind receiver");
-    let emr = listener.local_addr();
     let got = Arc::new(Mutex::new(0_usize));
     let seen = got.clone();
     let handler = handler_fn(move |payload: Bytes, _peer: plexus_mllp::PeerInfo| {
@@ -2106,8 +2097,7 @@ async fn a_message_too_large_to_keep_is_found_by_its_id_and_never_replayed() {
             ack::acknowledge(&msg, Status::Accepted, None, "RCV", "20260101000000").map(Bytes::from)
         }
     });
-    let receiver = CancellationToken::new();
-    tokio::spawn(listener.serve(Arc::new(handler), receiver.clone()));
+    let (emr, receiver) = serve_receiver(handler).await;
     let dir = tempfile::tempdir().expect("tempdir");
     let config = site_with(
         dir.path(),
@@ -2163,16 +2153,11 @@ async fn a_message_too_large_to_keep_is_found_by_its_id_and_never_replayed() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_receiver_refusing_the_whole_feed_is_one_group_of_errors() {
     use plexus_pipeline::error_groups::{group_errors, open_errors_like};
-    let listener = Listener::bind(any_port(), ListenerConfig::default())
-        .await
-        .expect("bind receiver");
-    let emr = listener.local_addr();
-    let refuse = CancellationToken::new();
     let handler = handler_fn(|payload: Bytes, _peer: plexus_mllp::PeerInfo| async move {
         let msg = Message::parse(&payload).ok()?;
         ack::acknowledge(&msg, Status::Error, None, "RCV", "20260101000000").map(Bytes::from)
     });
-    tokio::spawn(listener.serve(Arc::new(handler), refuse.clone()));
+    let (emr, refuse) = serve_receiver(handler).await;
     let dir = tempfile::tempdir().expect("tempdir");
     let config = site_with(
         dir.path(),
@@ -3462,13 +3447,7 @@ async fn an_interface_charset_reads_latin1_from_a_sender_that_does_not_say_so() 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_batch_file_stored_in_part_goes_on_where_it_stopped() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let inbox = dir.path().join("inbox");
-    std::fs::create_dir_all(&inbox).expect("inbox");
-    let config = site_with(
-        dir.path(),
-        r#"{ type = "file", dir = "inbox", poll = "50ms" }"#,
-        r#"destinations = [{ name = "out", type = "file", dir = "out" }]"#,
-    );
+    let (inbox, config) = drop_site(dir.path());
     let journal_file = plexus_pipeline::journal_path(&config);
     let engine = Engine::build(config, &FsAssets).expect("engine builds");
     // The journal refuses the second message (a trigger stands in for a full disk).
@@ -4020,15 +3999,9 @@ async fn a_second_engine_on_the_same_data_folder_is_refused_until_the_first_stop
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_drop_file_that_cannot_be_moved_is_journaled_once_and_moved_when_it_can() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let inbox = dir.path().join("inbox");
-    std::fs::create_dir_all(&inbox).expect("inbox");
+    let (inbox, config) = drop_site(dir.path());
     // A file where `processed/` should go: every move fails until it is removed.
     std::fs::write(inbox.join("processed"), b"in the way").expect("blocker");
-    let config = site_with(
-        dir.path(),
-        r#"{ type = "file", dir = "inbox", poll = "50ms" }"#,
-        r#"destinations = [{ name = "out", type = "file", dir = "out" }]"#,
-    );
     std::fs::write(inbox.join("visit.hl7"), siu("MV-1", "Roomed")).expect("write");
     let (engine, running, stop) = start_config(config).await;
 
