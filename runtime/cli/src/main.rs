@@ -79,7 +79,7 @@ enum Command {
     #[command(after_help = "Examples:\n  \
         plexus review visit-status-map\n  \
         plexus review visit-status-map new/visit_status_map.wasm --config site.toml\n  \
-        plexus review visit-status-map@a436fddf...   # an uploaded version")]
+        plexus review visit-status-map@5467663bbd62   # an uploaded version (8+ digits of its sha256)")]
     Review(review_cmd::ReviewArgs),
     /// Admin API tokens.
     #[command(subcommand)]
@@ -91,8 +91,9 @@ enum Command {
         export PLEXUS_TOKEN=...   # from `plexus token new`\n  \
         plexus admin interfaces\n  \
         plexus admin upload target/wasm32-wasip2/guest/visit_status_map.wasm\n  \
-        plexus admin activate scheduling demographics-normalize@589bb4... visit-status-map@a436fddf...\n\
-        (activate names the whole chain, every stage in order: a stage left out is removed)")]
+        plexus admin activate scheduling demographics-normalize@589bb4ac5e1f visit-status-map@5467663bbd62\n\
+        (activate names the whole chain, every stage in order: a stage left out is removed;\n\
+        a version is its sha256 or its first 8+ digits, as `plexus admin plugins` lists them)")]
     Admin(admin_cmd::AdminCommand),
     /// Shadow runs: a candidate chain beside an interface's active one on live traffic,
     /// journaled, never delivered; report what it changes, then promote or stop it.

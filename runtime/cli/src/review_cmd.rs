@@ -44,17 +44,21 @@ pub fn review(args: &ReviewArgs) -> anyhow::Result<ExitCode> {
             anyhow::bail!("give the candidate either as NAME@SHA256 or as a file, not both")
         }
         (Some(sha), None) => {
-            let path = config
-                .engine
-                .data_dir
-                .join("plugins")
-                .join(format!("{sha}.wasm"));
-            if sha.len() != 64 || !sha.bytes().all(|b| b.is_ascii_hexdigit()) || !path.exists() {
+            let store = config.engine.data_dir.join("plugins");
+            let configured = BuiltinAssets
+                .read(&entry.file)
+                .ok()
+                .map(|bytes| plexus_pipeline::sha256_hex(&bytes));
+            let path = plexus_pipeline::resolve_digest(&store, configured.as_deref(), sha)
+                .map_err(|e| anyhow::anyhow!("{name}@{sha}: {e}"))?
+                .map(|sha| store.join(format!("{sha}.wasm")))
+                .filter(|path| path.exists());
+            let Some(path) = path else {
                 anyhow::bail!(
                     "{name}@{sha}: no such version has been uploaded to this site's store ({})",
-                    path.display()
+                    store.display()
                 );
-            }
+            };
             Some(path)
         }
         (None, file) => file.clone(),

@@ -1109,7 +1109,7 @@ async fn activate(
         Ok(Err(crate::OpError::NoSuchInterface(n))) => {
             problem(StatusCode::NOT_FOUND, format!("no interface {n}"))
         }
-        Ok(Err(e)) => problem(StatusCode::UNPROCESSABLE_ENTITY, e.to_string()),
+        Ok(Err(e)) => op_problem(&e),
         Err(e) => problem(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
     }
 }
@@ -1121,9 +1121,10 @@ fn op_problem(e: &crate::OpError) -> Response {
     let status = match e {
         OpError::NoSuchInterface(_) | OpError::NoShadow { .. } => StatusCode::NOT_FOUND,
         OpError::Journal(plexus_journal::Error::NotFound(_)) => StatusCode::NOT_FOUND,
-        OpError::Journal(_) | OpError::Internal(_) | OpError::Store(_) => {
-            StatusCode::INTERNAL_SERVER_ERROR
-        }
+        OpError::Journal(_)
+        | OpError::Internal(_)
+        | OpError::Store(_)
+        | OpError::ChainNotKept(_) => StatusCode::INTERNAL_SERVER_ERROR,
         _ => StatusCode::UNPROCESSABLE_ENTITY,
     };
     problem(status, e.to_string())

@@ -93,6 +93,9 @@ pub(crate) struct Iface {
     /// Earlier chains, newest last, for rollback (at most [`HISTORY`]). The lock also
     /// serialises activations.
     history: std::sync::Mutex<Vec<Arc<ActiveChain>>>,
+    /// The chain the config names, as `(name, sha256)` per stage: an activation kept in
+    /// `chains.json` is honoured at start only while the config still names this.
+    config_chain: crate::chains::Digests,
     /// Each destination's lanes (one per connection): the worker's wake-up and feed.
     pub lanes: HashMap<String, Vec<Arc<crate::deliver::Lane>>>,
     /// Whether the journal answers ingests in commit order, so that delivery can be
@@ -708,6 +711,7 @@ impl Engine {
                 let iface = Iface {
                     name: name.to_string(),
                     config: interface.clone(),
+                    config_chain: chain.digests(),
                     chain: ArcSwap::from_pointee(chain),
                     history: std::sync::Mutex::new(Vec::new()),
                     lanes,
@@ -731,7 +735,7 @@ impl Engine {
             .collect();
         let tokens = config.admin.tokens.clone();
         let site = config.engine.site.clone();
-        Ok(Engine {
+        let engine = Engine {
             shared: Arc::new(Shared {
                 config,
                 journal,
@@ -750,7 +754,89 @@ impl Engine {
                 unrecorded_results: Arc::default(),
                 journal_failed_at: std::sync::atomic::AtomicU64::new(0),
             }),
-        })
+        };
+        engine.restore_chains()?;
+        Ok(engine)
+    }
+
+    /// Puts back the chains activated through the admin API before the engine last
+    /// stopped (`<data_dir>/chains.json`), each over the config's chain, which stays one
+    /// `rollback` away. An entry made while the config named another chain is passed
+    /// over with a warning: the config has been edited since, and it wins. One whose
+    /// versions no longer load stops the build: running the config's older chain
+    /// instead would undo a deployment without anyone knowing.
+    fn restore_chains(&self) -> Result<(), BuildError> {
+        let file = crate::chains::file(&self.shared.config);
+        for (interface, kept) in crate::chains::load(&self.shared.config)? {
+            let Some(iface) = self.shared.interfaces.get(&interface) else {
+                tracing::warn!(
+                    interface,
+                    file = %file.display(),
+                    "an activated chain names an interface the config no longer defines; ignored"
+                );
+                continue;
+            };
+            let activated = describe_digests(&kept.chain);
+            if kept.config_chain != iface.config_chain {
+                tracing::warn!(
+                    interface,
+                    activated,
+                    by = kept.by,
+                    file = %file.display(),
+                    "the config's chain changed after this chain was activated through the \
+                     admin API; running the config's chain"
+                );
+                continue;
+            }
+            let (plugins, _) = self
+                .load_stored_chain(&interface, &kept.chain, false)
+                .map_err(|e| BuildError::ActivatedChain {
+                    interface: interface.clone(),
+                    chain: activated.clone(),
+                    by: kept.by.clone(),
+                    file: file.clone(),
+                    store: self.plugin_store(),
+                    reason: e.to_string(),
+                })?;
+            let chain = Arc::new(ActiveChain { plugins });
+            let configured = iface.chain.swap(chain.clone());
+            self.settle_kept(&configured, &chain);
+            iface
+                .history
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .push(configured);
+            tracing::warn!(
+                interface,
+                chain = activated,
+                by = kept.by,
+                file = %file.display(),
+                "running the chain activated through the admin API, not the config's \
+                 (a rollback puts the config's back)"
+            );
+        }
+        Ok(())
+    }
+
+    /// Drops the entries of `chains.json` that [`Engine::restore_chains`] passed over
+    /// (made while the config named another chain), so that putting the config's old
+    /// chain back later does not bring the old activation back with it. Run by a
+    /// start, which owns the data folder; a build beside a running engine (a CLI replay)
+    /// writes nothing.
+    fn forget_stale_chains(&self) -> Result<(), BuildError> {
+        let kept = crate::chains::load(&self.shared.config)?;
+        for (interface, entry) in kept {
+            let stale = self
+                .shared
+                .interfaces
+                .get(&interface)
+                .is_none_or(|iface| iface.config_chain != entry.config_chain);
+            if stale {
+                crate::chains::forget(&self.shared.config, &interface)
+                    .map_err(|e| BuildError::Unsupported(e.to_string()))?;
+            }
+        }
+        Ok(())
     }
 
     pub(crate) fn from_shared(shared: Arc<Shared>) -> Engine {
@@ -833,6 +919,14 @@ impl Engine {
             &format!("interface:{interface}"),
             &detail,
         )?;
+        // Kept before it takes effect, so that a restart runs it too.
+        crate::chains::save(
+            &self.shared.config,
+            interface,
+            &chain.digests(),
+            &iface.config_chain,
+            actor,
+        )?;
         let swap = std::time::Instant::now();
         let previous = iface.chain.swap(chain.clone());
         self.settle_kept(&previous, &chain);
@@ -906,6 +1000,13 @@ impl Engine {
             "rollback",
             &format!("interface:{interface}"),
             &detail,
+        )?;
+        crate::chains::save(
+            &self.shared.config,
+            interface,
+            &previous.digests(),
+            &iface.config_chain,
+            actor,
         )?;
         let swap = std::time::Instant::now();
         history.pop();
@@ -1157,17 +1258,22 @@ impl Engine {
         let active = iface.chain.load_full();
         let mut plugins = Vec::new();
         let mut changes = Vec::new();
-        for (name, sha256) in chain {
-            let sha256 = sha256.to_ascii_lowercase();
+        for (name, given) in chain {
             let configured = self
                 .shared
                 .config
                 .plugins
                 .get(name.as_str())
                 .ok_or_else(|| OpError::UnknownPlugin(name.clone()))?;
+            let sha256 = crate::chains::resolve_digest(
+                &self.plugin_store(),
+                self.shared.configured_wasm.keys().map(String::as_str),
+                given,
+            )
+            .map_err(|e| OpError::Gate(format!("plug-in {name}: {e}")))?
+            .unwrap_or_else(|| given.to_ascii_lowercase());
             let path = self.plugin_store().join(format!("{sha256}.wasm"));
-            let well_formed = sha256.len() == 64 && sha256.bytes().all(|b| b.is_ascii_hexdigit());
-            let bytes: Arc<[u8]> = if well_formed && path.exists() {
+            let bytes: Arc<[u8]> = if path.exists() {
                 crate::assets::read_bounded(&path)
                     .map_err(|e| OpError::Store(format!("{}: {e}", path.display())))?
                     .into()
@@ -1803,6 +1909,7 @@ impl Engine {
         check_can_serve(&self.shared.config)?;
         // Built, so the journal is open: from now on the folder is known to have one.
         lock.journal_opened()?;
+        self.forget_stale_chains()?;
         if lock.unclean_before() {
             // Before the lanes are set up: a changed split moves deliveries, and the
             // window is each lane as the stopped engine served it.
@@ -2125,11 +2232,11 @@ async fn retention(shared: Arc<Shared>, shutdown: CancellationToken) {
 
 /// `name@sha256-prefix` of each stage, for logs and the audit trail.
 fn describe_chain(chain: &ActiveChain) -> String {
-    let stages: Vec<String> = chain
-        .plugins
-        .iter()
-        .map(|p| stage_label(p.name(), p.sha256()))
-        .collect();
+    describe_digests(&chain.digests())
+}
+
+fn describe_digests(chain: &[(String, String)]) -> String {
+    let stages: Vec<String> = chain.iter().map(|(n, d)| stage_label(n, d)).collect();
     format!("[{}]", stages.join(", "))
 }
 

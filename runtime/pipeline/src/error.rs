@@ -108,6 +108,30 @@ pub enum BuildError {
         /// The lock file.
         lock: PathBuf,
     },
+    /// A chain activated through the admin API before the last stop no longer loads.
+    #[error(
+        "interface {interface} runs {chain}, activated through the admin API by {by} (kept in {}), \
+         but it no longer loads: {reason}. Put the version back in {} or restore the grant it \
+         needs; or, to run the chain the config names instead, remove the interface's entry \
+         from {}",
+        file.display(),
+        store.display(),
+        file.display()
+    )]
+    ActivatedChain {
+        /// The interface.
+        interface: String,
+        /// The activated chain, described.
+        chain: String,
+        /// Who activated it.
+        by: String,
+        /// `chains.json`.
+        file: PathBuf,
+        /// The plug-in store.
+        store: PathBuf,
+        /// Why it does not load.
+        reason: String,
+    },
     /// The data folder's lock file could not be opened or locked.
     #[error("cannot lock the data folder with {}", path.display())]
     Lock {
@@ -189,12 +213,17 @@ pub enum OpError {
         /// The digest asked for.
         sha256: String,
     },
-    /// The activation gate refused the new chain; the running chain is untouched.
-    #[error("activation refused: {0}")]
+    /// The gate refused a chain (to activate, try, shadow or promote) or a grant change;
+    /// what runs is untouched.
+    #[error("refused: {0}")]
     Gate(String),
     /// An upload that is not a plug-in any site could run; nothing was stored.
     #[error("upload refused, nothing stored: {0}")]
     Upload(String),
+    /// The chain an activation or rollback makes could not be kept for the next start
+    /// (`<data_dir>/chains.json`); the running chain is unchanged.
+    #[error("cannot keep the activated chain: {0}")]
+    ChainNotKept(String),
     /// A plug-in file could not be stored.
     #[error("cannot store the plug-in: {0}")]
     Store(String),

@@ -30,6 +30,7 @@
 mod admin;
 mod assets;
 mod chain;
+mod chains;
 mod deliver;
 mod engine;
 mod error;
@@ -52,6 +53,7 @@ pub use engine::{
     ActiveChain, CapabilityChange, DataDirLock, Engine, ReloadReport, ReplayOutcome, Running,
     Verified, journal_path, lock_data_dir, order_key, verify,
 };
+pub use chains::{MIN_DIGEST_PREFIX, resolve_digest};
 pub use error::{BuildError, OpError};
 pub use grants::{GrantChange, effective as effective_grants};
 pub use http::HL7_MEDIA_TYPE;

@@ -4036,6 +4036,108 @@ async fn a_drop_file_that_cannot_be_moved_is_journaled_once_and_moved_when_it_ca
     running.wait().await;
 }
 
+/// A chain activated through the admin API outlives a restart (it used to be replaced
+/// by the config's older chain without a word); the config's chain stays one rollback
+/// away; an activation whose version is gone stops the start, naming the way out; and
+/// once the config names another chain, the config wins and the old entry is dropped.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_activated_chain_outlives_a_restart_until_the_config_names_another() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let site = || {
+        site_with(
+            dir.path(),
+            r#"{ type = "mllp", listen = "127.0.0.1:0" }"#,
+            "destinations = []",
+        )
+    };
+    let kept = dir.path().join("data/chains.json");
+    let active = |engine: &Engine| engine.active_chain("feed").expect("chain").digests();
+    let mut grants = plexus_config::Grants::default();
+    grants
+        .tables
+        .insert(plexus_config::Id::new("visit-status").expect("id"));
+    let limits = plexus_config::Limits::default();
+
+    // Another version of visit-status-map, uploaded to the store and activated.
+    let engine = Engine::build(site(), &FsAssets).expect("engine builds");
+    let configured = active(&engine);
+    let other = std::fs::read(plexus_test_artifacts::NO_STD).expect("wasm");
+    let sha = engine.store_plugin(&other).expect("stored").sha256;
+    let version = engine
+        .load_plugin("visit-status-map", &other, None, &grants, &limits)
+        .expect("loads");
+    engine
+        .activate("feed", vec![version], "release")
+        .expect("activated");
+    let deployed = vec![("visit-status-map".to_owned(), sha.clone())];
+    assert_eq!(active(&engine), deployed);
+    assert!(kept.exists(), "kept for the next start");
+    drop(engine);
+
+    // A restart runs what was deployed; a rollback puts the config's chain back and
+    // forgets the activation.
+    let engine = Engine::build(site(), &FsAssets).expect("engine builds");
+    assert_eq!(active(&engine), deployed, "the deployed version survives");
+    engine.rollback("feed", "release").expect("rolled back");
+    assert_eq!(active(&engine), configured);
+    drop(engine);
+    let engine = Engine::build(site(), &FsAssets).expect("engine builds");
+    assert_eq!(active(&engine), configured, "the rollback survives too");
+
+    // Activated again, then its stored file is lost: the start refuses rather than run
+    // the older chain, and says how to go on.
+    let version = engine
+        .load_plugin("visit-status-map", &other, None, &grants, &limits)
+        .expect("loads");
+    engine
+        .activate("feed", vec![version], "release")
+        .expect("activated");
+    drop(engine);
+    let stored = dir.path().join(format!("data/plugins/{sha}.wasm"));
+    std::fs::rename(&stored, dir.path().join("aside.wasm")).expect("moved away");
+    let err = Engine::build(site(), &FsAssets).expect_err("the deployed version is gone");
+    let text = err.to_string();
+    assert!(
+        matches!(err, plexus_pipeline::BuildError::ActivatedChain { .. })
+            && text.contains("interface feed")
+            && text.contains("release")
+            && text.contains("chains.json")
+            && text.contains("has not been uploaded"),
+        "{text}"
+    );
+    std::fs::rename(dir.path().join("aside.wasm"), &stored).expect("put back");
+    assert_eq!(
+        active(&Engine::build(site(), &FsAssets).expect("builds again")),
+        deployed
+    );
+
+    // The config now names another version: it runs, and starting drops the entry, so
+    // going back to the old config later does not bring the activation back.
+    let mut edited = site();
+    let plugin = edited
+        .plugins
+        .values_mut()
+        .next()
+        .expect("visit-status-map");
+    plugin.file = plexus_config::Source::Path(plexus_test_artifacts::DEMOGRAPHICS_NORMALIZE.into());
+    let engine = Engine::build(edited, &FsAssets).expect("engine builds");
+    let now = active(&engine);
+    assert_ne!(now, deployed);
+    assert_ne!(now, configured);
+    let stop = CancellationToken::new();
+    let running = engine.start(stop.clone()).await.expect("starts");
+    stop.cancel();
+    running.wait().await;
+    drop(engine);
+    let left: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&kept).expect("file")).expect("json");
+    assert_eq!(left, serde_json::json!({}), "the stale entry is gone");
+    assert_eq!(
+        active(&Engine::build(site(), &FsAssets).expect("engine builds")),
+        configured
+    );
+}
+
 #[test]
 fn the_configured_version_activates_without_an_upload() {
     let dir = tempfile::tempdir().expect("tempdir");
@@ -4052,6 +4154,18 @@ fn the_configured_version_activates_without_an_upload() {
     engine
         .activate_stored("feed", &running, "test")
         .expect("the configured version activates");
+    assert_eq!(
+        engine.active_chain("feed").expect("chain").digests(),
+        running
+    );
+    // So does a prefix of its digest, as `plexus admin interfaces` shows it.
+    let short: Vec<(String, String)> = running
+        .iter()
+        .map(|(name, sha)| (name.clone(), sha[..12].to_owned()))
+        .collect();
+    engine
+        .activate_stored("feed", &short, "test")
+        .expect("a 12-digit prefix names it");
     assert_eq!(
         engine.active_chain("feed").expect("chain").digests(),
         running

@@ -1,0 +1,253 @@
+//! Chains activated through the admin API (activate, rollback, shadow promote), kept in
+//! `<data_dir>/chains.json` so that a restart runs what was deployed, not the older
+//! version the config names.
+//!
+//! Each entry records the chain the config named when the activation was made. At start
+//! an entry is honoured only while the config still names that chain: an operator who
+//! has since edited the interface's `chain` (or a plug-in's `file`) meant the config's
+//! chain to run, and it does, with a warning naming the activation it replaces.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use plexus_config::Config;
+use serde::{Deserialize, Serialize};
+
+use crate::error::{BuildError, OpError};
+
+/// A chain as `(plug-in name, sha256)` per stage, in order.
+pub(crate) type Digests = Vec<(String, String)>;
+
+/// One interface's activated chain.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct Kept {
+    /// The chain that runs.
+    pub chain: Digests,
+    /// The chain the config named when it was activated.
+    pub config_chain: Digests,
+    /// Who activated it (the admin token's name).
+    pub by: String,
+    /// When, in ms since the Unix epoch.
+    pub at_ms: u64,
+}
+
+/// The file's path.
+pub(crate) fn file(config: &Config) -> PathBuf {
+    config.engine.data_dir.join("chains.json")
+}
+
+/// The kept chains by interface (none when the file does not exist).
+pub(crate) fn load(config: &Config) -> Result<BTreeMap<String, Kept>, BuildError> {
+    let path = file(config);
+    read(&path).map_err(BuildError::Unsupported)
+}
+
+fn read(path: &Path) -> Result<BTreeMap<String, Kept>, String> {
+    let bytes = match std::fs::read(path) {
+        Ok(bytes) if bytes.len() <= 1 << 20 => bytes,
+        Ok(_) => {
+            return Err(format!(
+                "{} is larger than 1 MiB; it should hold one chain per interface",
+                path.display()
+            ));
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(BTreeMap::new()),
+        Err(e) => return Err(format!("{}: {e}", path.display())),
+    };
+    serde_json::from_slice(&bytes).map_err(|e| {
+        format!(
+            "{}: not a chains file ({e}); restore it from a backup, or delete it to run the \
+             chains the config names",
+            path.display()
+        )
+    })
+}
+
+/// Records that `interface` now runs `chain` (removing the entry when that is the
+/// config's chain), before the caller swaps the chain in.
+pub(crate) fn save(
+    config: &Config,
+    interface: &str,
+    chain: &Digests,
+    config_chain: &Digests,
+    by: &str,
+) -> Result<(), OpError> {
+    let path = file(config);
+    let mut kept = read(&path).map_err(OpError::ChainNotKept)?;
+    if chain == config_chain {
+        if kept.remove(interface).is_none() {
+            return Ok(());
+        }
+    } else {
+        let at_ms = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
+        kept.insert(
+            interface.to_owned(),
+            Kept {
+                chain: chain.clone(),
+                config_chain: config_chain.clone(),
+                by: by.to_owned(),
+                at_ms,
+            },
+        );
+    }
+    write(config, &path, &kept).map_err(|e| {
+        OpError::ChainNotKept(format!(
+            "{e}; the chain was not changed, so that a restart does not run another"
+        ))
+    })
+}
+
+/// The shortest digest prefix [`resolve_digest`] takes: `plexus admin interfaces` shows
+/// twelve digits.
+pub const MIN_DIGEST_PREFIX: usize = 8;
+
+/// The full sha256 that `given` names among the versions in `store` (the data folder's
+/// `plugins/`) and `also` (the versions the config names): `given` itself when it is 64
+/// hex digits, else the one known digest that starts with it (at least
+/// [`MIN_DIGEST_PREFIX`] hex digits). `None` when nothing matches; an error for a
+/// prefix too short, not hex, or shared by several versions.
+pub fn resolve_digest<'a>(
+    store: &Path,
+    also: impl IntoIterator<Item = &'a str>,
+    given: &str,
+) -> Result<Option<String>, String> {
+    let given = given.to_ascii_lowercase();
+    let hex = !given.is_empty() && given.bytes().all(|b| b.is_ascii_hexdigit());
+    if hex && given.len() == 64 {
+        return Ok(Some(given));
+    }
+    if !hex || given.len() < MIN_DIGEST_PREFIX || given.len() > 64 {
+        return Err(format!(
+            "`{given}` is not a sha256: give the 64 hex digits, or at least the first \
+             {MIN_DIGEST_PREFIX} (as `plexus admin plugins` lists them)"
+        ));
+    }
+    let stored = std::fs::read_dir(store)
+        .into_iter()
+        .flatten()
+        .filter_map(Result::ok)
+        .filter_map(|e| {
+            e.file_name()
+                .to_str()
+                .and_then(|n| n.strip_suffix(".wasm"))
+                .map(str::to_owned)
+        });
+    let mut found: Vec<String> = stored
+        .chain(also.into_iter().map(str::to_owned))
+        .filter(|d| d.len() == 64 && d.starts_with(&given))
+        .collect();
+    found.sort();
+    found.dedup();
+    match found.len() {
+        0 => Ok(None),
+        1 => Ok(found.pop()),
+        _ => Err(format!(
+            "`{given}` is the start of {} versions ({}): give more digits",
+            found.len(),
+            found.join(", ")
+        )),
+    }
+}
+
+/// Removes `interface`'s entry, if it has one.
+pub(crate) fn forget(config: &Config, interface: &str) -> Result<(), OpError> {
+    let path = file(config);
+    let mut kept = read(&path).map_err(OpError::ChainNotKept)?;
+    if kept.remove(interface).is_some() {
+        write(config, &path, &kept).map_err(OpError::ChainNotKept)?;
+    }
+    Ok(())
+}
+
+/// Rewrites the file: a temporary file, synced, renamed over the old one, and the
+/// folder synced.
+fn write(config: &Config, path: &Path, kept: &BTreeMap<String, Kept>) -> Result<(), String> {
+    let tmp = path.with_extension("json.tmp");
+    let write = || -> std::io::Result<()> {
+        use std::io::Write;
+        std::fs::create_dir_all(&config.engine.data_dir)?;
+        let mut f = std::fs::File::create(&tmp)?;
+        f.write_all(serde_json::to_string_pretty(kept)?.as_bytes())?;
+        f.sync_all()?;
+        std::fs::rename(&tmp, path)?;
+        // The rename itself is durable only once the folder is.
+        std::fs::File::open(&config.engine.data_dir)?.sync_all()
+    };
+    write().map_err(|e| format!("{}: {e}", path.display()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(dir: &Path) -> Config {
+        let mut config = Config::demo();
+        config.engine.data_dir = dir.join("data");
+        config
+    }
+
+    fn digests(pairs: &[(&str, &str)]) -> Digests {
+        pairs
+            .iter()
+            .map(|(n, s)| ((*n).to_owned(), (*s).to_owned()))
+            .collect()
+    }
+
+    #[test]
+    fn a_saved_chain_reads_back_and_the_configs_own_chain_removes_the_entry() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let config = config(dir.path());
+        assert!(load(&config).expect("no file").is_empty());
+        let base = digests(&[("vsm", "aa")]);
+        let new = digests(&[("vsm", "bb")]);
+        save(&config, "feed", &new, &base, "release").expect("saved");
+        let kept = load(&config).expect("reads");
+        assert_eq!(kept["feed"].chain, new);
+        assert_eq!(kept["feed"].config_chain, base);
+        assert_eq!(kept["feed"].by, "release");
+        save(&config, "feed", &base, &base, "release").expect("saved");
+        assert!(load(&config).expect("reads").is_empty());
+        assert!(!file(&config).with_extension("json.tmp").exists());
+    }
+
+    #[test]
+    fn a_digest_prefix_names_the_one_version_it_starts() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (a, b, c) = ("ab".repeat(32), format!("abababab{}", "cd".repeat(28)), "ef".repeat(32));
+        for d in [&a, &b] {
+            std::fs::write(dir.path().join(format!("{d}.wasm")), b"").expect("write");
+        }
+        let resolve = |given: &str| resolve_digest(dir.path(), [c.as_str()], given);
+        assert_eq!(resolve(&a.to_ascii_uppercase()), Ok(Some(a.clone())));
+        assert_eq!(resolve("ababababab"), Ok(Some(a.clone())));
+        assert_eq!(resolve("ababababcd"), Ok(Some(b.clone())));
+        assert_eq!(resolve("efefefef"), Ok(Some(c.clone())), "a configured version");
+        assert_eq!(resolve("12345678"), Ok(None));
+        let err = resolve("abababab").expect_err("two start so");
+        assert!(err.contains("2 versions") && err.contains(&a) && err.contains(&b), "{err}");
+        assert!(resolve("abab").expect_err("short").contains("at least the first 8"));
+        assert!(resolve("a436fddf...").is_err());
+        let missing = resolve_digest(&dir.path().join("none"), [], "abababab");
+        assert_eq!(missing, Ok(None), "no store yet");
+    }
+
+    #[test]
+    fn a_damaged_file_is_refused_with_the_way_out() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let config = config(dir.path());
+        std::fs::create_dir_all(dir.path().join("data")).expect("dir");
+        std::fs::write(file(&config), "{not json").expect("write");
+        let err = load(&config).expect_err("damaged").to_string();
+        assert!(
+            err.contains("chains.json") && err.contains("delete it"),
+            "{err}"
+        );
+        let err = save(&config, "feed", &digests(&[]), &digests(&[("a", "b")]), "x")
+            .expect_err("not overwritten");
+        assert!(err.to_string().contains("not a chains file"), "{err}");
+    }
+}
