@@ -511,8 +511,9 @@ pub fn show(args: &ShowArgs) -> anyhow::Result<ExitCode> {
             );
             if d.possible_resend {
                 println!(
-                    "  {:<16} possible resend: an engine stopped uncleanly while this send could \
-                     have been under way; the receiver may have it twice (same MSH-10)",
+                    "  {:<16} possible resend: an attempt may have reached the receiver without \
+                     an answer saying so (no ACK in time, a connection lost, or an engine \
+                     stopped uncleanly mid-send); it may have this twice (same MSH-10)",
                     ""
                 );
             }

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use plexus_hl7::Message;
 use plexus_hl7::ack::{AckCode, AckMode, Condition};
-use plexus_mllp::{AttemptError, SendError, Sender, SenderConfig};
+use plexus_mllp::{AttemptError, Delivery, SendError, Sender, SenderConfig};
 
 #[derive(Debug, clap::Args)]
 pub struct SendArgs {
@@ -72,35 +72,33 @@ pub fn send(args: &SendArgs) -> anyhow::Result<ExitCode> {
             _ => &mut unasked,
         };
         let (ack, accepted) = match runtime.block_on(sending.send(&bytes)) {
-            Ok(delivery) => (delivery.ack, true),
+            Ok(Delivery { ack: Some(ack), .. }) => (ack, true),
+            Ok(Delivery { ack: None, .. }) => {
+                // MSH-15 NE or ER, and no answer came: the receiver accepted it.
+                println!(
+                    "{label}: sent; MSH-15 is {} ({}), and no answer came within {} s",
+                    if asked == Condition::Never { "NE" } else { "ER" },
+                    if asked == Condition::Never {
+                        "never answer"
+                    } else {
+                        "answer only on an error"
+                    },
+                    unasked_wait.as_secs_f64()
+                );
+                continue;
+            }
             Err(SendError::Rejected { ack, .. } | SendError::ApplicationError { ack, .. }) => {
                 (ack, false)
             }
             Err(SendError::Exhausted {
                 last: AttemptError::AckTimeout,
                 ..
-            }) if asked != Condition::Always => {
-                let secs = unasked_wait.as_secs_f64();
-                if asked == Condition::OnSuccess {
-                    println!(
-                        "{label}: no answer within {secs} s; MSH-15 is SU (answer only when accepted), so it was not accepted"
-                    );
-                    refused += 1;
-                } else {
-                    let code = if asked == Condition::Never {
-                        "NE"
-                    } else {
-                        "ER"
-                    };
-                    println!(
-                        "{label}: sent; MSH-15 is {code} ({}), and no answer came within {secs} s",
-                        if asked == Condition::Never {
-                            "never answer"
-                        } else {
-                            "answer only on an error"
-                        }
-                    );
-                }
+            }) if asked == Condition::OnSuccess => {
+                println!(
+                    "{label}: no answer within {} s; MSH-15 is SU (answer only when accepted), so it was not accepted",
+                    unasked_wait.as_secs_f64()
+                );
+                refused += 1;
                 continue;
             }
             Err(other) => {

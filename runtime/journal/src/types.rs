@@ -396,7 +396,8 @@ pub struct Delivery {
     pub next_at: Option<SystemTime>,
     /// It may have reached the destination already: an engine stopped uncleanly while
     /// it was among its lane's next sends, and the engine after it sends it again (see
-    /// [`Journal::flag_possible_resends`](crate::Journal::flag_possible_resends)).
+    /// [`Journal::flag_possible_resends`](crate::Journal::flag_possible_resends)); or an
+    /// attempt went out and no answer settled it (`may_have_arrived` on a result).
     pub possible_resend: bool,
 }
 

@@ -14,7 +14,7 @@ use tokio::net::TcpStream;
 use tokio::time::{Instant, timeout, timeout_at};
 use tokio_rustls::TlsConnector;
 
-use plexus_hl7::ack::{AckCode, Status};
+use plexus_hl7::ack::{AckCode, AckMode, Condition, Status};
 
 use crate::codec::{CodecError, DEFAULT_MAX_FRAME, END_BLOCK, Frame, START_BLOCK};
 use crate::conn::FrameIo;
@@ -40,6 +40,11 @@ pub struct SenderConfig {
     pub write_timeout: Duration,
     /// Longest to wait for the ACK after the message is written. Default 30 s.
     pub ack_timeout: Duration,
+    /// Longest to wait for an answer the message's MSH-15 lets the receiver leave out
+    /// (`NE`: never answer; `ER`: answer only an error). None in that time: the message
+    /// counts as sent and accepted, and an answer that comes later is passed over. At
+    /// most `ack_timeout`. Default 2 s.
+    pub unasked_wait: Duration,
     /// Tries per [`Sender::send`], the first included (0 counts as 1). Default 3.
     pub attempts: u32,
     /// Pause before the first retry; it doubles for each further retry. Default 1 s.
@@ -61,6 +66,7 @@ impl Default for SenderConfig {
             connect_timeout: Duration::from_secs(10),
             write_timeout: Duration::from_secs(30),
             ack_timeout: Duration::from_secs(30),
+            unasked_wait: Duration::from_secs(2),
             attempts: 3,
             backoff_base: Duration::from_secs(1),
             backoff_max: Duration::from_secs(30),
@@ -169,8 +175,10 @@ impl fmt::Debug for Ack {
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct Delivery {
-    /// The accepting ACK (`AA` or `CA`).
-    pub ack: Ack,
+    /// The accepting ACK (`AA` or `CA`); `None` when the message's MSH-15 (`NE` or `ER`)
+    /// let the receiver leave it out and none came within
+    /// [`SenderConfig::unasked_wait`].
+    pub ack: Option<Ack>,
     /// Attempts it took, the successful one included.
     pub attempts: u32,
 }
@@ -378,6 +386,11 @@ type Conn = FrameIo<Box<dyn Io>>;
 /// broken connection, a stale ACK), the peer may have received and processed it, and the retry
 /// sends it again. Receivers should treat MSH-10 as an idempotency key.
 ///
+/// A message whose MSH-15 is `NE` or `ER` (enhanced mode: answer never, or only on an
+/// error) waits [`SenderConfig::unasked_wait`] for an answer; none is success
+/// ([`Delivery::ack`] `None`), and a late one is passed over. `SU` waits as `AL` does: no
+/// answer means it was not accepted.
+///
 /// Outcomes: `AA`/`CA` → `Ok`; `AR`/`CR` → [`SendError::Rejected`], not retried; `AE`/`CE` →
 /// [`SendError::ApplicationError`] or a retry, per [`SenderConfig::on_error_ack`]; anything else →
 /// retried (with exponential backoff, no jitter) up to [`SenderConfig::attempts`], then
@@ -392,7 +405,15 @@ pub struct Sender {
     /// Whether the latest send has begun writing its frame (see
     /// [`Sender::may_have_delivered`]).
     wrote: bool,
+    /// Control ids of messages sent on this connection whose answer MSH-15 let the
+    /// receiver leave out and that got none in time: an answer that comes later is
+    /// passed over, not taken for the next message's (the last few; cleared with the
+    /// connection).
+    unanswered: std::collections::VecDeque<String>,
 }
+
+/// How many unanswered control ids a connection remembers.
+const UNANSWERED_KEPT: usize = 16;
 
 impl fmt::Debug for Sender {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -408,6 +429,8 @@ impl fmt::Debug for Sender {
 /// The answer of one attempt that got a matching ACK.
 enum Answer {
     Accepted(Ack),
+    /// None came, and MSH-15 said none need come on success.
+    Unasked,
     Rejected(Ack),
     Error(Ack),
 }
@@ -422,6 +445,7 @@ impl Sender {
             conn: None,
             watchdog: Watchdog::new(),
             wrote: false,
+            unanswered: std::collections::VecDeque::new(),
         }
     }
 
@@ -464,8 +488,8 @@ impl Sender {
     /// Sends one HL7 message (without framing) and waits for its ACK, retrying per the config.
     /// See [`Sender`] for the outcomes and the at-least-once caveat.
     pub async fn send(&mut self, payload: &[u8]) -> Result<Delivery, SendError> {
-        let control_id = self.check(payload, Check::Whole)?;
-        self.send_checked(payload, control_id).await
+        let (control_id, asked) = self.check(payload, Check::Whole)?;
+        self.send_checked(payload, control_id, asked).await
     }
 
     /// [`send`](Self::send) for a payload the caller has parsed as HL7 already, such as a
@@ -473,14 +497,15 @@ impl Sender {
     /// (for MSH-10), not every segment. Size and frame markers are checked as by `send`;
     /// a body that does not parse is the receiver's to refuse.
     pub async fn send_parsed(&mut self, payload: &[u8]) -> Result<Delivery, SendError> {
-        let control_id = self.check(payload, Check::Header)?;
-        self.send_checked(payload, control_id).await
+        let (control_id, asked) = self.check(payload, Check::Header)?;
+        self.send_checked(payload, control_id, asked).await
     }
 
     async fn send_checked(
         &mut self,
         payload: &[u8],
         control_id: String,
+        asked: Condition,
     ) -> Result<Delivery, SendError> {
         let attempts = self.config.attempts.max(1);
         let mut attempt = 1;
@@ -488,10 +513,16 @@ impl Sender {
         // The id as errors and logs show it; the ACK is matched against the whole id.
         let shown = shorten(&control_id);
         loop {
-            let failure = match self.attempt(payload, &control_id).await {
+            let failure = match self.attempt(payload, &control_id, asked).await {
                 Ok(Answer::Accepted(ack)) => {
                     return Ok(Delivery {
-                        ack,
+                        ack: Some(ack),
+                        attempts: attempt,
+                    });
+                }
+                Ok(Answer::Unasked) => {
+                    return Ok(Delivery {
+                        ack: None,
                         attempts: attempt,
                     });
                 }
@@ -546,8 +577,9 @@ impl Sender {
     }
 
     /// Checks what can be checked before sending (`Check::Header`: the header line only,
-    /// besides size and frame markers); returns MSH-10.
-    fn check(&self, payload: &[u8], check: Check) -> Result<String, SendError> {
+    /// besides size and frame markers); returns MSH-10 and when MSH-15 asks for an
+    /// accept ACK (always, in original mode).
+    fn check(&self, payload: &[u8], check: Check) -> Result<(String, Condition), SendError> {
         let parsed = match check {
             Check::Whole => payload,
             Check::Header => plexus_hl7::header_line(payload),
@@ -579,23 +611,35 @@ impl Sender {
                 }
             })
         };
+        let asked = match AckMode::of(&message) {
+            AckMode::Original => Condition::Always,
+            AckMode::Enhanced { accept, .. } => accept,
+        };
         match framing_error {
             Some(source) => Err(SendError::Unframeable {
                 control_id: shorten(&control_id),
                 peer: self.peer.clone(),
                 source,
             }),
-            None => Ok(control_id),
+            None => Ok((control_id, asked)),
         }
     }
 
     /// One try: (re)connect if needed, write, read and check the ACK. The connection is kept only
     /// if the exchange completed cleanly.
-    async fn attempt(&mut self, payload: &[u8], control_id: &str) -> Result<Answer, AttemptError> {
+    async fn attempt(
+        &mut self,
+        payload: &[u8],
+        control_id: &str,
+        asked: Condition,
+    ) -> Result<Answer, AttemptError> {
         let (mut conn, fresh) = match self.conn.take().and_then(still_open) {
             Some(conn) => (conn, false),
             None => (self.connect().await?, true),
         };
+        if fresh {
+            self.unanswered.clear();
+        }
         let deadline = Instant::now() + self.config.write_timeout;
         self.wrote = true;
         self.watchdog
@@ -603,15 +647,39 @@ impl Sender {
             .await
             .ok_or(AttemptError::WriteTimeout)?
             .map_err(AttemptError::Write)?;
-        let deadline = Instant::now() + self.config.ack_timeout;
-        let ack = match self.watchdog.run(deadline, conn.read_frame()).await {
-            None => return Err(AttemptError::AckTimeout),
-            Some(Err(e)) => return Err(AttemptError::Read(e)),
-            Some(Ok(None)) => return Err(AttemptError::Closed),
-            Some(Ok(Some(Frame::Oversize(o)))) => {
-                return Err(AttemptError::AckTooLarge { len: o.len });
+        // NE and ER let the receiver stay silent when it accepts the message.
+        let may_stay_silent = matches!(asked, Condition::Never | Condition::OnError);
+        let wait = if may_stay_silent {
+            self.config.unasked_wait.min(self.config.ack_timeout)
+        } else {
+            self.config.ack_timeout
+        };
+        let deadline = Instant::now() + wait;
+        let ack = loop {
+            let ack = match self.watchdog.run(deadline, conn.read_frame()).await {
+                None if may_stay_silent => {
+                    if self.unanswered.len() == UNANSWERED_KEPT {
+                        self.unanswered.pop_front();
+                    }
+                    self.unanswered.push_back(control_id.to_owned());
+                    self.conn = Some(conn);
+                    return Ok(Answer::Unasked);
+                }
+                None => return Err(AttemptError::AckTimeout),
+                Some(Err(e)) => return Err(AttemptError::Read(e)),
+                Some(Ok(None)) => return Err(AttemptError::Closed),
+                Some(Ok(Some(Frame::Oversize(o)))) => {
+                    return Err(AttemptError::AckTooLarge { len: o.len });
+                }
+                Some(Ok(Some(Frame::Message(ack)))) => ack,
+            };
+            if self.unanswered.is_empty() || !self.answers_unanswered(&ack) {
+                break ack;
             }
-            Some(Ok(Some(Frame::Message(ack)))) => ack,
+            tracing::debug!(
+                peer = %self.peer,
+                "passed over a late answer to a message whose MSH-15 let it go unanswered"
+            );
         };
         let (answer, echoed) = classify(ack, control_id, self.config.charset)?;
         if !echoed {
@@ -627,6 +695,14 @@ impl Sender {
         }
         self.conn = Some(conn);
         Ok(answer)
+    }
+
+    /// Whether `ack` answers one of the connection's unanswered messages (MSA-2).
+    fn answers_unanswered(&self, ack: &[u8]) -> bool {
+        plexus_hl7::Message::parse_with_charset(ack, self.config.charset)
+            .ok()
+            .and_then(|m| m.get("MSA-2").ok().flatten().map(|id| id.into_owned()))
+            .is_some_and(|id| self.unanswered.contains(&id))
     }
 
     async fn connect(&self) -> Result<Conn, AttemptError> {

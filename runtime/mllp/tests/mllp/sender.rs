@@ -52,9 +52,9 @@ async fn accepted_and_connection_reused() {
 
     for id in ["MSG1", "MSG2", "MSG3"] {
         let delivery = sender.send(&message(id)).await.expect("accepted");
-        assert_eq!(delivery.ack.code(), AckCode::AA);
+        assert_eq!(delivery.ack.as_ref().expect("an ACK").code(), AckCode::AA);
         assert_eq!(delivery.attempts, 1);
-        assert_eq!(control_id(delivery.ack.bytes()), format!("ACK{id}"));
+        assert_eq!(control_id(delivery.ack.as_ref().expect("an ACK").bytes()), format!("ACK{id}"));
     }
     assert_eq!(server.connections.load(Ordering::SeqCst), 1);
     assert_eq!(server.messages.load(Ordering::SeqCst), 3);
@@ -79,7 +79,7 @@ async fn commit_accept_is_accepted() {
     let server = ScriptServer::start(answer_with("CA")).await;
     let mut sender = Sender::new(server.addr.to_string(), fast());
     let delivery = sender.send(&message("C1")).await.expect("accepted");
-    assert_eq!(delivery.ack.code(), AckCode::CA);
+    assert_eq!(delivery.ack.as_ref().expect("an ACK").code(), AckCode::CA);
     server.stop().await;
 }
 
@@ -207,6 +207,86 @@ async fn stale_ack_drops_connection_and_retries() {
     server.stop().await;
 }
 
+/// A message in enhanced mode asking for its accept ACK per `accept` (MSH-15).
+fn enhanced(id: &str, accept: &str) -> Vec<u8> {
+    format!(
+        "MSH|^~\\&|SND|FAC|RCV|FAC|20250101120000||ADT^A01|{id}|P|2.5|||{accept}|AL\rPID|1||X"
+    )
+    .into_bytes()
+}
+
+fn unasked_fast() -> SenderConfig {
+    SenderConfig {
+        unasked_wait: Duration::from_millis(200),
+        ..fast()
+    }
+}
+
+/// MSH-15 `NE`: a receiver that honours it stays silent. The message counts as sent
+/// after the short wait (no retry, no resend), and the connection goes on serving the
+/// next message.
+#[tokio::test]
+async fn a_message_asking_never_to_be_answered_is_sent_once_and_not_waited_for() {
+    let server = ScriptServer::start(|_, _, payload: &[u8]| {
+        if String::from_utf8_lossy(payload).contains("|NE|") {
+            Act::Ignore
+        } else {
+            Act::Reply(ack("AA", &control_id(payload)))
+        }
+    })
+    .await;
+    let mut sender = Sender::new(server.addr.to_string(), unasked_fast());
+    let started = std::time::Instant::now();
+    let delivery = sender.send(&enhanced("NE1", "NE")).await.expect("sent");
+    assert!(delivery.ack.is_none());
+    assert_eq!(delivery.attempts, 1);
+    assert!(started.elapsed() < Duration::from_millis(900), "not the ACK timeout");
+    // ER on success: silent too.
+    let delivery = sender.send(&enhanced("ER1", "ER")).await;
+    assert!(matches!(delivery, Ok(ref d) if d.ack.is_some()), "this one answers ER");
+    let delivery = sender.send(&message("AL1")).await.expect("accepted");
+    assert_eq!(delivery.ack.as_ref().expect("an ACK").code(), AckCode::AA);
+    assert_eq!(server.messages.load(Ordering::SeqCst), 3, "each sent once");
+    assert_eq!(server.connections.load(Ordering::SeqCst), 1);
+    server.stop().await;
+}
+
+/// A receiver that answers an `NE` message anyway, after the wait: its late ACK is passed
+/// over, not taken for the next message's (which would have sent that one again).
+#[tokio::test]
+async fn a_late_answer_to_an_unasked_message_is_not_taken_for_the_next() {
+    let server = ScriptServer::start(|_, index, payload: &[u8]| {
+        if index == 0 {
+            Act::Ignore
+        } else {
+            Act::Replies(vec![ack("AA", "NE1"), ack("AA", &control_id(payload))])
+        }
+    })
+    .await;
+    let mut sender = Sender::new(server.addr.to_string(), unasked_fast());
+    let delivery = sender.send(&enhanced("NE1", "NE")).await.expect("sent");
+    assert!(delivery.ack.is_none());
+    let delivery = sender.send(&message("AL1")).await.expect("accepted");
+    assert_eq!(delivery.attempts, 1, "not sent again");
+    assert_eq!(
+        control_id(delivery.ack.as_ref().expect("an ACK").bytes()),
+        "ACKAL1"
+    );
+    assert_eq!(server.messages.load(Ordering::SeqCst), 2);
+    assert_eq!(server.connections.load(Ordering::SeqCst), 1);
+    server.stop().await;
+}
+
+/// `ER` with an error: the receiver's AE is the answer, as in original mode.
+#[tokio::test]
+async fn an_error_answer_to_an_er_message_is_an_error() {
+    let server = ScriptServer::start(answer_with("AE")).await;
+    let mut sender = Sender::new(server.addr.to_string(), unasked_fast());
+    let err = sender.send(&enhanced("ER2", "ER")).await.expect_err("AE");
+    assert!(matches!(err, SendError::ApplicationError { .. }), "{err}");
+    server.stop().await;
+}
+
 #[tokio::test]
 async fn an_error_ack_without_msa2_answers_this_message_and_keeps_the_receivers_words() {
     // A receiver that cannot parse a message often cannot echo its id: its AR is a
@@ -244,8 +324,8 @@ async fn an_error_ack_without_msa2_answers_this_message_and_keeps_the_receivers_
     let mut sender = Sender::new(server.addr.to_string(), fast());
     for id in ["NOID2", "NOID3"] {
         let delivery = sender.send(&message(id)).await.expect("accepted");
-        assert_eq!((delivery.ack.code(), delivery.attempts), (AckCode::AA, 1));
-        assert_eq!(delivery.ack.reason(), None);
+        assert_eq!((delivery.ack.as_ref().expect("an ACK").code(), delivery.attempts), (AckCode::AA, 1));
+        assert_eq!(delivery.ack.as_ref().expect("an ACK").reason(), None);
         assert!(
             !sender.is_connected(),
             "not kept after an answer naming no message"
@@ -275,7 +355,7 @@ async fn an_unechoed_ack_on_a_reused_connection_is_not_credited_to_the_next_mess
     sender.send(&message("FIRST")).await.expect("accepted");
     let delivery = sender.send(&message("SECOND")).await.expect("accepted");
     assert_eq!(
-        control_id(delivery.ack.bytes()),
+        control_id(delivery.ack.as_ref().expect("an ACK").bytes()),
         "ACKSECOND",
         "its own answer"
     );
@@ -460,7 +540,7 @@ async fn a_message_parsed_already_is_checked_by_its_header_only() {
     let err = sender.send(&odd).await.expect_err("whole parse");
     assert!(matches!(err, SendError::InvalidMessage { .. }), "{err:?}");
     let delivery = sender.send_parsed(&odd).await.expect("sent");
-    assert_eq!(delivery.ack.code(), AckCode::AA);
+    assert_eq!(delivery.ack.as_ref().expect("an ACK").code(), AckCode::AA);
     // The header is still checked, and so is framing.
     let err = sender
         .send_parsed(b"PID|1||SECRET")
@@ -537,7 +617,7 @@ async fn sender_to_listener_over_tls() {
     let name = plexus_mllp::tls::server_name("localhost").expect("name");
     let mut sender = Sender::new(addr.to_string(), fast()).with_tls(client_tls, name);
     let delivery = sender.send(&message("TLS1")).await.expect("accepted");
-    assert_eq!(delivery.ack.code(), AckCode::AA);
+    assert_eq!(delivery.ack.as_ref().expect("an ACK").code(), AckCode::AA);
 
     // A certificate for another name fails the handshake, as a retryable error.
     let other = plexus_mllp::tls::server_name("example.org").expect("name");
