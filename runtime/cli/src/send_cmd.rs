@@ -77,7 +77,11 @@ pub fn send(args: &SendArgs) -> anyhow::Result<ExitCode> {
                 // MSH-15 NE or ER, and no answer came: the receiver accepted it.
                 println!(
                     "{label}: sent; MSH-15 is {} ({}), and no answer came within {} s",
-                    if asked == Condition::Never { "NE" } else { "ER" },
+                    if asked == Condition::Never {
+                        "NE"
+                    } else {
+                        "ER"
+                    },
                     if asked == Condition::Never {
                         "never answer"
                     } else {

@@ -62,7 +62,10 @@
 //! let delivery = sender
 //!     .send(b"MSH|^~\\&|A|B|C|D|20250101||ADT^A01|MSG0001|P|2.5\rPID|1")
 //!     .await?;
-//! println!("accepted with {}", delivery.ack.code());
+//! // `None` only when the message's MSH-15 (NE, ER) let the receiver stay silent.
+//! if let Some(ack) = &delivery.ack {
+//!     println!("accepted with {}", ack.code());
+//! }
 //!
 //! shutdown.cancel();
 //! server.await?;

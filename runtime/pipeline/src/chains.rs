@@ -217,7 +217,11 @@ mod tests {
     #[test]
     fn a_digest_prefix_names_the_one_version_it_starts() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let (a, b, c) = ("ab".repeat(32), format!("abababab{}", "cd".repeat(28)), "ef".repeat(32));
+        let (a, b, c) = (
+            "ab".repeat(32),
+            format!("abababab{}", "cd".repeat(28)),
+            "ef".repeat(32),
+        );
         for d in [&a, &b] {
             std::fs::write(dir.path().join(format!("{d}.wasm")), b"").expect("write");
         }
@@ -225,11 +229,22 @@ mod tests {
         assert_eq!(resolve(&a.to_ascii_uppercase()), Ok(Some(a.clone())));
         assert_eq!(resolve("ababababab"), Ok(Some(a.clone())));
         assert_eq!(resolve("ababababcd"), Ok(Some(b.clone())));
-        assert_eq!(resolve("efefefef"), Ok(Some(c.clone())), "a configured version");
+        assert_eq!(
+            resolve("efefefef"),
+            Ok(Some(c.clone())),
+            "a configured version"
+        );
         assert_eq!(resolve("12345678"), Ok(None));
         let err = resolve("abababab").expect_err("two start so");
-        assert!(err.contains("2 versions") && err.contains(&a) && err.contains(&b), "{err}");
-        assert!(resolve("abab").expect_err("short").contains("at least the first 8"));
+        assert!(
+            err.contains("2 versions") && err.contains(&a) && err.contains(&b),
+            "{err}"
+        );
+        assert!(
+            resolve("abab")
+                .expect_err("short")
+                .contains("at least the first 8")
+        );
         assert!(resolve("a436fddf...").is_err());
         let missing = resolve_digest(&dir.path().join("none"), [], "abababab");
         assert_eq!(missing, Ok(None), "no store yet");

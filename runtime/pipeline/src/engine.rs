@@ -790,13 +790,15 @@ impl Engine {
             }
             let (plugins, _) = self
                 .load_stored_chain(&interface, &kept.chain, false)
-                .map_err(|e| BuildError::ActivatedChain {
-                    interface: interface.clone(),
-                    chain: activated.clone(),
-                    by: kept.by.clone(),
-                    file: file.clone(),
-                    store: self.plugin_store(),
-                    reason: e.to_string(),
+                .map_err(|e| {
+                    BuildError::ActivatedChain(Box::new(crate::error::ActivatedChain {
+                        interface: interface.clone(),
+                        chain: activated.clone(),
+                        by: kept.by.clone(),
+                        file: file.clone(),
+                        store: self.plugin_store(),
+                        reason: e.to_string(),
+                    }))
                 })?;
             let chain = Arc::new(ActiveChain { plugins });
             let configured = iface.chain.swap(chain.clone());

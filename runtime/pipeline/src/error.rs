@@ -109,29 +109,8 @@ pub enum BuildError {
         lock: PathBuf,
     },
     /// A chain activated through the admin API before the last stop no longer loads.
-    #[error(
-        "interface {interface} runs {chain}, activated through the admin API by {by} (kept in {}), \
-         but it no longer loads: {reason}. Put the version back in {} or restore the grant it \
-         needs; or, to run the chain the config names instead, remove the interface's entry \
-         from {}",
-        file.display(),
-        store.display(),
-        file.display()
-    )]
-    ActivatedChain {
-        /// The interface.
-        interface: String,
-        /// The activated chain, described.
-        chain: String,
-        /// Who activated it.
-        by: String,
-        /// `chains.json`.
-        file: PathBuf,
-        /// The plug-in store.
-        store: PathBuf,
-        /// Why it does not load.
-        reason: String,
-    },
+    #[error(transparent)]
+    ActivatedChain(Box<ActivatedChain>),
     /// The data folder's lock file could not be opened or locked.
     #[error("cannot lock the data folder with {}", path.display())]
     Lock {
@@ -241,4 +220,30 @@ pub enum OpError {
     /// A worker thread failed.
     #[error("internal error: {0}")]
     Internal(String),
+}
+
+/// See [`BuildError::ActivatedChain`].
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "interface {interface} runs {chain}, activated through the admin API by {by} (kept in {}), \
+     but it no longer loads: {reason}. Put the version back in {} or restore the grant it \
+     needs; or, to run the chain the config names instead, remove the interface's entry \
+     from {}",
+    file.display(),
+    store.display(),
+    file.display()
+)]
+pub struct ActivatedChain {
+    /// The interface.
+    pub interface: String,
+    /// The activated chain, described.
+    pub chain: String,
+    /// Who activated it.
+    pub by: String,
+    /// `chains.json`.
+    pub file: PathBuf,
+    /// The plug-in store.
+    pub store: PathBuf,
+    /// Why it does not load.
+    pub reason: String,
 }

@@ -49,12 +49,12 @@ pub use assets::{Assets, FsAssets, MAX_ASSET_BYTES, read_bounded};
 pub use chain::{
     Failure, Verdict, masked_delivery_error, masked_reason, masked_stage_detail, stage_runs,
 };
+pub use chains::{MIN_DIGEST_PREFIX, resolve_digest};
 pub use engine::{
     ActiveChain, CapabilityChange, DataDirLock, Engine, ReloadReport, ReplayOutcome, Running,
     Verified, journal_path, lock_data_dir, order_key, verify,
 };
-pub use chains::{MIN_DIGEST_PREFIX, resolve_digest};
-pub use error::{BuildError, OpError};
+pub use error::{ActivatedChain, BuildError, OpError};
 pub use grants::{GrantChange, effective as effective_grants};
 pub use http::HL7_MEDIA_TYPE;
 /// sha256 of bytes, lowercase hex: plug-in digests and how admin tokens are stored.

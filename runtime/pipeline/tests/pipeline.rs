@@ -195,7 +195,7 @@ async fn send(to: SocketAddr, payload: &[u8]) -> (AckCode, Vec<u8>) {
         Ok(delivery) => {
             let ack = delivery.ack.expect("an ACK");
             (ack.code(), ack.bytes().to_vec())
-        },
+        }
         Err(plexus_mllp::SendError::ApplicationError { ack, .. })
         | Err(plexus_mllp::SendError::Rejected { ack, .. }) => (ack.code(), ack.bytes().to_vec()),
         Err(e) => panic!("send failed: {e}"),
@@ -4101,7 +4101,7 @@ async fn an_activated_chain_outlives_a_restart_until_the_config_names_another() 
     let err = Engine::build(site(), &FsAssets).expect_err("the deployed version is gone");
     let text = err.to_string();
     assert!(
-        matches!(err, plexus_pipeline::BuildError::ActivatedChain { .. })
+        matches!(err, plexus_pipeline::BuildError::ActivatedChain(_))
             && text.contains("interface feed")
             && text.contains("release")
             && text.contains("chains.json")

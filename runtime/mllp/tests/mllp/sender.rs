@@ -54,7 +54,10 @@ async fn accepted_and_connection_reused() {
         let delivery = sender.send(&message(id)).await.expect("accepted");
         assert_eq!(delivery.ack.as_ref().expect("an ACK").code(), AckCode::AA);
         assert_eq!(delivery.attempts, 1);
-        assert_eq!(control_id(delivery.ack.as_ref().expect("an ACK").bytes()), format!("ACK{id}"));
+        assert_eq!(
+            control_id(delivery.ack.as_ref().expect("an ACK").bytes()),
+            format!("ACK{id}")
+        );
     }
     assert_eq!(server.connections.load(Ordering::SeqCst), 1);
     assert_eq!(server.messages.load(Ordering::SeqCst), 3);
@@ -209,10 +212,8 @@ async fn stale_ack_drops_connection_and_retries() {
 
 /// A message in enhanced mode asking for its accept ACK per `accept` (MSH-15).
 fn enhanced(id: &str, accept: &str) -> Vec<u8> {
-    format!(
-        "MSH|^~\\&|SND|FAC|RCV|FAC|20250101120000||ADT^A01|{id}|P|2.5|||{accept}|AL\rPID|1||X"
-    )
-    .into_bytes()
+    format!("MSH|^~\\&|SND|FAC|RCV|FAC|20250101120000||ADT^A01|{id}|P|2.5|||{accept}|AL\rPID|1||X")
+        .into_bytes()
 }
 
 fn unasked_fast() -> SenderConfig {
@@ -240,10 +241,16 @@ async fn a_message_asking_never_to_be_answered_is_sent_once_and_not_waited_for()
     let delivery = sender.send(&enhanced("NE1", "NE")).await.expect("sent");
     assert!(delivery.ack.is_none());
     assert_eq!(delivery.attempts, 1);
-    assert!(started.elapsed() < Duration::from_millis(900), "not the ACK timeout");
+    assert!(
+        started.elapsed() < Duration::from_millis(900),
+        "not the ACK timeout"
+    );
     // ER on success: silent too.
     let delivery = sender.send(&enhanced("ER1", "ER")).await;
-    assert!(matches!(delivery, Ok(ref d) if d.ack.is_some()), "this one answers ER");
+    assert!(
+        matches!(delivery, Ok(ref d) if d.ack.is_some()),
+        "this one answers ER"
+    );
     let delivery = sender.send(&message("AL1")).await.expect("accepted");
     assert_eq!(delivery.ack.as_ref().expect("an ACK").code(), AckCode::AA);
     assert_eq!(server.messages.load(Ordering::SeqCst), 3, "each sent once");
@@ -324,7 +331,13 @@ async fn an_error_ack_without_msa2_answers_this_message_and_keeps_the_receivers_
     let mut sender = Sender::new(server.addr.to_string(), fast());
     for id in ["NOID2", "NOID3"] {
         let delivery = sender.send(&message(id)).await.expect("accepted");
-        assert_eq!((delivery.ack.as_ref().expect("an ACK").code(), delivery.attempts), (AckCode::AA, 1));
+        assert_eq!(
+            (
+                delivery.ack.as_ref().expect("an ACK").code(),
+                delivery.attempts
+            ),
+            (AckCode::AA, 1)
+        );
         assert_eq!(delivery.ack.as_ref().expect("an ACK").reason(), None);
         assert!(
             !sender.is_connected(),
