@@ -74,16 +74,20 @@ pub(crate) async fn start(
             let iface = iface.clone();
             router = router.route(
                 path,
-                post(move |headers: axum::http::HeaderMap, body: Bytes| {
-                    let shared = shared.clone();
-                    let iface = iface.clone();
-                    async move {
-                        match form_body(&headers) {
-                            Some(refusal) => refusal,
-                            None => ingest_route(shared, iface, body).await,
+                post(
+                    move |headers: axum::http::HeaderMap,
+                          body: Result<Bytes, axum::extract::rejection::BytesRejection>| {
+                        let shared = shared.clone();
+                        let iface = iface.clone();
+                        async move {
+                            match (form_body(&headers), body) {
+                                (Some(refusal), _) => refusal,
+                                (None, Ok(body)) => ingest_route(shared, iface, body).await,
+                                (None, Err(e)) => body_refused(e),
+                            }
                         }
-                    }
-                })
+                    },
+                )
                 .fallback(|| async {
                     (
                         StatusCode::METHOD_NOT_ALLOWED,
@@ -116,6 +120,23 @@ pub(crate) async fn start(
     tracing::info!(addr = %local, "HTTP server listening");
     tasks.spawn(serve(listener, router, None, shutdown));
     Ok(local)
+}
+
+/// The answer for an HTTP source's body that could not be read: over the size limit, it
+/// says the limit (axum's own text does not).
+fn body_refused(e: axum::extract::rejection::BytesRejection) -> Response {
+    if e.status() != StatusCode::PAYLOAD_TOO_LARGE {
+        return e.into_response();
+    }
+    (
+        StatusCode::PAYLOAD_TOO_LARGE,
+        [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
+        format!(
+            "the body is larger than the {} MiB a message may be; nothing was journaled\n",
+            MAX_BODY >> 20
+        ),
+    )
+        .into_response()
 }
 
 /// Longest a client may take to finish the TLS handshake, and then each request's

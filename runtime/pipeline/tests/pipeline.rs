@@ -1083,6 +1083,16 @@ async fn a_message_posted_as_a_form_is_refused_with_the_command_that_works() {
     let response = String::from_utf8_lossy(&response);
     assert!(response.starts_with("HTTP/1.1 415"), "{response}");
     assert!(response.contains("--data-binary"), "{response}");
+    // A body over the limit is told the limit (axum's own text does not say it).
+    let big = vec![b'x'; plexus_mllp::DEFAULT_MAX_FRAME + 1];
+    let (status, answer) =
+        http_request_with(running.http, "POST", "/ingest/intake", None, &big).await;
+    assert_eq!(status, 413);
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(
+        answer.contains("16 MiB") && answer.contains("nothing was journaled"),
+        "{answer}"
+    );
     assert!(
         engine.journal().show(MessageId(1)).is_err(),
         "nothing journaled"
