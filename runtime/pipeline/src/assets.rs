@@ -52,3 +52,24 @@ pub(crate) fn describe(source: &Source) -> String {
         Source::Builtin(name) => format!("builtin:{name}"),
     }
 }
+
+/// Writes `bytes` to `path` so that a crash leaves the old file or the new one, never a
+/// part: first to `tmp` beside it, synced, then renamed over `path`, and the folder synced
+/// so that the rename itself is durable. Creates the folder if need be.
+pub(crate) fn write_durably(
+    path: &std::path::Path,
+    tmp: &std::path::Path,
+    bytes: &[u8],
+) -> std::io::Result<()> {
+    use std::io::Write;
+    let dir = path
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(std::path::Path::new("."));
+    std::fs::create_dir_all(dir)?;
+    let mut file = std::fs::File::create(tmp)?;
+    file.write_all(bytes)?;
+    file.sync_all()?;
+    std::fs::rename(tmp, path)?;
+    std::fs::File::open(dir)?.sync_all()
+}

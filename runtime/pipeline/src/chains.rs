@@ -94,7 +94,7 @@ pub(crate) fn save(
             },
         );
     }
-    write(config, &path, &kept).map_err(|e| {
+    write(&path, &kept).map_err(|e| {
         OpError::ChainNotKept(format!(
             "{e}; the chain was not changed, so that a restart does not run another"
         ))
@@ -158,26 +158,17 @@ pub(crate) fn forget(config: &Config, interface: &str) -> Result<(), OpError> {
     let path = file(config);
     let mut kept = read(&path).map_err(OpError::ChainNotKept)?;
     if kept.remove(interface).is_some() {
-        write(config, &path, &kept).map_err(OpError::ChainNotKept)?;
+        write(&path, &kept).map_err(OpError::ChainNotKept)?;
     }
     Ok(())
 }
 
-/// Rewrites the file: a temporary file, synced, renamed over the old one, and the
-/// folder synced.
-fn write(config: &Config, path: &Path, kept: &BTreeMap<String, Kept>) -> Result<(), String> {
-    let tmp = path.with_extension("json.tmp");
-    let write = || -> std::io::Result<()> {
-        use std::io::Write;
-        std::fs::create_dir_all(&config.engine.data_dir)?;
-        let mut f = std::fs::File::create(&tmp)?;
-        f.write_all(serde_json::to_string_pretty(kept)?.as_bytes())?;
-        f.sync_all()?;
-        std::fs::rename(&tmp, path)?;
-        // The rename itself is durable only once the folder is.
-        std::fs::File::open(&config.engine.data_dir)?.sync_all()
-    };
-    write().map_err(|e| format!("{}: {e}", path.display()))
+/// Rewrites the file durably (a crash leaves the old file or the new one).
+fn write(path: &Path, kept: &BTreeMap<String, Kept>) -> Result<(), String> {
+    let text =
+        serde_json::to_string_pretty(kept).map_err(|e| format!("{}: {e}", path.display()))?;
+    crate::assets::write_durably(path, &path.with_extension("json.tmp"), text.as_bytes())
+        .map_err(|e| format!("{}: {e}", path.display()))
 }
 
 #[cfg(test)]

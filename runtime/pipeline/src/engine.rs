@@ -1059,15 +1059,8 @@ impl Engine {
         let path = dir.join(format!("{}.wasm", inspection.sha256));
         if !path.exists() {
             let tmp = dir.join(format!(".{}.tmp", inspection.sha256));
-            let write = || -> std::io::Result<()> {
-                use std::io::Write;
-                std::fs::create_dir_all(&dir)?;
-                let mut file = std::fs::File::create(&tmp)?;
-                file.write_all(bytes)?;
-                file.sync_all()?;
-                std::fs::rename(&tmp, &path)
-            };
-            write().map_err(|e| OpError::Store(format!("{}: {e}", path.display())))?;
+            crate::assets::write_durably(&path, &tmp, bytes)
+                .map_err(|e| OpError::Store(format!("{}: {e}", path.display())))?;
         }
         Ok(inspection)
     }

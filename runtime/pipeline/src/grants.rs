@@ -111,8 +111,8 @@ pub fn effective(config: &Config) -> Result<BTreeMap<String, Grants>, BuildError
     Ok(grants)
 }
 
-/// Saves the grants that differ from the config's, `plugin`'s set to `new`: written to a
-/// temporary file, synced, then renamed over the old one.
+/// Saves the grants that differ from the config's, `plugin`'s set to `new` (written
+/// durably: a crash leaves the old file or the new one).
 pub(crate) fn save(
     config: &Config,
     plugin: &str,
@@ -132,14 +132,8 @@ pub(crate) fn save(
         }
     }
     let path = file(config);
-    let tmp = path.with_extension("json.tmp");
-    let write = || -> std::io::Result<()> {
-        use std::io::Write;
-        std::fs::create_dir_all(&config.engine.data_dir)?;
-        let mut f = std::fs::File::create(&tmp)?;
-        f.write_all(serde_json::to_string_pretty(&saved)?.as_bytes())?;
-        f.sync_all()?;
-        std::fs::rename(&tmp, &path)
-    };
-    write().map_err(|e| OpError::Store(format!("{}: {e}", path.display())))
+    let text = serde_json::to_string_pretty(&saved)
+        .map_err(|e| OpError::Store(format!("{}: {e}", path.display())))?;
+    crate::assets::write_durably(&path, &path.with_extension("json.tmp"), text.as_bytes())
+        .map_err(|e| OpError::Store(format!("{}: {e}", path.display())))
 }
