@@ -168,6 +168,9 @@ pub struct Audit {
     /// Only entries after this id.
     #[arg(long, default_value_t = 0)]
     after: i64,
+    /// At most this many entries (the API takes up to 10000).
+    #[arg(long, default_value_t = 100)]
+    limit: usize,
     #[command(flatten)]
     api: ApiArgs,
 }
@@ -404,11 +407,12 @@ pub fn run(command: &AdminCommand) -> anyhow::Result<ExitCode> {
         AdminCommand::Audit(a) => {
             let (status, v) = a.api.call(
                 "GET",
-                &format!("/admin/v1/audit?after={}", a.after),
+                &format!("/admin/v1/audit?after={}&limit={}", a.after, a.limit),
                 Body::None,
             )?;
             expect(status, &v, &[200], "reading the audit log")?;
-            for e in v["entries"].as_array().into_iter().flatten() {
+            let entries = v["entries"].as_array().cloned().unwrap_or_default();
+            for e in &entries {
                 println!(
                     "{:>6}  {}  {:<16} {:<14} {:<24} {}",
                     e["id"].as_i64().unwrap_or(0),
@@ -418,6 +422,10 @@ pub fn run(command: &AdminCommand) -> anyhow::Result<ExitCode> {
                     e["subject"].as_str().unwrap_or("?"),
                     e["detail"].as_str().unwrap_or("")
                 );
+            }
+            if entries.len() >= a.limit {
+                let last = entries.last().and_then(|e| e["id"].as_i64()).unwrap_or(0);
+                println!("(the first {} entries; more with --after {last})", a.limit);
             }
         }
         AdminCommand::Verify(a) => {
