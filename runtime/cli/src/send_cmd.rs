@@ -21,7 +21,8 @@ pub struct SendArgs {
     #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:2575")]
     to: SocketAddr,
     /// Seconds to wait for each ACK. A message whose MSH-15 asks for an answer only on
-    /// an error (`ER`), only on success (`SU`) or never (`NE`) waits 2 s at most.
+    /// an error (`ER`) or only on success (`SU`) waits 2 s at most; one that asks never
+    /// to be answered (`NE`) is not waited for.
     #[arg(long, value_name = "SECS", default_value_t = 30)]
     ack_timeout: u64,
     /// What an empty MSH-18 means in the files and the ACKs, as an interface's `charset`
@@ -74,21 +75,17 @@ pub fn send(args: &SendArgs) -> anyhow::Result<ExitCode> {
         let (ack, accepted) = match runtime.block_on(sending.send(&bytes)) {
             Ok(Delivery { ack: Some(ack), .. }) => (ack, true),
             Ok(Delivery { ack: None, .. }) => {
-                // MSH-15 NE or ER, and no answer came: the receiver accepted it.
-                println!(
-                    "{label}: sent; MSH-15 is {} ({}), and no answer came within {} s",
-                    if asked == Condition::Never {
-                        "NE"
-                    } else {
-                        "ER"
-                    },
-                    if asked == Condition::Never {
-                        "never answer"
-                    } else {
-                        "answer only on an error"
-                    },
-                    unasked_wait.as_secs_f64()
-                );
+                // MSH-15 NE (not waited for), or ER and no answer came: accepted.
+                if asked == Condition::Never {
+                    println!(
+                        "{label}: sent; MSH-15 is NE (never answer), so no answer was waited for"
+                    );
+                } else {
+                    println!(
+                        "{label}: sent; MSH-15 is ER (answer only on an error), and no answer came within {} s",
+                        unasked_wait.as_secs_f64()
+                    );
+                }
                 continue;
             }
             Err(SendError::Rejected { ack, .. } | SendError::ApplicationError { ack, .. }) => {

@@ -40,10 +40,11 @@ pub struct SenderConfig {
     pub write_timeout: Duration,
     /// Longest to wait for the ACK after the message is written. Default 30 s.
     pub ack_timeout: Duration,
-    /// Longest to wait for an answer the message's MSH-15 lets the receiver leave out
-    /// (`NE`: never answer; `ER`: answer only an error). None in that time: the message
-    /// counts as sent and accepted, and an answer that comes later is passed over. At
-    /// most `ack_timeout`. Default 2 s.
+    /// Longest to wait for an answer to a message whose MSH-15 is `ER` (answer only an
+    /// error): none in that time means it was accepted. A message whose MSH-15 is `NE`
+    /// (never answer) does not wait at all. An answer that comes later is passed over (an
+    /// error among them is logged at WARN, naming the message). At most `ack_timeout`.
+    /// Default 2 s.
     pub unasked_wait: Duration,
     /// Tries per [`Sender::send`], the first included (0 counts as 1). Default 3.
     pub attempts: u32,
@@ -633,13 +634,16 @@ impl Sender {
         control_id: &str,
         asked: Condition,
     ) -> Result<Answer, AttemptError> {
-        let (mut conn, fresh) = match self.conn.take().and_then(still_open) {
+        let expecting_late = !self.unanswered.is_empty();
+        let (mut conn, fresh) = match self.conn.take().and_then(|c| still_open(c, expecting_late)) {
             Some(conn) => (conn, false),
             None => (self.connect().await?, true),
         };
         if fresh {
             self.unanswered.clear();
         }
+        // This message's own answer is never a late one (a resend of an id sent before).
+        self.unanswered.retain(|id| id != control_id);
         let deadline = Instant::now() + self.config.write_timeout;
         self.wrote = true;
         self.watchdog
@@ -647,8 +651,12 @@ impl Sender {
             .await
             .ok_or(AttemptError::WriteTimeout)?
             .map_err(AttemptError::Write)?;
-        // NE and ER let the receiver stay silent when it accepts the message.
-        let may_stay_silent = matches!(asked, Condition::Never | Condition::OnError);
+        // NE and ER let the receiver stay silent when it accepts the message: NE does not
+        // wait at all, ER a little (an error answer may come).
+        if asked == Condition::Never {
+            return Ok(self.unasked(conn, control_id));
+        }
+        let may_stay_silent = asked == Condition::OnError;
         let wait = if may_stay_silent {
             self.config.unasked_wait.min(self.config.ack_timeout)
         } else {
@@ -657,14 +665,7 @@ impl Sender {
         let deadline = Instant::now() + wait;
         let ack = loop {
             let ack = match self.watchdog.run(deadline, conn.read_frame()).await {
-                None if may_stay_silent => {
-                    if self.unanswered.len() == UNANSWERED_KEPT {
-                        self.unanswered.pop_front();
-                    }
-                    self.unanswered.push_back(control_id.to_owned());
-                    self.conn = Some(conn);
-                    return Ok(Answer::Unasked);
-                }
+                None if may_stay_silent => return Ok(self.unasked(conn, control_id)),
                 None => return Err(AttemptError::AckTimeout),
                 Some(Err(e)) => return Err(AttemptError::Read(e)),
                 Some(Ok(None)) => return Err(AttemptError::Closed),
@@ -673,13 +674,9 @@ impl Sender {
                 }
                 Some(Ok(Some(Frame::Message(ack)))) => ack,
             };
-            if self.unanswered.is_empty() || !self.answers_unanswered(&ack) {
+            if self.unanswered.is_empty() || !self.pass_over_late_answer(&ack) {
                 break ack;
             }
-            tracing::debug!(
-                peer = %self.peer,
-                "passed over a late answer to a message whose MSH-15 let it go unanswered"
-            );
         };
         let (answer, echoed) = classify(ack, control_id, self.config.charset)?;
         if !echoed {
@@ -697,12 +694,51 @@ impl Sender {
         Ok(answer)
     }
 
-    /// Whether `ack` answers one of the connection's unanswered messages (MSA-2).
-    fn answers_unanswered(&self, ack: &[u8]) -> bool {
-        plexus_hl7::Message::parse_with_charset(ack, self.config.charset)
+    /// Keeps `conn` after a message whose MSH-15 let it go unanswered, remembering its id
+    /// so that an answer that comes after all is passed over.
+    fn unasked(&mut self, conn: Conn, control_id: &str) -> Answer {
+        if self.unanswered.len() == UNANSWERED_KEPT {
+            self.unanswered.pop_front();
+        }
+        self.unanswered.push_back(control_id.to_owned());
+        self.conn = Some(conn);
+        Answer::Unasked
+    }
+
+    /// Whether `ack` answers one of the connection's unanswered messages (MSA-2); if so
+    /// it is passed over (that message counted as accepted already), and an error answer
+    /// is logged at WARN, since nothing else will tell of it.
+    fn pass_over_late_answer(&mut self, ack: &[u8]) -> bool {
+        let Ok(message) = plexus_hl7::Message::parse_with_charset(ack, self.config.charset) else {
+            return false;
+        };
+        let Some(id) = message.get("MSA-2").ok().flatten() else {
+            return false;
+        };
+        let Some(at) = self.unanswered.iter().position(|u| *u == id) else {
+            return false;
+        };
+        let id = self.unanswered.remove(at).unwrap_or_default();
+        let code = message
+            .get("MSA-1")
             .ok()
-            .and_then(|m| m.get("MSA-2").ok().flatten().map(|id| id.into_owned()))
-            .is_some_and(|id| self.unanswered.contains(&id))
+            .flatten()
+            .and_then(|c| AckCode::parse(&c));
+        match code {
+            Some(code) if code.status() == Status::Accepted => tracing::debug!(
+                peer = %self.peer,
+                control_id = %shorten(&id),
+                "passed over a late answer to a message whose MSH-15 let it go unanswered"
+            ),
+            _ => tracing::warn!(
+                peer = %self.peer,
+                control_id = %shorten(&id),
+                code = code.map_or("unreadable", |c| c.as_str()),
+                "a late error answer to a message whose MSH-15 let it go unanswered; it had \
+                 counted as accepted, so send it again if the receiver needs it"
+            ),
+        }
+        true
     }
 
     async fn connect(&self) -> Result<Conn, AttemptError> {
@@ -731,10 +767,12 @@ impl Sender {
 
 /// Keeps a pooled connection only if it shows no sign of trouble without waiting: a peer that
 /// closed it (idle timeout) would otherwise cost a failed attempt, and unsolicited bytes mean the
-/// stream is out of step.
-fn still_open(mut conn: Conn) -> Option<Conn> {
+/// stream is out of step, unless `expecting_late` (an answer to a message MSH-15 let go
+/// unanswered may still come; the next read passes it over).
+fn still_open(mut conn: Conn, expecting_late: bool) -> Option<Conn> {
     match conn.fill().now_or_never() {
         None => Some(conn),
+        Some(Ok(true)) if expecting_late => Some(conn),
         Some(Ok(false)) => {
             tracing::debug!("MLLP peer closed the pooled connection; reconnecting");
             None

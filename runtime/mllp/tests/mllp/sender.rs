@@ -223,13 +223,14 @@ fn unasked_fast() -> SenderConfig {
     }
 }
 
-/// MSH-15 `NE`: a receiver that honours it stays silent. The message counts as sent
-/// after the short wait (no retry, no resend), and the connection goes on serving the
-/// next message.
+/// MSH-15 `NE` and `ER`: a receiver that honours them stays silent on success. The
+/// message counts as sent (no retry, no resend): `NE` at once, `ER` after the short wait;
+/// the connection goes on serving the next message.
 #[tokio::test]
-async fn a_message_asking_never_to_be_answered_is_sent_once_and_not_waited_for() {
+async fn messages_asking_for_no_answer_on_success_are_sent_once_and_not_waited_for() {
     let server = ScriptServer::start(|_, _, payload: &[u8]| {
-        if String::from_utf8_lossy(payload).contains("|NE|") {
+        let text = String::from_utf8_lossy(payload);
+        if text.contains("|NE|") || text.contains("|ER|") {
             Act::Ignore
         } else {
             Act::Reply(ack("AA", &control_id(payload)))
@@ -242,18 +243,85 @@ async fn a_message_asking_never_to_be_answered_is_sent_once_and_not_waited_for()
     assert!(delivery.ack.is_none());
     assert_eq!(delivery.attempts, 1);
     assert!(
-        started.elapsed() < Duration::from_millis(900),
-        "not the ACK timeout"
+        started.elapsed() < Duration::from_millis(150),
+        "NE does not wait"
     );
-    // ER on success: silent too.
-    let delivery = sender.send(&enhanced("ER1", "ER")).await;
+    let started = std::time::Instant::now();
+    let delivery = sender.send(&enhanced("ER1", "ER")).await.expect("sent");
+    assert!(delivery.ack.is_none());
+    let waited = started.elapsed();
     assert!(
-        matches!(delivery, Ok(ref d) if d.ack.is_some()),
-        "this one answers ER"
+        waited >= Duration::from_millis(200) && waited < Duration::from_millis(900),
+        "ER waits the short wait, not the ACK timeout: {waited:?}"
     );
     let delivery = sender.send(&message("AL1")).await.expect("accepted");
     assert_eq!(delivery.ack.as_ref().expect("an ACK").code(), AckCode::AA);
     assert_eq!(server.messages.load(Ordering::SeqCst), 3, "each sent once");
+    assert_eq!(server.connections.load(Ordering::SeqCst), 1);
+    server.stop().await;
+}
+
+/// A message sent again under an id that went unanswered before gets its own answer: it
+/// is not passed over as the late answer to the first.
+#[tokio::test]
+async fn an_id_sent_again_is_answered_not_passed_over() {
+    let server = ScriptServer::start(|_, _, payload: &[u8]| {
+        if String::from_utf8_lossy(payload).contains("|NE|") {
+            Act::Ignore
+        } else {
+            Act::Reply(ack("AA", &control_id(payload)))
+        }
+    })
+    .await;
+    let mut sender = Sender::new(server.addr.to_string(), unasked_fast());
+    sender.send(&enhanced("D1", "NE")).await.expect("sent");
+    let delivery = sender.send(&message("D1")).await.expect("accepted");
+    assert_eq!(delivery.attempts, 1);
+    assert_eq!(delivery.ack.as_ref().expect("an ACK").code(), AckCode::AA);
+    server.stop().await;
+}
+
+/// A receiver that ignores MSH-15 and answers an `NE` message at once: the answer waits
+/// on the idle connection, which is kept (not dropped as out of step), and the next
+/// send passes over it.
+#[tokio::test]
+async fn an_answer_to_an_ne_message_waiting_on_the_idle_connection_is_passed_over() {
+    let server = ScriptServer::start(answer_with("AA")).await;
+    let mut sender = Sender::new(server.addr.to_string(), unasked_fast());
+    let delivery = sender.send(&enhanced("NE5", "NE")).await.expect("sent");
+    assert!(delivery.ack.is_none(), "not waited for");
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let delivery = sender.send(&message("AL5")).await.expect("accepted");
+    assert_eq!(delivery.attempts, 1);
+    assert_eq!(
+        control_id(delivery.ack.as_ref().expect("an ACK").bytes()),
+        "ACKAL5"
+    );
+    assert_eq!(server.connections.load(Ordering::SeqCst), 1, "kept");
+    server.stop().await;
+}
+
+/// A late error answer to an `ER` message (after the wait) is passed over too: the next
+/// message gets its own answer, on the same connection.
+#[tokio::test]
+async fn a_late_error_answer_is_passed_over_and_the_next_message_answered() {
+    let server = ScriptServer::start(|_, index, payload: &[u8]| {
+        if index == 0 {
+            Act::Ignore
+        } else {
+            Act::Replies(vec![ack("AE", "ER9"), ack("AA", &control_id(payload))])
+        }
+    })
+    .await;
+    let mut sender = Sender::new(server.addr.to_string(), unasked_fast());
+    let delivery = sender.send(&enhanced("ER9", "ER")).await.expect("sent");
+    assert!(delivery.ack.is_none());
+    let delivery = sender.send(&message("AL9")).await.expect("accepted");
+    assert_eq!(delivery.attempts, 1);
+    assert_eq!(
+        control_id(delivery.ack.as_ref().expect("an ACK").bytes()),
+        "ACKAL9"
+    );
     assert_eq!(server.connections.load(Ordering::SeqCst), 1);
     server.stop().await;
 }
