@@ -892,7 +892,10 @@ async fn rollback(
         Ok(Err(crate::OpError::NoSuchInterface(n))) => {
             problem(StatusCode::NOT_FOUND, format!("no interface {n}"))
         }
-        Ok(Err(e)) => problem(StatusCode::CONFLICT, e.to_string()),
+        Ok(Err(e @ crate::OpError::NothingToRollBack(_))) => {
+            problem(StatusCode::CONFLICT, e.to_string())
+        }
+        Ok(Err(e)) => op_problem(&e),
         Err(e) => problem(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
     }
 }

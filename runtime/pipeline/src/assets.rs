@@ -55,7 +55,8 @@ pub(crate) fn describe(source: &Source) -> String {
 
 /// Writes `bytes` to `path` so that a crash leaves the old file or the new one, never a
 /// part: first to `tmp` beside it, synced, then renamed over `path`, and the folder synced
-/// so that the rename itself is durable. Creates the folder if need be.
+/// so that the rename itself is durable. Creates the folder if need be. An error means
+/// `path` was not replaced.
 pub(crate) fn write_durably(
     path: &std::path::Path,
     tmp: &std::path::Path,
@@ -71,5 +72,14 @@ pub(crate) fn write_durably(
     file.write_all(bytes)?;
     file.sync_all()?;
     std::fs::rename(tmp, path)?;
-    std::fs::File::open(dir)?.sync_all()
+    // The new file is in place from here on: a folder that will not sync is reported, not
+    // returned as a failure (the caller would say nothing changed when it had).
+    if let Err(e) = std::fs::File::open(dir).and_then(|d| d.sync_all()) {
+        tracing::warn!(
+            file = %path.display(),
+            error = %e,
+            "written, but its folder could not be synced: a power cut now could lose the change"
+        );
+    }
+    Ok(())
 }

@@ -154,11 +154,11 @@ pub fn resolve_digest<'a>(
 }
 
 /// Removes `interface`'s entry, if it has one.
-pub(crate) fn forget(config: &Config, interface: &str) -> Result<(), OpError> {
+pub(crate) fn forget(config: &Config, interface: &str) -> Result<(), String> {
     let path = file(config);
-    let mut kept = read(&path).map_err(OpError::ChainNotKept)?;
+    let mut kept = read(&path)?;
     if kept.remove(interface).is_some() {
-        write(&path, &kept).map_err(OpError::ChainNotKept)?;
+        write(&path, &kept)?;
     }
     Ok(())
 }

@@ -777,6 +777,30 @@ impl Engine {
                 continue;
             };
             let activated = describe_digests(&kept.chain);
+            if kept.chain == iface.config_chain {
+                tracing::info!(
+                    interface,
+                    chain = activated,
+                    "the config now names the chain activated through the admin API"
+                );
+                continue;
+            }
+            let removed = kept
+                .chain
+                .iter()
+                .find(|(name, _)| !self.shared.config.plugins.contains_key(name.as_str()));
+            if let Some((name, _)) = removed {
+                tracing::warn!(
+                    interface,
+                    activated,
+                    by = kept.by,
+                    plugin = name,
+                    file = %file.display(),
+                    "the chain activated through the admin API runs a plug-in the config no \
+                     longer defines; running the config's chain"
+                );
+                continue;
+            }
             if kept.config_chain != iface.config_chain {
                 tracing::warn!(
                     interface,
@@ -821,21 +845,28 @@ impl Engine {
     }
 
     /// Drops the entries of `chains.json` that [`Engine::restore_chains`] passed over
-    /// (made while the config named another chain), so that putting the config's old
+    /// (made while the config named another chain, or running a plug-in it no longer
+    /// defines), so that putting the config's old
     /// chain back later does not bring the old activation back with it. Run by a
     /// start, which owns the data folder; a build beside a running engine (a CLI replay)
     /// writes nothing.
     fn forget_stale_chains(&self) -> Result<(), BuildError> {
         let kept = crate::chains::load(&self.shared.config)?;
         for (interface, entry) in kept {
-            let stale = self
-                .shared
-                .interfaces
-                .get(&interface)
-                .is_none_or(|iface| iface.config_chain != entry.config_chain);
+            let stale = self.shared.interfaces.get(&interface).is_none_or(|iface| {
+                iface.config_chain != entry.config_chain
+                    || entry
+                        .chain
+                        .iter()
+                        .any(|(name, _)| !self.shared.config.plugins.contains_key(name.as_str()))
+            });
             if stale {
-                crate::chains::forget(&self.shared.config, &interface)
-                    .map_err(|e| BuildError::Unsupported(e.to_string()))?;
+                crate::chains::forget(&self.shared.config, &interface).map_err(|e| {
+                    BuildError::Unsupported(format!(
+                        "cannot drop the outdated entry of interface {interface} from the kept \
+                         chains: {e}"
+                    ))
+                })?;
             }
         }
         Ok(())
@@ -922,13 +953,7 @@ impl Engine {
             &detail,
         )?;
         // Kept before it takes effect, so that a restart runs it too.
-        crate::chains::save(
-            &self.shared.config,
-            interface,
-            &chain.digests(),
-            &iface.config_chain,
-            actor,
-        )?;
+        self.keep_chain(iface, &chain, actor, "activate-not-kept", &detail)?;
         let swap = std::time::Instant::now();
         let previous = iface.chain.swap(chain.clone());
         self.settle_kept(&previous, &chain);
@@ -939,6 +964,57 @@ impl Engine {
         drop(history);
         iface.metrics.swapped(swap.elapsed());
         tracing::info!(interface, chain = %detail, "chain activated");
+        Ok(())
+    }
+
+    /// Records `chain` in `chains.json` as the one `iface` runs from now on, first copying
+    /// into the plug-in store any version it has only from the config's files (so the
+    /// next start finds it even after the config's file changes). On failure the swap
+    /// must not happen, and the audit log, which already names the change, gets an entry
+    /// `not_kept` saying it did not take effect.
+    fn keep_chain(
+        &self,
+        iface: &Iface,
+        chain: &ActiveChain,
+        actor: &str,
+        not_kept: &str,
+        detail: &str,
+    ) -> Result<(), OpError> {
+        let kept = self.store_configured(chain).and_then(|()| {
+            crate::chains::save(
+                &self.shared.config,
+                &iface.name,
+                &chain.digests(),
+                &iface.config_chain,
+                actor,
+            )
+        });
+        if let Err(e) = &kept {
+            let _ = self.audit(
+                actor,
+                not_kept,
+                &format!("interface:{}", iface.name),
+                &format!("{detail}: {e}"),
+            );
+        }
+        kept
+    }
+
+    /// Copies into the plug-in store the versions of `chain` it lacks (those the engine
+    /// has from the config's files), unless the chain is the config's own.
+    fn store_configured(&self, chain: &ActiveChain) -> Result<(), OpError> {
+        let dir = self.plugin_store();
+        for plugin in &chain.plugins {
+            let path = dir.join(format!("{}.wasm", plugin.sha256()));
+            if path.exists() {
+                continue;
+            }
+            if let Some(bytes) = self.shared.configured_wasm.get(plugin.sha256()) {
+                let tmp = dir.join(format!(".{}.tmp", plugin.sha256()));
+                crate::assets::write_durably(&path, &tmp, bytes)
+                    .map_err(|e| OpError::ChainNotKept(format!("{}: {e}", path.display())))?;
+            }
+        }
         Ok(())
     }
 
@@ -1003,13 +1079,7 @@ impl Engine {
             &format!("interface:{interface}"),
             &detail,
         )?;
-        crate::chains::save(
-            &self.shared.config,
-            interface,
-            &previous.digests(),
-            &iface.config_chain,
-            actor,
-        )?;
+        self.keep_chain(iface, &previous, actor, "rollback-not-kept", &detail)?;
         let swap = std::time::Instant::now();
         history.pop();
         let replaced = iface.chain.swap(previous.clone());
@@ -1218,9 +1288,9 @@ impl Engine {
             .iter()
             .filter(|(_, r)| matches!(r, Ok(Verdict::Forwarded | Verdict::Filtered { .. })))
             .count();
-        let stages: Vec<String> = chain
+        let stages: Vec<String> = plugins
             .iter()
-            .map(|(name, digest)| stage_label(name, digest))
+            .map(|p| stage_label(p.name(), p.sha256()))
             .collect();
         self.audit(
             actor,
@@ -1334,10 +1404,11 @@ impl Engine {
         let _control = self.control();
         let (plugins, changes) = self.load_stored_chain(interface, chain, false)?;
         let iface = self.iface(interface)?;
-        let candidate: Vec<(String, String)> = chain
-            .iter()
-            .map(|(name, sha)| (name.clone(), sha.to_ascii_lowercase()))
-            .collect();
+        // As loaded: full digests, whatever prefix the caller gave.
+        let candidate = ActiveChain {
+            plugins: plugins.clone(),
+        }
+        .digests();
         let run = self
             .shared
             .journal
@@ -1348,7 +1419,7 @@ impl Engine {
             })?;
         // Audited before it runs on any message, as activations are, naming the run it
         // replaces (under the control lock, no other start can slip in between).
-        let stages: Vec<String> = chain.iter().map(|(n, d)| stage_label(n, d)).collect();
+        let stages: Vec<String> = candidate.iter().map(|(n, d)| stage_label(n, d)).collect();
         let replacing = iface
             .shadow
             .load()

@@ -201,7 +201,7 @@ pub enum OpError {
     Upload(String),
     /// The chain an activation or rollback makes could not be kept for the next start
     /// (`<data_dir>/chains.json`); the running chain is unchanged.
-    #[error("cannot keep the activated chain: {0}")]
+    #[error("cannot keep the new chain for the next start: {0}")]
     ChainNotKept(String),
     /// A plug-in file could not be stored.
     #[error("cannot store the plug-in: {0}")]

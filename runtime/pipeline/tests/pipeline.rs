@@ -4151,6 +4151,63 @@ async fn an_activated_chain_outlives_a_restart_until_the_config_names_another() 
     );
 }
 
+/// A kept chain that runs a version the engine had only from the config's files (a
+/// plug-in the config defines but the interface's chain does not name) is copied into
+/// the plug-in store, so the next start finds it after that file changes; once the
+/// config no longer defines a plug-in the kept chain runs, the config's chain runs.
+#[test]
+fn a_kept_chain_keeps_its_configured_versions_and_yields_to_a_removed_plug_in() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let demo_file = dir.path().join("demo.wasm");
+    std::fs::copy(plexus_test_artifacts::DEMOGRAPHICS_NORMALIZE, &demo_file).expect("copy");
+    let site = |with_demo: bool| {
+        let extra = if with_demo {
+            format!(
+                "destinations = []\n[plugins.demographics-normalize]\nfile = \"{}\"",
+                demo_file.display()
+            )
+        } else {
+            "destinations = []".to_owned()
+        };
+        site_with(
+            dir.path(),
+            r#"{ type = "mllp", listen = "127.0.0.1:0" }"#,
+            &extra,
+        )
+    };
+    let active = |engine: &Engine| engine.active_chain("feed").expect("chain").digests();
+    let engine = Engine::build(site(true), &FsAssets).expect("engine builds");
+    let configured = active(&engine);
+    let demo_sha = plexus_pipeline::sha256_hex(&std::fs::read(&demo_file).expect("read"));
+    let mut deployed = configured.clone();
+    deployed.push((
+        "demographics-normalize".to_owned(),
+        demo_sha[..10].to_owned(),
+    ));
+    engine
+        .activate_stored("feed", &deployed, "release")
+        .expect("activated (a 10-digit prefix will do)");
+    deployed[1].1 = demo_sha.clone();
+    assert_eq!(active(&engine), deployed, "full digests run");
+    assert!(
+        dir.path()
+            .join(format!("data/plugins/{demo_sha}.wasm"))
+            .exists(),
+        "the configured-only version is in the store"
+    );
+    drop(engine);
+
+    // The config's file for it changes: the kept chain still loads, from the store.
+    std::fs::copy(plexus_test_artifacts::NO_STD, &demo_file).expect("another version");
+    let engine = Engine::build(site(true), &FsAssets).expect("engine builds");
+    assert_eq!(active(&engine), deployed);
+    drop(engine);
+
+    // The config no longer defines it: the config's chain runs.
+    let engine = Engine::build(site(false), &FsAssets).expect("engine builds");
+    assert_eq!(active(&engine), configured);
+}
+
 #[test]
 fn the_configured_version_activates_without_an_upload() {
     let dir = tempfile::tempdir().expect("tempdir");
