@@ -101,6 +101,40 @@ pub(crate) fn save(
     })
 }
 
+/// What an entry means for a start with the config as it is now.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Standing<'a> {
+    /// It runs, over the config's chain.
+    Runs,
+    /// The config now names the kept chain itself.
+    ConfigNamesIt,
+    /// The kept chain runs a plug-in the config no longer defines: the config wins.
+    PluginRemoved(&'a str),
+    /// The config's chain for the interface changed since: the config wins.
+    ConfigChanged,
+}
+
+impl Kept {
+    /// Its standing against `config_chain` (the interface's chain as the config names it
+    /// now) and the plug-ins the config defines.
+    pub(crate) fn standing(&self, config_chain: &Digests, config: &Config) -> Standing<'_> {
+        if self.chain == *config_chain {
+            return Standing::ConfigNamesIt;
+        }
+        if let Some((name, _)) = self
+            .chain
+            .iter()
+            .find(|(name, _)| !config.plugins.contains_key(name.as_str()))
+        {
+            return Standing::PluginRemoved(name);
+        }
+        if self.config_chain != *config_chain {
+            return Standing::ConfigChanged;
+        }
+        Standing::Runs
+    }
+}
+
 /// The shortest digest prefix [`resolve_digest`] takes: `plexus admin interfaces` shows
 /// twelve digits.
 pub const MIN_DIGEST_PREFIX: usize = 8;

@@ -19,6 +19,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::assets::{Assets, describe};
 use crate::chain::{self, Verdict};
+use crate::chains::Standing;
 use crate::error::{BuildError, OpError};
 use crate::ingest::{self, millis, processing_for};
 use crate::shadow::{ReportOptions, Shadow, ShadowReport};
@@ -777,40 +778,39 @@ impl Engine {
                 continue;
             };
             let activated = describe_digests(&kept.chain);
-            if kept.chain == iface.config_chain {
-                tracing::info!(
-                    interface,
-                    chain = activated,
-                    "the config now names the chain activated through the admin API"
-                );
-                continue;
-            }
-            let removed = kept
-                .chain
-                .iter()
-                .find(|(name, _)| !self.shared.config.plugins.contains_key(name.as_str()));
-            if let Some((name, _)) = removed {
-                tracing::warn!(
-                    interface,
-                    activated,
-                    by = kept.by,
-                    plugin = name,
-                    file = %file.display(),
-                    "the chain activated through the admin API runs a plug-in the config no \
-                     longer defines; running the config's chain"
-                );
-                continue;
-            }
-            if kept.config_chain != iface.config_chain {
-                tracing::warn!(
-                    interface,
-                    activated,
-                    by = kept.by,
-                    file = %file.display(),
-                    "the config's chain changed after this chain was activated through the \
-                     admin API; running the config's chain"
-                );
-                continue;
+            match kept.standing(&iface.config_chain, &self.shared.config) {
+                Standing::Runs => {}
+                Standing::ConfigNamesIt => {
+                    tracing::info!(
+                        interface,
+                        chain = activated,
+                        "the config now names the chain activated through the admin API"
+                    );
+                    continue;
+                }
+                Standing::PluginRemoved(plugin) => {
+                    tracing::warn!(
+                        interface,
+                        activated,
+                        by = kept.by,
+                        plugin,
+                        file = %file.display(),
+                        "the chain activated through the admin API runs a plug-in the config \
+                         no longer defines; running the config's chain"
+                    );
+                    continue;
+                }
+                Standing::ConfigChanged => {
+                    tracing::warn!(
+                        interface,
+                        activated,
+                        by = kept.by,
+                        file = %file.display(),
+                        "the config's chain changed after this chain was activated through the \
+                         admin API; running the config's chain"
+                    );
+                    continue;
+                }
             }
             let (plugins, _) = self
                 .load_stored_chain(&interface, &kept.chain, false)
@@ -854,11 +854,7 @@ impl Engine {
         let kept = crate::chains::load(&self.shared.config)?;
         for (interface, entry) in kept {
             let stale = self.shared.interfaces.get(&interface).is_none_or(|iface| {
-                iface.config_chain != entry.config_chain
-                    || entry
-                        .chain
-                        .iter()
-                        .any(|(name, _)| !self.shared.config.plugins.contains_key(name.as_str()))
+                entry.standing(&iface.config_chain, &self.shared.config) != Standing::Runs
             });
             if stale {
                 crate::chains::forget(&self.shared.config, &interface).map_err(|e| {
@@ -2449,7 +2445,8 @@ pub struct Verified {
     /// Each table's name and row count, by name.
     pub tables: Vec<(String, usize)>,
     /// What an operator should know about what loads, though it is not wrong: a
-    /// `reuse-instance` grant in effect, or one with no effect.
+    /// `reuse-instance` grant in effect, or one with no effect; a chain kept from an
+    /// activation that will run instead of the config's.
     pub notes: Vec<String>,
 }
 
@@ -2651,6 +2648,9 @@ fn verify_loading(
         }
         plugins.push((name.to_string(), loaded.sha256().to_owned()));
     }
+    notes.extend(verify_kept_chains(
+        config, &sandbox, &grants, &tables, &plugins,
+    )?);
     plugins.sort();
     let mut tables: Vec<_> = tables.iter().map(|(n, t)| (n.clone(), t.len())).collect();
     tables.sort();
@@ -2659,6 +2659,71 @@ fn verify_loading(
         tables,
         notes,
     })
+}
+
+/// Loads the chains kept in `chains.json` that a start would run (see
+/// [`Engine::restore_chains`]) as the start would, so that `plexus check` predicts it;
+/// returns a note for each. `plugins`: each configured plug-in's name and digest.
+fn verify_kept_chains(
+    config: &Config,
+    sandbox: &Sandbox,
+    grants: &BTreeMap<String, plexus_config::Grants>,
+    tables: &Arc<TableSet>,
+    plugins: &[(String, String)],
+) -> Result<Vec<String>, BuildError> {
+    let file = crate::chains::file(config);
+    let store = config.engine.data_dir.join("plugins");
+    let mut notes = Vec::new();
+    for (interface, kept) in crate::chains::load(config)? {
+        let Some(iface) = config
+            .interfaces
+            .iter()
+            .find(|(n, _)| n.as_str() == interface)
+        else {
+            continue;
+        };
+        let config_chain: crate::chains::Digests = iface
+            .1
+            .chain
+            .iter()
+            .filter_map(|p| plugins.iter().find(|(n, _)| n == p.as_str()).cloned())
+            .collect();
+        if kept.standing(&config_chain, config) != Standing::Runs {
+            continue;
+        }
+        let activated = describe_digests(&kept.chain);
+        for (name, sha256) in &kept.chain {
+            let refused = |reason: String| {
+                BuildError::ActivatedChain(Box::new(crate::error::ActivatedChain {
+                    interface: interface.clone(),
+                    chain: activated.clone(),
+                    by: kept.by.clone(),
+                    file: file.clone(),
+                    store: store.clone(),
+                    reason,
+                }))
+            };
+            let Some((id, plugin)) = config.plugins.iter().find(|(n, _)| n.as_str() == name) else {
+                continue;
+            };
+            let path = store.join(format!("{sha256}.wasm"));
+            let bytes = crate::assets::read_bounded(&path)
+                .map_err(|e| refused(format!("{name} {sha256}: {}: {e}", path.display())))?;
+            let pinned = plexus_config::Plugin {
+                sha256: Some(sha256.clone()),
+                ..plugin.clone()
+            };
+            load_plugin(sandbox, grants, tables, id.as_str(), &pinned, &bytes)
+                .map_err(|e| refused(e.to_string()))?;
+        }
+        notes.push(format!(
+            "interface {interface} will run {activated}, activated through the admin API by {} \
+             (kept in {}), not the config's chain",
+            kept.by,
+            file.display()
+        ));
+    }
+    Ok(notes)
 }
 
 /// Reads and parses every table the config declares.

@@ -4118,10 +4118,25 @@ async fn an_activated_chain_outlives_a_restart_until_the_config_names_another() 
             && text.contains("has not been uploaded"),
         "{text}"
     );
+    // `plexus check` says so too, before any start.
+    let err = plexus_pipeline::verify(&site(), &FsAssets).expect_err("check predicts it");
+    assert!(
+        matches!(err, plexus_pipeline::BuildError::ActivatedChain(_)),
+        "{err}"
+    );
     std::fs::rename(dir.path().join("aside.wasm"), &stored).expect("put back");
     assert_eq!(
         active(&Engine::build(site(), &FsAssets).expect("builds again")),
         deployed
+    );
+    let checked = plexus_pipeline::verify(&site(), &FsAssets).expect("check passes");
+    assert!(
+        checked
+            .notes
+            .iter()
+            .any(|n| n.contains("interface feed will run") && n.contains("release")),
+        "{:?}",
+        checked.notes
     );
 
     // The config now names another version: it runs, and starting drops the entry, so
