@@ -4223,6 +4223,52 @@ fn a_kept_chain_keeps_its_configured_versions_and_yields_to_a_removed_plug_in() 
     assert_eq!(active(&engine), configured);
 }
 
+/// An activation whose chain cannot be kept for the next start (here the temporary file
+/// cannot be written) does not take effect: the running chain stays, the caller is told,
+/// and the audit log, which named the activation, says it did not take.
+#[test]
+fn an_activation_that_cannot_be_kept_does_not_take_effect() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = site_with(
+        dir.path(),
+        r#"{ type = "mllp", listen = "127.0.0.1:0" }"#,
+        "destinations = []",
+    );
+    let engine = Engine::build(config, &FsAssets).expect("engine builds");
+    let before = engine.active_chain("feed").expect("chain").digests();
+    let other = std::fs::read(plexus_test_artifacts::NO_STD).expect("wasm");
+    engine.store_plugin(&other).expect("stored");
+    let mut grants = plexus_config::Grants::default();
+    grants
+        .tables
+        .insert(plexus_config::Id::new("visit-status").expect("id"));
+    let version = engine
+        .load_plugin(
+            "visit-status-map",
+            &other,
+            None,
+            &grants,
+            &plexus_config::Limits::default(),
+        )
+        .expect("loads");
+    std::fs::create_dir_all(dir.path().join("data/chains.json.tmp")).expect("in the way");
+    let err = engine
+        .activate("feed", vec![version], "release")
+        .expect_err("cannot be kept");
+    assert!(
+        matches!(err, plexus_pipeline::OpError::ChainNotKept(_))
+            && err.to_string().contains("chains.json"),
+        "{err}"
+    );
+    assert_eq!(
+        engine.active_chain("feed").expect("chain").digests(),
+        before
+    );
+    let audit = engine.journal().audit_log(0, 100).expect("audit");
+    let actions: Vec<&str> = audit.iter().map(|r| r.entry.action.as_str()).collect();
+    assert_eq!(actions, ["activate", "activate-not-kept"]);
+}
+
 #[test]
 fn the_configured_version_activates_without_an_upload() {
     let dir = tempfile::tempdir().expect("tempdir");
