@@ -32,17 +32,40 @@ impl Assets for FsAssets {
 
 /// Reads a file, refusing one larger than [`MAX_ASSET_BYTES`].
 pub fn read_bounded(path: &std::path::Path) -> std::io::Result<Vec<u8>> {
+    read_at_most(path, MAX_ASSET_BYTES)
+}
+
+/// Reads a file, refusing one larger than `limit` bytes (without reading past it).
+fn read_at_most(path: &std::path::Path, limit: u64) -> std::io::Result<Vec<u8>> {
     let mut bytes = Vec::new();
     std::fs::File::open(path)?
-        .take(MAX_ASSET_BYTES + 1)
+        .take(limit + 1)
         .read_to_end(&mut bytes)?;
-    if bytes.len() as u64 > MAX_ASSET_BYTES {
+    if bytes.len() as u64 > limit {
         return Err(std::io::Error::new(
             std::io::ErrorKind::InvalidData,
-            format!("larger than {MAX_ASSET_BYTES} bytes"),
+            format!("larger than {limit} bytes"),
         ));
     }
     Ok(bytes)
+}
+
+/// The most a state file the engine keeps in its data folder (`grants.json`,
+/// `chains.json`) may hold: a few lists, far below this.
+const MAX_STATE_FILE: u64 = 1 << 20;
+
+/// Reads and parses a JSON state file from the data folder (`T::default()` when it does
+/// not exist). The error names the file; `what` says what it should be.
+pub(crate) fn read_state_file<T: serde::de::DeserializeOwned + Default>(
+    path: &std::path::Path,
+    what: &str,
+) -> Result<T, String> {
+    let bytes = match read_at_most(path, MAX_STATE_FILE) {
+        Ok(bytes) => bytes,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(T::default()),
+        Err(e) => return Err(format!("{}: {e}", path.display())),
+    };
+    serde_json::from_slice(&bytes).map_err(|e| format!("{}: not {what} ({e})", path.display()))
 }
 
 /// How a source is shown in errors.

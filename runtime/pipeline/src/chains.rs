@@ -45,23 +45,8 @@ pub(crate) fn load(config: &Config) -> Result<BTreeMap<String, Kept>, BuildError
 }
 
 fn read(path: &Path) -> Result<BTreeMap<String, Kept>, String> {
-    let bytes = match std::fs::read(path) {
-        Ok(bytes) if bytes.len() <= 1 << 20 => bytes,
-        Ok(_) => {
-            return Err(format!(
-                "{} is larger than 1 MiB; it should hold one chain per interface",
-                path.display()
-            ));
-        }
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(BTreeMap::new()),
-        Err(e) => return Err(format!("{}: {e}", path.display())),
-    };
-    serde_json::from_slice(&bytes).map_err(|e| {
-        format!(
-            "{}: not a chains file ({e}); restore it from a backup, or delete it to run the \
-             chains the config names",
-            path.display()
-        )
+    crate::assets::read_state_file(path, "a chains file").map_err(|e| {
+        format!("{e}; restore it from a backup, or delete it to run the chains the config names")
     })
 }
 

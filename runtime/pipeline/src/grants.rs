@@ -69,25 +69,9 @@ pub fn effective(config: &Config) -> Result<BTreeMap<String, Grants>, BuildError
         .map(|(name, p)| (name.to_string(), p.grants.clone()))
         .collect();
     let path = file(config);
-    let text = match std::fs::read(&path) {
-        Ok(bytes) if bytes.len() <= 1 << 20 => String::from_utf8_lossy(&bytes).into_owned(),
-        Ok(_) => {
-            return Err(BuildError::Unsupported(format!(
-                "{} is larger than 1 MiB; it should hold a few grant lists",
-                path.display()
-            )));
-        }
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(grants),
-        Err(e) => {
-            return Err(BuildError::Unsupported(format!("{}: {e}", path.display())));
-        }
-    };
-    let saved: BTreeMap<String, Vec<String>> = serde_json::from_str(&text).map_err(|e| {
-        BuildError::Unsupported(format!(
-            "{}: not a grants file ({e}); fix or remove it",
-            path.display()
-        ))
-    })?;
+    let saved: BTreeMap<String, Vec<String>> =
+        crate::assets::read_state_file(&path, "a grants file")
+            .map_err(|e| BuildError::Unsupported(format!("{e}; fix or remove it")))?;
     for (plugin, items) in saved {
         let Some(slot) = grants.get_mut(&plugin) else {
             tracing::warn!(
