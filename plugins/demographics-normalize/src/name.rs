@@ -15,9 +15,31 @@ use plexus_sdk::text::collapse_whitespace;
 
 /// `"  o'brien   mary-kate "` → `"O'BRIEN MARY-KATE"`; a value of only whitespace becomes
 /// empty.
+///
+/// Text between two backslashes is an HL7 escape sequence the engine kept as the sender
+/// wrote it (`\.br\`, `\H\`, `\Zxx\`, a `\Xhh\` that is not text here): it is left as
+/// it is, since `\.BR\` is no longer a line break.
 pub fn normalize(name: &str) -> String {
-    let mut out = String::with_capacity(name.len());
-    for c in collapse_whitespace(name).chars() {
+    let collapsed = collapse_whitespace(name);
+    let mut out = String::with_capacity(collapsed.len());
+    let mut rest = collapsed.as_str();
+    while !rest.is_empty() {
+        let (text, sequence) = match rest.find('\\') {
+            Some(open) => match rest[open + 1..].find('\\') {
+                Some(len) => (&rest[..open], &rest[open..open + len + 2]),
+                None => (rest, ""),
+            },
+            None => (rest, ""),
+        };
+        uppercase_into(text, &mut out);
+        out.push_str(sequence);
+        rest = &rest[text.len() + sequence.len()..];
+    }
+    out
+}
+
+fn uppercase_into(text: &str, out: &mut String) {
+    for c in text.chars() {
         let latin1 = u32::from(c) <= 0xFF;
         let upper = c.to_uppercase();
         if latin1 && upper.clone().any(|u| u32::from(u) > 0xFF) {
@@ -26,7 +48,6 @@ pub fn normalize(name: &str) -> String {
             out.extend(upper);
         }
     }
-    out
 }
 
 #[cfg(test)]
@@ -49,6 +70,15 @@ mod tests {
         ] {
             assert_eq!(normalize(raw), want, "{raw:?}");
         }
+    }
+
+    #[test]
+    fn escape_sequences_are_left_as_written() {
+        assert_eq!(normalize(r"smith\.br\ann"), r"SMITH\.br\ANN");
+        assert_eq!(normalize(r"caf\Xe9\ x"), r"CAF\Xe9\ X");
+        assert_eq!(normalize(r"\H\doe\N\"), r"\H\DOE\N\");
+        // A lone backslash is text, and what follows it is uppercased as usual.
+        assert_eq!(normalize(r"doe\jane"), r"DOE\JANE");
     }
 
     #[test]

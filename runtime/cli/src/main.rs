@@ -91,7 +91,7 @@ enum Command {
         export PLEXUS_TOKEN=...   # from `plexus token new`\n  \
         plexus admin interfaces\n  \
         plexus admin upload target/wasm32-wasip2/guest/visit_status_map.wasm\n  \
-        plexus admin activate scheduling demographics-normalize@589bb4ac5e1f visit-status-map@5467663bbd62\n\
+        plexus admin activate scheduling demographics-normalize@f2c9111b78d1 visit-status-map@5467663bbd62\n\
         (activate names the whole chain, every stage in order: a stage left out is removed;\n\
         a version is its sha256 or its first 8+ digits, as `plexus admin plugins` lists them)")]
     Admin(admin_cmd::AdminCommand),

@@ -14,7 +14,7 @@ pub enum ShadowCommand {
     /// Start shadowing: every message the interface journals from now on also runs
     /// through the candidate; nothing it outputs is delivered.
     #[command(after_help = "Example:\n  \
-        plexus shadow start scheduling demographics-normalize@589bb4ac5e1f visit-status-map@5467663bbd62")]
+        plexus shadow start scheduling demographics-normalize@f2c9111b78d1 visit-status-map@5467663bbd62")]
     Start(Start),
     /// Stop the interface's shadow run (its results stay for the report).
     Stop(Target),

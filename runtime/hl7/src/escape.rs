@@ -10,8 +10,10 @@
 //!
 //! Encoding escapes every delimiter and turns control characters other than tab (CR, LF,
 //! NUL, MLLP's 0x0B and 0x1C, ...) into `\Xhh\` (`\X0D\` for CR), but writes the
-//! sequences in the "kept as written" rows back unchanged, so decoding then encoding a
-//! value gives back what the sender wrote.
+//! sequences decoding keeps (formatting, charset switches, `\Z..\`, and `\Xhh..\`) back
+//! unchanged, so decoding then encoding a value gives back what the sender wrote. A
+//! backslash that starts no sequence (the "anything else" row) is text, and is written
+//! as `\E\`.
 
 use std::borrow::Cow;
 
@@ -125,9 +127,10 @@ fn is_kept_sequence(body: &[u8]) -> bool {
         || matches!(body, [b'Z', rest @ ..] if !rest.is_empty() && rest.iter().all(u8::is_ascii_alphanumeric))
 }
 
-/// Formatting commands and charset switches: the sequences encoding writes back
-/// unescaped, so a value read and written again keeps its line breaks and highlighting.
-/// Kept narrow on purpose: anything else a caller writes after a backslash is text.
+/// Formatting commands and charset switches: with `\Z..\` and hex, the sequences encoding
+/// writes back unescaped, so a value read and written again keeps its line breaks and
+/// highlighting. Kept narrow on purpose: anything else a caller writes after a backslash
+/// is text.
 fn is_formatting(body: &[u8]) -> bool {
     const COMMANDS: [&[u8]; 8] = [b"br", b"sp", b"in", b"ti", b"sk", b"ce", b"fi", b"nf"];
     match body {
@@ -223,7 +226,8 @@ fn escaped_delimiter(c: u8, delims: &Delimiters) -> Cow<'static, [u8]> {
 
 fn kept_sequence_len(bytes: &[u8], esc: u8) -> Option<usize> {
     let close = memchr::memchr(esc, &bytes[1..])?;
-    is_formatting(&bytes[1..1 + close]).then_some(close + 2)
+    let body = &bytes[1..1 + close];
+    (is_kept_sequence(body) || is_hex_sequence(body)).then_some(close + 2)
 }
 
 fn push_text(text: &str, charset: Charset, out: &mut Vec<u8>) -> Result<(), Unrepresentable> {
@@ -300,9 +304,23 @@ mod tests {
 
     #[test]
     fn encode_escapes_backslashes_that_only_look_like_sequences() {
-        assert_eq!(enc(r"C:\Zeta\f"), r"C:\E\Zeta\E\f");
         assert_eq!(enc(r"\.xx\"), r"\E\.xx\E\");
+        assert_eq!(enc(r"a\Q\b"), r"a\E\Q\E\b");
+        assert_eq!(dec(&enc(r"a\Q\b")), r"a\Q\b");
+        // What decoding keeps as a sequence (a local `\Z..\`, hex that is not text in
+        // the charset) is written back as one, so an edited value keeps its meaning; a
+        // path that happens to look like one round-trips all the same.
+        assert_eq!(enc(r"C:\Zeta\f"), r"C:\Zeta\f");
         assert_eq!(dec(&enc(r"C:\Zeta\f")), r"C:\Zeta\f");
+    }
+
+    #[test]
+    fn kept_local_and_hex_sequences_are_written_back_as_sequences() {
+        for raw in [r"SMITH \Z12\JO", r"caf\XE9\ x", r"\XE9\\F\"] {
+            let once = enc(&dec(raw));
+            assert_eq!(dec(&once), dec(raw), "{raw}");
+            assert!(!once.contains(r"\E\"), "{raw} -> {once}");
+        }
     }
 
     #[test]
