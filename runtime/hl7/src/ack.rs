@@ -378,6 +378,28 @@ pub fn recovered_control_id(raw: &[u8]) -> Option<String> {
     (!id.trim_ascii().is_empty()).then(|| String::from_utf8_lossy(id).into_owned())
 }
 
+/// MSH-9 as `TYPE^TRIGGER` (its first two components, joined with `^` whatever the
+/// message's delimiter) from bytes that did not parse, for the journal's
+/// `message_type`. `None` when no MSH line can be read or its MSH-9 is empty.
+pub fn recovered_message_type(raw: &[u8]) -> Option<String> {
+    let recovered = Recovered::scan(raw);
+    let field = recovered.fields.get(9).copied().unwrap_or_default();
+    let component = recovered.delims.component;
+    let (code, trigger) = (
+        first_component(field, component, 1).trim_ascii(),
+        first_component(field, component, 2).trim_ascii(),
+    );
+    match (code.is_empty(), trigger.is_empty()) {
+        (true, _) => None,
+        (false, true) => Some(String::from_utf8_lossy(code).into_owned()),
+        (false, false) => Some(format!(
+            "{}^{}",
+            String::from_utf8_lossy(code),
+            String::from_utf8_lossy(trigger)
+        )),
+    }
+}
+
 /// A negative acknowledgement for bytes that could not be parsed at all.
 ///
 /// Whatever can be recovered from an MSH line (delimiters, sender, receiver, MSH-10,
@@ -759,6 +781,21 @@ fn civil_from_days(z: i64) -> (i64, u32, u32) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_message_type_of_bytes_that_did_not_parse_is_recovered() {
+        // Unparseable (a byte that is not UTF-8, undeclared), but MSH-9 can be read.
+        let raw = b"MSH|^~\\&|A|B|C|D|2026||SIU^S12^SIU_S12|BAD1|P|2.5\rPID|1||caf\xe9";
+        assert_eq!(recovered_message_type(raw).as_deref(), Some("SIU^S12"));
+        let hash = b"MSH#$~\\&#A#B#C#D#2026##ADT$A01#X#P#2.5";
+        assert_eq!(recovered_message_type(hash).as_deref(), Some("ADT^A01"));
+        assert_eq!(
+            recovered_message_type(b"MSH|^~\\&|A|B|C|D|2026||ACK|X"),
+            Some("ACK".into())
+        );
+        assert_eq!(recovered_message_type(b"MSH|^~\\&|A|B|C|D|2026|||X"), None);
+        assert_eq!(recovered_message_type(b"not hl7"), None);
+    }
 
     #[test]
     fn timestamps_are_civil_dates() {

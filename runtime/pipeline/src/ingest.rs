@@ -129,7 +129,7 @@ pub(crate) async fn not_kept(
         source_peer: Some(peer),
         received_at: SystemTime::now(),
         control_id: ack::recovered_control_id(head),
-        message_type: None,
+        message_type: ack::recovered_message_type(head),
         raw: head.to_vec(),
     };
     let processing = Processing {
@@ -268,6 +268,7 @@ pub(crate) async fn accept(
                 drop(permit);
                 // The id the NAK echoes, so the operator can find the message by it.
                 inbound.control_id = plexus_hl7::ack::recovered_control_id(&raw);
+                inbound.message_type = plexus_hl7::ack::recovered_message_type(&raw);
                 let verdict = Verdict::Failed(Failure::parse(&error));
                 (
                     processing_for(&iface, Vec::new(), &verdict),
