@@ -49,17 +49,19 @@ pub fn review(args: &ReviewArgs) -> anyhow::Result<ExitCode> {
                 .read(&entry.file)
                 .ok()
                 .map(|bytes| plexus_pipeline::sha256_hex(&bytes));
-            let path = plexus_pipeline::resolve_digest(&store, configured.as_deref(), sha)
-                .map_err(|e| anyhow::anyhow!("{name}@{sha}: {e}"))?
-                .map(|sha| store.join(format!("{sha}.wasm")))
-                .filter(|path| path.exists());
-            let Some(path) = path else {
-                anyhow::bail!(
+            let full = plexus_pipeline::resolve_digest(&store, configured.as_deref(), sha)
+                .map_err(|e| anyhow::anyhow!("{name}@{sha}: {e}"))?;
+            let path = full.as_ref().map(|sha| store.join(format!("{sha}.wasm")));
+            match path {
+                Some(path) if path.exists() => Some(path),
+                // Not uploaded, but the version the config names: that is the sheet
+                // without a candidate.
+                _ if full.is_some() && full == configured => None,
+                _ => anyhow::bail!(
                     "{name}@{sha}: no such version has been uploaded to this site's store ({})",
                     store.display()
-                );
-            };
-            Some(path)
+                ),
+            }
         }
         (None, file) => file.clone(),
     };

@@ -61,13 +61,9 @@ pub fn send(args: &SendArgs) -> anyhow::Result<ExitCode> {
     for file in &args.files {
         let label = crate::input_label(file);
         let bytes = crate::read_input(file)?;
-        let asked =
-            Message::parse_with_charset(&bytes, charset)
-                .ok()
-                .map_or(Condition::Always, |m| match AckMode::of(&m) {
-                    AckMode::Original => Condition::Always,
-                    AckMode::Enhanced { accept, .. } => accept,
-                });
+        let asked = Message::parse_with_charset(&bytes, charset)
+            .ok()
+            .map_or(Condition::Always, |m| AckMode::of(&m).accept());
         let sending = match asked {
             Condition::Always => &mut sender,
             _ => &mut unasked,

@@ -1014,6 +1014,37 @@ fn review_does_not_advise_removing_a_table_the_plug_in_may_read_by_name() {
     assert!(text.contains("unused       tables:visit-status"), "{text}");
 }
 
+/// `NAME@PREFIX` takes a digest prefix, as `plexus admin interfaces` shows digests: the
+/// configured version's is the sheet without a candidate; too short a prefix is refused
+/// with the rule, and one that names nothing says so.
+#[test]
+fn review_takes_a_digest_prefix() {
+    let bytes = std::fs::read(plexus_test_artifacts::VISIT_STATUS_MAP).expect("wasm");
+    let sha = plexus_pipeline::sha256_hex(&bytes);
+    let text =
+        stdout_of_success(plexus().args(["review", &format!("visit-status-map@{}", &sha[..12])]));
+    assert!(text.contains(&sha) && !text.contains("candidate"), "{text}");
+    let short = plexus()
+        .args(["review", "visit-status-map@abc"])
+        .output()
+        .expect("runs");
+    assert!(!short.status.success());
+    assert!(
+        String::from_utf8_lossy(&short.stderr).contains("at least the first 8"),
+        "{}",
+        String::from_utf8_lossy(&short.stderr)
+    );
+    let none = plexus()
+        .args(["review", "visit-status-map@0000000000"])
+        .output()
+        .expect("runs");
+    assert!(
+        String::from_utf8_lossy(&none.stderr).contains("no such version has been uploaded"),
+        "{}",
+        String::from_utf8_lossy(&none.stderr)
+    );
+}
+
 #[test]
 fn review_shows_requested_against_granted_and_a_candidates_changes() {
     let out = plexus()

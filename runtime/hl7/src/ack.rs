@@ -251,6 +251,15 @@ impl Condition {
 }
 
 impl AckMode {
+    /// When the receiver of a message in this mode answers with an accept ACK: always in
+    /// original mode, as MSH-15 says in enhanced mode.
+    pub fn accept(self) -> Condition {
+        match self {
+            AckMode::Original => Condition::Always,
+            AckMode::Enhanced { accept, .. } => accept,
+        }
+    }
+
     /// Reads the mode from MSH-15 and MSH-16.
     pub fn of(msg: &Message<'_>) -> AckMode {
         // The explicit null `""` and a blank value ask for nothing, same as empty.

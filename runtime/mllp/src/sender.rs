@@ -612,10 +612,7 @@ impl Sender {
                 }
             })
         };
-        let asked = match AckMode::of(&message) {
-            AckMode::Original => Condition::Always,
-            AckMode::Enhanced { accept, .. } => accept,
-        };
+        let asked = AckMode::of(&message).accept();
         match framing_error {
             Some(source) => Err(SendError::Unframeable {
                 control_id: shorten(&control_id),
