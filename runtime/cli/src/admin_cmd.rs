@@ -169,8 +169,9 @@ pub struct Audit {
     #[arg(long, default_value_t = 0)]
     after: i64,
     /// At most this many entries (the API takes up to 10000).
-    #[arg(long, default_value_t = 100)]
-    limit: usize,
+    #[arg(long, default_value_t = 100,
+          value_parser = clap::value_parser!(u32).range(1..=10_000))]
+    limit: u32,
     #[command(flatten)]
     api: ApiArgs,
 }
@@ -423,7 +424,7 @@ pub fn run(command: &AdminCommand) -> anyhow::Result<ExitCode> {
                     e["detail"].as_str().unwrap_or("")
                 );
             }
-            if entries.len() >= a.limit {
+            if entries.len() >= a.limit as usize {
                 let last = entries.last().and_then(|e| e["id"].as_i64()).unwrap_or(0);
                 println!("(the first {} entries; more with --after {last})", a.limit);
             }

@@ -17,8 +17,9 @@ pub struct ListArgs {
     #[arg(long, value_name = "ID", default_value_t = 0)]
     after: i64,
     /// Most entries shown.
-    #[arg(long, value_name = "N", default_value_t = 100)]
-    limit: usize,
+    #[arg(long, value_name = "N", default_value_t = 100,
+          value_parser = clap::value_parser!(u32).range(1..))]
+    limit: u32,
     /// One JSON object per line.
     #[arg(long)]
     json: bool,
@@ -33,7 +34,7 @@ pub struct VerifyArgs {
 pub fn list(args: &ListArgs) -> anyhow::Result<ExitCode> {
     let config = args.site.load()?;
     let journal = open_journal(&config)?;
-    let entries = journal.audit_log(args.after, args.limit)?;
+    let entries = journal.audit_log(args.after, args.limit as usize)?;
     if entries.is_empty() && !args.json {
         println!("no audit entries");
     }

@@ -545,16 +545,40 @@ pub fn replay(args: &ReplayArgs) -> anyhow::Result<ExitCode> {
         "no journal at {} (has the engine run with this config, from this folder?)",
         plexus_pipeline::journal_path(&config).display()
     );
-    let ids = args.which.ids(&open_journal(&config)?)?;
-    if engine_running(&config.engine.data_dir) {
-        // This replay reads the tables and plug-ins on disk now; the engine reads its
-        // tables again only on SIGHUP. Said before anything runs.
-        eprintln!(
-            "note: an engine is running on {}; this replay maps with the tables on disk now. If you changed a table, send the engine SIGHUP too, so live messages get the same mapping.",
-            config.engine.data_dir.display()
-        );
-    }
+    let journal = open_journal(&config)?;
+    let ids = args.which.ids(&journal)?;
+    let running = engine_running(&config.engine.data_dir);
+    let data_dir = config.engine.data_dir.clone();
     let engine = Engine::build(config, &BuiltinAssets).context("loading the site's plug-ins")?;
+    if running {
+        // This replay maps with the config, plug-ins and tables on disk now; the engine
+        // with what it loaded at its start (tables again at SIGHUP) and what was activated
+        // since. Said before anything runs, with the chains this replay will use.
+        eprintln!(
+            "note: an engine is running on {}; this replay maps with the config, plug-ins and tables on disk now, which is what the engine runs only if none of them changed since it started (tables: since its last SIGHUP). `plexus admin replay` replays inside the running engine, with exactly what it runs.",
+            data_dir.display()
+        );
+        let mut interfaces: Vec<String> = ids
+            .iter()
+            .filter_map(|id| journal.show(MessageId(*id)).ok())
+            .map(|record| record.inbound.interface)
+            .collect();
+        interfaces.sort();
+        interfaces.dedup();
+        for interface in interfaces {
+            if let Ok(chain) = engine.active_chain(&interface) {
+                let stages: Vec<String> = chain
+                    .digests()
+                    .iter()
+                    .map(|(name, sha)| format!("{name}@{}", plexus_sandbox::inspect::short(sha)))
+                    .collect();
+                eprintln!(
+                    "  interface {interface}: this replay runs [{}]",
+                    stages.join(", ")
+                );
+            }
+        }
+    }
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()

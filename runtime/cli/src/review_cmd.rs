@@ -49,7 +49,7 @@ pub fn review(args: &ReviewArgs) -> anyhow::Result<ExitCode> {
                 .read(&entry.file)
                 .ok()
                 .map(|bytes| plexus_pipeline::sha256_hex(&bytes));
-            let full = plexus_pipeline::resolve_digest(&store, configured.as_deref(), sha)
+            let full = plexus_pipeline::resolve_digest(Some(&store), configured.as_deref(), sha)
                 .map_err(|e| anyhow::anyhow!("{name}@{sha}: {e}"))?;
             let path = full.as_ref().map(|sha| store.join(format!("{sha}.wasm")));
             match path {

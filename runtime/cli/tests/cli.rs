@@ -1381,8 +1381,11 @@ SCH|1^S|2^E||||NEW|||20|MIN|^^^202601050900||||||||||||||{status}\r"
         .arg(&config)
         .output()
         .expect("runs");
+    let said = String::from_utf8_lossy(&replay.stderr);
     assert!(
-        String::from_utf8_lossy(&replay.stderr).contains("an engine is running on"),
+        said.contains("an engine is running on")
+            && said.contains("plexus admin replay")
+            && said.contains("this replay runs ["),
         "{replay:?}"
     );
 

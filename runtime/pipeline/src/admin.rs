@@ -977,18 +977,28 @@ async fn plugin(
         return r;
     }
     let engine = admin.engine.clone();
-    let wanted = sha256.to_ascii_lowercase();
     match op(move || engine.plugin_versions()).await {
-        Ok(versions) => match versions.into_iter().find(|(i, _)| i.sha256 == wanted) {
-            Some((i, active_on)) => {
-                let mut body = inspection_json(&i);
-                body["active_on"] = json!(active_on);
-                axum::Json(body).into_response()
-            }
-            None => problem(
-                StatusCode::NOT_FOUND,
-                format!("no plug-in version {sha256} is uploaded or running"),
-            ),
+        // A prefix of 8 or more digits will do, when it names one version.
+        Ok(versions) => match crate::chains::resolve_digest(
+            None,
+            versions.iter().map(|(i, _)| i.sha256.as_str()),
+            &sha256,
+        ) {
+            Err(e) => problem(StatusCode::UNPROCESSABLE_ENTITY, e),
+            Ok(full) => match versions
+                .into_iter()
+                .find(|(i, _)| Some(&i.sha256) == full.as_ref())
+            {
+                Some((i, active_on)) => {
+                    let mut body = inspection_json(&i);
+                    body["active_on"] = json!(active_on);
+                    axum::Json(body).into_response()
+                }
+                None => problem(
+                    StatusCode::NOT_FOUND,
+                    format!("no plug-in version {sha256} is uploaded or running"),
+                ),
+            },
         },
         Err(r) => r,
     }

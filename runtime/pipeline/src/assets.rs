@@ -52,7 +52,7 @@ fn read_at_most(path: &std::path::Path, limit: u64) -> std::io::Result<Vec<u8>> 
 
 /// The most a state file the engine keeps in its data folder (`grants.json`,
 /// `chains.json`) may hold: a few lists, far below this.
-const MAX_STATE_FILE: u64 = 1 << 20;
+pub(crate) const MAX_STATE_FILE: u64 = 1 << 20;
 
 /// Reads and parses a JSON state file from the data folder (`T::default()` when it does
 /// not exist). The error names the file; `what` says what it should be.

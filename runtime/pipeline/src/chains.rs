@@ -27,6 +27,10 @@ pub(crate) struct Kept {
     pub chain: Digests,
     /// The chain the config named when it was activated.
     pub config_chain: Digests,
+    /// The version the config named then of each plug-in the kept chain runs (by name):
+    /// a change to one of them is a config edit, and the config wins.
+    #[serde(default)]
+    pub config_versions: BTreeMap<String, String>,
     /// Who activated it (the admin token's name).
     pub by: String,
     /// When, in ms since the Unix epoch.
@@ -57,6 +61,7 @@ pub(crate) fn save(
     interface: &str,
     chain: &Digests,
     config_chain: &Digests,
+    configured: &BTreeMap<String, String>,
     by: &str,
 ) -> Result<(), OpError> {
     let path = file(config);
@@ -74,6 +79,12 @@ pub(crate) fn save(
             Kept {
                 chain: chain.clone(),
                 config_chain: config_chain.clone(),
+                config_versions: chain
+                    .iter()
+                    .filter_map(|(name, _)| {
+                        configured.get(name).map(|sha| (name.clone(), sha.clone()))
+                    })
+                    .collect(),
                 by: by.to_owned(),
                 at_ms,
             },
@@ -95,14 +106,37 @@ pub(crate) enum Standing<'a> {
     ConfigNamesIt,
     /// The kept chain runs a plug-in the config no longer defines: the config wins.
     PluginRemoved(&'a str),
-    /// The config's chain for the interface changed since: the config wins.
+    /// The config's chain for the interface changed since, or the version it names of a
+    /// plug-in the kept chain runs: the config wins.
     ConfigChanged,
+}
+
+impl Standing<'_> {
+    /// Why an entry that does not run yields to the config, for logs and notes.
+    pub(crate) fn reason(&self) -> String {
+        match self {
+            Standing::Runs => "it runs".to_owned(),
+            Standing::ConfigNamesIt => "the config now names that chain itself".to_owned(),
+            Standing::PluginRemoved(plugin) => {
+                format!("the config no longer defines plug-in {plugin}, which it runs")
+            }
+            Standing::ConfigChanged => {
+                "the config's chain, or a version it names, changed after the activation".to_owned()
+            }
+        }
+    }
 }
 
 impl Kept {
     /// Its standing against `config_chain` (the interface's chain as the config names it
-    /// now) and the plug-ins the config defines.
-    pub(crate) fn standing(&self, config_chain: &Digests, config: &Config) -> Standing<'_> {
+    /// now), the plug-ins the config defines and the versions it names (`configured`, by
+    /// name).
+    pub(crate) fn standing(
+        &self,
+        config_chain: &Digests,
+        config: &Config,
+        configured: &BTreeMap<String, String>,
+    ) -> Standing<'_> {
         if self.chain == *config_chain {
             return Standing::ConfigNamesIt;
         }
@@ -113,7 +147,11 @@ impl Kept {
         {
             return Standing::PluginRemoved(name);
         }
-        if self.config_chain != *config_chain {
+        let version_changed = self
+            .chain
+            .iter()
+            .any(|(name, _)| self.config_versions.get(name) != configured.get(name));
+        if self.config_chain != *config_chain || version_changed {
             return Standing::ConfigChanged;
         }
         Standing::Runs
@@ -125,12 +163,12 @@ impl Kept {
 pub const MIN_DIGEST_PREFIX: usize = 8;
 
 /// The full sha256 that `given` names among the versions in `store` (the data folder's
-/// `plugins/`) and `also` (the versions the config names): `given` itself when it is 64
+/// `plugins/`, if any) and `also` (the versions the config names): `given` itself when it is 64
 /// hex digits, else the one known digest that starts with it (at least
 /// [`MIN_DIGEST_PREFIX`] hex digits). `None` when nothing matches; an error for a
 /// prefix too short, not hex, or shared by several versions.
 pub fn resolve_digest<'a>(
-    store: &Path,
+    store: Option<&Path>,
     also: impl IntoIterator<Item = &'a str>,
     given: &str,
 ) -> Result<Option<String>, String> {
@@ -145,7 +183,8 @@ pub fn resolve_digest<'a>(
              {MIN_DIGEST_PREFIX} (as `plexus admin plugins` lists them)"
         ));
     }
-    let stored = std::fs::read_dir(store)
+    let stored = store
+        .and_then(|dir| std::fs::read_dir(dir).ok())
         .into_iter()
         .flatten()
         .filter_map(Result::ok)
@@ -186,6 +225,15 @@ pub(crate) fn forget(config: &Config, interface: &str) -> Result<(), String> {
 fn write(path: &Path, kept: &BTreeMap<String, Kept>) -> Result<(), String> {
     let text =
         serde_json::to_string_pretty(kept).map_err(|e| format!("{}: {e}", path.display()))?;
+    // Never write what the next read would refuse.
+    if text.len() as u64 > crate::assets::MAX_STATE_FILE {
+        return Err(format!(
+            "{}: the kept chains would take {} bytes, more than the {} a state file may hold",
+            path.display(),
+            text.len(),
+            crate::assets::MAX_STATE_FILE
+        ));
+    }
     crate::assets::write_durably(path, &path.with_extension("json.tmp"), text.as_bytes())
         .map_err(|e| format!("{}: {e}", path.display()))
 }
@@ -214,12 +262,12 @@ mod tests {
         assert!(load(&config).expect("no file").is_empty());
         let base = digests(&[("vsm", "aa")]);
         let new = digests(&[("vsm", "bb")]);
-        save(&config, "feed", &new, &base, "release").expect("saved");
+        save(&config, "feed", &new, &base, &BTreeMap::new(), "release").expect("saved");
         let kept = load(&config).expect("reads");
         assert_eq!(kept["feed"].chain, new);
         assert_eq!(kept["feed"].config_chain, base);
         assert_eq!(kept["feed"].by, "release");
-        save(&config, "feed", &base, &base, "release").expect("saved");
+        save(&config, "feed", &base, &base, &BTreeMap::new(), "release").expect("saved");
         assert!(load(&config).expect("reads").is_empty());
         assert!(!file(&config).with_extension("json.tmp").exists());
     }
@@ -235,7 +283,7 @@ mod tests {
         for d in [&a, &b] {
             std::fs::write(dir.path().join(format!("{d}.wasm")), b"").expect("write");
         }
-        let resolve = |given: &str| resolve_digest(dir.path(), [c.as_str()], given);
+        let resolve = |given: &str| resolve_digest(Some(dir.path()), [c.as_str()], given);
         assert_eq!(resolve(&a.to_ascii_uppercase()), Ok(Some(a.clone())));
         assert_eq!(resolve("ababababab"), Ok(Some(a.clone())));
         assert_eq!(resolve("ababababcd"), Ok(Some(b.clone())));
@@ -256,7 +304,7 @@ mod tests {
                 .contains("at least the first 8")
         );
         assert!(resolve("a436fddf...").is_err());
-        let missing = resolve_digest(&dir.path().join("none"), [], "abababab");
+        let missing = resolve_digest(Some(&dir.path().join("none")), [], "abababab");
         assert_eq!(missing, Ok(None), "no store yet");
     }
 
@@ -271,8 +319,15 @@ mod tests {
             err.contains("chains.json") && err.contains("delete it"),
             "{err}"
         );
-        let err = save(&config, "feed", &digests(&[]), &digests(&[("a", "b")]), "x")
-            .expect_err("not overwritten");
+        let err = save(
+            &config,
+            "feed",
+            &digests(&[]),
+            &digests(&[("a", "b")]),
+            &BTreeMap::new(),
+            "x",
+        )
+        .expect_err("not overwritten");
         assert!(err.to_string().contains("not a chains file"), "{err}");
     }
 }

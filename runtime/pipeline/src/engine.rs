@@ -55,6 +55,8 @@ pub(crate) struct Shared {
     /// The bytes of the versions the site config names, by sha256: they can be activated
     /// (say, in a chain that changes another stage) without being uploaded first.
     configured_wasm: HashMap<String, Arc<[u8]>>,
+    /// The version the site config names of each plug-in, by name (sha256).
+    configured_versions: BTreeMap<String, String>,
     /// Messages being replayed now: a second replay of one waits its turn (refused), so
     /// two operators clicking at once run the chain and write the audit log once.
     replaying: std::sync::Mutex<std::collections::HashSet<MessageId>>,
@@ -681,6 +683,10 @@ impl Engine {
         let sandbox = Sandbox::new(sandbox_config(&config))?;
         let grants = crate::grants::effective(&config)?;
         let (plugins, configured_wasm) = load_plugins(&config, assets, &sandbox, &grants, &tables)?;
+        let configured_versions = plugins
+            .iter()
+            .map(|(name, p)| (name.clone(), p.sha256().to_owned()))
+            .collect();
         let feeding = journal.answers_in_commit_order();
         // Two chains in flight per core, but never more than half the sandbox's instance
         // slots: shadow runs, trials and replays take slots too, instances kept under
@@ -750,6 +756,7 @@ impl Engine {
                 grants: std::sync::RwLock::new(grants),
                 control: std::sync::Mutex::new(()),
                 configured_wasm,
+                configured_versions,
                 replaying: std::sync::Mutex::default(),
                 stored_inspections: std::sync::Mutex::default(),
                 unrecorded_results: Arc::default(),
@@ -778,7 +785,11 @@ impl Engine {
                 continue;
             };
             let activated = describe_digests(&kept.chain);
-            match kept.standing(&iface.config_chain, &self.shared.config) {
+            match kept.standing(
+                &iface.config_chain,
+                &self.shared.config,
+                &self.shared.configured_versions,
+            ) {
                 Standing::Runs => {}
                 Standing::ConfigNamesIt => {
                     tracing::info!(
@@ -788,26 +799,15 @@ impl Engine {
                     );
                     continue;
                 }
-                Standing::PluginRemoved(plugin) => {
-                    tracing::warn!(
-                        interface,
-                        activated,
-                        by = kept.by,
-                        plugin,
-                        file = %file.display(),
-                        "the chain activated through the admin API runs a plug-in the config \
-                         no longer defines; running the config's chain"
-                    );
-                    continue;
-                }
-                Standing::ConfigChanged => {
+                other => {
                     tracing::warn!(
                         interface,
                         activated,
                         by = kept.by,
                         file = %file.display(),
-                        "the config's chain changed after this chain was activated through the \
-                         admin API; running the config's chain"
+                        "not running the chain activated through the admin API: {}; running \
+                         the config's chain",
+                        other.reason()
                     );
                     continue;
                 }
@@ -821,7 +821,13 @@ impl Engine {
                         by: kept.by.clone(),
                         file: file.clone(),
                         store: self.plugin_store(),
-                        reason: e.to_string(),
+                        reason: match e {
+                            OpError::NotStored { name, sha256 } => format!(
+                                "{name} {sha256}: {} is missing",
+                                self.plugin_store().join(format!("{sha256}.wasm")).display()
+                            ),
+                            other => other.to_string(),
+                        },
                     }))
                 })?;
             let chain = Arc::new(ActiveChain { plugins });
@@ -853,16 +859,36 @@ impl Engine {
     fn forget_stale_chains(&self) -> Result<(), BuildError> {
         let kept = crate::chains::load(&self.shared.config)?;
         for (interface, entry) in kept {
-            let stale = self.shared.interfaces.get(&interface).is_none_or(|iface| {
-                entry.standing(&iface.config_chain, &self.shared.config) != Standing::Runs
-            });
-            if stale {
-                crate::chains::forget(&self.shared.config, &interface).map_err(|e| {
-                    BuildError::Unsupported(format!(
-                        "cannot drop the outdated entry of interface {interface} from the kept \
-                         chains: {e}"
-                    ))
-                })?;
+            let why = match self.shared.interfaces.get(&interface) {
+                None => "the config no longer defines the interface".to_owned(),
+                Some(iface) => match entry.standing(
+                    &iface.config_chain,
+                    &self.shared.config,
+                    &self.shared.configured_versions,
+                ) {
+                    Standing::Runs => continue,
+                    other => other.reason(),
+                },
+            };
+            crate::chains::forget(&self.shared.config, &interface).map_err(|e| {
+                BuildError::Unsupported(format!(
+                    "cannot drop the outdated entry of interface {interface} from the kept \
+                     chains: {e}"
+                ))
+            })?;
+            // The audit log's last word on the interface was that activation: say that
+            // it no longer runs, and why.
+            if let Err(e) = self.audit(
+                "engine",
+                "activation-dropped",
+                &format!("interface:{interface}"),
+                &format!(
+                    "{} (activated by {}): {why}; the config's chain runs",
+                    describe_digests(&entry.chain),
+                    entry.by
+                ),
+            ) {
+                tracing::warn!(interface, "could not audit the dropped activation: {e}");
             }
         }
         Ok(())
@@ -982,6 +1008,7 @@ impl Engine {
                 &iface.name,
                 &chain.digests(),
                 &iface.config_chain,
+                &self.shared.configured_versions,
                 actor,
             )
         });
@@ -1327,7 +1354,7 @@ impl Engine {
                 .get(name.as_str())
                 .ok_or_else(|| OpError::UnknownPlugin(name.clone()))?;
             let sha256 = crate::chains::resolve_digest(
-                &self.plugin_store(),
+                Some(&self.plugin_store()),
                 self.shared.configured_wasm.keys().map(String::as_str),
                 given,
             )
@@ -1335,9 +1362,17 @@ impl Engine {
             .unwrap_or_else(|| given.to_ascii_lowercase());
             let path = self.plugin_store().join(format!("{sha256}.wasm"));
             let bytes: Arc<[u8]> = if path.exists() {
-                crate::assets::read_bounded(&path)
-                    .map_err(|e| OpError::Store(format!("{}: {e}", path.display())))?
-                    .into()
+                let bytes = crate::assets::read_bounded(&path)
+                    .map_err(|e| OpError::Store(format!("{}: {e}", path.display())))?;
+                let actual = plexus_sandbox::inspect::sha256_hex(&bytes);
+                if actual != sha256 {
+                    return Err(OpError::Gate(format!(
+                        "{}: the stored file is not the version its name says (its sha256 is \
+                         {actual}); upload that version again",
+                        path.display()
+                    )));
+                }
+                bytes.into()
             } else if let Some(bytes) = self.shared.configured_wasm.get(&sha256) {
                 // The version the site config names: no upload needed to keep it.
                 bytes.clone()
@@ -2688,10 +2723,22 @@ fn verify_kept_chains(
             .iter()
             .filter_map(|p| plugins.iter().find(|(n, _)| n == p.as_str()).cloned())
             .collect();
-        if kept.standing(&config_chain, config) != Standing::Runs {
-            continue;
-        }
+        let configured: BTreeMap<String, String> = plugins.iter().cloned().collect();
         let activated = describe_digests(&kept.chain);
+        match kept.standing(&config_chain, config, &configured) {
+            Standing::Runs => {}
+            Standing::ConfigNamesIt => continue,
+            other => {
+                notes.push(format!(
+                    "interface {interface}: {activated}, activated through the admin API by {}, \
+                     will not run: {}; the config's chain runs, and the start forgets the \
+                     activation",
+                    kept.by,
+                    other.reason()
+                ));
+                continue;
+            }
+        }
         for (name, sha256) in &kept.chain {
             let refused = |reason: String| {
                 BuildError::ActivatedChain(Box::new(crate::error::ActivatedChain {

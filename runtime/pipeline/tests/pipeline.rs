@@ -2869,6 +2869,17 @@ async fn a_shadow_run_reports_what_a_candidate_would_change_and_promotes_it() {
     .await;
     assert_eq!(status, 200);
     assert_eq!(json(&body)["capabilities"], serde_json::json!(["tables"]));
+    // By the prefix `plexus admin interfaces` shows, too.
+    let (status, body) = http_request_with(
+        http,
+        "GET",
+        &format!("/admin/v1/plugins/{}", &vsm[..12]),
+        Some("view-secret"),
+        b"",
+    )
+    .await;
+    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
+    assert_eq!(json(&body)["sha256"], serde_json::json!(vsm));
 
     // The candidate adds name and sex normalisation in front of the status mapping.
     let candidate = format!(
@@ -4115,7 +4126,7 @@ async fn an_activated_chain_outlives_a_restart_until_the_config_names_another() 
             && text.contains("interface feed")
             && text.contains("release")
             && text.contains("chains.json")
-            && text.contains("has not been uploaded"),
+            && text.contains("is missing"),
         "{text}"
     );
     // `plexus check` says so too, before any start.
@@ -4156,6 +4167,17 @@ async fn an_activated_chain_outlives_a_restart_until_the_config_names_another() 
     let running = engine.start(stop.clone()).await.expect("starts");
     stop.cancel();
     running.wait().await;
+    let audit = engine.journal().audit_log(0, 100).expect("audit");
+    let dropped = audit
+        .iter()
+        .find(|r| r.entry.action == "activation-dropped")
+        .expect("the start audits the activation it drops");
+    assert_eq!(dropped.entry.subject, "interface:feed");
+    assert!(
+        dropped.entry.detail.contains("changed"),
+        "{}",
+        dropped.entry.detail
+    );
     drop(engine);
     let left: serde_json::Value =
         serde_json::from_slice(&std::fs::read(&kept).expect("file")).expect("json");
@@ -4212,14 +4234,21 @@ fn a_kept_chain_keeps_its_configured_versions_and_yields_to_a_removed_plug_in() 
     );
     drop(engine);
 
-    // The config's file for it changes: the kept chain still loads, from the store.
-    std::fs::copy(plexus_test_artifacts::NO_STD, &demo_file).expect("another version");
+    // The stored copy serves the restore even with the config's file gone.
+    std::fs::remove_file(&demo_file).expect("removed");
+    std::fs::copy(plexus_test_artifacts::DEMOGRAPHICS_NORMALIZE, &demo_file).expect("back");
     let engine = Engine::build(site(true), &FsAssets).expect("engine builds");
     assert_eq!(active(&engine), deployed);
     drop(engine);
 
     // The config no longer defines it: the config's chain runs.
     let engine = Engine::build(site(false), &FsAssets).expect("engine builds");
+    assert_eq!(active(&engine), configured);
+    drop(engine);
+
+    // The config names another version of it: that is an edit too, and the config wins.
+    std::fs::copy(plexus_test_artifacts::NO_STD, &demo_file).expect("another version");
+    let engine = Engine::build(site(true), &FsAssets).expect("engine builds");
     assert_eq!(active(&engine), configured);
 }
 
