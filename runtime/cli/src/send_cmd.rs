@@ -22,7 +22,7 @@ pub struct SendArgs {
     to: SocketAddr,
     /// Seconds to wait for each ACK. A message whose MSH-15 asks for an answer only on
     /// an error (`ER`) or only on success (`SU`) waits 2 s at most; one that asks never
-    /// to be answered (`NE`) is not waited for.
+    /// to be answered (`NE`) a quarter of a second.
     #[arg(long, value_name = "SECS", default_value_t = 30)]
     ack_timeout: u64,
     /// What an empty MSH-18 means in the files and the ACKs, as an interface's `charset`
@@ -74,7 +74,8 @@ pub fn send(args: &SendArgs) -> anyhow::Result<ExitCode> {
                 // MSH-15 NE (not waited for), or ER and no answer came: accepted.
                 if asked == Condition::Never {
                     println!(
-                        "{label}: sent; MSH-15 is NE (never answer), so no answer was waited for"
+                        "{label}: sent; MSH-15 is NE (never answer), and no answer came within {} s",
+                        SenderConfig::default().ne_wait.as_secs_f64()
                     );
                 } else {
                     println!(

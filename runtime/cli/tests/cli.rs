@@ -1549,7 +1549,7 @@ ERR||SCH^1^25^1^1|103^Table value not found^HL70357|E||||value has no entry\r";
     let out = String::from_utf8_lossy(&quiet.stdout);
     assert!(quiet.status.success(), "{quiet:?}");
     assert!(
-        out.contains("ne.hl7: sent; MSH-15 is NE (never answer), so no answer was waited for"),
+        out.contains("ne.hl7: sent; MSH-15 is NE (never answer), and no answer came within 0.25 s"),
         "{out}"
     );
     assert!(out.contains("er.hl7: sent; MSH-15 is ER"), "{out}");

@@ -41,11 +41,14 @@ pub struct SenderConfig {
     /// Longest to wait for the ACK after the message is written. Default 30 s.
     pub ack_timeout: Duration,
     /// Longest to wait for an answer to a message whose MSH-15 is `ER` (answer only an
-    /// error): none in that time means it was accepted. A message whose MSH-15 is `NE`
-    /// (never answer) does not wait at all. An answer that comes later is passed over (an
-    /// error among them is logged at WARN, naming the message). At most `ack_timeout`.
-    /// Default 2 s.
+    /// error): none in that time (or the receiver hanging up) means it was accepted. An
+    /// answer that comes later is passed over (an error among them is logged at WARN,
+    /// naming the message). At most `ack_timeout`. Default 2 s.
     pub unasked_wait: Duration,
+    /// The same for a message whose MSH-15 is `NE` (never answer): long enough for a
+    /// receiver that answers anyway, or hangs up after each message, to do so before the
+    /// next message is written. Default 250 ms.
+    pub ne_wait: Duration,
     /// Tries per [`Sender::send`], the first included (0 counts as 1). Default 3.
     pub attempts: u32,
     /// Pause before the first retry; it doubles for each further retry. Default 1 s.
@@ -68,6 +71,7 @@ impl Default for SenderConfig {
             write_timeout: Duration::from_secs(30),
             ack_timeout: Duration::from_secs(30),
             unasked_wait: Duration::from_secs(2),
+            ne_wait: Duration::from_millis(250),
             attempts: 3,
             backoff_base: Duration::from_secs(1),
             backoff_max: Duration::from_secs(30),
@@ -388,9 +392,10 @@ type Conn = FrameIo<Box<dyn Io>>;
 /// sends it again. Receivers should treat MSH-10 as an idempotency key.
 ///
 /// A message whose MSH-15 is `NE` or `ER` (enhanced mode: answer never, or only on an
-/// error) waits [`SenderConfig::unasked_wait`] for an answer; none is success
-/// ([`Delivery::ack`] `None`), and a late one is passed over. `SU` waits as `AL` does: no
-/// answer means it was not accepted.
+/// error) waits [`SenderConfig::ne_wait`] or [`SenderConfig::unasked_wait`] for an
+/// answer; none, or the receiver hanging up, is success ([`Delivery::ack`] `None`), and a
+/// late answer is passed over. `SU` waits as `AL` does: no answer means it was not
+/// accepted.
 ///
 /// Outcomes: `AA`/`CA` → `Ok`; `AR`/`CR` → [`SendError::Rejected`], not retried; `AE`/`CE` →
 /// [`SendError::ApplicationError`] or a retry, per [`SenderConfig::on_error_ack`]; anything else →
@@ -648,23 +653,29 @@ impl Sender {
             .await
             .ok_or(AttemptError::WriteTimeout)?
             .map_err(AttemptError::Write)?;
-        // NE and ER let the receiver stay silent when it accepts the message: NE does not
-        // wait at all, ER a little (an error answer may come).
-        if asked == Condition::Never {
+        // NE and ER let the receiver stay silent when it accepts the message. Both wait a
+        // little all the same: for the answer of a receiver that ignores MSH-15, for an
+        // error answer (ER), and for a receiver that hangs up after each message to do so
+        // before the next message is written onto a connection it is closing.
+        let wait = match asked {
+            Condition::Never => self.config.ne_wait,
+            Condition::OnError => self.config.unasked_wait,
+            _ => self.config.ack_timeout,
+        }
+        .min(self.config.ack_timeout);
+        let may_stay_silent = matches!(asked, Condition::Never | Condition::OnError);
+        if may_stay_silent && wait.is_zero() {
             return Ok(self.unasked(conn, control_id));
         }
-        let may_stay_silent = asked == Condition::OnError;
-        let wait = if may_stay_silent {
-            self.config.unasked_wait.min(self.config.ack_timeout)
-        } else {
-            self.config.ack_timeout
-        };
         let deadline = Instant::now() + wait;
         let ack = loop {
             let ack = match self.watchdog.run(deadline, conn.read_frame()).await {
                 None if may_stay_silent => return Ok(self.unasked(conn, control_id)),
                 None => return Err(AttemptError::AckTimeout),
                 Some(Err(e)) => return Err(AttemptError::Read(e)),
+                // Silence then a hang-up: what such a receiver does once it has taken the
+                // message. The connection is not kept.
+                Some(Ok(None)) if may_stay_silent => return Ok(Answer::Unasked),
                 Some(Ok(None)) => return Err(AttemptError::Closed),
                 Some(Ok(Some(Frame::Oversize(o)))) => {
                     return Err(AttemptError::AckTooLarge { len: o.len });

@@ -861,6 +861,9 @@ impl Engine {
         for (interface, entry) in kept {
             let why = match self.shared.interfaces.get(&interface) {
                 None => "the config no longer defines the interface".to_owned(),
+                // Activated in this process since it was built: current, whatever the
+                // config says.
+                Some(iface) if iface.chain.load().digests() == entry.chain => continue,
                 Some(iface) => match entry.standing(
                     &iface.config_chain,
                     &self.shared.config,

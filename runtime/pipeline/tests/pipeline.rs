@@ -2349,7 +2349,16 @@ async fn activations_and_rollbacks_under_load_lose_nothing_and_never_mix_version
     assert_eq!(on_a + on_b, TOTAL, "zero lost");
     // Every activation and rollback is in the audit trail, and the chain is intact.
     let audit = engine.journal().audit_log(0, 1000).expect("audit");
-    assert_eq!(audit.len(), SWAPS + 1);
+    assert_eq!(
+        audit.len(),
+        SWAPS + 1,
+        "{:?}",
+        audit
+            .iter()
+            .filter(|e| e.entry.action != "activate" && e.entry.action != "rollback")
+            .map(|e| (&e.entry.action, &e.entry.detail))
+            .collect::<Vec<_>>()
+    );
     assert!(
         audit
             .iter()
