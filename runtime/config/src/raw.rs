@@ -220,6 +220,10 @@ pub(crate) struct Destination {
     pub connect: Option<Spanned<String>>,
     /// `ack_timeout = "30s"` (mllp)
     pub ack_timeout: Option<Spanned<String>>,
+    /// `ne_wait = "250ms"` (mllp)
+    pub ne_wait: Option<Spanned<String>>,
+    /// `er_wait = "2s"` (mllp)
+    pub er_wait: Option<Spanned<String>>,
     /// `tls = { ca = "ca.pem", server_name = "emr.local" }` (mllp)
     pub tls: Option<Spanned<ClientTls>>,
     /// `url = "https://emr.example/hl7"` (http)

@@ -356,6 +356,11 @@ pub enum DestinationKind {
         connect: String,
         /// `ack_timeout`. Default 30 s.
         ack_timeout: Duration,
+        /// `ne_wait`: how long a message whose MSH-15 is `NE` waits for an answer it
+        /// should not get. Default 250 ms.
+        ne_wait: Duration,
+        /// `er_wait`: the same for `ER` (an error answer may come). Default 2 s.
+        er_wait: Duration,
         /// `tls`
         tls: Option<ClientTls>,
     },

@@ -569,16 +569,25 @@ impl Cx<'_, '_> {
     fn destination(&mut self, raw: &Spanned<raw::Destination>) -> Option<DestinationKind> {
         let d = raw.get_ref();
         let kind = d.kind.get_ref().as_str();
-        let keys: [(&str, Option<Range<usize>>); 6] = [
+        let keys: [(&str, Option<Range<usize>>); 8] = [
             ("connect", d.connect.as_ref().map(Spanned::span)),
             ("ack_timeout", d.ack_timeout.as_ref().map(Spanned::span)),
+            ("ne_wait", d.ne_wait.as_ref().map(Spanned::span)),
+            ("er_wait", d.er_wait.as_ref().map(Spanned::span)),
             ("tls", d.tls.as_ref().map(Spanned::span)),
             ("url", d.url.as_ref().map(Spanned::span)),
             ("dir", d.dir.as_ref().map(Spanned::span)),
             ("connections", d.connections.as_ref().map(Spanned::span)),
         ];
         let valid: &[&str] = match kind {
-            "mllp" => &["connect", "ack_timeout", "tls", "connections"],
+            "mllp" => &[
+                "connect",
+                "ack_timeout",
+                "ne_wait",
+                "er_wait",
+                "tls",
+                "connections",
+            ],
             "http" => &["url", "tls", "connections"],
             "file" => &["dir"],
             other => {
@@ -610,6 +619,12 @@ impl Cx<'_, '_> {
                         "ack_timeout",
                         Duration::from_secs(30),
                     ),
+                    ne_wait: self.duration(
+                        d.ne_wait.as_ref(),
+                        "ne_wait",
+                        Duration::from_millis(250),
+                    ),
+                    er_wait: self.duration(d.er_wait.as_ref(), "er_wait", Duration::from_secs(2)),
                     tls: d.tls.as_ref().map(|t| self.client_tls(t.get_ref())),
                 })
             }

@@ -98,6 +98,8 @@ fn every_key_set() {
                 kind: DestinationKind::Mllp {
                     connect: "emr.local:2575".into(),
                     ack_timeout: Duration::from_secs(10),
+                    ne_wait: Duration::ZERO,
+                    er_wait: Duration::from_secs(5),
                     tls: Some(ClientTls {
                         ca: base.join("tls/ca.pem"),
                         server_name: Some("emr.clinic.example".into()),
@@ -198,6 +200,8 @@ fn defaults() {
         DestinationKind::Mllp {
             connect: "127.0.0.1:2576".into(),
             ack_timeout: Duration::from_secs(30),
+            ne_wait: Duration::from_millis(250),
+            er_wait: Duration::from_secs(2),
             tls: None,
         }
     );

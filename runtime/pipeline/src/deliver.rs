@@ -585,10 +585,14 @@ impl Connector {
             DestinationKind::Mllp {
                 connect,
                 ack_timeout,
+                ne_wait,
+                er_wait,
                 tls,
             } => {
                 let config = SenderConfig {
                     ack_timeout: *ack_timeout,
+                    ne_wait: *ne_wait,
+                    unasked_wait: *er_wait,
                     // Retries are the worker's, with the interface's policy.
                     attempts: 1,
                     on_error_ack: match iface.error_ack {
