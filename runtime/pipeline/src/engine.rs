@@ -815,20 +815,14 @@ impl Engine {
             let (plugins, _) = self
                 .load_stored_chain(&interface, &kept.chain, false)
                 .map_err(|e| {
-                    BuildError::ActivatedChain(Box::new(crate::error::ActivatedChain {
-                        interface: interface.clone(),
-                        chain: activated.clone(),
-                        by: kept.by.clone(),
-                        file: file.clone(),
-                        store: self.plugin_store(),
-                        reason: match e {
-                            OpError::NotStored { name, sha256 } => format!(
-                                "{name} {sha256}: {} is missing",
-                                self.plugin_store().join(format!("{sha256}.wasm")).display()
-                            ),
-                            other => other.to_string(),
-                        },
-                    }))
+                    let reason = match e {
+                        OpError::NotStored { name, sha256 } => format!(
+                            "{name} {sha256}: {} is missing",
+                            self.plugin_store().join(format!("{sha256}.wasm")).display()
+                        ),
+                        other => other.to_string(),
+                    };
+                    kept_chain_refused(&self.shared.config, &interface, &kept, reason)
                 })?;
             let chain = Arc::new(ActiveChain { plugins });
             let configured = iface.chain.swap(chain.clone());
@@ -1005,11 +999,17 @@ impl Engine {
         not_kept: &str,
         detail: &str,
     ) -> Result<(), OpError> {
-        let kept = self.store_configured(chain).and_then(|()| {
+        let digests = chain.digests();
+        let copied = if digests == iface.config_chain {
+            Ok(())
+        } else {
+            self.store_configured(chain)
+        };
+        let kept = copied.and_then(|()| {
             crate::chains::save(
                 &self.shared.config,
                 &iface.name,
-                &chain.digests(),
+                &digests,
                 &iface.config_chain,
                 &self.shared.configured_versions,
                 actor,
@@ -1029,19 +1029,25 @@ impl Engine {
     /// Copies into the plug-in store the versions of `chain` it lacks (those the engine
     /// has from the config's files), unless the chain is the config's own.
     fn store_configured(&self, chain: &ActiveChain) -> Result<(), OpError> {
-        let dir = self.plugin_store();
         for plugin in &chain.plugins {
-            let path = dir.join(format!("{}.wasm", plugin.sha256()));
-            if path.exists() {
-                continue;
-            }
             if let Some(bytes) = self.shared.configured_wasm.get(plugin.sha256()) {
-                let tmp = dir.join(format!(".{}.tmp", plugin.sha256()));
-                crate::assets::write_durably(&path, &tmp, bytes)
-                    .map_err(|e| OpError::ChainNotKept(format!("{}: {e}", path.display())))?;
+                self.put_in_store(plugin.sha256(), bytes)
+                    .map_err(OpError::ChainNotKept)?;
             }
         }
         Ok(())
+    }
+
+    /// Writes `bytes` to the plug-in store as `<sha256>.wasm`, unless it is there already
+    /// (content addressed). The error names the file.
+    fn put_in_store(&self, sha256: &str, bytes: &[u8]) -> Result<(), String> {
+        let dir = self.plugin_store();
+        let path = dir.join(format!("{sha256}.wasm"));
+        if path.exists() {
+            return Ok(());
+        }
+        crate::assets::write_durably(&path, &dir.join(format!(".{sha256}.tmp")), bytes)
+            .map_err(|e| format!("{}: {e}", path.display()))
     }
 
     /// After a chain swap from `left` to `now`: the plug-in versions that no interface
@@ -1151,13 +1157,8 @@ impl Engine {
                 refused.join(", ")
             )));
         }
-        let dir = self.plugin_store();
-        let path = dir.join(format!("{}.wasm", inspection.sha256));
-        if !path.exists() {
-            let tmp = dir.join(format!(".{}.tmp", inspection.sha256));
-            crate::assets::write_durably(&path, &tmp, bytes)
-                .map_err(|e| OpError::Store(format!("{}: {e}", path.display())))?;
-        }
+        self.put_in_store(&inspection.sha256, bytes)
+            .map_err(OpError::Store)?;
         Ok(inspection)
     }
 
@@ -1314,19 +1315,12 @@ impl Engine {
             .iter()
             .filter(|(_, r)| matches!(r, Ok(Verdict::Forwarded | Verdict::Filtered { .. })))
             .count();
-        let stages: Vec<String> = plugins
-            .iter()
-            .map(|p| stage_label(p.name(), p.sha256()))
-            .collect();
+        let tried = describe_chain(&ActiveChain { plugins });
         self.audit(
             actor,
             "trial",
             &format!("interface:{interface}"),
-            &format!(
-                "[{}] on {} message(s): {passed} passed",
-                stages.join(", "),
-                results.len()
-            ),
+            &format!("{tried} on {} message(s): {passed} passed", results.len()),
         )?;
         Ok(results)
     }
@@ -1453,7 +1447,7 @@ impl Engine {
             })?;
         // Audited before it runs on any message, as activations are, naming the run it
         // replaces (under the control lock, no other start can slip in between).
-        let stages: Vec<String> = candidate.iter().map(|(n, d)| stage_label(n, d)).collect();
+        let described = describe_digests(&candidate);
         let replacing = iface
             .shadow
             .load()
@@ -1464,7 +1458,7 @@ impl Engine {
             actor,
             "shadow-start",
             &format!("interface:{interface}"),
-            &format!("run {run}: [{}]{replacing}", stages.join(", ")),
+            &format!("run {run}: {described}{replacing}"),
         ) {
             let _ = self.shared.journal.shadow_end(run, "not audited");
             return Err(e);
@@ -1473,7 +1467,7 @@ impl Engine {
         if let Some(previous) = iface.shadow.swap(Some(Arc::new(shadow))) {
             self.shared.journal.shadow_end(previous.run, "replaced")?;
         }
-        tracing::info!(interface, run, chain = %stages.join(", "), "shadow run started");
+        tracing::info!(interface, run, chain = %described, "shadow run started");
         Ok((run, changes))
     }
 
@@ -2711,6 +2705,7 @@ fn verify_kept_chains(
 ) -> Result<Vec<String>, BuildError> {
     let file = crate::chains::file(config);
     let store = config.engine.data_dir.join("plugins");
+    let configured: BTreeMap<String, String> = plugins.iter().cloned().collect();
     let mut notes = Vec::new();
     for (interface, kept) in crate::chains::load(config)? {
         let Some(iface) = config
@@ -2726,7 +2721,6 @@ fn verify_kept_chains(
             .iter()
             .filter_map(|p| plugins.iter().find(|(n, _)| n == p.as_str()).cloned())
             .collect();
-        let configured: BTreeMap<String, String> = plugins.iter().cloned().collect();
         let activated = describe_digests(&kept.chain);
         match kept.standing(&config_chain, config, &configured) {
             Standing::Runs => {}
@@ -2743,16 +2737,7 @@ fn verify_kept_chains(
             }
         }
         for (name, sha256) in &kept.chain {
-            let refused = |reason: String| {
-                BuildError::ActivatedChain(Box::new(crate::error::ActivatedChain {
-                    interface: interface.clone(),
-                    chain: activated.clone(),
-                    by: kept.by.clone(),
-                    file: file.clone(),
-                    store: store.clone(),
-                    reason,
-                }))
-            };
+            let refused = |reason: String| kept_chain_refused(config, &interface, &kept, reason);
             let Some((id, plugin)) = config.plugins.iter().find(|(n, _)| n.as_str() == name) else {
                 continue;
             };
@@ -2774,6 +2759,23 @@ fn verify_kept_chains(
         ));
     }
     Ok(notes)
+}
+
+/// The error for a chain kept in `chains.json` that no longer loads (`reason`).
+fn kept_chain_refused(
+    config: &Config,
+    interface: &str,
+    kept: &crate::chains::Kept,
+    reason: String,
+) -> BuildError {
+    BuildError::ActivatedChain(Box::new(crate::error::ActivatedChain {
+        interface: interface.to_owned(),
+        chain: describe_digests(&kept.chain),
+        by: kept.by.clone(),
+        file: crate::chains::file(config),
+        store: config.engine.data_dir.join("plugins"),
+        reason,
+    }))
 }
 
 /// Reads and parses every table the config declares.

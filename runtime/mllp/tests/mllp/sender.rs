@@ -333,45 +333,25 @@ async fn a_receiver_that_hangs_up_after_each_silent_message_gets_each_once() {
     server.stop().await;
 }
 
-/// A late error answer to an `ER` message (after the wait) is passed over too: the next
-/// message gets its own answer, on the same connection.
-#[tokio::test]
-async fn a_late_error_answer_is_passed_over_and_the_next_message_answered() {
-    let server = ScriptServer::start(|_, index, payload: &[u8]| {
+/// Sends `first` (MSH-15 `mode`) to a receiver that stays silent, then a message in
+/// original mode, which the receiver answers with a late `late_code` for `first` followed
+/// by its own AA: the late answer is passed over, not taken for the second message's
+/// (which would have sent that one again), on the same connection.
+async fn a_late_answer_is_passed_over(first: &str, mode: &str, late_code: &'static str) {
+    let late_id = first.to_owned();
+    let server = ScriptServer::start(move |_, index, payload: &[u8]| {
         if index == 0 {
             Act::Ignore
         } else {
-            Act::Replies(vec![ack("AE", "ER9"), ack("AA", &control_id(payload))])
+            Act::Replies(vec![
+                ack(late_code, &late_id),
+                ack("AA", &control_id(payload)),
+            ])
         }
     })
     .await;
     let mut sender = Sender::new(server.addr.to_string(), unasked_fast());
-    let delivery = sender.send(&enhanced("ER9", "ER")).await.expect("sent");
-    assert!(delivery.ack.is_none());
-    let delivery = sender.send(&message("AL9")).await.expect("accepted");
-    assert_eq!(delivery.attempts, 1);
-    assert_eq!(
-        control_id(delivery.ack.as_ref().expect("an ACK").bytes()),
-        "ACKAL9"
-    );
-    assert_eq!(server.connections.load(Ordering::SeqCst), 1);
-    server.stop().await;
-}
-
-/// A receiver that answers an `NE` message anyway, after the wait: its late ACK is passed
-/// over, not taken for the next message's (which would have sent that one again).
-#[tokio::test]
-async fn a_late_answer_to_an_unasked_message_is_not_taken_for_the_next() {
-    let server = ScriptServer::start(|_, index, payload: &[u8]| {
-        if index == 0 {
-            Act::Ignore
-        } else {
-            Act::Replies(vec![ack("AA", "NE1"), ack("AA", &control_id(payload))])
-        }
-    })
-    .await;
-    let mut sender = Sender::new(server.addr.to_string(), unasked_fast());
-    let delivery = sender.send(&enhanced("NE1", "NE")).await.expect("sent");
+    let delivery = sender.send(&enhanced(first, mode)).await.expect("sent");
     assert!(delivery.ack.is_none());
     let delivery = sender.send(&message("AL1")).await.expect("accepted");
     assert_eq!(delivery.attempts, 1, "not sent again");
@@ -382,6 +362,18 @@ async fn a_late_answer_to_an_unasked_message_is_not_taken_for_the_next() {
     assert_eq!(server.messages.load(Ordering::SeqCst), 2);
     assert_eq!(server.connections.load(Ordering::SeqCst), 1);
     server.stop().await;
+}
+
+/// A late error answer to an `ER` message (after the wait).
+#[tokio::test]
+async fn a_late_error_answer_is_passed_over_and_the_next_message_answered() {
+    a_late_answer_is_passed_over("ER9", "ER", "AE").await;
+}
+
+/// A receiver that answers an `NE` message anyway, after the wait.
+#[tokio::test]
+async fn a_late_answer_to_an_unasked_message_is_not_taken_for_the_next() {
+    a_late_answer_is_passed_over("NE1", "NE", "AA").await;
 }
 
 /// `ER` with an error: the receiver's AE is the answer, as in original mode.
