@@ -44,7 +44,7 @@ pub fn review(args: &ReviewArgs) -> anyhow::Result<ExitCode> {
             anyhow::bail!("give the candidate either as NAME@SHA256 or as a file, not both")
         }
         (Some(sha), None) => {
-            let store = config.engine.data_dir.join("plugins");
+            let store = plexus_pipeline::plugin_store_path(&config);
             let configured = BuiltinAssets
                 .read(&entry.file)
                 .ok()

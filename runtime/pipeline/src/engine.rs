@@ -1241,7 +1241,7 @@ impl Engine {
     }
 
     fn plugin_store(&self) -> PathBuf {
-        self.shared.config.engine.data_dir.join("plugins")
+        plugin_store_path(&self.shared.config)
     }
 
     /// Activates a chain of uploaded versions, `(plug-in name, sha256)` per stage, after
@@ -2704,7 +2704,7 @@ fn verify_kept_chains(
     plugins: &[(String, String)],
 ) -> Result<Vec<String>, BuildError> {
     let file = crate::chains::file(config);
-    let store = config.engine.data_dir.join("plugins");
+    let store = plugin_store_path(config);
     let configured: BTreeMap<String, String> = plugins.iter().cloned().collect();
     let mut notes = Vec::new();
     for (interface, kept) in crate::chains::load(config)? {
@@ -2773,7 +2773,7 @@ fn kept_chain_refused(
         chain: describe_digests(&kept.chain),
         by: kept.by.clone(),
         file: crate::chains::file(config),
-        store: config.engine.data_dir.join("plugins"),
+        store: plugin_store_path(config),
         reason,
     }))
 }
@@ -2857,6 +2857,11 @@ pub(crate) fn hl7_charset(charset: plexus_config::Charset) -> plexus_hl7::Charse
 /// The journal file for a config.
 pub fn journal_path(config: &Config) -> PathBuf {
     config.engine.data_dir.join("journal.db")
+}
+
+/// The plug-in store for a config: uploaded versions, as `<sha256>.wasm`.
+pub fn plugin_store_path(config: &Config) -> PathBuf {
+    config.engine.data_dir.join("plugins")
 }
 
 fn sandbox_grants(g: &plexus_config::Grants) -> plexus_sandbox::Grants {

@@ -52,7 +52,7 @@ pub use chain::{
 pub use chains::{MIN_DIGEST_PREFIX, resolve_digest};
 pub use engine::{
     ActiveChain, CapabilityChange, DataDirLock, Engine, ReloadReport, ReplayOutcome, Running,
-    Verified, journal_path, lock_data_dir, order_key, verify,
+    Verified, journal_path, lock_data_dir, order_key, plugin_store_path, verify,
 };
 pub use error::{ActivatedChain, BuildError, OpError};
 pub use grants::{GrantChange, effective as effective_grants};
